@@ -1,0 +1,37 @@
+"""rayplex: distributed logging on Ray into one TensorBoard logdir.
+
+Example:
+    >>> import ray, rayplex
+    >>> ray.init()  # doctest: +SKIP
+    >>> hub = rayplex.init("/tmp/exp1")  # doctest: +SKIP
+    >>> rayplex.get_logger("learner/main").add_scalar("loss", 0.3, step=1)  # doctest: +SKIP
+    >>> rayplex.shutdown()  # doctest: +SKIP
+"""
+
+from rayplex.decorators import current_logger, logged
+from rayplex.errors import (
+    FlushTimeoutError,
+    HubNotFoundError,
+    LogdirConflictError,
+    RayplexError,
+)
+from rayplex.handle import HubHandle, flush, init, shutdown, status
+from rayplex.logger import Logger, get_logger
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FlushTimeoutError",
+    "HubHandle",
+    "HubNotFoundError",
+    "LogdirConflictError",
+    "Logger",
+    "RayplexError",
+    "current_logger",
+    "flush",
+    "get_logger",
+    "init",
+    "logged",
+    "shutdown",
+    "status",
+]

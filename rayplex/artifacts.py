@@ -1,0 +1,759 @@
+"""Pure-Python artifact store backing ``logdir/artifacts/`` (no Ray involved).
+
+The hub process owns one :class:`ArtifactStore` rooted at ``logdir/artifacts``
+and performs every artifact write through it. Callers compose the relative
+path (``<group>/<name>/<user path>``); the store only guarantees that
+
+* every path is validated by :func:`safe_relpath` and, after following any
+  symlinks already on disk, resolves strictly inside the root -- otherwise
+  :class:`ValueError` is raised *before* anything is created or written;
+* whole-file writes (:meth:`ArtifactStore.write_bytes`,
+  :meth:`ArtifactStore.copy_in`) are atomic: a reader sees either the old or
+  the new contents, never a mixture. Data goes to a hidden temp file
+  ``.tmp-<32 hex>`` in the target directory, is fsync'ed, then
+  :func:`os.replace`'d over the target, and the directory is fsync'ed;
+* appends (:meth:`ArtifactStore.append_chunk`) use a crash-safe,
+  length-prefixed record framing (see :func:`encode_chunk`), so a torn final
+  record never damages earlier ones.
+
+On-disk formats:
+    * Plain artifacts are stored byte-for-byte as given.
+    * Chunk files (``append_chunk``) are a concatenation of records::
+
+          +----------------------+-----------------+-------------------+
+          | length: uint64 LE    | payload         | crc: uint32 LE    |
+          | (8 bytes)            | (length bytes)  | (4 bytes)         |
+          +----------------------+-----------------+-------------------+
+
+      where ``crc = zlib.crc32(length_bytes + payload)``. There is no file
+      header; an empty file holds zero chunks.
+    * Temp files are named ``.tmp-<32 lowercase hex>``. They are never listed
+      and the ``.tmp-`` prefix is reserved: no user path component may start
+      with it.
+
+Threat model: the store defends against hostile *path strings* and against
+symlinks (or hard links, for appends) that already exist inside the store
+when a call is made. It assumes it is the only writer below its root; it is
+not hardened against a concurrent attacker swapping directories for symlinks
+between the check and the write (TOCTOU).
+
+Example:
+    >>> import tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> store = ArtifactStore(tmp.name)
+    >>> _ = store.write_bytes("train/run1/notes.txt", b"hello")
+    >>> store.read_bytes("train/run1/notes.txt")
+    b'hello'
+    >>> _ = store.append_chunk("train/run1/metrics.pkl", b"a")
+    >>> _ = store.append_chunk("train/run1/metrics.pkl", b"b")
+    >>> store.read_chunks("train/run1/metrics.pkl")
+    [b'a', b'b']
+    >>> [info.path for info in store.list("train")]
+    ['train/run1/metrics.pkl', 'train/run1/notes.txt']
+    >>> tmp.cleanup()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import secrets
+import shutil
+import stat
+import struct
+import threading
+import unicodedata
+import warnings
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+__all__ = [
+    "MAX_COMPONENT_BYTES",
+    "MAX_PATH_BYTES",
+    "TEMP_PREFIX",
+    "ArtifactInfo",
+    "ArtifactStore",
+    "TornChunkWarning",
+    "decode_chunks",
+    "encode_chunk",
+    "safe_relpath",
+]
+
+#: Maximum length of one path component, in UTF-8 bytes (typical NAME_MAX).
+MAX_COMPONENT_BYTES = 255
+#: Maximum length of a normalised relative path, in UTF-8 bytes.
+MAX_PATH_BYTES = 1024
+#: Prefix of the store's temp files; reserved, never valid in user paths.
+TEMP_PREFIX = ".tmp-"
+
+_LEN = struct.Struct("<Q")
+_CRC = struct.Struct("<I")
+_RECORD_OVERHEAD = _LEN.size + _CRC.size  # 12 bytes
+_COPY_BUFSIZE = 1 << 20
+_DRIVE_RE = re.compile(r"^[A-Za-z]:")
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_BINARY = getattr(os, "O_BINARY", 0)
+
+
+class TornChunkWarning(UserWarning):
+    """A chunk file ends in a truncated or corrupt record, which was ignored."""
+
+
+@dataclass(frozen=True)
+class ArtifactInfo:
+    """One file in the store, as reported by :meth:`ArtifactStore.list`.
+
+    Attributes:
+        path: Normalised POSIX path relative to the store root.
+        size: Size in bytes.
+        mtime: Modification time, seconds since the epoch.
+    """
+
+    path: str
+    size: int
+    mtime: float
+
+
+def safe_relpath(path: str) -> str:
+    """Validate a user-supplied relative artifact path and normalise it.
+
+    Normalisation splits on ``/`` and drops empty and ``.`` components, so
+    ``"a//./b/"`` becomes ``"a/b"``. Backslashes are *rejected* rather than
+    treated as separators: silently reinterpreting ``a\\b`` would make the
+    same string mean different files on different platforms.
+
+    Args:
+        path: Relative path using ``/`` as separator.
+
+    Returns:
+        The normalised path: non-empty, ``/``-separated, with no empty, ``.``
+        or ``..`` components and no leading or trailing slash.
+
+    Raises:
+        ValueError: If ``path`` is not a ``str``; is empty; is absolute
+            (``/x``, ``C:\\x``, ``C:x``, ``\\\\server\\x``); contains a
+            backslash, NUL or another control character (Unicode category
+            ``Cc``), or a ``..`` component; has a component starting with the
+            reserved temp prefix ``.tmp-``; is not encodable as UTF-8; has a
+            component longer than 255 UTF-8 bytes; is longer than 1024 UTF-8
+            bytes after normalisation; or normalises to nothing (``"./."``).
+            Each case has its own message.
+
+    Example:
+        >>> safe_relpath("group/name//./plots/loss.png")
+        'group/name/plots/loss.png'
+        >>> try:
+        ...     safe_relpath("a/../../etc/passwd")
+        ... except ValueError as exc:
+        ...     print(exc)
+        artifact path must not contain '..' components: 'a/../../etc/passwd'
+    """
+    if not isinstance(path, str):
+        raise ValueError(f"artifact path must be a str, not {type(path).__name__}")
+    if not path:
+        raise ValueError("artifact path must not be empty; give a file name such as 'out.pkl'")
+    if "\x00" in path:
+        raise ValueError(f"artifact path must not contain NUL characters: {_show(path)}")
+    for ch in path:
+        if unicodedata.category(ch) == "Cc":
+            raise ValueError(
+                f"artifact path must not contain control character U+{ord(ch):04X}: {_show(path)}"
+            )
+    if path.startswith(("/", "\\")) or _DRIVE_RE.match(path):
+        raise ValueError(
+            f"artifact path must be relative to the artifact root, not absolute: {_show(path)}"
+        )
+    if "\\" in path:
+        raise ValueError(
+            f"artifact path must use '/' as separator; backslashes are not allowed: {_show(path)}"
+        )
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"artifact path is not encodable as UTF-8 (lone surrogate?): {_show(path)}"
+        ) from None
+
+    parts: list[str] = []
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            raise ValueError(f"artifact path must not contain '..' components: {_show(path)}")
+        if part.startswith(TEMP_PREFIX):
+            raise ValueError(
+                f"artifact path components must not start with the reserved prefix "
+                f"{TEMP_PREFIX!r}: {_show(path)}"
+            )
+        if len(part.encode("utf-8")) > MAX_COMPONENT_BYTES:
+            raise ValueError(
+                f"artifact path component is longer than {MAX_COMPONENT_BYTES} UTF-8 bytes: "
+                f"{_show(part)}"
+            )
+        parts.append(part)
+    if not parts:
+        raise ValueError(
+            f"artifact path names no file (only '.' components and slashes): {_show(path)}"
+        )
+    normalised = "/".join(parts)
+    if len(normalised.encode("utf-8")) > MAX_PATH_BYTES:
+        raise ValueError(
+            f"artifact path is longer than {MAX_PATH_BYTES} UTF-8 bytes after normalisation: "
+            f"{_show(normalised)}"
+        )
+    return normalised
+
+
+def encode_chunk(payload: bytes) -> bytes:
+    """Frame one payload as a chunk-file record.
+
+    The record is ``uint64-LE length + payload + uint32-LE crc32``, the crc
+    covering the 8 length bytes followed by the payload.
+
+    Args:
+        payload: The bytes to frame (typically one pickled object).
+
+    Returns:
+        The framed record, ``len(payload) + 12`` bytes long.
+
+    Example:
+        >>> encode_chunk(b"hi").hex()
+        '020000000000000068691880357e'
+    """
+    header = _LEN.pack(len(payload))
+    crc = zlib.crc32(payload, zlib.crc32(header)) & 0xFFFFFFFF
+    return header + payload + _CRC.pack(crc)
+
+
+def decode_chunks(data: bytes) -> tuple[list[bytes], int, str | None]:
+    """Parse a chunk file's contents, stopping at the first bad record.
+
+    Args:
+        data: Entire contents of a chunk file.
+
+    Returns:
+        ``(chunks, good_end, problem)``: the payloads of all intact leading
+        records, the byte offset just past the last intact record, and
+        ``None`` if the whole input was intact or otherwise a description of
+        the truncated/corrupt record found at ``good_end``.
+
+    Example:
+        >>> blob = encode_chunk(b"a") + encode_chunk(b"b")
+        >>> decode_chunks(blob)
+        ([b'a', b'b'], 26, None)
+        >>> decode_chunks(blob[:-3])[:2]
+        ([b'a'], 13)
+    """
+    view = memoryview(data)
+    size = len(view)
+    chunks: list[bytes] = []
+    offset = 0
+    while offset < size:
+        remaining = size - offset
+        if remaining < _RECORD_OVERHEAD:
+            return chunks, offset, f"truncated record header at byte {offset}"
+        (length,) = _LEN.unpack_from(view, offset)
+        if length > remaining - _RECORD_OVERHEAD:
+            return (
+                chunks,
+                offset,
+                f"record at byte {offset} declares {length} payload bytes but only "
+                f"{remaining - _RECORD_OVERHEAD} remain",
+            )
+        start = offset + _LEN.size
+        end = start + length
+        (stored_crc,) = _CRC.unpack_from(view, end)
+        actual_crc = zlib.crc32(view[start:end], zlib.crc32(view[offset:start])) & 0xFFFFFFFF
+        if stored_crc != actual_crc:
+            return chunks, offset, f"crc mismatch in record at byte {offset}"
+        chunks.append(bytes(view[start:end]))
+        offset = end + _CRC.size
+    return chunks, offset, None
+
+
+def _show(text: str, limit: int = 80) -> str:
+    """``repr`` of ``text``, shortened so that error messages stay readable."""
+    if len(text) > limit:
+        return repr(text[:limit]) + f"... ({len(text)} characters)"
+    return repr(text)
+
+
+def _as_bytes(data: bytes) -> bytes:
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
+    raise TypeError(f"artifact data must be bytes-like, got {type(data).__name__}")
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Best-effort fsync of a directory so a rename/creation is durable."""
+    if not hasattr(os, "O_DIRECTORY"):  # pragma: no cover - Windows
+        return
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | _O_CLOEXEC)
+    except OSError:  # pragma: no cover - exotic filesystems
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _read_all(fd: int) -> bytes:
+    pieces: list[bytes] = []
+    while True:
+        piece = os.read(fd, _COPY_BUFSIZE)
+        if not piece:
+            return b"".join(pieces)
+        pieces.append(piece)
+
+
+class ArtifactStore:
+    """Filesystem artifact store rooted at ``logdir/artifacts``.
+
+    All methods take paths relative to the root (validated with
+    :func:`safe_relpath`). The root directory is created lazily on the first
+    write. The store is safe to share between threads of one process; it
+    assumes no other process writes below its root.
+
+    Args:
+        root: The store's root directory (normally ``logdir/artifacts``). It is
+            made absolute but symlinks in it are kept (they are resolved when
+            checking containment).
+
+    Example:
+        >>> import tempfile
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> store = ArtifactStore(tmp.name)
+        >>> store.exists("g/n/a.bin")
+        False
+        >>> _ = store.write_bytes("g/n/a.bin", b"\\x00\\x01")
+        >>> store.exists("g/n/a.bin"), store.read_bytes("g/n/a.bin")
+        (True, b'\\x00\\x01')
+        >>> tmp.cleanup()
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self._root = Path(os.path.abspath(os.fspath(root)))
+        self._lock = threading.Lock()
+        # Chunk files whose tail we have verified: abs path -> (dev, ino, size, mtime_ns).
+        self._verified_chunk_files: dict[str, tuple[int, int, int, int]] = {}
+
+    @property
+    def root(self) -> Path:
+        """Absolute path of the store root."""
+        return self._root
+
+    def __repr__(self) -> str:
+        return f"ArtifactStore({str(self._root)!r})"
+
+    # ------------------------------------------------------------------ paths
+
+    def _resolve_norm(self, rel: str) -> tuple[str, Path]:
+        norm = safe_relpath(rel)
+        target = self._root / norm
+        root_real = os.path.realpath(self._root)
+        target_real = os.path.realpath(target)
+        if target_real == root_real or os.path.commonpath([root_real, target_real]) != root_real:
+            raise ValueError(
+                f"artifact path {norm!r} resolves outside the artifact root {str(self._root)!r} "
+                "through a symlink on disk; remove the symlink or choose another path"
+            )
+        return norm, target
+
+    def resolve(self, rel: str) -> Path:
+        """Validate ``rel`` and return its absolute location inside the root.
+
+        Symlinks already present on disk (in directory components or as the
+        final component) are followed for the containment check; nothing is
+        created.
+
+        Args:
+            rel: Path relative to the root.
+
+        Returns:
+            ``root / safe_relpath(rel)`` (lexical; symlinks are not replaced by
+            their targets in the returned path).
+
+        Raises:
+            ValueError: If ``rel`` is invalid or its real path, after
+                following symlinks, is not strictly inside the root's real
+                path.
+
+        Example:
+            >>> store = ArtifactStore("/srv/logdir/artifacts")
+            >>> store.resolve("g/n//plots/./a.png").as_posix()
+            '/srv/logdir/artifacts/g/n/plots/a.png'
+        """
+        return self._resolve_norm(rel)[1]
+
+    # ----------------------------------------------------------------- writes
+
+    def _atomic_write(self, target: Path, fill: Callable[[BinaryIO], object]) -> None:
+        parent = target.parent
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = parent / f"{TEMP_PREFIX}{secrets.token_hex(16)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC | _O_BINARY, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fill(fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        finally:
+            self._verified_chunk_files.pop(str(target), None)
+        _fsync_dir(parent)
+
+    def write_bytes(self, rel: str, data: bytes) -> Path:
+        """Atomically create or replace an artifact with ``data``.
+
+        Args:
+            rel: Path relative to the root; parent directories are created.
+            data: The new contents (any bytes-like object).
+
+        Returns:
+            The artifact's absolute path (as :meth:`resolve`).
+
+        Raises:
+            ValueError: If ``rel`` is invalid or escapes the root.
+            TypeError: If ``data`` is not bytes-like.
+            OSError: On filesystem errors; the previous contents, if any, are
+                left intact and no temp file remains.
+
+        Example:
+            >>> import tempfile
+            >>> tmp = tempfile.TemporaryDirectory()
+            >>> store = ArtifactStore(tmp.name)
+            >>> store.write_bytes("g/n/x.txt", b"v1").name
+            'x.txt'
+            >>> _ = store.write_bytes("g/n/x.txt", b"v2")
+            >>> store.read_bytes("g/n/x.txt")
+            b'v2'
+            >>> tmp.cleanup()
+        """
+        payload = _as_bytes(data)
+        _, target = self._resolve_norm(rel)
+        self._atomic_write(target, lambda fh: fh.write(payload))
+        return target
+
+    def copy_in(self, local_path: str | os.PathLike[str], rel: str) -> Path:
+        """Atomically copy a local file into the store (for ``upload_file``).
+
+        ``local_path`` is the caller's own file and is read as-is (it is not
+        validated or confined); only ``rel`` is.
+
+        Args:
+            local_path: File to copy from.
+            rel: Destination path relative to the root.
+
+        Returns:
+            The artifact's absolute path (as :meth:`resolve`).
+
+        Raises:
+            ValueError: If ``rel`` is invalid or escapes the root.
+            FileNotFoundError: If ``local_path`` does not exist (raised before
+                anything is written).
+            OSError: On filesystem errors; the previous contents, if any, are
+                left intact and no temp file remains.
+
+        Example:
+            >>> import os, tempfile
+            >>> tmp = tempfile.TemporaryDirectory()
+            >>> src = os.path.join(tmp.name, "model.pt")
+            >>> with open(src, "wb") as fh:
+            ...     _ = fh.write(b"weights")
+            >>> store = ArtifactStore(os.path.join(tmp.name, "artifacts"))
+            >>> _ = store.copy_in(src, "g/n/model.pt")
+            >>> store.read_bytes("g/n/model.pt")
+            b'weights'
+            >>> tmp.cleanup()
+        """
+        _, target = self._resolve_norm(rel)
+        with open(local_path, "rb") as src:
+            self._atomic_write(target, lambda fh: shutil.copyfileobj(src, fh, _COPY_BUFSIZE))
+        return target
+
+    def append_chunk(self, rel: str, data: bytes) -> Path:
+        """Append one framed chunk (e.g. one pickled object) to a chunk file.
+
+        This backs ML-Logger-style ``save_pkl(..., append=True)``. The record
+        format is described in :func:`encode_chunk`; read the chunks back with
+        :meth:`read_chunks`. Each append is a single ``O_APPEND`` write
+        followed by fsync. If the file ends in a torn/corrupt record (e.g. a
+        previous writer was killed mid-append), that tail is truncated away
+        with a :class:`TornChunkWarning` before appending, so new chunks stay
+        readable; intact earlier chunks are never touched.
+
+        Args:
+            rel: Path relative to the root; the file and its parent
+                directories are created if missing.
+            data: One chunk's payload (any bytes-like object; may be empty).
+
+        Returns:
+            The chunk file's absolute path (as :meth:`resolve`).
+
+        Raises:
+            ValueError: If ``rel`` is invalid, escapes the root, or
+                names a file with more than one hard link.
+            TypeError: If ``data`` is not bytes-like.
+
+        Example:
+            >>> import pickle, tempfile
+            >>> tmp = tempfile.TemporaryDirectory()
+            >>> store = ArtifactStore(tmp.name)
+            >>> for step in range(3):
+            ...     _ = store.append_chunk("g/n/log.pkl", pickle.dumps({"step": step}))
+            >>> [pickle.loads(c) for c in store.read_chunks("g/n/log.pkl")]
+            [{'step': 0}, {'step': 1}, {'step': 2}]
+            >>> tmp.cleanup()
+        """
+        record = encode_chunk(_as_bytes(data))
+        norm, target = self._resolve_norm(rel)
+        key = str(target)
+        with self._lock:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            created = not os.path.lexists(target)
+            fd = os.open(
+                target, os.O_RDWR | os.O_CREAT | os.O_APPEND | _O_CLOEXEC | _O_BINARY, 0o666
+            )
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    raise ValueError(f"chunk file {norm!r} is not a regular file")
+                if st.st_nlink > 1:
+                    raise ValueError(
+                        f"refusing to append to {norm!r}: it has {st.st_nlink} hard links"
+                    )
+                size = st.st_size
+                fingerprint = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+                if self._verified_chunk_files.get(key) != fingerprint:
+                    self._verified_chunk_files.pop(key, None)
+                    os.lseek(fd, 0, os.SEEK_SET)
+                    _, good_end, problem = decode_chunks(_read_all(fd))
+                    if problem is not None:
+                        warnings.warn(
+                            TornChunkWarning(
+                                f"chunk file {norm!r}: {problem}; truncating "
+                                f"{size - good_end} trailing bytes before appending"
+                            ),
+                            stacklevel=2,
+                        )
+                        os.ftruncate(fd, good_end)
+                        size = good_end
+                try:
+                    _write_all(fd, record)
+                    os.fsync(fd)
+                except BaseException:
+                    # Roll back a partial record so the file stays well-formed.
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, size)
+                    raise
+                st = os.fstat(fd)
+                self._verified_chunk_files[key] = (
+                    st.st_dev,
+                    st.st_ino,
+                    st.st_size,
+                    st.st_mtime_ns,
+                )
+            except BaseException:
+                self._verified_chunk_files.pop(key, None)
+                raise
+            finally:
+                os.close(fd)
+        if created:
+            _fsync_dir(target.parent)
+        return target
+
+    # ------------------------------------------------------------------ reads
+
+    def _read_norm(self, rel: str) -> tuple[str, bytes]:
+        norm, target = self._resolve_norm(rel)
+        try:
+            with open(target, "rb") as fh:
+                return norm, fh.read()
+        except FileNotFoundError:
+            raise FileNotFoundError(errno.ENOENT, "no such artifact", norm) from None
+        except NotADirectoryError:
+            raise FileNotFoundError(errno.ENOENT, "no such artifact", norm) from None
+        except IsADirectoryError:
+            raise IsADirectoryError(errno.EISDIR, "artifact path is a directory", norm) from None
+
+    def read_bytes(self, rel: str) -> bytes:
+        """Return an artifact's full contents.
+
+        Args:
+            rel: Path relative to the root.
+
+        Returns:
+            The file's bytes.
+
+        Raises:
+            ValueError: If ``rel`` is invalid or escapes the root.
+            FileNotFoundError: If there is no such artifact; ``filename`` (and
+                the message) is the normalised relative path.
+            IsADirectoryError: If ``rel`` names a directory.
+
+        Example:
+            >>> import tempfile
+            >>> tmp = tempfile.TemporaryDirectory()
+            >>> store = ArtifactStore(tmp.name)
+            >>> store.read_bytes("g/n/missing.txt")
+            Traceback (most recent call last):
+            ...
+            FileNotFoundError: [Errno 2] no such artifact: 'g/n/missing.txt'
+            >>> tmp.cleanup()
+        """
+        return self._read_norm(rel)[1]
+
+    def read_chunks(self, rel: str) -> list[bytes]:
+        """Return all chunks appended with :meth:`append_chunk`, in order.
+
+        Reading stops at the first truncated or corrupt record (e.g. a torn
+        final append), emitting a :class:`TornChunkWarning`; all intact
+        records before it are returned.
+
+        Args:
+            rel: Path relative to the root.
+
+        Returns:
+            The chunk payloads, oldest first.
+
+        Raises:
+            ValueError: If ``rel`` is invalid or escapes the root.
+            FileNotFoundError: If there is no such artifact.
+
+        Example:
+            >>> import tempfile
+            >>> tmp = tempfile.TemporaryDirectory()
+            >>> store = ArtifactStore(tmp.name)
+            >>> _ = store.append_chunk("g/n/c.pkl", b"first")
+            >>> store.read_chunks("g/n/c.pkl")
+            [b'first']
+            >>> tmp.cleanup()
+        """
+        norm, data = self._read_norm(rel)
+        chunks, good_end, problem = decode_chunks(data)
+        if problem is not None:
+            warnings.warn(
+                TornChunkWarning(
+                    f"chunk file {norm!r}: {problem}; ignoring {len(data) - good_end} "
+                    f"trailing bytes, returning {len(chunks)} intact chunks"
+                ),
+                stacklevel=2,
+            )
+        return chunks
+
+    def exists(self, rel: str) -> bool:
+        """Return whether ``rel`` names an existing artifact (regular file).
+
+        Args:
+            rel: Path relative to the root.
+
+        Returns:
+            ``True`` for an existing file (or a symlink to one inside the
+            root), ``False`` otherwise, including for directories.
+
+        Raises:
+            ValueError: If ``rel`` is invalid or escapes the root
+                (invalid paths are errors, not "absent").
+
+        Example:
+            >>> import tempfile
+            >>> tmp = tempfile.TemporaryDirectory()
+            >>> store = ArtifactStore(tmp.name)
+            >>> _ = store.write_bytes("g/n/a", b"")
+            >>> store.exists("g/n/a"), store.exists("g/n"), store.exists("g/n/b")
+            (True, False, False)
+            >>> tmp.cleanup()
+        """
+        return self._resolve_norm(rel)[1].is_file()
+
+    def list(self, prefix: str = "") -> list[ArtifactInfo]:
+        """List artifacts under ``prefix``, sorted by path.
+
+        ``prefix`` is a path prefix in whole components: ``""`` lists the whole
+        store, ``"g/n"`` lists everything below directory ``g/n`` (and if
+        ``g/n`` is itself a file, just that file). It is not a string prefix:
+        ``"g/ru"`` does not match ``g/run1``.
+
+        Temp files (``.tmp-*``), non-regular files, entries whose names are not
+        valid artifact paths, and symlinks resolving outside the root are
+        skipped. Symlinked directories are never descended into; symlinked
+        files inside the root are reported with their target's size/mtime.
+
+        Args:
+            prefix: Directory (or file) path relative to the root, or ``""``.
+
+        Returns:
+            :class:`ArtifactInfo` entries sorted by ``path``; empty if nothing
+            exists under ``prefix``.
+
+        Raises:
+            ValueError: If a non-empty ``prefix`` is invalid or escapes
+                the root.
+
+        Example:
+            >>> import tempfile
+            >>> tmp = tempfile.TemporaryDirectory()
+            >>> store = ArtifactStore(tmp.name)
+            >>> _ = store.write_bytes("g/b.txt", b"bb")
+            >>> _ = store.write_bytes("g/a.txt", b"a")
+            >>> [(i.path, i.size) for i in store.list("g")]
+            [('g/a.txt', 1), ('g/b.txt', 2)]
+            >>> tmp.cleanup()
+        """
+        if prefix == "":
+            top = self._root
+        else:
+            _, top = self._resolve_norm(prefix)
+        root_real = os.path.realpath(self._root)
+
+        infos: list[ArtifactInfo] = []
+
+        def consider(full: str) -> None:
+            if os.path.basename(full).startswith(TEMP_PREFIX):
+                return
+            rel = os.path.relpath(full, self._root).replace(os.sep, "/")
+            try:
+                if safe_relpath(rel) != rel:
+                    return
+            except ValueError:
+                return
+            try:
+                st = os.lstat(full)
+                if stat.S_ISLNK(st.st_mode):
+                    real = os.path.realpath(full)
+                    if real == root_real or os.path.commonpath([root_real, real]) != root_real:
+                        return
+                    st = os.stat(full)
+            except OSError:  # vanished, dangling link, loop...
+                return
+            if stat.S_ISREG(st.st_mode):
+                infos.append(ArtifactInfo(path=rel, size=st.st_size, mtime=st.st_mtime))
+
+        if os.path.isdir(top):
+            for dirpath, _dirnames, filenames in os.walk(top, followlinks=False):
+                for name in filenames:
+                    consider(os.path.join(dirpath, name))
+        elif os.path.lexists(top):
+            consider(str(top))
+        infos.sort(key=lambda info: info.path)
+        return infos

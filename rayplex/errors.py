@@ -1,0 +1,29 @@
+"""Exceptions raised by rayplex.
+
+::
+
+    RayplexError
+     ├── HubNotFoundError        no hub with that name: call rayplex.init(logdir) first
+     ├── LogdirConflictError     a hub with that name already writes to another logdir
+     └── FlushTimeoutError       the hub did not acknowledge within the flush timeout
+
+Invalid arguments raise the built-in ``ValueError`` / ``TypeError`` at the call site.
+"""
+
+from __future__ import annotations
+
+
+class RayplexError(RuntimeError):
+    """Base class of every rayplex-specific error."""
+
+
+class HubNotFoundError(RayplexError):
+    """No hub is running under the requested name in this Ray cluster."""
+
+
+class LogdirConflictError(RayplexError):
+    """``rayplex.init`` asked for a logdir other than the one the running hub writes to."""
+
+
+class FlushTimeoutError(RayplexError, TimeoutError):
+    """``flush()`` gave up waiting for the hub's acknowledgement."""

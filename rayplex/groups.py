@@ -1,0 +1,231 @@
+"""Client groups: how a client id becomes a TensorBoard run directory and tag.
+
+The rules are Tensorplex's, so existing dashboards keep working:
+
+=========  ==================  ============================  =================================
+kind       client id           run directory                 ``add_scalar("reward")`` tag
+=========  ==================  ============================  =================================
+normal     ``learner/system``  ``learner``                   ``system/reward``
+indexed 8  ``agent/17``        ``agent/17``                  ``agent/reward/16-23``
+combined   ``eval/stoch-1``    ``eval/stoch-1``              ``eval/reward/<bin_fn("stoch-1")>``
+=========  ==================  ============================  =================================
+
+In a tag, ``:`` and ``#`` become ``.``; a tag starting with ``.`` is glued on without a
+``/`` (a TensorBoard section of its own); a leading ``/`` behaves like no prefix.
+
+Example:
+    >>> registry = GroupRegistry().with_group(GroupSpec.indexed("agent", 8))
+    >>> route = registry.route("agent/17")
+    >>> route.run, route.tag("reward")
+    ('agent/17', 'agent/reward/16-23')
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+NORMAL = "normal"
+INDEXED = "indexed"
+COMBINED = "combined"
+
+SUMMARY_RUN = "summary"
+"""Name of the run, inside each group's directory, that holds cluster-wide summaries."""
+
+_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
+MAX_PART_LENGTH = 128
+MAX_TAG_LENGTH = 1024
+
+
+def validate_part(part: object, what: str) -> str:
+    """Check one component of a client id (a group or a name).
+
+    Raises:
+        TypeError: if ``part`` is not a string.
+        ValueError: if it is empty, too long, ``.``/``..``, or has characters other than
+            letters, digits, ``_``, ``-`` and ``.`` (or starts with ``.`` or ``-``).
+    """
+    if not isinstance(part, str):
+        raise TypeError(f"{what} must be a str, got {type(part).__name__}")
+    if not part:
+        raise ValueError(f"{what} is empty")
+    if len(part) > MAX_PART_LENGTH:
+        raise ValueError(f"{what} is {len(part)} characters long; the limit is {MAX_PART_LENGTH}")
+    if not _PART.fullmatch(part) or part in (".", ".."):
+        raise ValueError(
+            f"{what} {part!r} is invalid: use letters, digits, '_', '-' and '.', "
+            "not starting with '.' or '-'"
+        )
+    return part
+
+
+def split_client_id(client_id: object) -> tuple[str, str]:
+    """Split ``"<group>/<name>"`` into its validated parts.
+
+    Example:
+        >>> split_client_id("agent/3")
+        ('agent', '3')
+
+    Raises:
+        TypeError: if ``client_id`` is not a string.
+        ValueError: if it is not exactly ``<group>/<name>`` with valid parts.
+    """
+    if not isinstance(client_id, str):
+        raise TypeError(f"client id must be a str like 'agent/3', got {type(client_id).__name__}")
+    parts = client_id.split("/")
+    if len(parts) != 2:
+        raise ValueError(
+            f"client id {client_id!r} must have the form '<group>/<name>' with exactly one '/'"
+        )
+    group, name = parts
+    validate_part(group, f"group of client id {client_id!r}")
+    validate_part(name, f"name of client id {client_id!r}")
+    return group, name
+
+
+def validate_tag(tag: object) -> str:
+    """Check a user's tag (``"reward"``, ``".section/loss"``, ``"a:b#c"``).
+
+    Raises:
+        TypeError: if ``tag`` is not a string.
+        ValueError: if it is empty, too long, or contains NUL or a line break.
+    """
+    if not isinstance(tag, str):
+        raise TypeError(f"tag must be a str, got {type(tag).__name__}")
+    if not tag or tag in ("/", "."):
+        raise ValueError(f"tag {tag!r} is empty")
+    if len(tag) > MAX_TAG_LENGTH:
+        raise ValueError(f"tag is {len(tag)} characters long; the limit is {MAX_TAG_LENGTH}")
+    if "\x00" in tag or "\n" in tag or "\r" in tag:
+        raise ValueError(f"tag {tag!r} contains NUL or a line break")
+    return tag
+
+
+def bin_for(index: int, bin_size: int) -> str:
+    """Name the bin of an indexed group's member: ``16-23`` for 17 with size 8, ``3`` for size 1.
+
+    Example:
+        >>> bin_for(17, 8), bin_for(3, 1)
+        ('16-23', '3')
+    """
+    lo = index // bin_size * bin_size
+    hi = lo + bin_size - 1
+    return str(lo) if lo == hi else f"{lo}-{hi}"
+
+
+def _clean(tag: str) -> str:
+    return tag.replace(":", ".").replace("#", ".")
+
+
+def _join(prefix: str, tag: str) -> str:
+    # Tensorplex: '.' and '/' at the start glue on directly; '.x' opens a section of its own.
+    return prefix + tag if tag[0] in "./" else prefix + "/" + tag
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    """How the clients of one group are laid out in TensorBoard."""
+
+    name: str
+    kind: str = NORMAL
+    bin_size: int = 1
+    bin_fn: Callable[[str], str] | None = field(default=None, compare=False)
+
+    @classmethod
+    def normal(cls, name: str) -> GroupSpec:
+        return cls(validate_part(name, "group name"), NORMAL)
+
+    @classmethod
+    def indexed(cls, name: str, bin_size: int) -> GroupSpec:
+        if isinstance(bin_size, bool) or not isinstance(bin_size, int):
+            raise TypeError(f"bin_size must be an int, got {type(bin_size).__name__}")
+        if bin_size < 1:
+            raise ValueError(f"bin_size must be >= 1, got {bin_size}")
+        return cls(validate_part(name, "group name"), INDEXED, bin_size)
+
+    @classmethod
+    def combined(cls, name: str, bin_fn: Callable[[str], str]) -> GroupSpec:
+        if not callable(bin_fn):
+            raise TypeError(f"bin_fn must be callable (name -> bin name), got {bin_fn!r}")
+        return cls(validate_part(name, "group name"), COMBINED, 1, bin_fn)
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where one client's records go: a run directory and a tag prefix/suffix."""
+
+    client_id: str
+    run: str
+    prefix: str
+    suffix: str
+    registered: bool
+
+    def tag(self, user_tag: str) -> str:
+        """The TensorBoard tag for ``user_tag`` logged by this client."""
+        return _join(self.prefix, _clean(user_tag)) + self.suffix
+
+
+@dataclass(frozen=True)
+class GroupRegistry:
+    """An immutable snapshot of the registered groups; ``version`` grows with each change."""
+
+    groups: Mapping[str, GroupSpec] = field(default_factory=dict)
+    version: int = 0
+    epoch: str = ""
+    """Identifies the experiment that owns this registry, so versions of two hubs never mix."""
+
+    def with_group(self, spec: GroupSpec) -> GroupRegistry:
+        groups = dict(self.groups)
+        groups[spec.name] = spec
+        return GroupRegistry(groups, self.version + 1, self.epoch)
+
+    @property
+    def stamp(self) -> tuple[str, int]:
+        """``(epoch, version)``: equal stamps route identically."""
+        return (self.epoch, self.version)
+
+    def kind_of(self, group: str) -> str:
+        spec = self.groups.get(group)
+        return spec.kind if spec else NORMAL
+
+    def check_client(self, client_id: str) -> tuple[str, str]:
+        """Validate ``client_id`` against the registered groups (e.g. integer names in indexed ones)."""
+        group, name = split_client_id(client_id)
+        spec = self.groups.get(group)
+        if spec is not None and spec.kind == INDEXED and not name.isdigit():
+            raise ValueError(
+                f"client id {client_id!r}: group {group!r} is indexed, so the name must be a "
+                "non-negative integer like 'agent/3'"
+            )
+        return group, name
+
+    def route(self, client_id: str) -> Route:
+        """Route ``client_id``; an unregistered group routes like a normal group.
+
+        Raises:
+            ValueError: for an invalid client id, or if a combined group's ``bin_fn`` fails or
+                returns something that is not a non-empty string.
+        """
+        group, name = self.check_client(client_id)
+        spec = self.groups.get(group)
+        if spec is None or spec.kind == NORMAL:
+            return Route(client_id, group, name, "", spec is not None)
+        if spec.kind == INDEXED:
+            index = int(name)
+            return Route(client_id, f"{group}/{index}", group, "/" + bin_for(index, spec.bin_size), True)
+        assert spec.bin_fn is not None
+        try:
+            bin_name = spec.bin_fn(name)
+        except Exception as exc:
+            raise ValueError(
+                f"bin_fn of combined group {group!r} raised {exc!r} for name {name!r}; it must "
+                "map a client name to a bin name"
+            ) from exc
+        if not isinstance(bin_name, str) or not bin_name or "\x00" in bin_name:
+            raise ValueError(
+                f"bin_fn of combined group {group!r} returned {bin_name!r} for {name!r}; "
+                "expected a non-empty str"
+            )
+        return Route(client_id, f"{group}/{name}", group, "/" + _clean(bin_name), True)
+

@@ -1,0 +1,59 @@
+"""What crosses process boundaries: worker batches, hub acknowledgements.
+
+A worker ships one :class:`Batch` at a time and keeps it until it is acknowledged; the pair
+``(sender, seq)`` lets the hub drop a batch it has already written (a resend after a timeout,
+or a call replayed by Ray after an actor restart).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Chunk:
+    """The framed events of one client, routed with the registry the worker knew.
+
+    ``tags`` holds the user's tag of each event, in order, so that the hub can re-route the
+    chunk if the groups were registered anew after the worker encoded it.
+    """
+
+    client_id: str
+    run: str
+    prefix: str
+    suffix: str
+    blob: bytes
+    tags: list[str | None]
+    """The user's tag of each event; ``None`` for an event whose tag must not be routed."""
+
+
+@dataclass
+class Batch:
+    """Everything one worker process sends in one go."""
+
+    sender: str
+    seq: int
+    registry_stamp: tuple[str, int]
+    chunks: list[Chunk] = field(default_factory=list)
+    logs: list[Any] = field(default_factory=list)
+    partials: list[Any] = field(default_factory=list)
+    ops: list[Any] = field(default_factory=list)
+
+    def record_count(self) -> int:
+        return sum(len(c.tags) for c in self.chunks) + len(self.logs) + len(self.partials) + len(
+            self.ops
+        )
+
+
+@dataclass
+class Ack:
+    """The hub's answer to one batch."""
+
+    sender: str
+    seq: int
+    duplicate: bool = False
+    registry_stamp: tuple[str, int] = ("", 0)
+    registry: Any = None  # a GroupRegistry when the sender's version was stale
+    error: str | None = None  # set when the hub could not write (the sender retries)
+    results: list[Any] = field(default_factory=list)  # answers to ``ops``, in order

@@ -1,0 +1,316 @@
+"""The worker side of the data path: one :class:`Transport` per process and experiment.
+
+Loggers append small tuples to the transport's queue and return. A background thread drains
+the queue every flush interval (or sooner when it fills), encodes the records into framed
+TensorBoard events, and ships them as one :class:`~rayplex.records.Batch` to this node's
+:class:`~rayplex.actors.node_buffer.NodeBuffer`. The batch is kept and resent with back-off
+until the hub acknowledges it; ``(sender, seq)`` lets the hub drop duplicates.
+
+``flush()`` puts a marker in the queue and waits until the batch holding everything before it
+has been acknowledged: a barrier, not a hint.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from typing import Any
+
+import ray
+
+from rayplex.config import config
+from rayplex.encode import ScalarTemplate, event_record, tag_header
+from rayplex.errors import FlushTimeoutError
+from rayplex.groups import GroupRegistry, Route
+from rayplex.records import Ack, Batch, Chunk
+
+log = logging.getLogger("rayplex")
+
+SCALAR = 0
+VALUE = 1  # a pre-encoded Summary.Value without its tag
+RAW_VALUE = 2  # like VALUE, but the tag is written as given (not routed)
+LOGLINE = 3
+
+
+class _FlushMarker:
+    __slots__ = ("done", "error")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+
+class Transport:
+    """Buffers this process's records for one experiment and ships them in batches."""
+
+    def __init__(self, hub_name: str) -> None:
+        from rayplex.actors import get_hub
+
+        self.hub_name = hub_name
+        self.sender = uuid.uuid4().hex
+        self._hub = get_hub(hub_name)  # raises HubNotFoundError early, at get_logger
+        self.registry: GroupRegistry = ray.get(self._hub.get_registry.remote())
+        self.node_id = ray.get_runtime_context().get_node_id()
+        self._node_buffer: Any = None
+        self.queue: deque[Any] = deque()
+        self._wake = threading.Event()
+        self._closed = False
+        self._seq = 0
+        self._routes: dict[str, Route] = {}
+        self._templates: dict[tuple[str, str], ScalarTemplate] = {}
+        self._tag_fields: dict[tuple[str, str], bytes] = {}
+        cfg = config()
+        self._interval = cfg.flush_interval_s
+        self.batch_records = cfg.batch_records
+        self.max_buffer_records = cfg.max_buffer_records
+        self.counters = {"sent": 0, "acked": 0, "retried": 0, "records": 0, "batches": 0}
+        self._thread = threading.Thread(
+            target=self._run, name=f"rayplex-flush-{hub_name}", daemon=True
+        )
+        self._thread.start()
+        atexit.register(self._at_exit)
+
+    # ------------------------------------------------------------ caller side
+    def put(self, item: tuple[Any, ...]) -> None:
+        queue = self.queue
+        queue.append(item)
+        if len(queue) >= self.batch_records:
+            self._wake.set()
+            if len(queue) >= self.max_buffer_records:
+                self._wait_for_room()
+
+    def _wait_for_room(self) -> None:
+        deadline = time.monotonic() + config().flush_timeout_s
+        while len(self.queue) >= self.max_buffer_records and time.monotonic() < deadline:
+            self._wake.set()
+            time.sleep(0.001)
+
+    def route(self, client_id: str) -> Route:
+        """The route of ``client_id`` under the registry this process knows."""
+        route = self._routes.get(client_id)
+        if route is None:
+            route = self.registry.route(client_id)
+            self._routes[client_id] = route
+        return route
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Block until everything put before this call is written by the hub.
+
+        Raises:
+            FlushTimeoutError: if the hub did not acknowledge within ``timeout`` seconds.
+        """
+        if self._closed:
+            return
+        marker = _FlushMarker()
+        self.queue.append(marker)
+        self._wake.set()
+        limit = config().flush_timeout_s if timeout is None else timeout
+        if not marker.done.wait(limit):
+            raise FlushTimeoutError(
+                f"rayplex hub {self.hub_name!r} did not acknowledge within {limit:.0f} s; the "
+                "data stays buffered and is resent when the hub is reachable"
+            )
+        if marker.error is not None:
+            raise marker.error
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush, then stop the background thread; safe to call twice."""
+        if self._closed:
+            return
+        try:
+            self.flush(timeout)
+        finally:
+            self._closed = True
+            self._wake.set()
+
+    def _at_exit(self) -> None:
+        try:
+            self.close(timeout=min(10.0, config().flush_timeout_s))
+        except Exception as exc:  # never raise at interpreter exit
+            log.warning("rayplex: could not flush at exit: %s", exc)
+
+    # -------------------------------------------------------- flush thread
+    def _run(self) -> None:
+        while not self._closed:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            try:
+                self._ship_pending()
+            except Exception:  # keep the thread alive whatever happens
+                log.exception("rayplex: unexpected error in the flush thread")
+
+    def _ship_pending(self) -> None:
+        while self.queue:
+            items, markers = self._drain()
+            if items:
+                batch = self._encode(items)
+                self._send(batch)
+            for marker in markers:
+                marker.done.set()
+
+    def _drain(self) -> tuple[list[Any], list[_FlushMarker]]:
+        items: list[Any] = []
+        markers: list[_FlushMarker] = []
+        popleft = self.queue.popleft
+        limit = self.batch_records
+        while len(items) < limit:
+            try:
+                item = popleft()
+            except IndexError:
+                break
+            if type(item) is _FlushMarker:
+                markers.append(item)
+                break  # everything before the marker is in this batch: answer it first
+            items.append(item)
+        return items, markers
+
+    def _encode(self, items: list[Any]) -> Batch:
+        parts: dict[str, list[bytes]] = {}
+        tags: dict[str, list[str | None]] = {}
+        logs: list[Any] = []
+        templates = self._templates
+        for item in items:
+            kind = item[0]
+            if kind == SCALAR:
+                _, client_id, tag, step, wall_time, value = item
+                key = (client_id, tag)
+                template = templates.get(key)
+                if template is None:
+                    template = ScalarTemplate(self._tag_field(client_id, tag))
+                    templates[key] = template
+                record = template.record(wall_time, step, value)
+            elif kind in (VALUE, RAW_VALUE):
+                _, client_id, tag, step, wall_time, payload = item
+                field = self._tag_field(client_id, tag) if kind == VALUE else tag_header(tag)
+                record = event_record(field, wall_time, step, payload)
+                if kind == RAW_VALUE:
+                    tag = None
+            elif kind == LOGLINE:
+                logs.append(item[1])
+                continue
+            else:  # pragma: no cover - programming error
+                raise AssertionError(f"unknown record kind {kind!r}")
+            client_parts = parts.get(client_id)
+            if client_parts is None:
+                client_parts = parts[client_id] = []
+                tags[client_id] = []
+            client_parts.append(record)
+            tags[client_id].append(tag)
+        chunks = []
+        for client_id, client_parts in parts.items():
+            route = self._safe_route(client_id)
+            chunks.append(
+                Chunk(client_id, route.run, route.prefix, route.suffix, b"".join(client_parts),
+                      tags[client_id])
+            )
+        self._seq += 1
+        return Batch(self.sender, self._seq, self.registry.stamp, chunks, logs=logs)
+
+    def _safe_route(self, client_id: str) -> Route:
+        try:
+            return self.route(client_id)
+        except ValueError as exc:  # e.g. a bin_fn that fails: a background path, so warn
+            log.warning("rayplex: %s; routing %s as a normal group", exc, client_id)
+            route = GroupRegistry().route(client_id)
+            self._routes[client_id] = route
+            return route
+
+    def _tag_field(self, client_id: str, tag: str) -> bytes:
+        key = (client_id, tag)
+        field = self._tag_fields.get(key)
+        if field is None:
+            field = tag_header(self._safe_route(client_id).tag(tag))
+            self._tag_fields[key] = field
+        return field
+
+    def _send(self, batch: Batch) -> None:
+        from rayplex.actors import get_hub, get_or_create_node_buffer
+
+        backoff = 0.05
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                if self._node_buffer is None:
+                    self._hub = get_hub(self.hub_name)  # no hub: no orphan node buffer
+                    self._node_buffer = get_or_create_node_buffer(self.hub_name, self.node_id)
+                self.counters["sent"] += 1
+                ack: Ack = ray.get(self._node_buffer.submit.remote(batch),
+                                   timeout=config().flush_timeout_s)
+                if ack.error is not None:
+                    raise OSError(ack.error)
+            except Exception as exc:
+                self.counters["retried"] += 1
+                if attempts == 1 or attempts % 20 == 0:
+                    log.warning("rayplex: batch %d not acknowledged (%s); retrying", batch.seq,
+                                exc)
+                if isinstance(exc, (ray.exceptions.RayActorError, ValueError)):
+                    self._node_buffer = None
+                time.sleep(backoff)
+                backoff = min(backoff * 2, config().retry_max_backoff_s)
+                continue
+            self.counters["acked"] += 1
+            self.counters["batches"] += 1
+            self.counters["records"] += batch.record_count()
+            if ack.registry is not None and ack.registry.stamp != self.registry.stamp:
+                self._adopt(ack.registry)
+            return
+
+    def _adopt(self, registry: GroupRegistry) -> None:
+        self.registry = registry
+        self._routes.clear()
+        self._templates.clear()
+        self._tag_fields.clear()
+
+    def ensure_current_hub(self) -> bool:
+        """Re-attach if the experiment's hub was replaced (shut down and started anew).
+
+        Returns:
+            True if the hub is a new one (the caller should forget per-hub state).
+        """
+        from rayplex.actors import get_hub
+
+        handle = get_hub(self.hub_name)
+        if handle._actor_id == self._hub._actor_id:
+            return False
+        self._hub = handle
+        self._node_buffer = None
+        self.refresh_registry()
+        return True
+
+    def refresh_registry(self) -> None:
+        """Fetch the hub's current groups (used by ``get_logger``; cheap, once per client)."""
+        registry = ray.get(self._hub.get_registry.remote())
+        if registry.stamp != self.registry.stamp:
+            self._adopt(registry)
+
+
+_transports: dict[str, Transport] = {}
+_lock = threading.Lock()
+
+
+def transport_for(hub_name: str) -> Transport:
+    """This process's transport for experiment ``hub_name`` (created on first use)."""
+    transport = _transports.get(hub_name)
+    if transport is None or transport._closed:
+        with _lock:
+            transport = _transports.get(hub_name)
+            if transport is None or transport._closed:
+                transport = Transport(hub_name)
+                _transports[hub_name] = transport
+    return transport
+
+
+def existing_transport(hub_name: str) -> Transport | None:
+    return _transports.get(hub_name)
+
+
+def drop_transport(hub_name: str) -> None:
+    transport = _transports.pop(hub_name, None)
+    if transport is not None:
+        transport._closed = True
+        transport._wake.set()

@@ -1,0 +1,75 @@
+"""Shared fixtures: one real local Ray for the whole session, a fresh experiment per test,
+and readers that go through TensorBoard's own event loader (never through rayplex's)."""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections import defaultdict
+
+import pytest
+
+os.environ.setdefault("RAYPLEX_FLUSH_INTERVAL_S", "0.2")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False,
+             runtime_env={"env_vars": {"RAYPLEX_FLUSH_INTERVAL_S": "0.2"}})
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def experiment(ray_session, tmp_path):
+    """A fresh default hub in a fresh logdir; shut down after the test."""
+    import rayplex
+
+    hub = rayplex.init(str(tmp_path / "exp"))
+    yield hub
+    rayplex.shutdown(hub.name)
+
+
+def event_files(logdir):
+    return sorted(glob.glob(os.path.join(logdir, "tensorboard", "**", "events.out.tfevents.*"),
+                            recursive=True))
+
+
+def tb_events(logdir):
+    """Every (run, event) under ``logdir/tensorboard`` read with TensorBoard's loader."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    root = os.path.join(logdir, "tensorboard")
+    for path in event_files(logdir):
+        run = os.path.relpath(os.path.dirname(path), root)
+        for event in EventFileLoader(path).Load():
+            yield run, event
+
+
+def tb_scalars(logdir):
+    """``{run: {tag: [(step, value), ...]}}``; accepts both simple_value and migrated tensors."""
+    from tensorboard.util import tensor_util
+
+    out = defaultdict(lambda: defaultdict(list))
+    for run, event in tb_events(logdir):
+        for value in event.summary.value:
+            kind = value.WhichOneof("value")
+            if kind == "simple_value":
+                out[run][value.tag].append((event.step, value.simple_value))
+            elif kind == "tensor" and value.metadata.plugin_data.plugin_name == "scalars":
+                out[run][value.tag].append(
+                    (event.step, float(tensor_util.make_ndarray(value.tensor)))
+                )
+    return out
+
+
+def tb_values(logdir):
+    """``{run: {tag: [(step, wall_time, Summary.Value), ...]}}`` for any kind."""
+    out = defaultdict(lambda: defaultdict(list))
+    for run, event in tb_events(logdir):
+        for value in event.summary.value:
+            out[run][value.tag].append((event.step, event.wall_time, value))
+    return out
