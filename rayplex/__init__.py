@@ -16,7 +16,7 @@ from rayplex.errors import (
     RayplexError,
 )
 from rayplex.handle import HubHandle, flush, init, shutdown, status
-from rayplex.logger import Logger, get_logger
+from rayplex.logger import Logger, LogHandler, get_logger
 
 __version__ = "0.1.0"
 
@@ -24,6 +24,7 @@ __all__ = [
     "FlushTimeoutError",
     "HubHandle",
     "HubNotFoundError",
+    "LogHandler",
     "LogdirConflictError",
     "Logger",
     "RayplexError",

@@ -204,8 +204,13 @@ def _capture(logger: Logger) -> Callable[[], None] | None:
     handler = handler_factory()
     root = logging.getLogger()
     root.addHandler(handler)
+    old_level = root.level
+    wanted = logger._transport.log_level
+    if root.level > wanted:
+        root.setLevel(wanted)  # records below the root's level would never reach the handler
 
     def undo() -> None:
         root.removeHandler(handler)
+        root.setLevel(old_level)
 
     return undo

@@ -7,22 +7,42 @@ network. See :mod:`rayplex.transport` for what happens next.
 
 from __future__ import annotations
 
+import io
+import logging
 import math
 import numbers
+import os
+import struct
+import sys
 import threading
 import time
+import traceback
 import warnings
 from collections.abc import Mapping
 from typing import Any
 
+import cloudpickle
 import numpy as np
 import ray
 
 from rayplex import media
+from rayplex.artifacts import decode_chunks, safe_relpath
 from rayplex.config import config
 from rayplex.errors import RayplexError
 from rayplex.groups import split_client_id, validate_tag
-from rayplex.transport import SCALAR, VALUE, Transport, existing_transport, transport_for
+from rayplex.records import Partial
+from rayplex.stats import DEFAULT_STATS, MetricsWindow, PartialStats
+from rayplex.textlog import FINE_LEVELS, format_line, line_from_record
+from rayplex.transport import (
+    FIXED_VALUE,
+    LOGLINE,
+    PARTIAL,
+    SCALAR,
+    VALUE,
+    Transport,
+    existing_transport,
+    transport_for,
+)
 
 
 def _scalar(tag: str, value: Any) -> float:
@@ -75,16 +95,22 @@ class Logger:
         >>> log.flush()
     """
 
-    def __init__(self, client_id: str, hub: str, transport: Transport) -> None:
+    def __init__(self, client_id: str, hub: str, transport: Transport, echo: bool = False) -> None:
         self.client_id = client_id
+        self.group, self.name = split_client_id(client_id)
         self.hub = hub
+        self.echo = echo
         self._transport = transport
         self._put = transport.put
         self._steps: dict[str, int] = {}
         self._tags_ok: set[str] = set()
+        self._window = MetricsWindow()
+        self._row: dict[str, float] = {}
+        self._row_step: int | None = None
+        self._last_row_step: int | None = None
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (get_logger, (self.client_id, self.hub))
+        return (get_logger, (self.client_id, self.hub, self.echo))
 
     def __repr__(self) -> str:
         return f"Logger({self.client_id!r}, hub={self.hub!r})"
@@ -175,6 +201,365 @@ class Logger:
         """
         self._put_value(tag, media.text_value(text), step, walltime)
 
+    def add_image(self, tag: str, img: Any, step: int | None = None, walltime: float | None = None,
+                  dataformats: str = "HWC") -> None:
+        """Log one image: uint8, or float in [0, 1]; ``dataformats`` HW, HWC or CHW.
+
+        Example:
+            >>> log.add_image("frame", np.zeros((32, 32, 3), np.uint8), step=0)  # doctest: +SKIP
+
+        Raises:
+            ValueError: for a wrong shape or dtype (the message shows the shape).
+        """
+        self._put_value(tag, media.image_value(img, dataformats), step, walltime)
+
+    def add_images(self, tag: str, imgs: Any, step: int | None = None,
+                   walltime: float | None = None, dataformats: str = "NCHW") -> None:
+        """Log a batch of images shown as one grid.
+
+        Raises:
+            ValueError: for a wrong shape or dtype.
+        """
+        self._put_value(tag, media.images_value(imgs, dataformats), step, walltime)
+
+    def add_video(self, tag: str, frames: Any, step: int | None = None, fps: float = 4.0,
+                  walltime: float | None = None, dataformats: str = "THWC") -> None:
+        """Log a video (T×H×W×C frames) shown as an animated GIF, encoded here with imageio.
+
+        Raises:
+            ValueError: for a wrong shape or dtype.
+        """
+        self._put_value(tag, media.video_value(frames, fps, dataformats), step, walltime)
+
+    def add_figure(self, tag: str, figure: Any, step: int | None = None, close: bool = True,
+                   walltime: float | None = None) -> None:
+        """Log a matplotlib figure as an image (needs matplotlib: ``rayplex[media]``)."""
+        self._put_value(tag, media.figure_value(figure, close), step, walltime)
+
+    def add_audio(self, tag: str, samples: Any, step: int | None = None,
+                  sample_rate: int = 44100, walltime: float | None = None) -> None:
+        """Log mono or stereo audio samples in [-1, 1]."""
+        self._put_value(tag, media.audio_value(samples, sample_rate), step, walltime)
+
+    def add_pr_curve(self, tag: str, labels: Any, predictions: Any, step: int | None = None,
+                     num_thresholds: int = 127, weights: Any = None,
+                     walltime: float | None = None) -> None:
+        """Log a precision-recall curve from binary labels and predictions in [0, 1]."""
+        value = media.pr_curve_value(labels, predictions, num_thresholds, weights)
+        self._put_value(tag, value, step, walltime)
+
+    def add_hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
+        """Log one HParams session for this client into run ``hparams/<group>/<name>``.
+
+        ``metrics`` are written as scalars in that run so that TensorBoard's HParams tab shows
+        them next to the hyper-parameters.
+
+        Raises:
+            TypeError: for a hyper-parameter that is not a bool, number or str.
+        """
+        values = media.hparams_values(hparams, metrics)
+        run = f"hparams/{self.group}/{self.name}"
+        wt = time.time()
+        for tag, payload in values:
+            self._put((FIXED_VALUE, self.client_id, tag, 0, wt, payload, run))
+        for tag, value in metrics.items():
+            payload = b"\x15" + struct.pack("<f", _scalar(tag, value))
+            self._put((FIXED_VALUE, self.client_id, tag, 0, wt, payload, run))
+
+    # ------------------------------------------------- ML-Logger conveniences
+    def log(self, metrics: Mapping[str, Any] | None = None, *, step: int | None = None,
+            print: bool = False, **kwargs: Any) -> None:
+        """ML-Logger style: key/values for one step, written when the step changes or on flush.
+
+        Example:
+            >>> log.log(step=10, loss=0.3, accuracy=0.9)  # doctest: +SKIP
+            >>> log.log({"loss": 0.2}, step=11, print=True)  # doctest: +SKIP
+
+        Raises:
+            TypeError: if a value is not a number.
+        """
+        values = dict(metrics or {})
+        values.update(kwargs)
+        checked = {}
+        for tag, value in values.items():
+            validate_tag(tag)
+            checked[tag] = _scalar(tag, value)
+        if step is None:
+            if self._row_step is not None:
+                step = self._row_step
+            else:
+                step = 0 if self._last_row_step is None else self._last_row_step + 1
+        else:
+            step = _step(step)
+        if self._row and step != self._row_step:
+            self._write_row()
+        self._row_step = step
+        self._row.update(checked)
+        if print:
+            _print_table(f"{self.client_id} step {step}", self._row)
+
+    def _write_row(self) -> None:
+        if self._row and self._row_step is not None:
+            self.add_scalars(self._row, step=self._row_step)
+            self._last_row_step = self._row_step
+        self._row = {}
+        self._row_step = None
+
+    def log_params(self, print: bool = False, **namespaces: Any) -> dict[str, Any]:
+        """Store hyper-parameters (merged across calls) in ``params/<group>/<name>.json`` and
+        show them in TensorBoard's HParams tab.
+
+        Example:
+            >>> log.log_params(Args={"lr": 1e-3, "batch": 64})  # doctest: +SKIP
+
+        Returns:
+            Everything stored for this client so far.
+
+        Raises:
+            TypeError: if a namespace is not a mapping.
+        """
+        for key, value in namespaces.items():
+            if not isinstance(value, Mapping):
+                raise TypeError(f"log_params({key}=...) takes a mapping, got {type(value).__name__}")
+        plain = {k: _jsonable(v) for k, v in namespaces.items()}
+        merged = self._call_hub("save_params", self.client_id, plain)
+        flat = {k: v if isinstance(v, (bool, int, float, str)) else str(v)
+                for k, v in _flatten(merged).items()}
+        if flat:
+            self.add_hparams(flat, {})
+        if print:
+            _print_table(f"{self.client_id} parameters", flat)
+        return merged
+
+    def store_metrics(self, metrics: Mapping[str, Any] | None = None, /, **kwargs: Any) -> None:
+        """Record values whose statistics ``log_metrics_summary`` writes (cheap: updates local
+        partial statistics, never ships raw values).
+
+        Example:
+            >>> log.store_metrics(reward=1.5, length=200)  # doctest: +SKIP
+
+        Raises:
+            TypeError: if a value is not a number (nothing of that call is stored).
+        """
+        self._window.store(metrics, **kwargs)
+
+    def peek_stored_metrics(self) -> str:
+        """This worker's current (not yet summarized) window as a table."""
+        return self._window.table()
+
+    def log_metrics_summary(self, step: int, stats: Any = DEFAULT_STATS,
+                            per_worker: bool = False) -> None:
+        """Close this worker's window for ``step``: its statistics are merged with every other
+        worker's of the same group and step, and written as ``<key>/<stat>`` tags to run
+        ``tensorboard/<group>/summary``.
+
+        ``stats`` picks from mean, std, min, max, count, p50, p90, p99 (any ``pNN``).
+        ``per_worker=True`` also writes this worker's own summary into its own run.
+
+        Raises:
+            ValueError: for an unknown statistic name.
+            TypeError: if ``step`` is not an int.
+        """
+        step = _step(step)
+        names = (stats,) if isinstance(stats, str) else tuple(stats)
+        PartialStats().summary(names)  # raises ValueError for unknown names, at the call site
+        window = self._window.take()
+        if not window:
+            return
+        if per_worker:
+            for key, partial in window.items():
+                for stat, value in partial.summary(names).items():
+                    self.add_scalar(f"{key}/{stat}", value, step=step)
+        self._put((PARTIAL, Partial(self.group, step, names, window)))
+
+    # -------------------------------------------------------------- artifacts
+    def _artifact(self, path: str, client: str | None = None) -> str:
+        owner = self.client_id if client is None else client
+        split_client_id(owner)
+        return f"{owner}/{safe_relpath(path)}"
+
+    def _call_hub(self, method: str, *args: Any) -> Any:
+        try:
+            return ray.get(getattr(self._transport._hub, method).remote(*args))
+        except ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, Exception):
+                raise cause from None
+            raise
+
+    def save_bytes(self, data: bytes, path: str, append: bool = False) -> str:
+        """Store raw bytes at ``artifacts/<group>/<name>/<path>``; returns the path on the hub.
+
+        Raises:
+            ValueError: if ``path`` is absolute, has ``..``, or resolves outside the store.
+        """
+        rel = self._artifact(path)
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data must be bytes, got {type(data).__name__}")
+        return self._call_hub("save_artifact", rel, bytes(data), append)
+
+    def load_bytes(self, path: str, client: str | None = None) -> bytes:
+        """Read back what ``client`` (default: this one) stored at ``path``.
+
+        Raises:
+            FileNotFoundError: if nothing is stored there.
+        """
+        return self._call_hub("load_artifact", self._artifact(path, client))
+
+    def save_pkl(self, obj: Any, path: str, append: bool = False) -> str:
+        """Pickle ``obj`` (cloudpickle) to ``path``; ``append=True`` adds one chunk, and
+        :meth:`load_pkl` then returns the list of every appended object.
+
+        Example:
+            >>> log.save_pkl({"epoch": 3}, "checkpoints/latest.pkl")  # doctest: +SKIP
+        """
+        return self.save_bytes(cloudpickle.dumps(obj), path, append)
+
+    def load_pkl(self, path: str, client: str | None = None) -> Any:
+        """Load what :meth:`save_pkl` stored; any worker may read another's with ``client=``.
+
+        Example:
+            >>> log.load_pkl("checkpoints/latest.pkl", client="learner/main")  # doctest: +SKIP
+        """
+        data = self.load_bytes(path, client)
+        chunks, end, problem = decode_chunks(data)
+        if chunks and problem is None and end == len(data):
+            return [cloudpickle.loads(chunk) for chunk in chunks]
+        return cloudpickle.loads(data)
+
+    def save_text(self, text: str, path: str) -> str:
+        """Store ``text`` (UTF-8) at ``path``."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        return self.save_bytes(text.encode("utf-8"), path)
+
+    def save_module(self, module: Any, path: str) -> str:
+        """Store a torch module's ``state_dict`` (or a state dict) at ``path``."""
+        torch = _torch()
+        buf = io.BytesIO()
+        state = module.state_dict() if hasattr(module, "state_dict") else module
+        torch.save(state, buf)
+        return self.save_bytes(buf.getvalue(), path)
+
+    def load_module(self, module: Any, path: str, client: str | None = None) -> Any:
+        """Load a state dict saved by :meth:`save_module` into ``module``; returns it."""
+        torch = _torch()
+        state = torch.load(io.BytesIO(self.load_bytes(path, client)), map_location="cpu")
+        if hasattr(module, "load_state_dict"):
+            module.load_state_dict(state)
+            return module
+        return state
+
+    def save_image(self, image: Any, path: str, dataformats: str = "HWC") -> str:
+        """Store an image file (format from the extension; PNG by default)."""
+        import imageio.v3 as iio
+
+        pixels = media.image_pixels(image, dataformats)
+        ext = os.path.splitext(path)[1].lower() or ".png"
+        return self.save_bytes(iio.imwrite("<bytes>", pixels, extension=ext), path)
+
+    def save_video(self, frames: Any, path: str, fps: float = 20.0,
+                   dataformats: str = "THWC") -> str:
+        """Store a video file: mp4 through imageio-ffmpeg when installed, else a GIF (the
+        extension then becomes ``.gif``, with a warning)."""
+        pixels = media.video_pixels(frames, dataformats)
+        root, ext = os.path.splitext(path)
+        if ext.lower() in (".mp4", ".mov", ".avi", ".mkv", ""):
+            try:
+                import imageio.v3 as iio
+                import imageio_ffmpeg  # noqa: F401
+
+                data = iio.imwrite("<bytes>", pixels, extension=ext.lower() or ".mp4", fps=fps)
+                return self.save_bytes(data, path if ext else path + ".mp4")
+            except ImportError:
+                warnings.warn("imageio-ffmpeg is not installed: saving a GIF instead "
+                              "(pip install 'rayplex[media]')", stacklevel=2)
+                path = root + ".gif"
+        return self.save_bytes(media.encode_gif(pixels, fps), path)
+
+    def savefig(self, path: str, fig: Any = None, **savefig_kwargs: Any) -> str:
+        """Store a matplotlib figure (default: the current one) in the format of the extension."""
+        try:
+            import matplotlib.pyplot as plt
+        except ImportError as exc:
+            raise ImportError("savefig needs matplotlib: pip install 'rayplex[media]'") from exc
+        figure = plt.gcf() if fig is None else fig
+        buf = io.BytesIO()
+        fmt = os.path.splitext(path)[1].lstrip(".").lower() or "png"
+        figure.savefig(buf, format=fmt, **savefig_kwargs)
+        return self.save_bytes(buf.getvalue(), path)
+
+    def upload_file(self, local_path: str | os.PathLike[str], path: str | None = None) -> str:
+        """Copy a file of this worker's machine into the artifact store (default: its name)."""
+        local = os.fspath(local_path)
+        with open(local, "rb") as f:
+            data = f.read()
+        return self.save_bytes(data, path if path is not None else os.path.basename(local))
+
+    # ------------------------------------------------------------ Loggerplex
+    def _emit(self, level: int, msg: Any, args: tuple[Any, ...], exc_info: Any = None,
+              stack_info: bool = False, logger: str = "rayplex") -> None:
+        if level < self._transport.log_level:
+            return
+        try:
+            message = str(msg) % args if args else str(msg)
+        except (TypeError, ValueError) as exc:
+            message = f"{msg!r} % {args!r} (formatting failed: {exc})"
+        exc_text = None
+        if exc_info:
+            if isinstance(exc_info, BaseException):
+                exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+            elif not isinstance(exc_info, tuple):
+                exc_info = sys.exc_info()
+            if exc_info[0] is not None:
+                exc_text = "".join(traceback.format_exception(*exc_info)).rstrip("\n")
+        if stack_info:
+            stack = "Stack (most recent call last):\n" + "".join(traceback.format_stack()[:-2])
+            exc_text = (exc_text + "\n" if exc_text else "") + stack.rstrip("\n")
+        line = (time.time(), level, self.client_id, self._transport.node_id[:8], os.getpid(),
+                logger, message, exc_text)
+        self._put((LOGLINE, line))
+        if self.echo:
+            sys.stderr.write(format_line(line))
+
+    def debug(self, msg: Any, *args: Any, **kw: Any) -> None:
+        """Log a DEBUG line into ``logs/<group>/<name>.log`` and ``logs/all.log``."""
+        self._emit(logging.DEBUG, msg, args, **kw)
+
+    def info(self, msg: Any, *args: Any, **kw: Any) -> None:
+        """Log an INFO line (``%``-style args, as :mod:`logging` does).
+
+        Example:
+            >>> log.info("episode %d done", 12)  # doctest: +SKIP
+        """
+        self._emit(logging.INFO, msg, args, **kw)
+
+    def warning(self, msg: Any, *args: Any, **kw: Any) -> None:
+        """Log a WARNING line."""
+        self._emit(logging.WARNING, msg, args, **kw)
+
+    def error(self, msg: Any, *args: Any, **kw: Any) -> None:
+        """Log an ERROR line."""
+        self._emit(logging.ERROR, msg, args, **kw)
+
+    def critical(self, msg: Any, *args: Any, **kw: Any) -> None:
+        """Log a CRITICAL line."""
+        self._emit(logging.CRITICAL, msg, args, **kw)
+
+    def exception(self, msg: Any, *args: Any, exc_info: Any = True, **kw: Any) -> None:
+        """Log an ERROR line with the current exception's traceback, in full."""
+        self._emit(logging.ERROR, msg, args, exc_info=exc_info, **kw)
+
+    def log_text(self, level: int | str, msg: Any, *args: Any, **kw: Any) -> None:
+        """Log a line at any level (a number or a name such as ``"INFO5"``)."""
+        from rayplex.textlog import parse_level
+
+        self._emit(parse_level(level), msg, args, **kw)
+
+    def log_handler(self, level: int = logging.NOTSET) -> LogHandler:
+        """A :class:`logging.Handler` that forwards stdlib records as this client."""
+        return LogHandler(self.client_id, hub=self.hub, level=level)
+
     # -------------------------------------------------------------- control
     def flush(self, timeout: float | None = None) -> None:
         """Return once everything this process logged before the call is on disk at the hub.
@@ -183,6 +568,7 @@ class Logger:
             FlushTimeoutError: if the hub did not acknowledge within ``timeout`` seconds
                 (default ``RAYPLEX_FLUSH_TIMEOUT_S``); the data stays buffered and is resent.
         """
+        self._write_row()
         self._transport.flush(timeout)
 
     def stats(self) -> dict[str, int]:
@@ -190,27 +576,110 @@ class Logger:
         return dict(self._transport.counters, queued=len(self._transport.queue))
 
 
+def _fine_level_method(level: int, name: str) -> Any:
+    def method(self: Logger, msg: Any, *args: Any, **kw: Any) -> None:
+        self._emit(level, msg, args, **kw)
+
+    method.__name__ = name
+    method.__doc__ = f"Log a line at Tensorplex's finer level {name.upper()} ({level})."
+    return method
+
+
+for _name, _level in FINE_LEVELS.items():
+    setattr(Logger, _name.lower(), _fine_level_method(_level, _name.lower()))
+
+
+class LogHandler(logging.Handler):
+    """A :class:`logging.Handler` that ships stdlib log records to the hub as ``client_id``.
+
+    Example:
+        >>> logging.getLogger("my_lib").addHandler(rayplex.LogHandler("agent/3"))  # doctest: +SKIP
+    """
+
+    def __init__(self, client_id: str, hub: str | None = None, level: int = logging.NOTSET) -> None:
+        super().__init__(level)
+        self.logger = get_logger(client_id, hub)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name == "rayplex" or record.name.startswith("rayplex."):
+            return  # rayplex's own diagnostics stay local: no feedback loop through the hub
+        logger = self.logger
+        transport = logger._transport
+        if record.levelno < transport.log_level:
+            return
+        try:
+            line = line_from_record(record, logger.client_id, transport.node_id[:8])
+            logger._put((LOGLINE, tuple(line)))
+            if logger.echo:
+                sys.stderr.write(format_line(line))
+        except Exception:
+            self.handleError(record)
+
+
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError as exc:
+        raise ImportError("save_module/load_module need torch: pip install 'rayplex[torch]'") from exc
+    return torch
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, name + "."))
+        elif value is not None:
+            out[name] = value
+    return out
+
+
+def _print_table(title: str, values: Mapping[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("key")
+    table.add_column("value", justify="right")
+    for key, value in values.items():
+        table.add_row(str(key), f"{value:.6g}" if isinstance(value, float) else str(value))
+    Console().print(table)
+
+
 _loggers: dict[tuple[str, str], Logger] = {}
 _loggers_lock = threading.Lock()
 _warned_groups: set[tuple[str, str]] = set()
 
 
-def logger_for_task(client_id: str, hub: str | None = None) -> Logger:
+def logger_for_task(client_id: str, hub: str | None = None, echo: bool = False) -> Logger:
     """Like :func:`get_logger`, but first checks that the hub was not replaced since this
     worker process last used it (worker processes outlive experiments)."""
     hub = hub or config().hub
     transport = existing_transport(hub)
     if transport is not None and not transport._closed and transport.ensure_current_hub():
         forget_loggers(hub)
-    return get_logger(client_id, hub)
+    return get_logger(client_id, hub, echo)
 
 
-def get_logger(client_id: str, hub: str | None = None) -> Logger:
+def get_logger(client_id: str, hub: str | None = None, echo: bool = False) -> Logger:
     """The Logger of ``client_id`` (``"<group>/<name>"``) in the experiment ``hub``.
 
     Works in the driver, a task or an actor, anywhere in the Ray cluster: no address needed.
     ``hub`` defaults to ``RAYPLEX_HUB`` or ``"default"``. Calling it twice with the same id in
-    one process returns the same Logger.
+    one process returns the same Logger. ``echo=True`` also prints its text-log lines locally.
 
     Example:
         >>> log = rayplex.get_logger("agent/3")  # doctest: +SKIP
@@ -226,6 +695,7 @@ def get_logger(client_id: str, hub: str | None = None) -> Logger:
     key = (hub, client_id)
     logger = _loggers.get(key)
     if logger is not None and not logger._transport._closed:
+        logger.echo = logger.echo or echo
         return logger
     if not ray.is_initialized():
         raise RayplexError(
@@ -247,7 +717,7 @@ def get_logger(client_id: str, hub: str | None = None) -> Logger:
                 "normal group (register it with hub.register_*_group)",
                 stacklevel=2,
             )
-        logger = Logger(client_id, hub, transport)
+        logger = Logger(client_id, hub, transport, echo)
         _loggers[key] = logger
         return logger
 

@@ -413,11 +413,20 @@ def image_value(img: ArrayLike, dataformats: str = "HWC") -> bytes:
         >>> v.image.height, v.image.width
         (8, 6)
     """
+    hwc = image_pixels(img, dataformats)
+    return _payload(_tbx.image("", hwc, dataformats="HWC").value[0])
+
+
+def image_pixels(img: ArrayLike, dataformats: str = "HWC") -> np.ndarray:
+    """Validate one image and return it as ``uint8`` H×W×C (C in 1, 3, 4).
+
+    Raises:
+        ValueError: shape, channel count or dtype do not fit (the message shows the shape).
+    """
     arr = _as_array(img, "img")
     hwc = _layout(arr, dataformats, "HW", "C", "HWC", "img")
     _check_channels(hwc.shape[2], (1, 3, 4), arr, "img")
-    hwc = _pixels_to_uint8(hwc, "img")
-    return _payload(_tbx.image("", hwc, dataformats="HWC").value[0])
+    return _pixels_to_uint8(hwc, "img")
 
 
 def images_value(imgs: ArrayLike, dataformats: str = "NCHW") -> bytes:
@@ -494,15 +503,24 @@ def video_value(frames: ArrayLike, fps: float = 4.0, dataformats: str = "THWC") 
         >>> v.image.encoded_image_string[:6]
         b'GIF89a'
     """
-    arr = _as_array(frames, "frames")
     _check_fps(fps)
-    nthwc = _layout(arr, dataformats, "THW", "CN", "NTHWC", "frames")
-    _check_channels(nthwc.shape[4], (1, 3), arr, "frames")
-    thwc = _tile_videos(_pixels_to_uint8(nthwc, "frames"))
+    thwc = video_pixels(frames, dataformats)
     _, h, w, c = thwc.shape
     gif = encode_gif(thwc, fps)
     image = Summary.Image(height=h, width=w, colorspace=c, encoded_image_string=gif)
     return Summary.Value(image=image).SerializeToString()
+
+
+def video_pixels(frames: ArrayLike, dataformats: str = "THWC") -> np.ndarray:
+    """Validate video frames and return them as ``uint8`` T×H×W×C (several videos tiled).
+
+    Raises:
+        ValueError: shape, channel count or dtype do not fit (the message shows the shape).
+    """
+    arr = _as_array(frames, "frames")
+    nthwc = _layout(arr, dataformats, "THW", "CN", "NTHWC", "frames")
+    _check_channels(nthwc.shape[4], (1, 3), arr, "frames")
+    return _tile_videos(_pixels_to_uint8(nthwc, "frames"))
 
 
 def _encode_wav(pcm16: np.ndarray, sample_rate: int) -> bytes:

@@ -13,7 +13,8 @@ from typing import Any
 
 @dataclass
 class Chunk:
-    """The framed events of one client, routed with the registry the worker knew.
+    """The framed events of one client, routed with the registry the worker knew (or, when
+    ``fixed``, bound to ``run`` whatever the groups say, e.g. hyper-parameter sessions).
 
     ``tags`` holds the user's tag of each event, in order, so that the hub can re-route the
     chunk if the groups were registered anew after the worker encoded it.
@@ -26,6 +27,7 @@ class Chunk:
     blob: bytes
     tags: list[str | None]
     """The user's tag of each event; ``None`` for an event whose tag must not be routed."""
+    fixed: bool = False
 
 
 @dataclass
@@ -37,13 +39,38 @@ class Batch:
     registry_stamp: tuple[str, int]
     chunks: list[Chunk] = field(default_factory=list)
     logs: list[Any] = field(default_factory=list)
-    partials: list[Any] = field(default_factory=list)
-    ops: list[Any] = field(default_factory=list)
+    """Text-log lines as :data:`rayplex.textlog.WireLine` tuples, in the worker's order."""
+    partials: list[Partial] = field(default_factory=list)
+    attempt: int = 1
+    """1 on the first send; a node buffer merges only first sends (see :class:`NodeCall`)."""
 
     def record_count(self) -> int:
-        return sum(len(c.tags) for c in self.chunks) + len(self.logs) + len(self.partials) + len(
-            self.ops
-        )
+        return sum(len(c.tags) for c in self.chunks) + len(self.logs) + len(self.partials)
+
+
+@dataclass
+class Partial:
+    """One window of ``store_metrics`` statistics: ``{key: PartialStats}`` for (group, step)."""
+
+    group: str
+    step: int
+    stats: tuple[str, ...]
+    metrics: dict[str, Any]
+
+
+@dataclass
+class NodeCall:
+    """What a node buffer sends the hub in one call.
+
+    ``partials`` merges the statistics of the first sends among ``batches`` (whose own
+    ``partials`` were emptied); ``(node, seq)`` lets the hub apply them once. A resent batch
+    keeps its partials, so the hub de-duplicates it by its own ``(sender, seq)``.
+    """
+
+    node: str
+    seq: int
+    batches: list[Batch]
+    partials: list[Partial] = field(default_factory=list)
 
 
 @dataclass

@@ -32,8 +32,9 @@ log = logging.getLogger("rayplex")
 
 SCALAR = 0
 VALUE = 1  # a pre-encoded Summary.Value without its tag
-RAW_VALUE = 2  # like VALUE, but the tag is written as given (not routed)
-LOGLINE = 3
+FIXED_VALUE = 2  # like VALUE, but written with the tag as given into a given run (not routed)
+LOGLINE = 3  # a text-log line (a textlog.WireLine tuple)
+PARTIAL = 4  # a records.Partial of store_metrics statistics
 
 
 class _FlushMarker:
@@ -54,6 +55,7 @@ class Transport:
         self.sender = uuid.uuid4().hex
         self._hub = get_hub(hub_name)  # raises HubNotFoundError early, at get_logger
         self.registry: GroupRegistry = ray.get(self._hub.get_registry.remote())
+        self.log_level = _hub_log_level(self._hub)
         self.node_id = ray.get_runtime_context().get_node_id()
         self._node_buffer: Any = None
         self.queue: deque[Any] = deque()
@@ -169,46 +171,54 @@ class Transport:
         return items, markers
 
     def _encode(self, items: list[Any]) -> Batch:
-        parts: dict[str, list[bytes]] = {}
-        tags: dict[str, list[str | None]] = {}
+        parts: dict[Any, list[bytes]] = {}
+        tags: dict[Any, list[str | None]] = {}
         logs: list[Any] = []
+        partials: list[Any] = []
         templates = self._templates
         for item in items:
             kind = item[0]
             if kind == SCALAR:
-                _, client_id, tag, step, wall_time, value = item
-                key = (client_id, tag)
-                template = templates.get(key)
+                _, key, tag, step, wall_time, value = item
+                template = templates.get((key, tag))
                 if template is None:
-                    template = ScalarTemplate(self._tag_field(client_id, tag))
-                    templates[key] = template
+                    template = ScalarTemplate(self._tag_field(key, tag))
+                    templates[(key, tag)] = template
                 record = template.record(wall_time, step, value)
-            elif kind in (VALUE, RAW_VALUE):
-                _, client_id, tag, step, wall_time, payload = item
-                field = self._tag_field(client_id, tag) if kind == VALUE else tag_header(tag)
-                record = event_record(field, wall_time, step, payload)
-                if kind == RAW_VALUE:
-                    tag = None
+            elif kind == VALUE:
+                _, key, tag, step, wall_time, payload = item
+                record = event_record(self._tag_field(key, tag), wall_time, step, payload)
+            elif kind == FIXED_VALUE:
+                _, client_id, tag, step, wall_time, payload, run = item
+                record = event_record(tag_header(tag), wall_time, step, payload)
+                key, tag = (client_id, run), None
             elif kind == LOGLINE:
                 logs.append(item[1])
                 continue
+            elif kind == PARTIAL:
+                partials.append(item[1])
+                continue
             else:  # pragma: no cover - programming error
                 raise AssertionError(f"unknown record kind {kind!r}")
-            client_parts = parts.get(client_id)
-            if client_parts is None:
-                client_parts = parts[client_id] = []
-                tags[client_id] = []
-            client_parts.append(record)
-            tags[client_id].append(tag)
+            key_parts = parts.get(key)
+            if key_parts is None:
+                key_parts = parts[key] = []
+                tags[key] = []
+            key_parts.append(record)
+            tags[key].append(tag)
         chunks = []
-        for client_id, client_parts in parts.items():
-            route = self._safe_route(client_id)
+        for key, key_parts in parts.items():
+            if isinstance(key, tuple):  # (client id, run): a fixed run
+                chunks.append(Chunk(key[0], key[1], "", "", b"".join(key_parts), tags[key],
+                                    fixed=True))
+                continue
+            route = self._safe_route(key)
             chunks.append(
-                Chunk(client_id, route.run, route.prefix, route.suffix, b"".join(client_parts),
-                      tags[client_id])
+                Chunk(key, route.run, route.prefix, route.suffix, b"".join(key_parts), tags[key])
             )
         self._seq += 1
-        return Batch(self.sender, self._seq, self.registry.stamp, chunks, logs=logs)
+        return Batch(self.sender, self._seq, self.registry.stamp, chunks, logs=logs,
+                     partials=partials)
 
     def _safe_route(self, client_id: str) -> Route:
         try:
@@ -234,6 +244,7 @@ class Transport:
         attempts = 0
         while True:
             attempts += 1
+            batch.attempt = attempts
             try:
                 if self._node_buffer is None:
                     self._hub = get_hub(self.hub_name)  # no hub: no orphan node buffer
@@ -280,6 +291,7 @@ class Transport:
         self._hub = handle
         self._node_buffer = None
         self.refresh_registry()
+        self.log_level = _hub_log_level(handle)
         return True
 
     def refresh_registry(self) -> None:
@@ -287,6 +299,12 @@ class Transport:
         registry = ray.get(self._hub.get_registry.remote())
         if registry.stamp != self.registry.stamp:
             self._adopt(registry)
+
+
+def _hub_log_level(hub: Any) -> int:
+    from rayplex.textlog import parse_level
+
+    return parse_level(ray.get(hub.info.remote())["log_level"])
 
 
 _transports: dict[str, Transport] = {}

@@ -10,20 +10,25 @@ This is a plain class; :func:`rayplex.actors.get_or_create_hub` makes it a Ray a
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
+import threading
 import time
 import uuid
 from typing import Any
 
 import cloudpickle
 
+from rayplex.actors.summaries import SummaryBook
+from rayplex.artifacts import ArtifactStore
 from rayplex.config import config
-from rayplex.encode import frame, iter_records
+from rayplex.encode import ScalarTemplate, frame, iter_records, tag_header
 from rayplex.events import EventWriter
-from rayplex.groups import GroupRegistry, GroupSpec, Route
-from rayplex.records import Ack, Batch, Chunk
+from rayplex.groups import SUMMARY_RUN, GroupRegistry, GroupSpec, Route, split_client_id
+from rayplex.records import Ack, Batch, Chunk, NodeCall, Partial
+from rayplex.textlog import LogFiles, LogLine, parse_level
 
 log = logging.getLogger("rayplex.hub")
 
@@ -58,14 +63,62 @@ class Hub:
         os.makedirs(self.tensorboard_dir, exist_ok=True)
         os.makedirs(self.state_dir, exist_ok=True)
         self.registry = self._load_registry()
+        self.lock = threading.RLock()
+        self.logs = LogFiles(os.path.join(logdir, "logs"), max_bytes=_log_max_bytes(),
+                             level=parse_level(log_level))
+        self.artifacts = ArtifactStore(os.path.join(logdir, "artifacts"))
+        self.summaries = SummaryBook(config().effective_summary_delay_s)
+        self.applied_node_calls: dict[str, int] = {}
         self.writers: dict[str, EventWriter] = {}
         self.last_seq: dict[str, int] = {}
         self.actor_senders: dict[str, Any] = {}
         self.clients: set[str] = set()
         self.records_written = 0
+        self.lines_written = 0
         self.batches_written = 0
         self.duplicates_dropped = 0
         self._warned_groups: set[str] = set()
+        self._stop = threading.Event()
+        self._ticker = threading.Thread(target=self._tick, name="rayplex-summaries", daemon=True)
+        self._ticker.start()
+
+    def _tick(self) -> None:
+        """Write the summaries of steps that went quiet (``RAYPLEX_SUMMARY_DELAY_S``)."""
+        period = min(0.2, self.summaries.delay_s / 4) if self.summaries.delay_s > 0 else 0.05
+        while not self._stop.wait(period):
+            try:
+                with self.lock:
+                    self._write_summaries(self.summaries.due(time.time()))
+            except Exception:  # the ticker must survive a bad disk moment; retried next tick
+                log.exception("hub %s: writing summaries failed", self.name)
+
+    def _write_summaries(self, due: list[tuple[str, int, dict[str, float], bool]]) -> None:
+        touched: set[str] = set()
+        now = time.time()
+        for group, step, values, again in due:
+            run = f"{group}/{SUMMARY_RUN}"
+            blob = b"".join(
+                ScalarTemplate(tag_header(tag)).record(now, step, value)
+                for tag, value in values.items()
+            )
+            self._writer(run).write(blob)
+            touched.add(run)
+            if again:
+                self.hub_log(logging.WARNING,
+                             f"late store_metrics partial for group {group!r} step {step}: "
+                             "wrote a second summary point at that step over all values")
+        for run in touched:
+            self.writers[run].flush()
+
+    def hub_log(self, level: int, message: str) -> None:
+        """A line from the hub itself, in ``logs/all.log`` as client ``rayplex/hub``."""
+        log.log(level, message)
+        line = LogLine(time.time(), level, "rayplex/hub", "hub", os.getpid(), "rayplex.hub",
+                       message, None)
+        try:
+            self.logs.write([line])
+        except Exception:  # pragma: no cover - the hub log must never take the hub down
+            log.exception("hub %s: could not write its own log line", self.name)
 
     # ----------------------------------------------------------------- control
     def info(self) -> dict[str, Any]:
@@ -79,6 +132,8 @@ class Hub:
             "records_written": self.records_written,
             "batches_written": self.batches_written,
             "duplicates_dropped": self.duplicates_dropped,
+            "lines_written": self.lines_written,
+            "log_level": self.log_level,
             "runs": sorted(self.writers),
         }
 
@@ -102,20 +157,83 @@ class Hub:
         self.actor_senders.pop(sender, None)
 
     def flush(self) -> None:
-        for writer in self.writers.values():
-            writer.flush()
+        """Write every pending summary now and flush every file."""
+        with self.lock:
+            self._write_summaries(self.summaries.due(None))
+            for writer in self.writers.values():
+                writer.flush()
+            self.logs.flush()
 
     def close(self) -> None:
         """Flush and close every file; a later write reopens new files."""
-        for writer in self.writers.values():
-            writer.close()
-        self.writers.clear()
+        with self.lock:
+            self.flush()
+            for writer in self.writers.values():
+                writer.close()
+            self.writers.clear()
+            self.logs.close()
+            self.logs = LogFiles(os.path.join(self.logdir, "logs"), max_bytes=_log_max_bytes(),
+                                 level=parse_level(self.log_level))
+
+    # -------------------------------------------------------------- artifacts
+    def save_artifact(self, rel: str, data: bytes, append: bool = False) -> str:
+        """Store ``data`` at ``artifacts/<rel>`` atomically (or append one chunk)."""
+        with self.lock:
+            path = self.artifacts.append_chunk(rel, data) if append else \
+                self.artifacts.write_bytes(rel, data)
+        return os.fspath(path)
+
+    def load_artifact(self, rel: str) -> bytes:
+        return self.artifacts.read_bytes(rel)
+
+    def artifact_chunks(self, rel: str) -> list[bytes]:
+        return self.artifacts.read_chunks(rel)
+
+    def list_artifact_paths(self, prefix: str = "") -> list[str]:
+        return [info.path for info in self.artifacts.list(prefix)]
+
+    def save_params(self, client_id: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Merge ``params`` into ``params/<group>/<name>.json``; return the merged object."""
+        group, name = split_client_id(client_id)
+        directory = os.path.join(self.logdir, "params", group)
+        path = os.path.join(directory, f"{name}.json")
+        with self.lock:
+            os.makedirs(directory, exist_ok=True)
+            merged: dict[str, Any] = {}
+            if os.path.exists(path):
+                with open(path, encoding="utf-8") as f:
+                    merged = json.load(f)
+            _deep_merge(merged, params)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(merged, f, indent=2, sort_keys=True, default=repr)
+                f.write("\n")
+            os.replace(tmp, path)
+        return merged
 
     # ------------------------------------------------------------------- data
+    def write_node(self, call: NodeCall) -> list[Ack]:
+        """A node buffer's call: its merged statistics (once per ``(node, seq)``), then batches."""
+        with self.lock:
+            if call.partials and call.seq > self.applied_node_calls.get(call.node, 0):
+                self._add_partials(call.partials)
+                self.applied_node_calls[call.node] = call.seq
+            return self.write(call.batches)
+
+    def _add_partials(self, partials: list[Partial]) -> None:
+        now = time.time()
+        for partial in partials:
+            self.summaries.add(partial, now)
+
     def write(self, batches: list[Batch]) -> list[Ack]:
         """Write batches in order; acknowledge each (duplicates are acknowledged, not written)."""
+        with self.lock:
+            return self._write(batches)
+
+    def _write(self, batches: list[Batch]) -> list[Ack]:
         acks = []
         touched: set[str] = set()
+        lines: list[Any] = []
         for batch in batches:
             if batch.seq <= self.last_seq.get(batch.sender, -1):
                 self.duplicates_dropped += 1
@@ -124,6 +242,8 @@ class Hub:
             try:
                 for chunk in batch.chunks:
                     self._write_chunk(chunk, batch.registry_stamp, touched)
+                if batch.partials:
+                    self._add_partials(batch.partials)
             except OSError as exc:
                 log.error("hub %s could not write batch %s/%s: %s", self.name, batch.sender,
                           batch.seq, exc)
@@ -131,7 +251,14 @@ class Hub:
                 continue
             self.last_seq[batch.sender] = batch.seq
             self.batches_written += 1
+            lines.extend(batch.logs)
             acks.append(self._ack(batch))
+        if lines:  # one sorted write per call: all.log is ordered by worker time per window
+            try:
+                self.logs.write(lines)
+                self.lines_written += len(lines)
+            except (OSError, ValueError) as exc:
+                log.error("hub %s could not write %d log lines: %s", self.name, len(lines), exc)
         for run in touched:
             self.writers[run].flush()
         return acks
@@ -163,12 +290,17 @@ class Hub:
         group = client_id.split("/", 1)[0]
         if not route.registered and group not in self._warned_groups:
             self._warned_groups.add(group)
-            log.warning("group %r is not registered; its clients are routed as a normal group",
-                        group)
+            self.hub_log(logging.WARNING,
+                         f"group {group!r} is not registered; its clients are routed as a normal group")
         return route
 
     def _write_chunk(self, chunk: Chunk, stamp: tuple[str, int], touched: set[str]) -> None:
         self.clients.add(chunk.client_id)
+        if chunk.fixed:
+            self._writer(chunk.run).write(chunk.blob)
+            touched.add(chunk.run)
+            self.records_written += len(chunk.tags)
+            return
         if stamp != self.registry.stamp:
             route = self._route(chunk.client_id)
             if (route.run, route.prefix, route.suffix) != (chunk.run, chunk.prefix, chunk.suffix):
@@ -206,3 +338,16 @@ class Hub:
             except Exception as exc:  # a torn or foreign file must not keep the hub down
                 log.warning("could not read %s (%s); starting with no registered groups", path, exc)
         return GroupRegistry(epoch=uuid.uuid4().hex)
+
+
+def _log_max_bytes() -> int | None:
+    raw = os.environ.get("RAYPLEX_LOG_MAX_BYTES")
+    return int(raw) if raw else None
+
+
+def _deep_merge(into: dict[str, Any], new: dict[str, Any]) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _deep_merge(into[key], value)
+        else:
+            into[key] = value

@@ -5,6 +5,12 @@ batches that arrive meanwhile are gathered and forwarded together in the next ca
 hub sees one call per node per round trip instead of one per worker. Each worker's call
 returns the hub's acknowledgement of its own batch.
 
+``store_metrics`` statistics of the gathered batches are merged here per (group, step, key),
+so the hub receives one partial summary per node and round trip instead of one per worker.
+Calls to the hub are not replayed by Ray (the senders own the retries): a merged partial is
+applied once, and a resent batch travels unmerged so that the hub can drop it if it already
+has it.
+
 This is a plain class; :func:`rayplex.actors.get_or_create_node_buffer` makes it an actor.
 """
 
@@ -12,9 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from typing import Any
 
-from rayplex.records import Ack, Batch
+from rayplex.records import Ack, Batch, NodeCall, Partial
 
 log = logging.getLogger("rayplex.node_buffer")
 
@@ -26,6 +33,8 @@ class NodeBuffer:
         self.hub_name = hub_name
         self.node_id = node_id
         self._hub: Any = None
+        self._id = uuid.uuid4().hex
+        self._seq = 0
         self._pending: list[tuple[Batch, asyncio.Future[Ack]]] = []
         self._pump: asyncio.Task[None] | None = None
         self.forwarded_calls = 0
@@ -65,8 +74,11 @@ class NodeBuffer:
     async def _forward_all(self) -> None:
         while self._pending:
             items, self._pending = self._pending, []
+            self._seq += 1
+            call = merge_batches(self._id, self._seq, [batch for batch, _ in items])
             try:
-                acks = await self._hub_handle().write.remote([batch for batch, _ in items])
+                write = self._hub_handle().write_node.options(max_task_retries=0)
+                acks = await write.remote(call)
             except Exception as exc:  # the senders keep their batches and retry
                 self._hub = None
                 log.warning("node buffer %s: hub %r unreachable: %r", self.node_id[:8],
@@ -80,3 +92,26 @@ class NodeBuffer:
             for (_, future), ack in zip(items, acks, strict=False):
                 if not future.done():
                     future.set_result(ack)
+
+
+def merge_batches(node: str, seq: int, batches: list[Batch]) -> NodeCall:
+    """Gather ``batches`` into one call, merging the partial statistics of first sends."""
+    merged: dict[tuple[str, int], Partial] = {}
+    out = []
+    for batch in batches:
+        if batch.attempt == 1 and batch.partials:
+            for partial in batch.partials:
+                into = merged.get((partial.group, partial.step))
+                if into is None:
+                    into = Partial(partial.group, partial.step, partial.stats, {})
+                    merged[(partial.group, partial.step)] = into
+                into.stats = tuple(dict.fromkeys(into.stats + partial.stats))
+                for key, stats in partial.metrics.items():
+                    if key in into.metrics:
+                        into.metrics[key].merge(stats)
+                    else:
+                        into.metrics[key] = stats
+            batch = Batch(batch.sender, batch.seq, batch.registry_stamp, batch.chunks, batch.logs,
+                          [], batch.attempt)
+        out.append(batch)
+    return NodeCall(node, seq, out, list(merged.values()))
