@@ -32,7 +32,10 @@ __all__ = [
     "flush",
     "get_logger",
     "init",
+    "list_artifacts",
     "logged",
+    "read_params",
+    "read_scalars",
     "shutdown",
     "status",
 ]

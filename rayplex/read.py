@@ -1,0 +1,736 @@
+"""Reading a finished logdir back: scalars, hyper-parameters, artifacts, a summary. No Ray needed.
+
+Event files are read by a small TFRecord reader of our own (:func:`iter_event_records`), so that
+neither TensorFlow nor TensorBoard is needed; a torn last record (a writer that crashed, or is
+still writing) ends a file quietly. Scalars are ``simple_value`` in rayplex's files; ``tensor``
+values of the ``scalars`` plugin (written by other tools, or migrated by TensorBoard) count too.
+
+Example:
+    >>> rows = read_scalars("/tmp/exp1", tag="agent/reward/*")  # doctest: +SKIP
+    >>> rows[0]  # doctest: +SKIP
+    ScalarRow(run='agent/0', tag='agent/reward/0-7', step=0, wall_time=1767225600.1, value=0.02)
+    >>> read_scalars("/tmp/exp1", group="learner", as_frame=True).head()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import json
+import math
+import os
+import struct
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Union, overload
+
+from rayplex.artifacts import ArtifactInfo, ArtifactStore
+from rayplex.encode import masked_crc
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas
+    from tensorboardX.proto.event_pb2 import Event
+    from tensorboardX.proto.summary_pb2 import Summary
+
+__all__ = [
+    "FileSummary",
+    "LogdirSummary",
+    "RunSummary",
+    "ScalarRow",
+    "ScalarTable",
+    "TagSummary",
+    "check_logdir",
+    "iter_event_records",
+    "iter_events",
+    "list_artifacts",
+    "list_runs",
+    "read_params",
+    "read_scalars",
+    "summarize",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+_U64 = struct.Struct("<Q")
+_U32 = struct.Struct("<I")
+_HEADER = 12  # u64 length + u32 masked crc of the length
+_FOOTER = 4  # u32 masked crc of the payload
+_READ_CHUNK = 1 << 20
+
+# ----------------------------------------------------------------------------- logdir layout
+
+
+def check_logdir(logdir: PathLike) -> Path:
+    """Return ``logdir`` as an absolute path after checking that it looks like a rayplex logdir.
+
+    Args:
+        logdir: The experiment's logdir; ``~`` is expanded.
+
+    Returns:
+        The absolute path.
+
+    Raises:
+        FileNotFoundError: If ``logdir`` does not exist, is not a directory or has no
+            ``tensorboard/`` subdirectory (the message says which, and suggests the parent when
+            given the ``tensorboard/`` folder itself).
+
+    Example:
+        >>> check_logdir("/nonexistent")
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: logdir '/nonexistent' does not exist
+    """
+    path = Path(os.path.abspath(os.path.expanduser(os.fspath(logdir))))
+    if not path.exists():
+        raise FileNotFoundError(f"logdir {str(path)!r} does not exist")
+    if not path.is_dir():
+        raise FileNotFoundError(f"logdir {str(path)!r} is not a directory")
+    if not (path / "tensorboard").is_dir():
+        hint = ""
+        if path.name == "tensorboard" or any("tfevents" in p.name for p in path.iterdir()):
+            hint = f" (this looks like the tensorboard/ folder itself: pass {str(path.parent)!r})"
+        raise FileNotFoundError(
+            f"{str(path)!r} is not a rayplex logdir: it has no tensorboard/ subdirectory{hint}"
+        )
+    return path
+
+
+def _event_files(tensorboard_dir: Path) -> dict[str, list[Path]]:
+    """``{run: [event files in name order]}``; the run is the directory relative to ``tensorboard/``.
+
+    Event files directly in ``tensorboard/`` belong to run ``"."``, as TensorBoard names it.
+    """
+    runs: dict[str, list[Path]] = {}
+    for dirpath, dirnames, filenames in os.walk(tensorboard_dir):
+        dirnames.sort()
+        names = sorted(name for name in filenames if "tfevents" in name)
+        if names:
+            rel = os.path.relpath(dirpath, tensorboard_dir).replace(os.sep, "/")
+            runs[rel] = [Path(dirpath, name) for name in names]
+    return runs
+
+
+def _group_of(run: str) -> str:
+    return run.split("/", 1)[0]
+
+
+def _matches(name: str, pattern: str | None) -> bool:
+    """``pattern`` is an exact name or an :mod:`fnmatch` pattern (case-sensitive)."""
+    return pattern is None or name == pattern or fnmatch.fnmatchcase(name, pattern)
+
+
+def list_runs(logdir: PathLike) -> list[str]:
+    """List the TensorBoard runs of a logdir (directories holding event files), sorted.
+
+    A normal group's run is the group (``learner``); an indexed or combined group has one run per
+    client (``agent/3``).
+
+    Args:
+        logdir: The experiment's logdir (the directory given to ``rayplex.init``).
+
+    Returns:
+        Run names relative to ``logdir/tensorboard``, with ``/`` separators.
+
+    Raises:
+        FileNotFoundError: If ``logdir`` does not exist or has no ``tensorboard/`` subdirectory.
+
+    Example:
+        >>> list_runs("/tmp/exp1")  # doctest: +SKIP
+        ['agent/0', 'agent/1', 'eval/stochastic-1', 'learner']
+    """
+    return sorted(_event_files(check_logdir(logdir) / "tensorboard"))
+
+
+# ----------------------------------------------------------------------------- event files
+
+
+def iter_event_records(path: PathLike) -> Iterator[bytes]:
+    """Yield the payloads (serialized ``Event`` protos) of the TFRecords in one event file.
+
+    A TFRecord is ``length (u64 LE) | masked crc32c(length) | payload | masked crc32c(payload)``.
+    Reading stops quietly at the first record that is incomplete or fails a checksum: that is
+    how the tail of a file looks while a writer is appending to it or after it crashed, and no
+    later record can be trusted to start where the broken one says.
+
+    Args:
+        path: An ``events.out.tfevents.*`` file.
+
+    Yields:
+        Each intact record's payload, in file order.
+
+    Raises:
+        OSError: If the file cannot be opened.
+
+    Example:
+        >>> import tempfile
+        >>> from rayplex.encode import file_version_record
+        >>> with tempfile.NamedTemporaryFile(suffix=".tfevents", delete=False) as f:
+        ...     _ = f.write(file_version_record(0.0) + b"torn")
+        >>> [len(p) for p in iter_event_records(f.name)]
+        [24]
+        >>> os.remove(f.name)
+    """
+    with open(path, "rb") as file:
+        size = os.fstat(file.fileno()).st_size  # records appended later are not read
+        buffer = b""
+        pos = 0
+        eof = False
+        while True:
+            if len(buffer) - pos < _HEADER and not eof:
+                chunk = file.read(_READ_CHUNK)
+                eof = not chunk
+                buffer = buffer[pos:] + chunk
+                pos = 0
+                continue
+            if len(buffer) - pos < _HEADER:
+                return
+            header = buffer[pos : pos + 8]
+            if masked_crc(header) != _U32.unpack_from(buffer, pos + 8)[0]:
+                return
+            (length,) = _U64.unpack(header)
+            if length > size:  # cannot be whole; also never try to allocate a bogus length
+                return
+            end = pos + _HEADER + length + _FOOTER
+            while len(buffer) < end and not eof:
+                chunk = file.read(max(_READ_CHUNK, end - len(buffer)))
+                eof = not chunk
+                buffer = buffer[pos:] + chunk
+                end -= pos
+                pos = 0
+            if len(buffer) < end:
+                return
+            payload = buffer[pos + _HEADER : end - _FOOTER]
+            if masked_crc(payload) != _U32.unpack_from(buffer, end - _FOOTER)[0]:
+                return
+            yield payload
+            pos = end
+
+
+def iter_events(
+    logdir: PathLike, run: str | None = None, group: str | None = None
+) -> Iterator[tuple[str, Event]]:
+    """Yield ``(run, Event)`` for every event of every run of a logdir, run by run, in file order.
+
+    Records that are intact but not a valid ``Event`` are skipped.
+
+    Args:
+        logdir: The experiment's logdir.
+        run: Only runs matching this name or :mod:`fnmatch` pattern; ``None`` for all.
+        group: Only runs of this client group (the run's first path component).
+
+    Yields:
+        The run name and a ``tensorboardX.proto.event_pb2.Event``.
+
+    Raises:
+        FileNotFoundError: If ``logdir`` does not exist or has no ``tensorboard/`` subdirectory.
+
+    Example:
+        >>> for run, event in iter_events("/tmp/exp1"):  # doctest: +SKIP
+        ...     print(run, event.step, [v.tag for v in event.summary.value])
+    """
+    from google.protobuf.message import DecodeError
+    from tensorboardX.proto.event_pb2 import Event
+
+    runs = _event_files(check_logdir(logdir) / "tensorboard")
+    for name in sorted(runs):
+        if not _matches(name, run) or (group is not None and _group_of(name) != group):
+            continue
+        for path in runs[name]:
+            for payload in iter_event_records(path):
+                try:
+                    event = Event.FromString(payload)
+                except DecodeError:
+                    continue
+                yield name, event
+
+
+# ----------------------------------------------------------------------------- values
+
+# TensorProto dtypes (tensorflow/core/framework/types.proto) that a scalar may have.
+_DT_FLOAT, _DT_DOUBLE, _DT_INT32, _DT_UINT8, _DT_INT16, _DT_INT8 = 1, 2, 3, 4, 5, 6
+_DT_INT64, _DT_BOOL, _DT_BFLOAT16, _DT_HALF = 9, 10, 14, 19
+_CONTENT_FORMAT = {
+    _DT_FLOAT: "<f", _DT_DOUBLE: "<d", _DT_HALF: "<e", _DT_INT32: "<i", _DT_INT64: "<q",
+    _DT_INT16: "<h", _DT_INT8: "<b", _DT_UINT8: "<B", _DT_BOOL: "<?",
+}
+
+
+def _tensor_scalar(tensor: Any) -> float | None:
+    """The first element of a numeric ``TensorProto`` as a float, or None if it has none."""
+    dtype = tensor.dtype
+    content = tensor.tensor_content
+    if content:
+        if dtype == _DT_BFLOAT16:
+            return struct.unpack("<f", b"\0\0" + content[:2])[0] if len(content) >= 2 else None
+        fmt = _CONTENT_FORMAT.get(dtype)
+        if fmt is None or len(content) < struct.calcsize(fmt):
+            return None
+        return float(struct.unpack_from(fmt, content)[0])
+    if dtype == _DT_FLOAT and tensor.float_val:
+        return float(tensor.float_val[0])
+    if dtype == _DT_DOUBLE and tensor.double_val:
+        return float(tensor.double_val[0])
+    if dtype == _DT_HALF and tensor.half_val:
+        return struct.unpack("<e", struct.pack("<H", tensor.half_val[0] & 0xFFFF))[0]
+    if dtype == _DT_BFLOAT16 and tensor.half_val:
+        return struct.unpack("<f", struct.pack("<I", (tensor.half_val[0] & 0xFFFF) << 16))[0]
+    if dtype in (_DT_INT32, _DT_INT16, _DT_INT8, _DT_UINT8) and tensor.int_val:
+        return float(tensor.int_val[0])
+    if dtype == _DT_INT64 and tensor.int64_val:
+        return float(tensor.int64_val[0])
+    if dtype == _DT_BOOL and tensor.bool_val:
+        return float(tensor.bool_val[0])
+    return None
+
+
+def _scalar_of(value: Summary.Value) -> float | None:
+    """The scalar held by a ``Summary.Value``, or None if it holds something else."""
+    kind = value.WhichOneof("value")
+    if kind == "simple_value":
+        return float(value.simple_value)
+    if kind == "tensor" and value.metadata.plugin_data.plugin_name == "scalars":
+        return _tensor_scalar(value.tensor)
+    return None
+
+
+_KIND_NAMES = {
+    "simple_value": "scalar", "histo": "histogram", "image": "image", "audio": "audio",
+    "scalars": "scalar", "histograms": "histogram", "images": "image",
+}
+
+
+def _kind_of(value: Summary.Value) -> str:
+    """What a ``Summary.Value`` is, in TensorBoard's words (``scalar``, ``histogram``, ``text``...)."""
+    kind = value.WhichOneof("value") or "unknown"
+    if kind == "tensor" or value.metadata.plugin_data.plugin_name:
+        plugin = value.metadata.plugin_data.plugin_name or kind
+        return _KIND_NAMES.get(plugin, plugin)
+    return _KIND_NAMES.get(kind, kind)
+
+
+# ----------------------------------------------------------------------------- scalars
+
+
+class ScalarRow(NamedTuple):
+    """One scalar point.
+
+    Example:
+        >>> ScalarRow("learner", "main/loss", 3, 1767225600.0, 0.25).value
+        0.25
+    """
+
+    run: str
+    """TensorBoard run (``learner``, ``agent/3``)."""
+    tag: str
+    """TensorBoard tag (``main/loss``, ``agent/reward/0-7``)."""
+    step: int
+    """Global step."""
+    wall_time: float
+    """Seconds since the epoch, taken on the worker at the log call."""
+    value: float
+    """The value (float32 in rayplex's files)."""
+
+
+class ScalarTable(list[ScalarRow]):
+    """A list of :class:`ScalarRow`, sorted by ``(run, tag, step, wall_time)``.
+
+    Example:
+        >>> table = ScalarTable([ScalarRow("learner", "main/loss", 0, 0.0, 1.0)])
+        >>> table.runs(), table.tags()
+        (['learner'], ['main/loss'])
+        >>> table.to_pandas().columns.tolist()  # doctest: +SKIP
+        ['run', 'tag', 'step', 'wall_time', 'value']
+    """
+
+    columns = ScalarRow._fields
+
+    def runs(self) -> list[str]:
+        """The distinct runs, sorted."""
+        return sorted({row.run for row in self})
+
+    def tags(self) -> list[str]:
+        """The distinct tags, sorted."""
+        return sorted({row.tag for row in self})
+
+    def to_pandas(self) -> pandas.DataFrame:
+        """The rows as a :class:`pandas.DataFrame` with columns ``run, tag, step, wall_time, value``.
+
+        Returns:
+            The data frame (``step`` is int64, ``wall_time`` and ``value`` float64).
+
+        Raises:
+            ImportError: If pandas is not installed.
+
+        Example:
+            >>> ScalarTable().to_pandas().shape  # doctest: +SKIP
+            (0, 5)
+        """
+        try:
+            import pandas
+        except ImportError as exc:
+            raise ImportError(
+                "ScalarTable.to_pandas() needs pandas: pip install pandas"
+            ) from exc
+        dtypes = {"run": object, "tag": object, "step": "int64", "wall_time": "float64",
+                  "value": "float64"}
+        return pandas.DataFrame({
+            name: pandas.Series([row[i] for row in self], dtype=dtypes[name])
+            for i, name in enumerate(self.columns)
+        })
+
+
+def _scalar_rows(
+    logdir: PathLike, group: str | None, tag: str | None, run: str | None
+) -> Iterator[ScalarRow]:
+    for run_name, event in iter_events(logdir, run=run, group=group):
+        for value in event.summary.value:
+            if not _matches(value.tag, tag):
+                continue
+            scalar = _scalar_of(value)
+            if scalar is not None:
+                yield ScalarRow(run_name, value.tag, event.step, event.wall_time, scalar)
+
+
+@overload
+def read_scalars(
+    logdir: PathLike, group: str | None = ..., tag: str | None = ..., run: str | None = ...,
+    *, as_frame: Literal[False] = ...,
+) -> ScalarTable: ...
+
+
+@overload
+def read_scalars(
+    logdir: PathLike, group: str | None = ..., tag: str | None = ..., run: str | None = ...,
+    *, as_frame: Literal[True],
+) -> pandas.DataFrame: ...
+
+
+def read_scalars(
+    logdir: PathLike,
+    group: str | None = None,
+    tag: str | None = None,
+    run: str | None = None,
+    *,
+    as_frame: bool = False,
+) -> ScalarTable | pandas.DataFrame:
+    """Read the scalars of a logdir back.
+
+    Args:
+        logdir: The experiment's logdir (the directory given to ``rayplex.init``).
+        group: Only runs of this client group (the run's first path component).
+        tag: Only tags equal to this, or matching it as an :mod:`fnmatch` pattern
+            (``"agent/reward/*"``; ``*`` also matches ``/``).
+        run: Only runs equal to this or matching it as a pattern (``"agent/*"``).
+        as_frame: Return a :class:`pandas.DataFrame` instead of a :class:`ScalarTable`.
+
+    Returns:
+        A :class:`ScalarTable` of :class:`ScalarRow` sorted by ``(run, tag, step, wall_time)``,
+        or the same as a data frame.
+
+    Raises:
+        FileNotFoundError: If ``logdir`` does not exist or has no ``tensorboard/`` subdirectory.
+        ImportError: If ``as_frame`` is true and pandas is not installed.
+
+    Example:
+        >>> rows = read_scalars("/tmp/exp1", group="learner", tag="main/loss")  # doctest: +SKIP
+        >>> [(r.step, r.value) for r in rows]  # doctest: +SKIP
+        [(10, 0.30000001192092896)]
+    """
+    table = ScalarTable(_scalar_rows(logdir, group, tag, run))
+    table.sort(key=lambda row: (row.run, row.tag, row.step, row.wall_time))
+    return table.to_pandas() if as_frame else table
+
+
+# ----------------------------------------------------------------------------- params, artifacts
+
+
+def read_params(logdir: PathLike) -> dict[str, dict[str, Any]]:
+    """Read the hyper-parameters every client logged with ``log_params``.
+
+    Args:
+        logdir: The experiment's logdir.
+
+    Returns:
+        ``{"group/name": params}`` from ``logdir/params/<group>/<name>.json``, sorted by client
+        id; empty when nothing was logged.
+
+    Raises:
+        FileNotFoundError: If ``logdir`` does not exist or has no ``tensorboard/`` subdirectory.
+        ValueError: If a params file is not a JSON object (the message names the file).
+
+    Example:
+        >>> read_params("/tmp/exp1")  # doctest: +SKIP
+        {'learner/main': {'Args': {'lr': 0.001}}}
+    """
+    root = check_logdir(logdir) / "params"
+    params: dict[str, dict[str, Any]] = {}
+    if not root.is_dir():
+        return params
+    for group_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for path in sorted(group_dir.glob("*.json")):
+            if not path.is_file():
+                continue
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"params file {str(path)!r} is not valid JSON: {exc}") from None
+            if not isinstance(data, dict):
+                raise ValueError(
+                    f"params file {str(path)!r} holds a {type(data).__name__}, not a JSON object"
+                )
+            params[f"{group_dir.name}/{path.stem}"] = data
+    return params
+
+
+def list_artifacts(logdir: PathLike) -> list[ArtifactInfo]:
+    """List the artifacts of a logdir (pickles, modules, images, videos, files), sorted by path.
+
+    Args:
+        logdir: The experiment's logdir.
+
+    Returns:
+        :class:`rayplex.artifacts.ArtifactInfo` entries; ``path`` is relative to
+        ``logdir/artifacts`` and starts with the client id (``learner/main/model.pkl``).
+
+    Raises:
+        FileNotFoundError: If ``logdir`` does not exist or has no ``tensorboard/`` subdirectory.
+
+    Example:
+        >>> [a.path for a in list_artifacts("/tmp/exp1")]  # doctest: +SKIP
+        ['learner/main/model.pkl']
+    """
+    root = check_logdir(logdir) / "artifacts"
+    if not root.is_dir():
+        return []
+    return ArtifactStore(root).list()
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+@dataclass(frozen=True)
+class TagSummary:
+    """One tag of one run, as :func:`summarize` sees it.
+
+    Attributes:
+        run: The run.
+        tag: The tag.
+        kind: ``scalar``, ``histogram``, ``text``, ``image``... (TensorBoard's plugin).
+        points: How many records the tag has.
+        first_step: The smallest step.
+        last_step: The largest step.
+        last_value: For scalars, the value at the largest step (latest wall time); else None.
+    """
+
+    run: str
+    tag: str
+    kind: str
+    points: int
+    first_step: int
+    last_step: int
+    last_value: float | None
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One TensorBoard run (a normal group, or one client of an indexed / combined group).
+
+    Attributes:
+        run: The run.
+        group: The client group (the run's first path component).
+        event_files: How many event files the run has.
+        bytes: Their total size.
+        tags: How many tags.
+        points: How many records, all tags together.
+        last_step: The largest step of any tag (None if the run has no values yet).
+    """
+
+    run: str
+    group: str
+    event_files: int
+    bytes: int
+    tags: int
+    points: int
+    last_step: int | None
+
+
+@dataclass(frozen=True)
+class FileSummary:
+    """A file of the logdir, e.g. a text log.
+
+    Attributes:
+        path: Relative to the logdir, with ``/`` separators (``logs/agent/3.log``).
+        bytes: Its size.
+    """
+
+    path: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class LogdirSummary:
+    """An experiment at a glance (what ``rayplex ls`` prints).
+
+    Attributes:
+        logdir: The absolute logdir.
+        groups: Client groups seen anywhere (runs, logs, params, artifacts), sorted.
+        clients: Client ids ``group/name`` seen in run directories, log files, params and
+            artifacts, sorted; a normal group's clients share one run and are inferred from its
+            tags (``main/loss`` in run ``learner`` is client ``learner/main``).
+        runs: One entry per run.
+        tags: One entry per (run, tag), sorted by run then tag.
+        artifacts: Every artifact.
+        log_files: Every text log file (``all.log``, per-client files, rotated backups).
+        params: Client ids with hyper-parameters.
+        total_bytes: Size of everything under the logdir.
+    """
+
+    logdir: str
+    groups: list[str]
+    clients: list[str]
+    runs: list[RunSummary]
+    tags: list[TagSummary]
+    artifacts: list[ArtifactInfo]
+    log_files: list[FileSummary]
+    params: list[str]
+    total_bytes: int
+
+
+def _tree_bytes(root: Path) -> int:
+    total = 0
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            with contextlib.suppress(OSError):  # vanished while we walked
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total
+
+
+def _log_files(root: Path) -> list[FileSummary]:
+    logs = root / "logs"
+    files: list[FileSummary] = []
+    if not logs.is_dir():
+        return files
+    for dirpath, dirnames, filenames in os.walk(logs):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if ".log" not in name:
+                continue
+            path = Path(dirpath, name)
+            try:
+                size = path.stat().st_size
+            except OSError:
+                continue
+            files.append(FileSummary(path.relative_to(root).as_posix(), size))
+    return files
+
+
+def _clients_in(paths: Iterable[str], min_parts: int) -> set[str]:
+    """Client ids ``group/name`` named by the first two components of relative paths."""
+    out = set()
+    for path in paths:
+        parts = path.split("/")
+        if len(parts) >= min_parts and parts[0] and parts[1]:
+            out.add(f"{parts[0]}/{parts[1]}")
+    return out
+
+
+def _normal_group_clients(tags: Iterable[TagSummary]) -> set[str]:
+    """Clients of normal groups, inferred from their tags' prefixes.
+
+    A normal group's clients share the run named after the group; client ``learner/main``'s
+    tags read ``main/<tag>``, or ``main.<section>/<tag>`` for a tag that opened a section of its
+    own. A dotted prefix counts as a section of a plain prefix seen in the same run.
+    """
+    prefixes: dict[str, set[str]] = defaultdict(set)
+    for t in tags:
+        if "/" not in t.run and t.run != "." and "/" in t.tag:
+            prefixes[t.run].add(t.tag.split("/", 1)[0])
+    clients = set()
+    for run, names in prefixes.items():
+        for name in names:
+            if "." in name and name.split(".", 1)[0] in names:
+                continue
+            clients.add(f"{run}/{name}")
+    return clients
+
+
+def summarize(logdir: PathLike) -> LogdirSummary:
+    """Summarize a logdir: groups, clients, runs, tags (last step, point count), artifacts, logs.
+
+    Reads every event file once.
+
+    Args:
+        logdir: The experiment's logdir.
+
+    Returns:
+        A :class:`LogdirSummary`.
+
+    Raises:
+        FileNotFoundError: If ``logdir`` does not exist or has no ``tensorboard/`` subdirectory.
+
+    Example:
+        >>> s = summarize("/tmp/exp1")  # doctest: +SKIP
+        >>> s.groups, [(t.tag, t.last_step) for t in s.tags if t.run == "learner"]  # doctest: +SKIP
+        (['agent', 'eval', 'learner'], [('main/loss', 99)])
+    """
+    root = check_logdir(logdir)
+    files = _event_files(root / "tensorboard")
+
+    # (run, tag) -> [kind, points, first_step, last_step, last_wall_time, last_value]
+    tags: dict[tuple[str, str], list[Any]] = {}
+    for run, event in iter_events(root):
+        step, wall_time = event.step, event.wall_time
+        for value in event.summary.value:
+            key = (run, value.tag)
+            entry = tags.get(key)
+            if entry is None:
+                entry = tags[key] = [_kind_of(value), 0, step, step, -math.inf, None]
+            entry[1] += 1
+            entry[2] = min(entry[2], step)
+            if (step, wall_time) >= (entry[3], entry[4]):
+                entry[3], entry[4] = step, wall_time
+                if entry[0] == "scalar":
+                    entry[5] = _scalar_of(value)
+    tag_summaries = [
+        TagSummary(run, tag, kind, points, first, last, value)
+        for (run, tag), (kind, points, first, last, _wall, value) in sorted(tags.items())
+    ]
+
+    runs = []
+    for run in sorted(files):
+        mine = [t for t in tag_summaries if t.run == run]
+        size = 0
+        for path in files[run]:
+            with contextlib.suppress(OSError):
+                size += path.stat().st_size
+        runs.append(RunSummary(
+            run=run, group=_group_of(run), event_files=len(files[run]), bytes=size, tags=len(mine),
+            points=sum(t.points for t in mine),
+            last_step=max((t.last_step for t in mine), default=None),
+        ))
+
+    artifacts = list_artifacts(root)
+    log_files = _log_files(root)
+    params = sorted(read_params(root))
+    clients = _clients_in((r for r in files if r != "."), min_parts=2)
+    clients |= _clients_in((a.path for a in artifacts), min_parts=3)
+    clients |= set(params)
+    for log in log_files:
+        parts = log.path.split("/")
+        if len(parts) == 3 and parts[2].endswith(".log"):
+            clients.add(f"{parts[1]}/{parts[2][: -len('.log')]}")
+    clients |= _normal_group_clients(tag_summaries)
+    groups = {c.split("/", 1)[0] for c in clients} | {_group_of(r) for r in files if r != "."}
+    return LogdirSummary(
+        logdir=str(root),
+        groups=sorted(groups),
+        clients=sorted(clients),
+        runs=runs,
+        tags=tag_summaries,
+        artifacts=artifacts,
+        log_files=log_files,
+        params=params,
+        total_bytes=_tree_bytes(root),
+    )

@@ -1,0 +1,295 @@
+"""The ``rayplex`` command line, through ``rayplex.cli.main``, on a logdir built without Ray.
+
+The logdir is written with rayplex's own event writer and text-log files, in the layout the hub
+produces (runs ``learner`` and ``agent/<i>``, ``logs/all.log``, ``params/``, ``artifacts/``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+import threading
+import time
+
+import pytest
+
+from rayplex import cli
+from rayplex.cli import main
+from rayplex.encode import ScalarTemplate, tag_header
+from rayplex.events import EventWriter
+from rayplex.read import ScalarRow, read_scalars
+from rayplex.textlog import LogFiles, LogLine, follow, format_line
+
+WALL = 1_700_000_000.0
+COMMANDS = ["demo", "board", "ls", "export", "plot", "tail"]
+LOG_LINES = [
+    LogLine(WALL + 0, 20, "learner/main", "1a2b3c4d", 10, "train", "starting"),
+    LogLine(WALL + 1, 30, "agent/3", "1a2b3c4d", 11, "env", "slow step\nsecond line"),
+    LogLine(WALL + 2, 20, "agent/3", "1a2b3c4d", 11, "env", "episode done"),
+    LogLine(WALL + 3, 40, "agent/30", "1a2b3c4d", 12, "env", "crashed", "Traceback: boom"),
+    LogLine(WALL + 4, 15, "agent/4", "1a2b3c4d", 13, "env", "fine detail"),
+]
+
+
+def _scalars() -> list[ScalarRow]:
+    rows = []
+    for step in range(5):
+        rows.append(ScalarRow("learner", "main/loss", step, WALL + step, 1.0 / 2**step))
+        rows.append(ScalarRow("learner", "main/lr", step, WALL + step, 0.25))
+    for index, bin_name in ((0, "0-3"), (1, "0-3"), (5, "4-7")):
+        for step in range(3):
+            rows.append(ScalarRow(f"agent/{index}", f"agent/reward/{bin_name}", step,
+                                  WALL + 10 + step, index + step * 0.5))
+    return sorted(rows, key=lambda row: row[:4])
+
+
+@pytest.fixture(scope="module")
+def logdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli") / "exp"
+    writers: dict[str, EventWriter] = {}
+    for row in _scalars():
+        writer = writers.get(row.run) or writers.setdefault(
+            row.run, EventWriter(root / "tensorboard" / row.run))
+        writer.write(ScalarTemplate(tag_header(row.tag)).record(row.wall_time, row.step, row.value))
+    for writer in writers.values():
+        writer.close()
+    with LogFiles(root / "logs") as files:
+        files.write(LOG_LINES)
+    (root / "params" / "learner").mkdir(parents=True)
+    (root / "params" / "learner" / "main.json").write_text(json.dumps({"Args": {"lr": 0.25}}))
+    (root / "artifacts" / "learner" / "main").mkdir(parents=True)
+    (root / "artifacts" / "learner" / "main" / "model.pkl").write_bytes(b"\x80" * 2048)
+    return str(root)
+
+
+def _text(lines: list[LogLine]) -> str:
+    return "".join(format_line(line) for line in lines)
+
+
+# ----------------------------------------------------------------------------- every command
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    assert f"usage: rayplex {command}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [["board"], ["ls"], ["export"], ["plot", "--tag", "x"], ["tail"]])
+def test_a_missing_logdir_is_one_line_on_stderr_and_exit_code_1(argv, tmp_path, capsys):
+    missing = str(tmp_path / "nope")
+    assert main([argv[0], missing, *argv[1:]]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1
+    assert captured.err.startswith(f"rayplex {argv[0]}: error: ") and missing in captured.err
+
+
+@pytest.mark.parametrize("command", ["ls", "export", "tail"])
+def test_a_folder_that_is_not_a_logdir_says_so(command, tmp_path, capsys):
+    assert main([command, str(tmp_path)]) == 1
+    assert "no tensorboard/ subdirectory" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- ls
+
+
+def test_ls_shows_groups_runs_tags_and_last_steps(logdir, capsys):
+    assert main(["ls", logdir]) == 0
+    out = capsys.readouterr().out
+    for text in ("agent", "learner", "agent/0", "agent/5", "main/loss", "agent/reward/0-3",
+                 "agent/reward/4-7"):
+        assert text in out
+    (loss_line,) = [line for line in out.splitlines() if "main/loss" in line]
+    cells = [cell.strip() for cell in loss_line.strip("│ ").split("│")]
+    assert cells == ["main/loss", "scalar", "1", "5", "4", "0.0625"]  # runs, points, last step
+
+
+def test_ls_shows_artifacts_log_files_and_params(logdir, capsys):
+    assert main(["ls", logdir]) == 0
+    out = capsys.readouterr().out
+    assert "learner/main/model.pkl" in out and "2.0 kB" in out
+    assert "logs/all.log" in out and "logs/agent/3.log" in out
+    assert "params: learner/main" in out
+
+
+def test_ls_prints_no_colour_codes_when_piped(logdir, capsys):
+    main(["ls", logdir])
+    assert "\x1b[" not in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def test_export_csv_to_stdout_holds_every_scalar(logdir, capsys):
+    assert main(["export", logdir, "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [ScalarRow(r["run"], r["tag"], int(r["step"]), float(r["wall_time"]), float(r["value"]))
+            for r in rows] == _scalars()
+
+
+def test_export_json_to_stdout_holds_every_scalar(logdir, capsys):
+    assert main(["export", logdir, "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [ScalarRow(**r) for r in rows] == _scalars()
+
+
+def test_export_filters_by_tag_run_and_group(logdir, capsys):
+    main(["export", logdir, "--format", "json", "--tag", "agent/reward/*", "--run", "agent/[01]"])
+    rows = json.loads(capsys.readouterr().out)
+    assert {(r["run"], r["tag"]) for r in rows} == {("agent/0", "agent/reward/0-3"),
+                                                   ("agent/1", "agent/reward/0-3")}
+    main(["export", logdir, "--format", "json", "--group", "learner", "--tag", "main/lr"])
+    assert [r["value"] for r in json.loads(capsys.readouterr().out)] == [0.25] * 5
+
+
+def test_export_to_a_file_takes_the_format_from_its_suffix(logdir, tmp_path, capsys):
+    out = tmp_path / "scalars.json"
+    assert main(["export", logdir, "-o", str(out)]) == 0
+    assert [ScalarRow(**r) for r in json.loads(out.read_text())] == _scalars()
+    captured = capsys.readouterr()
+    assert captured.out == "" and f"wrote {len(_scalars())} rows" in captured.err
+
+
+def test_export_parquet_round_trips(logdir, tmp_path):
+    parquet = pytest.importorskip("pyarrow.parquet")
+    out = tmp_path / "scalars.parquet"
+    assert main(["export", logdir, "--format", "parquet", "-o", str(out)]) == 0
+    table = parquet.read_table(out).to_pylist()
+    assert [ScalarRow(**r) for r in table] == _scalars()
+
+
+def test_export_parquet_needs_an_output_file(logdir, capsys):
+    assert main(["export", logdir, "--format", "parquet"]) == 1
+    assert "-o FILE" in capsys.readouterr().err
+
+
+def test_export_parquet_without_pyarrow_says_what_to_install(logdir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    assert main(["export", logdir, "--format", "parquet", "-o", str(tmp_path / "x.parquet")]) == 1
+    assert "pip install pyarrow" in capsys.readouterr().err
+
+
+def test_export_of_a_tag_that_matches_nothing_lists_the_tags(logdir, capsys):
+    assert main(["export", logdir, "--tag", "nope/*"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'nope/*'" in err and "main/loss" in err
+
+
+# ----------------------------------------------------------------------------- plot
+
+
+def test_plot_writes_a_png_with_one_chart_per_tag(logdir, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from PIL import Image
+
+    out = tmp_path / "reward.png"
+    assert main(["plot", logdir, "--tag", "agent/reward/*", "-o", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(out) as image:
+        width, height = image.size
+    assert width > height > 100  # two charts side by side
+    assert "2 charts, 3 runs" in capsys.readouterr().out
+
+
+def test_plot_needs_a_tag(logdir, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["plot", logdir])
+    assert exit_.value.code == 2
+    assert "--tag" in capsys.readouterr().err
+
+
+def test_plot_without_matplotlib_says_what_to_install(logdir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib.backends.backend_agg", None)
+    assert main(["plot", logdir, "--tag", "main/loss", "-o", str(tmp_path / "x.png")]) == 1
+    assert "needs matplotlib" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- tail
+
+
+def test_tail_prints_the_whole_log_by_default(logdir, capsys):
+    assert main(["tail", logdir]) == 0
+    assert capsys.readouterr().out == _text(LOG_LINES)
+
+
+def test_tail_keeps_one_client_with_its_continuation_lines(logdir, capsys):
+    assert main(["tail", logdir, "--client", "agent/3"]) == 0
+    assert capsys.readouterr().out == _text(LOG_LINES[1:3])
+
+
+def test_tail_keeps_a_whole_group(logdir, capsys):
+    assert main(["tail", logdir, "--client", "agent"]) == 0
+    assert capsys.readouterr().out == _text(LOG_LINES[1:])
+
+
+def test_tail_keeps_records_at_or_above_a_level(logdir, capsys):
+    assert main(["tail", logdir, "--level", "WARNING"]) == 0
+    assert capsys.readouterr().out == _text([LOG_LINES[1], LOG_LINES[3]])
+    assert main(["tail", logdir, "--level", "INFO5", "--client", "agent/4"]) == 0
+    assert capsys.readouterr().out == _text([LOG_LINES[4]])
+
+
+def test_tail_rejects_an_unknown_level(logdir, capsys):
+    assert main(["tail", logdir, "--level", "LOUD"]) == 1
+    assert "unknown log level 'LOUD'" in capsys.readouterr().err
+
+
+def test_tail_without_text_logs_says_so(tmp_path, capsys):
+    (tmp_path / "tensorboard").mkdir()
+    assert main(["tail", str(tmp_path)]) == 1
+    assert "no text logs" in capsys.readouterr().err
+
+
+def test_tail_follow_prints_lines_appended_later(tmp_path, monkeypatch, capsys):
+    (tmp_path / "tensorboard").mkdir()
+    stop = threading.Event()
+    monkeypatch.setattr(cli, "_follow", lambda path: follow(path, poll_s=0.05, stop=stop))
+    files = LogFiles(tmp_path / "logs")
+    files.write(LOG_LINES[:1])
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(main(
+        ["tail", str(tmp_path), "--follow", "--client", "agent/3"])))
+    thread.start()
+    try:
+        files.write(LOG_LINES[1:])
+        expected = _text(LOG_LINES[1:3])
+        out = ""
+        deadline = time.monotonic() + 10
+        while out != expected and time.monotonic() < deadline:
+            time.sleep(0.05)
+            out += capsys.readouterr().out
+        assert out == expected
+    finally:
+        stop.set()
+        thread.join(10)
+        files.close()
+    assert result == [0]
+
+
+def test_tail_does_not_colour_piped_output(logdir, capsys):
+    main(["tail", logdir])
+    assert "\x1b[" not in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- board
+
+
+def test_board_without_tensorboard_says_what_to_install(logdir, monkeypatch, capsys):
+    import rayplex.board
+
+    monkeypatch.setattr(rayplex.board.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(rayplex.board.shutil, "which", lambda name: None)
+    assert main(["board", logdir]) == 1
+    err = capsys.readouterr().err
+    assert err == 'rayplex board: error: TensorBoard is not installed: pip install "rayplex[board]"\n'
+
+
+def test_the_readers_see_what_the_cli_exports(logdir, capsys):
+    main(["export", logdir, "--format", "json", "--tag", "main/loss"])
+    exported = [ScalarRow(**r) for r in json.loads(capsys.readouterr().out)]
+    assert exported == list(read_scalars(logdir, tag="main/loss"))
