@@ -27,15 +27,21 @@ def _agent(index: int, seconds: float, logger: Any = None) -> int:
     rng = random.Random(index)
     steps = 0
     deadline = time.time() + seconds
+    logger.info("rollout %d starts for %.1f s", index, seconds)
     while time.time() < deadline:
         progress = steps / 200
         reward = math.tanh(progress * (0.5 + index / 40)) + rng.gauss(0, 0.05)
         logger.add_scalars({"reward": reward, "episode_length": 200 - 150 * reward}, step=steps)
+        logger.store_metrics(episode_reward=reward)
+        if steps % 20 == 19:
+            logger.log_metrics_summary(step=steps // 20, stats=("mean", "std", "min", "max", "p90"))
         if steps % 50 == 0:
             logger.add_histogram("action_logits", np.random.default_rng(steps).normal(reward, 1, 500),
                                  step=steps)
         steps += 1
         time.sleep(0.01)
+    logger.log_metrics_summary(step=steps // 20, stats=("mean", "std", "min", "max", "p90"))
+    logger.info("rollout %d done after %d steps", index, steps)
     return steps
 
 
@@ -93,6 +99,12 @@ def run_demo(logdir: str, workers: int = 40, evaluators: int = 8, seconds: float
     evals = [_Evaluator.remote("stochastic" if i % 2 else "deterministic", i)
              for i in range(evaluators)]
     learner = rayplex.get_logger("learner/main")
+    learner.log_params(Args={"workers": workers, "evaluators": evaluators, "seconds": seconds})
+    yy, xx = np.mgrid[0:64, 0:64]
+    learner.add_image("observation", np.stack([xx * 4, yy * 4, (xx + yy) * 2], -1).astype(np.uint8),
+                      step=0)
+    frames = np.stack([np.roll(np.eye(32, dtype=np.uint8) * 255, k, axis=1) for k in range(16)])
+    learner.add_video("policy_rollout", frames[..., None].repeat(3, -1), step=0, fps=8)
     step = 0
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task(f"logging from {workers + evaluators + 1} workers", total=seconds)

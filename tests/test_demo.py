@@ -15,7 +15,12 @@ def test_demo_logs_all_three_group_kinds(ray_session, tmp_path):
     assert "eval/score/stochastic" in scalars["eval/stochastic-1"]
     assert "eval/score/deterministic" in scalars["eval/deterministic-0"]
     assert "main/loss" in scalars["learner"]
+    assert "episode_reward/mean" in scalars["agent/summary"]
     assert result.clients == 4 + 2 + 1 and result.records > 0 and result.bytes > 0
+    import os
+
+    with open(os.path.join(result.logdir, "logs", "all.log")) as f:
+        assert "rollout 0 done" in f.read()
 
 
 def test_demo_help_lists_its_options(capsys):
