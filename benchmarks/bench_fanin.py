@@ -1,0 +1,214 @@
+"""Fan-in: how the hub's load grows with the number of logical clients and of nodes.
+
+8 Ray tasks each hold ``clients / 8`` Loggers (indexed group ``fan``: one run directory per
+client) and log ``--scalars`` scalars round-robin over them, then ``flush()``. Before the
+clock runs, every client logs one scalar ("first contact": the hub opens its event file).
+Measured per configuration: end-to-end scalars/s, worker batches that reached the hub per
+second, the hub process's CPU time per scalar in the timed phase and per client in the
+first-contact phase (psutil on ``HubHandle.info()["pid"]``, before/after).
+
+Two set-ups: one local node, then a simulated 4-node cluster (``ray.cluster_utils.Cluster``,
+1 CPU per node, 2 tasks pinned to each node), where each node has its own NodeBuffer.
+
+    python benchmarks/bench_fanin.py                  # ~2 minutes
+    python benchmarks/bench_fanin.py --clients 8 64 256 1024 --scalars 50000
+    python benchmarks/bench_fanin.py --no-cluster     # single node only
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import time
+import warnings
+
+import _common as C
+import ray
+
+START_DELAY_S = 1.5
+TAGS = ("loss", "reward", "entropy", "lr")
+
+
+@ray.remote
+def fan_worker(task: int, clients_per_task: int, k: int, start_at: float) -> dict:
+    import rayplex
+
+    loggers = [rayplex.get_logger(f"fan/{task * clients_per_task + c}")
+               for c in range(clients_per_task)]
+    n_loggers = len(loggers)
+    adds = [lg.add_scalar for lg in loggers]
+    now = time.time()
+    if start_at > now:
+        time.sleep(start_at - now)
+    t0 = time.time()
+    for j in range(k):
+        adds[j % n_loggers](TAGS[j % 4], float(j), j)
+    loggers[0].flush()  # a barrier for everything this process logged
+    return {"t0": t0, "t1": time.time(), "node": ray.get_runtime_context().get_node_id()}
+
+
+def run_config(n_clients: int, args, task_options: list[dict], logdir: str) -> dict:
+    import rayplex
+
+    n_tasks = len(task_options)
+    if n_clients % n_tasks:
+        raise SystemExit(f"--clients values must be multiples of {n_tasks}")
+    hub = rayplex.init(logdir)
+    hub.register_indexed_group("fan", 8)
+    per_task = n_clients // n_tasks
+    pid = hub.info()["pid"]
+    # First contact, outside the clock: every client logs one scalar, which starts each
+    # node's NodeBuffer (a new process) and makes the hub open each client's event file.
+    cpu_a = C.process_cpu_s(pid)
+    ray.get([fan_worker.options(**opt).remote(i, per_task, per_task, 0.0)
+             for i, opt in enumerate(task_options)])
+    cpu_b = C.process_cpu_s(pid)
+    info0 = hub.info()
+    start_at = time.time() + START_DELAY_S
+    out = ray.get([fan_worker.options(**opt).remote(i, per_task, args.scalars, start_at)
+                   for i, opt in enumerate(task_options)])
+    cpu_c = C.process_cpu_s(pid)
+    info1 = hub.info()
+    rayplex.shutdown()
+    seconds = max(o["t1"] for o in out) - min(o["t0"] for o in out)
+    scalars = args.scalars * n_tasks
+    written = C.count_event_dir(os.path.join(logdir, "tensorboard", "fan"))["summaries"]
+    written -= n_clients  # the first-contact scalars
+    batches = info1["batches_written"] - info0["batches_written"]
+    return {
+        "clients": n_clients,
+        "tasks": n_tasks,
+        "nodes": len({o["node"] for o in out}),
+        "scalars": scalars,
+        "seconds": seconds,
+        "scalars_per_s": scalars / seconds,
+        "hub_records": info1["records_written"] - info0["records_written"],
+        "hub_batches": batches,
+        "hub_batches_per_s": batches / seconds,
+        "hub_cpu_s": cpu_c - cpu_b,
+        "hub_cpu_us_per_scalar": (cpu_c - cpu_b) * 1e6 / scalars,
+        "hub_first_contact_ms_per_client": (cpu_b - cpu_a) * 1e3 / n_clients,
+        "read_back": written,
+        "lost": scalars - written,
+    }
+
+
+def run_series(label: str, args, task_options: list[dict]) -> list[dict]:
+    rows = []
+    for n_clients in args.clients:
+        reps = []
+        for _ in range(args.repeats):
+            logdir = C.temp_logdir("fanin")
+            try:
+                reps.append(run_config(n_clients, args, task_options, logdir))
+            finally:
+                shutil.rmtree(logdir, ignore_errors=True)
+        row = dict(reps[len(reps) // 2])
+        for key in ("seconds", "scalars_per_s", "hub_batches_per_s", "hub_cpu_us_per_scalar",
+                    "hub_first_contact_ms_per_client"):
+            row[key] = C.median([r[key] for r in reps])
+        row["setup"] = label
+        row["lost_any"] = any(r["lost"] for r in reps)
+        row["runs"] = reps
+        rows.append(row)
+        print(f"  {label}, {n_clients} clients: {row['scalars_per_s']:,.0f} scalars/s, hub "
+              f"{row['hub_cpu_us_per_scalar']:.2f} us CPU/scalar, "
+              f"{row['hub_batches_per_s']:.1f} batches/s", flush=True)
+    return rows
+
+
+def _ray_address_file() -> str:
+    return os.path.join(os.environ.get("RAY_TMPDIR", "/tmp"), "ray", "ray_current_cluster")
+
+
+def single_node(args) -> list[dict]:
+    C.start_ray(num_cpus=max(8, os.cpu_count() or 1))
+    C.warm_workers(8)
+    try:
+        return run_series("1 node", args, [{"num_cpus": 1}] * 8)
+    finally:
+        ray.shutdown()
+
+
+def four_nodes(args) -> list[dict]:
+    from ray.cluster_utils import Cluster
+
+    # Cluster() writes its address to /tmp/ray/ray_current_cluster, which makes any plain
+    # ray.init() on this machine join it; put back what was there so nobody else does.
+    address_file = _ray_address_file()
+    previous = None
+    if os.path.exists(address_file):
+        with open(address_file) as f:
+            previous = f.read()
+
+    def restore() -> None:
+        if previous is None:
+            if os.path.exists(address_file):
+                os.unlink(address_file)
+        else:
+            with open(address_file, "w") as f:
+                f.write(previous)
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    cluster = Cluster()
+    try:
+        for n in range(args.nodes):
+            cluster.add_node(num_cpus=1, resources={f"bench_node_{n}": 16},
+                             include_dashboard=False)
+        restore()
+        ray.init(address=cluster.address, logging_level="WARNING",
+                 runtime_env={"env_vars": {"PYTHONPATH": here}})
+        tasks_per_node = 8 // args.nodes
+        options = [{"num_cpus": 1 / tasks_per_node, "resources": {f"bench_node_{n}": 1}}
+                   for n in range(args.nodes) for _ in range(tasks_per_node)]
+        return run_series(f"{args.nodes} nodes", args, options)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        restore()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clients", type=int, nargs="+", default=[8, 64, 256],
+                        help="logical clients (Loggers) in total; multiples of 8")
+    parser.add_argument("--scalars", type=int, default=20_000, help="scalars per task")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per configuration")
+    parser.add_argument("--nodes", type=int, default=4, choices=[1, 2, 4, 8],
+                        help="nodes of the simulated cluster")
+    parser.add_argument("--no-cluster", action="store_true", help="skip the multi-node part")
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+    notes = [
+        "8 tasks in every configuration; clients = Loggers spread evenly over them",
+        "hub CPU us/scalar is the timed (steady) phase; first contact (one scalar per client, "
+        "the hub creating its run directory and event file) is reported per client",
+        "with the NodeBuffer layer (the default). A without-NodeBuffer comparison needs a "
+        "switch rayplex does not expose publicly: not measured",
+        "hub write calls per second are not exposed by HubHandle.info(); 'batches/s' counts "
+        "the worker batches the hub wrote (each node buffer merges several into one call)",
+    ]
+
+    rows = single_node(args)
+    if not args.no_cluster:
+        rows += four_nodes(args)
+
+    C.print_table(
+        ["setup", "clients", "nodes", "scalars", "scalars/s", "hub batches/s",
+         "hub CPU us/scalar", "hub first-contact ms/client", "read-back"],
+        [[r["setup"], r["clients"], r["nodes"], r["scalars"], r["scalars_per_s"],
+          r["hub_batches_per_s"], r["hub_cpu_us_per_scalar"], r["hub_first_contact_ms_per_client"],
+          "LOST DATA" if r["lost_any"] else "all"] for r in rows],
+        title="\nfan-in (medians)",
+    )
+    worst = max(r["hub_cpu_us_per_scalar"] for r in rows)
+    notes.append(f"target hub CPU <= 2 us/scalar: worst {worst:.2f} us "
+                 f"({'meets' if worst <= 2 else 'misses'})")
+    for note in notes:
+        print("note:", note)
+    C.write_json("fanin", args, rows, notes)
+
+
+if __name__ == "__main__":
+    main()
