@@ -204,6 +204,23 @@ def shutdown(name: str | None = None, timeout: float = _GLOBAL_FLUSH_TIMEOUT_S) 
         ray.kill(hub, no_restart=True)
         drop_transport(hub_name)
         forget_loggers(hub_name)
+        _wait_until_gone(hub_name, timeout)
+
+
+def _wait_until_gone(hub_name: str, timeout: float) -> None:
+    """``ray.kill`` returns at once; wait until the names are free so that a following
+    ``rayplex.init`` with the same name never gets a dying actor back."""
+    import time
+
+    names = (actors.hub_actor_name(hub_name), actors.node_buffer_name(hub_name, ""))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = [n for n in actors.list_rayplex_actors()
+                 if n == names[0] or n.startswith(names[1])]
+        if not alive:
+            return
+        time.sleep(0.02)
+    log.warning("rayplex: actors of %r still alive %.0f s after shutdown", hub_name, timeout)
 
 
 def status() -> list[dict[str, Any]]:

@@ -81,7 +81,8 @@ class Transport:
         queue = self.queue
         queue.append(item)
         if len(queue) >= self.batch_records:
-            self._wake.set()
+            if not self._wake.is_set():  # Event.set() takes a lock: once per wake is enough
+                self._wake.set()
             if len(queue) >= self.max_buffer_records:
                 self._wait_for_room()
 

@@ -17,7 +17,7 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 def ray_session():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False,
              runtime_env={"env_vars": {"RAYPLEX_FLUSH_INTERVAL_S": "0.2"}})
     yield ray
     ray.shutdown()
