@@ -12,6 +12,7 @@ from rayplex.decorators import current_logger, logged
 from rayplex.errors import (
     FlushTimeoutError,
     HubNotFoundError,
+    HubWriteError,
     LogdirConflictError,
     RayplexError,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "FlushTimeoutError",
     "HubHandle",
     "HubNotFoundError",
+    "HubWriteError",
     "LogHandler",
     "LogdirConflictError",
     "Logger",

@@ -20,6 +20,8 @@ NAMESPACE = "rayplex"
 """The Ray namespace that holds every rayplex actor."""
 
 DEFAULT_HUB = "default"
+RECORD_BYTES_ESTIMATE = 128
+OVERFLOW_POLICIES = ("spill", "drop_oldest", "block")
 
 
 @dataclass(frozen=True)
@@ -30,8 +32,14 @@ class Config:
     """A worker ships what it buffered at least this often (``RAYPLEX_FLUSH_INTERVAL_S``)."""
     batch_records: int = 20_000
     """A worker ships early once this many records are buffered (``RAYPLEX_BATCH_RECORDS``)."""
-    max_buffer_records: int = 2_000_000
-    """A worker's buffer bound; past it, new records wait for space (``RAYPLEX_MAX_BUFFER_RECORDS``)."""
+    max_buffer_mb: float = 256.0
+    """A worker's buffer bound in MB, counted as 128 bytes per queued record
+    (``RAYPLEX_MAX_BUFFER_MB``)."""
+    overflow: str = "spill"
+    """What a full buffer does (``RAYPLEX_OVERFLOW``): ``spill`` the oldest half to a local file
+    and replay it when the hub is back, ``drop_oldest``, or ``block`` the log call."""
+    spill_dir: str = ""
+    """Where spill files go (``RAYPLEX_SPILL_DIR``); default: the system temp directory."""
     flush_timeout_s: float = 120.0
     """How long ``flush()`` waits for the hub's acknowledgement (``RAYPLEX_FLUSH_TIMEOUT_S``)."""
     retry_max_backoff_s: float = 5.0
@@ -44,6 +52,10 @@ class Config:
     (``RAYPLEX_FSYNC``); by default data is durable across process crashes."""
     hub: str = DEFAULT_HUB
     """The experiment (hub name) that ``get_logger`` talks to by default (``RAYPLEX_HUB``)."""
+
+    @property
+    def max_buffer_records(self) -> int:
+        return max(1000, int(self.max_buffer_mb * 2**20 / RECORD_BYTES_ESTIMATE))
 
     @property
     def effective_summary_delay_s(self) -> float:
@@ -72,7 +84,10 @@ def _from_env() -> Config:
             raise ValueError(
                 f"environment variable RAYPLEX_{field.name.upper()}={raw!r} is not a valid {kind}"
             ) from exc
-    return Config(**values)  # type: ignore[arg-type]
+    cfg = Config(**values)  # type: ignore[arg-type]
+    if cfg.overflow not in OVERFLOW_POLICIES:
+        raise ValueError(f"RAYPLEX_OVERFLOW={cfg.overflow!r}: use one of {OVERFLOW_POLICIES}")
+    return cfg
 
 
 _config: Config | None = None

@@ -5,7 +5,8 @@
     RayplexError
      ├── HubNotFoundError        no hub with that name: call rayplex.init(logdir) first
      ├── LogdirConflictError     a hub with that name already writes to another logdir
-     └── FlushTimeoutError       the hub did not acknowledge within the flush timeout
+     ├── FlushTimeoutError       the hub did not acknowledge within the flush timeout
+     └── HubWriteError           the hub cannot write (disk full, permissions): data kept, retried
 
 Invalid arguments raise the built-in ``ValueError`` / ``TypeError`` at the call site.
 """
@@ -27,3 +28,10 @@ class LogdirConflictError(RayplexError):
 
 class FlushTimeoutError(RayplexError, TimeoutError):
     """``flush()`` gave up waiting for the hub's acknowledgement."""
+
+
+class HubWriteError(RayplexError, OSError):
+    """The hub could not write what this process sent (e.g. no space left on its disk).
+
+    The data is kept by the sender and resent until the hub can write it.
+    """

@@ -14,17 +14,20 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
+import tempfile
 import threading
 import time
 import uuid
 from collections import deque
 from typing import Any
 
+import cloudpickle
 import ray
 
 from rayplex.config import config
 from rayplex.encode import ScalarTemplate, event_record, tag_header
-from rayplex.errors import FlushTimeoutError
+from rayplex.errors import FlushTimeoutError, HubWriteError
 from rayplex.groups import GroupRegistry, Route
 from rayplex.records import Ack, Batch, Chunk
 
@@ -69,7 +72,14 @@ class Transport:
         self._interval = cfg.flush_interval_s
         self.batch_records = cfg.batch_records
         self.max_buffer_records = cfg.max_buffer_records
-        self.counters = {"sent": 0, "acked": 0, "retried": 0, "records": 0, "batches": 0}
+        self.overflow = cfg.overflow
+        self.counters = {"sent": 0, "acked": 0, "retried": 0, "records": 0, "batches": 0,
+                         "spilled": 0, "dropped": 0, "replayed": 0}
+        self.failing: str | None = None  # the hub's last write error, until a batch succeeds
+        self._spills: deque[str] = deque()
+        self._spill_dir = cfg.spill_dir or tempfile.gettempdir()
+        self._queue_lock = threading.Lock()
+        self._overflow_warned = False
         self._thread = threading.Thread(
             target=self._run, name=f"rayplex-flush-{hub_name}", daemon=True
         )
@@ -87,10 +97,45 @@ class Transport:
                 self._wait_for_room()
 
     def _wait_for_room(self) -> None:
-        deadline = time.monotonic() + config().flush_timeout_s
-        while len(self.queue) >= self.max_buffer_records and time.monotonic() < deadline:
-            self._wake.set()
-            time.sleep(0.001)
+        """The buffer is full (the hub is slow or away): apply the overflow policy."""
+        if not self._overflow_warned:
+            self._overflow_warned = True
+            log.warning("rayplex: buffer of %d records full (hub %r slow or unreachable); "
+                        "overflow policy %r", self.max_buffer_records, self.hub_name, self.overflow)
+        if self.overflow == "block":
+            deadline = time.monotonic() + config().flush_timeout_s
+            while len(self.queue) >= self.max_buffer_records and time.monotonic() < deadline:
+                self._wake.set()
+                time.sleep(0.001)
+        elif self.overflow == "drop_oldest":
+            with self._queue_lock:
+                self._take_front(len(self.queue) - self.max_buffer_records // 2, "dropped")
+        else:
+            with self._queue_lock:
+                items = self._take_front(len(self.queue) - self.max_buffer_records // 2, "spilled")
+                if items:
+                    self._spill(items)
+
+    def _take_front(self, count: int, counter: str) -> list[Any]:
+        """Pop up to ``count`` of the oldest records, leaving flush markers queued."""
+        items: list[Any] = []
+        markers: list[Any] = []
+        queue = self.queue
+        while len(items) < count and queue:
+            item = queue.popleft()
+            (markers if type(item) is _FlushMarker else items).append(item)
+        # Markers go back in front, in order: whatever was taken is sent (or dropped) before
+        # any of them is answered, so each still follows everything logged before it.
+        queue.extendleft(reversed(markers))
+        self.counters[counter] += len(items)
+        return items
+
+    def _spill(self, items: list[Any]) -> None:
+        fd, path = tempfile.mkstemp(prefix=f"rayplex-spill-{self.sender[:8]}-", suffix=".pkl",
+                                    dir=self._spill_dir)
+        with os.fdopen(fd, "wb") as f:
+            cloudpickle.dump(items, f)
+        self._spills.append(path)
 
     def route(self, client_id: str) -> Route:
         """The route of ``client_id`` under the registry this process knows."""
@@ -112,7 +157,16 @@ class Transport:
         self.queue.append(marker)
         self._wake.set()
         limit = config().flush_timeout_s if timeout is None else timeout
-        if not marker.done.wait(limit):
+        deadline = time.monotonic() + limit
+        while not marker.done.wait(min(0.05, max(0.0, deadline - time.monotonic()))):
+            if self.failing is not None:
+                raise HubWriteError(
+                    f"rayplex hub {self.hub_name!r} cannot write: {self.failing}; the data is "
+                    "kept and resent until it can"
+                )
+            if time.monotonic() >= deadline:
+                break
+        if not marker.done.is_set():
             raise FlushTimeoutError(
                 f"rayplex hub {self.hub_name!r} did not acknowledge within {limit:.0f} s; the "
                 "data stays buffered and is resent when the hub is reachable"
@@ -147,13 +201,28 @@ class Transport:
                 log.exception("rayplex: unexpected error in the flush thread")
 
     def _ship_pending(self) -> None:
-        while self.queue:
-            items, markers = self._drain()
+        while self._spills or self.queue:
+            with self._queue_lock:  # decide under the lock: a spill may be under way
+                spilled = bool(self._spills)
+                if not spilled:
+                    items, markers = self._drain()
+            if spilled:  # spilled records are older than anything still queued
+                self._replay_spill()
+                continue
             if items:
-                batch = self._encode(items)
-                self._send(batch)
+                self._send(self._encode(items))
             for marker in markers:
                 marker.done.set()
+
+    def _replay_spill(self) -> None:
+        path = self._spills[0]
+        with open(path, "rb") as f:
+            items = cloudpickle.load(f)
+        for start in range(0, len(items), self.batch_records):
+            self._send(self._encode(items[start:start + self.batch_records]))
+        self.counters["replayed"] += len(items)
+        self._spills.popleft()
+        os.unlink(path)
 
     def _drain(self) -> tuple[list[Any], list[_FlushMarker]]:
         items: list[Any] = []
@@ -254,6 +323,7 @@ class Transport:
                 ack: Ack = ray.get(self._node_buffer.submit.remote(batch),
                                    timeout=config().flush_timeout_s)
                 if ack.error is not None:
+                    self.failing = ack.error
                     raise OSError(ack.error)
             except Exception as exc:
                 self.counters["retried"] += 1
@@ -265,6 +335,7 @@ class Transport:
                 time.sleep(backoff)
                 backoff = min(backoff * 2, config().retry_max_backoff_s)
                 continue
+            self.failing = None
             self.counters["acked"] += 1
             self.counters["batches"] += 1
             self.counters["records"] += batch.record_count()

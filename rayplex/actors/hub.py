@@ -21,6 +21,7 @@ from typing import Any
 
 import cloudpickle
 
+from rayplex.actors.journal import Journal, file_sizes, truncate_to
 from rayplex.actors.summaries import SummaryBook
 from rayplex.artifacts import ArtifactStore
 from rayplex.config import config
@@ -67,10 +68,13 @@ class Hub:
         self.logs = LogFiles(os.path.join(logdir, "logs"), max_bytes=_log_max_bytes(),
                              level=parse_level(log_level))
         self.artifacts = ArtifactStore(os.path.join(logdir, "artifacts"))
-        self.summaries = SummaryBook(config().effective_summary_delay_s)
-        self.applied_node_calls: dict[str, int] = {}
+        self.journal = Journal(os.path.join(self.state_dir, "journal"), fsync=config().fsync)
+        state = self.journal.recover(config().effective_summary_delay_s, time.time())
+        assert state.book is not None
+        self.summaries: SummaryBook = state.book
+        self.applied_node_calls: dict[str, int] = state.applied_node_calls
         self.writers: dict[str, EventWriter] = {}
-        self.last_seq: dict[str, int] = {}
+        self.last_seq: dict[str, int] = state.last_seq
         self.actor_senders: dict[str, Any] = {}
         self.clients: set[str] = set()
         self.records_written = 0
@@ -78,6 +82,9 @@ class Hub:
         self.batches_written = 0
         self.duplicates_dropped = 0
         self._warned_groups: set[str] = set()
+        if state.undone:
+            self.hub_log(logging.WARNING, f"restarted: undid an unfinished write in "
+                         f"{len(state.undone)} files; their senders resend it")
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name="rayplex-summaries", daemon=True)
         self._ticker.start()
@@ -93,22 +100,33 @@ class Hub:
                 log.exception("hub %s: writing summaries failed", self.name)
 
     def _write_summaries(self, due: list[tuple[str, int, dict[str, float], bool]]) -> None:
-        touched: set[str] = set()
+        if not due:
+            return
         now = time.time()
-        for group, step, values, again in due:
-            run = f"{group}/{SUMMARY_RUN}"
-            blob = b"".join(
-                ScalarTemplate(tag_header(tag)).record(now, step, value)
-                for tag, value in values.items()
-            )
-            self._writer(run).write(blob)
-            touched.add(run)
+        planned = []
+        for group, step, values, _ in due:
+            blob = b"".join(ScalarTemplate(tag_header(tag)).record(now, step, value)
+                            for tag, value in values.items())
+            planned.append((f"{group}/{SUMMARY_RUN}", blob))
+        keys = [(group, step) for group, step, _, _ in due]
+        writers = {run: self._writer(run) for run, _ in planned}
+        offsets = {w.path: w.bytes_written for w in writers.values()}
+        try:
+            self.journal.begin(offsets)
+            for run, blob in planned:
+                writers[run].write(blob)
+            for writer in writers.values():
+                writer.flush()
+            self.journal.written(keys)
+        except OSError:
+            self.summaries.mark_dirty(keys)
+            self._undo(offsets, writers)
+            raise
+        for group, step, _, again in due:
             if again:
                 self.hub_log(logging.WARNING,
                              f"late store_metrics partial for group {group!r} step {step}: "
                              "wrote a second summary point at that step over all values")
-        for run in touched:
-            self.writers[run].flush()
 
     def hub_log(self, level: int, message: str) -> None:
         """A line from the hub itself, in ``logs/all.log`` as client ``rayplex/hub``."""
@@ -213,55 +231,89 @@ class Hub:
 
     # ------------------------------------------------------------------- data
     def write_node(self, call: NodeCall) -> list[Ack]:
-        """A node buffer's call: its merged statistics (once per ``(node, seq)``), then batches."""
+        """A node buffer's call: write its new batches and merged statistics as one journalled
+        transaction; acknowledge every batch (duplicates are acknowledged, not written)."""
         with self.lock:
-            if call.partials and call.seq > self.applied_node_calls.get(call.node, 0):
-                self._add_partials(call.partials)
-                self.applied_node_calls[call.node] = call.seq
-            return self.write(call.batches)
+            fresh = [b for b in call.batches
+                     if b.seq > self.last_seq.get(b.sender, -1)]
+            node_new = bool(call.partials) and call.seq > self.applied_node_calls.get(call.node, 0)
+            partials = (list(call.partials) if node_new else []) + [
+                p for b in fresh for p in b.partials]
+            error = None
+            if fresh or partials:
+                try:
+                    self._write_transaction(fresh, (call.node, call.seq) if node_new else None,
+                                            partials)
+                except OSError as exc:
+                    error = f"{type(exc).__name__}: {exc}"
+                    self.hub_log(logging.ERROR, f"could not write {len(fresh)} batches "
+                                 f"(data kept by the senders, who retry): {error}")
+            fresh_ids = {id(b) for b in fresh}
+            acks = []
+            for batch in call.batches:
+                if id(batch) not in fresh_ids:
+                    self.duplicates_dropped += 1
+                    acks.append(self._ack(batch, duplicate=True))
+                else:
+                    acks.append(self._ack(batch, error=error))
+            return acks
+
+    def _write_transaction(self, fresh: list[Batch], node: tuple[str, int] | None,
+                           partials: list[Partial]) -> None:
+        planned = [self._plan_chunk(chunk, batch.registry_stamp)
+                   for batch in fresh for chunk in batch.chunks]
+        lines = [line for batch in fresh for line in batch.logs]
+        writers = {run: self._writer(run) for run, _, _ in planned}
+        offsets = {w.path: w.bytes_written for w in writers.values()}
+        offsets.update(file_sizes(self._log_paths(lines)))
+        self.journal.begin(offsets)
+        try:
+            for run, blob, _ in planned:
+                writers[run].write(blob)
+            if lines:  # one sorted write per call: all.log is ordered by worker time per window
+                self.logs.write(lines)
+            for writer in writers.values():
+                writer.flush()
+            self.journal.commit([(b.sender, b.seq) for b in fresh], node, partials)
+        except OSError:
+            self._undo(offsets, writers)
+            raise
+        for batch in fresh:
+            self.last_seq[batch.sender] = batch.seq
+            self.clients.update(chunk.client_id for chunk in batch.chunks)
+        if node is not None:
+            self.applied_node_calls[node[0]] = node[1]
+        self._add_partials(partials)
+        self.batches_written += len(fresh)
+        self.records_written += sum(n for _, _, n in planned)
+        self.lines_written += len(lines)
+
+    def _undo(self, offsets: dict[str, int], writers: dict[str, EventWriter]) -> None:
+        """Cut what a failed transaction appended, so that the resend is not a duplicate."""
+        for run, writer in writers.items():
+            writer.close()
+            self.writers.pop(run, None)
+        self.logs.close()
+        truncate_to(offsets)
+        self.logs = LogFiles(os.path.join(self.logdir, "logs"), max_bytes=_log_max_bytes(),
+                             level=parse_level(self.log_level))
+        try:
+            self.journal.abort()
+        except OSError as exc:  # the next start truncates again: harmless
+            log.error("hub %s: could not journal an abort: %s", self.name, exc)
+
+    def _log_paths(self, lines: list[Any]) -> list[str]:
+        if not lines:
+            return []
+        root = os.path.join(self.logdir, "logs")
+        clients = {line[2] for line in lines}
+        return [os.path.join(root, "all.log")] + [
+            os.path.join(root, *client.split("/", 1)) + ".log" for client in clients]
 
     def _add_partials(self, partials: list[Partial]) -> None:
         now = time.time()
         for partial in partials:
             self.summaries.add(partial, now)
-
-    def write(self, batches: list[Batch]) -> list[Ack]:
-        """Write batches in order; acknowledge each (duplicates are acknowledged, not written)."""
-        with self.lock:
-            return self._write(batches)
-
-    def _write(self, batches: list[Batch]) -> list[Ack]:
-        acks = []
-        touched: set[str] = set()
-        lines: list[Any] = []
-        for batch in batches:
-            if batch.seq <= self.last_seq.get(batch.sender, -1):
-                self.duplicates_dropped += 1
-                acks.append(self._ack(batch, duplicate=True))
-                continue
-            try:
-                for chunk in batch.chunks:
-                    self._write_chunk(chunk, batch.registry_stamp, touched)
-                if batch.partials:
-                    self._add_partials(batch.partials)
-            except OSError as exc:
-                log.error("hub %s could not write batch %s/%s: %s", self.name, batch.sender,
-                          batch.seq, exc)
-                acks.append(self._ack(batch, error=f"{type(exc).__name__}: {exc}"))
-                continue
-            self.last_seq[batch.sender] = batch.seq
-            self.batches_written += 1
-            lines.extend(batch.logs)
-            acks.append(self._ack(batch))
-        if lines:  # one sorted write per call: all.log is ordered by worker time per window
-            try:
-                self.logs.write(lines)
-                self.lines_written += len(lines)
-            except (OSError, ValueError) as exc:
-                log.error("hub %s could not write %d log lines: %s", self.name, len(lines), exc)
-        for run in touched:
-            self.writers[run].flush()
-        return acks
 
     def _ack(self, batch: Batch, duplicate: bool = False, error: str | None = None) -> Ack:
         stale = batch.registry_stamp != self.registry.stamp
@@ -294,23 +346,16 @@ class Hub:
                          f"group {group!r} is not registered; its clients are routed as a normal group")
         return route
 
-    def _write_chunk(self, chunk: Chunk, stamp: tuple[str, int], touched: set[str]) -> None:
-        self.clients.add(chunk.client_id)
-        if chunk.fixed:
-            self._writer(chunk.run).write(chunk.blob)
-            touched.add(chunk.run)
-            self.records_written += len(chunk.tags)
-            return
-        if stamp != self.registry.stamp:
-            route = self._route(chunk.client_id)
-            if (route.run, route.prefix, route.suffix) != (chunk.run, chunk.prefix, chunk.suffix):
-                self._write_rerouted(chunk, route, touched)
-                return
-        self._writer(chunk.run).write(chunk.blob)
-        touched.add(chunk.run)
-        self.records_written += len(chunk.tags)
+    def _plan_chunk(self, chunk: Chunk, stamp: tuple[str, int]) -> tuple[str, bytes, int]:
+        """``(run, bytes, records)`` to write for ``chunk``, re-routed if the groups changed."""
+        if chunk.fixed or stamp == self.registry.stamp:
+            return chunk.run, chunk.blob, len(chunk.tags)
+        route = self._route(chunk.client_id)
+        if (route.run, route.prefix, route.suffix) == (chunk.run, chunk.prefix, chunk.suffix):
+            return chunk.run, chunk.blob, len(chunk.tags)
+        return route.run, self._rerouted(chunk, route), len(chunk.tags)
 
-    def _write_rerouted(self, chunk: Chunk, route: Route, touched: set[str]) -> None:
+    def _rerouted(self, chunk: Chunk, route: Route) -> bytes:
         """The groups changed after the worker encoded this chunk: rewrite each event's tag."""
         from tensorboardX.proto.event_pb2 import Event
 
@@ -323,9 +368,7 @@ class Hub:
             for value in event.summary.value:
                 value.tag = route.tag(user_tag)
             out.append(frame(event.SerializeToString()))
-        self._writer(route.run).write(b"".join(out))
-        touched.add(route.run)
-        self.records_written += len(chunk.tags)
+        return b"".join(out)
 
     def _load_registry(self) -> GroupRegistry:
         path = os.path.join(self.state_dir, "registry.pkl")

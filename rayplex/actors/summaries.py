@@ -80,6 +80,20 @@ class SummaryBook:
         self._prune()
         return out
 
+    def mark_written(self, keys: list[tuple[str, int]]) -> None:
+        """Record that these steps' summaries are on disk (journal replay)."""
+        for key in keys:
+            entry = self._entries.get(tuple(key))  # type: ignore[arg-type]
+            if entry is not None:
+                entry.dirty, entry.written, entry.late = False, True, False
+
+    def mark_dirty(self, keys: list[tuple[str, int]]) -> None:
+        """These steps' summaries could not be written: write them again later."""
+        for key in keys:
+            entry = self._entries.get(tuple(key))  # type: ignore[arg-type]
+            if entry is not None:
+                entry.dirty = True
+
     def _prune(self) -> None:
         written = [k for k, e in self._entries.items() if e.written and not e.dirty]
         if len(written) > self.keep_written:

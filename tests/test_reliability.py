@@ -1,0 +1,249 @@
+"""Faults: the hub and node buffers are killed mid-run; nothing is lost or duplicated."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+
+import pytest
+import ray
+
+import rayplex
+from rayplex.actors import list_rayplex_actors
+from rayplex.textlog import parse_line
+from tests.conftest import event_files, tb_events
+
+STEPS = 1500
+
+
+@ray.remote(num_cpus=0.1, max_retries=0)
+@rayplex.logged("agent/{i}")
+def _steady(i, logger=None):
+    for step in range(STEPS):
+        logger.add_scalar("x", i * 10_000 + step, step=step)
+        if step % 100 == 0:
+            logger.info("worker %d step %d", i, step)
+        if step % 10 == 0:
+            time.sleep(0.004)
+    return i
+
+
+def _wait_for_progress(hub, above, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            info = ray.get(hub.actor.info.remote(), timeout=10)
+            if info["records_written"] > above:
+                return info["records_written"]
+        except ray.exceptions.RayError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError("the hub made no progress")
+
+
+@pytest.mark.slow
+def test_killing_the_hub_three_times_and_a_node_buffer_loses_and_duplicates_nothing(experiment):
+    experiment.register_indexed_group("agent", 4)
+    workers = 16
+    refs = [_steady.remote(i) for i in range(workers)]
+    written = _wait_for_progress(experiment, 0)
+    for kill in range(4):
+        if kill == 2:
+            buffers = [n for n in list_rayplex_actors() if n.startswith("node:default:")]
+            ray.kill(ray.get_actor(buffers[0], namespace="rayplex"), no_restart=False)
+        else:
+            ray.kill(experiment.actor, no_restart=False)
+        written = _wait_for_progress(experiment, 0)
+    assert sorted(ray.get(refs, timeout=300)) == list(range(workers))
+    rayplex.flush()
+
+    seen = Counter()
+    for run, event in tb_events(experiment.logdir):
+        for value in event.summary.value:
+            if value.tag.startswith("agent/x/"):
+                seen[(run, event.step, round(float(value.tensor.float_val[0])))] += 1
+    expected = {(f"agent/{i}", s, i * 10_000 + s) for i in range(workers) for s in range(STEPS)}
+    assert set(seen) == expected, f"missing {len(expected - set(seen))}"
+    assert max(seen.values()) == 1, "duplicates"
+    assert written > 0
+
+    with open(os.path.join(experiment.logdir, "logs", "all.log")) as f:
+        lines = Counter(p.message for p in map(parse_line, f) if p and p.client.startswith("agent/"))
+    want = {f"worker {i} step {s}" for i in range(workers) for s in range(0, STEPS, 100)}
+    assert set(lines) == want and max(lines.values()) == 1
+    assert len(event_files(experiment.logdir)) > workers  # restarts opened new files
+
+
+def test_a_restarted_hub_keeps_routing_and_deduplicating(experiment):
+    experiment.register_indexed_group("agent", 4)
+    log = rayplex.get_logger("agent/5")
+    log.add_scalar("x", 1.0, step=0)
+    log.flush()
+    ray.kill(experiment.actor, no_restart=False)
+    log.add_scalar("x", 2.0, step=1)
+    log.flush()
+    info = ray.get(experiment.actor.info.remote())
+    assert info["logdir"] == experiment.logdir
+    from tests.conftest import tb_scalars
+
+    assert tb_scalars(experiment.logdir)["agent/5"]["agent/x/4-7"] == [(0, 1.0), (1, 2.0)]
+
+
+def test_an_unfinished_write_is_undone_at_restart(tmp_path):
+    from rayplex.actors.journal import Journal
+
+    data = tmp_path / "events"
+    data.write_bytes(b"committed")
+    journal = Journal(str(tmp_path / "journal"))
+    journal.recover()
+    journal.begin({str(data): data.stat().st_size})
+    with open(data, "ab") as f:
+        f.write(b"half a batch")
+    journal.close()  # the hub dies before commit
+    state = Journal(str(tmp_path / "journal")).recover()
+    assert data.read_bytes() == b"committed" and state.undone == {str(data): 9}
+
+
+def test_a_committed_batch_is_remembered_across_restarts(tmp_path):
+    from rayplex.actors.journal import Journal
+
+    journal = Journal(str(tmp_path / "journal"))
+    journal.recover()
+    journal.begin({})
+    journal.commit([("w", 7)], ("node", 3), [])
+    with open(tmp_path / "journal", "ab") as f:
+        f.write(b"\x05\x00torn")  # a torn record at the end is ignored
+    state = Journal(str(tmp_path / "journal")).recover()
+    assert state.last_seq == {"w": 7} and state.applied_node_calls == {"node": 3}
+
+
+def _stall(hub, seconds):
+    """Keep the (single-threaded) hub busy, as a slow disk or an overloaded hub would."""
+    return hub.actor.__ray_call__.remote(lambda self, s=seconds: time.sleep(s))
+
+
+def _logger_with_bound(client, bound, policy):
+    log = rayplex.get_logger(client)
+    transport = log._transport
+    transport.max_buffer_records, transport.overflow = bound, policy
+    transport.batch_records = min(transport.batch_records, bound // 4)
+    return log, transport
+
+
+@pytest.mark.parametrize("policy", ["spill", "block"])
+def test_a_stalled_hub_keeps_the_worker_buffer_bounded_and_loses_nothing(experiment, policy):
+    log, transport = _logger_with_bound("learner/stall", 2000, policy)
+    try:
+        stall = _stall(experiment, 3)
+        peak = 0
+        for step in range(20_000):
+            log.add_scalar("x", float(step), step=step)
+            peak = max(peak, len(transport.queue))
+        assert peak <= 2000
+        log.flush(timeout=120)
+        ray.get(stall)
+        from tests.conftest import tb_scalars
+
+        points = tb_scalars(experiment.logdir)["learner"]["stall/x"]
+        assert points == [(s, float(s)) for s in range(20_000)]
+        if policy == "spill":
+            stats = log.stats()
+            assert stats["spilled"] > 0 and stats["replayed"] == stats["spilled"]
+            assert stats["dropped"] == 0
+    finally:
+        transport.max_buffer_records = 10**9
+
+
+def test_drop_oldest_drops_and_counts_instead_of_growing(experiment):
+    log, transport = _logger_with_bound("learner/drop", 2000, "drop_oldest")
+    try:
+        stall = _stall(experiment, 3)
+        for step in range(20_000):
+            log.add_scalar("x", float(step), step=step)
+            assert len(transport.queue) <= 2000
+        log.flush(timeout=120)
+        ray.get(stall)
+        stats = log.stats()
+        from tests.conftest import tb_scalars
+
+        written = len(tb_scalars(experiment.logdir)["learner"]["drop/x"])
+        assert stats["dropped"] > 0 and written + stats["dropped"] == 20_000
+    finally:
+        transport.max_buffer_records = 10**9
+
+
+def test_a_disk_error_at_the_hub_reaches_flush_and_the_data_is_kept(experiment):
+    blocker = os.path.join(experiment.logdir, "tensorboard", "diskerr")
+    with open(blocker, "w") as f:  # a file where the run directory must go: writes fail
+        f.write("in the way")
+    log = rayplex.get_logger("diskerr/0")
+    log.add_scalar("x", 1.0, step=0)
+    with pytest.raises(rayplex.HubWriteError, match="cannot write"):
+        log.flush(timeout=30)
+    os.unlink(blocker)  # the operator fixes the disk
+    log.flush(timeout=60)
+    from tests.conftest import tb_scalars
+
+    assert tb_scalars(experiment.logdir)["diskerr"]["0/x"] == [(0, 1.0)]
+    assert ray.get(experiment.actor.info.remote())["logdir"] == experiment.logdir
+
+
+@ray.remote(max_retries=0)
+@rayplex.logged("agent/{i}")
+def _crash_after_flush(i, logger=None):
+    logger.add_scalar("before", 1.0, step=0)
+    logger.flush()
+    logger.add_scalar("after", 2.0, step=0)  # never flushed: may be lost, nothing else is
+    os._exit(1)
+
+
+def test_a_worker_crash_keeps_what_it_flushed_and_others_are_unaffected(experiment):
+    experiment.register_indexed_group("agent", 4)
+    with pytest.raises(ray.exceptions.RayError):
+        ray.get(_crash_after_flush.remote(1))
+    ray.get(_steady_short.remote(2))
+    from tests.conftest import tb_scalars
+
+    scalars = tb_scalars(experiment.logdir)
+    assert scalars["agent/1"]["agent/before/0-3"] == [(0, 1.0)]
+    assert scalars["agent/2"]["agent/y/0-3"] == [(s, float(s)) for s in range(50)]
+
+
+@ray.remote(max_retries=0)
+@rayplex.logged("agent/{i}")
+def _steady_short(i, logger=None):
+    for s in range(50):
+        logger.add_scalar("y", float(s), step=s)
+
+
+_OTHER_DRIVER = """
+import sys, ray, rayplex
+ray.init(address=sys.argv[1], namespace="other-driver")
+rayplex.init(sys.argv[2], name=sys.argv[3])
+log = rayplex.get_logger("learner/first", hub=sys.argv[3])
+log.add_scalar("x", 1.0, step=0)
+log.flush()
+# exits without rayplex.shutdown()
+"""
+
+
+def test_a_hub_outlives_its_driver_and_a_later_driver_can_shut_it_down(ray_session, tmp_path):
+    import subprocess
+    import sys
+
+    name = "orphan"
+    logdir = str(tmp_path / "orphan")
+    address = ray.get_runtime_context().gcs_address
+    subprocess.run([sys.executable, "-c", _OTHER_DRIVER, address, logdir, name], check=True,
+                   timeout=120, capture_output=True)
+    hubs = {h["name"]: h for h in rayplex.status()}
+    assert hubs[name]["logdir"] == logdir and hubs[name]["clients"] >= 1
+    log = rayplex.get_logger("learner/second", hub=name)
+    log.add_scalar("x", 2.0, step=0)
+    rayplex.shutdown(name=name)
+    assert name not in {h["name"] for h in rayplex.status()}
+    from tests.conftest import tb_scalars
+
+    scalars = tb_scalars(logdir)["learner"]
+    assert scalars["first/x"] == [(0, 1.0)] and scalars["second/x"] == [(0, 2.0)]
