@@ -380,7 +380,13 @@ class Logger:
 
     def _call_hub(self, method: str, *args: Any) -> Any:
         try:
-            return ray.get(getattr(self._transport._hub, method).remote(*args))
+            try:
+                return ray.get(getattr(self._transport._hub, method).remote(*args))
+            except ray.exceptions.RayActorError:
+                # This process may hold the handle of a hub that was shut down and started
+                # anew (worker processes outlive experiments): look it up again, once.
+                self._transport.ensure_current_hub()
+                return ray.get(getattr(self._transport._hub, method).remote(*args))
         except ray.exceptions.RayTaskError as exc:
             cause = getattr(exc, "cause", None)
             if isinstance(cause, Exception):
@@ -707,7 +713,7 @@ def get_logger(client_id: str, hub: str | None = None, echo: bool = False) -> Lo
         if transport.ensure_current_hub():
             forget_loggers(hub)
         else:
-            transport.refresh_registry()
+            transport.refresh_registry(max_age_s=1.0)
         route = transport.route(client_id)  # raises ValueError for a bad id in its group
         group = client_id.split("/", 1)[0]
         if not route.registered and (hub, group) not in _warned_groups:

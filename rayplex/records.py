@@ -7,6 +7,7 @@ or a call replayed by Ray after an actor restart).
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,8 +17,9 @@ class Chunk:
     """The framed events of one client, routed with the registry the worker knew (or, when
     ``fixed``, bound to ``run`` whatever the groups say, e.g. hyper-parameter sessions).
 
-    ``tags`` holds the user's tag of each event, in order, so that the hub can re-route the
-    chunk if the groups were registered anew after the worker encoded it.
+    ``tag_names[tag_index[i]]`` is the user's tag of the i-th event, so that the hub can
+    re-route the chunk if the groups were registered anew after the worker encoded it (an
+    index array, not a list of strings: it unpickles as one buffer, not one object per event).
     """
 
     client_id: str
@@ -25,9 +27,20 @@ class Chunk:
     prefix: str
     suffix: str
     blob: bytes
-    tags: list[str | None]
-    """The user's tag of each event; ``None`` for an event whose tag must not be routed."""
+    tag_names: list[str | None]
+    """Distinct user tags; ``None`` for events whose tag must not be routed."""
+    tag_index: bytes
+    """uint32 (native order) index into ``tag_names`` per event."""
     fixed: bool = False
+
+    @property
+    def count(self) -> int:
+        return len(self.tag_index) // 4
+
+    def tags(self) -> list[str | None]:
+        """The user's tag of each event, in order."""
+        names = self.tag_names
+        return [names[i] for i in array("I", self.tag_index)]
 
 
 @dataclass
@@ -45,7 +58,7 @@ class Batch:
     """1 on the first send; a node buffer merges only first sends (see :class:`NodeCall`)."""
 
     def record_count(self) -> int:
-        return sum(len(c.tags) for c in self.chunks) + len(self.logs) + len(self.partials)
+        return sum(c.count for c in self.chunks) + len(self.logs) + len(self.partials)
 
 
 @dataclass

@@ -19,14 +19,16 @@ import tempfile
 import threading
 import time
 import uuid
+from array import array
 from collections import deque
 from typing import Any
 
 import cloudpickle
+import numpy as np
 import ray
 
 from rayplex.config import config
-from rayplex.encode import ScalarTemplate, event_record, tag_header
+from rayplex.encode import ScalarTemplate, event_record, scalar_records, tag_header
 from rayplex.errors import FlushTimeoutError, HubWriteError
 from rayplex.groups import GroupRegistry, Route
 from rayplex.records import Ack, Batch, Chunk
@@ -58,6 +60,7 @@ class Transport:
         self.sender = uuid.uuid4().hex
         self._hub = get_hub(hub_name)  # raises HubNotFoundError early, at get_logger
         self.registry: GroupRegistry = ray.get(self._hub.get_registry.remote())
+        self._registry_time = time.monotonic()
         self.log_level = _hub_log_level(self._hub)
         self.node_id = ray.get_runtime_context().get_node_id()
         self._node_buffer: Any = None
@@ -76,6 +79,7 @@ class Transport:
         self.counters = {"sent": 0, "acked": 0, "retried": 0, "records": 0, "batches": 0,
                          "spilled": 0, "dropped": 0, "replayed": 0}
         self.failing: str | None = None  # the hub's last write error, until a batch succeeds
+        self.failures = 0  # write errors reported by the hub so far
         self._spills: deque[str] = deque()
         self._spill_dir = cfg.spill_dir or tempfile.gettempdir()
         self._queue_lock = threading.Lock()
@@ -158,8 +162,9 @@ class Transport:
         self._wake.set()
         limit = config().flush_timeout_s if timeout is None else timeout
         deadline = time.monotonic() + limit
+        failures_before = self.failures
         while not marker.done.wait(min(0.05, max(0.0, deadline - time.monotonic()))):
-            if self.failing is not None:
+            if self.failing is not None and self.failures > failures_before:
                 raise HubWriteError(
                     f"rayplex hub {self.hub_name!r} cannot write: {self.failing}; the data is "
                     "kept and resent until it can"
@@ -241,51 +246,73 @@ class Transport:
         return items, markers
 
     def _encode(self, items: list[Any]) -> Batch:
-        parts: dict[Any, list[bytes]] = {}
-        tags: dict[Any, list[str | None]] = {}
+        chunks: dict[Any, _ChunkBuilder] = {}
         logs: list[Any] = []
         partials: list[Any] = []
-        templates = self._templates
         for item in items:
             kind = item[0]
-            if kind == SCALAR:
+            if kind == SCALAR:  # the hot path: only gather columns here, encode below at once
                 _, key, tag, step, wall_time, value = item
-                template = templates.get((key, tag))
-                if template is None:
-                    template = ScalarTemplate(self._tag_field(key, tag))
-                    templates[(key, tag)] = template
-                record = template.record(wall_time, step, value)
-            elif kind == VALUE:
-                _, key, tag, step, wall_time, payload = item
-                record = event_record(self._tag_field(key, tag), wall_time, step, payload)
-            elif kind == FIXED_VALUE:
-                _, client_id, tag, step, wall_time, payload, run = item
-                record = event_record(tag_header(tag), wall_time, step, payload)
-                key, tag = (client_id, run), None
+                builder = chunks.get(key)
+                if builder is None:
+                    builder = chunks[key] = _ChunkBuilder()
+                index = builder.tag_ids.get(tag)
+                if index is None:
+                    index = builder.add_tag(tag, tag, self._scalar_tail(key, tag))
+                builder.scalar_tags.append(index)
+                builder.wall_times.append(wall_time)
+                builder.steps.append(step)
+                builder.values.append(value)
             elif kind == LOGLINE:
                 logs.append(item[1])
-                continue
             elif kind == PARTIAL:
                 partials.append(item[1])
-                continue
-            else:  # pragma: no cover - programming error
-                raise AssertionError(f"unknown record kind {kind!r}")
-            key_parts = parts.get(key)
-            if key_parts is None:
-                key_parts = parts[key] = []
-                tags[key] = []
-            key_parts.append(record)
-            tags[key].append(tag)
+            else:
+                try:
+                    key, tag, record = self._encode_value(item)
+                except Exception as exc:  # one bad record must not cost the others
+                    log.warning("rayplex: dropped a record that could not be encoded (%r): %s",
+                                item[:3], exc)
+                    continue
+                builder = chunks.get(key)
+                if builder is None:
+                    builder = chunks[key] = _ChunkBuilder()
+                index = builder.tag_ids.get((VALUE, tag))  # apart from scalars of that tag
+                if index is None:
+                    index = builder.add_tag((VALUE, tag), tag, b"")
+                builder.records.append(record)
+                builder.record_tags.append(index)
+        return self._batch(chunks, logs, partials)
+
+    def _scalar_tail(self, client_id: str, tag: str) -> bytes:
+        template = self._templates.get((client_id, tag))
+        if template is None:
+            template = ScalarTemplate(self._tag_field(client_id, tag))
+            self._templates[(client_id, tag)] = template
+        return template.tail
+
+    def _encode_value(self, item: Any) -> tuple[Any, str | None, bytes]:
+        """``(chunk key, user tag, framed record)`` of a pre-encoded ``Summary.Value``."""
+        if item[0] == VALUE:
+            _, key, tag, step, wall_time, payload = item
+            return key, tag, event_record(self._tag_field(key, tag), wall_time, step, payload)
+        if item[0] == FIXED_VALUE:
+            _, client_id, tag, step, wall_time, payload, run = item
+            return (client_id, run), None, event_record(tag_header(tag), wall_time, step, payload)
+        raise AssertionError(f"unknown record kind {item[0]!r}")  # pragma: no cover
+
+    def _batch(self, builders: dict[Any, _ChunkBuilder], logs: list[Any],
+               partials: list[Any]) -> Batch:
         chunks = []
-        for key, key_parts in parts.items():
+        for key, builder in builders.items():
+            blob, tag_index = builder.build()
             if isinstance(key, tuple):  # (client id, run): a fixed run
-                chunks.append(Chunk(key[0], key[1], "", "", b"".join(key_parts), tags[key],
+                chunks.append(Chunk(key[0], key[1], "", "", blob, builder.tag_names, tag_index,
                                     fixed=True))
                 continue
             route = self._safe_route(key)
-            chunks.append(
-                Chunk(key, route.run, route.prefix, route.suffix, b"".join(key_parts), tags[key])
-            )
+            chunks.append(Chunk(key, route.run, route.prefix, route.suffix, blob,
+                                builder.tag_names, tag_index))
         self._seq += 1
         return Batch(self.sender, self._seq, self.registry.stamp, chunks, logs=logs,
                      partials=partials)
@@ -324,6 +351,7 @@ class Transport:
                                    timeout=config().flush_timeout_s)
                 if ack.error is not None:
                     self.failing = ack.error
+                    self.failures += 1
                     raise OSError(ack.error)
             except Exception as exc:
                 self.counters["retried"] += 1
@@ -366,8 +394,12 @@ class Transport:
         self.log_level = _hub_log_level(handle)
         return True
 
-    def refresh_registry(self) -> None:
-        """Fetch the hub's current groups (used by ``get_logger``; cheap, once per client)."""
+    def refresh_registry(self, max_age_s: float = 0.0) -> None:
+        """Fetch the hub's current groups unless fetched less than ``max_age_s`` ago (the
+        hub's acknowledgements carry newer groups anyway, and it re-routes stale chunks)."""
+        if max_age_s and time.monotonic() - self._registry_time < max_age_s:
+            return
+        self._registry_time = time.monotonic()
         registry = ray.get(self._hub.get_registry.remote())
         if registry.stamp != self.registry.stamp:
             self._adopt(registry)
@@ -377,6 +409,55 @@ def _hub_log_level(hub: Any) -> int:
     from rayplex.textlog import parse_level
 
     return parse_level(ray.get(hub.info.remote())["log_level"])
+
+
+class _ChunkBuilder:
+    """The records of one chunk while a batch is encoded: scalars as columns (encoded together
+    by :func:`rayplex.encode.scalar_records`), other values as ready records."""
+
+    __slots__ = ("tag_ids", "tag_names", "tails", "scalar_tags", "wall_times", "steps", "values",
+                 "records", "record_tags")
+
+    def __init__(self) -> None:
+        self.tag_ids: dict[Any, int] = {}
+        self.tag_names: list[str | None] = []
+        self.tails: list[bytes] = []
+        self.scalar_tags: list[int] = []
+        self.wall_times: list[float] = []
+        self.steps: list[int] = []
+        self.values: list[float] = []
+        self.records: list[bytes] = []
+        self.record_tags: list[int] = []
+
+    def add_tag(self, key: Any, tag: str | None, tail: bytes) -> int:
+        self.tag_ids[key] = len(self.tag_names)
+        self.tag_names.append(tag)
+        self.tails.append(tail)
+        return len(self.tag_names) - 1
+
+    def build(self) -> tuple[bytes, bytes]:
+        """``(framed records, uint32 tag index per record)``: scalars first, then the rest
+        (the order within each tag is kept, which is all TensorBoard relies on)."""
+        scalars = b""
+        if self.steps:
+            try:
+                scalars = scalar_records(self.tails, np.asarray(self.scalar_tags),
+                                         np.asarray(self.wall_times, dtype=np.float64),
+                                         np.asarray(self.steps, dtype=np.int64),
+                                         np.asarray(self.values, dtype=np.float64))
+            except OverflowError:  # a step beyond int64: one record at a time
+                scalars = b"".join(
+                    _template_for(self.tails[t]).record(w, s, v) for t, w, s, v in
+                    zip(self.scalar_tags, self.wall_times, self.steps, self.values, strict=True))
+        index = array("I", self.scalar_tags)
+        index.extend(self.record_tags)
+        return scalars + b"".join(self.records), index.tobytes()
+
+
+def _template_for(tail: bytes) -> ScalarTemplate:
+    template = ScalarTemplate.__new__(ScalarTemplate)
+    template.tail, template._layouts = tail, {}
+    return template
 
 
 _transports: dict[str, Transport] = {}

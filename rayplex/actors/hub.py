@@ -349,18 +349,18 @@ class Hub:
     def _plan_chunk(self, chunk: Chunk, stamp: tuple[str, int]) -> tuple[str, bytes, int]:
         """``(run, bytes, records)`` to write for ``chunk``, re-routed if the groups changed."""
         if chunk.fixed or stamp == self.registry.stamp:
-            return chunk.run, chunk.blob, len(chunk.tags)
+            return chunk.run, chunk.blob, chunk.count
         route = self._route(chunk.client_id)
         if (route.run, route.prefix, route.suffix) == (chunk.run, chunk.prefix, chunk.suffix):
-            return chunk.run, chunk.blob, len(chunk.tags)
-        return route.run, self._rerouted(chunk, route), len(chunk.tags)
+            return chunk.run, chunk.blob, chunk.count
+        return route.run, self._rerouted(chunk, route), chunk.count
 
     def _rerouted(self, chunk: Chunk, route: Route) -> bytes:
         """The groups changed after the worker encoded this chunk: rewrite each event's tag."""
         from tensorboardX.proto.event_pb2 import Event
 
         out = []
-        for payload, user_tag in zip(iter_records(chunk.blob), chunk.tags, strict=False):
+        for payload, user_tag in zip(iter_records(chunk.blob), chunk.tags(), strict=False):
             if user_tag is None:
                 out.append(frame(payload))
                 continue
