@@ -355,7 +355,10 @@ class Transport:
                     raise OSError(ack.error)
             except Exception as exc:
                 self.counters["retried"] += 1
-                if attempts == 1 or attempts % 20 == 0:
+                stale_handle = attempts == 1 and isinstance(exc, ray.exceptions.RayActorError)
+                if stale_handle:  # e.g. a node buffer of an experiment since shut down
+                    log.info("rayplex: reconnecting to the node buffer after %s", exc)
+                elif attempts == 2 or attempts % 20 == 0:
                     log.warning("rayplex: batch %d not acknowledged (%s); retrying", batch.seq,
                                 exc)
                 if isinstance(exc, (ray.exceptions.RayActorError, ValueError)):
