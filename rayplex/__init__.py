@@ -18,6 +18,7 @@ from rayplex.errors import (
 )
 from rayplex.handle import HubHandle, flush, init, shutdown, status
 from rayplex.logger import Logger, LogHandler, get_logger
+from rayplex.read import list_artifacts, read_params, read_scalars
 
 __version__ = "0.1.0"
 

@@ -169,7 +169,7 @@ def _init_logged(init: Callable[..., Any], self: Any, template: str, hub: str | 
 
 def _wrap_class(cls: type, template: str, hub: str | None, logger_arg: str,
                 capture_logging: bool) -> type:
-    init = cls.__init__
+    init = cls.__init__  # type: ignore[misc]
 
     @functools.wraps(init)
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:

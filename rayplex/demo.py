@@ -96,8 +96,8 @@ def run_demo(logdir: str, workers: int = 40, evaluators: int = 8, seconds: float
     concurrent = max(1, int(8 * ray.cluster_resources().get("CPU", 2) / 2))
     rollout_seconds = seconds * min(1.0, concurrent / max(workers, 1))
     agents = [_agent.remote(i, rollout_seconds) for i in range(workers)]
-    evals = [_Evaluator.remote("stochastic" if i % 2 else "deterministic", i)
-             for i in range(evaluators)]
+    modes = ["stochastic" if i % 2 else "deterministic" for i in range(evaluators)]
+    evals = [_Evaluator.remote(mode, i) for i, mode in enumerate(modes)]  # type: ignore[attr-defined]
     learner = rayplex.get_logger("learner/main")
     learner.log_params(Args={"workers": workers, "evaluators": evaluators, "seconds": seconds})
     yy, xx = np.mgrid[0:64, 0:64]

@@ -63,7 +63,8 @@ class Journal:
     # --------------------------------------------------------------- recovery
     def recover(self, summary_delay_s: float = 0.0, now: float = 0.0) -> HubState:
         """Read the journal, undo an unfinished transaction, compact, and open for appending."""
-        state = HubState(book=SummaryBook(summary_delay_s))
+        book = SummaryBook(summary_delay_s)
+        state = HubState(book=book)
         pending: dict[str, int] | None = None
         data = b""
         if os.path.exists(self.path):
@@ -76,8 +77,9 @@ class Journal:
             record = cloudpickle.loads(raw)
             kind = record[0]
             if kind == "snapshot":
-                _, state.last_seq, state.applied_node_calls, state.book = record
-                state.book.delay_s = summary_delay_s
+                _, state.last_seq, state.applied_node_calls, book = record
+                book.delay_s = summary_delay_s
+                state.book = book
             elif kind == "begin":
                 pending = record[1]
             elif kind == "abort":
@@ -90,10 +92,10 @@ class Journal:
                 if node is not None:
                     state.applied_node_calls[node[0]] = node[1]
                 for partial in partials:
-                    state.book.add(partial, now)
+                    book.add(partial, now)
             elif kind == "written":
                 pending = None
-                state.book.mark_written(record[1])
+                book.mark_written(record[1])
         if pending:
             state.undone = truncate_to(pending)
         self.compact(state)

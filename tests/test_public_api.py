@@ -1,0 +1,28 @@
+"""The public surface changes only on purpose."""
+
+from __future__ import annotations
+
+import rayplex
+
+
+def test_public_names_are_pinned():
+    assert rayplex.__all__ == sorted(rayplex.__all__)
+    assert set(rayplex.__all__) == {
+        "FlushTimeoutError", "HubHandle", "HubNotFoundError", "HubWriteError", "LogHandler",
+        "LogdirConflictError", "Logger", "RayplexError", "current_logger", "flush",
+        "get_logger", "init", "list_artifacts", "logged", "read_params", "read_scalars",
+        "shutdown", "status",
+    }
+
+
+def test_every_public_name_has_a_docstring():
+    for name in rayplex.__all__:
+        assert getattr(rayplex, name).__doc__, name
+
+
+def test_importing_rayplex_starts_nothing():
+    import subprocess
+    import sys
+
+    code = "import ray, rayplex; assert not ray.is_initialized()"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
