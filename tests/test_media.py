@@ -27,6 +27,7 @@ from tensorboardX.proto import summary_pb2
 from tensorboardX.utils import convert_to_HWC
 
 from rayplex import media
+from rayplex.encode import tag_header  # noqa: E402
 from rayplex.media import (
     audio_value,
     encode_gif,
@@ -46,19 +47,9 @@ Value = summary_pb2.Summary.Value
 # --------------------------------------------------------------------------- helpers
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def with_tag(tag: str, payload: bytes) -> Value:
-    """What the hub does: prepend the tag (field 1) to the tag-less payload."""
-    raw = tag.encode()
-    return Value.FromString(b"\n" + _varint(len(raw)) + raw + payload)
+    """What the worker does: prepend the tag (field 1) to the tag-less payload."""
+    return Value.FromString(tag_header(tag) + payload)
 
 
 def write(logdir: Path, *tagged: tuple[str, bytes], step: int = 7) -> Path:
