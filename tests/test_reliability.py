@@ -247,3 +247,18 @@ def test_a_hub_outlives_its_driver_and_a_later_driver_can_shut_it_down(ray_sessi
 
     scalars = tb_scalars(logdir)["learner"]
     assert scalars["first/x"] == [(0, 1.0)] and scalars["second/x"] == [(0, 2.0)]
+
+
+def test_a_compacted_journal_keeps_the_state(tmp_path):
+    from rayplex.actors.journal import HubState, Journal
+    from rayplex.actors.summaries import SummaryBook
+
+    journal = Journal(str(tmp_path / "journal"))
+    journal.recover()
+    for seq in range(1, 50):
+        journal.begin({})
+        journal.commit([("w", seq)], None, [])
+    before = journal.size()
+    journal.compact(HubState({"w": 49}, {}, SummaryBook(0.0)))
+    assert journal.size() < before
+    assert Journal(str(tmp_path / "journal")).recover().last_seq == {"w": 49}

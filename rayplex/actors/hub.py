@@ -21,7 +21,7 @@ from typing import Any
 
 import cloudpickle
 
-from rayplex.actors.journal import Journal, file_sizes, truncate_to
+from rayplex.actors.journal import HubState, Journal, file_sizes, truncate_to
 from rayplex.actors.summaries import SummaryBook
 from rayplex.artifacts import ArtifactStore
 from rayplex.config import config
@@ -34,6 +34,8 @@ from rayplex.textlog import LogFiles, LogLine, parse_level
 log = logging.getLogger("rayplex.hub")
 
 STATE_DIR = ".rayplex"
+JOURNAL_MAX_BYTES = 64 * 2**20
+"""The journal is compacted into one snapshot once it grows past this."""
 
 
 def _atomic_pickle(path: str, obj: Any) -> None:
@@ -78,6 +80,7 @@ class Hub:
         self.actor_senders: dict[str, Any] = {}
         self.clients: set[str] = set()
         self.records_written = 0
+        self.calls = 0
         self.lines_written = 0
         self.batches_written = 0
         self.duplicates_dropped = 0
@@ -96,6 +99,9 @@ class Hub:
             try:
                 with self.lock:
                     self._write_summaries(self.summaries.due(time.time()))
+                    if self.journal.size() > JOURNAL_MAX_BYTES:
+                        self.journal.compact(HubState(self.last_seq, self.applied_node_calls,
+                                                      self.summaries))
             except Exception:  # the ticker must survive a bad disk moment; retried next tick
                 log.exception("hub %s: writing summaries failed", self.name)
 
@@ -149,6 +155,7 @@ class Hub:
             "clients": len(self.clients),
             "records_written": self.records_written,
             "batches_written": self.batches_written,
+            "calls": self.calls,
             "duplicates_dropped": self.duplicates_dropped,
             "lines_written": self.lines_written,
             "log_level": self.log_level,
@@ -234,6 +241,7 @@ class Hub:
         """A node buffer's call: write its new batches and merged statistics as one journalled
         transaction; acknowledge every batch (duplicates are acknowledged, not written)."""
         with self.lock:
+            self.calls += 1
             fresh = [b for b in call.batches
                      if b.seq > self.last_seq.get(b.sender, -1)]
             node_new = bool(call.partials) and call.seq > self.applied_node_calls.get(call.node, 0)
