@@ -405,12 +405,22 @@ class Logger:
         return self._call_hub("save_artifact", rel, bytes(data), append)
 
     def load_bytes(self, path: str, client: str | None = None) -> bytes:
-        """Read back what ``client`` (default: this one) stored at ``path``.
+        """Read back what ``client`` stored at ``path``.
+
+        With ``client=None`` the path is looked up in this client's own directory first; if
+        nothing is there and it starts with another client's id (``"learner/main/ckpt.pkl"``),
+        that client's file is read.
 
         Raises:
             FileNotFoundError: if nothing is stored there.
         """
-        return self._call_hub("load_artifact", self._artifact(path, client))
+        try:
+            return self._call_hub("load_artifact", self._artifact(path, client))
+        except FileNotFoundError:
+            owner, rest = _split_addressed(path) if client is None else (None, None)
+            if owner is None or rest is None:
+                raise
+            return self._call_hub("load_artifact", self._artifact(rest, owner))
 
     def save_pkl(self, obj: Any, path: str, append: bool = False) -> str:
         """Pickle ``obj`` (cloudpickle) to ``path``; ``append=True`` adds one chunk, and
@@ -422,10 +432,12 @@ class Logger:
         return self.save_bytes(cloudpickle.dumps(obj), path, append)
 
     def load_pkl(self, path: str, client: str | None = None) -> Any:
-        """Load what :meth:`save_pkl` stored; any worker may read another's with ``client=``.
+        """Load what :meth:`save_pkl` stored; any worker may read another's, either with
+        ``client="learner/main"`` or by a path that starts with that client's id.
 
         Example:
             >>> log.load_pkl("checkpoints/latest.pkl", client="learner/main")  # doctest: +SKIP
+            >>> log.load_pkl("learner/main/checkpoints/latest.pkl")  # doctest: +SKIP
         """
         data = self.load_bytes(path, client)
         chunks, end, problem = decode_chunks(data)
@@ -620,6 +632,18 @@ class LogHandler(logging.Handler):
                 sys.stderr.write(format_line(line))
         except Exception:
             self.handleError(record)
+
+
+def _split_addressed(path: str) -> tuple[str | None, str | None]:
+    """``"group/name/rest"`` -> ``("group/name", "rest")`` if that is a valid client id."""
+    parts = path.split("/", 2)
+    if len(parts) < 3:
+        return None, None
+    try:
+        split_client_id(f"{parts[0]}/{parts[1]}")
+    except ValueError:
+        return None, None
+    return f"{parts[0]}/{parts[1]}", parts[2]
 
 
 def _torch() -> Any:

@@ -91,9 +91,10 @@ def test_artifacts_round_trip_and_are_readable_by_other_workers(experiment):
     def reader():
         other = rayplex.get_logger("agent/0")
         return (other.load_pkl("checkpoints/latest.pkl", client="learner/main"),
-                other.load_pkl("stream.pkl", client="learner/main"))
+                other.load_pkl("stream.pkl", client="learner/main"),
+                other.load_pkl("learner/main/checkpoints/latest.pkl"))
 
-    assert ray.get(reader.remote()) == ({"epoch": 3}, [1, 2])
+    assert ray.get(reader.remote()) == ({"epoch": 3}, [1, 2], {"epoch": 3})
     root = os.path.join(experiment.logdir, "artifacts", "learner", "main")
     with open(os.path.join(root, "notes", "readme.txt")) as f:
         assert f.read() == "hello"
