@@ -72,6 +72,14 @@ def event_record(tag_field: bytes, wall_time: float, step: int, value_rest: byte
     return frame(event)
 
 
+def scalar_tail(tag_field: bytes) -> bytes:
+    """The bytes of a scalar event between its step and its float value, for one tag: the
+    ``Summary`` and ``Summary.Value`` headers, the tag, and the ``simple_value`` key."""
+    value_len = len(tag_field) + 5  # + simple_value: key byte and 4-byte float
+    summary_len = 1 + len(varint(value_len)) + value_len
+    return b"\x2a" + varint(summary_len) + b"\x0a" + varint(value_len) + tag_field + b"\x15"
+
+
 class ScalarTemplate:
     """Pre-computed bytes for one tag, so that each scalar costs one ``struct.pack`` and one CRC.
 
@@ -82,12 +90,15 @@ class ScalarTemplate:
     __slots__ = ("tail", "_layouts")
 
     def __init__(self, tag_field: bytes) -> None:
-        value_len = len(tag_field) + 5  # + simple_value: key byte and 4-byte float
-        summary_len = 1 + len(varint(value_len)) + value_len
-        self.tail = (
-            b"\x2a" + varint(summary_len) + b"\x0a" + varint(value_len) + tag_field + b"\x15"
-        )
+        self.tail = scalar_tail(tag_field)
         self._layouts: dict[int, tuple[bytes, struct.Struct]] = {}
+
+    @classmethod
+    def from_tail(cls, tail: bytes) -> ScalarTemplate:
+        """A template from a :func:`scalar_tail` computed before."""
+        template = cls.__new__(cls)
+        template.tail, template._layouts = tail, {}
+        return template
 
     def _layout(self, step_len: int) -> tuple[bytes, struct.Struct]:
         size = 1 + 8 + 1 + step_len + len(self.tail) + 4

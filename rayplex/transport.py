@@ -28,7 +28,13 @@ import numpy as np
 import ray
 
 from rayplex.config import config
-from rayplex.encode import ScalarTemplate, event_record, scalar_records, tag_header
+from rayplex.encode import (
+    ScalarTemplate,
+    event_record,
+    scalar_records,
+    scalar_tail,
+    tag_header,
+)
 from rayplex.errors import FlushTimeoutError, HubWriteError
 from rayplex.groups import GroupRegistry, Route
 from rayplex.records import Ack, Batch, Chunk
@@ -43,11 +49,10 @@ PARTIAL = 4  # a records.Partial of store_metrics statistics
 
 
 class _FlushMarker:
-    __slots__ = ("done", "error")
+    __slots__ = ("done",)
 
     def __init__(self) -> None:
         self.done = threading.Event()
-        self.error: BaseException | None = None
 
 
 class Transport:
@@ -69,7 +74,7 @@ class Transport:
         self._closed = False
         self._seq = 0
         self._routes: dict[str, Route] = {}
-        self._templates: dict[tuple[str, str], ScalarTemplate] = {}
+        self._tails: dict[tuple[str, str], bytes] = {}
         self._tag_fields: dict[tuple[str, str], bytes] = {}
         cfg = config()
         self._interval = cfg.flush_interval_s
@@ -176,8 +181,6 @@ class Transport:
                 f"rayplex hub {self.hub_name!r} did not acknowledge within {limit:.0f} s; the "
                 "data stays buffered and is resent when the hub is reachable"
             )
-        if marker.error is not None:
-            raise marker.error
 
     def close(self, timeout: float | None = None) -> None:
         """Flush, then stop the background thread; safe to call twice."""
@@ -285,11 +288,10 @@ class Transport:
         return self._batch(chunks, logs, partials)
 
     def _scalar_tail(self, client_id: str, tag: str) -> bytes:
-        template = self._templates.get((client_id, tag))
-        if template is None:
-            template = ScalarTemplate(self._tag_field(client_id, tag))
-            self._templates[(client_id, tag)] = template
-        return template.tail
+        tail = self._tails.get((client_id, tag))
+        if tail is None:
+            tail = self._tails[(client_id, tag)] = scalar_tail(self._tag_field(client_id, tag))
+        return tail
 
     def _encode_value(self, item: Any) -> tuple[Any, str | None, bytes]:
         """``(chunk key, user tag, framed record)`` of a pre-encoded ``Summary.Value``."""
@@ -377,7 +379,7 @@ class Transport:
     def _adopt(self, registry: GroupRegistry) -> None:
         self.registry = registry
         self._routes.clear()
-        self._templates.clear()
+        self._tails.clear()
         self._tag_fields.clear()
 
     def ensure_current_hub(self) -> bool:
@@ -450,17 +452,11 @@ class _ChunkBuilder:
                                          np.asarray(self.values, dtype=np.float64))
             except OverflowError:  # a step beyond int64: one record at a time
                 scalars = b"".join(
-                    _template_for(self.tails[t]).record(w, s, v) for t, w, s, v in
+                    ScalarTemplate.from_tail(self.tails[t]).record(w, s, v) for t, w, s, v in
                     zip(self.scalar_tags, self.wall_times, self.steps, self.values, strict=True))
         index = array("I", self.scalar_tags)
         index.extend(self.record_tags)
         return scalars + b"".join(self.records), index.tobytes()
-
-
-def _template_for(tail: bytes) -> ScalarTemplate:
-    template = ScalarTemplate.__new__(ScalarTemplate)
-    template.tail, template._layouts = tail, {}
-    return template
 
 
 _transports: dict[str, Transport] = {}

@@ -67,8 +67,7 @@ class Hub:
         os.makedirs(self.state_dir, exist_ok=True)
         self.registry = self._load_registry()
         self.lock = threading.RLock()
-        self.logs = LogFiles(os.path.join(logdir, "logs"), max_bytes=_log_max_bytes(),
-                             level=parse_level(log_level))
+        self.logs = self._open_logs()
         self.artifacts = ArtifactStore(os.path.join(logdir, "artifacts"))
         self.journal = Journal(os.path.join(self.state_dir, "journal"), fsync=config().fsync)
         state = self.journal.recover(config().effective_summary_delay_s, time.time())
@@ -197,8 +196,7 @@ class Hub:
                 writer.close()
             self.writers.clear()
             self.logs.close()
-            self.logs = LogFiles(os.path.join(self.logdir, "logs"), max_bytes=_log_max_bytes(),
-                                 level=parse_level(self.log_level))
+            self.logs = self._open_logs()
 
     # -------------------------------------------------------------- artifacts
     def save_artifact(self, rel: str, data: bytes, append: bool = False) -> str:
@@ -210,12 +208,6 @@ class Hub:
 
     def load_artifact(self, rel: str) -> bytes:
         return self.artifacts.read_bytes(rel)
-
-    def artifact_chunks(self, rel: str) -> list[bytes]:
-        return self.artifacts.read_chunks(rel)
-
-    def list_artifact_paths(self, prefix: str = "") -> list[str]:
-        return [info.path for info in self.artifacts.list(prefix)]
 
     def save_params(self, client_id: str, params: dict[str, Any]) -> dict[str, Any]:
         """Merge ``params`` into ``params/<group>/<name>.json``; return the merged object."""
@@ -303,8 +295,7 @@ class Hub:
             self.writers.pop(run, None)
         self.logs.close()
         truncate_to(offsets)
-        self.logs = LogFiles(os.path.join(self.logdir, "logs"), max_bytes=_log_max_bytes(),
-                             level=parse_level(self.log_level))
+        self.logs = self._open_logs()
         try:
             self.journal.abort()
         except OSError as exc:  # the next start truncates again: harmless
@@ -333,6 +324,10 @@ class Hub:
             registry=self.registry if stale else None,
             error=error,
         )
+
+    def _open_logs(self) -> LogFiles:
+        return LogFiles(os.path.join(self.logdir, "logs"), max_bytes=_log_max_bytes(),
+                        level=parse_level(self.log_level))
 
     def _writer(self, run: str) -> EventWriter:
         writer = self.writers.get(run)
