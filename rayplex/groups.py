@@ -22,9 +22,10 @@ Example:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+
+from rayplex.rules import split_client_id, validate_part, validate_tag  # noqa: F401 - re-exported
 
 NORMAL = "normal"
 INDEXED = "indexed"
@@ -32,74 +33,6 @@ COMBINED = "combined"
 
 SUMMARY_RUN = "summary"
 """Name of the run, inside each group's directory, that holds cluster-wide summaries."""
-
-_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
-MAX_PART_LENGTH = 128
-MAX_TAG_LENGTH = 1024
-
-
-def validate_part(part: object, what: str) -> str:
-    """Check one component of a client id (a group or a name).
-
-    Raises:
-        TypeError: if ``part`` is not a string.
-        ValueError: if it is empty, too long, ``.``/``..``, or has characters other than
-            letters, digits, ``_``, ``-`` and ``.`` (or starts with ``.`` or ``-``).
-    """
-    if not isinstance(part, str):
-        raise TypeError(f"{what} must be a str, got {type(part).__name__}")
-    if not part:
-        raise ValueError(f"{what} is empty")
-    if len(part) > MAX_PART_LENGTH:
-        raise ValueError(f"{what} is {len(part)} characters long; the limit is {MAX_PART_LENGTH}")
-    if not _PART.fullmatch(part) or part in (".", ".."):
-        raise ValueError(
-            f"{what} {part!r} is invalid: use letters, digits, '_', '-' and '.', "
-            "not starting with '.' or '-'"
-        )
-    return part
-
-
-def split_client_id(client_id: object) -> tuple[str, str]:
-    """Split ``"<group>/<name>"`` into its validated parts.
-
-    Example:
-        >>> split_client_id("agent/3")
-        ('agent', '3')
-
-    Raises:
-        TypeError: if ``client_id`` is not a string.
-        ValueError: if it is not exactly ``<group>/<name>`` with valid parts.
-    """
-    if not isinstance(client_id, str):
-        raise TypeError(f"client id must be a str like 'agent/3', got {type(client_id).__name__}")
-    parts = client_id.split("/")
-    if len(parts) != 2:
-        raise ValueError(
-            f"client id {client_id!r} must have the form '<group>/<name>' with exactly one '/'"
-        )
-    group, name = parts
-    validate_part(group, f"group of client id {client_id!r}")
-    validate_part(name, f"name of client id {client_id!r}")
-    return group, name
-
-
-def validate_tag(tag: object) -> str:
-    """Check a user's tag (``"reward"``, ``".section/loss"``, ``"a:b#c"``).
-
-    Raises:
-        TypeError: if ``tag`` is not a string.
-        ValueError: if it is empty, too long, or contains NUL or a line break.
-    """
-    if not isinstance(tag, str):
-        raise TypeError(f"tag must be a str, got {type(tag).__name__}")
-    if not tag or tag in ("/", "."):
-        raise ValueError(f"tag {tag!r} is empty")
-    if len(tag) > MAX_TAG_LENGTH:
-        raise ValueError(f"tag is {len(tag)} characters long; the limit is {MAX_TAG_LENGTH}")
-    if "\x00" in tag or "\n" in tag or "\r" in tag:
-        raise ValueError(f"tag {tag!r} contains NUL or a line break")
-    return tag
 
 
 def bin_for(index: int, bin_size: int) -> str:
