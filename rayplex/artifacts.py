@@ -196,6 +196,10 @@ def safe_relpath(path: str) -> str:
                 f"{_show(part)}"
             )
         parts.append(part)
+    if parts and _DRIVE_RE.match(parts[0]):  # "./C:" normalises to a drive-relative path
+        raise ValueError(
+            f"artifact path must be relative to the artifact root, not absolute: {_show(path)}"
+        )
     if not parts:
         raise ValueError(
             f"artifact path names no file (only '.' components and slashes): {_show(path)}"
