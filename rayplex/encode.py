@@ -22,24 +22,18 @@ import time
 import google_crc32c
 import numpy as np
 
+# Framing and reading live in rayplex.tfrecord; frame and iter_records are re-exported here.
+from rayplex.tfrecord import MASK_DELTA
+from rayplex.tfrecord import frame as frame
+from rayplex.tfrecord import iter_records as iter_records
+from rayplex.tfrecord import masked_crc as masked_crc
+
 _crc = google_crc32c.value
 _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
 _F32 = struct.Struct("<f")
 _WALL_TIME = struct.Struct("<Bd")  # field 1 (wire type 1): 0x09, then the double
-_MASK_DELTA = 0xA282EAD8
-
-
-def masked_crc(data: bytes) -> int:
-    """TFRecord's masked CRC-32C of ``data``."""
-    c = _crc(data)
-    return (((c >> 15) | (c << 17)) + _MASK_DELTA) & 0xFFFFFFFF
-
-
-def frame(event: bytes) -> bytes:
-    """Wrap one serialized Event into a TFRecord."""
-    header = _U64.pack(len(event))
-    return header + _U32.pack(masked_crc(header)) + event + _U32.pack(masked_crc(event))
+_MASK_DELTA = MASK_DELTA
 
 
 def varint(n: int) -> bytes:
@@ -130,16 +124,6 @@ def file_version_record(wall_time: float | None = None) -> bytes:
     wt = time.time() if wall_time is None else wall_time
     event = _WALL_TIME.pack(0x09, wt) + _len_delimited(0x1A, b"brain.Event:2")
     return frame(event)
-
-
-def iter_records(blob: bytes):
-    """Yield the Event payloads of the TFRecords in ``blob`` (checks nothing; for re-routing)."""
-    pos, end = 0, len(blob)
-    while pos + 12 <= end:
-        (length,) = _U64.unpack_from(blob, pos)
-        start = pos + 12
-        yield blob[start : start + length]
-        pos = start + length + 4
 
 
 _STEP_LIMITS = np.array([1 << (7 * k) for k in range(1, 10)], dtype=np.uint64)
