@@ -1,12 +1,33 @@
-"""The rules every rayplex process checks the same way: client ids, tags, metric keys, steps.
+"""The rules every rayplex process checks the same way: client ids, tags, keys, steps, log lines.
 
 Workers check at the call site, the hub checks again before it writes anything, the CLI and the
 readers use the same functions to find their way: one rule, one place, so what a worker
 accepts the hub can always write.
 
+Client ids are ``<group>/<name>``; each part becomes a path component under ``logdir``
+(``logs/<group>/<name>.log``, ``artifacts/<group>/<name>/``, ``params/<group>/<name>.json``,
+``tensorboard/<group>[/<name>]``), so the rules are about what can always be written there:
+
+* each part is 1-128 ASCII letters, digits, ``_``, ``-`` and ``.``, not starting with ``.`` or
+  ``-`` (so never ``.``, ``..``, a hidden file or an option-looking name);
+* no group is called ``all.log`` or ``all.log.<anything>`` in any case: those are the combined
+  text log and its rotated backups in ``logs/`` (case-insensitively, because a logdir may live
+  on a case-insensitive file system);
+* names rayplex writes itself are reserved for users (again in any case): the groups
+  ``hparams`` (TensorBoard runs ``hparams/<group>/<name>``), ``rayplex`` (the hub's own lines,
+  client ``rayplex/hub``) and ``system``, and the client name ``summary`` in every group (the
+  run ``tensorboard/<group>/summary`` of ``log_metrics_summary``). Internal callers pass
+  ``internal=True`` to skip only this reservation.
+
 Example:
     >>> split_client_id("agent/3")
     ('agent', '3')
+    >>> split_client_id("hparams/3")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: client id 'hparams/3': group 'hparams' is reserved for rayplex's own use ...
+    >>> split_client_id(HUB_CLIENT_ID, internal=True)
+    ('rayplex', 'hub')
     >>> check_step(2**63)
     Traceback (most recent call last):
     ...
@@ -21,13 +42,29 @@ import re
 STEP_MIN = -(2**63)
 STEP_MAX = 2**63 - 1
 
-_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 MAX_PART_LENGTH = 128
 MAX_TAG_LENGTH = 1024
+MAX_LOGGER_NAME_LENGTH = 256
+
+ALL_LOG = "all.log"
+"""The combined text log in ``logs/``; its backups are ``all.log.1``, ``all.log.2``, ..."""
+RESERVED_GROUPS = frozenset({"hparams", "rayplex", "system"})
+RESERVED_NAMES = frozenset({"summary"})
+HUB_CLIENT_ID = "rayplex/hub"
+"""The client id of the hub's own text-log lines (internal: users may not take it)."""
+
+_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
+# C0 and C1 controls (NUL, every line break str.splitlines() knows, ESC ...) and the Unicode
+# line/paragraph separators: none of them may appear in one field of a text-log header line.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def validate_part(part: object, what: str) -> str:
-    """Check one component of a client id (a group or a name).
+    """Check one component of a client id (a group or a name) or an experiment name.
+
+    Example:
+        >>> validate_part("gpu-0.main", "name")
+        'gpu-0.main'
 
     Raises:
         TypeError: if ``part`` is not a string.
@@ -40,7 +77,7 @@ def validate_part(part: object, what: str) -> str:
         raise ValueError(f"{what} is empty")
     if len(part) > MAX_PART_LENGTH:
         raise ValueError(f"{what} is {len(part)} characters long; the limit is {MAX_PART_LENGTH}")
-    if not _PART.fullmatch(part) or part in (".", ".."):
+    if not _PART.fullmatch(part):
         raise ValueError(
             f"{what} {part!r} is invalid: use letters, digits, '_', '-' and '.', "
             "not starting with '.' or '-'"
@@ -48,16 +85,86 @@ def validate_part(part: object, what: str) -> str:
     return part
 
 
-def split_client_id(client_id: object) -> tuple[str, str]:
+def validate_group_name(group: object, *, internal: bool = False,
+                        what: str = "group name") -> str:
+    """Check a group name: :func:`validate_part`, not ``all.log*``, not reserved.
+
+    Example:
+        >>> validate_group_name("agent")
+        'agent'
+        >>> validate_group_name("All.Log.2")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: group name 'All.Log.2' is not allowed: logs/all.log and logs/all.log.* ...
+        >>> validate_group_name("rayplex", internal=True)
+        'rayplex'
+
+    Raises:
+        TypeError: if ``group`` is not a string.
+        ValueError: if it breaks :func:`validate_part`, is ``all.log`` or ``all.log.<x>`` (in
+            any case), or, unless ``internal``, is one of :data:`RESERVED_GROUPS` (in any case).
+    """
+    validate_part(group, what)
+    assert isinstance(group, str)
+    folded = group.lower()
+    if folded == ALL_LOG or folded.startswith(ALL_LOG + "."):
+        raise ValueError(
+            f"{what} {group!r} is not allowed: logs/{ALL_LOG} and logs/{ALL_LOG}.* are the "
+            "combined text log and its backups"
+        )
+    if not internal and folded in RESERVED_GROUPS:
+        raise ValueError(
+            f"{what} {group!r} is reserved for rayplex's own use (reserved groups: "
+            f"{', '.join(sorted(RESERVED_GROUPS))}); pick another group name"
+        )
+    return group
+
+
+def validate_client_name(name: object, *, internal: bool = False,
+                         what: str = "client name") -> str:
+    """Check the name part of a client id: :func:`validate_part`, and not reserved.
+
+    Example:
+        >>> validate_client_name("Summary")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: client name 'Summary' is reserved: run <group>/summary holds ...
+
+    Raises:
+        TypeError: if ``name`` is not a string.
+        ValueError: if it breaks :func:`validate_part` or, unless ``internal``, is one of
+            :data:`RESERVED_NAMES` (in any case).
+    """
+    validate_part(name, what)
+    assert isinstance(name, str)
+    if not internal and name.lower() in RESERVED_NAMES:
+        raise ValueError(
+            f"{what} {name!r} is reserved: run <group>/summary holds the group's "
+            "log_metrics_summary statistics; pick another name"
+        )
+    return name
+
+
+def split_client_id(client_id: object, *, internal: bool = False) -> tuple[str, str]:
     """Split ``"<group>/<name>"`` into its validated parts.
+
+    Users' ids are checked strictly; ``internal=True`` is for rayplex's own writers (the hub's
+    text-log lines as :data:`HUB_CLIENT_ID`, the text-log writer itself): it skips only the
+    reservation of :data:`RESERVED_GROUPS` and :data:`RESERVED_NAMES`, never a rule that keeps
+    the id writable.
 
     Example:
         >>> split_client_id("agent/3")
         ('agent', '3')
+        >>> split_client_id("agent/summary")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: client id 'agent/summary': name 'summary' is reserved: ...
 
     Raises:
         TypeError: if ``client_id`` is not a string.
-        ValueError: if it is not exactly ``<group>/<name>`` with valid parts.
+        ValueError: if it is not exactly ``<group>/<name>`` with valid parts, or (unless
+            ``internal``) uses a reserved group or name.
     """
     if not isinstance(client_id, str):
         raise TypeError(f"client id must be a str like 'agent/3', got {type(client_id).__name__}")
@@ -67,13 +174,17 @@ def split_client_id(client_id: object) -> tuple[str, str]:
             f"client id {client_id!r} must have the form '<group>/<name>' with exactly one '/'"
         )
     group, name = parts
-    validate_part(group, f"group of client id {client_id!r}")
-    validate_part(name, f"name of client id {client_id!r}")
+    validate_group_name(group, internal=internal, what=f"client id {client_id!r}: group")
+    validate_client_name(name, internal=internal, what=f"client id {client_id!r}: name")
     return group, name
 
 
 def validate_tag(tag: object) -> str:
     """Check a user's tag (``"reward"``, ``".section/loss"``, ``"a:b#c"``).
+
+    Example:
+        >>> validate_tag(".section/loss")
+        '.section/loss'
 
     Raises:
         TypeError: if ``tag`` is not a string.
@@ -90,9 +201,12 @@ def validate_tag(tag: object) -> str:
     return tag
 
 
-
 def validate_metric_key(key: object) -> str:
     """Check a ``store_metrics`` key: the same rules as a tag, since it becomes one.
+
+    Example:
+        >>> validate_metric_key("reward")
+        'reward'
 
     Raises:
         TypeError: if ``key`` is not a string.
@@ -104,6 +218,14 @@ def validate_metric_key(key: object) -> str:
 def check_step(step: object) -> int:
     """A step as an int in TensorBoard's signed 64-bit range (integral floats are accepted).
 
+    Example:
+        >>> check_step(3), check_step(4.0), check_step(-(2**63))
+        (3, 4, -9223372036854775808)
+        >>> check_step(2**64 + 5)
+        Traceback (most recent call last):
+        ...
+        ValueError: step 18446744073709551621 is out of range: TensorBoard steps are signed 64-bit integers
+
     Raises:
         TypeError: if ``step`` is not an integer.
         ValueError: if it is outside ``[-2**63, 2**63 - 1]``.
@@ -114,9 +236,91 @@ def check_step(step: object) -> int:
                 step = int(step)
             else:
                 raise TypeError(f"step must be an int, got {type(step).__name__} ({step!r:.40})")
-        step = int(step)  # type: ignore[call-overload]
+        step = int(step)
     if not STEP_MIN <= step <= STEP_MAX:
         raise ValueError(
             f"step {step} is out of range: TensorBoard steps are signed 64-bit integers"
         )
     return step
+
+
+def validate_logger_name(name: object) -> str:
+    """Check the ``logger=`` name of a text-log line (``"rayplex"``, ``"my_lib.io"``).
+
+    It becomes one field of the line's header, so it must stay on one line.
+
+    Example:
+        >>> validate_logger_name("my_lib.io")
+        'my_lib.io'
+        >>> validate_logger_name("a\\nb")
+        Traceback (most recent call last):
+        ...
+        ValueError: logger name 'a\\nb' contains a control character or line break
+
+    Raises:
+        TypeError: if ``name`` is not a string.
+        ValueError: if it is empty, longer than :data:`MAX_LOGGER_NAME_LENGTH`, or contains a
+            control character (NUL, a line break, ESC, ...).
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"logger name must be a str, got {type(name).__name__} ({name!r:.60})")
+    if not name:
+        raise ValueError("logger name is empty")
+    if len(name) > MAX_LOGGER_NAME_LENGTH:
+        raise ValueError(
+            f"logger name is {len(name)} characters long; the limit is {MAX_LOGGER_NAME_LENGTH}"
+        )
+    if _CONTROL.search(name):
+        raise ValueError(f"logger name {name!r:.80} contains a control character or line break")
+    return name
+
+
+def validate_log_line(line: object) -> None:
+    """Check one text-log line as it travels to the hub (``textlog.LogLine`` or its 8-tuple).
+
+    Workers build lines that always pass; the hub's writer checks every line with this before
+    it writes anything, so one bad line can never be half-written. Client ids are checked with
+    ``internal=True`` (the hub writes its own lines as :data:`HUB_CLIENT_ID`).
+
+    Example:
+        >>> validate_log_line((1.5, 20, "agent/3", "1a2b3c4d", 42, "my_lib", "hi", None))
+        >>> validate_log_line((1.5, 20, "agent/3", "1a2b3c4d", 42, 7, "hi", None))
+        Traceback (most recent call last):
+        ...
+        ValueError: bad text-log line from 'agent/3': logger name must be a str, got int (7)
+
+    Raises:
+        ValueError: naming the field, for anything else than ``(time: real, level: int,
+            client: client id, node: str, pid: int, logger: logger name, message: str,
+            exc_text: str | None)``.
+    """
+    if not isinstance(line, tuple) or len(line) != 8:
+        raise ValueError(
+            f"bad text-log line: expected an 8-tuple (time, level, client, node, pid, logger, "
+            f"message, exc_text), got {type(line).__name__} ({line!r:.80})"
+        )
+    timestamp, level, client, node, pid, logger, message, exc_text = line
+    try:
+        split_client_id(client, internal=True)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"bad text-log line: {exc}") from None
+    problem = None
+    if isinstance(timestamp, bool) or not isinstance(timestamp, numbers.Real):
+        problem = f"time must be a number, got {type(timestamp).__name__}"
+    elif isinstance(level, bool) or not isinstance(level, int):
+        problem = f"level must be an int, got {type(level).__name__}"
+    elif not isinstance(node, str):
+        problem = f"node must be a str, got {type(node).__name__}"
+    elif isinstance(pid, bool) or not isinstance(pid, int):
+        problem = f"pid must be an int, got {type(pid).__name__}"
+    elif not isinstance(message, str):
+        problem = f"message must be a str, got {type(message).__name__}"
+    elif exc_text is not None and not isinstance(exc_text, str):
+        problem = f"exc_text must be a str or None, got {type(exc_text).__name__}"
+    else:
+        try:
+            validate_logger_name(logger)
+        except (TypeError, ValueError) as exc:
+            problem = str(exc)
+    if problem is not None:
+        raise ValueError(f"bad text-log line from {client!r}: {problem}")

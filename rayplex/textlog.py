@@ -78,6 +78,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO, NamedTuple, Union
 
+from rayplex import rules
+
 __all__ = [
     "DEBUG1", "DEBUG2", "DEBUG3", "DEBUG4", "DEBUG5", "DEBUG6", "DEBUG7", "DEBUG8", "DEBUG9",
     "FINE_LEVELS",
@@ -96,7 +98,6 @@ __all__ = [
     "line_from_record",
     "parse_level",
     "parse_line",
-    "split_client",
     "to_wire",
 ]
 
@@ -167,7 +168,7 @@ def parse_level(level: str | int) -> int:
     if isinstance(level, int):
         if level < 0:
             raise ValueError(f"log level must be >= 0, not {level}")
-        return level
+        return int(level)  # a plain int, also for an IntEnum: it travels to the hub
     text = level.strip().upper()
     if text.isascii() and text.isdigit():
         return int(text)
@@ -251,7 +252,9 @@ def line_from_record(record: logging.LogRecord, client: str, node: str) -> LogLi
     (if %-formatting fails, the raw ``msg`` and ``args`` are kept instead of
     raising) and formats ``exc_info`` / ``stack_info`` like
     :class:`logging.Formatter` does (the exception text is cached in
-    ``record.exc_text`` for other handlers).
+    ``record.exc_text`` for other handlers). The result always passes
+    :func:`rayplex.rules.validate_log_line`: a logger name that would not (a line
+    break, too long) is written escaped and cut.
 
     Args:
         record: The record, e.g. received by a :class:`logging.Handler`.
@@ -281,11 +284,29 @@ def line_from_record(record: logging.LogRecord, client: str, node: str) -> LogLi
     if record.stack_info:
         stack = _FORMATTER.formatStack(record.stack_info)
         exc_text = f"{exc_text}\n{stack}" if exc_text else stack
-    pid = record.process if record.process is not None else os.getpid()
+    if exc_text is not None and not isinstance(exc_text, str):
+        exc_text = str(exc_text)
+    pid = record.process if type(record.process) is int else os.getpid()
+    name = record.name
+    logger = _logger_field(name) if type(name) is str else _logger_field(repr(name))
     return _tuple_new(
         LogLine,
-        (record.created, record.levelno, client, node, pid, record.name, message, exc_text or None),
+        (float(record.created), int(record.levelno), client, node, pid, logger, message,
+         exc_text or None),
     )
+
+
+@lru_cache(maxsize=4096)
+def _logger_field(name: str) -> str:
+    """``name`` if it is a valid logger name, else a printable stand-in that is one.
+
+    The stdlib accepts any logger name (``logging.getLogger("a\\nb")``); a handler must not
+    fail on it, so the name is escaped (``repr``) and cut to the limit instead.
+    """
+    try:
+        return rules.validate_logger_name(name[: rules.MAX_LOGGER_NAME_LENGTH])
+    except ValueError:
+        return repr(name)[: rules.MAX_LOGGER_NAME_LENGTH]
 
 
 def to_wire(lines: Iterable[LogLine]) -> list[WireLine]:
@@ -468,52 +489,7 @@ def parse_line(text_line: str) -> ParsedLine | None:
 
 # --------------------------------------------------------------------------- files
 
-_PART_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-_MAX_PART = 200
-ALL_LOG = "all.log"
-
-
-def split_client(client: str) -> tuple[str, str]:
-    """Validate a client id ``"group/name"`` and split it.
-
-    Each part must match ``[A-Za-z0-9_][A-Za-z0-9_.-]*`` and be at most 200
-    characters, so ``<root>/<group>/<name>.log`` can never leave ``root``. The
-    group must not be ``all.log`` or start with ``all.log.`` (those names belong
-    to the combined file and its backups).
-
-    Args:
-        client: The client id.
-
-    Returns:
-        ``(group, name)``.
-
-    Raises:
-        ValueError: If the id is not acceptable.
-
-    Examples:
-        >>> split_client("agent/3")
-        ('agent', '3')
-        >>> split_client("../etc/passwd")
-        Traceback (most recent call last):
-        ...
-        ValueError: invalid client id '../etc/passwd': expected 'group/name' ...
-    """
-    if isinstance(client, str):
-        group, sep, name = client.partition("/")
-        if (
-            sep
-            and len(group) <= _MAX_PART
-            and len(name) <= _MAX_PART
-            and _PART_RE.fullmatch(group)
-            and _PART_RE.fullmatch(name)
-            and group != ALL_LOG
-            and not group.startswith(ALL_LOG + ".")
-        ):
-            return group, name
-    raise ValueError(
-        f"invalid client id {client!r}: expected 'group/name' with each part matching "
-        f"{_PART_RE.pattern} (at most {_MAX_PART} characters; group not 'all.log*')"
-    )
+ALL_LOG = rules.ALL_LOG
 
 
 class _Sink:
@@ -535,6 +511,9 @@ class _Sink:
         if self.file is not None:
             file, self.file = self.file, None
             file.close()
+
+
+_LINE_TYPES = (tuple, LogLine)
 
 
 class LogFiles:
@@ -596,7 +575,8 @@ class LogFiles:
         self._lock = threading.Lock()
         self._all: _Sink | None = None
         self._clients: OrderedDict[str, _Sink] = OrderedDict()
-        self._valid_clients: set[str] = set()
+        self._known: set[tuple[str, str]] = set()
+        """(client, logger) pairs of lines that passed the full check."""
         self._closed = False
         self.root.mkdir(parents=True, exist_ok=True)
 
@@ -613,15 +593,17 @@ class LogFiles:
         timestamp with a stable sort, except that the lines of one worker
         (same client, node and pid) are never reordered among themselves, even if
         its clock stepped backwards: callers must pass each worker's lines in the
-        order they were logged. Every client id is validated before anything is
-        written.
+        order they were logged. Every line is checked with
+        :func:`rayplex.rules.validate_log_line` (client id, logger name and the
+        type of every field: the rule the workers' builders follow) before
+        anything is written.
 
         Args:
             lines: :class:`LogLine` objects or equivalent plain 8-tuples.
 
         Raises:
-            ValueError: If a client id is invalid (nothing of the batch is
-                written) or the files were closed.
+            ValueError: If a line is invalid (nothing of the batch is written; the
+                message names the field) or the files were closed.
 
         Examples:
             >>> import tempfile
@@ -637,17 +619,11 @@ class LogFiles:
         with self._lock:
             if self._closed:
                 raise ValueError("write() on closed LogFiles")
+            self._check(lines)
             level = self.level
             batch = [ln for ln in lines if ln[1] >= level] if level > 0 else list(lines)
             if not batch:
                 return
-            valid = self._valid_clients
-            for client in {ln[2] for ln in batch}:
-                if client not in valid:
-                    split_client(client)
-                    if len(valid) > 100_000:
-                        valid.clear()
-                    valid.add(client)
             all_sink = self._all
             if all_sink is None:
                 all_sink = self._all = _Sink(self.root / ALL_LOG)
@@ -672,13 +648,36 @@ class LogFiles:
                     if sink.file is not None:  # may have been closed by the LRU
                         sink.file.flush()
 
+    def _check(self, lines: Sequence[LogLine | WireLine]) -> None:
+        """:func:`rayplex.rules.validate_log_line` on every line, with the usual ones fast."""
+        known = self._known
+        for line in lines:
+            if (
+                type(line) in _LINE_TYPES
+                and len(line) == 8
+                and type(line[0]) is float
+                and type(line[1]) is int
+                and type(line[3]) is str
+                and type(line[4]) is int
+                and type(line[6]) is str
+                and (line[7] is None or type(line[7]) is str)
+                and type(line[2]) is str
+                and type(line[5]) is str
+                and (line[2], line[5]) in known
+            ):
+                continue
+            rules.validate_log_line(line)
+            if len(known) > 100_000:
+                known.clear()
+            known.add((line[2], line[5]))
+
     def _client_sink(self, client: str) -> _Sink:
         clients = self._clients
         sink = clients.get(client)
         if sink is not None:
             clients.move_to_end(client)
             return sink
-        group, name = split_client(client)
+        group, name = client.split("/")  # checked by _check
         while len(clients) >= self.max_open_files:
             clients.popitem(last=False)[1].close()
         directory = self.root / group

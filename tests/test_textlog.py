@@ -16,7 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from rayplex.rules import HUB_CLIENT_ID, validate_log_line
 from rayplex.textlog import (
     CONTINUATION_PREFIX,
     DEBUG3,
@@ -38,7 +41,6 @@ from rayplex.textlog import (
     line_from_record,
     parse_level,
     parse_line,
-    split_client,
     to_wire,
 )
 
@@ -366,7 +368,7 @@ def test_a_record_larger_than_max_bytes_gets_a_file_of_its_own(tmp_path: Path) -
     [
         "../x", "agent/../../etc", "/abs", "agent", "agent/3/4", "agent/", "/3", ".hidden/x",
         "agent/.x", "agent/-x", "a b/c", "agent/3\n", "all.log/x", "all.log.1/x", "",
-        "x" * 201 + "/y",
+        "x" * 201 + "/y", "x" * 129 + "/y", "ALL.LOG/x",
     ],
 )
 def test_client_ids_that_could_escape_root_are_refused(tmp_path: Path, client: str) -> None:
@@ -377,9 +379,46 @@ def test_client_ids_that_could_escape_root_are_refused(tmp_path: Path, client: s
     assert sorted(p.name for p in tmp_path.iterdir()) == ["logs"]
 
 
-def test_valid_client_ids_are_split_into_group_and_name() -> None:
-    assert split_client("agent/3") == ("agent", "3")
-    assert split_client("Learner_1/gpu-0.main") == ("Learner_1", "gpu-0.main")
+def test_valid_client_ids_get_a_file_per_group_and_name(tmp_path: Path) -> None:
+    with LogFiles(tmp_path) as files:
+        files.write([make_line(client="Learner_1/gpu-0.main", message="m")])
+    assert messages(tmp_path / "Learner_1" / "gpu-0.main.log") == ["m"]
+
+
+def test_the_hubs_own_reserved_client_id_is_writable(tmp_path: Path) -> None:
+    with LogFiles(tmp_path) as files:
+        files.write([make_line(client=HUB_CLIENT_ID, message="restarted", logger="rayplex.hub")])
+    assert messages(tmp_path / "rayplex" / "hub.log") == ["restarted"]
+
+
+@pytest.mark.parametrize(
+    ("field", "bad"),
+    [("logger", 3), ("logger", "a\nb"), ("logger", ""), ("level", "INFO"), ("level", None),
+     ("message", b"bytes"), ("message", None), ("exc_text", 5), ("node", None), ("pid", "7"),
+     ("time", "now")],
+)
+def test_a_line_with_a_bad_field_is_refused_and_nothing_of_its_batch_is_written(
+    tmp_path: Path, field: str, bad: object
+) -> None:
+    bad_line = make_line(message="bad")._replace(**{field: bad})
+    with LogFiles(tmp_path / "logs") as files:
+        with pytest.raises(ValueError, match=field):
+            files.write([make_line(message="fine"), bad_line])
+        files.write([make_line(message="after")])  # the writer is still usable
+    assert messages(tmp_path / "logs" / "all.log") == ["after"]
+
+
+@given(st.one_of(st.text(max_size=300), st.integers(), st.none()))
+def test_line_from_record_turns_any_logger_name_into_a_valid_field(name: object) -> None:
+    record = logging.makeLogRecord({"name": name, "levelno": 20, "msg": "m"})
+    line = line_from_record(record, "agent/3", "n")
+    validate_log_line(tuple(line))
+    assert format_line(line).count("\n") == 1
+
+
+def test_line_from_record_keeps_a_valid_logger_name_unchanged() -> None:
+    record = logging.makeLogRecord({"name": "my_lib.io", "levelno": 20, "msg": "m"})
+    assert line_from_record(record, "agent/3", "n").logger == "my_lib.io"
 
 
 def test_least_recently_used_files_are_closed_and_reopened_for_appending(tmp_path: Path) -> None:
