@@ -1,8 +1,10 @@
 """Reading a finished logdir back: scalars, hyper-parameters, artifacts, a summary. No Ray needed.
 
-Event files are read by a small TFRecord reader of our own (:func:`iter_event_records`), so that
-neither TensorFlow nor TensorBoard is needed; a torn last record (a writer that crashed, or is
-still writing) ends a file quietly. Scalars are ``simple_value`` in rayplex's files; ``tensor``
+Event files are read with :func:`rayplex.tfrecord.read_records` (re-exported here as
+:func:`iter_event_records`), so that neither TensorFlow nor TensorBoard is needed; a torn last
+record (a writer that crashed, or is still writing) ends a file quietly. Only regular files are
+ever opened: a FIFO or device named like an event file, a log or a params file is skipped, so a
+reader never blocks on one. Scalars are ``simple_value`` in rayplex's files; ``tensor``
 values of the ``scalars`` plugin (written by other tools, or migrated by TensorBoard) count too.
 
 Example:
@@ -19,6 +21,7 @@ import fnmatch
 import json
 import math
 import os
+import stat
 import struct
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
@@ -27,7 +30,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Union, overload
 
 from rayplex.artifacts import ArtifactInfo, ArtifactStore
-from rayplex.encode import masked_crc
+from rayplex.tfrecord import NotRegularFileError, open_regular
+from rayplex.tfrecord import read_records as iter_event_records
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
@@ -52,12 +56,6 @@ __all__ = [
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
-
-_U64 = struct.Struct("<Q")
-_U32 = struct.Struct("<I")
-_HEADER = 12  # u64 length + u32 masked crc of the length
-_FOOTER = 4  # u32 masked crc of the payload
-_READ_CHUNK = 1 << 20
 
 # ----------------------------------------------------------------------------- logdir layout
 
@@ -97,15 +95,25 @@ def check_logdir(logdir: PathLike) -> Path:
     return path
 
 
+def _is_regular(path: str | os.PathLike[str]) -> bool:
+    """True for a regular file (or a symlink to one); ``stat`` never blocks, unlike ``open``."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 def _event_files(tensorboard_dir: Path) -> dict[str, list[Path]]:
     """``{run: [event files in name order]}``; the run is the directory relative to ``tensorboard/``.
 
     Event files directly in ``tensorboard/`` belong to run ``"."``, as TensorBoard names it.
+    Only regular files count: a FIFO or device named like an event file is not an event file.
     """
     runs: dict[str, list[Path]] = {}
     for dirpath, dirnames, filenames in os.walk(tensorboard_dir):
         dirnames.sort()
-        names = sorted(name for name in filenames if "tfevents" in name)
+        names = sorted(name for name in filenames
+                       if "tfevents" in name and _is_regular(os.path.join(dirpath, name)))
         if names:
             rel = os.path.relpath(dirpath, tensorboard_dir).replace(os.sep, "/")
             runs[rel] = [Path(dirpath, name) for name in names]
@@ -146,68 +154,6 @@ def list_runs(logdir: PathLike) -> list[str]:
 # ----------------------------------------------------------------------------- event files
 
 
-def iter_event_records(path: PathLike) -> Iterator[bytes]:
-    """Yield the payloads (serialized ``Event`` protos) of the TFRecords in one event file.
-
-    A TFRecord is ``length (u64 LE) | masked crc32c(length) | payload | masked crc32c(payload)``.
-    Reading stops quietly at the first record that is incomplete or fails a checksum: that is
-    how the tail of a file looks while a writer is appending to it or after it crashed, and no
-    later record can be trusted to start where the broken one says.
-
-    Args:
-        path: An ``events.out.tfevents.*`` file.
-
-    Yields:
-        Each intact record's payload, in file order.
-
-    Raises:
-        OSError: If the file cannot be opened.
-
-    Example:
-        >>> import tempfile
-        >>> from rayplex.encode import file_version_record
-        >>> with tempfile.NamedTemporaryFile(suffix=".tfevents", delete=False) as f:
-        ...     _ = f.write(file_version_record(0.0) + b"torn")
-        >>> [len(p) for p in iter_event_records(f.name)]
-        [24]
-        >>> os.remove(f.name)
-    """
-    with open(path, "rb") as file:
-        size = os.fstat(file.fileno()).st_size  # records appended later are not read
-        buffer = b""
-        pos = 0
-        eof = False
-        while True:
-            if len(buffer) - pos < _HEADER and not eof:
-                chunk = file.read(_READ_CHUNK)
-                eof = not chunk
-                buffer = buffer[pos:] + chunk
-                pos = 0
-                continue
-            if len(buffer) - pos < _HEADER:
-                return
-            header = buffer[pos : pos + 8]
-            if masked_crc(header) != _U32.unpack_from(buffer, pos + 8)[0]:
-                return
-            (length,) = _U64.unpack(header)
-            if length > size:  # cannot be whole; also never try to allocate a bogus length
-                return
-            end = pos + _HEADER + length + _FOOTER
-            while len(buffer) < end and not eof:
-                chunk = file.read(max(_READ_CHUNK, end - len(buffer)))
-                eof = not chunk
-                buffer = buffer[pos:] + chunk
-                end -= pos
-                pos = 0
-            if len(buffer) < end:
-                return
-            payload = buffer[pos + _HEADER : end - _FOOTER]
-            if masked_crc(payload) != _U32.unpack_from(buffer, end - _FOOTER)[0]:
-                return
-            yield payload
-            pos = end
-
-
 def iter_events(
     logdir: PathLike, run: str | None = None, group: str | None = None
 ) -> Iterator[tuple[str, Event]]:
@@ -238,12 +184,15 @@ def iter_events(
         if not _matches(name, run) or (group is not None and _group_of(name) != group):
             continue
         for path in runs[name]:
-            for payload in iter_event_records(path):
-                try:
-                    event = Event.FromString(payload)
-                except DecodeError:
-                    continue
-                yield name, event
+            try:
+                for payload in iter_event_records(path):
+                    try:
+                        event = Event.FromString(payload)
+                    except DecodeError:
+                        continue
+                    yield name, event
+            except NotRegularFileError:  # replaced by a FIFO or device since it was listed
+                continue
 
 
 # ----------------------------------------------------------------------------- values
@@ -273,9 +222,9 @@ def _tensor_scalar(tensor: Any) -> float | None:
     if dtype == _DT_DOUBLE and tensor.double_val:
         return float(tensor.double_val[0])
     if dtype == _DT_HALF and tensor.half_val:
-        return struct.unpack("<e", struct.pack("<H", tensor.half_val[0] & 0xFFFF))[0]
+        return float(struct.unpack("<e", struct.pack("<H", tensor.half_val[0] & 0xFFFF))[0])
     if dtype == _DT_BFLOAT16 and tensor.half_val:
-        return struct.unpack("<f", struct.pack("<I", (tensor.half_val[0] & 0xFFFF) << 16))[0]
+        return float(struct.unpack("<f", struct.pack("<I", (tensor.half_val[0] & 0xFFFF) << 16))[0])
     if dtype in (_DT_INT32, _DT_INT16, _DT_INT8, _DT_UINT8) and tensor.int_val:
         return float(tensor.int_val[0])
     if dtype == _DT_INT64 and tensor.int64_val:
@@ -470,11 +419,14 @@ def read_params(logdir: PathLike) -> dict[str, dict[str, Any]]:
         return params
     for group_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         for path in sorted(group_dir.glob("*.json")):
-            if not path.is_file():
+            if not _is_regular(path):
                 continue
             try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as exc:
+                with open_regular(path) as file:
+                    data = json.loads(file.read().decode("utf-8"))
+            except NotRegularFileError:  # replaced by a FIFO or device since it was listed
+                continue
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 raise ValueError(f"params file {str(path)!r} is not valid JSON: {exc}") from None
             if not isinstance(data, dict):
                 raise ValueError(
@@ -619,9 +571,12 @@ def _log_files(root: Path) -> list[FileSummary]:
                 continue
             path = Path(dirpath, name)
             try:
-                size = path.stat().st_size
+                info = path.stat()
             except OSError:
                 continue
+            if not stat.S_ISREG(info.st_mode):
+                continue
+            size = info.st_size
             files.append(FileSummary(path.relative_to(root).as_posix(), size))
     return files
 

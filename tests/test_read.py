@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import sys
+import threading
 from dataclasses import dataclass
 
 import pytest
@@ -207,6 +208,73 @@ def test_tensor_scalars_written_by_other_tools_are_read_too(tmp_path):
     (run / "events.out.tfevents.1.host").write_bytes(records)
     assert [(r.tag, r.step, r.value) for r in read_scalars(logdir)] == [
         ("acc", 0, 0.5), ("acc", 1, 0.1), ("acc", 2, 2.0)]
+
+
+def _returns_within(fn, seconds=10.0):
+    """Run ``fn`` in a thread and return its result; fail (instead of hanging) if it blocks."""
+    outcome: dict = {}
+
+    def run():
+        try:
+            outcome["value"] = fn()
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"blocked for {seconds} s"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def _logdir_with_fifos(tmp_path):
+    """A logdir with one real scalar and a FIFO wherever a reader looks for a file."""
+    from rayplex.encode import ScalarTemplate, tag_header
+    from rayplex.events import EventWriter
+
+    logdir = _plain_logdir(tmp_path)
+    with EventWriter(logdir / "tensorboard" / "learner") as writer:
+        writer.write(ScalarTemplate(tag_header("main/loss")).record(WALL, 1, 0.5))
+    (logdir / "tensorboard" / "x").mkdir()
+    os.mkfifo(logdir / "tensorboard" / "x" / "events.out.tfevents.1.h.1.r")
+    os.mkfifo(logdir / "tensorboard" / "learner" / "events.out.tfevents.9.h.1.r")
+    (logdir / "params" / "learner").mkdir(parents=True)
+    (logdir / "params" / "learner" / "main.json").write_text('{"lr": 0.5}')
+    os.mkfifo(logdir / "params" / "learner" / "fifo.json")
+    (logdir / "logs").mkdir()
+    (logdir / "logs" / "all.log").write_text("x\n")
+    os.mkfifo(logdir / "logs" / "fifo.log")
+    (logdir / "artifacts" / "learner" / "main").mkdir(parents=True)
+    os.mkfifo(logdir / "artifacts" / "learner" / "main" / "fifo.bin")
+    return logdir
+
+
+def test_a_fifo_named_like_an_event_file_is_skipped_not_read(tmp_path):
+    logdir = _logdir_with_fifos(tmp_path)
+    rows = _returns_within(lambda: read_scalars(logdir))
+    assert [(r.run, r.tag, r.step, r.value) for r in rows] == [("learner", "main/loss", 1, 0.5)]
+    assert _returns_within(lambda: list_runs(logdir)) == ["learner"]
+
+
+def test_a_fifo_named_like_an_event_file_is_refused_by_the_record_reader(tmp_path):
+    from rayplex.tfrecord import NotRegularFileError
+
+    fifo = tmp_path / "events.out.tfevents.1"
+    os.mkfifo(fifo)
+    with pytest.raises(NotRegularFileError, match="FIFO"):
+        _returns_within(lambda: list(iter_event_records(fifo)))
+
+
+def test_only_regular_files_count_as_params_logs_or_event_files(tmp_path):
+    logdir = _logdir_with_fifos(tmp_path)
+    assert _returns_within(lambda: read_params(logdir)) == {"learner/main": {"lr": 0.5}}
+    summary = _returns_within(lambda: summarize(logdir))
+    assert [(r.run, r.event_files) for r in summary.runs] == [("learner", 1)]
+    assert [f.path for f in summary.log_files] == ["logs/all.log"]
+    assert summary.artifacts == []
+    assert summary.params == ["learner/main"]
 
 
 # ----------------------------------------------------------------------------- bad logdirs
