@@ -25,7 +25,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from rayplex.rules import split_client_id, validate_part, validate_tag  # noqa: F401 - re-exported
+from rayplex.rules import split_client_id as split_client_id  # re-exported for older imports
+from rayplex.rules import validate_group_name
+from rayplex.rules import validate_tag as validate_tag  # re-exported for older imports
 
 NORMAL = "normal"
 INDEXED = "indexed"
@@ -58,16 +60,33 @@ def _join(prefix: str, tag: str) -> str:
 
 @dataclass(frozen=True)
 class GroupSpec:
-    """How the clients of one group are laid out in TensorBoard."""
+    """How the clients of one group are laid out in TensorBoard.
+
+    Example:
+        >>> GroupSpec.indexed("agent", 8).bin_size
+        8
+        >>> GroupSpec.normal("hparams")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: group name 'hparams' is reserved for rayplex's own use ...
+
+    Raises:
+        TypeError: if ``name`` is not a str.
+        ValueError: if ``name`` breaks :func:`rayplex.rules.validate_group_name` (also the
+            reserved ``hparams``, ``rayplex``, ``system`` and ``all.log*``).
+    """
 
     name: str
     kind: str = NORMAL
     bin_size: int = 1
     bin_fn: Callable[[str], str] | None = field(default=None, compare=False)
 
+    def __post_init__(self) -> None:
+        validate_group_name(self.name)
+
     @classmethod
     def normal(cls, name: str) -> GroupSpec:
-        return cls(validate_part(name, "group name"), NORMAL)
+        return cls(name, NORMAL)
 
     @classmethod
     def indexed(cls, name: str, bin_size: int) -> GroupSpec:
@@ -75,13 +94,13 @@ class GroupSpec:
             raise TypeError(f"bin_size must be an int, got {type(bin_size).__name__}")
         if bin_size < 1:
             raise ValueError(f"bin_size must be >= 1, got {bin_size}")
-        return cls(validate_part(name, "group name"), INDEXED, bin_size)
+        return cls(name, INDEXED, bin_size)
 
     @classmethod
     def combined(cls, name: str, bin_fn: Callable[[str], str]) -> GroupSpec:
         if not callable(bin_fn):
             raise TypeError(f"bin_fn must be callable (name -> bin name), got {bin_fn!r}")
-        return cls(validate_part(name, "group name"), COMBINED, 1, bin_fn)
+        return cls(name, COMBINED, 1, bin_fn)
 
 
 @dataclass(frozen=True)
@@ -109,6 +128,13 @@ class GroupRegistry:
     """Identifies the experiment that owns this registry, so versions of two hubs never mix."""
 
     def with_group(self, spec: GroupSpec) -> GroupRegistry:
+        """A new registry with ``spec`` added (or replacing the group of that name).
+
+        Raises:
+            ValueError: if the spec's name is not a valid group name (checked again here: the
+                hub calls this with specs that arrive pickled).
+        """
+        validate_group_name(spec.name)
         groups = dict(self.groups)
         groups[spec.name] = spec
         return GroupRegistry(groups, self.version + 1, self.epoch)
@@ -123,14 +149,37 @@ class GroupRegistry:
         return spec.kind if spec else NORMAL
 
     def check_client(self, client_id: str) -> tuple[str, str]:
-        """Validate ``client_id`` against the registered groups (e.g. integer names in indexed ones)."""
+        """Validate a user's ``client_id`` against the registered groups.
+
+        In an indexed group the name must be a non-negative integer written without leading
+        zeros: ``agent/007`` and ``agent/7`` would otherwise share one run and one tag.
+
+        Example:
+            >>> registry = GroupRegistry().with_group(GroupSpec.indexed("agent", 8))
+            >>> registry.check_client("agent/007")  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            ValueError: client id 'agent/007': ... use the canonical id 'agent/7'
+
+        Raises:
+            TypeError: if ``client_id`` is not a str.
+            ValueError: if :func:`rayplex.rules.split_client_id` refuses it, or its group is
+                indexed and the name is not a canonical non-negative integer.
+        """
         group, name = split_client_id(client_id)
         spec = self.groups.get(group)
-        if spec is not None and spec.kind == INDEXED and not name.isdigit():
-            raise ValueError(
-                f"client id {client_id!r}: group {group!r} is indexed, so the name must be a "
-                "non-negative integer like 'agent/3'"
-            )
+        if spec is not None and spec.kind == INDEXED:
+            if not name.isdigit():
+                raise ValueError(
+                    f"client id {client_id!r}: group {group!r} is indexed, so the name must be a "
+                    "non-negative integer like 'agent/3'"
+                )
+            canonical = str(int(name))
+            if canonical != name:
+                raise ValueError(
+                    f"client id {client_id!r}: group {group!r} is indexed and this is index "
+                    f"{canonical}; use the canonical id '{group}/{canonical}'"
+                )
         return group, name
 
     def route(self, client_id: str) -> Route:

@@ -105,7 +105,7 @@ def init(logdir: str | os.PathLike[str], name: str | None = None, *,
         LogdirConflictError: if a hub of that name already writes to another logdir.
         ValueError: if ``name`` is not a valid experiment name.
     """
-    from rayplex.groups import validate_part
+    from rayplex.rules import validate_part
 
     name = validate_part(name or config().hub, "experiment name")
     if not isinstance(logdir, (str, os.PathLike)):

@@ -108,3 +108,40 @@ def test_every_index_falls_in_its_own_bin(index, size):
 def test_registry_versions_grow_and_keep_the_epoch(registry):
     bigger = registry.with_group(GroupSpec.normal("x"))
     assert bigger.stamp == ("e", registry.version + 1)
+
+
+@pytest.mark.parametrize(("client_id", "canonical"), [("agent/007", "agent/7"), ("agent/00", "agent/0")])
+def test_an_indexed_name_with_leading_zeros_names_the_canonical_id(registry, client_id, canonical):
+    with pytest.raises(ValueError, match=canonical):
+        registry.check_client(client_id)
+
+
+def test_leading_zeros_are_fine_in_a_group_that_is_not_indexed(registry):
+    assert registry.route("learner/007").tag("x") == "007/x"
+    assert registry.route("replay/007").run == "replay"
+
+
+@pytest.mark.parametrize("make", [
+    lambda name: GroupSpec.normal(name),
+    lambda name: GroupSpec.indexed(name, 4),
+    lambda name: GroupSpec.combined(name, str),
+    lambda name: GroupSpec(name),
+])
+@pytest.mark.parametrize("name", ["hparams", "rayplex", "system", "System", "all.log", "all.log.1"])
+def test_groups_named_like_rayplexs_own_runs_or_files_cannot_be_made(make, name):
+    with pytest.raises(ValueError, match=name):
+        make(name)
+
+
+def test_a_registry_refuses_a_spec_that_bypassed_the_constructors(registry):
+    spec = GroupSpec.normal("ok")
+    object.__setattr__(spec, "name", "hparams")  # e.g. unpickled from a foreign process
+    with pytest.raises(ValueError, match="reserved"):
+        registry.with_group(spec)
+
+
+def test_reserved_names_are_refused_when_routing_a_users_client(registry):
+    with pytest.raises(ValueError, match="reserved"):
+        registry.route("agent/summary")
+    with pytest.raises(ValueError, match="reserved"):
+        registry.route("system/x")
