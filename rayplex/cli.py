@@ -46,6 +46,25 @@ def _value(x: float | None) -> str:
     return "" if x is None else f"{x:.6g}"
 
 
+def _literal(text: str) -> Any:
+    """A table cell that shows ``text`` as it is: no rich markup, control characters escaped
+    (tags, runs and paths may come from any process or foreign file)."""
+    from rich.text import Text
+
+    from rayplex.terminal import escape_controls
+
+    return Text(escape_controls(text))
+
+
+def _plain(text: str) -> str:
+    """``text`` for a rich markup string: shown literally, control characters escaped."""
+    from rich.markup import escape
+
+    from rayplex.terminal import escape_controls
+
+    return escape(escape_controls(text))
+
+
 def _console() -> Any:
     from rich.console import Console
 
@@ -102,8 +121,9 @@ def _demo(args: argparse.Namespace) -> int:
     table.add_row(str(result.clients), f"{result.records:,}", f"{result.bytes:,}",
                   f"{result.records / max(result.seconds, 1e-9):,.0f}")
     console.print(table)
-    console.print(f"logdir: {result.logdir}")
-    console.print(f"view it: tensorboard --logdir {os.path.join(result.logdir, 'tensorboard')}")
+    console.print(f"logdir: {_plain(result.logdir)}")
+    console.print(f"view it: tensorboard --logdir "
+                  f"{_plain(os.path.join(result.logdir, 'tensorboard'))}")
     if args.board:
         return _serve(result.logdir, args.host, args.port)
     return 0
@@ -148,13 +168,13 @@ def _ls(args: argparse.Namespace) -> int:
 
     def show(table: Table, rows: list[tuple[str, ...]], what: str) -> None:
         for row in rows[:limit]:
-            table.add_row(*row)
+            table.add_row(*(_literal(cell) for cell in row))
         console.print(table)
         if limit is not None and len(rows) > limit:
             console.print(f"  ... and {len(rows) - limit} more {what} (--all shows them)")
 
     points = sum(run.points for run in summary.runs)
-    console.print(f"[bold]{summary.logdir}[/bold]: {_size(summary.total_bytes)}, "
+    console.print(f"[bold]{_plain(summary.logdir)}[/bold]: {_size(summary.total_bytes)}, "
                   f"{len(summary.groups)} groups, {len(summary.runs)} runs, "
                   f"{len({t.tag for t in summary.tags})} tags, {points:,} points")
 
@@ -166,7 +186,7 @@ def _ls(args: argparse.Namespace) -> int:
         tags = {t.tag for t in summary.tags if t.run.split("/", 1)[0] == group}
         clients = [c for c in summary.clients if c.split("/", 1)[0] == group]
         last = max((r.last_step for r in runs if r.last_step is not None), default=None)
-        groups.add_row(group, str(len(runs)), str(len(clients)), str(len(tags)),
+        groups.add_row(_literal(group), str(len(runs)), str(len(clients)), str(len(tags)),
                        f"{sum(r.points for r in runs):,}", "" if last is None else str(last),
                        _size(sum(r.bytes for r in runs)))
     console.print(groups)
@@ -204,7 +224,7 @@ def _ls(args: argparse.Namespace) -> int:
         logs.add_column("size", justify="right")
         show(logs, [(f.path, _size(f.bytes)) for f in summary.log_files], "log files")
     if summary.params:
-        console.print(f"params: {', '.join(summary.params)}  (rayplex.read_params)")
+        console.print(f"params: {_plain(', '.join(summary.params))}  (rayplex.read_params)")
     return 0
 
 
@@ -306,24 +326,36 @@ def _plot(args: argparse.Namespace) -> int:
 def _tail(args: argparse.Namespace) -> int:
     from rayplex import textlog
     from rayplex.read import check_logdir
+    from rayplex.terminal import escape_controls
+    from rayplex.tfrecord import NotRegularFileError, open_regular
 
     path = check_logdir(args.logdir) / "logs" / "all.log"
     if args.level is not None:
         textlog.parse_level(args.level)  # a bad level is an error before anything prints
-    if not args.follow and not path.is_file():
-        raise FileNotFoundError(f"no text logs in {args.logdir}: {path} does not exist")
-    color = sys.stdout.isatty()
+    tty = sys.stdout.isatty()
     out = sys.stdout
+
+    def display(line: str) -> str:
+        # On a terminal, log text must not drive it: escape controls, then add our own colours.
+        return textlog.colorize(escape_controls(line)) if tty else line
+
     try:
         if args.follow:
+            if path.exists() and not path.is_file():
+                raise NotRegularFileError(f"{str(path)!r} is not a regular file")
             lines = textlog.filter_lines(_follow(path), client=args.client, level=args.level)
             for line in lines:
-                out.write(textlog.colorize(line) if color else line)
+                out.write(display(line))
                 out.flush()
         else:
-            with open(path, encoding="utf-8", errors="replace") as file:
+            try:
+                binary = open_regular(path)
+            except FileNotFoundError:
+                raise FileNotFoundError(
+                    f"no text logs in {args.logdir}: {path} does not exist") from None
+            with io.TextIOWrapper(binary, encoding="utf-8", errors="replace") as file:
                 for line in textlog.filter_lines(file, client=args.client, level=args.level):
-                    out.write(textlog.colorize(line) if color else line)
+                    out.write(display(line))
     except KeyboardInterrupt:
         return 0
     return 0

@@ -9,9 +9,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import select
+import shutil
+import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -274,6 +279,142 @@ def test_tail_follow_prints_lines_appended_later(tmp_path, monkeypatch, capsys):
 def test_tail_does_not_colour_piped_output(logdir, capsys):
     main(["tail", logdir])
     assert "\x1b[" not in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- special files, terminals
+
+REPO = str(Path(__file__).resolve().parent.parent)
+HOSTILE = ("red \x1b[31mX\x1b[0m title\x1b]0;pwned\x07 csi\x9b2J bell\x07 del\x7f "
+           "ls\u2028ps\u2029 tab\tend")
+"""Log text that would drive a terminal: ANSI, OSC and C1 sequences, a bell, line separators."""
+
+
+def _run_cli(*argv: str, timeout: float = 60.0, **kwargs) -> subprocess.CompletedProcess:
+    """``python -m rayplex.cli ARGV`` in a subprocess that is killed if it hangs."""
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+    return subprocess.run([sys.executable, "-m", "rayplex.cli", *argv], cwd=REPO, env=env,
+                          stdin=subprocess.DEVNULL, timeout=timeout, **kwargs)
+
+
+@pytest.fixture
+def logdir_with_fifos(logdir, tmp_path):
+    """The module's logdir plus a FIFO wherever a command looks for a file."""
+    root = tmp_path / "exp"
+    shutil.copytree(logdir, root)
+    (root / "tensorboard" / "x").mkdir()
+    os.mkfifo(root / "tensorboard" / "x" / "events.out.tfevents.1.h.1.r")
+    os.mkfifo(root / "tensorboard" / "learner" / "events.out.tfevents.9.h.1.r")
+    os.mkfifo(root / "logs" / "agent" / "fifo.log")
+    os.mkfifo(root / "params" / "learner" / "fifo.json")
+    os.mkfifo(root / "artifacts" / "learner" / "main" / "fifo.pkl")
+    return str(root)
+
+
+def test_ls_finishes_when_fifos_are_named_like_event_params_and_log_files(logdir_with_fifos):
+    done = _run_cli("ls", logdir_with_fifos, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "agent/reward/0-3" in done.stdout and "learner/main/model.pkl" in done.stdout
+    for name in ("fifo.log", "fifo.json", "fifo.pkl", "fifo"):
+        assert f"/{name}" not in done.stdout and f" {name}" not in done.stdout
+    assert "│ x " not in done.stdout  # the run holding only a FIFO is no run
+
+
+def test_export_finishes_when_a_fifo_is_named_like_an_event_file(logdir_with_fifos):
+    done = _run_cli("export", logdir_with_fifos, "--format", "csv", capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(io.StringIO(done.stdout)))
+    assert len(rows) == len(_scalars())
+
+
+def test_tail_refuses_a_fifo_in_place_of_the_log_file(tmp_path):
+    (tmp_path / "tensorboard").mkdir()
+    (tmp_path / "logs").mkdir()
+    os.mkfifo(tmp_path / "logs" / "all.log")
+    done = _run_cli("tail", str(tmp_path), capture_output=True, text=True)
+    assert done.returncode == 1
+    assert "FIFO" in done.stderr and "all.log" in done.stderr
+
+
+def _hostile_logdir(root: Path) -> Path:
+    (root / "tensorboard").mkdir(parents=True)
+    (root / "logs").mkdir()
+    text = _text(LOG_LINES[:2]) + HOSTILE + "\n" + _text([LOG_LINES[2]._replace(message=HOSTILE)])
+    (root / "logs" / "all.log").write_bytes(text.encode("utf-8"))
+    return root
+
+
+def _tail_on_a_terminal(logdir: Path) -> str:
+    """What ``rayplex tail`` writes when its stdout is a terminal (a pty)."""
+    master, slave = os.openpty()
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+    proc = subprocess.Popen([sys.executable, "-m", "rayplex.cli", "tail", str(logdir)],
+                            cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=slave,
+                            stderr=subprocess.PIPE)
+    os.close(slave)
+    out = b""
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 1.0)
+            if not ready:
+                if proc.poll() is not None:
+                    break
+                continue
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: every writer of the pty is gone
+                break
+            if not chunk:
+                break
+            out += chunk
+        assert proc.wait(timeout=max(1.0, deadline - time.monotonic())) == 0, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+        os.close(master)
+    return out.decode("utf-8").replace("\r\n", "\n")  # the tty turns \n into \r\n
+
+
+def test_tail_to_a_terminal_shows_control_characters_escaped(tmp_path):
+    import re
+
+    out = _tail_on_a_terminal(_hostile_logdir(tmp_path / "exp"))
+    escaped = ("red \\x1b[31mX\\x1b[0m title\\x1b]0;pwned\\x07 csi\\x9b2J bell\\x07 "
+               "del\\x7f ls\\u2028ps\\u2029 tab\tend")
+    assert escaped + "\n" in out  # the foreign line, whole
+    # The formatted record (whose writer split it at U+2028/U+2029) is escaped as well.
+    assert out.count("red \\x1b[31mX\\x1b[0m title\\x1b]0;pwned\\x07") == 2
+    # Only rayplex's own colour codes (SGR) remain; no other control character reaches the tty.
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", out)
+    assert not [c for c in plain if (ord(c) < 32 and c not in "\n\t") or 0x7F <= ord(c) <= 0x9F
+                or c in "\u2028\u2029"]
+    assert "starting" in plain and "slow step" in plain
+
+
+def test_tail_piped_writes_the_log_text_unchanged(tmp_path):
+    logdir = _hostile_logdir(tmp_path / "exp")
+    done = _run_cli("tail", str(logdir), capture_output=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == (logdir / "logs" / "all.log").read_bytes()
+
+
+def test_ls_shows_foreign_tags_literally_without_markup_or_control_characters(tmp_path):
+    from tensorboardX.proto.event_pb2 import Event
+    from tensorboardX.proto.summary_pb2 import Summary
+
+    from rayplex.encode import frame
+
+    root = tmp_path / "exp"
+    run = root / "tensorboard" / "other"
+    run.mkdir(parents=True)
+    tag = "[bold]x[/] \x1b]0;pwned\x07"
+    event = Event(wall_time=WALL, step=1, summary=Summary(value=[Summary.Value(tag=tag,
+                                                                               simple_value=1.0)]))
+    (run / "events.out.tfevents.1.h").write_bytes(frame(event.SerializeToString()))
+    done = _run_cli("ls", str(root), "--all", capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "[bold]x[/] \\x1b]0;pwned\\x07" in done.stdout
 
 
 # ----------------------------------------------------------------------------- board
