@@ -1,8 +1,7 @@
 """Helpers shared by the benchmark scripts: timing, statistics, tables, JSON, read-back.
 
-Nothing here touches rayplex internals; the read-back functions parse event files by walking
-their TFRecord framing (``len u64 | crc(len) u32 | payload | crc(payload) u32``), which is
-much faster than TensorBoard's pure-Python loader and still checks every CRC.
+The read-back functions parse event files with :mod:`rayplex.tfrecord` (pure, no Ray), which
+is much faster than TensorBoard's pure-Python loader and still checks every CRC.
 """
 
 from __future__ import annotations
@@ -275,57 +274,35 @@ def _event_has_summary(payload: bytes) -> bool:
     return False
 
 
-def _masked_crc_fn() -> Callable[[bytes], int] | None:
-    try:
-        import google_crc32c
-    except ImportError:
-        return None
-    crc = google_crc32c.value
-
-    def masked(data: bytes) -> int:
-        c = crc(data)
-        return (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-    return masked
-
-
-def count_event_file(path: str, check_crc: bool = True) -> dict[str, int]:
+def count_event_file(path: str) -> dict[str, int]:
     """Count the records of one event file: ``summaries`` (events with a summary),
-    ``records`` (all), ``bad_crc`` and ``torn_tail_bytes`` (an incomplete last record)."""
+    ``records`` (all intact ones), and what stopped reading before the end: ``bad_crc`` (1 if
+    a whole record failed its checksum) and ``torn_tail_bytes`` (bytes left unread)."""
+    from rayplex.tfrecord import RECORD_OVERHEAD, iter_records
+
     with open(path, "rb") as f:
         data = f.read()
-    masked = _masked_crc_fn() if check_crc else None
-    pos, end = 0, len(data)
-    records = summaries = bad = 0
-    unpack = _U64.unpack_from
-    while pos + 12 <= end:
-        (length,) = unpack(data, pos)
-        start = pos + 12
-        stop = start + length
-        if stop + 4 > end:
-            break
-        payload = data[start:stop]
-        if masked is not None:
-            (want,) = struct.unpack_from("<I", data, stop)
-            if masked(payload) != want:
-                bad += 1
+    records = summaries = consumed = 0
+    for payload in iter_records(data):
         records += 1
+        consumed += len(payload) + RECORD_OVERHEAD
         if _event_has_summary(payload):
             summaries += 1
-        pos = stop + 4
-    return {"records": records, "summaries": summaries, "bad_crc": bad,
-            "torn_tail_bytes": end - pos}
+    tail = len(data) - consumed
+    whole = tail >= 12 and _U64.unpack_from(data, consumed)[0] + RECORD_OVERHEAD <= tail
+    return {"records": records, "summaries": summaries, "bad_crc": int(whole),
+            "torn_tail_bytes": tail}
 
 
 def event_files(root: str) -> list[str]:
     return sorted(glob.glob(os.path.join(root, "**", "events.out.tfevents.*"), recursive=True))
 
 
-def count_event_dir(root: str, check_crc: bool = True) -> dict[str, int]:
+def count_event_dir(root: str) -> dict[str, int]:
     """Sum :func:`count_event_file` over every event file below ``root``."""
     total = {"files": 0, "records": 0, "summaries": 0, "bad_crc": 0, "torn_tail_bytes": 0}
     for path in event_files(root):
-        counts = count_event_file(path, check_crc)
+        counts = count_event_file(path)
         total["files"] += 1
         for key, value in counts.items():
             total[key] += value
