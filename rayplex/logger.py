@@ -29,8 +29,8 @@ from rayplex import media
 from rayplex.artifacts import decode_chunks, safe_relpath
 from rayplex.config import config
 from rayplex.errors import RayplexError
-from rayplex.groups import split_client_id, validate_tag
 from rayplex.records import Partial
+from rayplex.rules import check_step, split_client_id, validate_logger_name, validate_tag
 from rayplex.stats import DEFAULT_STATS, MetricsWindow, PartialStats
 from rayplex.textlog import FINE_LEVELS, format_line, line_from_record
 from rayplex.transport import (
@@ -59,14 +59,6 @@ def _scalar(tag: str, value: Any) -> float:
     raise TypeError(
         f"value for tag {tag!r} must be a real number, got {type(value).__name__} ({value!r:.80})"
     )
-
-
-def _step(step: Any) -> int:
-    if isinstance(step, bool) or not isinstance(step, numbers.Integral):
-        if isinstance(step, float) and step.is_integer():
-            return int(step)
-        raise TypeError(f"step must be an int, got {type(step).__name__} ({step!r:.40})")
-    return int(step)
 
 
 def _walltime(walltime: Any) -> float:
@@ -121,12 +113,9 @@ class Logger:
         self._tags_ok.add(tag)
 
     def _next_step(self, tag: str, step: Any) -> int:
-        if step is None:
-            step = self._steps.get(tag, -1) + 1
-        elif type(step) is not int:
-            step = _step(step)
-        self._steps[tag] = step
-        return step
+        checked = check_step(self._steps.get(tag, -1) + 1 if step is None else step)
+        self._steps[tag] = checked
+        return checked
 
     def _put_value(self, tag: str, payload: bytes, step: Any, walltime: Any) -> None:
         if tag not in self._tags_ok:
@@ -144,16 +133,20 @@ class Logger:
 
         Raises:
             TypeError: if ``value`` is not a real number or ``step`` not an int.
-            ValueError: if ``tag`` is empty, too long, or has NUL or a line break.
+            ValueError: if ``tag`` is empty, too long, or has NUL or a line break, or if
+                ``step`` (also the next one counted on) is outside the signed 64-bit range.
         """
         if tag not in self._tags_ok:
             self._check_tag(tag)
         if type(value) is not float:
             value = _scalar(tag, value)
+        # The hot path: rules.check_step's range inline (literals: no global look-up, no call).
         if step is None:
             step = self._steps.get(tag, -1) + 1
-        elif type(step) is not int:
-            step = _step(step)
+            if step > 9223372036854775807:
+                step = check_step(step)
+        elif type(step) is not int or not -9223372036854775808 <= step <= 9223372036854775807:
+            step = check_step(step)
         self._steps[tag] = step
         self._put((SCALAR, self.client_id, tag, step,
                    time.time() if walltime is None else _walltime(walltime), value))
@@ -167,9 +160,12 @@ class Logger:
 
         Raises:
             TypeError: if ``scalars`` is not a mapping or a value is not a number.
+            ValueError: if ``step`` is outside the signed 64-bit range (nothing is logged).
         """
         if not isinstance(scalars, Mapping):
             raise TypeError(f"add_scalars takes a mapping of tag -> number, got {type(scalars)}")
+        if step is not None:
+            step = check_step(step)
         checked = [(tag, _scalar(tag, v) if type(v) is not float else v)
                    for tag, v in scalars.items()]
         for tag, _ in checked:
@@ -277,6 +273,8 @@ class Logger:
 
         Raises:
             TypeError: if a value is not a number.
+            ValueError: if ``step`` (also the next one counted on) is outside the signed 64-bit
+                range.
         """
         values = dict(metrics or {})
         values.update(kwargs)
@@ -288,9 +286,9 @@ class Logger:
             if self._row_step is not None:
                 step = self._row_step
             else:
-                step = 0 if self._last_row_step is None else self._last_row_step + 1
+                step = 0 if self._last_row_step is None else check_step(self._last_row_step + 1)
         else:
-            step = _step(step)
+            step = check_step(step)
         if self._row and step != self._row_step:
             self._write_row()
         self._row_step = step
@@ -357,10 +355,11 @@ class Logger:
         ``per_worker=True`` also writes this worker's own summary into its own run.
 
         Raises:
-            ValueError: for an unknown statistic name.
+            ValueError: for an unknown statistic name, or a ``step`` outside the signed 64-bit
+                range.
             TypeError: if ``step`` is not an int.
         """
-        step = _step(step)
+        step = check_step(step)
         names = (stats,) if isinstance(stats, str) else tuple(stats)
         PartialStats().summary(names)  # raises ValueError for unknown names, at the call site
         window = self._window.take()
@@ -517,6 +516,11 @@ class Logger:
     # ------------------------------------------------------------ Loggerplex
     def _emit(self, level: int, msg: Any, args: tuple[Any, ...], exc_info: Any = None,
               stack_info: bool = False, logger: str = "rayplex") -> None:
+        # Checked before the level filter, so a bad call fails alike at every level. Every other
+        # field of the line is built here by construction to pass rules.validate_log_line,
+        # which the hub's writer applies to each line.
+        if logger != "rayplex":
+            validate_logger_name(logger)
         if level < self._transport.log_level:
             return
         try:
