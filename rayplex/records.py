@@ -63,12 +63,21 @@ class Batch:
 
 @dataclass
 class Partial:
-    """One window of ``store_metrics`` statistics: ``{key: PartialStats}`` for (group, step)."""
+    """One window of ``store_metrics`` statistics: ``{key: PartialStats}`` for (group, step).
+
+    ``clients`` are the client ids whose windows are merged in (the hub's per-group watermark,
+    :class:`rayplex.actors.summaries.SummaryBook`); ``contributors`` the ``(sender, seq)`` of
+    every batch whose partials are merged in, so that the hub applies each batch's statistics
+    exactly once (:func:`rayplex.actors.partials.select_partials`). A worker fills ``clients``
+    only; the node buffer fills ``contributors``.
+    """
 
     group: str
     step: int
     stats: tuple[str, ...]
     metrics: dict[str, Any]
+    clients: tuple[str, ...] = ()
+    contributors: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass

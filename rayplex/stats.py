@@ -52,6 +52,7 @@ their mean is a rate.
 
 from __future__ import annotations
 
+import base64
 import math
 import numbers
 import re
@@ -61,6 +62,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from rayplex.rules import validate_metric_key
 
 __all__ = [
     "DEFAULT_STATS",
@@ -677,12 +680,148 @@ class PartialStats:
         new._neg = _LogStore.from_dict(data["negative"])
         return new
 
+    def to_json(self) -> dict[str, Any]:
+        """Return a strict-JSON form (no ``NaN``/``Infinity`` tokens) that round-trips exactly.
+
+        Unlike :meth:`to_dict` it keeps the sketch stores as they are (offset and counts,
+        narrowest dtype, zlib, base64), so a partial that saw a million values stays a few KB,
+        and ``from_json(to_json())`` has the same state bit for bit. This is what the hub
+        journals: data, never a pickle.
+
+        Example:
+            >>> import json
+            >>> part = PartialStats([1.0, 2.0, float("inf")])
+            >>> clone = PartialStats.from_json(json.loads(json.dumps(part.to_json())))
+            >>> clone.summary(("count", "max")) == part.summary(("count", "max"))
+            True
+        """
+        self._fold()
+        return {
+            "v": _STATE_VERSION,
+            "a": self.RELATIVE_ACCURACY,
+            "n": self._n,
+            "mean": _float_to_json(self._mean),
+            "m2": _float_to_json(self._m2),
+            "min": _float_to_json(self._min),
+            "max": _float_to_json(self._max),
+            "nan": self._nan,
+            "pinf": self._pinf,
+            "ninf": self._ninf,
+            "zero": self._zero,
+            "pos": _store_to_json(self._pos),
+            "neg": _store_to_json(self._neg),
+        }
+
+    @classmethod
+    def from_json(cls, data: object) -> PartialStats:
+        """Rebuild a partial from :meth:`to_json` output, checking every field.
+
+        Raises:
+            ValueError: If ``data`` is not a well-formed :meth:`to_json` object of this
+                version and accuracy (whatever is wrong with it: foreign or hostile input
+                never gets further than this).
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"PartialStats JSON must be an object, got {type(data).__name__}")
+        if data.get("v") != _STATE_VERSION:
+            raise ValueError(f"unsupported PartialStats JSON version {data.get('v')!r}")
+        if _float_from_json(data.get("a"), "a") != cls.RELATIVE_ACCURACY:
+            raise ValueError(
+                f"PartialStats JSON: relative accuracy {data.get('a')!r} does not match "
+                f"{cls.__name__}.RELATIVE_ACCURACY={cls.RELATIVE_ACCURACY}"
+            )
+        new = cls()
+        new._n = _count_from_json(data.get("n"), "n")
+        new._mean = _float_from_json(data.get("mean"), "mean")
+        new._m2 = _float_from_json(data.get("m2"), "m2")
+        new._min = _float_from_json(data.get("min"), "min")
+        new._max = _float_from_json(data.get("max"), "max")
+        new._nan = _count_from_json(data.get("nan"), "nan")
+        new._pinf = _count_from_json(data.get("pinf"), "pinf")
+        new._ninf = _count_from_json(data.get("ninf"), "ninf")
+        new._zero = _count_from_json(data.get("zero"), "zero")
+        new._pos = _store_from_json(data.get("pos"), cls.MAX_BUCKETS)
+        new._neg = _store_from_json(data.get("neg"), cls.MAX_BUCKETS)
+        if new._zero + new._pos.total() + new._neg.total() != new._n:
+            raise ValueError("PartialStats JSON: sketch bucket counts do not add up to n")
+        return new
+
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(count={self.count}, mean={self.mean:.6g}, "
             f"std={self.std:.6g}, min={self.min:.6g}, max={self.max:.6g}, "
             f"nan_count={self._nan})"
         )
+
+
+_JSON_NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
+_STORE_DTYPES = ("<u1", "<u2", "<u4", "<u8")
+
+
+def _float_to_json(value: float) -> float | str:
+    # Finite floats round-trip exactly through json (repr); the others become strings.
+    return value if math.isfinite(value) else repr(value)
+
+
+def _float_from_json(value: object, what: str) -> float:
+    if isinstance(value, str) and value in _JSON_NON_FINITE:
+        return _JSON_NON_FINITE[value]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise ValueError(f"PartialStats JSON: {what} must be a number, got {value!r:.60}")
+
+
+def _count_from_json(value: object, what: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise ValueError(f"PartialStats JSON: {what} must be a non-negative int, got {value!r:.60}")
+
+
+def _store_to_json(store: _LogStore) -> list[Any] | None:
+    encoded = store.encode()
+    if encoded is None:
+        return None
+    offset, dtype, blob = encoded
+    return [offset, dtype, base64.b64encode(blob).decode("ascii")]
+
+
+def _store_from_json(value: object, max_buckets: int) -> _LogStore:
+    store = _LogStore()
+    if value is None:
+        return store
+    if not (isinstance(value, list) and len(value) == 3):
+        raise ValueError("PartialStats JSON: a sketch store must be [offset, dtype, base64]")
+    offset, dtype, text = value
+    if isinstance(offset, bool) or not isinstance(offset, int) or abs(offset) > 2**40:
+        raise ValueError(f"PartialStats JSON: bad sketch offset {offset!r:.60}")
+    if dtype not in _STORE_DTYPES or not isinstance(text, str):
+        raise ValueError(f"PartialStats JSON: bad sketch dtype {dtype!r:.20}")
+    itemsize = np.dtype(dtype).itemsize
+    try:
+        blob = base64.b64decode(text, validate=True)
+        inflate = zlib.decompressobj()
+        raw = inflate.decompress(blob, max_buckets * itemsize + 1)  # bounded: no zip bomb
+    except (ValueError, zlib.error) as exc:
+        raise ValueError(f"PartialStats JSON: unreadable sketch store ({exc})") from None
+    if len(raw) > max_buckets * itemsize or inflate.unconsumed_tail or len(raw) % itemsize:
+        raise ValueError("PartialStats JSON: sketch store too large or misaligned")
+    store.offset = offset
+    store.counts = np.frombuffer(raw, dtype=dtype).astype(np.int64)
+    return store
+
+
+_KEYS_OK: set[str] = set()
+"""Keys that passed :func:`_check_key` (a log call must stay cheap: check each key once)."""
+_KEYS_OK_MAX = 65536
+
+
+def _check_key(key: object) -> None:
+    try:
+        validate_metric_key(key)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"store_metrics key {key!r:.80}: {exc}") from None
+    if len(_KEYS_OK) < _KEYS_OK_MAX:
+        _KEYS_OK.add(key)  # type: ignore[arg-type]
 
 
 class MetricsWindow:
@@ -718,9 +857,11 @@ class MetricsWindow:
             **kw: More key/value pairs.
 
         Raises:
-            TypeError: If a key is not a non-empty string or a value is not a number
-                (or array-like of numbers); the message names the key and the type.
-            ValueError: If a key is given both in ``metrics`` and as a keyword.
+            TypeError: If a key is not a string or a value is not a number (or array-like
+                of numbers); the message names the key and the type.
+            ValueError: If a key breaks the tag rules (empty, longer than 1,024 characters,
+                NUL or a line break: :func:`rayplex.rules.validate_metric_key`, since the key
+                becomes a tag), or is given both in ``metrics`` and as a keyword.
         """
         if metrics is None:
             items: Mapping[Any, Any] = kw
@@ -735,9 +876,10 @@ class MetricsWindow:
             items = {**metrics, **kw} if kw else metrics
         # Validate everything first so that a bad call stores nothing.
         checked: list[tuple[str, float | npt.NDArray[np.float64]]] = []
+        checked_keys = _KEYS_OK
         for key, value in items.items():
-            if not isinstance(key, str) or not key:
-                raise TypeError(f"metric keys must be non-empty strings, got {key!r}")
+            if key not in checked_keys:
+                _check_key(key)
             kind = type(value)
             if kind is float:
                 checked.append((key, value))

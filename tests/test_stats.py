@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import pickle
+import zlib
 from fractions import Fraction
 
 import numpy as np
@@ -423,6 +425,69 @@ def test_to_dict_is_json_able_and_round_trips() -> None:
     np.testing.assert_equal(clone.to_dict(), part.to_dict())
 
 
+def _state(part: PartialStats) -> tuple[object, ...]:
+    return part.__getstate__()
+
+
+@given(split_data(), st.booleans(), st.lists(st.sampled_from([math.inf, -math.inf, 0.0])))
+def test_to_json_is_strict_json_and_round_trips_the_state_exactly(
+    case: tuple[np.ndarray, list[PartialStats]], with_nan: bool, extra: list[float]
+) -> None:
+    _, parts = case
+    part = PartialStats.merged(parts)
+    part.add_many(extra)
+    if with_nan:
+        part.add(math.nan)
+    text = json.dumps(part.to_json(), allow_nan=False)
+    clone = PartialStats.from_json(json.loads(text))
+    assert _state(clone) == _state(part)
+    assert _state(PartialStats.from_json(clone.to_json())) == _state(part)
+
+
+@given(split_data(), split_data())
+def test_merging_after_a_json_round_trip_gives_identical_summaries(
+    a: tuple[np.ndarray, list[PartialStats]], b: tuple[np.ndarray, list[PartialStats]]
+) -> None:
+    left, right = PartialStats.merged(a[1]), PartialStats.merged(b[1])
+    direct = left.copy().merge(right)
+    via_json = PartialStats.from_json(json.loads(json.dumps(left.to_json()))).merge(
+        PartialStats.from_json(json.loads(json.dumps(right.to_json()))))
+    assert _state(via_json) == _state(direct)
+    stats = (*SUPPORTED_STATS, "p5", "p99.9")
+    np.testing.assert_equal(via_json.summary(stats), direct.summary(stats))
+
+
+def test_an_empty_partial_round_trips_through_json() -> None:
+    clone = PartialStats.from_json(json.loads(json.dumps(PartialStats().to_json())))
+    assert _state(clone) == _state(PartialStats())
+
+
+def test_a_million_values_stay_a_few_kb_of_json() -> None:
+    part = PartialStats(np.random.default_rng(0).lognormal(0, 3, size=1_000_000))
+    assert len(json.dumps(part.to_json())) <= 8192
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        lambda d: "not an object",
+        lambda d: {**d, "v": 99},
+        lambda d: {**d, "a": 0.02},
+        lambda d: {**d, "n": -1},
+        lambda d: {**d, "nan": True},
+        lambda d: {**d, "min": "Infinity!"},
+        lambda d: {**d, "pos": [0, "<f8", ""]},
+        lambda d: {**d, "pos": [0, "<u1", "!!not base64"]},
+        lambda d: {**d, "pos": [0, "<u8", base64.b64encode(zlib.compress(bytes(10**6))).decode()]},
+        lambda d: {**d, "zero": d["zero"] + 1},
+    ],
+)
+def test_from_json_refuses_malformed_input_with_value_error(corrupt: object) -> None:
+    data = PartialStats([-1.0, 0.0, 2.0, 3.0]).to_json()
+    with pytest.raises(ValueError, match="PartialStats JSON"):
+        PartialStats.from_json(corrupt(data))  # type: ignore[operator]
+
+
 def test_from_dict_rejects_a_different_relative_accuracy() -> None:
     data = PartialStats([1.0]).to_dict()
     data["relative_accuracy"] = 0.02
@@ -509,10 +574,29 @@ def test_store_raises_type_error_naming_the_key_and_the_type(value: object, type
     assert len(window) == 0  # nothing from the failed call was stored
 
 
-@pytest.mark.parametrize("key", ["", 3, None])
-def test_store_rejects_keys_that_are_not_non_empty_strings(key: object) -> None:
-    with pytest.raises(TypeError, match="non-empty strings"):
+@pytest.mark.parametrize("key", [3, None, b"reward"])
+def test_store_rejects_keys_that_are_not_strings(key: object) -> None:
+    with pytest.raises(TypeError, match="store_metrics key"):
         MetricsWindow().store({key: 1.0})  # type: ignore[dict-item]
+
+
+@pytest.mark.parametrize("key", ["", "a\x00b", "two\nlines", "cr\r", "k" * 5000])
+def test_store_rejects_keys_that_cannot_become_tags_and_stores_nothing(key: str) -> None:
+    window = MetricsWindow()
+    with pytest.raises(ValueError, match="store_metrics key"):
+        window.store({"good": 1.0, key: 2.0})
+    assert len(window) == 0
+
+
+def test_a_refused_key_leaves_the_values_stored_before_it_intact() -> None:
+    window = MetricsWindow()
+    window.store(reward=[1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="NUL"):
+        window.store({"reward": 100.0, "bad\x00key": 1.0})
+    parts = window.take()
+    assert sorted(parts) == ["reward"]
+    assert parts["reward"].summary(("mean", "count", "max")) == {
+        "mean": 2.0, "count": 3.0, "max": 3.0}
 
 
 def test_store_rejects_a_key_given_twice() -> None:

@@ -1,0 +1,256 @@
+"""The hub's state on disk, as data: JSON codecs and atomic files, never a pickle.
+
+A logdir may come from anywhere (copied, shared, downloaded), and ``rayplex.init`` on it must
+not run code found there. So the hub keeps its registered groups in ``.rayplex/registry.json``
+and its journal as CRC-framed JSON records (:mod:`rayplex.actors.journal`); every field is
+checked when read, and a torn, foreign or hostile file is reported and ignored, never
+executed and never fatal. Files of older versions (``registry.pkl``, cloudpickle journals) are
+not read at all.
+
+One thing cannot be data: a combined group's ``bin_fn``. It is not persisted. After a hub
+restart the group is restored as combined with ``bin_fn=None``, which routes each client into
+a bin named by its own name (``eval/stoch-1`` → tag ``eval/reward/stoch-1``), and the restored
+registry's version is one higher than the saved one, so that no worker mixes the two routings
+under one stamp. Registering the combined group again (with its ``bin_fn``) after a hub
+restart is the driver's job.
+
+Example:
+    >>> import os, tempfile
+    >>> from rayplex.groups import GroupRegistry, GroupSpec
+    >>> registry = GroupRegistry(epoch="e1").with_group(GroupSpec.indexed("agent", 8))
+    >>> path = os.path.join(tempfile.mkdtemp(), "registry.json")
+    >>> save_registry(path, registry)
+    >>> load_registry(path) == registry
+    True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from typing import Any
+
+from rayplex.groups import COMBINED, INDEXED, NORMAL, GroupRegistry, GroupSpec
+from rayplex.records import Partial
+from rayplex.rules import check_step, split_client_id, validate_group_name, validate_metric_key
+from rayplex.stats import PartialStats
+
+log = logging.getLogger("rayplex.hub")
+
+REGISTRY_FILE = "registry.json"
+"""The registered groups, under ``logdir/.rayplex``."""
+LEGACY_REGISTRY_FILE = "registry.pkl"
+"""Written by older versions; never read (it would be unpickled)."""
+REGISTRY_FORMAT = "rayplex-registry"
+_REGISTRY_VERSION = 1
+MAX_STATE_BYTES = 256 * 2**20
+"""A state file larger than this is not read (a hostile file must not exhaust memory)."""
+
+
+# ----------------------------------------------------------------- registry
+def registry_to_json(registry: GroupRegistry) -> dict[str, Any]:
+    """The registry as a JSON object; a combined group's ``bin_fn`` is left out.
+
+    Example:
+        >>> from rayplex.groups import GroupSpec
+        >>> data = registry_to_json(GroupRegistry(epoch="e").with_group(GroupSpec.normal("learner")))
+        >>> data["version"], data["groups"]
+        (1, [{'name': 'learner', 'kind': 'normal', 'bin_size': 1}])
+    """
+    return {
+        "format": REGISTRY_FORMAT,
+        "v": _REGISTRY_VERSION,
+        "epoch": registry.epoch,
+        "version": registry.version,
+        "groups": [{"name": spec.name, "kind": spec.kind, "bin_size": spec.bin_size}
+                   for spec in registry.groups.values()],
+    }
+
+
+def registry_from_json(data: object) -> GroupRegistry:
+    """Rebuild a registry from :func:`registry_to_json` output, checking every field.
+
+    A combined group comes back with ``bin_fn=None`` (clients binned by their own name) and the
+    same version: this is an exact codec; :func:`load_registry` bumps the version.
+
+    Raises:
+        ValueError: if ``data`` is not a well-formed registry of this format and version.
+    """
+    if not isinstance(data, dict) or data.get("format") != REGISTRY_FORMAT:
+        raise ValueError("not a rayplex registry (no 'format': 'rayplex-registry')")
+    if data.get("v") != _REGISTRY_VERSION:
+        raise ValueError(f"unsupported registry format version {data.get('v')!r:.40}")
+    epoch, version, groups = data.get("epoch"), data.get("version"), data.get("groups")
+    if not isinstance(epoch, str) or len(epoch) > 256:
+        raise ValueError("registry epoch must be a short string")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise ValueError("registry version must be a non-negative int")
+    if not isinstance(groups, list):
+        raise ValueError("registry groups must be a list")
+    specs: dict[str, GroupSpec] = {}
+    for item in groups:
+        if not isinstance(item, dict):
+            raise ValueError("a registry group must be an object")
+        try:
+            name = validate_group_name(item.get("name"), internal=True)
+        except TypeError as exc:
+            raise ValueError(str(exc)) from None
+        kind, bin_size = item.get("kind"), item.get("bin_size")
+        if kind not in (NORMAL, INDEXED, COMBINED):
+            raise ValueError(f"group {name!r}: unknown kind {kind!r:.40}")
+        if (not isinstance(bin_size, int) or isinstance(bin_size, bool) or bin_size < 1
+                or (kind != INDEXED and bin_size != 1)):
+            raise ValueError(f"group {name!r}: bad bin_size {bin_size!r:.40}")
+        specs[name] = GroupSpec(name, kind, bin_size, None)
+    return GroupRegistry(specs, version, epoch)
+
+
+def save_registry(path: str, registry: GroupRegistry) -> None:
+    """Write the registry to ``path`` atomically (temp file, fsync, rename).
+
+    Raises:
+        OSError: if it cannot be written (the previous file, if any, is left as it was).
+    """
+    atomic_write(path, (json.dumps(registry_to_json(registry), indent=1, allow_nan=False)
+                        + "\n").encode("utf-8"))
+
+
+def load_registry(path: str) -> GroupRegistry | None:
+    """Read the registry saved at ``path``; ``None`` if there is none or it cannot be used.
+
+    A torn, foreign or hostile file is reported with a warning and ignored. A legacy
+    ``registry.pkl`` next to a missing ``path`` is reported and not read. If combined groups
+    lost their ``bin_fn``, the version is one higher than the one saved.
+    """
+    if not os.path.exists(path):
+        legacy = os.path.join(os.path.dirname(path), LEGACY_REGISTRY_FILE)
+        if os.path.exists(legacy):
+            log.warning("%s was written by an older rayplex and is not read (rayplex never "
+                        "unpickles hub state); register the groups again", legacy)
+        return None
+    try:
+        registry = registry_from_json(json.loads(read_bounded(path)))
+    except (OSError, ValueError, RecursionError) as exc:  # UnicodeError, JSONDecodeError too
+        log.warning("could not read %s (%s); starting with no registered groups",
+                    path, str(exc)[:200])
+        return None
+    if any(spec.kind == COMBINED for spec in registry.groups.values()):
+        log.warning("%s: combined groups %s are restored without their bin_fn (each client in "
+                    "a bin of its own name) until the driver registers them again", path,
+                    sorted(s.name for s in registry.groups.values() if s.kind == COMBINED))
+        registry = GroupRegistry(registry.groups, registry.version + 1, registry.epoch)
+    return registry
+
+
+# ----------------------------------------------------------------- partials
+def partial_to_json(partial: Partial) -> dict[str, Any]:
+    """A :class:`~rayplex.records.Partial` as a JSON object (statistics exact)."""
+    return {
+        "group": partial.group,
+        "step": partial.step,
+        "stats": list(partial.stats),
+        "metrics": {key: stats.to_json() for key, stats in partial.metrics.items()},
+        "clients": list(partial.clients),
+        "contributors": [list(c) for c in partial.contributors],
+    }
+
+
+def partial_from_json(data: object) -> Partial:
+    """Rebuild a partial from :func:`partial_to_json` output, checking every field.
+
+    Raises:
+        ValueError: if ``data`` is malformed.
+    """
+    try:
+        return _partial_from_json(data)
+    except (TypeError, KeyError, AttributeError) as exc:
+        raise ValueError(f"malformed partial ({exc!r:.200})") from None
+
+
+def _partial_from_json(data: Any) -> Partial:
+    if not isinstance(data, dict):
+        raise ValueError("a partial must be an object")
+    group = validate_group_name(data["group"], internal=True)
+    if not _is_int(data["step"]):
+        raise ValueError("a partial's step must be an int")
+    step = check_step(data["step"])
+    stats = tuple(data["stats"])
+    if not all(isinstance(s, str) for s in stats):
+        raise ValueError("stat names must be strings")
+    PartialStats().summary(stats)  # ValueError for an unknown stat name
+    if not isinstance(data["metrics"], dict):
+        raise ValueError("a partial's metrics must be an object")
+    metrics = {validate_metric_key(k): PartialStats.from_json(v)
+               for k, v in data["metrics"].items()}
+    clients = tuple(data["clients"])
+    for client in clients:
+        split_client_id(client, internal=True)
+    contributors = []
+    for item in data["contributors"]:
+        sender, seq = item
+        if not isinstance(sender, str) or not _is_int(seq):
+            raise ValueError("a contributor must be [sender, seq]")
+        contributors.append((sender, seq))
+    return Partial(group, step, stats, metrics, clients, tuple(contributors))
+
+
+def statistics_to_json(stats: PartialStats) -> dict[str, Any]:
+    """:meth:`PartialStats.to_json`, for symmetry with the other codecs here."""
+    return stats.to_json()
+
+
+def statistics_from_json(data: object) -> PartialStats:
+    """:meth:`PartialStats.from_json` (``ValueError`` on malformed input)."""
+    return PartialStats.from_json(data)
+
+
+# -------------------------------------------------------------------- files
+def atomic_write(path: str, data: bytes) -> None:
+    """Replace ``path`` by ``data`` atomically: temp file in the same directory, fsync, rename.
+
+    Raises:
+        OSError: if any step fails (the temp file is removed; ``path`` is untouched).
+    """
+    directory = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    try:  # make the rename durable; not possible everywhere (e.g. some network filesystems)
+        dir_fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def read_bounded(path: str, limit: int = MAX_STATE_BYTES) -> bytes:
+    """The contents of ``path``, refusing a file larger than ``limit`` bytes.
+
+    Raises:
+        OSError: if it cannot be read.
+        ValueError: if it is larger than ``limit``.
+    """
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{path} is larger than {limit} bytes")
+    return data
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

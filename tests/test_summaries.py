@@ -1,0 +1,157 @@
+"""The hub's SummaryBook writes each step's store_metrics summary once (plain objects, explicit
+clocks: no Ray, no sleeps)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rayplex.actors.summaries import Summary, SummaryBook
+from rayplex.records import Partial
+from rayplex.stats import PartialStats
+
+DELAY, SILENT = 1.0, 10.0
+
+
+def _partial(client: str, step: int, *values: float, group: str = "agent") -> Partial:
+    return Partial(group, step, ("count", "mean"), {"r": PartialStats(values)}, (client,))
+
+
+def _steps(due: list[Summary]) -> list[tuple[str, int, float]]:
+    return [(s.group, s.step, s.values["r/count"]) for s in due]
+
+
+def test_two_clients_at_different_speeds_write_each_step_once_with_exact_counts() -> None:
+    book = SummaryBook(DELAY, SILENT)
+    written: list[tuple[str, int, float]] = []
+    now = 0.0
+    # "fast" summarises a step every 0.5 s, "slow" every 1.5 s; each stores 2 values a step.
+    fast_t = [0.5 * i for i in range(12)]
+    slow_t = [1.5 * i for i in range(12)]
+    events = sorted([(t, "agent/fast", i) for i, t in enumerate(fast_t)]
+                    + [(t, "agent/slow", i) for i, t in enumerate(slow_t)])
+    for t, client, step in events:
+        now = t
+        book.add(_partial(client, step, 1.0, 1.0), now)
+        written += _steps(book.due(now))
+    now += SILENT / 2  # both clients are still alive: no forcing needed
+    written += _steps(book.due(now))
+    written += _steps(book.due(now + 1, force=True))
+    assert written == [("agent", step, 4.0) for step in range(12)]
+
+
+def test_a_step_waits_for_the_quiet_delay_after_its_last_partial() -> None:
+    book = SummaryBook(DELAY, SILENT)
+    book.add(_partial("agent/0", 0, 1.0), now=0.0)
+    assert book.due(now=0.5) == []
+    book.add(_partial("agent/1", 0, 1.0), now=0.9)  # a first partial from another node
+    assert book.due(now=1.5) == []
+    assert _steps(book.due(now=2.0)) == [("agent", 0, 2.0)]
+
+
+def test_a_client_that_dies_mid_run_is_declared_silent_and_the_rest_continue() -> None:
+    book = SummaryBook(DELAY, SILENT)
+    for step in range(3):
+        book.add(_partial("agent/a", step, 1.0), now=step)
+        book.add(_partial("agent/b", step, 1.0), now=step)
+    assert _steps(book.due(now=3.0)) == [("agent", s, 2.0) for s in range(3)]
+    # agent/b dies after step 2; agent/a goes on
+    for step in range(3, 8):
+        book.add(_partial("agent/a", step, 1.0), now=step)
+        assert book.due(now=step + DELAY) == []  # held back by b (last seen at t=2)
+    assert book.silent_clients(now=11.9) == []
+    assert _steps(book.due(now=12.0)) == [("agent", s, 1.0) for s in range(3, 8)]
+    assert book.silent_clients(now=12.0) == ["agent/b"]
+    book.add(_partial("agent/a", 8, 1.0), now=12.5)
+    assert _steps(book.due(now=13.5)) == [("agent", 8, 1.0)]  # no longer waits for b
+
+
+def test_a_late_partial_from_a_silent_client_gives_exactly_one_flagged_second_point() -> None:
+    book = SummaryBook(DELAY, SILENT)
+    book.add(_partial("agent/a", 0, 1.0), now=0.0)
+    book.add(_partial("agent/b", 0, 1.0), now=0.0)
+    assert _steps(book.due(now=1.0)) == [("agent", 0, 2.0)]
+    book.add(_partial("agent/a", 1, 1.0), now=1.0)
+    assert book.due(now=20.0) == [Summary("agent", 1, {"r/count": 1.0, "r/mean": 1.0}, False)]
+    book.add(_partial("agent/b", 1, 5.0), now=21.0)  # b comes back with its step 1
+    again = book.due(now=22.0)
+    assert again == [Summary("agent", 1, {"r/count": 2.0, "r/mean": 3.0}, True)]
+    assert book.due(now=30.0, force=True) == []  # once only
+
+
+def test_force_takes_every_dirty_step_at_once() -> None:
+    book = SummaryBook(DELAY, SILENT)
+    book.add(_partial("agent/a", 0, 1.0), now=0.0)
+    book.add(_partial("agent/b", 0, 1.0), now=0.0)
+    book.add(_partial("agent/a", 1, 1.0), now=0.0)
+    assert book.due(now=0.0) == []
+    assert [(s.step, s.again) for s in book.due(now=0.0, force=True)] == [(0, False), (1, False)]
+    assert len(book) == 0
+
+
+def test_partials_without_clients_are_written_after_the_delay() -> None:
+    book = SummaryBook(DELAY, SILENT)
+    book.add(Partial("agent", 4, ("count",), {"r": PartialStats([1.0])}), now=0.0)
+    assert _steps(book.due(now=1.0)) == [("agent", 4, 1.0)]
+
+
+def test_pruning_is_per_group_and_refuses_partials_below_the_floor() -> None:
+    book = SummaryBook(0.0, SILENT, keep_written=2)
+    for step in range(5):
+        book.add(_partial("agent/a", step, 1.0), now=step)
+    book.add(_partial("eval/x", 0, 1.0, group="eval"), now=0.0)
+    book.due(now=10.0)
+    book.due(now=10.0)  # pruning happens before the next take
+    assert book.add(_partial("eval/x", 0, 1.0, group="eval"), now=11.0)  # eval kept its step
+    assert book.add(_partial("agent/a", 3, 1.0), now=11.0)  # kept: a second point
+    assert not book.add(_partial("agent/a", 1, 1.0), now=11.0)  # pruned: refused, counted
+    assert not book.add(_partial("agent/a", 0, 1.0), now=11.0)
+    assert book.refused == 2
+    due = book.due(now=12.0)
+    assert [(s.group, s.step, s.again) for s in due] == [("agent", 3, True), ("eval", 0, True)]
+
+
+def test_a_failed_write_is_handed_back_and_taken_again() -> None:
+    book = SummaryBook(0.0, SILENT)
+    book.add(_partial("agent/a", 0, 1.0), now=0.0)
+    keys = [(s.group, s.step) for s in book.due(now=1.0)]
+    book.mark_dirty(keys)
+    assert _steps(book.due(now=2.0)) == [("agent", 0, 1.0)]
+
+
+def test_the_book_round_trips_through_strict_json() -> None:
+    book = SummaryBook(DELAY, SILENT, keep_written=1)
+    for step in range(3):
+        book.add(_partial("agent/a", step, float(step)), now=0.0)
+        book.add(_partial("agent/b", step, 1.0), now=0.0)
+    book.due(now=5.0)
+    book.add(_partial("agent/a", 3, 7.0), now=6.0)
+    book.due(now=6.0)  # prunes: floor at step 1
+    text = json.dumps(book.to_json(), allow_nan=False)
+    clone = SummaryBook.from_json(json.loads(text), DELAY, SILENT, keep_written=1, now=100.0)
+    assert clone.to_json() == book.to_json()
+    assert not clone.add(_partial("agent/a", 1, 1.0), now=100.0)
+    # clocks restart at `now`: agent/b is not silent right after a hub restart
+    assert clone.silent_clients(now=100.0) == []
+    assert clone.due(now=102.0) == []  # step 3 waits for agent/b again
+    assert _steps(clone.due(now=110.0)) == [("agent", 3, 1.0)]
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        lambda d: [],
+        lambda d: {**d, "v": 2},
+        lambda d: {**d, "refused": "3"},
+        lambda d: {**d, "entries": [{**d["entries"][0], "group": "../x"}]},
+        lambda d: {**d, "entries": [{**d["entries"][0], "stats": ["exec"]}]},
+        lambda d: {**d, "entries": [{**d["entries"][0], "metrics": {"a\nb": {}}}]},
+        lambda d: {**d, "groups": {"agent": {"floor": None, "clients": {"nope": [0, 0]}}}},
+    ],
+)
+def test_from_json_refuses_malformed_books_with_value_error(corrupt: object) -> None:
+    book = SummaryBook(DELAY, SILENT)
+    book.add(_partial("agent/a", 0, 1.0), now=0.0)
+    with pytest.raises(ValueError, match="SummaryBook JSON|client id|stat|tag|group"):
+        SummaryBook.from_json(corrupt(book.to_json()), DELAY)  # type: ignore[operator]
