@@ -619,7 +619,7 @@ class LogFiles:
         with self._lock:
             if self._closed:
                 raise ValueError("write() on closed LogFiles")
-            self._check(lines)
+            self.check(lines)
             level = self.level
             batch = [ln for ln in lines if ln[1] >= level] if level > 0 else list(lines)
             if not batch:
@@ -648,8 +648,16 @@ class LogFiles:
                     if sink.file is not None:  # may have been closed by the LRU
                         sink.file.flush()
 
-    def _check(self, lines: Sequence[LogLine | WireLine]) -> None:
-        """:func:`rayplex.rules.validate_log_line` on every line, with the usual ones fast."""
+    def check(self, lines: Sequence[LogLine | WireLine]) -> None:
+        """Raise what :meth:`write` would raise for a bad line, without writing anything.
+
+        :func:`rayplex.rules.validate_log_line` on every line (the usual ones take a fast
+        path). A caller that writes other files in the same transaction calls this first, so
+        a bad line is refused before anything at all is written.
+
+        Raises:
+            ValueError: naming the bad field of the first bad line.
+        """
         known = self._known
         for line in lines:
             if (

@@ -408,6 +408,14 @@ def test_a_line_with_a_bad_field_is_refused_and_nothing_of_its_batch_is_written(
     assert messages(tmp_path / "logs" / "all.log") == ["after"]
 
 
+def test_check_refuses_a_bad_batch_without_creating_any_file(tmp_path: Path) -> None:
+    with LogFiles(tmp_path) as files:
+        files.check([make_line()])
+        with pytest.raises(ValueError, match="logger name"):
+            files.check([make_line(), make_line(logger=None)])  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
+
+
 @given(st.one_of(st.text(max_size=300), st.integers(), st.none()))
 def test_line_from_record_turns_any_logger_name_into_a_valid_field(name: object) -> None:
     record = logging.makeLogRecord({"name": name, "levelno": 20, "msg": "m"})
