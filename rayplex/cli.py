@@ -1,7 +1,10 @@
 """The ``rayplex`` command: ``demo | board | ls | export | plot | tail``.
 
 Every command but ``demo`` reads a finished (or live) logdir from disk and needs no Ray. A bad
-logdir, a missing optional package or an empty selection is one line on stderr and exit code 1.
+logdir, a missing optional package or an empty selection is one line on stderr and exit code 1;
+a usage error (unknown command or option, with a did-you-mean) exits with 2; success with 0.
+Runs and tags are listed in natural order (``agent/2`` before ``agent/10``). Colour only on a
+terminal, and never when ``NO_COLOR`` is set.
 
 Example:
     >>> main(["ls", "/tmp/exp1"])  # doctest: +SKIP
@@ -12,13 +15,16 @@ from __future__ import annotations
 
 import argparse
 import csv
+import difflib
 import io
 import json
 import math
 import os
+import re
+import shlex
 import sys
-from collections import defaultdict
-from collections.abc import Sequence
+from collections import defaultdict, deque
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -27,6 +33,13 @@ if TYPE_CHECKING:  # pragma: no cover
 _ROWS_SHOWN = 30  # per table in `rayplex ls`, unless --all
 _MAX_PLOTS = 12  # charts in one `rayplex plot` image
 _FORMATS = ("csv", "json", "parquet")
+COMMANDS = ("demo", "board", "ls", "export", "plot", "tail")
+# Groups rayplex writes itself (rules.RESERVED_GROUPS), explained under `rayplex ls`'s groups table.
+_OWN_GROUPS = {
+    "hparams": "HParams sessions of add_hparams/log_params, run hparams/<group>/<name>",
+    "rayplex": "the hub's own log lines (client rayplex/hub, logs/rayplex/hub.log)",
+    "system": "rayplex's own counters",
+}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -65,11 +78,27 @@ def _plain(text: str) -> str:
     return escape(escape_controls(text))
 
 
+def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key that orders digit runs by value: ``agent/2`` before ``agent/10``, ``8-15``
+    before ``16-23``.
+
+    Example:
+        >>> sorted(["agent/10", "agent/2", "agent/reward/16-23", "agent/reward/8-15"], key=natural_key)
+        ['agent/2', 'agent/10', 'agent/reward/8-15', 'agent/reward/16-23']
+    """
+    return tuple((0, int(part)) if part.isdigit() else (1, part)
+                 for part in re.split(r"(\d+)", text) if part)
+
+
 def _console() -> Any:
     from rich.console import Console
 
-    # Piped output keeps whole lines (no folding at 80 columns) and has no colour codes.
-    return Console() if sys.stdout.isatty() else Console(width=200, no_color=True)
+    from rayplex.terminal import color_enabled
+
+    if not sys.stdout.isatty():
+        # Piped output keeps whole lines (no folding at 80 columns) and has no escape codes.
+        return Console(width=200, color_system=None)
+    return Console() if color_enabled(sys.stdout) else Console(color_system=None)
 
 
 def _select(args: argparse.Namespace) -> ScalarTable:
@@ -104,29 +133,36 @@ def _add_selection(parser: argparse.ArgumentParser, tag_required: bool = False) 
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
     from rayplex.demo import run_demo
 
-    console = Console()
     logdir = os.path.abspath(os.path.expanduser(args.logdir))
-    console.print(f"rayplex demo: {args.workers} agents + {args.evaluators} evaluators + 1 learner, "
-                  f"{args.seconds:g} s, logging into {logdir}")
+    print(f"rayplex demo: {args.workers} agents + {args.evaluators} evaluators + 1 learner, "
+          f"{args.seconds:g} s, logging into {logdir}", flush=True)
     result = run_demo(logdir, workers=args.workers, evaluators=args.evaluators,
                       seconds=args.seconds, address=args.address, progress=True)
-    table = Table(title="rayplex demo")
-    for column in ("clients", "records", "bytes on disk", "records/s"):
-        table.add_column(column, justify="right")
-    table.add_row(str(result.clients), f"{result.records:,}", f"{result.bytes:,}",
-                  f"{result.records / max(result.seconds, 1e-9):,.0f}")
-    console.print(table)
-    console.print(f"logdir: {_plain(result.logdir)}")
-    console.print(f"view it: tensorboard --logdir "
-                  f"{_plain(os.path.join(result.logdir, 'tensorboard'))}")
+    # Plain print, never rich: the commands below must stay whole lines when piped or pasted.
+    rate = result.records / max(result.seconds, 1e-9)
+    print(f"done: {result.clients} clients wrote {result.records:,} records "
+          f"({_size(result.bytes)}) in {result.seconds:.1f} s, {rate:,.0f} records/s")
+    print(f"logdir: {result.logdir}")
+    print("view it with either of:")
+    for line in view_commands(result.logdir):
+        print(f"  {line}")
+    sys.stdout.flush()
     if args.board:
         return _serve(result.logdir, args.host, args.port)
     return 0
+
+
+def view_commands(logdir: str) -> list[str]:
+    """The one-line shell commands that show ``logdir`` in TensorBoard, quoted for pasting.
+
+    Example:
+        >>> view_commands("/tmp/my exp")
+        ["rayplex board '/tmp/my exp'", "tensorboard --logdir '/tmp/my exp/tensorboard'"]
+    """
+    return [f"rayplex board {shlex.quote(logdir)}",
+            f"tensorboard --logdir {shlex.quote(os.path.join(logdir, 'tensorboard'))}"]
 
 
 # ----------------------------------------------------------------------------- board
@@ -174,14 +210,16 @@ def _ls(args: argparse.Namespace) -> int:
             console.print(f"  ... and {len(rows) - limit} more {what} (--all shows them)")
 
     points = sum(run.points for run in summary.runs)
+    own = [g for g in summary.groups if g in _OWN_GROUPS]
+    user_groups = sorted((g for g in summary.groups if g not in _OWN_GROUPS), key=natural_key)
     console.print(f"[bold]{_plain(summary.logdir)}[/bold]: {_size(summary.total_bytes)}, "
-                  f"{len(summary.groups)} groups, {len(summary.runs)} runs, "
+                  f"{len(user_groups)} groups, {len(summary.runs)} runs, "
                   f"{len({t.tag for t in summary.tags})} tags, {points:,} points")
 
     groups = Table(title="groups")
     for column in ("group", "runs", "clients", "tags", "points", "last step", "events size"):
         groups.add_column(column, justify="left" if column == "group" else "right")
-    for group in summary.groups:
+    for group in user_groups:
         runs = [r for r in summary.runs if r.group == group]
         tags = {t.tag for t in summary.tags if t.run.split("/", 1)[0] == group}
         clients = [c for c in summary.clients if c.split("/", 1)[0] == group]
@@ -190,6 +228,8 @@ def _ls(args: argparse.Namespace) -> int:
                        f"{sum(r.points for r in runs):,}", "" if last is None else str(last),
                        _size(sum(r.bytes for r in runs)))
     console.print(groups)
+    for group in own:
+        console.print(f"  also {group}/: {_OWN_GROUPS[group]}")
 
     runs_table = Table(title="runs (one per client, or one per normal group)")
     for column in ("run", "tags", "points", "last step", "event files", "size"):
@@ -197,7 +237,7 @@ def _ls(args: argparse.Namespace) -> int:
     show(runs_table, [
         (r.run, str(r.tags), f"{r.points:,}", "" if r.last_step is None else str(r.last_step),
          str(r.event_files), _size(r.bytes))
-        for r in summary.runs
+        for r in sorted(summary.runs, key=lambda r: natural_key(r.run))
     ], "runs")
 
     by_tag: dict[str, list[Any]] = defaultdict(list)
@@ -210,21 +250,26 @@ def _ls(args: argparse.Namespace) -> int:
         (tag, entries[0].kind, str(len(entries)), f"{sum(e.points for e in entries):,}",
          str(max(e.last_step for e in entries)),
          _value(entries[0].last_value) if len(entries) == 1 else "")
-        for tag, entries in sorted(by_tag.items())
+        for tag, entries in sorted(by_tag.items(), key=lambda item: natural_key(item[0]))
     ], "tags")
 
     if summary.artifacts:
         artifacts = Table(title="artifacts")
         artifacts.add_column("path")
         artifacts.add_column("size", justify="right")
-        show(artifacts, [(a.path, _size(a.size)) for a in summary.artifacts], "artifacts")
+        show(artifacts, [(a.path, _size(a.size))
+                         for a in sorted(summary.artifacts, key=lambda a: natural_key(a.path))],
+             "artifacts")
     if summary.log_files:
         logs = Table(title="text logs")
         logs.add_column("file")
         logs.add_column("size", justify="right")
-        show(logs, [(f.path, _size(f.bytes)) for f in summary.log_files], "log files")
+        show(logs, [(f.path, _size(f.bytes))
+                    for f in sorted(summary.log_files, key=lambda f: natural_key(f.path))],
+             "log files")
     if summary.params:
-        console.print(f"params: {_plain(', '.join(summary.params))}  (rayplex.read_params)")
+        params = ", ".join(sorted(summary.params, key=natural_key))
+        console.print(f"params: {_plain(params)}  (rayplex.read_params)")
     return 0
 
 
@@ -297,7 +342,7 @@ def _plot(args: argparse.Namespace) -> int:
         steps, values = curves[row.tag].setdefault(row.run, ([], []))
         steps.append(row.step)
         values.append(row.value)
-    tags = sorted(curves)
+    tags = sorted(curves, key=natural_key)
     if len(tags) > _MAX_PLOTS:
         print(f"rayplex plot: {len(tags)} tags match; drawing the first {_MAX_PLOTS} "
               f"(narrow --tag to choose)", file=sys.stderr)
@@ -308,7 +353,7 @@ def _plot(args: argparse.Namespace) -> int:
     FigureCanvasAgg(figure)
     for i, tag in enumerate(tags, start=1):
         axes = figure.add_subplot(nrows, ncols, i)
-        for run, (steps, values) in sorted(curves[tag].items()):
+        for run, (steps, values) in sorted(curves[tag].items(), key=lambda item: natural_key(item[0])):
             axes.plot(steps, values, label=run, linewidth=1.2)
         axes.set_title(tag, fontsize=10)
         axes.set_xlabel("step")
@@ -323,72 +368,133 @@ def _plot(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- tail
 
 
+def _last_records(lines: Iterable[str], count: int) -> list[str]:
+    """The lines of the last ``count`` records: a header line with its continuation lines."""
+    from rayplex.textlog import CONTINUATION_PREFIX
+
+    records: deque[list[str]] = deque(maxlen=count) if count > 0 else deque(maxlen=1)
+    for line in lines:
+        if line.startswith(CONTINUATION_PREFIX) and records:
+            records[-1].append(line)
+        else:
+            records.append([line])
+    return [line for record in records for line in record] if count > 0 else []
+
+
 def _tail(args: argparse.Namespace) -> int:
     from rayplex import textlog
     from rayplex.read import check_logdir
-    from rayplex.terminal import escape_controls
+    from rayplex.terminal import color_enabled, escape_controls
     from rayplex.tfrecord import NotRegularFileError, open_regular
 
     path = check_logdir(args.logdir) / "logs" / "all.log"
     if args.level is not None:
         textlog.parse_level(args.level)  # a bad level is an error before anything prints
     tty = sys.stdout.isatty()
+    colour = color_enabled(sys.stdout)
     out = sys.stdout
 
     def display(line: str) -> str:
         # On a terminal, log text must not drive it: escape controls, then add our own colours.
-        return textlog.colorize(escape_controls(line)) if tty else line
+        if not tty:
+            return line
+        line = escape_controls(line)
+        return textlog.colorize(line) if colour else line
+
+    def backlog() -> Iterator[str]:
+        try:
+            binary = open_regular(path)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"no text logs in {args.logdir}: {path} does not exist") from None
+        with io.TextIOWrapper(binary, encoding="utf-8", errors="replace") as file:
+            lines: Iterable[str] = textlog.filter_lines(file, client=args.client, level=args.level)
+            if args.lines is not None:
+                lines = _last_records(lines, args.lines)
+            yield from lines
 
     try:
         if args.follow:
             if path.exists() and not path.is_file():
                 raise NotRegularFileError(f"{str(path)!r} is not a regular file")
-            lines = textlog.filter_lines(_follow(path), client=args.client, level=args.level)
+            from_start = args.lines is None or not path.exists()
+            if not from_start:
+                for line in backlog():
+                    out.write(display(line))
+                out.flush()
+            lines = textlog.filter_lines(_follow(path, from_start=from_start), client=args.client,
+                                         level=args.level)
             for line in lines:
                 out.write(display(line))
                 out.flush()
         else:
-            try:
-                binary = open_regular(path)
-            except FileNotFoundError:
-                raise FileNotFoundError(
-                    f"no text logs in {args.logdir}: {path} does not exist") from None
-            with io.TextIOWrapper(binary, encoding="utf-8", errors="replace") as file:
-                for line in textlog.filter_lines(file, client=args.client, level=args.level):
-                    out.write(display(line))
+            for line in backlog():
+                out.write(display(line))
     except KeyboardInterrupt:
         return 0
     return 0
 
 
-def _follow(path: os.PathLike[str]) -> Any:
+def _follow(path: os.PathLike[str], from_start: bool = True) -> Any:
     """``textlog.follow`` (a seam for tests, which need to stop it)."""
     from rayplex.textlog import follow
 
-    return follow(path)
+    return follow(path, from_start=from_start)
 
 
 # ----------------------------------------------------------------------------- parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rayplex", description="Distributed logging on Ray.")
-    commands = parser.add_subparsers(dest="command", required=True)
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, unless it has none (``None``, a flag's ``False``) or the
+    help text already says it."""
 
-    demo = commands.add_parser("demo", help="log from ~50 Ray tasks and actors into one logdir")
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from rayplex import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="rayplex", description="Distributed logging on Ray.", formatter_class=_HelpFormatter,
+        epilog="exit codes: 0 success, 1 error, 2 usage error. NO_COLOR=1 turns colours off.")
+    parser.add_argument("--version", action="version", version=f"rayplex {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     title="commands")
+
+    def command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return commands.add_parser(name, formatter_class=_HelpFormatter, **kwargs)
+
+    demo = command("demo", help="log from ~50 Ray tasks and actors into one logdir",
+                   description="Start a local Ray (or join --address), log from agent tasks, "
+                               "evaluator actors and a learner for --seconds, then print how to "
+                               "view the logdir.")
     demo.add_argument("--logdir", default="./rayplex_logs/demo", help="where to write")
     demo.add_argument("--workers", type=int, default=40, help="agent tasks (indexed group)")
     demo.add_argument("--evaluators", type=int, default=8, help="evaluator actors (combined group)")
     demo.add_argument("--seconds", type=float, default=20.0, help="how long to log")
-    demo.add_argument("--address", default=None, help="join an existing Ray cluster")
+    demo.add_argument("--address", default=None,
+                      help="join this Ray cluster (default: start a local Ray)")
     demo.add_argument("--board", action="store_true", help="then serve the logdir with TensorBoard")
     demo.add_argument("--port", type=int, default=6006, help="TensorBoard's port with --board")
     demo.add_argument("--host", default="127.0.0.1", help="TensorBoard's address with --board")
     demo.set_defaults(func=_demo)
 
-    board = commands.add_parser(
+    board = command(
         "board", help="serve a logdir with TensorBoard",
-        description="Start TensorBoard on LOGDIR/tensorboard, print its URL and wait (Ctrl-C stops).",
+        description="Start TensorBoard on LOGDIR/tensorboard, print its URL and wait (Ctrl-C "
+                    "or SIGTERM stops it and TensorBoard).",
     )
     _add_logdir(board)
     board.add_argument("--port", type=int, default=6006, help="port to serve on; 0 picks a free one")
@@ -396,7 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="address to bind; 0.0.0.0 serves other machines too")
     board.set_defaults(func=_board)
 
-    ls = commands.add_parser(
+    ls = command(
         "ls", help="an experiment at a glance",
         description="Groups, runs, tags (last step, points), artifacts, text logs and sizes.",
     )
@@ -404,7 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--all", action="store_true", help=f"show every row (default: {_ROWS_SHOWN} per table)")
     ls.set_defaults(func=_ls)
 
-    export = commands.add_parser(
+    export = command(
         "export", help="scalars to CSV, JSON or Parquet",
         description="Write the columns run, tag, step, wall_time, value to stdout (csv, json) or "
                     "to -o FILE.",
@@ -413,21 +519,20 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=_FORMATS,
                         help="output format (default: from -o's suffix, else csv)")
     _add_selection(export)
-    export.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    export.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
     export.set_defaults(func=_export)
 
-    plot = commands.add_parser(
+    plot = command(
         "plot", help="draw scalar curves into a PNG",
         description="One chart per matching tag, one line per run.",
     )
     _add_logdir(plot)
     _add_selection(plot, tag_required=True)
-    plot.add_argument("-o", "--output", metavar="FILE", default="scalars.png",
-                      help="image file (default: scalars.png)")
-    plot.add_argument("--dpi", type=int, default=100, help="resolution (default: 100)")
+    plot.add_argument("-o", "--output", metavar="FILE", default="scalars.png", help="image file")
+    plot.add_argument("--dpi", type=int, default=100, help="resolution")
     plot.set_defaults(func=_plot)
 
-    tail = commands.add_parser(
+    tail = command(
         "tail", help="print the text logs, filtered",
         description="Print LOGDIR/logs/all.log, keeping the records of one client or group and/or "
                     "those at or above a level.",
@@ -435,13 +540,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_logdir(tail)
     tail.add_argument("--client", metavar="ID", help="a client 'agent/3' or a whole group 'agent'")
     tail.add_argument("--level", metavar="LEVEL", help="minimum level: WARNING, INFO5, 15, ...")
+    tail.add_argument("-n", "--lines", type=_count, metavar="N",
+                      help="only the last N records, a record with its continuation lines "
+                           "(default: all)")
     tail.add_argument("-f", "--follow", action="store_true", help="keep printing new lines (Ctrl-C stops)")
     tail.set_defaults(func=_tail)
     return parser
 
 
+def _unknown_command(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """A misspelt command is a usage error (exit 2) that suggests the closest one."""
+    # The top-level options (-h, --version) take no value: the first other word is the command.
+    word = next((arg for arg in argv if not arg.startswith("-")), None)
+    if word is None or word in COMMANDS:
+        return
+    close = difflib.get_close_matches(word, COMMANDS, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else f" (choose from {', '.join(COMMANDS)})"
+    parser.error(f"unknown command {word!r}{hint}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _unknown_command(parser, argv)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

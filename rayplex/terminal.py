@@ -13,9 +13,11 @@ Example:
 
 from __future__ import annotations
 
+import os
 import re
+from typing import TextIO
 
-__all__ = ["escape_controls"]
+__all__ = ["color_enabled", "escape_controls"]
 
 # Unicode category Cc (C0, DEL, C1) except tab and newline, plus the line and paragraph
 # separators; a newline is escaped too unless it ends the text (see escape_controls).
@@ -50,3 +52,20 @@ def escape_controls(text: str) -> str:
     if text.endswith("\n"):
         return _CONTROLS.sub(_escape, text[:-1]) + "\n"
     return _CONTROLS.sub(_escape, text)
+
+
+def color_enabled(stream: TextIO) -> bool:
+    """Whether to colour what goes to ``stream``: only a terminal, and never when the
+    ``NO_COLOR`` environment variable is set to anything but the empty string (no-color.org).
+
+    Example:
+        >>> import io
+        >>> color_enabled(io.StringIO())
+        False
+    """
+    if os.environ.get("NO_COLOR", ""):
+        return False
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a closed or stream-like object
+        return False

@@ -253,7 +253,8 @@ def test_tail_without_text_logs_says_so(tmp_path, capsys):
 def test_tail_follow_prints_lines_appended_later(tmp_path, monkeypatch, capsys):
     (tmp_path / "tensorboard").mkdir()
     stop = threading.Event()
-    monkeypatch.setattr(cli, "_follow", lambda path: follow(path, poll_s=0.05, stop=stop))
+    monkeypatch.setattr(cli, "_follow", lambda path, from_start=True: follow(
+        path, poll_s=0.05, stop=stop, from_start=from_start))
     files = LogFiles(tmp_path / "logs")
     files.write(LOG_LINES[:1])
     result: list[int] = []
@@ -343,11 +344,16 @@ def _hostile_logdir(root: Path) -> Path:
     return root
 
 
-def _tail_on_a_terminal(logdir: Path) -> str:
-    """What ``rayplex tail`` writes when its stdout is a terminal (a pty)."""
+def _tail_on_a_terminal(logdir: Path, *argv: str, no_color: bool = False) -> str:
+    """What ``rayplex tail`` (or ``rayplex ARGV`` when given) writes when its stdout is a
+    terminal (a pty)."""
     master, slave = os.openpty()
     env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
-    proc = subprocess.Popen([sys.executable, "-m", "rayplex.cli", "tail", str(logdir)],
+    env.pop("NO_COLOR", None)
+    if no_color:
+        env["NO_COLOR"] = "1"
+    argv = argv or ("tail", str(logdir))
+    proc = subprocess.Popen([sys.executable, "-m", "rayplex.cli", *argv],
                             cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=slave,
                             stderr=subprocess.PIPE)
     os.close(slave)
@@ -434,3 +440,215 @@ def test_the_readers_see_what_the_cli_exports(logdir, capsys):
     main(["export", logdir, "--format", "json", "--tag", "main/loss"])
     exported = [ScalarRow(**r) for r in json.loads(capsys.readouterr().out)]
     assert exported == list(read_scalars(logdir, tag="main/loss"))
+
+
+# ----------------------------------------------------------------------------- conventions
+
+
+def test_version_prints_the_package_version(capsys):
+    import rayplex
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out == f"rayplex {rayplex.__version__}\n"
+
+
+@pytest.mark.parametrize(("command", "shown"), [
+    ("demo", ["(default: ./rayplex_logs/demo)", "(default: 40)", "(default: 8)", "(default: 20.0)",
+              "(default: start a local Ray)", "(default: 6006)", "(default: 127.0.0.1)"]),
+    ("board", ["(default: 6006)", "(default: 127.0.0.1)"]),
+    ("ls", ["(default: 30 per table)"]),
+    ("export", ["(default: from -o's suffix, else csv)", "(default: stdout)"]),
+    ("plot", ["(default: scalars.png)", "(default: 100)"]),
+    ("tail", ["(default: all)"]),
+])
+def test_every_help_shows_the_defaults(command, shown, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())  # help text is wrapped at the terminal width
+    for text in shown:
+        assert text in out, text
+    assert "(default: None)" not in out and "(default: False)" not in out
+
+
+@pytest.mark.parametrize(("word", "suggestion"), [("dmeo", "demo"), ("tial", "tail"),
+                                                  ("export_", "export"), ("bord", "board")])
+def test_a_misspelt_command_suggests_the_closest_and_exits_2(word, suggestion, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([word, str(tmp_path)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: rayplex")
+    assert f"rayplex: error: unknown command {word!r}; did you mean {suggestion!r}?" in err
+
+
+def test_an_unknown_word_lists_the_commands(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["xyzzy"])
+    assert exit_.value.code == 2
+    assert "unknown command 'xyzzy' (choose from demo, board, ls, export, plot, tail)" in (
+        capsys.readouterr().err)
+
+
+def test_exit_codes_are_0_for_success_1_for_errors_and_2_for_usage(logdir, tmp_path, capsys):
+    assert main(["ls", logdir]) == 0
+    assert main(["ls", str(tmp_path / "missing")]) == 1
+    with pytest.raises(SystemExit) as exit_:
+        main(["ls", logdir, "--no-such-option"])
+    assert exit_.value.code == 2
+    with pytest.raises(SystemExit) as exit_:
+        main(["tail", logdir, "-n", "-1"])
+    assert exit_.value.code == 2
+    assert "must be 0 or more" in capsys.readouterr().err
+
+
+def test_the_installed_command_exits_with_2_on_a_misspelt_command():
+    done = _run_cli("dmeo", capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "did you mean 'demo'?" in done.stderr and done.stdout == ""
+
+
+# ----------------------------------------------------------------------------- tail -n
+
+
+def test_tail_n_keeps_the_last_records_with_their_continuation_lines(logdir, capsys):
+    assert main(["tail", logdir, "-n", "3"]) == 0
+    assert capsys.readouterr().out == _text(LOG_LINES[2:])
+    assert main(["tail", logdir, "-n", "4"]) == 0
+    assert capsys.readouterr().out == _text(LOG_LINES[1:])  # "slow step" with its second line
+
+
+def test_tail_n_counts_after_filtering(logdir, capsys):
+    assert main(["tail", logdir, "--client", "agent/3", "-n", "1"]) == 0
+    assert capsys.readouterr().out == _text(LOG_LINES[2:3])
+    assert main(["tail", logdir, "--level", "WARNING", "--lines", "5"]) == 0
+    assert capsys.readouterr().out == _text([LOG_LINES[1], LOG_LINES[3]])
+
+
+def test_tail_n_0_prints_nothing_and_more_than_there_are_prints_all(logdir, capsys):
+    assert main(["tail", logdir, "-n", "0"]) == 0
+    assert capsys.readouterr().out == ""
+    assert main(["tail", logdir, "-n", "1000"]) == 0
+    assert capsys.readouterr().out == _text(LOG_LINES)
+
+
+def test_tail_n_with_follow_prints_the_last_records_then_new_ones(tmp_path, monkeypatch, capsys):
+    (tmp_path / "tensorboard").mkdir()
+    stop = threading.Event()
+    monkeypatch.setattr(cli, "_follow", lambda path, from_start=True: follow(
+        path, poll_s=0.05, stop=stop, from_start=from_start))
+    files = LogFiles(tmp_path / "logs")
+    files.write(LOG_LINES[:3])
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(main(
+        ["tail", str(tmp_path), "-n", "1", "--follow"])))
+    thread.start()
+    try:
+        out = ""
+        deadline = time.monotonic() + 10
+        while out != _text(LOG_LINES[2:3]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            out += capsys.readouterr().out
+        assert out == _text(LOG_LINES[2:3])
+        files.write(LOG_LINES[3:])
+        expected = _text(LOG_LINES[2:])
+        while out != expected and time.monotonic() < deadline:
+            time.sleep(0.05)
+            out += capsys.readouterr().out
+        assert out == expected
+    finally:
+        stop.set()
+        thread.join(10)
+        files.close()
+    assert result == [0]
+
+
+# ----------------------------------------------------------------------------- natural order
+
+
+def test_natural_key_orders_numbers_by_value():
+    names = ["agent/10", "agent/2", "agent/1", "agent/reward/16-23", "agent/reward/8-15",
+             "agent/reward/0-7", "learner", "agent/summary"]
+    assert sorted(names, key=cli.natural_key) == [
+        "agent/1", "agent/2", "agent/10", "agent/reward/0-7", "agent/reward/8-15",
+        "agent/reward/16-23", "agent/summary", "learner"]
+
+
+@pytest.fixture(scope="module")
+def many_agents(tmp_path_factory):
+    """Runs agent/0..agent/11 in bins of 4 (tags agent/reward/0-3, 4-7, 8-11), one point each."""
+    root = tmp_path_factory.mktemp("natural") / "exp"
+    for index in range(12):
+        low = index // 4 * 4
+        writer = EventWriter(root / "tensorboard" / f"agent/{index}")
+        writer.write(ScalarTemplate(tag_header(f"agent/reward/{low}-{low + 3}")).record(
+            WALL, 0, float(index)))
+        writer.close()
+    with LogFiles(root / "logs") as files:
+        files.write([LogLine(WALL, 20, "agent/10", "1a2b3c4d", 1, "env", "x"),
+                     LogLine(WALL, 20, "agent/2", "1a2b3c4d", 1, "env", "x"),
+                     LogLine(WALL, 20, "rayplex/hub", "hub", 1, "rayplex.hub", "hub started")])
+    return str(root)
+
+
+def test_ls_lists_runs_tags_and_log_files_in_natural_order(many_agents, capsys):
+    assert main(["ls", many_agents]) == 0
+    out = capsys.readouterr().out
+    cells = [line.strip("│ ").split("│")[0].strip() for line in out.splitlines()
+             if line.startswith("│")]
+    runs = [c for c in cells if c.startswith("agent/") and "reward" not in c]
+    assert runs == [f"agent/{i}" for i in range(12)]
+    assert [c for c in cells if c.startswith("agent/reward/")] == [
+        "agent/reward/0-3", "agent/reward/4-7", "agent/reward/8-11"]
+    assert [c for c in cells if c.startswith("logs/agent/")] == ["logs/agent/2.log",
+                                                                 "logs/agent/10.log"]
+
+
+def test_ls_explains_the_hubs_own_rayplex_group_instead_of_listing_it(many_agents, capsys):
+    assert main(["ls", many_agents]) == 0
+    out = capsys.readouterr().out
+    assert " 1 groups, " in out.splitlines()[0]  # agent only
+    assert not [line for line in out.splitlines() if line.startswith("│ rayplex ")]
+    assert "also rayplex/: the hub's own log lines (client rayplex/hub, logs/rayplex/hub.log)" in out
+    assert "logs/rayplex/hub.log" in out
+
+
+def test_plot_draws_the_charts_in_natural_order(many_agents, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    drawn: list[tuple[str, list[str]]] = []
+    save = Figure.savefig
+
+    def record(self, *args, **kwargs):
+        for axes in self.axes:
+            drawn.append((axes.get_title(), [line.get_label() for line in axes.get_lines()]))
+        return save(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", record)
+    assert main(["plot", many_agents, "--tag", "agent/reward/*", "-o", str(tmp_path / "r.png")]) == 0
+    assert [title for title, _ in drawn] == ["agent/reward/0-3", "agent/reward/4-7",
+                                             "agent/reward/8-11"]
+    assert drawn[2][1] == ["agent/8", "agent/9", "agent/10", "agent/11"]
+
+
+# ----------------------------------------------------------------------------- NO_COLOR
+
+
+def test_tail_on_a_terminal_is_coloured_unless_no_color_is_set(tmp_path):
+    logdir = tmp_path / "exp"
+    (logdir / "tensorboard").mkdir(parents=True)
+    with LogFiles(logdir / "logs") as files:
+        files.write(LOG_LINES)
+    coloured = _tail_on_a_terminal(logdir)
+    assert "\x1b[" in coloured
+    plain = _tail_on_a_terminal(logdir, no_color=True)
+    assert "\x1b" not in plain
+    assert plain == _text(LOG_LINES)
+
+
+def test_ls_on_a_terminal_has_no_escape_codes_when_no_color_is_set(logdir):
+    assert "\x1b[" in _tail_on_a_terminal(Path(logdir), "ls", logdir)
+    assert "\x1b" not in _tail_on_a_terminal(Path(logdir), "ls", logdir, no_color=True)
