@@ -552,6 +552,11 @@ class ArtifactStore:
                     self._verified_chunk_files.pop(key, None)
                     os.lseek(fd, 0, os.SEEK_SET)
                     _, good_end, problem = decode_chunks(_read_all(fd))
+                    if problem is not None and good_end == 0:
+                        raise ValueError(
+                            f"refusing to append to {norm!r}: it was not written with "
+                            "append=True (it holds no appended chunk); save to another path"
+                        )
                     if problem is not None:
                         warnings.warn(
                             TornChunkWarning(

@@ -20,7 +20,6 @@ NAMESPACE = "rayplex"
 """The Ray namespace that holds every rayplex actor."""
 
 DEFAULT_HUB = "default"
-RECORD_BYTES_ESTIMATE = 128
 OVERFLOW_POLICIES = ("spill", "drop_oldest", "block")
 
 
@@ -33,8 +32,11 @@ class Config:
     batch_records: int = 20_000
     """A worker ships early once this many records are buffered (``RAYPLEX_BATCH_RECORDS``)."""
     max_buffer_mb: float = 256.0
-    """A worker's buffer bound in MB, counted as 128 bytes per queued record
-    (``RAYPLEX_MAX_BUFFER_MB``)."""
+    """A worker's buffer bound in MiB: what is queued, spilled but not yet replayed, and in
+    flight to the hub, counted in bytes (``RAYPLEX_MAX_BUFFER_MB``)."""
+    node_buffer_mb: float = 256.0
+    """A node buffer's bound in MiB on the batches it holds for the hub; senders wait beyond it
+    (``RAYPLEX_NODE_BUFFER_MB``)."""
     overflow: str = "spill"
     """What a full buffer does (``RAYPLEX_OVERFLOW``): ``spill`` the oldest half to a local file
     and replay it when the hub is back, ``drop_oldest``, or ``block`` the log call."""
@@ -50,12 +52,33 @@ class Config:
     fsync: bool = False
     """``os.fsync`` event files after each batch, for durability across machine crashes
     (``RAYPLEX_FSYNC``); by default data is durable across process crashes."""
+    summary_silent_s: float | None = None
+    """A worker that sent no ``store_metrics`` summary for this long no longer holds back its
+    group's summaries; default ten flush intervals (``RAYPLEX_SUMMARY_SILENT_S``)."""
+    log_max_bytes: int = 0
+    """Rotate text logs at this size; 0 never rotates (``RAYPLEX_LOG_MAX_BYTES``)."""
+    max_open_files: int = 0
+    """Event files the hub keeps open at once; 0 picks a quarter of the fd limit
+    (``RAYPLEX_MAX_OPEN_FILES``)."""
+    get_logger_timeout_s: float = 0.5
+    """How long ``get_logger`` waits for the group registry before it goes on with the groups
+    it knows; never longer, whatever the hub does (``RAYPLEX_GET_LOGGER_TIMEOUT_S``)."""
     hub: str = DEFAULT_HUB
     """The experiment (hub name) that ``get_logger`` talks to by default (``RAYPLEX_HUB``)."""
 
     @property
-    def max_buffer_records(self) -> int:
-        return max(1000, int(self.max_buffer_mb * 2**20 / RECORD_BYTES_ESTIMATE))
+    def max_buffer_bytes(self) -> int:
+        return max(2**20, int(self.max_buffer_mb * 2**20))
+
+    @property
+    def node_buffer_bytes(self) -> int:
+        return max(2**20, int(self.node_buffer_mb * 2**20))
+
+    @property
+    def effective_summary_silent_s(self) -> float:
+        if self.summary_silent_s is None:
+            return 10 * self.flush_interval_s
+        return self.summary_silent_s
 
     @property
     def effective_summary_delay_s(self) -> float:

@@ -160,7 +160,6 @@ def _init_logged(init: Callable[..., Any], self: Any, template: str, hub: str | 
     _actor_logger = logger
     if capture_logging:
         _capture(logger)
-    _announce_actor(logger)
     if logger_arg in signature.parameters and bound.arguments.get(logger_arg) is None:
         bound.arguments[logger_arg] = logger
     self._rayplex_logger = logger
@@ -184,18 +183,6 @@ def _wrap_class(cls: type, template: str, hub: str | None, logger_arg: str,
     return type(cls.__name__, (cls,), namespace)
 
 
-def _announce_actor(logger: Logger) -> None:
-    """Tell the hub how to reach this actor, so that ``rayplex.flush()`` can flush it."""
-    import ray
-
-    try:
-        handle = ray.get_runtime_context().current_actor
-    except Exception:  # not inside an actor (a plain class instantiated locally)
-        return
-    transport = logger._transport
-    transport._hub.hello.remote(transport.sender, handle)
-
-
 def _capture(logger: Logger) -> Callable[[], None] | None:
     """Forward the root logger's records to ``logger`` (Loggerplex); returns an undo function."""
     handler_factory = getattr(logger, "log_handler", None)
@@ -205,7 +192,7 @@ def _capture(logger: Logger) -> Callable[[], None] | None:
     root = logging.getLogger()
     root.addHandler(handler)
     old_level = root.level
-    wanted = logger._transport.log_level
+    wanted = logger._session.log_level
     if root.level > wanted:
         root.setLevel(wanted)  # records below the root's level would never reach the handler
 

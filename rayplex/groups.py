@@ -196,7 +196,8 @@ class GroupRegistry:
         if spec.kind == INDEXED:
             index = int(name)
             return Route(client_id, f"{group}/{index}", group, "/" + bin_for(index, spec.bin_size), True)
-        assert spec.bin_fn is not None
+        if spec.bin_fn is None:  # restored after a hub restart: the driver re-registers it
+            return Route(client_id, f"{group}/{name}", group, "/" + _clean(name), True)
         try:
             bin_name = spec.bin_fn(name)
         except Exception as exc:

@@ -15,8 +15,7 @@ from rayplex import actors
 from rayplex.config import config
 from rayplex.errors import HubNotFoundError, LogdirConflictError
 from rayplex.groups import GroupSpec
-from rayplex.logger import forget_loggers
-from rayplex.transport import drop_transport, existing_transport
+from rayplex.session import end_session, existing_session, mark_used, used_experiments
 
 log = logging.getLogger("rayplex")
 
@@ -42,9 +41,9 @@ class HubHandle:
 
     def _register(self, spec: GroupSpec) -> HubHandle:
         ray.get(self.actor.register_group.remote(spec))
-        transport = existing_transport(self.name)
-        if transport is not None:
-            transport.refresh_registry()
+        session = existing_session(self.name)
+        if session is not None:  # so that get_logger here checks against the new groups
+            session.encoder.adopt(ray.get(self.actor.get_registry.remote()))
         return self
 
     def register_normal_group(self, name: str) -> HubHandle:
@@ -93,26 +92,38 @@ def init(logdir: str | os.PathLike[str], name: str | None = None, *,
     """Get or create the hub of experiment ``name`` writing under ``logdir``.
 
     Starts a local Ray if none is initialized. Idempotent for the same logdir. The hub runs
-    on this driver's node, so ``logdir`` is a path on this machine.
+    on this driver's node, so ``logdir`` is a path on this machine. The logdir and options are
+    checked here, in the driver, before anything starts.
 
     Example:
         >>> import ray, rayplex, tempfile
-        >>> _ = ray.init(ignore_reinit_error=True)
+        >>> _ = ray.init(address="local", ignore_reinit_error=True)
         >>> hub = rayplex.init(tempfile.mkdtemp(), name="doc")
         >>> hub.shutdown()
 
     Raises:
-        LogdirConflictError: if a hub of that name already writes to another logdir.
-        ValueError: if ``name`` is not a valid experiment name.
+        LogdirConflictError: if a hub of that name already writes to another logdir, or another
+            live hub owns this logdir.
+        ValueError: if ``name`` or ``log_level`` is invalid, or ``logdir`` is a file or cannot
+            be created.
+        TypeError: if ``logdir`` is not a path.
     """
     from rayplex.rules import validate_part
+    from rayplex.textlog import parse_level
 
     name = validate_part(name or config().hub, "experiment name")
     if not isinstance(logdir, (str, os.PathLike)):
         raise TypeError(f"logdir must be a path, got {type(logdir).__name__}")
-    path = os.path.abspath(os.path.expanduser(os.fspath(logdir)))
+    try:
+        parse_level(log_level)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"log_level {log_level!r} is not a level name such as 'INFO', "
+                         "'DEBUG' or 'INFO5'") from exc
+    path = os.path.realpath(os.path.expanduser(os.fspath(logdir)))
+    _check_logdir(path)
     if not ray.is_initialized():
         ray.init()
+    _check_owner(path, name)
     node_id = ray.get_runtime_context().get_node_id()
     actor = actors.get_or_create_hub(name, path, node_id, log_level)
     info = ray.get(actor.info.remote())
@@ -122,7 +133,49 @@ def init(logdir: str | os.PathLike[str], name: str | None = None, *,
             f"rayplex.init({path!r}, name='<another name>') for a second experiment, or call "
             f"rayplex.shutdown(name={name!r}) first."
         )
+    mark_used(name)
     return HubHandle(name, path, actor)
+
+
+def _check_logdir(path: str) -> None:
+    """The hub creates the logdir; check here that it can, so a mistake is one clear error in
+    the driver instead of a dead actor."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"logdir {path!r} exists and is not a directory")
+    ancestor = path
+    while not os.path.exists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        raise ValueError(f"logdir {path!r} cannot be created: {ancestor!r} is not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ValueError(f"logdir {path!r} cannot be created or written: no permission on "
+                         f"{ancestor!r}")
+
+
+def _check_owner(path: str, name: str) -> None:
+    """Refuse a logdir that another live hub owns (its ``.rayplex/owner.json``)."""
+    import json
+
+    from rayplex.actors.hub import OWNER_FILE
+    from rayplex.actors.writer import STATE_DIR
+
+    try:
+        with open(os.path.join(path, STATE_DIR, OWNER_FILE), encoding="utf-8") as f:
+            owner = json.load(f)
+        owner_name, owner_actor = str(owner["name"]), str(owner["actor"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # no owner, or not readable: the hub takes it over
+    if owner_name == name:
+        return
+    try:
+        live = actors.actor_identity(actors.get_hub(owner_name)) == owner_actor
+    except HubNotFoundError:
+        live = False
+    if live:
+        raise LogdirConflictError(
+            f"logdir {path!r} belongs to the running rayplex hub {owner_name!r}; use "
+            f"rayplex.init({path!r}, name={owner_name!r}) to log into it, another logdir, or "
+            f"rayplex.shutdown(name={owner_name!r}) first")
 
 
 def _hub_names(name: str | None) -> list[str]:
@@ -142,27 +195,37 @@ def _node_buffers(name: str) -> list[Any]:
     return handles
 
 
-def _flush_one(name: str, timeout: float) -> None:
+def _flush_one(name: str, timeout: float) -> list[str]:
+    """Flush experiment ``name`` everywhere within about ``timeout`` seconds; returns the
+    senders that could not be flushed in time."""
     hub = actors.get_hub(name)
-    transport = existing_transport(name)
-    if transport is not None:
-        transport.flush(timeout)
-    senders = ray.get(hub.get_actor_senders.remote())
-    refs = {sender: handle._rayplex_flush.remote(timeout) for sender, handle in senders.items()}
-    for sender, ref in refs.items():
-        try:
-            ray.get(ref, timeout=timeout)
-        except ray.exceptions.RayActorError:
-            hub.forget_sender.remote(sender)  # the actor is gone; what it flushed is on disk
-        except Exception as exc:
-            log.warning("rayplex: could not flush actor sender %s: %s", sender[:8], exc)
-    ray.get([nb.flush.remote() for nb in _node_buffers(name)], timeout=timeout)
-    ray.get(hub.flush.remote(), timeout=timeout)
+    session = existing_session(name)
+    if session is not None and session.closed is None:
+        session.flush(timeout)
+    buffers = _node_buffers(name)
+    late: list[str] = []
+    refs = [nb.flush_senders.remote(timeout) for nb in buffers]
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout + 5)
+    for ref in refs:
+        if ref in ready:
+            try:
+                late += ray.get(ref)
+            except Exception as exc:
+                late.append(f"node buffer ({exc.__class__.__name__})")
+        else:
+            late.append("node buffer (no answer)")
+    ray.get(hub.flush.remote(), timeout=timeout + 5)
+    if late:
+        log.warning("rayplex: flushed experiment %r, but these senders did not answer within "
+                    "%.0f s: %s", name, timeout, ", ".join(sorted(late)))
+    return late
 
 
 def flush(name: str | None = None, timeout: float = _GLOBAL_FLUSH_TIMEOUT_S) -> None:
-    """Write out everything logged so far: this process, every live ``@rayplex.logged`` actor,
-    every node buffer and the hub. Tasks flush by themselves when they return.
+    """Write out everything logged so far: this process (pending ``log()`` rows too), every
+    live sender on every node (tasks, actors, other drivers: asked through their node buffer,
+    all at once), and the hub. Returns within about ``timeout`` + 5 s; senders that did not
+    answer in time are named in a warning. Tasks flush by themselves when they return.
 
     Example:
         >>> rayplex.flush()  # doctest: +SKIP
@@ -170,31 +233,43 @@ def flush(name: str | None = None, timeout: float = _GLOBAL_FLUSH_TIMEOUT_S) -> 
     Raises:
         HubNotFoundError: if ``name`` is given and no such hub runs.
     """
-    for hub_name in _hub_names(name if name is not None else None):
+    names = [name] if name is not None else [n for n in used_experiments()
+                                               if n in _hub_names(None)]
+    for hub_name in names:
         _flush_one(hub_name, timeout)
 
 
-def shutdown(name: str | None = None, timeout: float = _GLOBAL_FLUSH_TIMEOUT_S) -> None:
-    """Flush everything, then stop the hub and node buffers of ``name`` (default: every
-    experiment whose transport this process used, or the default one). Safe to call twice.
+def shutdown(name: str | None = None, timeout: float = _GLOBAL_FLUSH_TIMEOUT_S, *,
+             all: bool = False) -> None:  # noqa: A002 - the documented keyword
+    """Flush, then stop the hub and node buffers of the experiments this process initialised
+    or logged to (``name``: that one; ``all=True``: every experiment in the cluster). Loggers
+    of a stopped experiment raise :class:`~rayplex.errors.RayplexError` from then on. Safe to
+    call twice.
 
     Example:
         >>> rayplex.shutdown()  # doctest: +SKIP
     """
     if not ray.is_initialized():
         return
-    names = [name] if name is not None else _hub_names(None)
+    if all:
+        names = _hub_names(None)
+    elif name is not None:
+        names = [name]
+    else:
+        names = used_experiments()
     for hub_name in names:
+        reason = (f"experiment {hub_name!r} was shut down; call rayplex.get_logger again "
+                  "after rayplex.init")
         try:
             hub = actors.get_hub(hub_name)
         except HubNotFoundError:
-            drop_transport(hub_name)
-            forget_loggers(hub_name)
+            end_session(hub_name, reason)
             continue
         try:
             _flush_one(hub_name, timeout)
         except Exception as exc:
             log.warning("rayplex: flushing %r before shutdown failed: %s", hub_name, exc)
+        end_session(hub_name, reason)
         try:
             ray.get(hub.close.remote(), timeout=timeout)
         except Exception as exc:
@@ -202,8 +277,6 @@ def shutdown(name: str | None = None, timeout: float = _GLOBAL_FLUSH_TIMEOUT_S) 
         for nb in _node_buffers(hub_name):
             ray.kill(nb, no_restart=True)
         ray.kill(hub, no_restart=True)
-        drop_transport(hub_name)
-        forget_loggers(hub_name)
         _wait_until_gone(hub_name, timeout)
 
 

@@ -2,7 +2,7 @@
 
 A log call validates its arguments here, on the caller's side (a clear exception at the call
 site), appends one small tuple to this process's buffer and returns; it never waits on the
-network. See :mod:`rayplex.transport` for what happens next.
+network. See :mod:`rayplex.session` for what happens next.
 """
 
 from __future__ import annotations
@@ -29,20 +29,15 @@ from rayplex import media
 from rayplex.artifacts import decode_chunks, safe_relpath
 from rayplex.config import config
 from rayplex.errors import RayplexError
+from rayplex.items import ITEM_OVERHEAD, SCALAR_NBYTES, FixedValue, Line, PartialItem, Scalar, Value
+from rayplex.items import nbytes as item_nbytes
 from rayplex.records import Partial
 from rayplex.rules import check_step, split_client_id, validate_logger_name, validate_tag
+from rayplex.session import Session, session_for
 from rayplex.stats import DEFAULT_STATS, MetricsWindow, PartialStats
 from rayplex.textlog import FINE_LEVELS, format_line, line_from_record
-from rayplex.transport import (
-    FIXED_VALUE,
-    LOGLINE,
-    PARTIAL,
-    SCALAR,
-    VALUE,
-    Transport,
-    existing_transport,
-    transport_for,
-)
+
+_new = tuple.__new__
 
 
 def _scalar(tag: str, value: Any) -> float:
@@ -87,13 +82,13 @@ class Logger:
         >>> log.flush()
     """
 
-    def __init__(self, client_id: str, hub: str, transport: Transport, echo: bool = False) -> None:
+    def __init__(self, client_id: str, hub: str, session: Session, echo: bool = False) -> None:
         self.client_id = client_id
         self.group, self.name = split_client_id(client_id)
         self.hub = hub
         self.echo = echo
-        self._transport = transport
-        self._put = transport.put
+        self._session = session
+        self._put = session.put
         self._steps: dict[str, int] = {}
         self._tags_ok: set[str] = set()
         self._window = MetricsWindow()
@@ -120,8 +115,8 @@ class Logger:
     def _put_value(self, tag: str, payload: bytes, step: Any, walltime: Any) -> None:
         if tag not in self._tags_ok:
             self._check_tag(tag)
-        self._put((VALUE, self.client_id, tag, self._next_step(tag, step), _walltime(walltime),
-                   payload))
+        self._put(_new(Value, (self.client_id, tag, self._next_step(tag, step),
+                               _walltime(walltime), payload)), ITEM_OVERHEAD + len(payload))
 
     # ---------------------------------------------------------- TensorBoard
     def add_scalar(self, tag: str, value: Any, step: int | None = None,
@@ -148,8 +143,9 @@ class Logger:
         elif type(step) is not int or not -9223372036854775808 <= step <= 9223372036854775807:
             step = check_step(step)
         self._steps[tag] = step
-        self._put((SCALAR, self.client_id, tag, step,
-                   time.time() if walltime is None else _walltime(walltime), value))
+        self._put(_new(Scalar, (self.client_id, tag, step,
+                                time.time() if walltime is None else _walltime(walltime), value)),
+                  SCALAR_NBYTES)
 
     def add_scalars(self, scalars: Mapping[str, Any], step: int | None = None,
                     walltime: float | None = None) -> None:
@@ -257,10 +253,12 @@ class Logger:
         run = f"hparams/{self.group}/{self.name}"
         wt = time.time()
         for tag, payload in values:
-            self._put((FIXED_VALUE, self.client_id, tag, 0, wt, payload, run))
+            self._put(FixedValue(self.client_id, tag, 0, wt, payload, run),
+                      ITEM_OVERHEAD + len(payload))
         for tag, value in metrics.items():
             payload = b"\x15" + struct.pack("<f", _scalar(tag, value))
-            self._put((FIXED_VALUE, self.client_id, tag, 0, wt, payload, run))
+            self._put(FixedValue(self.client_id, tag, 0, wt, payload, run),
+                      ITEM_OVERHEAD + len(payload))
 
     # ------------------------------------------------- ML-Logger conveniences
     def log(self, metrics: Mapping[str, Any] | None = None, *, step: int | None = None,
@@ -369,7 +367,8 @@ class Logger:
             for key, partial in window.items():
                 for stat, value in partial.summary(names).items():
                     self.add_scalar(f"{key}/{stat}", value, step=step)
-        self._put((PARTIAL, Partial(self.group, step, names, window)))
+        item = PartialItem(Partial(self.group, step, names, window, clients=(self.client_id,)))
+        self._put(item, item_nbytes(item))
 
     # -------------------------------------------------------------- artifacts
     def _artifact(self, path: str, client: str | None = None) -> str:
@@ -378,19 +377,8 @@ class Logger:
         return f"{owner}/{safe_relpath(path)}"
 
     def _call_hub(self, method: str, *args: Any) -> Any:
-        try:
-            try:
-                return ray.get(getattr(self._transport._hub, method).remote(*args))
-            except ray.exceptions.RayActorError:
-                # This process may hold the handle of a hub that was shut down and started
-                # anew (worker processes outlive experiments): look it up again, once.
-                self._transport.ensure_current_hub()
-                return ray.get(getattr(self._transport._hub, method).remote(*args))
-        except ray.exceptions.RayTaskError as exc:
-            cause = getattr(exc, "cause", None)
-            if isinstance(cause, Exception):
-                raise cause from None
-            raise
+        """A request/response operation at the hub, applied exactly once (request ids)."""
+        return self._session.call(method, *args)
 
     def save_bytes(self, data: bytes, path: str, append: bool = False) -> str:
         """Store raw bytes at ``artifacts/<group>/<name>/<path>``; returns the path on the hub.
@@ -507,11 +495,20 @@ class Logger:
         return self.save_bytes(buf.getvalue(), path)
 
     def upload_file(self, local_path: str | os.PathLike[str], path: str | None = None) -> str:
-        """Copy a file of this worker's machine into the artifact store (default: its name)."""
+        """Copy a file of this worker's machine into the artifact store (default: its name).
+
+        A ``path`` ending in ``/`` is a directory, as in ML-Logger: ``upload_file(p, "files/")``
+        stores ``files/<basename of p>``.
+        """
         local = os.fspath(local_path)
         with open(local, "rb") as f:
             data = f.read()
-        return self.save_bytes(data, path if path is not None else os.path.basename(local))
+        name = os.path.basename(local)
+        if path is None:
+            path = name
+        elif path.endswith("/"):
+            path += name
+        return self.save_bytes(data, path)
 
     # ------------------------------------------------------------ Loggerplex
     def _emit(self, level: int, msg: Any, args: tuple[Any, ...], exc_info: Any = None,
@@ -521,7 +518,7 @@ class Logger:
         # which the hub's writer applies to each line.
         if logger != "rayplex":
             validate_logger_name(logger)
-        if level < self._transport.log_level:
+        if level < self._session.log_level:
             return
         try:
             message = str(msg) % args if args else str(msg)
@@ -538,9 +535,10 @@ class Logger:
         if stack_info:
             stack = "Stack (most recent call last):\n" + "".join(traceback.format_stack()[:-2])
             exc_text = (exc_text + "\n" if exc_text else "") + stack.rstrip("\n")
-        line = (time.time(), level, self.client_id, self._transport.node_id[:8], os.getpid(),
+        line = (time.time(), level, self.client_id, self._session.node_id[:8], os.getpid(),
                 logger, message, exc_text)
-        self._put((LOGLINE, line))
+        item = Line(line)
+        self._put(item, item_nbytes(item))
         if self.echo:
             sys.stderr.write(format_line(line))
 
@@ -591,11 +589,11 @@ class Logger:
                 (default ``RAYPLEX_FLUSH_TIMEOUT_S``); the data stays buffered and is resent.
         """
         self._write_row()
-        self._transport.flush(timeout)
+        self._session.flush(timeout)
 
     def stats(self) -> dict[str, int]:
         """Delivery counters of this process: batches sent, acked, retried, records, queued."""
-        return dict(self._transport.counters, queued=len(self._transport.queue))
+        return self._session.stats()
 
 
 def _fine_level_method(level: int, name: str) -> Any:
@@ -626,14 +624,14 @@ class LogHandler(logging.Handler):
         if record.name == "rayplex" or record.name.startswith("rayplex."):
             return  # rayplex's own diagnostics stay local: no feedback loop through the hub
         logger = self.logger
-        transport = logger._transport
-        if record.levelno < transport.log_level:
+        session = logger._session
+        if record.levelno < session.log_level:
             return
         try:
-            line = line_from_record(record, logger.client_id, transport.node_id[:8])
-            logger._put((LOGLINE, tuple(line)))
+            item = Line(tuple(line_from_record(record, logger.client_id, session.node_id[:8])))
+            logger._put(item, item_nbytes(item))
             if logger.echo:
-                sys.stderr.write(format_line(line))
+                sys.stderr.write(format_line(item.line))
         except Exception:
             self.handleError(record)
 
@@ -693,18 +691,12 @@ def _print_table(title: str, values: Mapping[str, Any]) -> None:
     Console().print(table)
 
 
-_loggers: dict[tuple[str, str], Logger] = {}
 _loggers_lock = threading.Lock()
-_warned_groups: set[tuple[str, str]] = set()
 
 
 def logger_for_task(client_id: str, hub: str | None = None, echo: bool = False) -> Logger:
-    """Like :func:`get_logger`, but first checks that the hub was not replaced since this
-    worker process last used it (worker processes outlive experiments)."""
-    hub = hub or config().hub
-    transport = existing_transport(hub)
-    if transport is not None and not transport._closed and transport.ensure_current_hub():
-        forget_loggers(hub)
+    """Like :func:`get_logger`, but first checks that the experiment's hub was not replaced
+    since this worker process last used it (worker processes outlive experiments)."""
     return get_logger(client_id, hub, echo)
 
 
@@ -714,49 +706,46 @@ def get_logger(client_id: str, hub: str | None = None, echo: bool = False) -> Lo
     Works in the driver, a task or an actor, anywhere in the Ray cluster: no address needed.
     ``hub`` defaults to ``RAYPLEX_HUB`` or ``"default"``. Calling it twice with the same id in
     one process returns the same Logger. ``echo=True`` also prints its text-log lines locally.
+    It never waits on the hub for long: at most ``RAYPLEX_GET_LOGGER_TIMEOUT_S`` (0.5 s) for
+    the group registry, once per process, then it goes on with the groups it knows.
+
+    A Logger belongs to the experiment it was made for: once that experiment is shut down,
+    its log calls raise :class:`~rayplex.errors.RayplexError`.
 
     Example:
         >>> log = rayplex.get_logger("agent/3")  # doctest: +SKIP
 
     Raises:
         ValueError: if ``client_id`` is not ``<group>/<name>`` with valid parts (letters,
-            digits, ``_ - .``; an integer name in an indexed group).
+            digits, ``_ - .``; a canonical integer name in an indexed group; not a reserved
+            name).
         HubNotFoundError: if no hub of that name runs: call ``rayplex.init(logdir)`` first.
         RayplexError: if Ray is not initialized in this process.
     """
     split_client_id(client_id)
     hub = hub or config().hub
-    key = (hub, client_id)
-    logger = _loggers.get(key)
-    if logger is not None and not logger._transport._closed:
-        logger.echo = logger.echo or echo
-        return logger
     if not ray.is_initialized():
         raise RayplexError(
             "Ray is not initialized in this process: call ray.init() and then "
             "rayplex.init(logdir) before rayplex.get_logger()"
         )
-    with _loggers_lock:
-        transport = transport_for(hub)
-        if transport.ensure_current_hub():
-            forget_loggers(hub)
-        else:
-            transport.refresh_registry(max_age_s=1.0)
-        route = transport.route(client_id)  # raises ValueError for a bad id in its group
-        group = client_id.split("/", 1)[0]
-        if not route.registered and (hub, group) not in _warned_groups:
-            _warned_groups.add((hub, group))
-            warnings.warn(
-                f"rayplex: group {group!r} is not registered with hub {hub!r}; it behaves as a "
-                "normal group (register it with hub.register_*_group)",
-                stacklevel=2,
-            )
-        logger = Logger(client_id, hub, transport, echo)
-        _loggers[key] = logger
+    session = session_for(hub)
+    logger = session.loggers.get(client_id)
+    if logger is not None:
+        logger.echo = logger.echo or echo
         return logger
-
-
-def forget_loggers(hub: str) -> None:
-    """Drop this process's cached Loggers of ``hub`` (after ``rayplex.shutdown``)."""
-    for key in [k for k in _loggers if k[0] == hub]:
-        del _loggers[key]
+    with _loggers_lock:
+        route = session.encoder.registry.route(client_id)  # ValueError for a bad id in its group
+        logger = session.loggers.get(client_id)
+        if logger is None:
+            group = client_id.split("/", 1)[0]
+            if not route.registered and group not in session.warned_groups:
+                session.warned_groups.add(group)
+                warnings.warn(
+                    f"rayplex: group {group!r} is not registered with hub {hub!r}; it behaves "
+                    "as a normal group (register it with hub.register_*_group)",
+                    stacklevel=2,
+                )
+            logger = Logger(client_id, hub, session, echo)
+            session.loggers[client_id] = logger
+        return logger

@@ -7,40 +7,21 @@ or a call replayed by Ray after an actor restart).
 
 from __future__ import annotations
 
-from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
 
 @dataclass
 class Chunk:
-    """The framed events of one client, routed with the registry the worker knew (or, when
-    ``fixed``, bound to ``run`` whatever the groups say, e.g. hyper-parameter sessions).
-
-    ``tag_names[tag_index[i]]`` is the user's tag of the i-th event, so that the hub can
-    re-route the chunk if the groups were registered anew after the worker encoded it (an
-    index array, not a list of strings: it unpickles as one buffer, not one object per event).
-    """
+    """The framed events of one client for one run directory, routed and encoded by the worker
+    with the registry stamped on its batch (the hub never routes)."""
 
     client_id: str
     run: str
-    prefix: str
-    suffix: str
+    """Run directory relative to ``logdir/tensorboard``."""
     blob: bytes
-    tag_names: list[str | None]
-    """Distinct user tags; ``None`` for events whose tag must not be routed."""
-    tag_index: bytes
-    """uint32 (native order) index into ``tag_names`` per event."""
-    fixed: bool = False
-
-    @property
-    def count(self) -> int:
-        return len(self.tag_index) // 4
-
-    def tags(self) -> list[str | None]:
-        """The user's tag of each event, in order."""
-        names = self.tag_names
-        return [names[i] for i in array("I", self.tag_index)]
+    count: int
+    """Number of events in ``blob``."""
 
 
 @dataclass
@@ -55,10 +36,17 @@ class Batch:
     """Text-log lines as :data:`rayplex.textlog.WireLine` tuples, in the worker's order."""
     partials: list[Partial] = field(default_factory=list)
     attempt: int = 1
-    """1 on the first send; a node buffer merges only first sends (see :class:`NodeCall`)."""
+    """1 on the first send."""
+    experiment: str = ""
+    """The experiment (hub incarnation) the sender belongs to: a hub refuses another's batch."""
 
     def record_count(self) -> int:
         return sum(c.count for c in self.chunks) + len(self.logs) + len(self.partials)
+
+    def nbytes(self) -> int:
+        """Roughly what the batch holds in memory (for the node buffer's bound)."""
+        return sum(len(c.blob) for c in self.chunks) + 300 * len(self.logs) + 2000 * len(
+            self.partials) + 200
 
 
 @dataclass
@@ -97,12 +85,21 @@ class NodeCall:
 
 @dataclass
 class Ack:
-    """The hub's answer to one batch."""
+    """The hub's answer to one batch. Exactly one of these outcomes holds:
+
+    written (all flags false), ``duplicate`` (written before), ``error`` (the hub could not
+    write; resend), ``retry`` (not written this time; resend as is), ``stale`` (encoded with an
+    old registry: re-encode with ``registry`` and resend), ``rejected`` (quarantined: never
+    resend; that many records), ``wrong_experiment`` (the hub belongs to another experiment).
+    """
 
     sender: str
     seq: int
     duplicate: bool = False
     registry_stamp: tuple[str, int] = ("", 0)
     registry: Any = None  # a GroupRegistry when the sender's version was stale
-    error: str | None = None  # set when the hub could not write (the sender retries)
-    results: list[Any] = field(default_factory=list)  # answers to ``ops``, in order
+    error: str | None = None
+    retry: bool = False
+    stale: bool = False
+    rejected: int = 0
+    wrong_experiment: bool = False

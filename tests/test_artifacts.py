@@ -631,3 +631,32 @@ def test_the_docstring_examples_run() -> None:
     result = doctest.testmod(artifacts, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+# --------------------------------------------------------------------------- Logger.upload_file
+
+
+def test_upload_file_into_a_target_ending_in_slash_keeps_the_file_name(
+    experiment, tmp_path: Path
+) -> None:
+    # As in ML-Logger: "files/" is a directory, so two uploads there never overwrite each other.
+    first, second = tmp_path / "config.yaml", tmp_path / "sub" / "notes.txt"
+    second.parent.mkdir()
+    first.write_bytes(b"lr: 0.1\n")
+    second.write_bytes(b"hello\n")
+    import rayplex
+
+    experiment.register_normal_group("learner")
+    log = rayplex.get_logger("learner/upload")
+    stored = [log.upload_file(first, "files/"), log.upload_file(str(second), "files/")]
+    log.upload_file(first)  # no target: its own name
+    log.upload_file(first, "renamed.yaml")
+    assert log.load_bytes("files/config.yaml") == b"lr: 0.1\n"
+    assert log.load_bytes("files/notes.txt") == b"hello\n"
+    assert log.load_bytes("config.yaml") == b"lr: 0.1\n"
+    assert log.load_bytes("renamed.yaml") == b"lr: 0.1\n"
+    assert [os.path.basename(p) for p in stored] == ["config.yaml", "notes.txt"]
+    files = sorted(p.relative_to(Path(experiment.logdir) / "artifacts").as_posix()
+                   for p in (Path(experiment.logdir) / "artifacts").rglob("*") if p.is_file())
+    assert files == ["learner/upload/config.yaml", "learner/upload/files/config.yaml",
+                     "learner/upload/files/notes.txt", "learner/upload/renamed.yaml"]

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
 from rayplex.cli import build_parser, main
 from rayplex.demo import run_demo
 from tests.conftest import tb_scalars
@@ -39,3 +47,30 @@ def test_cli_without_a_command_is_a_usage_error(capsys):
         main([])
     except SystemExit as exit_:
         assert exit_.code == 2
+
+
+REPO = str(Path(__file__).resolve().parent.parent)
+
+
+@pytest.mark.slow
+def test_the_demo_piped_is_quiet_and_ends_with_two_whole_view_commands(tmp_path):
+    """What a newcomer sees: no Ray noise, no warning, no traceback; the last lines are the
+    commands to paste, each whole on its own line (nothing wraps them when piped)."""
+    logdir = tmp_path / "a logdir with spaces and a rather long name to tempt any line wrapping"
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "COLUMNS")}
+    done = subprocess.run(
+        [sys.executable, "-m", "rayplex.cli", "demo", "--seconds", "5", "--logdir", str(logdir)],
+        cwd=str(tmp_path), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, timeout=300)
+    out = done.stdout
+    assert done.returncode == 0, out
+    for noise in ("warning", "traceback", "(raylet)", "token authentication", "worker processes"):
+        assert noise not in out.lower(), out
+    lines = out.rstrip("\n").splitlines()
+    assert lines[-2:] == [f"  rayplex board {shlex.quote(str(logdir))}",
+                          f"  tensorboard --logdir {shlex.quote(str(logdir / 'tensorboard'))}"], out
+    assert lines[0].startswith("rayplex demo: ") and str(logdir) in lines[0]
+    assert any(line.startswith("done: 49 clients wrote ") and "records/s" in line
+               for line in lines), out
+    # The pasted command names the folder TensorBoard reads.
+    assert (logdir / "tensorboard").is_dir()

@@ -64,13 +64,22 @@ def get_hub(hub: str) -> Any:
         ) from None
 
 
+def actor_identity(handle: Any) -> str:
+    """The unique id of the actor behind ``handle`` (stable across its restarts, new for a new
+    actor of the same name): what ties a Logger to one experiment. Ray has no public accessor
+    on a handle, so this is the one place that reads ``_actor_id``."""
+    return str(handle._actor_id.hex())
+
+
 def get_or_create_node_buffer(hub: str, node_id: str) -> Any:
     """The node buffer of experiment ``hub`` on ``node_id``, created there if needed."""
     from rayplex.actors.node_buffer import NodeBuffer
 
     return (
         ray.remote(NodeBuffer)
-        .options(**_detached(node_buffer_name(hub, node_id), node_id), max_concurrency=10_000)
+        # Senders own the retries (with the same sequence numbers), so Ray replays nothing.
+        .options(**{**_detached(node_buffer_name(hub, node_id), node_id), "max_task_retries": 0},
+                 max_concurrency=10_000)
         .remote(hub, node_id)
     )
 

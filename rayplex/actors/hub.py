@@ -1,9 +1,11 @@
 """The hub: one per experiment, the only process that writes under ``logdir``.
 
-It routes each chunk of events to its run directory (one :class:`EventWriter` per run),
-acknowledges batches by ``(sender, seq)`` and drops batches it has already written, and keeps
-the registered client groups (persisted under ``logdir/.rayplex`` so that a restarted hub
-routes exactly as before).
+It does four jobs, each delegated: the data path's transactional writer
+(:mod:`rayplex.actors.writer`), the summary schedule (:mod:`rayplex.actors.summaries`), the
+group registry kept as data (:mod:`rayplex.actors.state`), and request/response operations
+(artifacts, params) applied once per request id. It never routes: workers route and encode
+with the registry stamped on their batches, and a batch with an old stamp is answered with the
+current registry for its sender to encode again.
 
 This is a plain class; :func:`rayplex.actors.get_or_create_hub` makes it a Ray actor.
 """
@@ -13,44 +15,40 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
-import uuid
 from typing import Any
 
-import cloudpickle
-
-from rayplex.actors.journal import HubState, Journal, file_sizes, truncate_to
+from rayplex.actors.journal import undo_files
+from rayplex.actors.partials import select_partials
+from rayplex.actors.state import load_registry, save_registry
 from rayplex.actors.summaries import SummaryBook
+from rayplex.actors.writer import HubWriter, Unwritable
 from rayplex.artifacts import ArtifactStore
+from rayplex.atomic import atomic_write_bytes
 from rayplex.config import config
-from rayplex.encode import ScalarTemplate, frame, iter_records, tag_header
-from rayplex.events import EventWriter
-from rayplex.groups import SUMMARY_RUN, GroupRegistry, GroupSpec, Route, split_client_id
-from rayplex.records import Ack, Batch, Chunk, NodeCall, Partial
-from rayplex.textlog import LogFiles, LogLine, parse_level
+from rayplex.encode import ScalarTemplate, tag_header
+from rayplex.groups import GroupRegistry, GroupSpec
+from rayplex.records import Ack, Batch, NodeCall
+from rayplex.rules import split_client_id
 
 log = logging.getLogger("rayplex.hub")
 
-STATE_DIR = ".rayplex"
-JOURNAL_MAX_BYTES = 64 * 2**20
-"""The journal is compacted into one snapshot once it grows past this."""
+OWNER_FILE = "owner.json"
+"""``.rayplex/owner.json``: which hub owns this logdir (name and actor id)."""
 
 
-def _atomic_pickle(path: str, obj: Any) -> None:
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+def _own_identity() -> str:
     try:
-        with os.fdopen(fd, "wb") as f:
-            cloudpickle.dump(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        import ray
+
+        if ray.is_initialized():
+            actor_id = ray.get_runtime_context().get_actor_id()
+            if actor_id:
+                return str(actor_id)
+    except Exception:  # pragma: no cover - a plain object outside Ray
+        pass
+    return ""
 
 
 class Hub:
@@ -60,335 +58,289 @@ class Hub:
         self.name = name
         self.logdir = logdir
         self.log_level = log_level
+        self.experiment = _own_identity()
         self.started = time.time()
-        self.tensorboard_dir = os.path.join(logdir, "tensorboard")
-        self.state_dir = os.path.join(logdir, STATE_DIR)
-        os.makedirs(self.tensorboard_dir, exist_ok=True)
-        os.makedirs(self.state_dir, exist_ok=True)
-        self.registry = self._load_registry()
-        self.lock = threading.RLock()
-        self.logs = self._open_logs()
+        self.writer = HubWriter(logdir, self.experiment, log_level)
+        self.lock = self.writer.lock
+        self.registry = load_registry(os.path.join(self.writer.state_dir, "registry.json")) or \
+            GroupRegistry(epoch=os.urandom(8).hex())
+        self.summaries: SummaryBook = self.writer.state.book
         self.artifacts = ArtifactStore(os.path.join(logdir, "artifacts"))
-        self.journal = Journal(os.path.join(self.state_dir, "journal"), fsync=config().fsync)
-        state = self.journal.recover(config().effective_summary_delay_s, time.time())
-        assert state.book is not None
-        self.summaries: SummaryBook = state.book
-        self.applied_node_calls: dict[str, int] = state.applied_node_calls
-        self.writers: dict[str, EventWriter] = {}
-        self.last_seq: dict[str, int] = state.last_seq
-        self.actor_senders: dict[str, Any] = {}
-        self.clients: set[str] = set()
-        self.records_written = 0
+        self.applied_requests = self.writer.state.applied_requests
         self.calls = 0
-        self.lines_written = 0
-        self.batches_written = 0
-        self.duplicates_dropped = 0
-        self._warned_groups: set[str] = set()
-        if state.undone:
-            self.hub_log(logging.WARNING, f"restarted: undid an unfinished write in "
-                         f"{len(state.undone)} files; their senders resend it")
+        self._claim_logdir()
+        undone = self.writer.state.undone
+        if undone:
+            self.writer.hub_line(logging.WARNING, f"restarted: undid an unfinished write in "
+                                 f"{len(undone)} files; their senders resend it")
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name="rayplex-summaries", daemon=True)
         self._ticker.start()
 
+    def _claim_logdir(self) -> None:
+        """Write ``.rayplex/owner.json`` so that no other live hub takes this logdir."""
+        owner = {"name": self.name, "actor": self.experiment, "pid": os.getpid()}
+        try:
+            atomic_write_bytes(os.path.join(self.writer.state_dir, OWNER_FILE),
+                               json.dumps(owner).encode())
+        except OSError as exc:
+            self.writer._note_problem(exc)
+
+    # ----------------------------------------------------------------- summaries
     def _tick(self) -> None:
-        """Write the summaries of steps that went quiet (``RAYPLEX_SUMMARY_DELAY_S``)."""
-        period = min(0.2, self.summaries.delay_s / 4) if self.summaries.delay_s > 0 else 0.05
+        """Write the summaries that are ready (every live worker moved past the step)."""
+        period = max(0.05, min(0.2, config().flush_interval_s / 4))
         while not self._stop.wait(period):
             try:
-                with self.lock:
-                    self._write_summaries(self.summaries.due(time.time()))
-                    if self.journal.size() > JOURNAL_MAX_BYTES:
-                        self.journal.compact(HubState(self.last_seq, self.applied_node_calls,
-                                                      self.summaries))
-            except Exception:  # the ticker must survive a bad disk moment; retried next tick
+                self._write_summaries(force=False)
+            except OSError:
+                pass  # noted by the writer; retried next tick
+            except Exception:
                 log.exception("hub %s: writing summaries failed", self.name)
 
-    def _write_summaries(self, due: list[tuple[str, int, dict[str, float], bool]]) -> None:
-        if not due:
-            return
-        now = time.time()
-        planned = []
-        for group, step, values, _ in due:
-            blob = b"".join(ScalarTemplate(tag_header(tag)).record(now, step, value)
-                            for tag, value in values.items())
-            planned.append((f"{group}/{SUMMARY_RUN}", blob))
-        keys = [(group, step) for group, step, _, _ in due]
-        writers = {run: self._writer(run) for run, _ in planned}
-        offsets = {w.path: w.bytes_written for w in writers.values()}
-        try:
-            self.journal.begin(offsets)
-            for run, blob in planned:
-                writers[run].write(blob)
-            for writer in writers.values():
-                writer.flush()
-            self.journal.written(keys)
-        except OSError:
-            self.summaries.mark_dirty(keys)
-            self._undo(offsets, writers)
-            raise
-        for group, step, _, again in due:
-            if again:
-                self.hub_log(logging.WARNING,
-                             f"late store_metrics partial for group {group!r} step {step}: "
-                             "wrote a second summary point at that step over all values")
-
-    def hub_log(self, level: int, message: str) -> None:
-        """A line from the hub itself, in ``logs/all.log`` as client ``rayplex/hub``."""
-        log.log(level, message)
-        line = LogLine(time.time(), level, "rayplex/hub", "hub", os.getpid(), "rayplex.hub",
-                       message, None)
-        try:
-            self.logs.write([line])
-        except Exception:  # pragma: no cover - the hub log must never take the hub down
-            log.exception("hub %s: could not write its own log line", self.name)
+    def _write_summaries(self, force: bool) -> None:
+        with self.lock:
+            due = self.summaries.due(time.time(), force=force)
+            if not due:
+                return
+            try:
+                self.writer.write_summaries([(g, s, v) for g, s, v, _ in due], _summary_blob)
+            except BaseException:
+                self.summaries.mark_dirty([(g, s) for g, s, _, _ in due])
+                raise
+            for group, step, _, flagged in due:
+                if flagged:
+                    self.writer.hub_line(
+                        logging.WARNING, f"summary of group {group!r} step {step}: a partial "
+                        "arrived after the step was written (a worker declared silent, or one "
+                        "that joined late); wrote a second point at that step over all values")
 
     # ----------------------------------------------------------------- control
     def info(self) -> dict[str, Any]:
         """What ``rayplex.status()`` shows."""
+        counters = self.writer.counters
         return {
             "name": self.name,
             "logdir": self.logdir,
+            "experiment": self.experiment,
             "pid": os.getpid(),
             "started": self.started,
-            "clients": len(self.clients),
-            "records_written": self.records_written,
-            "batches_written": self.batches_written,
+            "clients": len(self.writer.clients),
             "calls": self.calls,
-            "duplicates_dropped": self.duplicates_dropped,
-            "lines_written": self.lines_written,
             "log_level": self.log_level,
-            "runs": sorted(self.writers),
+            "runs": self.writer.pool.runs(),
+            "problem": self.writer.problem,
+            "summaries_refused": self.summaries.refused,
+            **counters,
         }
 
     def get_registry(self) -> GroupRegistry:
         return self.registry
 
+    def hello(self) -> tuple[GroupRegistry, str]:
+        """What a new session needs: the groups and the text-log level."""
+        return self.registry, self.log_level
+
     def register_group(self, spec: GroupSpec) -> tuple[str, int]:
         """Add or replace a group; returns the new registry stamp."""
-        self.registry = self.registry.with_group(spec)
-        _atomic_pickle(os.path.join(self.state_dir, "registry.pkl"), self.registry)
+        with self.lock:
+            self.registry = self.registry.with_group(spec)
+            try:
+                save_registry(os.path.join(self.writer.state_dir, "registry.json"), self.registry)
+            except OSError as exc:
+                self.writer._note_problem(exc)
         return self.registry.stamp
 
-    def hello(self, sender: str, actor_handle: Any) -> None:
-        """A ``@rayplex.logged`` actor announces itself so that a global flush can reach it."""
-        self.actor_senders[sender] = actor_handle
-
-    def get_actor_senders(self) -> dict[str, Any]:
-        return dict(self.actor_senders)
-
-    def forget_sender(self, sender: str) -> None:
-        self.actor_senders.pop(sender, None)
-
     def flush(self) -> None:
-        """Write every pending summary now and flush every file."""
-        with self.lock:
-            self._write_summaries(self.summaries.due(None))
-            for writer in self.writers.values():
-                writer.flush()
-            self.logs.flush()
+        """Write every ready summary now and flush every file."""
+        self._write_summaries(force=False)
+        self.writer.flush()
 
     def close(self) -> None:
-        """Flush and close every file; a later write reopens new files."""
+        """Write every pending summary, flush and close every file."""
+        self._write_summaries(force=True)
         with self.lock:
-            self.flush()
-            for writer in self.writers.values():
-                writer.close()
-            self.writers.clear()
-            self.logs.close()
-            self.logs = self._open_logs()
+            self.writer.compact()
+            self.writer.close()
 
-    # -------------------------------------------------------------- artifacts
-    def save_artifact(self, rel: str, data: bytes, append: bool = False) -> str:
-        """Store ``data`` at ``artifacts/<rel>`` atomically (or append one chunk)."""
-        with self.lock:
-            path = self.artifacts.append_chunk(rel, data) if append else \
-                self.artifacts.write_bytes(rel, data)
-        return os.fspath(path)
-
-    def load_artifact(self, rel: str) -> bytes:
-        return self.artifacts.read_bytes(rel)
-
-    def save_params(self, client_id: str, params: dict[str, Any]) -> dict[str, Any]:
-        """Merge ``params`` into ``params/<group>/<name>.json``; return the merged object."""
-        group, name = split_client_id(client_id)
-        directory = os.path.join(self.logdir, "params", group)
-        path = os.path.join(directory, f"{name}.json")
-        with self.lock:
-            os.makedirs(directory, exist_ok=True)
-            merged: dict[str, Any] = {}
-            if os.path.exists(path):
-                with open(path, encoding="utf-8") as f:
-                    merged = json.load(f)
-            _deep_merge(merged, params)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(merged, f, indent=2, sort_keys=True, default=repr)
-                f.write("\n")
-            os.replace(tmp, path)
-        return merged
-
-    # ------------------------------------------------------------------- data
+    # -------------------------------------------------------------------- data
     def write_node(self, call: NodeCall) -> list[Ack]:
-        """A node buffer's call: write its new batches and merged statistics as one journalled
-        transaction; acknowledge every batch (duplicates are acknowledged, not written)."""
+        """A node buffer's call: write its new batches (and the partials merged from them)
+        as one journalled transaction; answer every batch."""
         with self.lock:
             self.calls += 1
-            fresh = [b for b in call.batches
-                     if b.seq > self.last_seq.get(b.sender, -1)]
-            node_new = bool(call.partials) and call.seq > self.applied_node_calls.get(call.node, 0)
-            partials = (list(call.partials) if node_new else []) + [
-                p for b in fresh for p in b.partials]
-            error = None
-            if fresh or partials:
-                try:
-                    self._write_transaction(fresh, (call.node, call.seq) if node_new else None,
-                                            partials)
-                except OSError as exc:
-                    error = f"{type(exc).__name__}: {exc}"
-                    self.hub_log(logging.ERROR, f"could not write {len(fresh)} batches "
-                                 f"(data kept by the senders, who retry): {error}")
-            fresh_ids = {id(b) for b in fresh}
-            acks = []
+            answers: dict[int, Ack] = {}
+            fresh: list[Batch] = []
+            first: dict[tuple[str, int], Batch] = {}
             for batch in call.batches:
-                if id(batch) not in fresh_ids:
-                    self.duplicates_dropped += 1
-                    acks.append(self._ack(batch, duplicate=True))
+                key = (batch.sender, batch.seq)
+                if key in first:  # the same batch twice in one call (a resend): answered once
+                    continue
+                first[key] = batch
+                if batch.experiment and self.experiment and batch.experiment != self.experiment:
+                    answers[id(batch)] = Ack(batch.sender, batch.seq, wrong_experiment=True)
+                elif batch.seq <= self.writer.last_seq.get(batch.sender, -1):
+                    self.writer.counters["duplicates_dropped"] += 1
+                    answers[id(batch)] = self._ack(batch, duplicate=True)
+                elif batch.registry_stamp != self.registry.stamp:
+                    answers[id(batch)] = Ack(batch.sender, batch.seq, stale=True,
+                                             registry_stamp=self.registry.stamp,
+                                             registry=self.registry)
                 else:
-                    acks.append(self._ack(batch, error=error))
-            return acks
+                    try:
+                        self.writer.check(batch)
+                    except Unwritable as exc:
+                        self._quarantine(batch, str(exc))
+                        answers[id(batch)] = Ack(batch.sender, batch.seq,
+                                                 rejected=max(1, batch.record_count()))
+                        continue
+                    fresh.append(batch)
+            fresh_ids = {(b.sender, b.seq) for b in fresh}
+            partials, defer = select_partials(list(call.partials), fresh_ids)
+            for batch in fresh:
+                if (batch.sender, batch.seq) in defer:
+                    answers[id(batch)] = Ack(batch.sender, batch.seq, retry=True)
+            writable = [b for b in fresh if (b.sender, b.seq) not in defer]
+            for batch, error in self._write(writable, partials):
+                answers[id(batch)] = self._ack(batch, error=error)
+            return [answers[id(first[(b.sender, b.seq)])] for b in call.batches]
 
-    def _write_transaction(self, fresh: list[Batch], node: tuple[str, int] | None,
-                           partials: list[Partial]) -> None:
-        planned = [self._plan_chunk(chunk, batch.registry_stamp)
-                   for batch in fresh for chunk in batch.chunks]
-        lines = [line for batch in fresh for line in batch.logs]
-        writers = {run: self._writer(run) for run, _, _ in planned}
-        offsets = {w.path: w.bytes_written for w in writers.values()}
-        offsets.update(file_sizes(self._log_paths(lines)))
-        self.journal.begin(offsets)
-        try:
-            for run, blob, _ in planned:
-                writers[run].write(blob)
-            if lines:  # one sorted write per call: all.log is ordered by worker time per window
-                self.logs.write(lines)
-            for writer in writers.values():
-                writer.flush()
-            self.journal.commit([(b.sender, b.seq) for b in fresh], node, partials)
-        except OSError:
-            self._undo(offsets, writers)
-            raise
-        for batch in fresh:
-            self.last_seq[batch.sender] = batch.seq
-            self.clients.update(chunk.client_id for chunk in batch.chunks)
-        if node is not None:
-            self.applied_node_calls[node[0]] = node[1]
-        self._add_partials(partials)
-        self.batches_written += len(fresh)
-        self.records_written += sum(n for _, _, n in planned)
-        self.lines_written += len(lines)
-
-    def _undo(self, offsets: dict[str, int], writers: dict[str, EventWriter]) -> None:
-        """Cut what a failed transaction appended, so that the resend is not a duplicate."""
-        for run, writer in writers.items():
-            writer.close()
-            self.writers.pop(run, None)
-        self.logs.close()
-        truncate_to(offsets)
-        self.logs = self._open_logs()
-        try:
-            self.journal.abort()
-        except OSError as exc:  # the next start truncates again: harmless
-            log.error("hub %s: could not journal an abort: %s", self.name, exc)
-
-    def _log_paths(self, lines: list[Any]) -> list[str]:
-        if not lines:
+    def _write(self, batches: list[Batch], partials: list[Any]) -> list[tuple[Batch, str | None]]:
+        """Write all at once; if that fails for a reason other than the disk, write one batch
+        at a time so that only the batch that cannot be written is quarantined."""
+        if not batches and not partials:
             return []
-        root = os.path.join(self.logdir, "logs")
-        clients = {line[2] for line in lines}
-        return [os.path.join(root, "all.log")] + [
-            os.path.join(root, *client.split("/", 1)) + ".log" for client in clients]
+        try:
+            self.writer.write_batches(batches, partials + [p for b in batches for p in b.partials])
+        except OSError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            self.writer.hub_line(logging.ERROR, f"could not write {len(batches)} batches (data "
+                                 f"kept by the senders, who retry): {error}")
+            return [(b, error) for b in batches]
+        except Exception as exc:
+            if len(batches) <= 1 and not partials:
+                for batch in batches:
+                    self._quarantine(batch, f"{type(exc).__name__}: {exc}")
+                return [(b, None) for b in batches]
+            results: list[tuple[Batch, str | None]] = []
+            if partials:  # the merged partials alone, then each batch with its own
+                results += self._write([], partials) if batches else []
+            for batch in batches:
+                results += self._write([batch], [])
+            return results
+        self._add_partials(partials + [p for b in batches for p in b.partials])
+        return [(b, None) for b in batches]
 
-    def _add_partials(self, partials: list[Partial]) -> None:
+    def _quarantine(self, batch: Batch, reason: str) -> None:
+        self.writer.quarantine(batch, reason)
+        try:  # never retried: journal it as done, like a committed batch
+            self.writer.journal.commit([(batch.sender, batch.seq)], [], [])
+            self.writer.last_seq[batch.sender] = max(batch.seq,
+                                                     self.writer.last_seq.get(batch.sender, -1))
+        except OSError as exc:
+            log.error("hub %s: could not journal a quarantined batch: %s", self.name, exc)
+
+    def _add_partials(self, partials: list[Any]) -> None:
         now = time.time()
         for partial in partials:
-            self.summaries.add(partial, now)
+            if not self.summaries.add(partial, now):
+                self.writer.hub_line(
+                    logging.WARNING, f"refused a store_metrics partial of group "
+                    f"{partial.group!r} step {partial.step}: that step's summary was pruned "
+                    "long ago (counted in info()['summaries_refused'])")
 
     def _ack(self, batch: Batch, duplicate: bool = False, error: str | None = None) -> Ack:
         stale = batch.registry_stamp != self.registry.stamp
-        return Ack(
-            batch.sender,
-            batch.seq,
-            duplicate=duplicate,
-            registry_stamp=self.registry.stamp,
-            registry=self.registry if stale else None,
-            error=error,
-        )
+        return Ack(batch.sender, batch.seq, duplicate=duplicate,
+                   registry_stamp=self.registry.stamp,
+                   registry=self.registry if stale else None, error=error)
 
-    def _open_logs(self) -> LogFiles:
-        return LogFiles(os.path.join(self.logdir, "logs"), max_bytes=_log_max_bytes(),
-                        level=parse_level(self.log_level))
-
-    def _writer(self, run: str) -> EventWriter:
-        writer = self.writers.get(run)
-        if writer is None:
-            writer = EventWriter(os.path.join(self.tensorboard_dir, run), fsync=config().fsync)
-            self.writers[run] = writer
-        return writer
-
-    def _route(self, client_id: str) -> Route:
-        try:
-            route = self.registry.route(client_id)
-        except ValueError as exc:
-            log.warning("%s; routing %s as a normal group", exc, client_id)
-            route = GroupRegistry().route(client_id)
-        group = client_id.split("/", 1)[0]
-        if not route.registered and group not in self._warned_groups:
-            self._warned_groups.add(group)
-            self.hub_log(logging.WARNING,
-                         f"group {group!r} is not registered; its clients are routed as a normal group")
-        return route
-
-    def _plan_chunk(self, chunk: Chunk, stamp: tuple[str, int]) -> tuple[str, bytes, int]:
-        """``(run, bytes, records)`` to write for ``chunk``, re-routed if the groups changed."""
-        if chunk.fixed or stamp == self.registry.stamp:
-            return chunk.run, chunk.blob, chunk.count
-        route = self._route(chunk.client_id)
-        if (route.run, route.prefix, route.suffix) == (chunk.run, chunk.prefix, chunk.suffix):
-            return chunk.run, chunk.blob, chunk.count
-        return route.run, self._rerouted(chunk, route), chunk.count
-
-    def _rerouted(self, chunk: Chunk, route: Route) -> bytes:
-        """The groups changed after the worker encoded this chunk: rewrite each event's tag."""
-        from tensorboardX.proto.event_pb2 import Event
-
-        out = []
-        for payload, user_tag in zip(iter_records(chunk.blob), chunk.tags(), strict=False):
-            if user_tag is None:
-                out.append(frame(payload))
-                continue
-            event = Event.FromString(payload)
-            for value in event.summary.value:
-                value.tag = route.tag(user_tag)
-            out.append(frame(event.SerializeToString()))
-        return b"".join(out)
-
-    def _load_registry(self) -> GroupRegistry:
-        path = os.path.join(self.state_dir, "registry.pkl")
-        if os.path.exists(path):
+    # ---------------------------------------------------------------- requests
+    def request(self, request_id: str, method: str, args: tuple[Any, ...]) -> tuple[bool, Any]:
+        """Apply one request/response operation once per ``request_id`` (a replay answers
+        without applying it again). Returns ``(True, result)`` or ``(False, (kind, text))``."""
+        handler = _REQUESTS.get(method)
+        if handler is None:
+            return False, ("ValueError", f"unknown hub request {method!r}")
+        with self.lock:
+            if request_id in self.applied_requests:
+                replay = _REPLAYS.get(method)
+                return (True, replay(self, *args)) if replay else (True, None)
             try:
-                with open(path, "rb") as f:
-                    registry = cloudpickle.load(f)
-                if isinstance(registry, GroupRegistry):
-                    return registry
-            except Exception as exc:  # a torn or foreign file must not keep the hub down
-                log.warning("could not read %s (%s); starting with no registered groups", path, exc)
-        return GroupRegistry(epoch=uuid.uuid4().hex)
+                result = handler(self, request_id, *args)
+            except (ValueError, TypeError, FileNotFoundError, IsADirectoryError,
+                    NotADirectoryError, FileExistsError, PermissionError) as exc:
+                return False, (type(exc).__name__, str(exc))
+            except OSError as exc:
+                return False, ("OSError", f"{type(exc).__name__}: {exc}")
+            return True, result
+
+    def _applied(self, request_id: str) -> None:
+        self.applied_requests.add(request_id)
+
+    def _save_artifact(self, request_id: str, rel: str, data: bytes, append: bool = False) -> str:
+        if not append:
+            path = self.artifacts.write_bytes(rel, data)  # atomic replace
+            self._commit_request(request_id)
+            return os.fspath(path)
+        self.writer.settle()
+        target = os.fspath(self.artifacts.resolve(rel))
+        offsets = {target: os.path.getsize(target) if os.path.isfile(target) else 0}
+        self.writer.journal.begin(offsets, [])
+        try:
+            path = self.artifacts.append_chunk(rel, data)
+            self.writer.journal.commit([], [], [request_id])
+        except BaseException:
+            _, failed = undo_files(offsets)
+            self.writer.journal.abort(failed or None)
+            self.writer.pending_undo.update(failed)
+            raise
+        self._applied(request_id)
+        return os.fspath(path)
+
+    def _commit_request(self, request_id: str) -> None:
+        """Remember an applied request (journalled), so that Ray's replay of it is a no-op."""
+        self.writer.journal.commit([], [], [request_id])
+        self._applied(request_id)
+
+    def _load_artifact(self, request_id: str, rel: str) -> bytes:
+        return self.artifacts.read_bytes(rel)
+
+    def _save_params(self, request_id: str, client_id: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Merge ``params`` into ``params/<group>/<name>.json`` (a replay merges the same
+        values again: idempotent); return the merged object."""
+        group, name = split_client_id(client_id)
+        directory = os.path.join(self.logdir, "params", group)
+        path = os.path.join(directory, f"{name}.json")
+        os.makedirs(directory, exist_ok=True)
+        merged: dict[str, Any] = {}
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                merged = json.load(f)
+        _deep_merge(merged, params)
+        atomic_write_bytes(path, (json.dumps(merged, indent=2, sort_keys=True, default=repr)
+                                  + "\n").encode("utf-8"))
+        if request_id:
+            self._commit_request(request_id)
+        return merged
 
 
-def _log_max_bytes() -> int | None:
-    raw = os.environ.get("RAYPLEX_LOG_MAX_BYTES")
-    return int(raw) if raw else None
+_REQUESTS: dict[str, Any] = {
+    "save_artifact": Hub._save_artifact,
+    "load_artifact": Hub._load_artifact,
+    "save_params": Hub._save_params,
+}
+_REPLAYS: dict[str, Any] = {
+    "save_artifact": lambda hub, rel, data, append=False: os.fspath(hub.artifacts.resolve(rel)),
+    "save_params": lambda hub, client_id, params: hub._save_params("", client_id, {}),
+    "load_artifact": lambda hub, rel: hub.artifacts.read_bytes(rel),
+}
+
+
+def _summary_blob(values: dict[str, float], step: int) -> bytes:
+    now = time.time()
+    return b"".join(ScalarTemplate(tag_header(tag)).record(now, step, value)
+                    for tag, value in values.items())
 
 
 def _deep_merge(into: dict[str, Any], new: dict[str, Any]) -> None:

@@ -1,15 +1,16 @@
 """The node buffer: one per Ray node and experiment, between that node's workers and the hub.
 
-Workers on a node send their batches here; while one call to the hub is in flight, the
-batches that arrive meanwhile are gathered and forwarded together in the next call, so the
-hub sees one call per node per round trip instead of one per worker. Each worker's call
-returns the hub's acknowledgement of its own batch.
+Workers on a node talk only to it. While one call to the hub is in flight, the batches that
+arrive meanwhile are gathered and forwarded together in the next call, so the hub sees one
+call per node per round trip instead of one per worker; each worker's call returns the hub's
+acknowledgement of its own batch. ``store_metrics`` partials of the gathered batches are merged
+per (group, step); each merged partial names the batches it came from, so the hub applies it
+only if none of them was applied before (:func:`rayplex.actors.partials.select_partials`).
 
-``store_metrics`` statistics of the gathered batches are merged here per (group, step, key),
-so the hub receives one partial summary per node and round trip instead of one per worker.
-Calls to the hub are not replayed by Ray (the senders own the retries): a merged partial is
-applied once, and a resent batch travels unmerged so that the hub can drop it if it already
-has it.
+It also keeps the list of this node's senders (they register on their first call), so that
+``rayplex.flush()`` / ``shutdown()`` can ask every live sender to ship what it holds
+(:meth:`NodeBuffer.flush_senders`), and bounds what it holds in bytes
+(``RAYPLEX_NODE_BUFFER_MB``): beyond it, senders wait.
 
 This is a plain class; :func:`rayplex.actors.get_or_create_node_buffer` makes it an actor.
 """
@@ -18,10 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import time
 import uuid
 from typing import Any
 
-from rayplex.records import Ack, Batch, NodeCall, Partial
+from rayplex.actors.partials import merge_partials
+from rayplex.config import config
+from rayplex.records import Ack, Batch, NodeCall
 
 log = logging.getLogger("rayplex.node_buffer")
 
@@ -36,9 +41,18 @@ class NodeBuffer:
         self._id = uuid.uuid4().hex
         self._seq = 0
         self._pending: list[tuple[Batch, asyncio.Future[Ack]]] = []
+        self._pending_bytes = 0
+        self._in_flight_bytes = 0
+        self._room: asyncio.Event | None = None
         self._pump: asyncio.Task[None] | None = None
+        self._max_bytes = config().node_buffer_bytes
+        self._senders: dict[str, int] = {}  # sender -> pid
+        self._flush_round = 0
+        self._flushed: dict[str, int] = {}
+        self._flush_event: asyncio.Event | None = None
         self.forwarded_calls = 0
         self.forwarded_batches = 0
+        self.peak_bytes = 0
 
     def info(self) -> dict[str, Any]:
         return {
@@ -46,15 +60,80 @@ class NodeBuffer:
             "node_id": self.node_id,
             "forwarded_calls": self.forwarded_calls,
             "forwarded_batches": self.forwarded_batches,
+            "senders": len(self._senders),
+            "held_bytes": self._pending_bytes + self._in_flight_bytes,
+            "peak_bytes": self.peak_bytes,
+            "max_bytes": self._max_bytes,
         }
 
-    async def submit(self, batch: Batch) -> Ack:
+    # ----------------------------------------------------------------- senders
+    def register(self, sender: str, pid: int) -> None:
+        """A new sender on this node (so that flushes ask it too)."""
+        self._senders[sender] = pid
+
+    def bye(self, sender: str) -> None:
+        self._senders.pop(sender, None)
+        self._flushed.pop(sender, None)
+
+    async def wait_flush_request(self, sender: str, pid: int, after_round: int) -> int:
+        """Return when a flush round newer than ``after_round`` is requested."""
+        self._senders[sender] = pid
+        while self._flush_round <= after_round:
+            if self._flush_event is None or self._flush_event.is_set():
+                self._flush_event = asyncio.Event()
+            await self._flush_event.wait()
+        return self._flush_round
+
+    def flushed(self, sender: str, round_: int) -> None:
+        self._flushed[sender] = max(round_, self._flushed.get(sender, 0))
+
+    async def flush_senders(self, timeout: float) -> list[str]:
+        """Ask every live sender on this node to ship what it holds; wait up to ``timeout``
+        seconds for all of them. Returns the senders (``pid:<pid>``) that did not answer."""
+        self._flush_round += 1
+        round_ = self._flush_round
+        if self._flush_event is not None:
+            self._flush_event.set()
+        deadline = time.monotonic() + timeout
+        while True:
+            waiting = [s for s, pid in self._senders.items()
+                       if self._flushed.get(s, 0) < round_ and _pid_alive(pid)]
+            if not waiting or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.02)  # polling the senders' answers, bounded by the deadline
+        for sender, pid in list(self._senders.items()):
+            if not _pid_alive(pid):
+                self.bye(sender)
+        await self.flush()
+        return [f"pid:{self._senders[s]}" for s in waiting if s in self._senders]
+
+    # -------------------------------------------------------------------- data
+    async def submit(self, batch: Batch, pid: int = 0) -> Ack:
         """Forward ``batch`` to the hub (merged with others); return the hub's acknowledgement."""
+        if pid:
+            self._senders.setdefault(batch.sender, pid)
+        size = batch.nbytes()
+        while self._pending_bytes + self._in_flight_bytes + size > self._max_bytes and (
+                self._pending or self._in_flight_bytes):
+            if self._room is None or self._room.is_set():
+                self._room = asyncio.Event()
+            await self._room.wait()
         future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
         self._pending.append((batch, future))
+        self._pending_bytes += size
+        self.peak_bytes = max(self.peak_bytes, self._pending_bytes + self._in_flight_bytes)
         if self._pump is None or self._pump.done():
             self._pump = asyncio.get_running_loop().create_task(self._forward_all())
         return await future
+
+    async def call(self, request_id: str, method: str, args: tuple[Any, ...]) -> Any:
+        """A worker's request/response call (artifacts, params), forwarded to the hub."""
+        request = self._hub_handle().request.options(max_task_retries=0)
+        try:
+            return await request.remote(request_id, method, args)
+        except Exception:
+            self._hub = None
+            raise
 
     async def flush(self) -> None:
         """Return once everything submitted before this call has been answered by the hub."""
@@ -74,8 +153,12 @@ class NodeBuffer:
     async def _forward_all(self) -> None:
         while self._pending:
             items, self._pending = self._pending, []
+            size = sum(batch.nbytes() for batch, _ in items)
+            self._pending_bytes -= size
+            self._in_flight_bytes += size
             self._seq += 1
-            call = merge_batches(self._id, self._seq, [batch for batch, _ in items])
+            partials, batches = merge_partials([batch for batch, _ in items])
+            call = NodeCall(self._id, self._seq, batches, partials)
             try:
                 write = self._hub_handle().write_node.options(max_task_retries=0)
                 acks = await write.remote(call)
@@ -87,31 +170,23 @@ class NodeBuffer:
                     if not future.done():
                         future.set_exception(exc)
                 continue
+            finally:
+                self._in_flight_bytes -= size
+                if self._room is not None:
+                    self._room.set()
             self.forwarded_calls += 1
             self.forwarded_batches += len(items)
-            for (_, future), ack in zip(items, acks, strict=False):
+            for (_, future), ack in zip(items, acks, strict=True):
                 if not future.done():
                     future.set_result(ack)
 
 
-def merge_batches(node: str, seq: int, batches: list[Batch]) -> NodeCall:
-    """Gather ``batches`` into one call, merging the partial statistics of first sends."""
-    merged: dict[tuple[str, int], Partial] = {}
-    out = []
-    for batch in batches:
-        if batch.attempt == 1 and batch.partials:
-            for partial in batch.partials:
-                into = merged.get((partial.group, partial.step))
-                if into is None:
-                    into = Partial(partial.group, partial.step, partial.stats, {})
-                    merged[(partial.group, partial.step)] = into
-                into.stats = tuple(dict.fromkeys(into.stats + partial.stats))
-                for key, stats in partial.metrics.items():
-                    if key in into.metrics:
-                        into.metrics[key].merge(stats)
-                    else:
-                        into.metrics[key] = stats
-            batch = Batch(batch.sender, batch.seq, batch.registry_stamp, batch.chunks, batch.logs,
-                          [], batch.attempt)
-        out.append(batch)
-    return NodeCall(node, seq, out, list(merged.values()))
+def _pid_alive(pid: int) -> bool:
+    """Whether a process of this machine is alive (senders on this node are local)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

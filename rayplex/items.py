@@ -1,0 +1,80 @@
+"""What a Logger puts into its session's buffer: one small named tuple per log call.
+
+These never leave the process: the encoder (:mod:`rayplex.encoder`) turns a list of them into
+one :class:`~rayplex.records.Batch`. They are tuples (built with ``tuple.__new__`` on the hot
+path) so that a log call stays well under a microsecond.
+
+Example:
+    >>> item = Scalar("agent/3", "reward", 10, 1700000000.0, 0.5)
+    >>> item.tag, item.step
+    ('reward', 10)
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+SCALAR_NBYTES = 200
+"""What one :class:`Scalar` costs in Python memory (tuple, float, int; strings are shared)."""
+ITEM_OVERHEAD = 200
+"""The fixed part of any other item's memory, on top of its payload's length."""
+
+
+class Scalar(NamedTuple):
+    """One scalar of one client."""
+
+    client_id: str
+    tag: str
+    step: int
+    wall_time: float
+    value: float
+
+
+class Value(NamedTuple):
+    """A pre-encoded ``Summary.Value`` without its tag (histogram, image, text, ...), routed
+    like a scalar of the same tag."""
+
+    client_id: str
+    tag: str
+    step: int
+    wall_time: float
+    payload: bytes
+
+
+class FixedValue(NamedTuple):
+    """Like :class:`Value`, but written with the tag as given into a fixed run (HParams)."""
+
+    client_id: str
+    tag: str
+    step: int
+    wall_time: float
+    payload: bytes
+    run: str
+
+
+class Line(NamedTuple):
+    """A text-log line (a :data:`rayplex.textlog.WireLine` tuple)."""
+
+    line: tuple[Any, ...]
+
+
+class PartialItem(NamedTuple):
+    """One closed ``store_metrics`` window (a :class:`rayplex.records.Partial`)."""
+
+    partial: Any
+
+
+Item = Scalar | Value | FixedValue | Line | PartialItem
+
+
+def nbytes(item: Item) -> int:
+    """A realistic estimate of the memory ``item`` holds, for the buffer's byte bound."""
+    kind = type(item)
+    if kind is Scalar:
+        return SCALAR_NBYTES
+    if kind is Value or kind is FixedValue:
+        return ITEM_OVERHEAD + len(item.payload)  # type: ignore[union-attr]
+    if kind is Line:
+        line = item.line  # type: ignore[union-attr]
+        return ITEM_OVERHEAD + 100 + sum(len(p) for p in line if isinstance(p, str))
+    return ITEM_OVERHEAD + 100 * len(getattr(item.partial, "metrics", ()))  # type: ignore[union-attr]

@@ -1,0 +1,153 @@
+"""The sender: ships one batch to this node's buffer actor and returns the hub's answer,
+retrying with back-off (0.05 s doubling to ``RAYPLEX_RETRY_MAX_BACKOFF_S``) until an answer
+comes or the session is closed. It also carries the session's other node-buffer calls
+(hello, flush requests, request/response calls), so one module owns that conversation.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import ray
+
+from rayplex import actors
+from rayplex.config import config
+from rayplex.records import Ack, Batch
+
+log = logging.getLogger("rayplex")
+
+
+class Sender:
+    """Talks to the node buffer of one experiment on this node."""
+
+    def __init__(self, hub_name: str, sender_id: str, node_id: str,
+                 stopped: Callable[[], bool]) -> None:
+        self.hub_name = hub_name
+        self.sender_id = sender_id
+        self.node_id = node_id
+        self.pid = os.getpid()
+        self._stopped = stopped
+        self._node_buffer: Any = None
+        self._lock = threading.Lock()
+        self.failing: str | None = None
+        """The hub's last write error, until a batch is written again."""
+        self.failures = 0
+        self.counters = {"sent": 0, "retried": 0}
+        self._flush_ref: Any = None
+        self._flush_round = 0
+
+    def node_buffer(self) -> Any:
+        """The node buffer's handle (created on this node if needed; never blocks on the hub)."""
+        with self._lock:
+            if self._node_buffer is None:
+                self._node_buffer = actors.get_or_create_node_buffer(self.hub_name, self.node_id)
+            return self._node_buffer
+
+    def _forget(self) -> None:
+        with self._lock:
+            self._node_buffer = None
+            self._flush_ref = None
+
+    def hello(self, hub: Any) -> Any:
+        """An ``ObjectRef`` of ``(registry, log level name)``: a read-only query the caller
+        waits for only briefly (the data path never waits on the hub)."""
+        return hub.hello.remote()
+
+    def register(self) -> Any:
+        """An ``ObjectRef`` answered once the node buffer knows this sender."""
+        return self.node_buffer().register.remote(self.sender_id, self.pid)
+
+    def send(self, batch: Batch) -> Ack | None:
+        """The hub's acknowledgement of ``batch``; ``None`` if the session stopped first."""
+        backoff = 0.05
+        attempts = 0
+        while not self._stopped():
+            attempts += 1
+            batch.attempt = attempts
+            try:
+                self.counters["sent"] += 1
+                ack: Ack = ray.get(self.node_buffer().submit.remote(batch, self.pid),
+                                   timeout=config().flush_timeout_s)
+            except Exception as exc:
+                self.counters["retried"] += 1
+                if isinstance(exc, ray.exceptions.RayActorError) and attempts == 1:
+                    log.info("rayplex: reconnecting to the node buffer after %s", exc)
+                elif attempts == 2 or attempts % 20 == 0:
+                    log.warning("rayplex: batch %d not acknowledged (%s); retrying", batch.seq, exc)
+                if isinstance(exc, (ray.exceptions.RayActorError, ValueError)):
+                    self._forget()
+                time.sleep(backoff)  # back-off between resends, not synchronisation
+                backoff = min(backoff * 2, config().retry_max_backoff_s)
+                continue
+            if ack.error is not None:
+                self.failing = ack.error
+                self.failures += 1
+                self.counters["retried"] += 1
+                time.sleep(backoff)
+                backoff = min(backoff * 2, config().retry_max_backoff_s)
+                continue
+            if ack.retry:  # the hub asked for a resend (e.g. to apply partials exactly once)
+                self.counters["retried"] += 1
+                continue
+            self.failing = None
+            return ack
+        return None
+
+    def call(self, request_id: str, method: str, args: tuple[Any, ...], timeout: float) -> Any:
+        """A request/response call to the hub through the node buffer, retried with the same
+        ``request_id`` until answered (the hub applies each request once)."""
+        deadline = time.monotonic() + timeout
+        backoff = 0.05
+        while True:
+            try:
+                return ray.get(self.node_buffer().call.remote(request_id, method, args),
+                               timeout=max(0.1, deadline - time.monotonic()))
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as exc:
+                self._forget()
+                if time.monotonic() >= deadline:
+                    from rayplex.errors import FlushTimeoutError
+
+                    raise FlushTimeoutError(
+                        f"rayplex hub {self.hub_name!r} did not answer {method} within "
+                        f"{timeout:.0f} s") from exc
+                time.sleep(backoff)
+                backoff = min(backoff * 2, config().retry_max_backoff_s)
+
+    def flush_requested(self) -> int | None:
+        """The round of a flush request from ``rayplex.flush``/``shutdown`` elsewhere, if one
+        came since the last call (checked without waiting)."""
+        try:
+            if self._flush_ref is None:
+                nb = self.node_buffer()
+                self._flush_ref = nb.wait_flush_request.remote(self.sender_id, self.pid,
+                                                               self._flush_round)
+                return None
+            ready, _ = ray.wait([self._flush_ref], timeout=0)
+            if not ready:
+                return None
+            self._flush_round = int(ray.get(ready[0]))
+            self._flush_ref = None
+            return self._flush_round
+        except Exception:  # the node buffer restarted: ask again next time
+            self._flush_ref = None
+            return None
+
+    def flushed(self, round_: int) -> None:
+        """Tell the node buffer that everything logged before flush round ``round_`` is acked."""
+        try:
+            self.node_buffer().flushed.remote(self.sender_id, round_)
+        except Exception as exc:  # pragma: no cover - best effort
+            log.info("rayplex: could not report flush round %d: %s", round_, exc)
+
+    def bye(self) -> None:
+        """Unregister from the node buffer (at close), so flushes stop waiting for us."""
+        try:
+            if self._node_buffer is not None:
+                self._node_buffer.bye.remote(self.sender_id)
+        except Exception:  # pragma: no cover - best effort at exit
+            pass

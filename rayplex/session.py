@@ -1,0 +1,346 @@
+"""The worker side of one experiment: one :class:`Session` per process and experiment.
+
+A session owns what a process needs to log into one experiment: the experiment's identity
+(hub name and hub incarnation), the group registry, the byte-bounded buffer
+(:mod:`rayplex.buffer`), the encoder (:mod:`rayplex.encoder`), the sender
+(:mod:`rayplex.sender`), the flush thread, and the cache of Loggers. A Logger validates,
+builds one item and calls :meth:`Session.put`; request/response operations (artifacts,
+params) go through :meth:`Session.call`, which carries a request id the hub applies once.
+
+A session belongs to one experiment. Once that experiment is shut down (here, or detected
+through the hub's answer), every log call raises :class:`~rayplex.errors.RayplexError`; a new
+``get_logger`` after ``rayplex.init`` makes a new session.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import tempfile
+import threading
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import ray
+
+from rayplex import actors
+from rayplex.buffer import Buffer
+from rayplex.config import config
+from rayplex.encoder import Encoder
+from rayplex.errors import FlushTimeoutError, HubWriteError, RayplexError
+from rayplex.groups import GroupRegistry
+from rayplex.items import SCALAR_NBYTES, Item
+from rayplex.records import Ack
+from rayplex.sender import Sender
+
+if TYPE_CHECKING:
+    from rayplex.logger import Logger
+
+log = logging.getLogger("rayplex")
+
+
+class _FlushMarker:
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
+class Session:
+    """Buffers this process's records for one experiment and ships them in batches."""
+
+    def __init__(self, hub_name: str) -> None:
+        self.hub_name = hub_name
+        self.hub = actors.get_hub(hub_name)  # a cluster look-up, not a call to the hub
+        self.experiment = actors.actor_identity(self.hub)
+        self.sender_id = uuid.uuid4().hex
+        self.node_id = ray.get_runtime_context().get_node_id()
+        cfg = config()
+        self.batch_records = cfg.batch_records
+        self._interval = cfg.flush_interval_s
+        self._wake = threading.Event()
+        self.buffer = Buffer(cfg.max_buffer_bytes, cfg.overflow,
+                             cfg.spill_dir or tempfile.gettempdir(), cfg.flush_timeout_s,
+                             f"{hub_name}:{self.sender_id[:8]}", wake=self._wake.set,
+                             wake_bytes=max(1, min(cfg.batch_records * SCALAR_NBYTES,
+                                                   cfg.max_buffer_bytes // 4)))
+        self.encoder = Encoder(GroupRegistry())
+        self.log_level = logging.INFO
+        self.loggers: dict[str, Logger] = {}
+        self.warned_groups: set[str] = set()
+        self.verified_at = time.monotonic()
+        self.closed: str | None = None
+        """Why log calls now raise, once the experiment is gone."""
+        self.counters = {"acked": 0, "records": 0, "batches": 0, "rejected": 0,
+                         "wrong_experiment": 0, "dropped_at_close": 0}
+        self._seq = 0
+        self._stopping = False
+        self._warned: set[str] = set()
+        self.sender = Sender(hub_name, self.sender_id, self.node_id, lambda: self._stopping)
+        self._hello_ref: Any = self.sender.hello(self.hub)
+        # Wait briefly (never past the bound) for the groups and for the node buffer to know us,
+        # so that a rayplex.flush()/shutdown() right after reaches this process too.
+        ray.wait([self._hello_ref, self.sender.register()], num_returns=2,
+                 timeout=cfg.get_logger_timeout_s)
+        self.sender.flush_requested()
+        self._learn(0)
+        self._thread = threading.Thread(target=self._run, name=f"rayplex-flush-{hub_name}",
+                                        daemon=True)
+        self._thread.start()
+        atexit.register(self._at_exit)
+
+    # ------------------------------------------------------------ caller side
+    def put(self, item: Item, nbytes: int) -> None:
+        """Queue one item (the hot path of every log call)."""
+        if self.closed is not None:
+            raise RayplexError(self.closed)
+        self.buffer.put(item, nbytes)  # wakes the flush thread once a batch's worth is queued
+
+    def check_open(self) -> None:
+        if self.closed is not None:
+            raise RayplexError(self.closed)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Block until everything put before this call is written by the hub.
+
+        Raises:
+            RayplexError: if the experiment was shut down, or a spill file was lost.
+            HubWriteError: if the hub reports it cannot write (the data is kept and resent).
+            FlushTimeoutError: if the hub did not acknowledge within ``timeout`` seconds.
+        """
+        self.check_open()
+        for logger in list(self.loggers.values()):
+            logger._write_row()
+        marker = _FlushMarker()
+        self.buffer.put_marker(marker)
+        self._wake.set()
+        limit = config().flush_timeout_s if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        failures_before = self.sender.failures
+        while not marker.done.wait(min(0.05, max(0.0, deadline - time.monotonic()))):
+            if self.closed is not None:
+                raise RayplexError(self.closed)
+            if self.sender.failing is not None and self.sender.failures > failures_before:
+                raise HubWriteError(
+                    f"rayplex hub {self.hub_name!r} cannot write: {self.sender.failing}; the "
+                    "data is kept and resent until it can")
+            if time.monotonic() >= deadline:
+                raise FlushTimeoutError(
+                    f"rayplex hub {self.hub_name!r} did not acknowledge within {limit:.0f} s; "
+                    "the data stays buffered and is resent when the hub is reachable")
+        if self.closed is not None:  # e.g. the hub answered that the experiment is gone
+            raise RayplexError(self.closed)
+        error = self.buffer.take_error()
+        if error is not None:
+            raise RayplexError(f"rayplex: {error}")
+
+    def call(self, method: str, *args: Any, timeout: float | None = None) -> Any:
+        """A request/response operation at the hub (artifacts, params), applied once.
+
+        Raises:
+            ValueError, FileNotFoundError, ...: what the hub reports for this request.
+        """
+        self.check_open()
+        request_id = f"{self.sender_id}:{uuid.uuid4().hex}"
+        limit = config().flush_timeout_s if timeout is None else timeout
+        ok, result = self.sender.call(request_id, method, args, limit)
+        if ok:
+            return result
+        kind, message = result
+        exc_type = _REQUEST_ERRORS.get(kind, RayplexError)
+        raise exc_type(message)
+
+    def close(self, reason: str | None = None, timeout: float | None = None) -> None:
+        """Flush (unless ``reason`` says the experiment is gone), then stop; safe twice."""
+        if self._stopping:
+            return
+        try:
+            if reason is None and self.closed is None:
+                self.flush(timeout)
+        finally:
+            if self.closed is None:
+                self.closed = reason or (
+                    f"the rayplex session of experiment {self.hub_name!r} is closed; call "
+                    "rayplex.get_logger again")
+            self._stopping = True
+            self._wake.set()
+            self.sender.bye()
+            self.buffer.close()
+
+    def stats(self) -> dict[str, int]:
+        counters = dict(self.counters)
+        counters.update(self.sender.counters)
+        counters.update(self.buffer.counters)
+        counters["dropped"] = (counters.get("dropped", 0) + counters["wrong_experiment"]
+                               + counters["dropped_at_close"])
+        return counters
+
+    def _at_exit(self) -> None:
+        try:
+            self.close(timeout=min(10.0, config().flush_timeout_s))
+        except Exception as exc:  # never raise at interpreter exit
+            log.warning("rayplex: could not flush at exit: %s", exc)
+
+    # -------------------------------------------------------- flush thread
+    def _learn(self, timeout: float) -> None:
+        """Adopt the registry and log level from the node buffer's answer to hello, waiting at
+        most ``timeout`` (0: only if it is there already)."""
+        if self._hello_ref is None:
+            return
+        try:
+            ready, _ = ray.wait([self._hello_ref], timeout=timeout)
+            if not ready:
+                return
+            registry, level = ray.get(ready[0])
+        except Exception as exc:  # the node buffer restarted: ask again later
+            log.info("rayplex: could not learn the groups yet: %s", exc)
+            self._hello_ref = None
+            return
+        self._hello_ref = None
+        from rayplex.textlog import parse_level
+
+        self.log_level = parse_level(level)
+        if registry.stamp != self.encoder.registry.stamp:
+            self.encoder.adopt(registry)
+
+    def _run(self) -> None:
+        while not self._stopping:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            try:
+                self._learn(0)
+                round_ = self.sender.flush_requested()
+                self._ship_pending()
+                if round_ is not None:
+                    self.sender.flushed(round_)
+            except Exception:  # keep the thread alive whatever happens
+                log.exception("rayplex: unexpected error in the flush thread")
+
+    def _ship_pending(self) -> None:
+        while not self._stopping:
+            items, markers, nbytes = self.buffer.drain(self.batch_records)
+            if not items and not markers:
+                return
+            if items:
+                try:
+                    self._ship(items)
+                finally:
+                    self.buffer.release(nbytes)
+            for marker in markers:
+                marker.done.set()
+
+    def _ship(self, items: list[Any]) -> None:
+        self._seq += 1
+        batch = self.encoder.encode(items, self.sender_id, self._seq, self.experiment)
+        while True:
+            ack = self.sender.send(batch)
+            if ack is None:  # closed while the hub was away: counted, never silent
+                self.counters["dropped_at_close"] += len(items)
+                self._warn_once("close", f"rayplex: {len(items)} records of experiment "
+                                f"{self.hub_name!r} were not delivered before it closed")
+                return
+            if ack.stale:
+                self.encoder.adopt(ack.registry)
+                batch = self.encoder.encode(items, self.sender_id, self._seq, self.experiment)
+                continue
+            break
+        self._handle(ack, batch.record_count())
+
+    def _handle(self, ack: Ack, records: int) -> None:
+        if ack.wrong_experiment:
+            self.counters["wrong_experiment"] += records
+            self._warn_once("experiment", (
+                f"rayplex: experiment {self.hub_name!r} that this process logged to was shut "
+                f"down; {records} records were refused by the hub that now has that name"))
+            self.closed = (f"experiment {self.hub_name!r} was shut down; call "
+                           "rayplex.get_logger again")
+            return
+        if ack.rejected:
+            self.counters["rejected"] += ack.rejected
+            log.error("rayplex: the hub quarantined a batch of %d records it cannot write "
+                      "(see logs/all.log and .rayplex/quarantine/)", ack.rejected)
+            return
+        self.counters["acked"] += 1
+        self.counters["batches"] += 1
+        self.counters["records"] += records
+        if ack.registry is not None and ack.registry.stamp != self.encoder.registry.stamp:
+            self.encoder.adopt(ack.registry)
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message)
+
+
+_REQUEST_ERRORS: dict[str, type[Exception]] = {
+    "ValueError": ValueError,
+    "TypeError": TypeError,
+    "FileNotFoundError": FileNotFoundError,
+    "IsADirectoryError": IsADirectoryError,
+    "NotADirectoryError": NotADirectoryError,
+    "FileExistsError": FileExistsError,
+    "PermissionError": PermissionError,
+    "OSError": HubWriteError,
+}
+
+
+_sessions: dict[str, Session] = {}
+_lock = threading.Lock()
+_used: set[str] = set()
+"""Experiments this process initialised or logged to: what ``rayplex.shutdown()`` stops."""
+
+
+_VERIFY_EVERY_S = 0.2
+
+
+def session_for(hub_name: str, verify: bool = True) -> Session:
+    """This process's session for experiment ``hub_name``, made anew if the old one was closed
+    or the experiment's hub was replaced since (worker processes outlive experiments; checked
+    with a cluster look-up at most every 0.2 s, unless ``verify`` is false)."""
+    session = _sessions.get(hub_name)
+    if session is not None and session.closed is None:
+        if not verify or time.monotonic() - session.verified_at < _VERIFY_EVERY_S:
+            return session
+        if not _replaced(session):
+            session.verified_at = time.monotonic()
+            return session
+    with _lock:
+        session = _sessions.get(hub_name)
+        if session is None or session.closed is not None or _replaced(session):
+            if session is not None:
+                session.close(reason=f"experiment {hub_name!r} was shut down; call "
+                              "rayplex.get_logger again")
+            session = Session(hub_name)
+            _sessions[hub_name] = session
+            _used.add(hub_name)
+        return session
+
+
+def _replaced(session: Session) -> bool:
+    """Whether the named hub is now another actor than the one the session belongs to
+    (a cluster look-up, not a call to the hub)."""
+    try:
+        return actors.actor_identity(actors.get_hub(session.hub_name)) != session.experiment
+    except Exception:
+        return True
+
+
+def existing_session(hub_name: str) -> Session | None:
+    return _sessions.get(hub_name)
+
+
+def mark_used(hub_name: str) -> None:
+    _used.add(hub_name)
+
+
+def used_experiments() -> list[str]:
+    return sorted(_used)
+
+
+def end_session(hub_name: str, reason: str) -> None:
+    """Close this process's session of ``hub_name`` for good: its Loggers raise from now on."""
+    _used.discard(hub_name)
+    session = _sessions.pop(hub_name, None)
+    if session is not None:
+        session.close(reason=reason)

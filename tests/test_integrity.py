@@ -1,0 +1,291 @@
+"""Lifecycle and exactly-once promises of the README's "Guarantees", on a real local Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import rayplex
+from tests.conftest import tb_scalars
+
+
+def _steps(logdir, run, tag):
+    return [s for s, _ in tb_scalars(logdir)[run][tag]]
+
+
+# ------------------------------------------------------------------ 1. pending log() rows
+@pytest.mark.parametrize("how", ["logger_flush", "rayplex_flush", "shutdown"])
+def test_the_pending_log_row_is_written_by_every_flush_path(ray_session, tmp_path, how):
+    hub = rayplex.init(str(tmp_path / "exp"))
+    log = rayplex.get_logger("learner/rows")
+    log.log(step=10, loss=0.3)
+    log.log({"loss": 0.2}, step=11)
+    if how == "logger_flush":
+        log.flush()
+    elif how == "rayplex_flush":
+        rayplex.flush()
+    rayplex.shutdown() if how == "shutdown" else rayplex.shutdown(hub.name)
+    assert _steps(hub.logdir, "learner", "rows/loss") == [10, 11]
+
+
+def test_the_pending_log_row_is_written_at_process_exit(ray_session, tmp_path):
+    hub = rayplex.init(str(tmp_path / "exp"))
+    address = ray_session.get_runtime_context().gcs_address
+    script = textwrap.dedent(f"""
+        import ray, rayplex
+        ray.init(address={address!r}, namespace="t", configure_logging=False)
+        log = rayplex.get_logger("learner/exit")
+        log.log(step=1, loss=1.0)
+        log.log(step=2, loss=2.0)
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    rayplex.flush(hub.name)
+    assert _steps(hub.logdir, "learner", "exit/loss") == [1, 2]
+    rayplex.shutdown(hub.name)
+
+
+def test_a_task_return_writes_its_pending_row(experiment):
+    import ray
+
+    @ray.remote
+    @rayplex.logged("learner/task")
+    def work(logger=None):
+        logger.log(step=1, loss=1.0)
+        logger.log(step=2, loss=2.0)
+
+    ray.get(work.remote())
+    rayplex.flush()
+    assert _steps(experiment.logdir, "learner", "task/loss") == [1, 2]
+
+
+# --------------------------------------------------------- 2. a Logger kept across shutdown
+def test_a_logger_kept_across_shutdown_raises_and_a_fresh_one_works(ray_session, tmp_path):
+    rayplex.init(str(tmp_path / "a"))
+    old = rayplex.get_logger("learner/main")
+    old.add_scalar("x", 1.0, step=0)
+    rayplex.shutdown()
+    hub = rayplex.init(str(tmp_path / "b"))
+    with pytest.raises(rayplex.RayplexError, match="shut down"):
+        old.add_scalar("x", 2.0, step=1)
+    with pytest.raises(rayplex.RayplexError, match="shut down"):
+        old.flush()
+    new = rayplex.get_logger("learner/main")
+    assert new is not old
+    new.add_scalar("x", 3.0, step=2)
+    new.flush()
+    assert _steps(hub.logdir, "learner", "main/x") == [2]
+    assert _steps(str(tmp_path / "a"), "learner", "main/x") == [0]
+    rayplex.shutdown()
+
+
+# ------------------------------------------------------ 3. shutdown stops only what we used
+def test_shutdown_without_a_name_stops_only_this_process_s_experiments(ray_session, tmp_path):
+    import ray
+
+    @ray.remote
+    def start_other(path):
+        import rayplex as rp
+        rp.init(path, name="others")
+        return True
+
+    ray.get(start_other.remote(str(tmp_path / "others")))
+    rayplex.init(str(tmp_path / "mine"), name="mine")
+    rayplex.shutdown()
+    names = [h["name"] for h in rayplex.status()]
+    assert "others" in names and "mine" not in names
+    rayplex.shutdown(all=True)
+    assert [h["name"] for h in rayplex.status()] == []
+
+
+# -------------------------------------- 4. records never go into another experiment's logdir
+def test_a_task_still_logging_after_shutdown_never_writes_into_the_next_experiment(
+        ray_session, tmp_path):
+    import ray
+
+    @ray.remote
+    class Worker:
+        def __init__(self):
+            self.log = rayplex.get_logger("learner/late")
+
+        def log_one(self, step):
+            try:
+                self.log.add_scalar("x", float(step), step=step)
+                self.log.flush(timeout=20)
+                return "ok"
+            except rayplex.RayplexError as exc:
+                return f"error: {exc}"
+
+        def stats(self):
+            return self.log.stats()
+
+    rayplex.init(str(tmp_path / "first"))
+    worker = Worker.remote()
+    assert ray.get(worker.log_one.remote(0)) == "ok"
+    rayplex.shutdown()
+    second = rayplex.init(str(tmp_path / "second"))
+    answer = ray.get(worker.log_one.remote(1))
+    assert answer.startswith("error")
+    assert "shut down" in answer
+    rayplex.flush()
+    assert "learner" not in tb_scalars(second.logdir)
+    assert _steps(str(tmp_path / "first"), "learner", "late/x") == [0]
+    rayplex.shutdown()
+    ray.kill(worker)
+
+
+def test_shutdown_flushes_senders_in_other_processes(ray_session, tmp_path):
+    import ray
+
+    hub = rayplex.init(str(tmp_path / "exp"))
+
+    @ray.remote
+    class Busy:
+        def __init__(self):
+            self.log = rayplex.get_logger("learner/busy")
+
+        def log_many(self, n):
+            for i in range(n):
+                self.log.add_scalar("x", float(i), step=i)
+            return n  # no flush: shutdown must reach this process's buffer
+
+    busy = Busy.remote()
+    assert ray.get(busy.log_many.remote(500)) == 500
+    rayplex.shutdown()
+    assert _steps(hub.logdir, "learner", "busy/x") == list(range(500))
+    ray.kill(busy)
+
+
+# ----------------------------------------------- 5. busy @logged actors are flushed together
+def test_flush_with_busy_actors_returns_within_its_bound_and_delivers(ray_session, tmp_path):
+    import ray
+
+    hub = rayplex.init(str(tmp_path / "exp"))
+
+    @ray.remote(max_concurrency=2)
+    @rayplex.logged("eval/{i}")
+    class Busy:
+        def __init__(self, i, logger=None):
+            import threading
+
+            self.logger = logger
+            self.logged = threading.Event()
+
+        def log_then_block(self, seconds):
+            self.logger.add_scalar("x", 1.0, step=0)
+            self.logged.set()
+            time.sleep(seconds)  # the actor stays busy, as a long training step would
+            return True
+
+        def wait_logged(self):
+            return self.logged.wait(60)
+
+    actors = [Busy.remote(i) for i in range(3)]
+    refs = [a.log_then_block.remote(30) for a in actors]
+    assert all(ray.get([a.wait_logged.remote() for a in actors], timeout=90))
+    start = time.monotonic()
+    rayplex.flush(timeout=5)
+    assert time.monotonic() - start < 10
+    assert sorted(tb_scalars(hub.logdir)["eval"]) == ["0/x", "1/x", "2/x"]
+    for a in actors:
+        ray.kill(a)
+    del refs
+    rayplex.shutdown()
+
+
+# --------------------------------------------------- 6. a stalled hub never blocks get_logger
+def test_get_logger_and_a_logged_task_start_quickly_while_the_hub_is_stopped(
+        ray_session, tmp_path):
+    import ray
+
+    hub = rayplex.init(str(tmp_path / "exp"))
+    pid = hub.info()["pid"]
+
+    @ray.remote
+    @rayplex.logged("learner/t{i}")
+    def started(i, logger=None):
+        return time.time()
+
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        log = rayplex.get_logger("learner/stalled")
+        assert time.monotonic() - t0 < 1.0
+        log.add_scalar("x", 1.0, step=0)
+        t0 = time.time()
+        ref = started.remote(1)
+        begun = ray.get(ref, timeout=60)
+        assert begun - t0 < 5.0
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    rayplex.flush()
+    assert _steps(hub.logdir, "learner", "stalled/x") == [0]
+    rayplex.shutdown()
+
+
+# --------------------------------------------------- 7. one live hub per logdir
+def test_a_second_hub_name_on_a_live_hub_s_logdir_is_refused(ray_session, tmp_path):
+    path = tmp_path / "exp"
+    rayplex.init(str(path), name="owner")
+    link = tmp_path / "link"
+    link.symlink_to(path)
+    with pytest.raises(rayplex.LogdirConflictError, match="owner"):
+        rayplex.init(str(link), name="intruder")
+    rayplex.shutdown(name="owner")
+    second = rayplex.init(str(path), name="intruder")  # the owner is gone: taken over
+    owner = json.loads((path / ".rayplex" / "owner.json").read_text())
+    assert owner["name"] == "intruder"
+    second.shutdown()
+
+
+# --------------------------------------------------- 8. bad init arguments fail in the driver
+def test_init_on_a_file_names_the_path(ray_session, tmp_path):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    with pytest.raises(ValueError, match="afile"):
+        rayplex.init(str(f))
+
+
+def test_init_with_a_bogus_log_level_names_the_option(ray_session, tmp_path):
+    with pytest.raises(ValueError, match="bogus"):
+        rayplex.init(str(tmp_path / "exp"), log_level="bogus")
+    assert rayplex.status() == []
+
+
+# ------------------------------------------------------------------ 17. appends exactly once
+def test_appending_to_a_plain_pickle_is_refused_and_keeps_it(experiment):
+    log = rayplex.get_logger("learner/pk")
+    log.save_pkl({"a": 1}, "state.pkl")
+    with pytest.raises(ValueError, match="append"):
+        log.save_pkl({"b": 2}, "state.pkl", append=True)
+    assert log.load_pkl("state.pkl") == {"a": 1}
+
+
+def test_a_replayed_append_request_is_applied_once(experiment):
+    import ray
+    import cloudpickle
+
+    log = rayplex.get_logger("learner/pk2")
+    log.save_pkl(0, "rows.pkl", append=True)
+    data = cloudpickle.dumps(1)
+    hub = experiment.actor
+    first = ray.get(hub.request.remote("req-1", "save_artifact", ("learner/pk2/rows.pkl", data, True)))
+    again = ray.get(hub.request.remote("req-1", "save_artifact", ("learner/pk2/rows.pkl", data, True)))
+    assert first[0] and again[0] and first[1] == again[1]
+    assert log.load_pkl("rows.pkl") == [0, 1]
+
+
+# ------------------------------------------------------------------ 19. steps in range
+@pytest.mark.parametrize("step", [2**63, 2**64 + 5, -(2**63) - 1])
+def test_steps_outside_int64_are_refused(experiment, step):
+    log = rayplex.get_logger("learner/steps")
+    with pytest.raises(ValueError, match="out of range"):
+        log.add_scalar("x", 1.0, step=step)
+    with pytest.raises(ValueError, match="out of range"):
+        log.add_text("t", "x", step=step)

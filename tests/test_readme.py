@@ -1,0 +1,65 @@
+"""Every Python block of README.md and docs/*.md runs as written, on its own.
+
+Each block runs in a fresh Python process, in an empty temporary directory (so relative logdirs
+such as ``./rayplex_logs/exp1`` land there), with a timeout. The block's text is run unchanged;
+only the environment makes sure it uses a Ray of its own: ``RAY_ADDRESS=local`` makes a bare
+``ray.init()`` (or the one ``rayplex.init`` does) start a new local Ray instead of joining one
+found in /tmp/ray (the test session's, or another process's).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+BLOCK = re.compile(r"^```python\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
+TIMEOUT_S = 180
+
+
+def python_blocks(path: Path) -> list[tuple[int, str]]:
+    """``(line number of the block's first code line, code)`` for each ```python block."""
+    text = path.read_text(encoding="utf-8")
+    return [(text.count("\n", 0, match.start(1)) + 1, match.group(1))
+            for match in BLOCK.finditer(text)]
+
+
+BLOCKS = [pytest.param(path, line, code, id=f"{path.name}:{line}")
+          for path in DOCUMENTS for line, code in python_blocks(path)]
+
+
+def test_the_readme_has_its_python_blocks():
+    # A changed fence (```py, ```Python) would silently drop a block from the test below.
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    fences = re.findall(r"^```(\S+)", readme, re.MULTILINE)
+    assert set(fences) <= {"python", "bash", "text"}, fences
+    assert len(python_blocks(REPO / "README.md")) >= 8
+
+
+@pytest.mark.parametrize(("path", "line", "code"), BLOCKS)
+def test_each_block_stops_what_it_starts(path, line, code):
+    if "rayplex.init(" in code:
+        assert "rayplex.shutdown()" in code, f"{path.name}:{line} never calls rayplex.shutdown()"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("path", "line", "code"), BLOCKS)
+def test_the_block_runs_as_written(path, line, code, tmp_path):
+    script = tmp_path / "block.py"
+    script.write_text(code, encoding="utf-8")
+    env = {**os.environ, "RAY_ADDRESS": "local", "MPLBACKEND": "Agg"}
+    try:
+        done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"{path.name}:{line} did not finish within {TIMEOUT_S} s; stderr:\n"
+                    f"{(exc.stderr or b'')[-4000:]!r}")
+    assert done.returncode == 0, (f"{path.name}:{line} exited with {done.returncode}; stderr:\n"
+                                  f"{done.stderr[-6000:]}")
