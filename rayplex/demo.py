@@ -156,16 +156,19 @@ def run_demo(logdir: str, workers: int = 40, evaluators: int = 8, seconds: float
     frames = np.stack([np.roll(np.eye(32, dtype=np.uint8) * 255, k, axis=1) for k in range(16)])
     learner.add_video("policy_rollout", frames[..., None].repeat(3, -1), step=0, fps=8)
     step = 0
+    # Timed from here: starting Ray's workers can take seconds on a small machine, and every
+    # evaluator must still get steps to log.
+    logging_start = time.time()
     with _display(progress, workers + evaluators + 1, seconds) as show:
         next_report = 0.0
-        while time.time() - start < seconds:
+        while step == 0 or time.time() - logging_start < seconds:
             learner.add_scalar("loss", 1 / (1 + step / 10) + random.random() * 0.01, step=step)
             learner.add_scalar("learning_rate", 1e-3 * 0.99**step, step=step)
             ray.get([e.evaluate.remote(step) for e in evals])
             if step % 20 == 0:
                 learner.add_text("notes", f"step {step}: all good", step=step)
             step += 1
-            elapsed = time.time() - start
+            elapsed = time.time() - logging_start
             if elapsed >= next_report:
                 next_report = elapsed + 1.0
                 info = hub.info()
