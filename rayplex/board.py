@@ -15,20 +15,23 @@ import contextlib
 import importlib.util
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from rayplex.errors import RayplexError
 
-__all__ = ["Board", "BoardStartError", "TensorBoardNotInstalledError", "start_board",
-           "tensorboard_command"]
+__all__ = ["Board", "BoardStartError", "Stopped", "TensorBoardNotInstalledError", "start_board",
+           "stop_on_signals", "tensorboard_command"]
 
 INSTALL_HINT = 'pip install "rayplex[board]"'
 
@@ -155,6 +158,40 @@ class Board:
                 self._output_path.unlink()
 
 
+class Stopped(BaseException):  # like KeyboardInterrupt: not an error, not caught by `except Exception`
+    """Raised in the main thread by :func:`stop_on_signals` when a stop signal arrives."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stop_on_signals(signals: Sequence[int] = (signal.SIGTERM, signal.SIGHUP)) -> Iterator[None]:
+    """Within the block, ``signals`` raise :class:`Stopped` (like Ctrl-C raises
+    ``KeyboardInterrupt``), so the ``finally`` blocks that stop TensorBoard run instead of the
+    process dying and leaving TensorBoard serving. Only in the main thread (the one Python
+    delivers signals to); elsewhere the block runs unchanged.
+
+    Example:
+        >>> with stop_on_signals():  # doctest: +SKIP
+        ...     with start_board("/tmp/exp1") as board:
+        ...         board.wait()      # `kill <pid>` stops TensorBoard, then raises Stopped here
+    """
+    def stop(signum: int, frame: object) -> None:
+        raise Stopped(signum)
+
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in signals:
+            previous[signum] = signal.signal(signum, stop)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def _answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url + "data/logdir", timeout=2) as response:
@@ -234,7 +271,7 @@ def start_board(
                 raise BoardStartError(f"TensorBoard {reason} (command: {' '.join(command)})"
                                       + (f"\n{tail}" if tail else ""))
             time.sleep(0.2)
-    except BaseException:  # including Ctrl-C while waiting: never leave TensorBoard behind
+    except BaseException:  # including Ctrl-C or Stopped while waiting: never leave TensorBoard behind
         board.stop()
         raise
     return board

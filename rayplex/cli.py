@@ -169,17 +169,22 @@ def view_commands(logdir: str) -> list[str]:
 
 
 def _serve(logdir: str, host: str, port: int) -> int:
-    from rayplex.board import start_board
+    from rayplex.board import Stopped, start_board, stop_on_signals
 
-    board = start_board(logdir, host=host, port=port)
-    try:
-        print(f"TensorBoard on {board.tensorboard_dir}: {board.url}  (Ctrl-C to stop)", flush=True)
-        code = board.wait()
-        last = (board.output().strip().splitlines() or ["no output"])[-1]
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        board.stop()
+    # SIGTERM/SIGHUP (and Ctrl-C) unwind through the `finally`s below and start_board's own
+    # clean-up: TensorBoard is stopped and waited for, never left serving on its own.
+    with stop_on_signals():
+        try:
+            board = start_board(logdir, host=host, port=port)
+            try:
+                print(f"TensorBoard on {board.tensorboard_dir}: {board.url}  (Ctrl-C to stop)",
+                      flush=True)
+                code = board.wait()
+                last = (board.output().strip().splitlines() or ["no output"])[-1]
+            finally:
+                board.stop()
+        except (KeyboardInterrupt, Stopped):
+            return 0
     if code != 0:
         print(f"rayplex board: error: TensorBoard exited with code {code}: {last}", file=sys.stderr)
         return 1

@@ -1,19 +1,30 @@
 """The real TensorBoard on a logdir written by rayplex: its HTTP API serves exactly what was
-logged, ``rayplex board`` prints its URL, and a headless Chromium renders our charts.
+logged, ``rayplex board`` prints its URL and never leaves TensorBoard behind, and a headless
+Chromium renders our charts, also on the demo's logdir (images, text, HParams too).
 
-The browser test needs the Debian package ``chromium`` (``/usr/bin/chromium``) and the
-``playwright`` Python package; it never downloads a browser (no ``playwright install``).
+The browser tests need the Debian package ``chromium`` (``/usr/bin/chromium``) and the
+``playwright`` Python package; they never download a browser (no ``playwright install``).
+Without them they skip, except under CI (``CI=true``), where they fail: ``.ci/run`` installs
+Chromium, so a missing one is a broken CI, not a reason to test less.
+
+``RAYPLEX_SCREENSHOT=path`` makes the demo test also save its scalars screenshot there
+(``python docs/make_screenshot.py`` runs it for ``docs/tensorboard.png``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
+import signal
+import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 
@@ -159,11 +170,25 @@ def test_rayplex_board_on_a_taken_port_is_one_line_on_stderr(logdir, board, caps
 # ----------------------------------------------------------------------------- browser
 
 
+def _browser_or_skip():
+    """``(playwright.sync_api, chromium path)``; skips without them, fails under CI."""
+    def missing(why: str):
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{why}: CI must run the browser tests (.ci/run installs Chromium)")
+        pytest.skip(why)
+
+    chromium = CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
+    if chromium is None:
+        missing(f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium)")
+    try:
+        from playwright import sync_api
+    except ImportError:
+        missing("the playwright Python package is not installed")
+    return sync_api, chromium
+
+
 def test_a_headless_browser_renders_our_charts(board, tmp_path):
-    if not os.path.exists(CHROMIUM) and not shutil.which("chromium"):
-        pytest.skip(f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api",
-                                   reason="the playwright Python package is not installed")
+    sync_api, chromium = _browser_or_skip()
     _runs_loaded(board)
     expected_runs: dict[str, int] = defaultdict(int)
     for tags in _expected().values():
@@ -171,9 +196,8 @@ def test_a_headless_browser_renders_our_charts(board, tmp_path):
             expected_runs[tag] += 1
 
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium"),
-            args=CHROMIUM_ARGS, headless=True)
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS,
+                                             headless=True)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             # The scalars dashboard with a match-all filter puts every tag's chart in one open pane.
@@ -206,3 +230,158 @@ def test_a_tensorboard_that_exits_at_start_is_reported_with_its_output(logdir):
 
     with pytest.raises(BoardStartError, match=r"exited with code \d+(.|\n)*--no_such_flag"):
         start_board(logdir, port=0, extra_args=["--no_such_flag"])
+
+
+# ----------------------------------------------------------------------------- signals
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(child) for child in f.read().split()]
+
+
+def _gone(pid: int) -> bool:
+    """No such process, or only a zombie waiting to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_rayplex_board_stops_its_tensorboard_when_it_is_signalled(logdir, signum):
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "rayplex.cli", "board", logdir, "--port",
+                             str(port)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    child = None
+    try:
+        url = f"http://127.0.0.1:{port}/data/logdir"
+
+        def serving():
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    return response.status == 200
+            except OSError:
+                return proc.poll() is not None  # stop polling: the assertion below says why
+
+        _eventually(serving, bool, "rayplex board serving")
+        assert proc.poll() is None, proc.stderr.read()
+        # Its URL line: start_board has returned and `rayplex board` waits on TensorBoard.
+        ready, _, _ = select.select([proc.stdout], [], [], DEADLINE_S)
+        assert ready and proc.stdout.readline().startswith("TensorBoard on ")
+        (child,) = _children(proc.pid)  # TensorBoard
+        proc.send_signal(signum)
+        assert proc.wait(timeout=DEADLINE_S) == 0, proc.stderr.read()
+        _eventually(lambda: _gone(child), bool, f"TensorBoard (pid {child}) gone")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if child is not None and not _gone(child):
+            os.kill(child, signal.SIGKILL)
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+# ----------------------------------------------------------------------------- the demo's logdir
+
+
+@pytest.fixture(scope="module")
+def demo_board(ray_session, tmp_path_factory):
+    from rayplex.demo import run_demo
+
+    result = run_demo(str(tmp_path_factory.mktemp("demo") / "demo"), workers=16, evaluators=4,
+                      seconds=4, progress=False)
+    with start_board(result.logdir, host="127.0.0.1", port=0) as running:
+        yield running
+
+
+def _post(board: Board, route: str, body: dict):
+    request = urllib.request.Request(board.url + route, data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
+
+
+def test_tensorboard_shows_the_demos_images_text_and_hparams(demo_board):
+    runs = _eventually(lambda: _get(demo_board, "data/runs"),
+                       lambda runs: {"agent/0", "agent/15", "learner", "eval/stochastic-1",
+                                     "hparams/learner/main"} <= set(runs), "the demo's runs")
+    assert "agent/summary" in runs
+    plugins = _eventually(lambda: _get(demo_board, "data/plugins_listing"),
+                          lambda p: all(p.get(n, {}).get("enabled") for n in
+                                        ("scalars", "images", "text", "hparams", "histograms")),
+                          "the scalars, images, text, histograms and HParams plugins enabled")
+    assert plugins["images"]["enabled"]
+
+    images = _get(demo_board, "data/plugin/images/tags")
+    assert set(images["learner"]) >= {"main/observation", "main/policy_rollout"}
+    (observation,) = _get(demo_board, "data/plugin/images/images", run="learner",
+                          tag="main/observation")
+    with urllib.request.urlopen(demo_board.url + "data/plugin/images/individualImage?"
+                                + observation["query"],
+                                timeout=10) as response:
+        assert response.read()[:4] == b"\x89PNG"
+
+    text = _get(demo_board, "data/plugin/text/tags")
+    assert "main/notes" in text["learner"]
+    notes = _get(demo_board, "data/plugin/text/text", run="learner", tag="main/notes")
+    assert notes and "step 0: all good" in notes[0]["text"]
+
+    experiment = _post(demo_board, "data/plugin/hparams/experiment", {"experimentName": ""})
+    names = {info["name"] for info in experiment["hparamInfos"]}
+    assert {"Args.workers", "Args.evaluators", "Args.seconds"} <= names, names
+
+
+def test_the_demos_scalars_page_shows_the_grouped_charts(demo_board, tmp_path):
+    """Indexed bins overlay their runs in one chart; combined and normal groups have theirs."""
+    sync_api, chromium = _browser_or_skip()
+    tags = _eventually(lambda: _get(demo_board, "data/plugin/scalars/tags"),
+                       lambda t: {"agent/0", "agent/15", "eval/stochastic-1", "learner"} <= set(t),
+                       "the demo's scalar runs")
+    expected_runs = {  # chart -> runs overlaid in it
+        "agent/reward/0-7": 8, "agent/reward/8-15": 8,
+        "eval/score/stochastic": 2, "eval/score/deterministic": 2, "main/loss": 1}
+    for tag, count in expected_runs.items():
+        assert sum(tag in run_tags for run_tags in tags.values()) == count, tag
+    out = tmp_path / "tensorboard.png"
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS,
+                                             headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1060},
+                                    device_scale_factor=1)
+            page.goto(demo_board.url + "#scalars&tagFilter=reward%2F|loss|score",
+                      timeout=DEADLINE_S * 1000)
+
+            def drawn_lines() -> dict[str, int]:
+                counts = {}
+                for tag in expected_runs:
+                    card = page.locator("tf-scalar-card").filter(has_text=tag).first
+                    if card.count():
+                        counts[tag] = card.locator("path.line").evaluate_all(
+                            "paths => paths.filter(p => (p.getAttribute('d') || '').length > 1)"
+                            ".length")
+                return counts
+
+            # A raw and a smoothed line per run.
+            _eventually(drawn_lines,
+                        lambda counts: all(counts.get(tag, 0) >= n for tag, n in expected_runs.items()),
+                        "a line per run in every grouped chart")
+            page.mouse.move(0, 0)  # no tooltip in the picture
+            page.screenshot(path=str(out))
+        finally:
+            browser.close()
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    if os.environ.get("RAYPLEX_SCREENSHOT"):
+        shutil.copyfile(out, Path(os.environ["RAYPLEX_SCREENSHOT"]))
