@@ -16,7 +16,7 @@ from typing import Any
 import ray
 
 from rayplex import actors
-from rayplex.config import config
+from rayplex.config import NAMESPACE, config
 from rayplex.records import Ack, Batch
 
 log = logging.getLogger("rayplex")
@@ -39,13 +39,22 @@ class Sender:
         self.failures = 0
         self.counters = {"sent": 0, "retried": 0}
         self._flush_ref: Any = None
+        self.created_node_buffer = False
+        """Whether this sender started its node's buffer (which then takes a moment to run)."""
         self._flush_round = 0
 
     def node_buffer(self) -> Any:
         """The node buffer's handle (created on this node if needed; never blocks on the hub)."""
         with self._lock:
             if self._node_buffer is None:
-                self._node_buffer = actors.get_or_create_node_buffer(self.hub_name, self.node_id)
+                try:
+                    self._node_buffer = ray.get_actor(
+                        actors.node_buffer_name(self.hub_name, self.node_id),
+                        namespace=NAMESPACE)
+                except ValueError:
+                    self.created_node_buffer = True
+                    self._node_buffer = actors.get_or_create_node_buffer(self.hub_name,
+                                                                         self.node_id)
             return self._node_buffer
 
     def _forget(self) -> None:

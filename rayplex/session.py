@@ -40,6 +40,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("rayplex")
 
 
+_NODE_BUFFER_START_S = 5.0
+"""How long the first session on a node waits for the node buffer it started to register it
+(a new actor process); later sessions find it running."""
+
+
 class _FlushMarker:
     __slots__ = ("done",)
 
@@ -81,8 +86,10 @@ class Session:
         self._hello_ref: Any = self.sender.hello(self.hub)
         # Wait briefly (never past the bound) for the groups and for the node buffer to know us,
         # so that a rayplex.flush()/shutdown() right after reaches this process too.
-        ray.wait([self._hello_ref, self.sender.register()], num_returns=2,
-                 timeout=cfg.get_logger_timeout_s)
+        registered = self.sender.register()
+        ray.wait([self._hello_ref, registered], num_returns=2, timeout=cfg.get_logger_timeout_s)
+        if self.sender.created_node_buffer:  # a new actor process: give it time to start
+            ray.wait([registered], timeout=_NODE_BUFFER_START_S)
         self.sender.flush_requested()
         self._learn(0)
         self._thread = threading.Thread(target=self._run, name=f"rayplex-flush-{hub_name}",

@@ -544,12 +544,12 @@ def test_a_failed_append_is_rolled_back(
     assert store.read_chunks("c") == [b"kept", b"next"]
 
 
-def test_append_after_write_bytes_revalidates_the_file(store: ArtifactStore) -> None:
+def test_append_after_write_bytes_is_refused_and_keeps_the_file(store: ArtifactStore) -> None:
     store.append_chunk("c", b"x")
-    store.write_bytes("c", b"garbage!" * 3)
-    with pytest.warns(TornChunkWarning, match="truncating"):
+    store.write_bytes("c", b"garbage!" * 3)  # now a plain file: appending would destroy it
+    with pytest.raises(ValueError, match="append=True"):
         store.append_chunk("c", b"y")
-    assert store.read_chunks("c") == [b"y"]
+    assert store.read_bytes("c") == b"garbage!" * 3
 
 
 # --------------------------------------------------------------------------- list

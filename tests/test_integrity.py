@@ -268,8 +268,8 @@ def test_appending_to_a_plain_pickle_is_refused_and_keeps_it(experiment):
 
 
 def test_a_replayed_append_request_is_applied_once(experiment):
-    import ray
     import cloudpickle
+    import ray
 
     log = rayplex.get_logger("learner/pk2")
     log.save_pkl(0, "rows.pkl", append=True)

@@ -96,87 +96,65 @@ def test_a_restarted_hub_keeps_routing_and_deduplicating(experiment):
     assert tb_scalars(experiment.logdir)["agent/5"]["agent/x/4-7"] == [(0, 1.0), (1, 2.0)]
 
 
-def test_an_unfinished_write_is_undone_at_restart(tmp_path):
-    from rayplex.actors.journal import Journal
-
-    data = tmp_path / "events"
-    data.write_bytes(b"committed")
-    journal = Journal(str(tmp_path / "journal"))
-    journal.recover()
-    journal.begin({str(data): data.stat().st_size})
-    with open(data, "ab") as f:
-        f.write(b"half a batch")
-    journal.close()  # the hub dies before commit
-    state = Journal(str(tmp_path / "journal")).recover()
-    assert data.read_bytes() == b"committed" and state.undone == {str(data): 9}
-
-
-def test_a_committed_batch_is_remembered_across_restarts(tmp_path):
-    from rayplex.actors.journal import Journal
-
-    journal = Journal(str(tmp_path / "journal"))
-    journal.recover()
-    journal.begin({})
-    journal.commit([("w", 7)], ("node", 3), [])
-    with open(tmp_path / "journal", "ab") as f:
-        f.write(b"\x05\x00torn")  # a torn record at the end is ignored
-    state = Journal(str(tmp_path / "journal")).recover()
-    assert state.last_seq == {"w": 7} and state.applied_node_calls == {"node": 3}
-
-
 def _stall(hub, seconds):
     """Keep the (single-threaded) hub busy, as a slow disk or an overloaded hub would."""
     return hub.actor.__ray_call__.remote(lambda self, s=seconds: time.sleep(s))
 
 
-def _logger_with_bound(client, bound, policy):
+BOUND = 400_000  # bytes: 2,000 scalars at 200 B each
+
+
+def _logger_with_bound(client, policy):
+    from rayplex.buffer import Buffer
+
     log = rayplex.get_logger(client)
-    transport = log._transport
-    transport.max_buffer_records, transport.overflow = bound, policy
-    transport.batch_records = min(transport.batch_records, bound // 4)
-    return log, transport
+    session = log._session
+    old = session.buffer
+    session.buffer = Buffer(BOUND, policy, "", 120.0, "test", wake=session._wake.set,
+                            wake_bytes=BOUND // 4)
+    assert not len(old)
+    return log, session
+
+
+def _held(session):
+    counters = session.buffer.counters
+    return counters["queued_bytes"] + counters["in_flight_bytes"]
 
 
 @pytest.mark.parametrize("policy", ["spill", "block"])
 def test_a_stalled_hub_keeps_the_worker_buffer_bounded_and_loses_nothing(experiment, policy):
-    log, transport = _logger_with_bound("learner/stall", 2000, policy)
-    try:
-        stall = _stall(experiment, 3)
-        peak = 0
-        for step in range(20_000):
-            log.add_scalar("x", float(step), step=step)
-            peak = max(peak, len(transport.queue))
-        assert peak <= 2000
-        log.flush(timeout=120)
-        ray.get(stall)
-        from tests.conftest import tb_scalars
+    log, session = _logger_with_bound("learner/stall", policy)
+    stall = _stall(experiment, 3)
+    peak = 0
+    for step in range(20_000):
+        log.add_scalar("x", float(step), step=step)
+        peak = max(peak, _held(session))
+    assert peak <= BOUND + 200
+    log.flush(timeout=120)
+    ray.get(stall)
+    from tests.conftest import tb_scalars
 
-        points = tb_scalars(experiment.logdir)["learner"]["stall/x"]
-        assert points == [(s, float(s)) for s in range(20_000)]
-        if policy == "spill":
-            stats = log.stats()
-            assert stats["spilled"] > 0 and stats["replayed"] == stats["spilled"]
-            assert stats["dropped"] == 0
-    finally:
-        transport.max_buffer_records = 10**9
+    points = tb_scalars(experiment.logdir)["learner"]["stall/x"]
+    assert points == [(s, float(s)) for s in range(20_000)]
+    if policy == "spill":
+        stats = log.stats()
+        assert stats["spilled"] > 0 and stats["replayed"] == stats["spilled"]
+        assert stats["dropped"] == 0
 
 
 def test_drop_oldest_drops_and_counts_instead_of_growing(experiment):
-    log, transport = _logger_with_bound("learner/drop", 2000, "drop_oldest")
-    try:
-        stall = _stall(experiment, 3)
-        for step in range(20_000):
-            log.add_scalar("x", float(step), step=step)
-            assert len(transport.queue) <= 2000
-        log.flush(timeout=120)
-        ray.get(stall)
-        stats = log.stats()
-        from tests.conftest import tb_scalars
+    log, session = _logger_with_bound("learner/drop", "drop_oldest")
+    stall = _stall(experiment, 3)
+    for step in range(20_000):
+        log.add_scalar("x", float(step), step=step)
+        assert _held(session) <= BOUND + 200
+    log.flush(timeout=120)
+    ray.get(stall)
+    stats = log.stats()
+    from tests.conftest import tb_scalars
 
-        written = len(tb_scalars(experiment.logdir)["learner"]["drop/x"])
-        assert stats["dropped"] > 0 and written + stats["dropped"] == 20_000
-    finally:
-        transport.max_buffer_records = 10**9
+    written = len(tb_scalars(experiment.logdir)["learner"]["drop/x"])
+    assert stats["dropped"] > 0 and written + stats["dropped"] == 20_000
 
 
 def test_a_disk_error_at_the_hub_reaches_flush_and_the_data_is_kept(experiment):
@@ -253,18 +231,3 @@ def test_a_hub_outlives_its_driver_and_a_later_driver_can_shut_it_down(ray_sessi
 
     scalars = tb_scalars(logdir)["learner"]
     assert scalars["first/x"] == [(0, 1.0)] and scalars["second/x"] == [(0, 2.0)]
-
-
-def test_a_compacted_journal_keeps_the_state(tmp_path):
-    from rayplex.actors.journal import HubState, Journal
-    from rayplex.actors.summaries import SummaryBook
-
-    journal = Journal(str(tmp_path / "journal"))
-    journal.recover()
-    for seq in range(1, 50):
-        journal.begin({})
-        journal.commit([("w", seq)], None, [])
-    before = journal.size()
-    journal.compact(HubState({"w": 49}, {}, SummaryBook(0.0)))
-    assert journal.size() < before
-    assert Journal(str(tmp_path / "journal")).recover().last_seq == {"w": 49}

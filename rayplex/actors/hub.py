@@ -98,9 +98,9 @@ class Hub:
             except Exception:
                 log.exception("hub %s: writing summaries failed", self.name)
 
-    def _write_summaries(self, force: bool) -> None:
+    def _write_summaries(self, force: bool, quiet: bool = True) -> None:
         with self.lock:
-            due = self.summaries.due(time.time(), force=force)
+            due = self.summaries.due(time.time(), force=force, quiet=quiet)
             if not due:
                 return
             try:
@@ -111,9 +111,9 @@ class Hub:
             for group, step, _, flagged in due:
                 if flagged:
                     self.writer.hub_line(
-                        logging.WARNING, f"summary of group {group!r} step {step}: a partial "
-                        "arrived after the step was written (a worker declared silent, or one "
-                        "that joined late); wrote a second point at that step over all values")
+                        logging.WARNING, f"late store_metrics partial for group {group!r} step "
+                        f"{step} (from a worker declared silent, or one that joined late): wrote "
+                        "a second point at that step over all values")
 
     # ----------------------------------------------------------------- control
     def info(self) -> dict[str, Any]:
@@ -152,8 +152,9 @@ class Hub:
         return self.registry.stamp
 
     def flush(self) -> None:
-        """Write every ready summary now and flush every file."""
-        self._write_summaries(force=False)
+        """Write every summary whose step every live worker summarised, and flush every file
+        (an explicit flush does not wait for the quiet time)."""
+        self._write_summaries(force=False, quiet=False)
         self.writer.flush()
 
     def close(self) -> None:
@@ -201,35 +202,37 @@ class Hub:
                 if (batch.sender, batch.seq) in defer:
                     answers[id(batch)] = Ack(batch.sender, batch.seq, retry=True)
             writable = [b for b in fresh if (b.sender, b.seq) not in defer]
-            for batch, error in self._write(writable, partials):
-                answers[id(batch)] = self._ack(batch, error=error)
+            for batch, ack in self._write(writable, partials):
+                answers[id(batch)] = ack
             return [answers[id(first[(b.sender, b.seq)])] for b in call.batches]
 
-    def _write(self, batches: list[Batch], partials: list[Any]) -> list[tuple[Batch, str | None]]:
+    def _write(self, batches: list[Batch], partials: list[Any]) -> list[tuple[Batch, Ack]]:
         """Write all at once; if that fails for a reason other than the disk, write one batch
         at a time so that only the batch that cannot be written is quarantined."""
         if not batches and not partials:
             return []
+        own = [p for b in batches for p in b.partials]
         try:
-            self.writer.write_batches(batches, partials + [p for b in batches for p in b.partials])
+            self.writer.write_batches(batches, partials + own)
         except OSError as exc:
             error = f"{type(exc).__name__}: {exc}"
             self.writer.hub_line(logging.ERROR, f"could not write {len(batches)} batches (data "
                                  f"kept by the senders, who retry): {error}")
-            return [(b, error) for b in batches]
+            return [(b, self._ack(b, error=error)) for b in batches]
         except Exception as exc:
-            if len(batches) <= 1 and not partials:
-                for batch in batches:
-                    self._quarantine(batch, f"{type(exc).__name__}: {exc}")
-                return [(b, None) for b in batches]
-            results: list[tuple[Batch, str | None]] = []
-            if partials:  # the merged partials alone, then each batch with its own
-                results += self._write([], partials) if batches else []
+            if len(batches) == 1 and not partials:
+                batch = batches[0]
+                self._quarantine(batch, f"{type(exc).__name__}: {exc}")
+                return [(batch, Ack(batch.sender, batch.seq, rejected=max(1, batch.record_count())))]
+            if not batches:  # the merged partials alone cannot be written: a bug, say so
+                log.exception("hub %s: dropped merged summary partials", self.name)
+                return []
+            results = self._write([], partials)
             for batch in batches:
                 results += self._write([batch], [])
             return results
-        self._add_partials(partials + [p for b in batches for p in b.partials])
-        return [(b, None) for b in batches]
+        self._add_partials(partials + own)
+        return [(b, self._ack(b)) for b in batches]
 
     def _quarantine(self, batch: Batch, reason: str) -> None:
         self.writer.quarantine(batch, reason)

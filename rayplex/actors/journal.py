@@ -388,7 +388,11 @@ class _Replay:
             self.open_begin = None
         elif kind == "begin":
             offsets = self.paths(_sizes(record["offsets"]))
-            self.open_batches = _batch_ids(record["batches"])
+            if self.open_begin is not None:  # a transaction in several steps: the first size wins
+                offsets = {**offsets, **self.open_begin}
+                self.open_batches = self.open_batches + _batch_ids(record["batches"])
+            else:
+                self.open_batches = _batch_ids(record["batches"])
             self.open_begin = offsets
         elif kind == "commit":
             senders = _batch_ids(record["senders"]) + _batch_ids(record["quarantined"])

@@ -138,9 +138,10 @@ class SummaryBook:
             entry.late = True
         return True
 
-    def due(self, now: float, force: bool = False) -> list[Summary]:
+    def due(self, now: float, force: bool = False, quiet: bool = True) -> list[Summary]:
         """Take the summaries to write: the ready steps at ``now``, or every dirty one if
-        ``force`` (shutdown, an explicit flush).
+        ``force`` (shutdown). ``quiet=False`` (an explicit flush) skips the quiet time but
+        still waits for the watermark.
 
         Taken steps count as written; if writing them fails, hand them back with
         :meth:`mark_dirty`.
@@ -155,7 +156,7 @@ class SummaryBook:
             if not entry.dirty:
                 continue
             if not force:
-                if now - entry.last < self.delay_s:
+                if quiet and now - entry.last < self.delay_s:
                     continue
                 if group not in waiting:
                     waiting[group] = self._live_watermarks(group, now)

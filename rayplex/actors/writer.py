@@ -100,7 +100,7 @@ class HubWriter:
                 if not isinstance(chunk.blob, bytes) or not isinstance(chunk.count, int):
                     raise ValueError(f"chunk of {chunk.client_id!r} is not bytes with a count")
             for line in batch.logs:
-                _check_line(line)
+                rules.validate_log_line(line)
             for partial in batch.partials:
                 _check_partial(partial)
         except (ValueError, TypeError, AttributeError) as exc:
@@ -137,30 +137,41 @@ class HubWriter:
                       extra: dict[str, int] | None = None) -> dict[str, int]:
         """Write ``batches`` and commit them with ``partials`` as one journalled transaction.
 
-        Returns the file sizes before the write. Raises what the write raised after undoing
-        everything it appended (an :class:`OSError` means: retry later).
+        Runs are written in steps of at most half the open-file bound (each step journals the
+        sizes of its files before it appends), so one transaction may touch any number of run
+        directories. Returns the file sizes before the write. Raises what the write raised
+        after undoing everything it appended (an :class:`OSError` means: retry later).
         """
         with self.lock:
             if not batches and not partials:
                 return {}
             self.settle()
             lines = [line for batch in batches for line in batch.logs]
-            runs = list(dict.fromkeys(chunk.run for batch in batches for chunk in batch.chunks))
-            writers = {run: self.pool.get(run) for run in runs}
-            offsets = {w.path: w.bytes_written for w in writers.values()}
-            offsets.update(file_sizes(self._log_paths(lines)))
-            if extra:
-                offsets.update(extra)
+            by_run: dict[str, list[bytes]] = {}
+            for batch in batches:
+                for chunk in batch.chunks:
+                    by_run.setdefault(chunk.run, []).append(chunk.blob)
+            runs = list(by_run)
             ids = [(b.sender, b.seq) for b in batches]
-            self.journal.begin(offsets, ids)
+            offsets = file_sizes(self._log_paths(lines))
+            offsets.update(extra or {})
+            step = max(1, self.pool.max_open // 2)
             try:
-                for batch in batches:
-                    for chunk in batch.chunks:
-                        writers[chunk.run].write(chunk.blob)
+                self.journal.begin(offsets, ids)
+                for start in range(0, len(runs), step):
+                    part = runs[start:start + step]
+                    writers = [self.pool.get(run) for run in part]
+                    sizes = {w.path: w.bytes_written for w in writers}
+                    self.journal.begin(sizes, [])
+                    for path, size in sizes.items():
+                        offsets.setdefault(path, size)
+                    for run, writer in zip(part, writers, strict=True):
+                        for blob in by_run[run]:
+                            writer.write(blob)
+                    for writer in writers:
+                        writer.flush()  # also unpins it: the pool may close it now
                 if lines:  # one sorted write per call: all.log is ordered by worker time
                     self.logs.write(lines)
-                for writer in writers.values():
-                    writer.flush()
                 self.journal.commit(ids, partials, [])
             except BaseException as exc:
                 self._undo(offsets, runs)
@@ -260,7 +271,7 @@ class HubWriter:
     def hub_line(self, level: int, message: str) -> None:
         """A line from the hub itself, in ``logs/all.log`` as client ``rayplex/hub``."""
         log.log(level, message)
-        line = LogLine(time.time(), level, "rayplex/hub", "hub", os.getpid(), "rayplex.hub",
+        line = LogLine(time.time(), level, rules.HUB_CLIENT_ID, "hub", os.getpid(), "rayplex.hub",
                        message, None)
         try:
             self.logs.write([line])
@@ -288,23 +299,6 @@ def _check_run(run: object, group: str) -> None:
         rules.validate_part(part, f"part of run {run!r}")
     if parts[0] != group and not (parts[0] == "hparams" and len(parts) == 3 and parts[1] == group):
         raise ValueError(f"run {run!r} is outside group {group!r}")
-
-
-def _check_line(line: Any) -> None:
-    if not isinstance(line, tuple) or len(line) != 8:
-        raise ValueError(f"text line must be an 8-tuple, got {line!r:.80}")
-    wall, level, client, node, pid, name, message, exc = line
-    if not isinstance(wall, float) or not isinstance(level, int) or not isinstance(pid, int):
-        raise ValueError(f"text line fields of wrong types: {line!r:.120}")
-    rules.split_client_id(client)
-    validate_logger = getattr(rules, "validate_logger_name", None)
-    if validate_logger is not None:
-        validate_logger(name)
-    elif not isinstance(name, str):
-        raise ValueError(f"logger name must be a str, got {type(name).__name__}")
-    if not isinstance(node, str) or not isinstance(message, str) or not (
-            exc is None or isinstance(exc, str)):
-        raise ValueError(f"text line fields of wrong types: {line!r:.120}")
 
 
 def _check_partial(partial: Any) -> None:

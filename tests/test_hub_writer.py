@@ -1,0 +1,257 @@
+"""The hub and its transactional writer as plain objects (no Ray): poison input, undo that
+fails, a disk that is full or read-only, bounded open files."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from rayplex.actors.hub import Hub
+from rayplex.actors.writer import HubWriter
+from rayplex.encoder import Encoder
+from rayplex.groups import GroupRegistry
+from rayplex.items import Line, Scalar
+from rayplex.records import Batch, Chunk, NodeCall
+from tests.conftest import tb_scalars
+
+
+def _batch(hub: Hub, sender: str, seq: int, client: str = "learner/a", n: int = 3,
+           lines: list | None = None) -> Batch:
+    enc = Encoder(hub.registry)
+    items = [Scalar(client, "x", seq * 100 + i, 1.0, float(i)) for i in range(n)]
+    items += [Line(line) for line in (lines or [])]
+    return enc.encode(items, sender, seq, hub.experiment)
+
+
+def _line(message: str, client: str = "learner/a", logger: object = "app") -> tuple:
+    return (1.0, 20, client, "node0001", 1, logger, message, None)
+
+
+@pytest.fixture
+def hub(tmp_path):
+    h = Hub("plain", str(tmp_path / "exp"))
+    yield h
+    h._stop.set()
+    h.close()
+
+
+def _count(logdir: str, run: str, tag: str) -> int:
+    return len(tb_scalars(logdir).get(run, {}).get(tag, []))
+
+
+def test_a_poison_batch_is_quarantined_whole_and_the_rest_is_written_once(hub):
+    good = _batch(hub, "w1", 1)
+    poison = Batch("w2", 1, hub.registry.stamp,
+                   [Chunk("all.log/x", "all.log", b"\x00junk", 1)], [], [],
+                   experiment=hub.experiment)
+    acks = hub.write_node(NodeCall("n", 1, [good, poison]))
+    assert not acks[0].rejected and acks[0].error is None
+    assert acks[1].rejected == 1
+    quarantined = os.listdir(os.path.join(hub.logdir, ".rayplex", "quarantine"))
+    assert len(quarantined) == 1
+    with open(os.path.join(hub.logdir, "logs", "all.log"), encoding="utf-8") as f:
+        text = f.read()
+    assert "ERROR" in text and "quarantined" in text
+    # resending either is never written again
+    again = hub.write_node(NodeCall("n", 2, [good, poison]))
+    assert again[0].duplicate and again[1].duplicate
+    assert _count(hub.logdir, "learner", "a/x") == 3
+    assert hub.info()["quarantined_records"] == 1
+
+
+def test_a_line_no_worker_would_send_is_quarantined_without_touching_other_files(hub):
+    good = _batch(hub, "w1", 1, lines=[_line("fine")])
+    bad = _batch(hub, "w2", 1, lines=[_line("x", logger=7)])  # a logger name that is no str
+    acks = hub.write_node(NodeCall("n", 1, [good, bad]))
+    assert acks[0].error is None and not acks[0].rejected and acks[1].rejected
+    assert _count(hub.logdir, "learner", "a/x") == 3  # only the good batch's events
+    with open(os.path.join(hub.logdir, "logs", "all.log"), encoding="utf-8") as f:
+        text = f.read()
+    assert "fine" in text and "quarantined" in text
+
+
+def test_an_exception_mid_write_undoes_everything_and_quarantines_only_the_culprit(
+        hub, monkeypatch):
+    from rayplex.textlog import LogFiles
+
+    real_write = LogFiles.write
+
+    def write(self, lines):  # a line that passes the rules but breaks the writer (a bug)
+        if any(line[6] == "boom" for line in lines):
+            raise RuntimeError("the text-log writer broke")
+        return real_write(self, lines)
+
+    monkeypatch.setattr(LogFiles, "write", write)
+    good = _batch(hub, "w1", 1, lines=[_line("ok")])
+    culprit = _batch(hub, "w2", 1, client="learner/b", lines=[_line("boom", "learner/b")])
+    acks = hub.write_node(NodeCall("n", 1, [good, culprit]))
+    assert acks[0].error is None and not acks[0].rejected
+    assert acks[1].rejected == 4
+    scalars = tb_scalars(hub.logdir)["learner"]
+    assert len(scalars["a/x"]) == 3 and "b/x" not in scalars  # the culprit's events undone
+    resend = hub.write_node(NodeCall("n", 2, [good, culprit]))
+    assert all(a.duplicate for a in resend)
+    assert len(tb_scalars(hub.logdir)["learner"]["a/x"]) == 3
+
+
+def test_a_failed_undo_keeps_the_resend_from_becoming_a_duplicate(hub, monkeypatch):
+    first = _batch(hub, "w1", 1)
+    assert hub.write_node(NodeCall("n", 1, [first]))[0].error is None
+    culprit = _batch(hub, "w1", 2, lines=[_line("ok")])
+    real_truncate = os.truncate
+
+    def read_only(path, size):
+        raise OSError(errno.EROFS, "Read-only file system", path)
+
+    monkeypatch.setattr(os, "truncate", read_only)
+    monkeypatch.setattr(hub.writer.logs, "write",
+                        lambda lines: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
+    ack = hub.write_node(NodeCall("n", 2, [culprit]))[0]
+    assert ack.error is not None  # the disk failed: the sender keeps it and resends
+    assert hub.writer.pending_undo  # the appended events could not be cut back yet
+    monkeypatch.undo()
+    monkeypatch.setattr(os, "truncate", read_only)
+    ack = hub.write_node(NodeCall("n", 3, [culprit]))[0]
+    assert ack.error is not None  # still cannot undo: nothing new is written meanwhile
+    monkeypatch.setattr(os, "truncate", real_truncate)
+    ack = hub.write_node(NodeCall("n", 4, [culprit]))[0]
+    assert ack.error is None and not ack.duplicate
+    assert sorted(s for s, _ in tb_scalars(hub.logdir)["learner"]["a/x"]) == [
+        100, 101, 102, 200, 201, 202]
+
+
+def test_the_hub_never_routes_a_stale_batch_is_answered_with_the_registry(hub):
+    from rayplex.groups import GroupSpec
+
+    stale = _batch(hub, "w1", 1, client="agent/3")
+    hub.register_group(GroupSpec.indexed("agent", 8))
+    ack = hub.write_node(NodeCall("n", 1, [stale]))[0]
+    assert ack.stale and ack.registry.stamp == hub.registry.stamp
+    assert "agent" not in tb_scalars(hub.logdir)
+    fresh = _batch(hub, "w1", 1, client="agent/3")  # the sender encodes again
+    assert hub.write_node(NodeCall("n", 2, [fresh]))[0].error is None
+    assert list(tb_scalars(hub.logdir)["agent/3"]) == ["agent/x/0-7"]
+
+
+def test_a_batch_of_another_experiment_is_refused(hub):
+    other = _batch(hub, "w1", 1)
+    other.experiment = "another-hub"
+    hub.experiment = "this-hub"
+    ack = hub.write_node(NodeCall("n", 1, [other]))[0]
+    assert ack.wrong_experiment
+    assert "learner" not in tb_scalars(hub.logdir)
+
+
+def test_the_same_batch_twice_in_one_call_is_written_once(hub):
+    batch = _batch(hub, "w1", 1)
+    acks = hub.write_node(NodeCall("n", 1, [batch, batch]))
+    assert len(acks) == 2 and all(a.error is None for a in acks)
+    assert _count(hub.logdir, "learner", "a/x") == 3
+
+
+def test_hub_state_on_disk_is_data(hub):
+    from rayplex.groups import GroupSpec
+
+    hub.register_group(GroupSpec.indexed("agent", 4))
+    state = os.listdir(os.path.join(hub.logdir, ".rayplex"))
+    assert "registry.json" in state and "registry.pkl" not in state
+    restarted = Hub("plain", hub.logdir)
+    try:
+        assert restarted.registry.groups["agent"].bin_size == 4
+    finally:
+        restarted._stop.set()
+
+
+# ------------------------------------------------------------- full and read-only disks
+@contextlib.contextmanager
+def _tmpfs(path, size="256k"):
+    os.makedirs(path, exist_ok=True)
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path],
+                            capture_output=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", path], capture_output=True)
+
+
+def test_a_hub_comes_up_on_a_read_only_logdir_and_writes_once_it_is_writable(tmp_path):
+    mount = str(tmp_path / "ro")
+    with _tmpfs(mount, "4m"):
+        logdir = os.path.join(mount, "exp")
+        first = Hub("ro", logdir)
+        assert first.write_node(NodeCall("n", 1, [_batch(first, "w", 1)]))[0].error is None
+        first._stop.set()
+        first.close()
+        subprocess.run(["mount", "-o", "remount,ro", mount], check=True)
+        hub = Hub("ro", logdir)  # a restart while the disk is read-only: it comes up
+        batch = _batch(hub, "w", 2)
+        assert hub.write_node(NodeCall("n", 2, [batch]))[0].error is not None
+        assert hub.info()["problem"]
+        subprocess.run(["mount", "-o", "remount,rw", mount], check=True)
+        assert hub.write_node(NodeCall("n", 3, [batch]))[0].error is None
+        assert hub.info()["problem"] is None
+        with open(os.path.join(logdir, "logs", "all.log"), encoding="utf-8") as f:
+            assert "writable again" in f.read()
+        assert sorted(s for s, _ in tb_scalars(logdir)["learner"]["a/x"]) == [
+            100, 101, 102, 200, 201, 202]
+        hub._stop.set()
+        hub.close()
+
+
+def test_a_hub_comes_up_on_a_full_disk(tmp_path):
+    mount = str(tmp_path / "full")
+    with _tmpfs(mount, "256k"):
+        logdir = os.path.join(mount, "exp")
+        first = Hub("full", logdir)
+        first._stop.set()
+        first.close()
+        with open(os.path.join(mount, "filler"), "wb") as f, contextlib.suppress(OSError):
+            f.write(b"\0" * 1024 * 1024)
+        hub = Hub("full", logdir)
+        batch = _batch(hub, "w", 1, n=2000)
+        assert hub.write_node(NodeCall("n", 1, [batch]))[0].error is not None
+        os.unlink(os.path.join(mount, "filler"))
+        assert hub.write_node(NodeCall("n", 2, [batch]))[0].error is None
+        assert _count(logdir, "learner", "a/x") == 2000
+        hub._stop.set()
+        hub.close()
+
+
+def test_1500_clients_in_one_write_under_a_1024_fd_limit_are_all_written(tmp_path):
+    script = textwrap.dedent(f"""
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+        from rayplex.actors.hub import Hub
+        from rayplex.encoder import Encoder
+        from rayplex.groups import GroupSpec
+        from rayplex.items import Scalar
+        from rayplex.records import NodeCall
+        hub = Hub("fds", {str(tmp_path / "exp")!r})
+        hub.register_group(GroupSpec.indexed("agent", 8))
+        enc = Encoder(hub.registry)
+        batch = enc.encode([Scalar(f"agent/{{i}}", "x", 0, 1.0, float(i)) for i in range(1500)],
+                           "w", 1, hub.experiment)
+        ack = hub.write_node(NodeCall("n", 1, [batch]))[0]
+        assert ack.error is None, ack.error
+        hub._stop.set()
+        hub.close()
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=300,
+                   cwd=os.path.dirname(os.path.dirname(__file__)))
+    scalars = tb_scalars(str(tmp_path / "exp"))
+    assert len([run for run in scalars if run.startswith("agent/")]) == 1500
+
+
+def test_hub_writer_is_usable_without_ray(tmp_path):
+    writer = HubWriter(str(tmp_path / "w"), experiment="e")
+    assert writer.write_batches([], []) == {}
+    assert GroupRegistry().stamp
