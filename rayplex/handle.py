@@ -15,7 +15,13 @@ from rayplex import actors
 from rayplex.config import config
 from rayplex.errors import HubNotFoundError, LogdirConflictError
 from rayplex.groups import GroupSpec
-from rayplex.session import end_session, existing_session, mark_used, used_experiments
+from rayplex.session import (
+    end_session,
+    existing_session,
+    mark_used,
+    remember_registry,
+    used_experiments,
+)
 
 log = logging.getLogger("rayplex")
 
@@ -41,9 +47,8 @@ class HubHandle:
 
     def _register(self, spec: GroupSpec) -> HubHandle:
         ray.get(self.actor.register_group.remote(spec))
-        session = existing_session(self.name)
-        if session is not None:  # so that get_logger here checks against the new groups
-            session.encoder.adopt(ray.get(self.actor.get_registry.remote()))
+        # so that get_logger here checks against the new groups without asking the hub again
+        remember_registry(self.name, ray.get(self.actor.get_registry.remote()))
         return self
 
     def register_normal_group(self, name: str) -> HubHandle:

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("rayplex")
 
 
+_FLUSH_REQUEST_POLL_S = 0.1
 _NODE_BUFFER_START_S = 5.0
 """How long the first session on a node waits for the node buffer it started to register it
 (a new actor process); later sessions find it running."""
@@ -70,7 +71,9 @@ class Session:
                              f"{hub_name}:{self.sender_id[:8]}", wake=self._wake.set,
                              wake_bytes=max(1, min(cfg.batch_records * SCALAR_NBYTES,
                                                    cfg.max_buffer_bytes // 4)))
-        self.encoder = Encoder(GroupRegistry())
+        known = _known_registries.get(hub_name)
+        self.encoder = Encoder(known[1] if known is not None and known[0] == self.experiment
+                               else GroupRegistry())
         self.log_level = logging.INFO
         self.loggers: dict[str, Logger] = {}
         self.warned_groups: set[str] = set()
@@ -212,12 +215,20 @@ class Session:
             self.encoder.adopt(registry)
 
     def _run(self) -> None:
+        # Ticks often enough to answer a flush request from elsewhere within ~0.1 s (a local
+        # check, no call), ships every flush interval, or at once when woken.
+        tick = min(self._interval, _FLUSH_REQUEST_POLL_S)
+        last_ship = time.monotonic()
         while not self._stopping:
-            self._wake.wait(self._interval)
+            woken = self._wake.wait(tick)
             self._wake.clear()
             try:
-                self._learn(0)
                 round_ = self.sender.flush_requested()
+                if not (woken or round_ is not None
+                        or time.monotonic() - last_ship >= self._interval):
+                    continue
+                last_ship = time.monotonic()
+                self._learn(0)
                 self._ship_pending()
                 if round_ is not None:
                     self.sender.flushed(round_)
@@ -331,6 +342,21 @@ def _replaced(session: Session) -> bool:
         return actors.actor_identity(actors.get_hub(session.hub_name)) != session.experiment
     except Exception:
         return True
+
+
+_known_registries: dict[str, tuple[str, GroupRegistry]] = {}
+
+
+def remember_registry(hub_name: str, registry: GroupRegistry) -> None:
+    """The driver registered groups: use them in this process's session (now or when made)."""
+    try:
+        experiment = actors.actor_identity(actors.get_hub(hub_name))
+    except Exception:
+        return
+    _known_registries[hub_name] = (experiment, registry)
+    session = _sessions.get(hub_name)
+    if session is not None and session.experiment == experiment:
+        session.encoder.adopt(registry)
 
 
 def existing_session(hub_name: str) -> Session | None:

@@ -289,3 +289,89 @@ def test_steps_outside_int64_are_refused(experiment, step):
         log.add_scalar("x", 1.0, step=step)
     with pytest.raises(ValueError, match="out of range"):
         log.add_text("t", "x", step=step)
+
+
+# ------------------------------------------------- 5. flush names the senders it could not reach
+def test_flush_names_a_sender_that_cannot_answer_and_returns_within_its_bound(
+        ray_session, tmp_path, caplog):
+    import ray
+
+    hub = rayplex.init(str(tmp_path / "exp"))
+
+    @ray.remote
+    class Frozen:
+        def __init__(self):
+            self.log = rayplex.get_logger("learner/frozen")
+
+        def pid(self):
+            self.log.add_scalar("x", 1.0, step=0)
+            return os.getpid()
+
+    frozen = Frozen.remote()
+    pid = ray.get(frozen.pid.remote())
+    rayplex.flush()
+    os.kill(pid, signal.SIGSTOP)  # alive, but its flush thread cannot answer
+    try:
+        start = time.monotonic()
+        with caplog.at_level("WARNING", logger="rayplex"):
+            rayplex.flush(timeout=2)
+        assert time.monotonic() - start < 2 + 5
+        assert f"pid:{pid}" in caplog.text
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    ray.kill(frozen)
+    rayplex.shutdown(hub.name)
+
+
+# ------------------------------------------- 9. what the hub cannot write is counted, not retried
+def test_a_line_no_rule_allows_is_quarantined_and_counted_by_its_sender(experiment):
+    from rayplex.items import Line
+
+    log = rayplex.get_logger("learner/poison")
+    log.add_scalar("x", 1.0, step=0)
+    # the strangest input the buffer accepts: a line whose logger name is not a str
+    log._put(Line((time.time(), 20, "learner/poison", "n", 1, 7, "m", None)), 300)
+    log.flush()
+    log.add_scalar("x", 2.0, step=1)
+    log.flush()
+    assert log.stats()["rejected"] >= 1
+    quarantine = os.path.join(experiment.logdir, ".rayplex", "quarantine")
+    assert os.listdir(quarantine)
+    with open(os.path.join(experiment.logdir, "logs", "all.log"), encoding="utf-8") as f:
+        assert "quarantined" in f.read()
+    assert _steps(experiment.logdir, "learner", "poison/x") == [1]  # the batch went whole
+
+
+# ------------------------------------------------------------ 14. the node buffer's own bound
+def test_a_node_buffer_holds_at_most_its_bound_while_the_hub_is_stalled(ray_session, tmp_path):
+    import ray
+
+    hub = rayplex.init(str(tmp_path / "exp"))
+    script = textwrap.dedent(f"""
+        import os, ray, rayplex
+        os.environ["RAYPLEX_NODE_BUFFER_MB"] = "1"
+        ray.init(address={ray_session.get_runtime_context().gcs_address!r}, namespace="t",
+                 configure_logging=False, runtime_env={{"env_vars": {{"RAYPLEX_NODE_BUFFER_MB": "1"}}}})
+
+        @ray.remote
+        def work(i):
+            log = rayplex.get_logger(f"learner/w{{i}}")
+            for step in range(400):
+                log.add_text("t", "x" * 4000, step=step)
+            log.flush(timeout=120)
+            return 400
+
+        print(sum(ray.get([work.remote(i) for i in range(4)])))
+    """)
+    stall = hub.actor.__ray_call__.remote(lambda self: time.sleep(4))
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=300, check=True)
+    ray.get(stall)
+    assert out.stdout.strip().endswith("1600")
+    (nb,) = [ray.get_actor(n, namespace="rayplex") for n in
+             [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+              if a["name"].startswith("node:default:")]]
+    info = ray.get(nb.info.remote())
+    assert info["max_bytes"] == 2**20
+    assert info["peak_bytes"] <= info["max_bytes"] + 4 * (400 * 4300)  # + one batch per sender
+    rayplex.shutdown()
