@@ -7,8 +7,7 @@ path (``<group>/<name>/<user path>``); the store only guarantees that
 * every path is validated by :func:`safe_relpath` and, after following any
   symlinks already on disk, resolves strictly inside the root -- otherwise
   :class:`ValueError` is raised *before* anything is created or written;
-* whole-file writes (:meth:`ArtifactStore.write_bytes`,
-  :meth:`ArtifactStore.copy_in`) are atomic: a reader sees either the old or
+* whole-file writes (:meth:`ArtifactStore.write_bytes`) are atomic: a reader sees either the old or
   the new contents, never a mixture. Data goes to a hidden temp file
   ``.tmp-<32 hex>`` in the target directory, is fsync'ed, then
   :func:`os.replace`'d over the target, and the directory is fsync'ed;
@@ -60,7 +59,6 @@ import errno
 import os
 import re
 import secrets
-import shutil
 import stat
 import struct
 import threading
@@ -343,11 +341,9 @@ class ArtifactStore:
         >>> import tempfile
         >>> tmp = tempfile.TemporaryDirectory()
         >>> store = ArtifactStore(tmp.name)
-        >>> store.exists("g/n/a.bin")
-        False
         >>> _ = store.write_bytes("g/n/a.bin", b"\\x00\\x01")
-        >>> store.exists("g/n/a.bin"), store.read_bytes("g/n/a.bin")
-        (True, b'\\x00\\x01')
+        >>> store.read_bytes("g/n/a.bin")
+        b'\\x00\\x01'
         >>> tmp.cleanup()
     """
 
@@ -456,43 +452,6 @@ class ArtifactStore:
         payload = _as_bytes(data)
         _, target = self._resolve_norm(rel)
         self._atomic_write(target, lambda fh: fh.write(payload))
-        return target
-
-    def copy_in(self, local_path: str | os.PathLike[str], rel: str) -> Path:
-        """Atomically copy a local file into the store (for ``upload_file``).
-
-        ``local_path`` is the caller's own file and is read as-is (it is not
-        validated or confined); only ``rel`` is.
-
-        Args:
-            local_path: File to copy from.
-            rel: Destination path relative to the root.
-
-        Returns:
-            The artifact's absolute path (as :meth:`resolve`).
-
-        Raises:
-            ValueError: If ``rel`` is invalid or escapes the root.
-            FileNotFoundError: If ``local_path`` does not exist (raised before
-                anything is written).
-            OSError: On filesystem errors; the previous contents, if any, are
-                left intact and no temp file remains.
-
-        Example:
-            >>> import os, tempfile
-            >>> tmp = tempfile.TemporaryDirectory()
-            >>> src = os.path.join(tmp.name, "model.pt")
-            >>> with open(src, "wb") as fh:
-            ...     _ = fh.write(b"weights")
-            >>> store = ArtifactStore(os.path.join(tmp.name, "artifacts"))
-            >>> _ = store.copy_in(src, "g/n/model.pt")
-            >>> store.read_bytes("g/n/model.pt")
-            b'weights'
-            >>> tmp.cleanup()
-        """
-        _, target = self._resolve_norm(rel)
-        with open(local_path, "rb") as src:
-            self._atomic_write(target, lambda fh: shutil.copyfileobj(src, fh, _COPY_BUFSIZE))
         return target
 
     def append_chunk(self, rel: str, data: bytes) -> Path:
@@ -669,31 +628,6 @@ class ArtifactStore:
                 stacklevel=2,
             )
         return chunks
-
-    def exists(self, rel: str) -> bool:
-        """Return whether ``rel`` names an existing artifact (regular file).
-
-        Args:
-            rel: Path relative to the root.
-
-        Returns:
-            ``True`` for an existing file (or a symlink to one inside the
-            root), ``False`` otherwise, including for directories.
-
-        Raises:
-            ValueError: If ``rel`` is invalid or escapes the root
-                (invalid paths are errors, not "absent").
-
-        Example:
-            >>> import tempfile
-            >>> tmp = tempfile.TemporaryDirectory()
-            >>> store = ArtifactStore(tmp.name)
-            >>> _ = store.write_bytes("g/n/a", b"")
-            >>> store.exists("g/n/a"), store.exists("g/n"), store.exists("g/n/b")
-            (True, False, False)
-            >>> tmp.cleanup()
-        """
-        return self._resolve_norm(rel)[1].is_file()
 
     def list(self, prefix: str = "") -> list[ArtifactInfo]:
         """List artifacts under ``prefix``, sorted by path.

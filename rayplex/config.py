@@ -5,9 +5,13 @@ variable set in a Ray ``runtime_env`` reaches every worker.
 
 Example:
     >>> import os
+    >>> before = os.environ.get("RAYPLEX_FLUSH_INTERVAL_S")
     >>> os.environ["RAYPLEX_FLUSH_INTERVAL_S"] = "0.5"
     >>> reload_config().flush_interval_s
     0.5
+    >>> if before is None: del os.environ["RAYPLEX_FLUSH_INTERVAL_S"]
+    ... else: os.environ["RAYPLEX_FLUSH_INTERVAL_S"] = before
+    >>> _ = reload_config()
 """
 
 from __future__ import annotations

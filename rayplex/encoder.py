@@ -88,7 +88,8 @@ class Encoder:
                 builder = chunks.get((client_id, run))
                 if builder is None:
                     builder = chunks[(client_id, run)] = _ChunkBuilder()
-                builder.add_scalar(tag, self._tail, client_id, step, wall_time, value)
+                builder.add_scalar(tag, self._tail, client_id, step, wall_time,
+                                   value)  # type: ignore[arg-type]
             elif kind is Line:
                 lines.append(item.line)  # type: ignore[union-attr]
             elif kind is PartialItem:

@@ -144,10 +144,6 @@ class GroupRegistry:
         """``(epoch, version)``: equal stamps route identically."""
         return (self.epoch, self.version)
 
-    def kind_of(self, group: str) -> str:
-        spec = self.groups.get(group)
-        return spec.kind if spec else NORMAL
-
     def check_client(self, client_id: str) -> tuple[str, str]:
         """Validate a user's ``client_id`` against the registered groups.
 

@@ -81,7 +81,7 @@ class HubHandle:
 
     def info(self) -> dict[str, Any]:
         """The hub's counters: clients, records and batches written, duplicates dropped."""
-        return ray.get(self.actor.info.remote())
+        return dict(ray.get(self.actor.info.remote()))
 
     def flush(self) -> None:
         """Same as :func:`rayplex.flush` for this experiment."""

@@ -61,10 +61,10 @@ def _walltime(walltime: Any) -> float:
         return time.time()
     if isinstance(walltime, bool) or not isinstance(walltime, numbers.Real):
         raise TypeError(f"walltime must be a number of seconds, got {type(walltime).__name__}")
-    walltime = float(walltime)
-    if not math.isfinite(walltime):
-        raise ValueError(f"walltime must be finite, got {walltime}")
-    return walltime
+    seconds = float(walltime)
+    if not math.isfinite(seconds):
+        raise ValueError(f"walltime must be finite, got {seconds}")
+    return seconds
 
 
 class Logger:
@@ -325,7 +325,7 @@ class Logger:
             self.add_hparams(flat, {})
         if print:
             _print_table(f"{self.client_id} parameters", flat)
-        return merged
+        return dict(merged)
 
     def store_metrics(self, metrics: Mapping[str, Any] | None = None, /, **kwargs: Any) -> None:
         """Record values whose statistics ``log_metrics_summary`` writes (cheap: updates local
@@ -389,7 +389,7 @@ class Logger:
         rel = self._artifact(path)
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"data must be bytes, got {type(data).__name__}")
-        return self._call_hub("save_artifact", rel, bytes(data), append)
+        return str(self._call_hub("save_artifact", rel, bytes(data), append))
 
     def load_bytes(self, path: str, client: str | None = None) -> bytes:
         """Read back what ``client`` stored at ``path``.
@@ -402,12 +402,12 @@ class Logger:
             FileNotFoundError: if nothing is stored there.
         """
         try:
-            return self._call_hub("load_artifact", self._artifact(path, client))
+            return bytes(self._call_hub("load_artifact", self._artifact(path, client)))
         except FileNotFoundError:
             owner, rest = _split_addressed(path) if client is None else (None, None)
             if owner is None or rest is None:
                 raise
-            return self._call_hub("load_artifact", self._artifact(rest, owner))
+            return bytes(self._call_hub("load_artifact", self._artifact(rest, owner)))
 
     def save_pkl(self, obj: Any, path: str, append: bool = False) -> str:
         """Pickle ``obj`` (cloudpickle) to ``path``; ``append=True`` adds one chunk, and

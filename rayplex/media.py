@@ -152,7 +152,7 @@ def _pixels_to_uint8(arr: np.ndarray, name: str) -> np.ndarray:
         np.nan_to_num(work, copy=False, nan=0.0)
         np.clip(work, 0.0, 255.0, out=work)
         np.rint(work, out=work)
-        return work.astype(np.uint8)
+        return np.asarray(work.astype(np.uint8))
     if kind in "iu":
         lo, hi = arr.min(), arr.max()
         if lo < 0 or hi > 255:
@@ -168,7 +168,7 @@ def _pixels_to_uint8(arr: np.ndarray, name: str) -> np.ndarray:
 
 def _payload(value: Summary.Value) -> bytes:
     value.ClearField("tag")
-    return value.SerializeToString()
+    return bytes(value.SerializeToString())
 
 
 def _check_fps(fps: Any) -> float:
@@ -361,7 +361,7 @@ def histogram_value(
             f"no value of values (range [{lo}, {hi}]) falls inside the bin edges "
             f"[{np_bins[0]}, {np_bins[-1]}]"  # type: ignore[index]
         ) from e
-    return Summary.Value(histo=histo).SerializeToString()
+    return bytes(Summary.Value(histo=histo).SerializeToString())
 
 
 def text_value(text: str) -> bytes:
@@ -465,7 +465,7 @@ def _tile_videos(nthwc: np.ndarray, max_cols: int = 8) -> np.ndarray:
     """``(N, T, H, W, C)`` -> ``(T, rows*H, cols*W, C)``, laid out like :func:`images_value`."""
     n, t, h, w, c = nthwc.shape
     if n == 1:
-        return nthwc[0]
+        return np.asarray(nthwc[0])
     cols = min(n, max_cols)
     rows = -(-n // cols)
     if rows * cols != n:
@@ -508,7 +508,7 @@ def video_value(frames: ArrayLike, fps: float = 4.0, dataformats: str = "THWC") 
     _, h, w, c = thwc.shape
     gif = encode_gif(thwc, fps)
     image = Summary.Image(height=h, width=w, colorspace=c, encoded_image_string=gif)
-    return Summary.Value(image=image).SerializeToString()
+    return bytes(Summary.Value(image=image).SerializeToString())
 
 
 def video_pixels(frames: ArrayLike, dataformats: str = "THWC") -> np.ndarray:
@@ -585,7 +585,7 @@ def audio_value(samples: ArrayLike, sample_rate: int = 44100) -> bytes:
         encoded_audio_string=_encode_wav(pcm16, rate),
         content_type="audio/wav",
     )
-    return Summary.Value(audio=audio).SerializeToString()
+    return bytes(Summary.Value(audio=audio).SerializeToString())
 
 
 _PNG_COLOR_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}  # PNG colour type -> channels
@@ -642,7 +642,7 @@ def figure_value(figure: Any, close: bool = True) -> bytes:
         colorspace=_PNG_COLOR_CHANNELS.get(png[25], 4),
         encoded_image_string=png,
     )
-    return Summary.Value(image=image).SerializeToString()
+    return bytes(Summary.Value(image=image).SerializeToString())
 
 
 def pr_curve_value(

@@ -246,7 +246,7 @@ class Session:
                 finally:
                     self.buffer.release(nbytes)
             for marker in markers:
-                marker.done.set()
+                marker.done.set()  # type: ignore[attr-defined]
 
     def _ship(self, items: list[Any]) -> None:
         self._seq += 1

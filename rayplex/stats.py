@@ -924,10 +924,6 @@ class MetricsWindow:
         stats, self._stats = self._stats, {}
         return stats
 
-    def peek(self) -> dict[str, PartialStats]:
-        """Return copies of the partials of the window without resetting it."""
-        return {key: part.copy() for key, part in self._stats.items()}
-
     def __len__(self) -> int:
         return len(self._stats)
 

@@ -93,12 +93,10 @@ __all__ = [
     "filter_lines",
     "follow",
     "format_line",
-    "from_wire",
     "level_name",
     "line_from_record",
     "parse_level",
     "parse_line",
-    "to_wire",
 ]
 
 # --------------------------------------------------------------------------- levels
@@ -211,8 +209,8 @@ class LogLine(NamedTuple):
     """One log record as shipped from a worker to the hub.
 
     Built on the worker by :func:`line_from_record`. Plain picklable tuple; for big
-    batches send :func:`to_wire` output (plain tuples pickle ~10x faster with
-    cloudpickle than any tuple subclass) - :meth:`LogFiles.write` accepts both.
+    batches send plain 8-tuples (they pickle ~10x faster than any tuple subclass);
+    :meth:`LogFiles.write` accepts both.
 
     Examples:
         >>> line = LogLine(1.5, 30, "agent/3", "1a2b3c4d", 4242, "my_lib", "hi", None)
@@ -307,26 +305,6 @@ def _logger_field(name: str) -> str:
         return rules.validate_logger_name(name[: rules.MAX_LOGGER_NAME_LENGTH])
     except ValueError:
         return repr(name)[: rules.MAX_LOGGER_NAME_LENGTH]
-
-
-def to_wire(lines: Iterable[LogLine]) -> list[WireLine]:
-    """Convert lines to plain tuples, the cheapest form to pickle in big batches.
-
-    Examples:
-        >>> to_wire([LogLine(1.5, 20, "a/b", "n", 1, "l", "m")])
-        [(1.5, 20, 'a/b', 'n', 1, 'l', 'm', None)]
-    """
-    return list(map(tuple, lines))  # type: ignore[arg-type]
-
-
-def from_wire(rows: Iterable[Sequence[object]]) -> list[LogLine]:
-    """Convert plain 8-tuples (from :func:`to_wire`) back to :class:`LogLine`.
-
-    Examples:
-        >>> from_wire([(1.5, 20, "a/b", "n", 1, "l", "m", None)])[0].message
-        'm'
-    """
-    return list(map(LogLine._make, rows))
 
 
 # --------------------------------------------------------------------------- format

@@ -202,15 +202,13 @@ def test_every_write_method_rejects_a_malicious_path_and_writes_nothing_outside(
         store.write_bytes(rel, b"x")
     with pytest.raises(ValueError):
         store.append_chunk(rel, b"x")
-    with pytest.raises(ValueError):
-        store.copy_in(source, rel)
     assert entries_outside(tmp_path, store.root) == before
     assert list(outside.iterdir()) == []
 
 
 @pytest.mark.parametrize("rel", ESCAPES)
 def test_every_read_method_rejects_a_malicious_path(store: ArtifactStore, rel: str) -> None:
-    for call in (store.read_bytes, store.read_chunks, store.exists, store.resolve, store.list):
+    for call in (store.read_bytes, store.read_chunks, store.resolve, store.list):
         with pytest.raises(ValueError):
             call(rel)
 
@@ -228,8 +226,6 @@ def test_a_symlinked_directory_pointing_outside_the_root_is_rejected_before_writ
             store.write_bytes(rel, b"x")
         with pytest.raises(ValueError, match="outside the artifact root"):
             store.append_chunk(rel, b"x")
-        with pytest.raises(ValueError, match="outside the artifact root"):
-            store.copy_in(source, rel)
     assert list(outside.iterdir()) == []
 
 
@@ -250,8 +246,6 @@ def test_a_symlinked_file_pointing_outside_the_root_is_neither_written_nor_read(
     secret.write_bytes(b"top secret")
     with pytest.raises(ValueError, match="outside the artifact root"):
         store.read_bytes("g/leak")
-    with pytest.raises(ValueError, match="outside the artifact root"):
-        store.exists("g/leak")
     with pytest.raises(ValueError, match="outside the artifact root"):
         store.write_bytes("g/leak", b"overwritten")
     assert secret.read_bytes() == b"top secret"
@@ -283,7 +277,6 @@ def test_write_bytes_then_read_bytes_round_trips(store: ArtifactStore) -> None:
     path = store.write_bytes("g/n/blob.bin", data)
     assert path == store.root / "g" / "n" / "blob.bin"
     assert store.read_bytes("g/n/blob.bin") == data
-    assert store.exists("g/n/blob.bin")
 
 
 def test_write_bytes_accepts_bytearray_and_memoryview(store: ArtifactStore) -> None:
@@ -318,22 +311,6 @@ def test_written_files_get_normal_permissions(store: ArtifactStore) -> None:
     assert path.stat().st_mode & 0o777 == 0o644
 
 
-def test_copy_in_copies_a_local_file(store: ArtifactStore, tmp_path: Path) -> None:
-    source = tmp_path / "weights.pt"
-    source.write_bytes(b"w" * 3_000_000)
-    path = store.copy_in(source, "g/n/model/weights.pt")
-    assert path.read_bytes() == source.read_bytes()
-    assert source.exists()
-
-
-def test_copy_in_of_a_missing_local_file_writes_nothing(
-    store: ArtifactStore, tmp_path: Path
-) -> None:
-    with pytest.raises(FileNotFoundError):
-        store.copy_in(tmp_path / "nope", "g/n/f")
-    assert not store.root.exists()
-
-
 def test_reading_a_missing_artifact_names_the_relative_path(store: ArtifactStore) -> None:
     with pytest.raises(FileNotFoundError, match="g/n/missing.pkl") as info:
         store.read_bytes("g//n/missing.pkl")
@@ -352,17 +329,6 @@ def test_reading_a_directory_raises_is_a_directory_error(store: ArtifactStore) -
     store.write_bytes("g/n/f", b"x")
     with pytest.raises(IsADirectoryError, match="g/n"):
         store.read_bytes("g/n")
-
-
-def test_exists_is_false_for_directories_and_missing_files(store: ArtifactStore) -> None:
-    store.write_bytes("g/n/f", b"x")
-    assert store.exists("g/n/f")
-    assert not store.exists("g/n")
-    assert not store.exists("g/n/other")
-    assert not store.exists("never/made")
-
-
-# --------------------------------------------------------------------------- atomicity
 
 
 def test_a_failing_replace_leaves_the_old_contents_and_no_temp_file(
@@ -394,24 +360,6 @@ def test_a_failing_fsync_leaves_the_old_contents_and_no_temp_file(
         store.write_bytes("g/n/state.pkl", b"new contents")
     monkeypatch.undo()
     assert store.read_bytes("g/n/state.pkl") == b"old"
-    assert temp_files(store.root) == []
-
-
-def test_a_copy_interrupted_midway_leaves_the_old_contents_and_no_temp_file(
-    store: ArtifactStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    source = tmp_path / "big.bin"
-    source.write_bytes(b"n" * 100_000)
-    store.write_bytes("g/n/big.bin", b"old")
-
-    def broken_copy(src: object, dst: object, length: int = 0) -> None:
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(artifacts.shutil, "copyfileobj", broken_copy)
-    with pytest.raises(KeyboardInterrupt):
-        store.copy_in(source, "g/n/big.bin")
-    monkeypatch.undo()
-    assert store.read_bytes("g/n/big.bin") == b"old"
     assert temp_files(store.root) == []
 
 

@@ -7,6 +7,7 @@ import contextlib
 import errno
 import os
 import random
+import shutil
 import signal
 import subprocess
 import time
@@ -213,6 +214,8 @@ def test_sixteen_workers_lose_and_duplicate_nothing_under_kills_a_stall_and_a_fu
                        for i in range(WORKERS)}
             info = hub.info()
             rayplex.shutdown(name=HUB)
+            if mount:  # keep the hub's own log for a post-mortem once the tmpfs is gone
+                shutil.copytree(os.path.join(hub.logdir, "logs"), str(tmp_path / "logs"))
             _check(hub.logdir, results, pickles, injected, disk_seen, mount, info, faulted_s)
         finally:
             ray.get(flag.set.remote())
@@ -278,6 +281,8 @@ def _check(logdir: str, results: list[dict[str, Any]], pickles: dict[int, Any],
         if not lost and not dup and got != want:
             misordered.append(i)
     report["appended objects"] = (sum(len(r["pickled"]) for r in results), lost_pkl, dup_pkl)
+    with open(os.path.join(logdir, "logs", "all.log"), encoding="utf-8") as f:
+        late = sum(1 for line in f if "late store_metrics partial" in line)
 
     checked = sum(c for c, _, _ in report.values())
     lost_all = sum(lo for _, lo, _ in report.values())
@@ -288,7 +293,7 @@ def _check(logdir: str, results: list[dict[str, Any]], pickles: dict[int, Any],
           f"{'seen by the hub' if disk_seen else 'not seen' if mount else 'SKIPPED: no tmpfs'})"
           f" over {faulted_s:.0f} s; records checked {checked}, lost {lost_all}, duplicated "
           f"{dup_all}; {detail}; summary steps with a wrong count {len(wrong)}; "
-          f"append retries {append_errors}; hub duplicates_dropped "
+          f"append retries {append_errors}; late-partial warnings {late}; hub duplicates_dropped "
           f"{info.get('duplicates_dropped')}, summaries_refused {info.get('summaries_refused')}")
 
     assert sum(injected[k] for k in ("hub", "node_buffer")) >= 10

@@ -554,15 +554,6 @@ def test_take_returns_the_window_and_resets_it() -> None:
     assert first["x"].mean == 1.0
 
 
-def test_peek_returns_copies_without_resetting() -> None:
-    window = MetricsWindow()
-    window.store(x=1.0)
-    peeked = window.peek()
-    peeked["x"].add(100.0)
-    assert "x" in window
-    assert window.take()["x"].summary(("count", "max")) == {"count": 1.0, "max": 1.0}
-
-
 @pytest.mark.parametrize(
     ("value", "type_name"),
     [("fast", "str"), (None, "NoneType"), (1 + 2j, "complex"), ({"a": 1}, "dict"), (["a"], "list")],

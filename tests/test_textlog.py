@@ -36,12 +36,10 @@ from rayplex.textlog import (
     filter_lines,
     follow,
     format_line,
-    from_wire,
     level_name,
     line_from_record,
     parse_level,
     parse_line,
-    to_wire,
 )
 
 T0 = 1_795_000_000.25  # 2026-11-18T..., a fixed worker time well in the past of any test run
@@ -170,9 +168,9 @@ def test_a_bad_format_string_does_not_raise_on_the_worker() -> None:
 def test_log_lines_survive_pickling_and_the_wire_form_is_plain_tuples() -> None:
     line = line_from_record(record_with_traceback(), "agent/3", "1a2b3c4d")
     assert pickle.loads(pickle.dumps([line], protocol=5)) == [line]
-    wire = to_wire([line])
+    wire = [tuple(line)]
     assert type(wire[0]) is tuple
-    assert from_wire(pickle.loads(pickle.dumps(wire, protocol=5))) == [line]
+    assert [LogLine(*w) for w in pickle.loads(pickle.dumps(wire, protocol=5))] == [line]
 
 
 # ------------------------------------------------------------------------------ format
@@ -301,7 +299,7 @@ def test_a_worker_whose_clock_stepped_back_is_not_reordered(tmp_path: Path) -> N
 
 def test_plain_wire_tuples_are_written_like_log_lines(tmp_path: Path) -> None:
     with LogFiles(tmp_path) as files:
-        files.write(to_wire([make_line(message="wired")]))
+        files.write([tuple(make_line(message="wired"))])
     assert messages(tmp_path / "agent" / "3.log") == ["wired"]
 
 

@@ -64,6 +64,7 @@ class Hub:
         self.lock = self.writer.lock
         self.registry = load_registry(os.path.join(self.writer.state_dir, "registry.json")) or \
             GroupRegistry(epoch=os.urandom(8).hex())
+        assert self.writer.state.book is not None
         self.summaries: SummaryBook = self.writer.state.book
         self.artifacts = ArtifactStore(os.path.join(logdir, "artifacts"))
         self.applied_requests = self.writer.state.applied_requests

@@ -1,0 +1,23 @@
+"""The runnable examples in the docstrings of the pure modules (no Ray needed) stay true."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+PURE_MODULES = [
+    "rayplex.rules", "rayplex.groups", "rayplex.encode", "rayplex.tfrecord", "rayplex.encoder",
+    "rayplex.items", "rayplex.atomic", "rayplex.buffer", "rayplex.stats", "rayplex.textlog",
+    "rayplex.records", "rayplex.config", "rayplex.artifacts", "rayplex.events",
+    "rayplex.terminal", "rayplex.actors.summaries", "rayplex.actors.partials",
+    "rayplex.actors.state", "rayplex.actors.journal", "rayplex.actors.writer",
+]
+
+
+@pytest.mark.parametrize("name", PURE_MODULES)
+def test_docstring_examples_run(name: str) -> None:
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {name}"
