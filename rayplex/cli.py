@@ -387,7 +387,7 @@ def _last_records(lines: Iterable[str], count: int) -> list[str]:
 
 
 def _tail(args: argparse.Namespace) -> int:
-    from rayplex import textlog
+    from rayplex import tail, textlog
     from rayplex.read import check_logdir
     from rayplex.terminal import color_enabled, escape_controls
     from rayplex.tfrecord import NotRegularFileError, open_regular
@@ -404,7 +404,7 @@ def _tail(args: argparse.Namespace) -> int:
         if not tty:
             return line
         line = escape_controls(line)
-        return textlog.colorize(line) if colour else line
+        return tail.colorize(line) if colour else line
 
     def backlog() -> Iterator[str]:
         try:
@@ -413,7 +413,7 @@ def _tail(args: argparse.Namespace) -> int:
             raise FileNotFoundError(
                 f"no text logs in {args.logdir}: {path} does not exist") from None
         with io.TextIOWrapper(binary, encoding="utf-8", errors="replace") as file:
-            lines: Iterable[str] = textlog.filter_lines(file, client=args.client, level=args.level)
+            lines: Iterable[str] = tail.filter_lines(file, client=args.client, level=args.level)
             if args.lines is not None:
                 lines = _last_records(lines, args.lines)
             yield from lines
@@ -427,7 +427,7 @@ def _tail(args: argparse.Namespace) -> int:
                 for line in backlog():
                     out.write(display(line))
                 out.flush()
-            lines = textlog.filter_lines(_follow(path, from_start=from_start), client=args.client,
+            lines = tail.filter_lines(_follow(path, from_start=from_start), client=args.client,
                                          level=args.level)
             for line in lines:
                 out.write(display(line))
@@ -441,8 +441,8 @@ def _tail(args: argparse.Namespace) -> int:
 
 
 def _follow(path: os.PathLike[str], from_start: bool = True) -> Any:
-    """``textlog.follow`` (a seam for tests, which need to stop it)."""
-    from rayplex.textlog import follow
+    """``tail.follow`` (a seam for tests, which need to stop it)."""
+    from rayplex.tail import follow
 
     return follow(path, from_start=from_start)
 

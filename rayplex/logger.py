@@ -16,7 +16,6 @@ import struct
 import sys
 import threading
 import time
-import traceback
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -35,7 +34,7 @@ from rayplex.records import Partial
 from rayplex.rules import check_step, split_client_id, validate_logger_name, validate_tag
 from rayplex.session import Session, session_for
 from rayplex.stats import DEFAULT_STATS, MetricsWindow, PartialStats
-from rayplex.textlog import FINE_LEVELS, format_line, line_from_record
+from rayplex.textlog import FINE_LEVELS, build_line, format_line, line_from_record
 
 _new = tuple.__new__
 
@@ -513,30 +512,15 @@ class Logger:
     # ------------------------------------------------------------ Loggerplex
     def _emit(self, level: int, msg: Any, args: tuple[Any, ...], exc_info: Any = None,
               stack_info: bool = False, logger: str = "rayplex") -> None:
-        # Checked before the level filter, so a bad call fails alike at every level. Every other
-        # field of the line is built here by construction to pass rules.validate_log_line,
-        # which the hub's writer applies to each line.
+        # Checked before the level filter, so a bad call fails alike at every level. build_line
+        # makes every other field pass rules.validate_log_line, which the hub's writer applies.
         if logger != "rayplex":
             validate_logger_name(logger)
         if level < self._session.log_level:
             return
-        try:
-            message = str(msg) % args if args else str(msg)
-        except (TypeError, ValueError) as exc:
-            message = f"{msg!r} % {args!r} (formatting failed: {exc})"
-        exc_text = None
-        if exc_info:
-            if isinstance(exc_info, BaseException):
-                exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
-            elif not isinstance(exc_info, tuple):
-                exc_info = sys.exc_info()
-            if exc_info[0] is not None:
-                exc_text = "".join(traceback.format_exception(*exc_info)).rstrip("\n")
-        if stack_info:
-            stack = "Stack (most recent call last):\n" + "".join(traceback.format_stack()[:-2])
-            exc_text = (exc_text + "\n" if exc_text else "") + stack.rstrip("\n")
-        line = (time.time(), level, self.client_id, self._session.node_id[:8], os.getpid(),
-                logger, message, exc_text)
+        # stacklevel 3: the stack ends at the caller of info() etc., not in rayplex.
+        line = build_line(level, msg, args, self.client_id, self._session.node_id[:8],
+                          os.getpid(), logger, exc_info, stack_info, stacklevel=3)
         item = Line(line)
         self._put(item, item_nbytes(item))
         if self.echo:

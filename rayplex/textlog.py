@@ -1,11 +1,11 @@
-"""Pure (Ray-free) parts of Loggerplex: levels, wire records, text format, files, tail.
+"""The text-log line: levels, the record workers ship, and the one text format (build, parse).
 
-Workers turn stdlib :class:`logging.LogRecord` objects into small :class:`LogLine`
-tuples (:func:`line_from_record`) and ship them in batches to a hub process, which
-appends them with :class:`LogFiles` to ``<root>/all.log`` (every client) and
-``<root>/<group>/<name>.log`` (one file per client ``"group/name"``). The CLI
-``rayplex tail`` reads those files back with :func:`parse_line`,
-:func:`filter_lines`, :func:`follow` and :func:`colorize`.
+Workers build a small :class:`LogLine` tuple with :func:`build_line` (the Logger's
+``info()`` etc.) or :func:`line_from_record` (a stdlib :class:`logging.LogRecord`, through
+``LogHandler``) and ship it to the hub, whose :class:`rayplex.actors.logfiles.LogFiles`
+writes it with :func:`format_line` to ``<root>/all.log`` (every client) and
+``<root>/<group>/<name>.log`` (one file per client ``"group/name"``). ``rayplex tail``
+(:mod:`rayplex.tail`) reads the files back with :func:`parse_line`.
 
 Levels
 ------
@@ -69,14 +69,14 @@ import logging
 import math
 import os
 import re
-import threading
+import sys
 import time as _time
-from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+import traceback
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from functools import lru_cache
-from pathlib import Path
-from typing import BinaryIO, NamedTuple, Union
+from types import TracebackType
+from typing import Any, NamedTuple, Union
 
 from rayplex import rules
 
@@ -85,13 +85,12 @@ __all__ = [
     "FINE_LEVELS",
     "INFO1", "INFO2", "INFO3", "INFO4", "INFO5", "INFO6", "INFO7", "INFO8", "INFO9",
     "CONTINUATION_PREFIX",
-    "LogFiles",
+    "CONTINUATION_RE",
+    "HEADER_RE",
     "LogLine",
     "ParsedLine",
     "WireLine",
-    "colorize",
-    "filter_lines",
-    "follow",
+    "build_line",
     "format_line",
     "level_name",
     "line_from_record",
@@ -208,9 +207,9 @@ def level_name(levelno: int) -> str:
 class LogLine(NamedTuple):
     """One log record as shipped from a worker to the hub.
 
-    Built on the worker by :func:`line_from_record`. Plain picklable tuple; for big
-    batches send plain 8-tuples (they pickle ~10x faster than any tuple subclass);
-    :meth:`LogFiles.write` accepts both.
+    Built on the worker by :func:`build_line` (a plain 8-tuple in this order: they pickle
+    ~10x faster than any tuple subclass) or :func:`line_from_record`;
+    :meth:`rayplex.actors.logfiles.LogFiles.write` accepts both.
 
     Examples:
         >>> line = LogLine(1.5, 30, "agent/3", "1a2b3c4d", 4242, "my_lib", "hi", None)
@@ -241,18 +240,111 @@ WireLine = tuple[float, int, str, str, int, str, str, Union[str, None]]
 
 _tuple_new = tuple.__new__
 _FORMATTER = logging.Formatter()
+_now = _time.time
+
+#: What ``exc_info`` may be, as in :mod:`logging`: an exception, a ``sys.exc_info()`` tuple,
+#: ``True`` for the exception being handled, or an already formatted traceback text.
+ExcInfo = Union[
+    BaseException,
+    tuple[Union[type[BaseException], None], Union[BaseException, None], Union[TracebackType, None]],
+    bool,
+    str,
+    None,
+]
+
+
+def build_line(
+    level: int,
+    msg: Any,
+    args: tuple[Any, ...] | Mapping[str, Any],
+    client: str,
+    node: str,
+    pid: int,
+    logger_name: Any,
+    exc_info: ExcInfo = None,
+    stack_info: bool | str = False,
+    created: float | None = None,
+    *,
+    stacklevel: int = 1,
+) -> WireLine:
+    """Build the wire form of one text-log record: the one builder of every line a worker ships.
+
+    The message is ``str(msg) % args`` (just ``str(msg)`` without args), as :mod:`logging`
+    does; if that fails the raw ``msg`` and ``args`` are kept instead of raising (a bad format
+    string must not kill the worker). ``exc_info`` and ``stack_info`` are formatted like
+    :class:`logging.Formatter` does, the stack after the traceback. The result always passes
+    :func:`rayplex.rules.validate_log_line`: a logger name that would not (a line break, too
+    long, not a str) is written escaped and cut.
+
+    Args:
+        level: The numeric level.
+        msg: The message, %-formatted with ``args``.
+        args: The %-arguments (a tuple, or a mapping for ``%(name)s``).
+        client: Client id ``"group/name"``.
+        node: Short node id.
+        pid: The worker's process id.
+        logger_name: The logger's name (``"rayplex"`` for the Logger's own lines).
+        exc_info: An exception, a ``sys.exc_info()`` tuple, ``True`` (the exception being
+            handled) or an already formatted traceback text; falsy for none.
+        stack_info: ``True`` to add the current stack (ending ``stacklevel`` frames above
+            this call), or an already formatted stack text.
+        created: ``time.time()`` when the record was created; ``None`` for now.
+        stacklevel: With ``stack_info=True``: 1 ends the stack at the caller, 2 at its
+            caller, and so on.
+
+    Returns:
+        A plain 8-tuple in :class:`LogLine` order (plain tuples pickle fastest).
+
+    Examples:
+        >>> build_line(20, "x=%d", (1,), "agent/3", "1a2b3c4d", 42, "my_lib", created=0.5)
+        (0.5, 20, 'agent/3', '1a2b3c4d', 42, 'my_lib', 'x=1', None)
+        >>> build_line(20, "%d", ("x",), "a/b", "n", 1, "l", created=0.0)[6]  # doctest: +ELLIPSIS
+        "'%d' % ('x',) (formatting failed: TypeError(...))"
+    """
+    try:
+        message = str(msg) % args if args else str(msg)
+    except Exception as exc:  # a bad format string must not kill the worker
+        message = f"{msg!r} % {args!r} (formatting failed: {exc!r})"
+    exc_text = _exception_text(exc_info) if exc_info else None
+    if stack_info:
+        if isinstance(stack_info, str):
+            stack = stack_info
+        else:
+            frames = traceback.format_stack(sys._getframe(stacklevel))
+            stack = ("Stack (most recent call last):\n" + "".join(frames)).rstrip("\n")
+        exc_text = f"{exc_text}\n{stack}" if exc_text else stack
+    return (
+        _now() if created is None else float(created),
+        level if type(level) is int else int(level),
+        client,
+        node,
+        pid,
+        _logger_field(logger_name) if type(logger_name) is str else _logger_field(repr(logger_name)),
+        message,
+        exc_text,
+    )
+
+
+def _exception_text(exc_info: ExcInfo) -> str | None:
+    """The traceback text of ``exc_info`` (see :func:`build_line`), or ``None``."""
+    if isinstance(exc_info, str):
+        return exc_info
+    if isinstance(exc_info, BaseException):
+        exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+    elif not isinstance(exc_info, tuple):
+        exc_info = sys.exc_info()
+    kind, value, tb = exc_info
+    if kind is None or value is None:
+        return None
+    return _FORMATTER.formatException((kind, value, tb))
 
 
 def line_from_record(record: logging.LogRecord, client: str, node: str) -> LogLine:
-    """Build a :class:`LogLine` from a stdlib record (call on the worker).
+    """Build a :class:`LogLine` from a stdlib record (call on the worker): :func:`build_line`.
 
-    Uses ``record.created`` as the time, ``record.getMessage()`` as the message
-    (if %-formatting fails, the raw ``msg`` and ``args`` are kept instead of
-    raising) and formats ``exc_info`` / ``stack_info`` like
-    :class:`logging.Formatter` does (the exception text is cached in
-    ``record.exc_text`` for other handlers). The result always passes
-    :func:`rayplex.rules.validate_log_line`: a logger name that would not (a line
-    break, too long) is written escaped and cut.
+    Uses ``record.created`` as the time, ``record.msg % record.args`` as the message and the
+    record's exception and stack; the exception text is cached in ``record.exc_text`` for
+    other handlers, as :class:`logging.Formatter` does.
 
     Args:
         record: The record, e.g. received by a :class:`logging.Handler`.
@@ -268,30 +360,16 @@ def line_from_record(record: logging.LogRecord, client: str, node: str) -> LogLi
         >>> line_from_record(rec, "agent/3", "1a2b3c4d").message
         'x=1'
     """
-    try:
-        message = record.getMessage()
-    except Exception as exc:  # a bad format string must not kill the worker
-        message = f"{record.msg!r} % {record.args!r} (formatting failed: {exc!r})"
-    exc_text = record.exc_text
-    if not exc_text:
-        exc_info = record.exc_info
-        if isinstance(exc_info, BaseException):
-            exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
-        if isinstance(exc_info, tuple) and exc_info[0] is not None:
-            exc_text = record.exc_text = _FORMATTER.formatException(exc_info)
-    if record.stack_info:
-        stack = _FORMATTER.formatStack(record.stack_info)
-        exc_text = f"{exc_text}\n{stack}" if exc_text else stack
-    if exc_text is not None and not isinstance(exc_text, str):
-        exc_text = str(exc_text)
+    exc: ExcInfo = record.exc_text
+    if exc:
+        exc = str(exc)
+    elif record.exc_info:
+        exc = record.exc_text = _exception_text(record.exc_info)
     pid = record.process if type(record.process) is int else os.getpid()
-    name = record.name
-    logger = _logger_field(name) if type(name) is str else _logger_field(repr(name))
-    return _tuple_new(
-        LogLine,
-        (float(record.created), int(record.levelno), client, node, pid, logger, message,
-         exc_text or None),
-    )
+    return _tuple_new(LogLine, build_line(
+        record.levelno, record.msg, record.args or (), client, node, pid, record.name, exc,
+        record.stack_info or False, record.created,
+    ))
 
 
 @lru_cache(maxsize=4096)
@@ -403,12 +481,12 @@ class ParsedLine(NamedTuple):
     is_continuation: bool
 
 
-_HEADER_RE = re.compile(
+HEADER_RE = re.compile(
     r"(?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:[+-]\d\d:\d\d|Z)?)"
     r" (?P<level>\S+) +(?P<client>\S+) \[node (?P<node>\S+) pid (?P<pid>-?\d+)\]"
     r" (?P<logger>\S+?):(?: (?P<message>.*))?"
 )
-_CONTINUATION_RE = re.compile(r" {4}\| (?P<client>\S+) \|(?: (?P<message>.*))?")
+CONTINUATION_RE = re.compile(r" {4}\| (?P<client>\S+) \|(?: (?P<message>.*))?")
 
 
 def _parse_time(text: str) -> float | None:
@@ -438,13 +516,13 @@ def parse_line(text_line: str) -> ParsedLine | None:
     """
     text = text_line.rstrip("\r\n")
     if text.startswith(CONTINUATION_PREFIX):
-        match = _CONTINUATION_RE.fullmatch(text)
+        match = CONTINUATION_RE.fullmatch(text)
         if match is None:
             return None
         return ParsedLine(
             None, None, None, match["client"], None, None, None, match["message"] or "", True
         )
-    match = _HEADER_RE.fullmatch(text)
+    match = HEADER_RE.fullmatch(text)
     if match is None:
         return None
     level = match["level"]
@@ -462,494 +540,4 @@ def parse_line(text_line: str) -> ParsedLine | None:
         match["logger"],
         match["message"] or "",
         False,
-    )
-
-
-# --------------------------------------------------------------------------- files
-
-ALL_LOG = rules.ALL_LOG
-
-
-class _Sink:
-    """An open append-mode file and its current size."""
-
-    __slots__ = ("file", "path", "size")
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.file: BinaryIO | None = None
-        self.size = 0
-        self.open()
-
-    def open(self) -> None:
-        self.file = open(self.path, "ab")  # noqa: SIM115 - kept open on purpose
-        self.size = os.fstat(self.file.fileno()).st_size
-
-    def close(self) -> None:
-        if self.file is not None:
-            file, self.file = self.file, None
-            file.close()
-
-
-_LINE_TYPES = (tuple, LogLine)
-
-
-class LogFiles:
-    """Hub-side writer of ``<root>/all.log`` and ``<root>/<group>/<name>.log``.
-
-    Files are opened in append mode (restarting never truncates) and kept open;
-    at most ``max_open_files`` per-client files are open at once (least recently
-    used ones are closed and reopened on demand). Thread-safe.
-
-    With ``max_bytes`` set, each file is rotated like
-    :class:`logging.handlers.RotatingFileHandler`: before a record is appended,
-    if the file is not empty and the record would make it exceed ``max_bytes``,
-    ``f.log`` is renamed to ``f.log.1`` (``f.log.1`` to ``f.log.2``, ... up to
-    ``f.log.<backup_count>``, the oldest being dropped) and a new ``f.log`` is
-    started. Records are never split, so a single record larger than
-    ``max_bytes`` gets a file of its own. Unlike the stdlib, ``backup_count=0``
-    still rotates: the full file is simply deleted.
-
-    Args:
-        root: Directory of the logs (created if missing), e.g. ``logdir/logs``.
-        max_bytes: Rotate a file before it would exceed this many bytes;
-            ``None`` never rotates.
-        backup_count: Number of rotated files kept per log file.
-        level: Drop lines below this level (name or number).
-        max_open_files: Maximum number of per-client files kept open.
-        autoflush: Flush the files touched by :meth:`write` at its end, so that
-            ``tail -f`` sees whole batches promptly.
-
-    Examples:
-        >>> import tempfile
-        >>> with LogFiles(tempfile.mkdtemp(), level="INFO") as files:
-        ...     files.write([LogLine(0.5, 20, "agent/3", "1a2b3c4d", 42, "my_lib", "hello")])
-        ...     print((files.root / "agent" / "3.log").read_text(), end="")
-        1970-01-01T00:00:00.500000+00:00 INFO     agent/3 [node 1a2b3c4d pid 42] my_lib: hello
-    """
-
-    def __init__(
-        self,
-        root: str | os.PathLike[str],
-        max_bytes: int | None = None,
-        backup_count: int = 5,
-        *,
-        level: int | str = logging.NOTSET,
-        max_open_files: int = 256,
-        autoflush: bool = True,
-    ) -> None:
-        if max_bytes is not None and max_bytes <= 0:
-            raise ValueError(f"max_bytes must be > 0 or None, not {max_bytes}")
-        if backup_count < 0:
-            raise ValueError(f"backup_count must be >= 0, not {backup_count}")
-        if max_open_files < 1:
-            raise ValueError(f"max_open_files must be >= 1, not {max_open_files}")
-        self.root = Path(root)
-        self.max_bytes = max_bytes
-        self.backup_count = backup_count
-        self.level = parse_level(level)
-        self.max_open_files = max_open_files
-        self.autoflush = autoflush
-        self._lock = threading.Lock()
-        self._all: _Sink | None = None
-        self._clients: OrderedDict[str, _Sink] = OrderedDict()
-        self._known: set[tuple[str, str]] = set()
-        """(client, logger) pairs of lines that passed the full check."""
-        self._closed = False
-        self.root.mkdir(parents=True, exist_ok=True)
-
-    def __enter__(self) -> LogFiles:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def write(self, lines: Sequence[LogLine | WireLine]) -> None:
-        """Append a batch of records to ``all.log`` and the per-client files.
-
-        Lines below :attr:`level` are dropped. The rest are ordered by worker
-        timestamp with a stable sort, except that the lines of one worker
-        (same client, node and pid) are never reordered among themselves, even if
-        its clock stepped backwards: callers must pass each worker's lines in the
-        order they were logged. Every line is checked with
-        :func:`rayplex.rules.validate_log_line` (client id, logger name and the
-        type of every field: the rule the workers' builders follow) before
-        anything is written.
-
-        Args:
-            lines: :class:`LogLine` objects or equivalent plain 8-tuples.
-
-        Raises:
-            ValueError: If a line is invalid (nothing of the batch is written; the
-                message names the field) or the files were closed.
-
-        Examples:
-            >>> import tempfile
-            >>> files = LogFiles(tempfile.mkdtemp())
-            >>> files.write([LogLine(2.0, 20, "a/b", "n", 1, "l", "late"),
-            ...              LogLine(1.0, 20, "a/c", "n", 2, "l", "early")])
-            >>> [l.split(": ")[1] for l in (files.root / "all.log").read_text().splitlines()]
-            ['early', 'late']
-            >>> files.close()
-        """
-        if not lines:
-            return
-        with self._lock:
-            if self._closed:
-                raise ValueError("write() on closed LogFiles")
-            self.check(lines)
-            level = self.level
-            batch = [ln for ln in lines if ln[1] >= level] if level > 0 else list(lines)
-            if not batch:
-                return
-            all_sink = self._all
-            if all_sink is None:
-                all_sink = self._all = _Sink(self.root / ALL_LOG)
-            touched: set[_Sink] = set()
-            max_bytes = self.max_bytes
-            for line in _in_time_order(batch):
-                data = format_line(line).encode("utf-8", "backslashreplace")
-                sink = self._client_sink(line[2])
-                touched.add(sink)
-                for target in (all_sink, sink):
-                    if (
-                        max_bytes is not None
-                        and target.size
-                        and target.size + len(data) > max_bytes
-                    ):
-                        self._rotate(target)
-                    target.file.write(data)  # type: ignore[union-attr]
-                    target.size += len(data)
-            if self.autoflush:
-                all_sink.file.flush()  # type: ignore[union-attr]
-                for sink in touched:
-                    if sink.file is not None:  # may have been closed by the LRU
-                        sink.file.flush()
-
-    def check(self, lines: Sequence[LogLine | WireLine]) -> None:
-        """Raise what :meth:`write` would raise for a bad line, without writing anything.
-
-        :func:`rayplex.rules.validate_log_line` on every line (the usual ones take a fast
-        path). A caller that writes other files in the same transaction calls this first, so
-        a bad line is refused before anything at all is written.
-
-        Raises:
-            ValueError: naming the bad field of the first bad line.
-        """
-        known = self._known
-        for line in lines:
-            if (
-                type(line) in _LINE_TYPES
-                and len(line) == 8
-                and type(line[0]) is float
-                and type(line[1]) is int
-                and type(line[3]) is str
-                and type(line[4]) is int
-                and type(line[6]) is str
-                and (line[7] is None or type(line[7]) is str)
-                and type(line[2]) is str
-                and type(line[5]) is str
-                and (line[2], line[5]) in known
-            ):
-                continue
-            rules.validate_log_line(line)
-            if len(known) > 100_000:
-                known.clear()
-            known.add((line[2], line[5]))
-
-    def _client_sink(self, client: str) -> _Sink:
-        clients = self._clients
-        sink = clients.get(client)
-        if sink is not None:
-            clients.move_to_end(client)
-            return sink
-        group, name = client.split("/")  # checked by _check
-        while len(clients) >= self.max_open_files:
-            clients.popitem(last=False)[1].close()
-        directory = self.root / group
-        directory.mkdir(exist_ok=True)
-        sink = clients[client] = _Sink(directory / f"{name}.log")
-        return sink
-
-    def _rotate(self, sink: _Sink) -> None:
-        sink.close()
-        base = str(sink.path)
-        try:
-            if self.backup_count > 0:
-                for i in range(self.backup_count - 1, 0, -1):
-                    if os.path.exists(f"{base}.{i}"):
-                        os.replace(f"{base}.{i}", f"{base}.{i + 1}")
-                os.replace(base, f"{base}.1")
-            else:
-                os.remove(base)
-        except FileNotFoundError:  # removed behind our back: just start afresh
-            pass
-        sink.open()
-
-    def flush(self) -> None:
-        """Flush every open file. Safe to call at any time, also after :meth:`close`."""
-        with self._lock:
-            for sink in self._sinks():
-                if sink.file is not None:
-                    sink.file.flush()
-
-    def close(self) -> None:
-        """Flush and close every file. Safe to call twice; :meth:`write` then raises."""
-        with self._lock:
-            self._closed = True
-            sinks = self._sinks()
-            self._all = None
-            self._clients.clear()
-            for sink in sinks:
-                sink.close()
-
-    def _sinks(self) -> list[_Sink]:
-        sinks = list(self._clients.values())
-        if self._all is not None:
-            sinks.append(self._all)
-        return sinks
-
-
-def _in_time_order(batch: list[LogLine | WireLine]) -> list[LogLine | WireLine]:
-    """Stable sort by time, never reordering lines of one (client, node, pid)."""
-    if len(batch) < 2:
-        return batch
-    keys: list[float] = []
-    latest: dict[tuple[str, str, int], float] = {}
-    for line in batch:
-        timestamp = line[0]
-        worker = (line[2], line[3], line[4])
-        previous = latest.get(worker)
-        if previous is not None and not timestamp >= previous:  # clock went back (or nan)
-            timestamp = previous
-        else:
-            latest[worker] = timestamp
-        keys.append(timestamp)
-    order = sorted(range(len(batch)), key=keys.__getitem__)
-    return [batch[i] for i in order]
-
-
-# --------------------------------------------------------------------------- tail
-
-
-def filter_lines(
-    lines: Iterable[str], client: str | None = None, level: int | str | None = None
-) -> Iterator[str]:
-    """Keep the records of one client and/or at or above a level.
-
-    Continuation lines go with their header line. Continuation lines met before
-    any header (when starting in the middle of a record) are judged by their
-    client alone; foreign lines that do not parse follow the previous decision
-    (and are dropped before the first header when filtering).
-
-    Args:
-        lines: Text lines, e.g. an open file or :func:`follow`.
-        client: ``"group/name"`` for one client, or ``"group"`` for all
-            clients of a group; ``None`` for all.
-        level: Minimum level (number or name); ``None`` for all. Lines whose
-            level name is not registered in this process are kept.
-
-    Yields:
-        The kept lines, unchanged.
-
-    Examples:
-        >>> text = format_line(LogLine(0.0, 40, "a/1", "n", 1, "l", "boom\\nmore"))
-        >>> text += format_line(LogLine(0.0, 20, "a/1", "n", 1, "l", "fine"))
-        >>> for kept in filter_lines(text.splitlines(), level="WARNING"):
-        ...     print(kept)
-        1970-01-01T00:00:00.000000+00:00 ERROR    a/1 [node n pid 1] l: boom
-            | a/1 | more
-    """
-    min_level = parse_level(level) if level is not None else 0
-    if client is None and min_level <= 0:
-        yield from lines
-        return
-    group_prefix = client + "/" if client is not None and "/" not in client else None
-
-    def client_ok(name: str) -> bool:
-        return client is None or name == client or (
-            group_prefix is not None and name.startswith(group_prefix)
-        )
-
-    keep: bool | None = None  # None: no header seen yet
-    for text in lines:
-        parsed = parse_line(text)
-        if parsed is None:
-            if keep:
-                yield text
-        elif parsed.is_continuation:
-            if keep is None:
-                if client_ok(parsed.client):
-                    yield text
-            elif keep:
-                yield text
-        else:
-            keep = client_ok(parsed.client) and (
-                parsed.levelno is None or parsed.levelno >= min_level
-            )
-            if keep:
-                yield text
-
-
-def follow(
-    path: str | os.PathLike[str],
-    poll_s: float = 0.2,
-    stop: threading.Event | None = None,
-    *,
-    from_start: bool = True,
-) -> Iterator[str]:
-    """Yield the lines of a file as they are appended, like ``tail -F``.
-
-    Waits for the file if it does not exist yet. When the file is replaced
-    (rotation: a different inode at ``path``, or ``path`` removed) the rest of
-    the old file is read first, then the new file is read from its start. When
-    the file shrinks (truncation) it is read again from its start. A line is
-    only yielded once its newline has been written, except at the end of a
-    replaced file.
-
-    Args:
-        path: The file, e.g. ``logdir/logs/all.log``.
-        poll_s: Seconds between checks for new data.
-        stop: When set, the generator returns (within ``poll_s``).
-        from_start: Yield the existing content first; if false start at the
-            current end of the file (files appearing later are always read
-            whole).
-
-    Yields:
-        Lines including their trailing ``"\\n"`` (UTF-8, undecodable bytes
-        replaced).
-
-    Examples:
-        >>> stop = threading.Event()
-        >>> for line in follow("logs/all.log", poll_s=0.1, stop=stop):  # doctest: +SKIP
-        ...     print(colorize(line), end="")
-    """
-    path = os.fspath(path)
-    file: BinaryIO | None = None
-    identity: tuple[int, int] | None = None
-    pending = b""
-    seek_end = not from_start
-
-    def wait() -> bool:
-        """Sleep ``poll_s``; return True if we must stop."""
-        if stop is None:
-            _time.sleep(poll_s)
-            return False
-        return stop.wait(poll_s)
-
-    try:
-        while stop is None or not stop.is_set():
-            if file is None:
-                try:
-                    file = open(path, "rb")  # noqa: SIM115 - closed in finally
-                except FileNotFoundError:
-                    seek_end = False  # a file created later is new: read it all
-                    if wait():
-                        return
-                    continue
-                info = os.fstat(file.fileno())
-                identity = (info.st_dev, info.st_ino)
-                if seek_end:
-                    file.seek(0, os.SEEK_END)
-                    seek_end = False
-                pending = b""
-            chunk = file.readline()
-            if chunk:
-                if chunk.endswith(b"\n"):
-                    yield (pending + chunk).decode("utf-8", "replace")
-                    pending = b""
-                else:
-                    pending += chunk
-                continue
-            # At the end of the file: has it been replaced or truncated?
-            current: os.stat_result | None
-            try:
-                current = os.stat(path)
-            except FileNotFoundError:
-                current = None
-            if current is None or (current.st_dev, current.st_ino) != identity:
-                rest = pending + file.read()  # written before the switch
-                file.close()
-                file = None
-                pending = b""
-                *complete, last = rest.split(b"\n")
-                for raw in complete:
-                    yield (raw + b"\n").decode("utf-8", "replace")
-                if last:  # the old file ended without a newline
-                    yield (last + b"\n").decode("utf-8", "replace")
-                continue
-            if current.st_size < file.tell():
-                file.seek(0)
-                pending = b""
-                continue
-            if wait():
-                return
-    finally:
-        if file is not None:
-            file.close()
-
-
-_RESET = "\x1b[0m"
-_DIM = "\x1b[2m"
-
-
-def _level_color(levelno: int | None) -> str:
-    if levelno is None:
-        return ""
-    if levelno >= logging.CRITICAL:
-        return "\x1b[1;31m"  # bold red
-    if levelno >= logging.ERROR:
-        return "\x1b[31m"  # red
-    if levelno >= logging.WARNING:
-        return "\x1b[33m"  # yellow
-    if levelno >= logging.INFO:
-        return "\x1b[32m"  # green
-    if levelno > logging.DEBUG:
-        return "\x1b[36m"  # cyan: INFO1..INFO9
-    return "\x1b[34m"  # blue: DEBUG and finer
-
-
-def colorize(text_line: str) -> str:
-    """Add ANSI colours to one line (use only when the output is a terminal).
-
-    Header lines get a dim timestamp and a level-coloured level name (the whole
-    message too for ``ERROR`` and above); continuation lines get a dim prefix.
-    Other lines are returned unchanged.
-
-    Args:
-        text_line: One line, with or without its trailing newline.
-
-    Returns:
-        The coloured line, with the same trailing newline.
-
-    Examples:
-        >>> colorize("    | agent/3 | Traceback:\\n")  # doctest: +SKIP
-        '\\x1b[2m    | agent/3 |\\x1b[0m Traceback:\\n'
-    """
-    body = text_line.rstrip("\r\n")
-    newline = text_line[len(body):]
-    if body.startswith(CONTINUATION_PREFIX):
-        match = _CONTINUATION_RE.fullmatch(body)
-        if match is None:
-            return text_line
-        cut = match.end("client") + 2
-        return f"{_DIM}{body[:cut]}{_RESET}{body[cut:]}{newline}"
-    match = _HEADER_RE.fullmatch(body)
-    if match is None:
-        return text_line
-    try:
-        levelno: int | None = parse_level(match["level"])
-    except ValueError:
-        levelno = None
-    color = _level_color(levelno)
-    time_end = match.end("time")
-    start, end = match.span("level")
-    if levelno is not None and levelno >= logging.ERROR:
-        return (
-            f"{_DIM}{body[:time_end]}{_RESET}{body[time_end:start]}"
-            f"{color}{body[start:]}{_RESET}{newline}"
-        )
-    return (
-        f"{_DIM}{body[:time_end]}{_RESET}{body[time_end:start]}"
-        f"{color}{body[start:end]}{_RESET}{body[end:]}{newline}"
     )

@@ -21,11 +21,13 @@ from pathlib import Path
 import pytest
 
 from rayplex import cli
+from rayplex.actors.logfiles import LogFiles
 from rayplex.cli import main
 from rayplex.encode import ScalarTemplate, tag_header
 from rayplex.events import EventWriter
 from rayplex.read import ScalarRow, read_scalars
-from rayplex.textlog import LogFiles, LogLine, follow, format_line
+from rayplex.tail import follow
+from rayplex.textlog import LogLine, format_line
 
 WALL = 1_700_000_000.0
 COMMANDS = ["demo", "board", "ls", "export", "plot", "tail"]

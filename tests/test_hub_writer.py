@@ -78,7 +78,7 @@ def test_a_line_no_worker_would_send_is_quarantined_without_touching_other_files
 
 def test_an_exception_mid_write_undoes_everything_and_quarantines_only_the_culprit(
         hub, monkeypatch):
-    from rayplex.textlog import LogFiles
+    from rayplex.actors.logfiles import LogFiles
 
     real_write = LogFiles.write
 

@@ -46,6 +46,22 @@ def test_a_traceback_is_kept_whole_and_greppable(experiment):
     assert any("RuntimeError: boom" in ln for ln in lines)
 
 
+def test_stack_info_ends_at_the_line_that_called_the_logger(experiment):
+    log = rayplex.get_logger("agent/5")
+
+    def train_step():
+        log.warning("where am I", stack_info=True)
+
+    train_step()
+    log.flush()
+    lines = _read(experiment.logdir, "agent", "5.log").splitlines()
+    assert parse_line(lines[0]).message == "where am I"
+    stack = [parse_line(ln).message for ln in lines[1:]]
+    assert stack[0] == "Stack (most recent call last):"
+    assert stack[-2].endswith(", in train_step")  # then the source line of the call
+    assert not any("rayplex" + os.sep + "logger.py" in text for text in stack)
+
+
 def test_level_filtering_with_fine_levels(ray_session, tmp_path):
     hub = rayplex.init(str(tmp_path / "x"), name="lvl", log_level="INFO5")
     try:

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rayplex.actors.hub import Hub
+from rayplex.actors.logfiles import LogFiles
 from rayplex.artifacts import ArtifactStore
 from rayplex.rules import (
     HUB_CLIENT_ID,
@@ -29,7 +30,7 @@ from rayplex.rules import (
     validate_log_line,
     validate_logger_name,
 )
-from rayplex.textlog import LogFiles, LogLine
+from rayplex.textlog import LogLine
 
 # ------------------------------------------------------------------------------ steps
 

@@ -19,7 +19,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from rayplex.actors.logfiles import LogFiles
 from rayplex.rules import HUB_CLIENT_ID, validate_log_line
+from rayplex.tail import colorize, filter_lines, follow
 from rayplex.textlog import (
     CONTINUATION_PREFIX,
     DEBUG3,
@@ -29,18 +31,16 @@ from rayplex.textlog import (
     INFO5,
     INFO6,
     INFO9,
-    LogFiles,
     LogLine,
     ParsedLine,
-    colorize,
-    filter_lines,
-    follow,
+    build_line,
     format_line,
     level_name,
     line_from_record,
     parse_level,
     parse_line,
 )
+from rayplex.tfrecord import NotRegularFileError
 
 T0 = 1_795_000_000.25  # 2026-11-18T..., a fixed worker time well in the past of any test run
 
@@ -163,6 +163,51 @@ def test_a_bad_format_string_does_not_raise_on_the_worker() -> None:
     record = logging.LogRecord("lib", logging.INFO, __file__, 1, "%d items", ("x",), None)
     line = line_from_record(record, "a/b", "n")
     assert "%d items" in line.message and "formatting failed" in line.message
+
+
+def test_build_line_and_line_from_record_build_the_same_line_from_the_same_record() -> None:
+    record = record_with_traceback()
+    assert record.exc_info is not None
+    from_record = line_from_record(record, "agent/3", "1a2b3c4d")
+    built = build_line(record.levelno, record.msg, record.args or (), "agent/3", "1a2b3c4d",
+                       os.getpid(), record.name, record.exc_info, created=record.created)
+    assert type(built) is tuple and type(from_record) is LogLine
+    assert built == tuple(from_record)
+    validate_log_line(built)
+
+
+def test_build_line_formats_the_exception_being_handled_when_exc_info_is_true() -> None:
+    try:
+        {}["missing"]
+    except KeyError:
+        line = build_line(40, "lookup %s", ("failed",), "a/b", "n", 1, "rayplex", True)
+    assert line[6] == "lookup failed"
+    assert line[7] is not None and line[7].startswith("Traceback (most recent call last):")
+    assert line[7].endswith("KeyError: 'missing'")
+    assert build_line(40, "no exception", (), "a/b", "n", 1, "rayplex", True)[7] is None
+
+
+def test_build_line_ends_the_stack_at_the_frame_stacklevel_names() -> None:
+    def log_call() -> tuple[object, ...]:  # plays the Logger's info(): one frame to skip
+        return build_line(20, "m", (), "a/b", "n", 1, "rayplex", stack_info=True, stacklevel=2)
+
+    stack = log_call()[7]
+    assert isinstance(stack, str) and stack.startswith("Stack (most recent call last):")
+    assert stack.splitlines()[-2].endswith("in test_build_line_ends_the_stack_at_the_frame_stacklevel_names")
+    assert "in log_call" not in stack
+
+
+def test_build_line_puts_the_stack_after_the_traceback() -> None:
+    error = ValueError("bad")
+    line = build_line(40, "m", (), "a/b", "n", 1, "rayplex", error, "Stack (most recent call last):\n  x")
+    assert line[7] == "ValueError: bad\nStack (most recent call last):\n  x"
+
+
+def test_build_line_keeps_a_bad_format_string_and_an_unprintable_logger_name() -> None:
+    line = build_line(20, "%d items", ("x",), "a/b", "n", 1, "two\nlines")
+    assert line[6].startswith("'%d items' % ('x',) (formatting failed: TypeError(")
+    assert line[5] == repr("two\nlines")
+    validate_log_line(line)
 
 
 def test_log_lines_survive_pickling_and_the_wire_form_is_plain_tuples() -> None:
@@ -634,6 +679,27 @@ def test_follow_rereads_a_truncated_file(
         file.truncate(0)
         file.write("x\n")
     assert follower.wait_for(3)[2:] == ["x\n"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_follow_refuses_a_fifo_at_the_path_instead_of_blocking(tmp_path: Path) -> None:
+    path = tmp_path / "all.log"
+    os.mkfifo(path)
+    outcome: list[BaseException | str] = []
+
+    def read_one() -> None:
+        try:
+            outcome.append(next(follow(path, poll_s=0.01)))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read_one, daemon=True)
+    reader.start()
+    reader.join(10)
+    if reader.is_alive():  # blocked in open(): give it a writer so the thread can end
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(10)
+    assert outcome and isinstance(outcome[0], NotRegularFileError), outcome
 
 
 def test_follow_stops_promptly_when_the_event_is_set(tmp_path: Path) -> None:

@@ -22,11 +22,12 @@ from typing import Any
 
 from rayplex import rules
 from rayplex.actors.journal import Journal, file_sizes, undo_files
+from rayplex.actors.logfiles import LogFiles
 from rayplex.atomic import atomic_write_bytes
 from rayplex.config import config
 from rayplex.events import WriterPool
 from rayplex.records import Batch, Partial
-from rayplex.textlog import LogFiles, LogLine, parse_level
+from rayplex.textlog import LogLine, parse_level
 
 log = logging.getLogger("rayplex.hub")
 
