@@ -32,6 +32,7 @@ _crc = google_crc32c.value
 _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
 _F32 = struct.Struct("<f")
+_SIMPLE_VALUE = struct.Struct("<Bf")  # simple_value: field 2 (wire type 5): 0x15, then the float
 _WALL_TIME = struct.Struct("<Bd")  # field 1 (wire type 1): 0x09, then the double
 _MASK_DELTA = MASK_DELTA
 
@@ -72,6 +73,25 @@ def scalar_tail(tag_field: bytes) -> bytes:
     value_len = len(tag_field) + 5  # + simple_value: key byte and 4-byte float
     summary_len = 1 + len(varint(value_len)) + value_len
     return b"\x2a" + varint(summary_len) + b"\x0a" + varint(value_len) + tag_field + b"\x15"
+
+
+def simple_value(value: float) -> bytes:
+    """A ``Summary.Value`` without tag holding ``simple_value`` (float32, as TensorBoard keeps
+    scalars; beyond its range: ±inf, like :class:`ScalarTemplate`).
+
+    Example:
+        >>> simple_value(0.5)
+        b'\\x15\\x00\\x00\\x00?'
+        >>> from tensorboardX.proto.summary_pb2 import Summary
+        >>> simple_value(-3.25) == Summary.Value(simple_value=-3.25).SerializeToString()
+        True
+        >>> Summary.Value.FromString(simple_value(1e39)).simple_value
+        inf
+    """
+    try:
+        return _SIMPLE_VALUE.pack(0x15, value)
+    except OverflowError:
+        return _SIMPLE_VALUE.pack(0x15, math.copysign(math.inf, value))
 
 
 class ScalarTemplate:

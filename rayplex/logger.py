@@ -12,7 +12,6 @@ import logging
 import math
 import numbers
 import os
-import struct
 import sys
 import threading
 import time
@@ -27,32 +26,17 @@ import ray
 from rayplex import media
 from rayplex.artifacts import decode_chunks, safe_relpath
 from rayplex.config import config
+from rayplex.encode import simple_value
 from rayplex.errors import RayplexError
 from rayplex.items import ITEM_OVERHEAD, SCALAR_NBYTES, FixedValue, Line, PartialItem, Scalar, Value
 from rayplex.items import nbytes as item_nbytes
 from rayplex.records import Partial
-from rayplex.rules import check_step, split_client_id, validate_logger_name, validate_tag
+from rayplex.rules import check_step, split_client_id, to_float, validate_logger_name, validate_tag
 from rayplex.session import Session, session_for
 from rayplex.stats import DEFAULT_STATS, MetricsWindow, PartialStats
 from rayplex.textlog import FINE_LEVELS, build_line, format_line, line_from_record
 
 _new = tuple.__new__
-
-
-def _scalar(tag: str, value: Any) -> float:
-    """Coerce a number (Python, numpy, 0-d or one-element array, torch scalar) to float."""
-    if isinstance(value, (bool, numbers.Real)):
-        return float(value)
-    if isinstance(value, np.ndarray) and value.size == 1 and value.dtype.kind in "biuf":
-        return float(value.reshape(()))
-    item = getattr(value, "item", None)  # torch / jax scalars
-    if callable(item) and getattr(value, "ndim", 1) == 0:
-        result = item()
-        if isinstance(result, numbers.Real):
-            return float(result)
-    raise TypeError(
-        f"value for tag {tag!r} must be a real number, got {type(value).__name__} ({value!r:.80})"
-    )
 
 
 def _walltime(walltime: Any) -> float:
@@ -133,7 +117,7 @@ class Logger:
         if tag not in self._tags_ok:
             self._check_tag(tag)
         if type(value) is not float:
-            value = _scalar(tag, value)
+            value = to_float(value, f"value for tag {tag!r}")
         # The hot path: rules.check_step's range inline (literals: no global look-up, no call).
         if step is None:
             step = self._steps.get(tag, -1) + 1
@@ -161,7 +145,7 @@ class Logger:
             raise TypeError(f"add_scalars takes a mapping of tag -> number, got {type(scalars)}")
         if step is not None:
             step = check_step(step)
-        checked = [(tag, _scalar(tag, v) if type(v) is not float else v)
+        checked = [(tag, v if type(v) is float else to_float(v, f"value for tag {tag!r}"))
                    for tag, v in scalars.items()]
         for tag, _ in checked:
             if tag not in self._tags_ok:
@@ -255,7 +239,7 @@ class Logger:
             self._put(FixedValue(self.client_id, tag, 0, wt, payload, run),
                       ITEM_OVERHEAD + len(payload))
         for tag, value in metrics.items():
-            payload = b"\x15" + struct.pack("<f", _scalar(tag, value))
+            payload = simple_value(to_float(value, f"metrics[{tag!r}]"))
             self._put(FixedValue(self.client_id, tag, 0, wt, payload, run),
                       ITEM_OVERHEAD + len(payload))
 
@@ -278,7 +262,7 @@ class Logger:
         checked = {}
         for tag, value in values.items():
             validate_tag(tag)
-            checked[tag] = _scalar(tag, value)
+            checked[tag] = value if type(value) is float else to_float(value, f"value for tag {tag!r}")
         if step is None:
             if self._row_step is not None:
                 step = self._row_step

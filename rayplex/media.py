@@ -39,6 +39,8 @@ from numpy.typing import ArrayLike
 from tensorboardX import summary as _tbx
 from tensorboardX.proto.summary_pb2 import HistogramProto, Summary
 
+from rayplex.rules import to_float
+
 __all__ = [
     "audio_value",
     "encode_gif",
@@ -762,13 +764,13 @@ def hparams_values(
         # tensorboardX stores every number as float64; converting here also spares it
         # np.array() of ints beyond int64
         hp[key] = float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+    checked: dict[str, float] = {}
     for key, m in metrics.items():
         if not isinstance(key, str):
             raise TypeError(f"metrics keys must be str, got {key!r} ({type(key).__name__})")
-        if isinstance(m, bool) or not isinstance(m, numbers.Real):
-            raise TypeError(f"metrics[{key!r}] must be a real number, got {type(m).__name__}")
+        checked[key] = to_float(m, f"metrics[{key!r}]")
     out = []
-    for summ in _tbx.hparams(hp, dict(metrics)):
+    for summ in _tbx.hparams(hp, checked):
         value = summ.value[0]
         tag = value.tag
         out.append((tag, _payload(value)))

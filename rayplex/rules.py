@@ -39,6 +39,8 @@ from __future__ import annotations
 import numbers
 import re
 
+import numpy as np
+
 STEP_MIN = -(2**63)
 STEP_MAX = 2**63 - 1
 
@@ -242,6 +244,50 @@ def check_step(step: object) -> int:
             f"step {step} is out of range: TensorBoard steps are signed 64-bit integers"
         )
     return step
+
+
+_NOT_NUMBERS = (str, bytes, bytearray, complex)
+
+
+def to_float(value: object, what: str) -> float:
+    """One logged number as a float: the one coercion of scalars, metrics and HParams metrics.
+
+    Accepts any real number: Python's (``bool`` counts as 0/1), numpy scalars, 0-d and
+    one-element numpy arrays of bool/int/float, and anything else that converts with
+    ``float()`` and is not text or complex (scalar tensors of torch or jax, ``Decimal``).
+    NaN and infinities pass through. Callers on a hot path test ``type(value) is float``
+    first and skip the call.
+
+    Args:
+        value: The number.
+        what: What it is, for the error message, e.g. ``"value for tag 'loss'"``.
+
+    Returns:
+        The value as a Python float.
+
+    Raises:
+        TypeError: naming ``what`` and the type, for anything else (text, ``None``, complex,
+            a list, an array of several elements or of another dtype).
+
+    Example:
+        >>> to_float(3, "x"), to_float(np.float32(0.5), "x"), to_float(np.array([2]), "x")
+        (3.0, 0.5, 2.0)
+        >>> to_float("0.5", "value for tag 'loss'")
+        Traceback (most recent call last):
+        ...
+        TypeError: value for tag 'loss' must be a real number, got str ('0.5')
+    """
+    if isinstance(value, (float, int, numbers.Real)):
+        return float(value)  # also numpy's ints and floats, Fraction
+    if isinstance(value, (np.ndarray, np.generic)):  # np.bool_, 0-d and one-element arrays
+        if value.size == 1 and value.dtype.kind in "biuf":
+            return float(value.reshape(()))
+    elif not isinstance(value, _NOT_NUMBERS) and hasattr(value, "__float__"):
+        try:  # torch / jax scalar tensors, Decimal
+            return float(value)
+        except (TypeError, ValueError, RuntimeError):
+            pass
+    raise TypeError(f"{what} must be a real number, got {type(value).__name__} ({value!r:.80})")
 
 
 def validate_logger_name(name: object) -> str:

@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import base64
 import math
-import numbers
 import re
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
@@ -63,7 +62,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from rayplex.rules import validate_metric_key
+from rayplex.rules import to_float, validate_metric_key
 
 __all__ = [
     "DEFAULT_STATS",
@@ -110,27 +109,6 @@ def _parse_stat(name: object) -> float | None:
         f"{', '.join(SUPPORTED_STATS)}, or any percentile 'pNN' with 0 < NN < 100 "
         "(e.g. 'p5', 'p99.9')"
     )
-
-
-def _as_float(value: object) -> float:
-    """Convert one scalar metric value to float, rejecting non-numbers with TypeError."""
-    if isinstance(value, (int, float, np.integer, np.floating, np.bool_)):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        if value.ndim == 0 and value.dtype.kind in _NUMERIC_KINDS:
-            return float(value)
-    elif isinstance(value, numbers.Real):
-        return float(value)
-    elif (
-        hasattr(value, "__float__")
-        and not isinstance(value, (str, bytes, complex, np.complexfloating))
-    ):
-        # Scalar tensors of other frameworks (torch, jax) implement __float__.
-        try:
-            return float(value)
-        except (TypeError, ValueError, RuntimeError):
-            pass
-    raise TypeError(f"expected a real number, got {type(value).__name__}")
 
 
 def _as_array(values: object) -> npt.NDArray[np.float64]:
@@ -328,7 +306,7 @@ class PartialStats:
             TypeError: If ``value`` is not a real number.
         """
         if type(value) is not float:
-            value = _as_float(value)
+            value = to_float(value, "PartialStats.add value")
         buf = self._buf
         buf.append(value)
         if len(buf) >= _BUFFER_SIZE:
@@ -911,13 +889,7 @@ class MetricsWindow:
                     f"metric {key!r} must be a real number or a list/array of real numbers, "
                     f"got {type(value).__name__} with non-numeric elements"
                 ) from None
-        try:
-            return _as_float(value)
-        except TypeError:
-            raise TypeError(
-                f"metric {key!r} must be a real number or a list/array of real numbers, "
-                f"got {type(value).__name__}"
-            ) from None
+        return to_float(value, f"metric {key!r}")
 
     def take(self) -> dict[str, PartialStats]:
         """Return the partials of the window and start a new, empty window."""

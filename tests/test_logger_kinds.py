@@ -77,6 +77,17 @@ def test_add_hparams_writes_a_session_with_metric_values(experiment):
     assert scalars["final/reward"] == [(0, 3.5)]
 
 
+def test_add_hparams_takes_the_metric_values_add_scalar_takes(experiment):
+    log = rayplex.get_logger("learner/hp2")
+    log.add_hparams({"lr": 0.1}, {"np": np.float32(0.5), "zero_d": np.array(2), "big": 1e39})
+    with pytest.raises(TypeError, match="'text'"):
+        log.add_hparams({"lr": 0.1}, {"text": "high"})
+    log.flush()
+    scalars = tb_scalars(experiment.logdir)["hparams/learner/hp2"]
+    assert scalars["np"] == [(0, 0.5)] and scalars["zero_d"] == [(0, 2.0)]
+    assert scalars["big"] == [(0, float("inf"))]  # beyond float32, as add_scalar writes it
+
+
 def test_artifacts_round_trip_and_are_readable_by_other_workers(experiment):
     log = rayplex.get_logger("learner/main")
     log.save_pkl({"epoch": 3}, "checkpoints/latest.pkl")

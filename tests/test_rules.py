@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from rayplex.actors.hub import Hub
 from rayplex.actors.logfiles import LogFiles
 from rayplex.artifacts import ArtifactStore
+from rayplex.media import hparams_values
 from rayplex.rules import (
     HUB_CLIENT_ID,
     MAX_LOGGER_NAME_LENGTH,
@@ -26,10 +27,12 @@ from rayplex.rules import (
     STEP_MIN,
     check_step,
     split_client_id,
+    to_float,
     validate_group_name,
     validate_log_line,
     validate_logger_name,
 )
+from rayplex.stats import MetricsWindow, PartialStats
 from rayplex.textlog import LogLine
 
 # ------------------------------------------------------------------------------ steps
@@ -203,3 +206,70 @@ def _save_params(hub: Hub, client_id: str, params: dict[str, float]) -> object:
     ok, result = request(uuid.uuid4().hex, "save_params", (client_id, params))
     assert ok, result
     return result
+
+
+# ------------------------------------------------------------------------------ numbers
+
+
+class _ScalarTensor:
+    """Behaves like a torch/jax 0-d tensor: converts with float(), is no numbers.Real."""
+
+    ndim = 0
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def __float__(self) -> float:
+        return self.value
+
+
+class _BigTensor(_ScalarTensor):
+    ndim = 1
+
+    def __float__(self) -> float:
+        raise ValueError("only one element tensors can be converted to Python scalars")
+
+
+NUMBERS = [
+    (3, 3.0), (True, 1.0), (np.float32(0.5), 0.5), (np.int64(-2), -2.0), (np.bool_(True), 1.0),
+    (np.array(2.5), 2.5), (np.array([7], dtype=np.uint8), 7.0), (_ScalarTensor(1.25), 1.25),
+]
+NOT_NUMBERS = ["1.5", b"1", None, 1j, np.complex64(1), [1.0], np.array([1.0, 2.0]),
+               np.array("a"), object(), _BigTensor(0.0)]
+
+
+@pytest.mark.parametrize(("value", "expected"), NUMBERS)
+def test_to_float_accepts_python_numpy_and_tensor_scalars(value: object, expected: float) -> None:
+    result = to_float(value, "x")
+    assert type(result) is float and result == expected
+
+
+@pytest.mark.parametrize("value", NOT_NUMBERS)
+def test_to_float_raises_type_error_naming_the_value_and_its_type(value: object) -> None:
+    with pytest.raises(TypeError, match=rf"^value for tag 'loss' must be a real number, got "
+                                        rf"{type(value).__name__} "):
+        to_float(value, "value for tag 'loss'")
+
+
+@pytest.mark.parametrize(("value", "expected"), NUMBERS)
+def test_store_metrics_partial_stats_and_hparams_metrics_accept_what_to_float_accepts(
+    value: object, expected: float
+) -> None:
+    window = MetricsWindow()
+    window.store(m=value)
+    part = PartialStats()
+    part.add(value)  # type: ignore[arg-type]
+    assert window.take()["m"].mean == part.mean == expected
+    assert len(hparams_values({"lr": 0.1}, {"m": value})) == 3  # type: ignore[dict-item]
+
+
+@pytest.mark.parametrize("value", [v for v in NOT_NUMBERS if not isinstance(v, (list, np.ndarray))])
+def test_store_metrics_partial_stats_and_hparams_metrics_refuse_what_to_float_refuses(
+    value: object,
+) -> None:
+    with pytest.raises(TypeError, match="'m'"):
+        MetricsWindow().store(m=value)
+    with pytest.raises(TypeError):
+        PartialStats().add(value)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="'m'"):
+        hparams_values({"lr": 0.1}, {"m": value})  # type: ignore[dict-item]
