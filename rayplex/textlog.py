@@ -86,6 +86,7 @@ __all__ = [
     "INFO1", "INFO2", "INFO3", "INFO4", "INFO5", "INFO6", "INFO7", "INFO8", "INFO9",
     "CONTINUATION_PREFIX",
     "CONTINUATION_RE",
+    "ExcInfo",
     "HEADER_RE",
     "LogLine",
     "ParsedLine",
@@ -481,11 +482,14 @@ class ParsedLine(NamedTuple):
     is_continuation: bool
 
 
+#: A header line (without its newline), with named groups time, level, client, node, pid,
+#: logger and message.
 HEADER_RE = re.compile(
     r"(?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:[+-]\d\d:\d\d|Z)?)"
     r" (?P<level>\S+) +(?P<client>\S+) \[node (?P<node>\S+) pid (?P<pid>-?\d+)\]"
     r" (?P<logger>\S+?):(?: (?P<message>.*))?"
 )
+#: A continuation line (without its newline), with named groups client and message.
 CONTINUATION_RE = re.compile(r" {4}\| (?P<client>\S+) \|(?: (?P<message>.*))?")
 
 
