@@ -64,7 +64,7 @@ class Config:
     max_open_files: int = 0
     """Event files the hub keeps open at once; 0 picks a quarter of the fd limit
     (``RAYPLEX_MAX_OPEN_FILES``)."""
-    get_logger_timeout_s: float = 0.5
+    get_logger_timeout_s: float = 0.25
     """How long ``get_logger`` waits for the group registry before it goes on with the groups
     it knows; never longer, whatever the hub does (``RAYPLEX_GET_LOGGER_TIMEOUT_S``)."""
     hub: str = DEFAULT_HUB

@@ -674,7 +674,7 @@ def get_logger(client_id: str, hub: str | None = None, echo: bool = False) -> Lo
     Works in the driver, a task or an actor, anywhere in the Ray cluster: no address needed.
     ``hub`` defaults to ``RAYPLEX_HUB`` or ``"default"``. Calling it twice with the same id in
     one process returns the same Logger. ``echo=True`` also prints its text-log lines locally.
-    It never waits on the hub for long: at most ``RAYPLEX_GET_LOGGER_TIMEOUT_S`` (0.5 s) for
+    It never waits on the hub for long: at most ``RAYPLEX_GET_LOGGER_TIMEOUT_S`` (0.25 s) for
     the group registry, once per process, then it goes on with the groups it knows.
 
     A Logger belongs to the experiment it was made for: once that experiment is shut down,

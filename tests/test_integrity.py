@@ -16,6 +16,13 @@ import rayplex
 from tests.conftest import tb_scalars
 
 
+@pytest.fixture(autouse=True)
+def _no_hub_left_behind(ray_session):
+    """A failing test must not leave its hub running for the next one."""
+    yield
+    rayplex.shutdown(all=True)
+
+
 def _steps(logdir, run, tag):
     return [s for s, _ in tb_scalars(logdir)[run][tag]]
 
@@ -255,7 +262,8 @@ def test_init_on_a_file_names_the_path(ray_session, tmp_path):
 def test_init_with_a_bogus_log_level_names_the_option(ray_session, tmp_path):
     with pytest.raises(ValueError, match="bogus"):
         rayplex.init(str(tmp_path / "exp"), log_level="bogus")
-    assert rayplex.status() == []
+    assert not any(h.get("logdir", "").startswith(str(tmp_path)) for h in rayplex.status())
+    assert not (tmp_path / "exp").exists()
 
 
 # ------------------------------------------------------------------ 17. appends exactly once

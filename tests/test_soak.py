@@ -12,7 +12,7 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,10 @@ import ray
 import rayplex
 from rayplex.actors import list_rayplex_actors
 from rayplex.textlog import parse_line
-from tests.conftest import tb_scalars, tb_values
+from tests import conftest
+
+tb_scalars: Callable[[str], Any] = conftest.tb_scalars
+tb_values: Callable[[str], Any] = conftest.tb_values
 
 HUB = "soak"
 WORKERS = 16
@@ -36,12 +39,27 @@ VALUE_BASE = 1_000_000
 TMPFS_SIZE = "128m"
 
 
-@ray.remote(num_cpus=0)
 class _Flag:
-    """Tells the workers when to stop (the test sets it once the faults are over)."""
+    """Starts the workers together (so that none joins the summaries late) and tells them when
+    to stop (the test sets it once the faults are over)."""
 
     def __init__(self) -> None:
         self.stop = False
+        self.arrived = 0
+        self.go = False
+
+    def arrive(self) -> int:
+        self.arrived += 1
+        return self.arrived
+
+    def count(self) -> int:
+        return self.arrived
+
+    def start(self) -> None:
+        self.go = True
+
+    def started(self) -> bool:
+        return self.go
 
     def set(self) -> None:
         self.stop = True
@@ -50,7 +68,6 @@ class _Flag:
         return self.stop
 
 
-@ray.remote(num_cpus=0, max_restarts=0)
 class _Worker:
     """Logs scalars, lines, images, store_metrics and appended pickles; counts all of it."""
 
@@ -60,6 +77,10 @@ class _Worker:
         metrics: dict[int, int] = {}
         pickled: list[tuple[int, int]] = []
         append_errors = 0
+        log.flush(timeout=60)  # the session is up before the start
+        ray.get(flag.arrive.remote())
+        while not ray.get(flag.started.remote()):
+            time.sleep(0.02)  # polling the start flag
         step = 0
         while not (step % 20 == 0 and ray.get(flag.get.remote())):
             log.add_scalar("x", float(i * VALUE_BASE + step), step=step)
@@ -87,6 +108,10 @@ class _Worker:
                 "append_errors": append_errors, "stats": log.stats()}
 
 
+_FlagActor: Any = ray.remote(num_cpus=0)(_Flag)
+_WorkerActor: Any = ray.remote(num_cpus=0, max_restarts=0)(_Worker)
+
+
 @contextlib.contextmanager
 def _tmpfs(path: str, size: str) -> Iterator[str | None]:
     """A tmpfs at ``path`` (None if this machine cannot mount one)."""
@@ -104,9 +129,10 @@ def _tmpfs(path: str, size: str) -> Iterator[str | None]:
 
 def _info(hub: rayplex.HubHandle) -> dict[str, Any] | None:
     try:
-        return ray.get(hub.actor.info.remote(), timeout=10)
+        info: dict[str, Any] = ray.get(hub.actor.info.remote(), timeout=10)
     except (ray.exceptions.RayError, TimeoutError):
         return None
+    return info
 
 
 def _wait_for_progress(hub: rayplex.HubHandle, timeout: float = 90.0) -> None:
@@ -184,13 +210,19 @@ def test_sixteen_workers_lose_and_duplicate_nothing_under_kills_a_stall_and_a_fu
         faults = ["hub"] * HUB_KILLS + ["node_buffer"] * NODE_BUFFER_KILLS + ["stall"]
         faults += ["disk"] if mount else []
         rng.shuffle(faults)
-        flag = _Flag.remote()
-        workers = [_Worker.remote() for _ in range(WORKERS)]
+        flag = _FlagActor.remote()
+        workers = [_WorkerActor.remote() for _ in range(WORKERS)]
         runs = [w.run.remote(i, flag) for i, w in enumerate(workers)]
         injected: Counter[str] = Counter()
+        timeline: list[str] = []
         disk_seen = False
         started = time.monotonic()
         try:
+            deadline = time.monotonic() + 120
+            while ray.get(flag.count.remote()) < WORKERS:
+                assert time.monotonic() < deadline, "the workers did not start"
+                time.sleep(0.05)
+            ray.get(flag.start.remote())
             _wait_for_progress(hub, timeout=120)
             for fault in faults:
                 time.sleep(rng.uniform(0.2, 2.5))  # a random moment of live traffic
@@ -204,6 +236,7 @@ def test_sixteen_workers_lose_and_duplicate_nothing_under_kills_a_stall_and_a_fu
                     assert mount is not None
                     disk_seen = _fill_disk(hub, mount, 3.0)
                 injected[fault] += 1
+                timeline.append(f"{fault}@{time.strftime('%H:%M:%S', time.gmtime())}")
                 _wait_for_progress(hub)
             ray.get(flag.set.remote())
             results = ray.get(runs, timeout=240)
@@ -216,6 +249,7 @@ def test_sixteen_workers_lose_and_duplicate_nothing_under_kills_a_stall_and_a_fu
             rayplex.shutdown(name=HUB)
             if mount:  # keep the hub's own log for a post-mortem once the tmpfs is gone
                 shutil.copytree(os.path.join(hub.logdir, "logs"), str(tmp_path / "logs"))
+            print("soak: fault timeline (UTC)", " ".join(timeline))
             _check(hub.logdir, results, pickles, injected, disk_seen, mount, info, faulted_s)
         finally:
             ray.get(flag.set.remote())
@@ -238,6 +272,11 @@ def _check(logdir: str, results: list[dict[str, Any]], pickles: dict[int, Any],
     got_images: Counter[Any] = Counter()
     want_lines: Counter[Any] = Counter()
     got_lines: Counter[Any] = Counter()
+    got_all_log: Counter[Any] = Counter()
+    with open(os.path.join(logdir, "logs", "all.log"), encoding="utf-8") as f:
+        for p in map(parse_line, f):
+            if p is not None and not p.is_continuation and p.client.startswith("agent/"):
+                got_all_log[(int(p.client.split("/")[1]), p.message)] += 1
     for i, result in enumerate(results):
         run = f"agent/{i}"
         steps = range(result["steps"])
@@ -258,6 +297,7 @@ def _check(logdir: str, results: list[dict[str, Any]], pickles: dict[int, Any],
     report["scalars"] = (sum(want_scalars.values()), *_exactly_once(want_scalars, got_scalars))
     report["images"] = (sum(want_images.values()), *_exactly_once(want_images, got_images))
     report["lines"] = (sum(want_lines.values()), *_exactly_once(want_lines, got_lines))
+    report["all.log lines"] = (sum(want_lines.values()), *_exactly_once(want_lines, got_all_log))
 
     want_counts: Counter[int] = Counter()
     for result in results:
@@ -300,6 +340,8 @@ def _check(logdir: str, results: list[dict[str, Any]], pickles: dict[int, Any],
     assert report["scalars"][1:] == (0, 0), f"scalars lost/duplicated: {report['scalars']}"
     assert report["images"][1:] == (0, 0), f"images lost/duplicated: {report['images']}"
     assert report["lines"][1:] == (0, 0), f"text lines lost/duplicated: {report['lines']}"
+    assert report["all.log lines"][1:] == (0, 0), (
+        f"lines in all.log lost/duplicated: {report['all.log lines']}")
     assert not missing_steps and not twice and not wrong, (
         f"summary steps: {len(missing_steps)} missing (first {missing_steps[:5]}), "
         f"{len(twice)} with two or more points (first {twice[:5]}), {len(wrong)} with a wrong "
