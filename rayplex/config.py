@@ -57,8 +57,9 @@ class Config:
     """``os.fsync`` event files after each batch, for durability across machine crashes
     (``RAYPLEX_FSYNC``); by default data is durable across process crashes."""
     summary_silent_s: float | None = None
-    """A worker that sent no ``store_metrics`` summary for this long no longer holds back its
-    group's summaries; default ten flush intervals (``RAYPLEX_SUMMARY_SILENT_S``)."""
+    """A worker that sent no ``store_metrics`` summary for this long while others of its group
+    did no longer holds back its group's summaries; default ten flush intervals, at least three
+    times the longest retry back-off (``RAYPLEX_SUMMARY_SILENT_S``)."""
     log_max_bytes: int = 0
     """Rotate text logs at this size; 0 never rotates (``RAYPLEX_LOG_MAX_BYTES``)."""
     max_open_files: int = 0
@@ -80,8 +81,8 @@ class Config:
 
     @property
     def effective_summary_silent_s(self) -> float:
-        if self.summary_silent_s is None:
-            return 10 * self.flush_interval_s
+        if self.summary_silent_s is None:  # longer than a sender's longest back-off, too
+            return max(10 * self.flush_interval_s, 3 * self.retry_max_backoff_s)
         return self.summary_silent_s
 
     @property

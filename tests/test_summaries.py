@@ -57,14 +57,27 @@ def test_a_client_that_dies_mid_run_is_declared_silent_and_the_rest_continue() -
         book.add(_partial("agent/b", step, 1.0), now=step)
     assert _steps(book.due(now=3.0)) == [("agent", s, 2.0) for s in range(3)]
     # agent/b dies after step 2; agent/a goes on
-    for step in range(3, 8):
+    for step in range(3, 12):
         book.add(_partial("agent/a", step, 1.0), now=step)
-        assert book.due(now=step + DELAY) == []  # held back by b (last seen at t=2)
+        assert book.due(now=step + DELAY) == []  # held back by b (last heard of at t=2)
     assert book.silent_clients(now=11.9) == []
-    assert _steps(book.due(now=12.0)) == [("agent", s, 1.0) for s in range(3, 8)]
+    book.add(_partial("agent/a", 12, 1.0), now=12.0)  # a is heard 10 s after b's last partial
     assert book.silent_clients(now=12.0) == ["agent/b"]
-    book.add(_partial("agent/a", 8, 1.0), now=12.5)
-    assert _steps(book.due(now=13.5)) == [("agent", 8, 1.0)]  # no longer waits for b
+    assert _steps(book.due(now=13.0)) == [("agent", s, 1.0) for s in range(3, 13)]
+    book.add(_partial("agent/a", 13, 1.0), now=13.5)
+    assert _steps(book.due(now=14.5)) == [("agent", 13, 1.0)]  # no longer waits for b
+
+
+def test_nobody_is_declared_silent_while_the_hub_hears_nobody() -> None:
+    book = SummaryBook(DELAY, SILENT)
+    book.add(_partial("agent/a", 0, 1.0), now=0.0)
+    book.add(_partial("agent/b", 0, 1.0), now=0.0)
+    book.add(_partial("agent/a", 1, 1.0), now=1.0)
+    # the hub was stalled or restarting for 30 s: b's step 1 is on its way, not lost
+    assert book.silent_clients(now=31.0) == []
+    assert _steps(book.due(now=31.0)) == [("agent", 0, 2.0)]
+    book.add(_partial("agent/b", 1, 1.0), now=32.0)
+    assert _steps(book.due(now=33.0)) == [("agent", 1, 2.0)]  # one point, both workers
 
 
 def test_a_late_partial_from_a_silent_client_gives_exactly_one_flagged_second_point() -> None:
@@ -73,7 +86,9 @@ def test_a_late_partial_from_a_silent_client_gives_exactly_one_flagged_second_po
     book.add(_partial("agent/b", 0, 1.0), now=0.0)
     assert _steps(book.due(now=1.0)) == [("agent", 0, 2.0)]
     book.add(_partial("agent/a", 1, 1.0), now=1.0)
-    assert book.due(now=20.0) == [Summary("agent", 1, {"r/count": 1.0, "r/mean": 1.0}, False)]
+    book.add(_partial("agent/a", 2, 1.0), now=11.0)  # b silent: a heard 11 s after b
+    assert book.due(now=20.0) == [Summary("agent", 1, {"r/count": 1.0, "r/mean": 1.0}, False),
+                                  Summary("agent", 2, {"r/count": 1.0, "r/mean": 1.0}, False)]
     book.add(_partial("agent/b", 1, 5.0), now=21.0)  # b comes back with its step 1
     again = book.due(now=22.0)
     assert again == [Summary("agent", 1, {"r/count": 2.0, "r/mean": 3.0}, True)]
@@ -135,7 +150,8 @@ def test_the_book_round_trips_through_strict_json() -> None:
     # clocks restart at `now`: agent/b is not silent right after a hub restart
     assert clone.silent_clients(now=100.0) == []
     assert clone.due(now=102.0) == []  # step 3 waits for agent/b again
-    assert _steps(clone.due(now=110.0)) == [("agent", 3, 1.0)]
+    clone.add(_partial("agent/a", 4, 1.0), now=110.0)
+    assert _steps(clone.due(now=110.5)) == [("agent", 3, 1.0)]
 
 
 @pytest.mark.parametrize(

@@ -255,8 +255,14 @@ class LogFiles:
             sinks = self._sinks()
             self._all = None
             self._clients.clear()
-            for sink in sinks:
-                sink.close()
+            first: OSError | None = None
+            for sink in sinks:  # close every file even if flushing one fails (disk full)
+                try:
+                    sink.close()
+                except OSError as exc:
+                    first = first or exc
+            if first is not None:
+                raise first
 
     def _sinks(self) -> list[_Sink]:
         sinks = list(self._clients.values())

@@ -9,8 +9,10 @@ summarised and when it was last heard of. Step ``s`` of group ``g`` is *ready* w
 * no new partial for ``s`` arrived in the last ``delay_s`` seconds (so that the first
   partials of a group, which have no watermark yet, can arrive from every node).
 
-A client is silent once ``silent_s`` seconds passed without a partial from it
-(``RAYPLEX_SUMMARY_SILENT_S``); the others go on without it. A partial that arrives for a
+A client is silent once the book heard other clients of its group ``silent_s`` seconds after
+its last partial (``RAYPLEX_SUMMARY_SILENT_S``; or, when the whole group went quiet, ten times
+that); the others go on without it. Silence is measured against what the hub hears, so a hub
+that was stalled or restarting, or senders backing off, declare nobody silent. A partial that arrives for a
 step that was already written (only from a client that was declared silent, or one that
 joined the group late) is merged with what was there and the step is written again: a second
 point at the same step, over all values, flagged (``again``) so that the hub warns about it.
@@ -33,7 +35,9 @@ Example:
     True
     >>> book.due(now=2.0)  # step 1 waits for agent/1, which summarised step 0
     [Summary(group='agent', step=0, values={'r/mean': 2.0}, again=False)]
-    >>> book.due(now=11.0)  # agent/1 went silent: step 1 is written without it
+    >>> book.add(partial("agent/0", 2, 7.0), now=11.0)  # agent/0 goes on, agent/1 does not
+    True
+    >>> book.due(now=11.5)  # agent/1 went silent: step 1 is written without it
     [Summary(group='agent', step=1, values={'r/mean': 5.0}, again=False)]
 """
 
@@ -58,6 +62,9 @@ class Summary(NamedTuple):
     again: bool
 
 
+_SILENT_FALLBACK = 10
+
+
 @dataclass
 class _Entry:
     metrics: dict[str, PartialStats] = field(default_factory=dict)
@@ -80,6 +87,9 @@ class _Group:
     clients: dict[str, _Client] = field(default_factory=dict)
     floor: int | None = None
     """Highest step pruned from this group; partials at or below it are refused."""
+    heard: float = 0.0
+    """When the latest partial of this group arrived: silence is measured against it, so a
+    hub that hears nobody (stalled, restarting, senders backing off) declares nobody silent."""
 
 
 class SummaryBook:
@@ -111,6 +121,7 @@ class SummaryBook:
             counted in :attr:`refused`, for the hub to warn), else ``True``.
         """
         group = self._groups.setdefault(partial.group, _Group())
+        group.heard = max(group.heard, now)
         for client_id in partial.clients:
             client = group.clients.get(client_id)
             if client is None:
@@ -176,7 +187,13 @@ class SummaryBook:
         """Clients that no longer hold their group's steps back (for ``info()``)."""
         return sorted(client_id for group in self._groups.values()
                       for client_id, client in group.clients.items()
-                      if now - client.seen >= self.silent_s)
+                      if self._silent(group, client, now))
+
+    def _silent(self, group: _Group, client: _Client, now: float) -> bool:
+        """Others of the group were heard ``silent_s`` after this client's last partial; or,
+        as a last resort when the whole group went quiet, ten times that passed."""
+        return (group.heard - client.seen >= self.silent_s
+                or now - client.seen >= _SILENT_FALLBACK * self.silent_s)
 
     def mark_written(self, keys: list[tuple[str, int]]) -> None:
         """Record that these steps' summaries are on disk (journal replay)."""
@@ -197,7 +214,8 @@ class SummaryBook:
         spec = self._groups.get(group)
         if spec is None:
             return []
-        return [(c.first, c.last) for c in spec.clients.values() if now - c.seen < self.silent_s]
+        return [(c.first, c.last) for c in spec.clients.values()
+                if not self._silent(spec, c, now)]
 
     def _prune(self) -> None:
         written: dict[str, list[int]] = {}
@@ -272,7 +290,7 @@ class SummaryBook:
             book._entries[(group, step)] = entry
         _expect(isinstance(data["groups"], dict), "groups must be an object")
         for name, item in data["groups"].items():
-            group_spec = book._groups[validate_group_name(name, internal=True)] = _Group()
+            group_spec = book._groups[validate_group_name(name, internal=True)] = _Group(heard=now)
             floor = item["floor"]
             group_spec.floor = None if floor is None else check_step(_int(floor))
             _expect(isinstance(item["clients"], dict), "clients must be an object")

@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -243,7 +244,10 @@ class HubWriter:
         the cut itself fails, keep it pending: nothing is written until it succeeds."""
         for run in runs:
             self.pool.discard(run)
-        self.logs.close()
+        try:
+            self.logs.close()  # flushing buffered lines may fail on a full disk: cut below
+        except OSError as exc:
+            log.info("hub: closing the text logs during an undo: %s", exc)
         _, failed = undo_files(offsets)
         self.logs = self._open_logs()
         self.journal.abort(failed or None)
@@ -274,11 +278,20 @@ class HubWriter:
         log.log(level, message)
         line = LogLine(time.time(), level, rules.HUB_CLIENT_ID, "hub", os.getpid(), "rayplex.hub",
                        message, None)
-        try:
-            self.logs.write([line])
-            self.logs.flush()
-        except Exception:  # the hub's own log must never take the hub down
-            log.exception("hub: could not write its own log line")
+        with self.lock:
+            if self.pending_undo:
+                return  # the files are waiting for a cut: nothing may be appended meanwhile
+            offsets = file_sizes(self._log_paths([line]))
+            try:
+                self.logs.write([line])
+                self.logs.flush()
+            except Exception as exc:  # never a torn line that the next write would glue onto
+                log.warning("hub: could not write its own log line (%s): %s", exc, message)
+                with contextlib.suppress(OSError):
+                    self.logs.close()
+                _, failed = undo_files(offsets)
+                self.pending_undo.update(failed)
+                self.logs = self._open_logs()
 
     def flush(self) -> None:
         with self.lock:
