@@ -115,6 +115,8 @@ class Route:
 
     def tag(self, user_tag: str) -> str:
         """The TensorBoard tag for ``user_tag`` logged by this client."""
+        if not self.prefix:  # a group's summary run: the key/stat tag as given
+            return _clean(user_tag) + self.suffix
         return _join(self.prefix, _clean(user_tag)) + self.suffix
 
 
@@ -177,6 +179,16 @@ class GroupRegistry:
                     f"{canonical}; use the canonical id '{group}/{canonical}'"
                 )
         return group, name
+
+    def summary_route(self, group: str) -> Route:
+        """Where the hub writes a group's ``store_metrics`` summaries: run
+        ``<group>/summary``, tags ``<key>/<stat>`` as given.
+
+        Example:
+            >>> GroupRegistry().summary_route("agent").run
+            'agent/summary'
+        """
+        return Route(f"{group}/{SUMMARY_RUN}", f"{group}/{SUMMARY_RUN}", "", "", True)
 
     def route(self, client_id: str) -> Route:
         """Route ``client_id``; an unregistered group routes like a normal group.

@@ -104,8 +104,15 @@ class Hub:
             due = self.summaries.due(time.time(), force=force, quiet=quiet)
             if not due:
                 return
+            now = time.time()
+            planned = []
+            for group, step, values, _ in due:
+                route = self.registry.summary_route(group)
+                blob = b"".join(ScalarTemplate(tag_header(route.tag(tag))).record(now, step, value)
+                                for tag, value in values.items())
+                planned.append((route.run, (group, step), blob))
             try:
-                self.writer.write_summaries([(g, s, v) for g, s, v, _ in due], _summary_blob)
+                self.writer.write_summaries(planned)
             except BaseException:
                 self.summaries.mark_dirty([(g, s) for g, s, _, _ in due])
                 raise
@@ -339,12 +346,6 @@ _REPLAYS: dict[str, Any] = {
     "save_params": lambda hub, client_id, params: hub._save_params("", client_id, {}),
     "load_artifact": lambda hub, rel: hub.artifacts.read_bytes(rel),
 }
-
-
-def _summary_blob(values: dict[str, float], step: int) -> bytes:
-    now = time.time()
-    return b"".join(ScalarTemplate(tag_header(tag)).record(now, step, value)
-                    for tag, value in values.items())
 
 
 def _deep_merge(into: dict[str, Any], new: dict[str, Any]) -> None:

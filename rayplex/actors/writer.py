@@ -191,27 +191,23 @@ class HubWriter:
             self.counters["lines_written"] += len(lines)
             return offsets
 
-    def write_summaries(self, due: list[tuple[str, int, dict[str, float]]],
-                        encode: Any) -> None:
-        """Write summary points (``encode(values, step) -> bytes`` per group/step) into each
-        group's ``summary`` run as one journalled transaction."""
+    def write_summaries(self, planned: list[tuple[str, tuple[str, int], bytes]]) -> None:
+        """Write summary points — ``(run, (group, step), framed records)`` each, routed and
+        encoded by the hub's summary schedule — as one journalled transaction."""
         with self.lock:
-            if not due:
+            if not planned:
                 return
             self.settle()
-            from rayplex.groups import SUMMARY_RUN
-
-            planned = [(f"{group}/{SUMMARY_RUN}", encode(values, step)) for group, step, values in due]
-            runs = list(dict.fromkeys(run for run, _ in planned))
+            runs = list(dict.fromkeys(run for run, _, _ in planned))
             writers = {run: self.pool.get(run) for run in runs}
             offsets = {w.path: w.bytes_written for w in writers.values()}
-            self.journal.begin(offsets, [])
             try:
-                for run, blob in planned:
+                self.journal.begin(offsets, [])
+                for run, _, blob in planned:
                     writers[run].write(blob)
                 for writer in writers.values():
                     writer.flush()
-                self.journal.written([(group, step) for group, step, _ in due])
+                self.journal.written([key for _, key, _ in planned])
             except BaseException as exc:
                 self._undo(offsets, runs)
                 if isinstance(exc, OSError):
