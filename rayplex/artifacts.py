@@ -58,17 +58,17 @@ import contextlib
 import errno
 import os
 import re
-import secrets
 import stat
 import struct
 import threading
 import unicodedata
 import warnings
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+
+from rayplex.atomic import TEMP_PREFIX as ATOMIC_TEMP_PREFIX
+from rayplex.atomic import atomic_write_bytes, fsync_dir
 
 __all__ = [
     "MAX_COMPONENT_BYTES",
@@ -86,8 +86,8 @@ __all__ = [
 MAX_COMPONENT_BYTES = 255
 #: Maximum length of a normalised relative path, in UTF-8 bytes.
 MAX_PATH_BYTES = 1024
-#: Prefix of the store's temp files; reserved, never valid in user paths.
-TEMP_PREFIX = ".tmp-"
+#: Prefix of the store's temp files (``rayplex.atomic``); reserved, never valid in user paths.
+TEMP_PREFIX = ATOMIC_TEMP_PREFIX
 
 _LEN = struct.Struct("<Q")
 _CRC = struct.Struct("<I")
@@ -293,21 +293,6 @@ def _as_bytes(data: bytes) -> bytes:
     raise TypeError(f"artifact data must be bytes-like, got {type(data).__name__}")
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Best-effort fsync of a directory so a rename/creation is durable."""
-    if not hasattr(os, "O_DIRECTORY"):  # pragma: no cover - Windows
-        return
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | _O_CLOEXEC)
-    except OSError:  # pragma: no cover - exotic filesystems
-        return
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -403,24 +388,12 @@ class ArtifactStore:
 
     # ----------------------------------------------------------------- writes
 
-    def _atomic_write(self, target: Path, fill: Callable[[BinaryIO], object]) -> None:
-        parent = target.parent
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = parent / f"{TEMP_PREFIX}{secrets.token_hex(16)}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC | _O_BINARY, 0o666)
+    def _atomic_write(self, target: Path, payload: bytes) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fill(fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+            atomic_write_bytes(target, payload)
         finally:
             self._verified_chunk_files.pop(str(target), None)
-        _fsync_dir(parent)
 
     def write_bytes(self, rel: str, data: bytes) -> Path:
         """Atomically create or replace an artifact with ``data``.
@@ -451,7 +424,7 @@ class ArtifactStore:
         """
         payload = _as_bytes(data)
         _, target = self._resolve_norm(rel)
-        self._atomic_write(target, lambda fh: fh.write(payload))
+        self._atomic_write(target, payload)
         return target
 
     def append_chunk(self, rel: str, data: bytes) -> Path:
@@ -547,7 +520,7 @@ class ArtifactStore:
             finally:
                 os.close(fd)
         if created:
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
         return target
 
     # ------------------------------------------------------------------ reads

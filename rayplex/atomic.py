@@ -1,6 +1,6 @@
 """Atomic file replacement, with one durability policy for every file rayplex replaces
-(hub state, params, quarantined batches): temp file in the same directory, fsync, rename,
-fsync of the directory.
+(artifacts, hub state, params, quarantined batches, the owner file): a temp file
+``.tmp-<32 hex>`` in the same directory, fsync, rename, fsync of the directory.
 
 Example:
     >>> import os, tempfile
@@ -14,19 +14,26 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
+
+TEMP_PREFIX = ".tmp-"
+"""Names starting with this in a directory rayplex writes are its temp files."""
+
+_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(
+    os, "O_BINARY", 0)
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | bytearray | memoryview) -> None:
     """Replace ``path`` by ``data`` so that a reader sees the old or the new file, never a
-    mix, even if this process dies in the middle.
+    mix, even if this process dies in the middle. The file gets the usual ``0o666 & ~umask``.
 
     Raises:
         OSError: if the directory is not writable or the disk is full (nothing is changed).
     """
     target = os.fspath(path)
     directory = os.path.dirname(target) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    tmp = os.path.join(directory, f"{TEMP_PREFIX}{secrets.token_hex(16)}")
+    fd = os.open(tmp, _FLAGS, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -37,6 +44,11 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    fsync_dir(directory)
+
+
+def fsync_dir(directory: str | os.PathLike[str]) -> None:
+    """Make a rename or creation in ``directory`` durable, where the platform allows it."""
     with contextlib.suppress(OSError):
         dir_fd = os.open(directory, os.O_RDONLY)
         try:

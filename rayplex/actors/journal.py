@@ -46,9 +46,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rayplex.actors.state import atomic_write, partial_from_json, partial_to_json
+from rayplex.actors.state import partial_from_json, partial_to_json
 from rayplex.actors.summaries import SummaryBook
 from rayplex.artifacts import decode_chunks, encode_chunk
+from rayplex.atomic import atomic_write_bytes as atomic_write
 from rayplex.records import Partial
 
 log = logging.getLogger("rayplex.hub")

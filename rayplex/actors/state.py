@@ -26,13 +26,12 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import tempfile
 from typing import Any
 
+from rayplex.atomic import atomic_write_bytes as atomic_write
 from rayplex.groups import COMBINED, INDEXED, NORMAL, GroupRegistry, GroupSpec
 from rayplex.records import Partial
 from rayplex.rules import check_step, split_client_id, validate_group_name, validate_metric_key
@@ -208,36 +207,6 @@ def statistics_from_json(data: object) -> PartialStats:
 
 
 # -------------------------------------------------------------------- files
-def atomic_write(path: str, data: bytes) -> None:
-    """Replace ``path`` by ``data`` atomically: temp file in the same directory, fsync, rename.
-
-    Raises:
-        OSError: if any step fails (the temp file is removed; ``path`` is untouched).
-    """
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    try:  # make the rename durable; not possible everywhere (e.g. some network filesystems)
-        dir_fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
-
-
 def read_bounded(path: str, limit: int = MAX_STATE_BYTES) -> bytes:
     """The contents of ``path``, refusing a file larger than ``limit`` bytes.
 

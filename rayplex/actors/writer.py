@@ -19,6 +19,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from rayplex import rules
@@ -158,7 +159,7 @@ class HubWriter:
             offsets = file_sizes(self._log_paths(lines))
             offsets.update(extra or {})
             step = max(1, self.pool.max_open // 2)
-            try:
+            with self._undone_on_error(offsets, runs):
                 self.journal.begin(offsets, ids)
                 for start in range(0, len(runs), step):
                     part = runs[start:start + step]
@@ -175,13 +176,6 @@ class HubWriter:
                 if lines:  # one sorted write per call: all.log is ordered by worker time
                     self.logs.write(lines)
                 self.journal.commit(ids, partials, [])
-            except BaseException as exc:
-                self._undo(offsets, runs)
-                if isinstance(exc, OSError):
-                    self._note_problem(exc)
-                raise
-            finally:
-                self.pool.release_all()
             self._written()
             for batch in batches:
                 self.last_seq[batch.sender] = batch.seq
@@ -201,21 +195,28 @@ class HubWriter:
             runs = list(dict.fromkeys(run for run, _, _ in planned))
             writers = {run: self.pool.get(run) for run in runs}
             offsets = {w.path: w.bytes_written for w in writers.values()}
-            try:
+            with self._undone_on_error(offsets, runs):
                 self.journal.begin(offsets, [])
                 for run, _, blob in planned:
                     writers[run].write(blob)
                 for writer in writers.values():
                     writer.flush()
                 self.journal.written([key for _, key, _ in planned])
-            except BaseException as exc:
-                self._undo(offsets, runs)
-                if isinstance(exc, OSError):
-                    self._note_problem(exc)
-                raise
-            finally:
-                self.pool.release_all()
             self._written()
+
+    @contextlib.contextmanager
+    def _undone_on_error(self, offsets: dict[str, int], runs: list[str]) -> Iterator[None]:
+        """Undo the transaction (cut every file back to ``offsets``) on any exception, and
+        unpin its writers whatever happens. ``offsets`` may grow inside the block."""
+        try:
+            yield
+        except BaseException as exc:
+            self._undo(offsets, runs)
+            if isinstance(exc, OSError):
+                self._note_problem(exc)
+            raise
+        finally:
+            self.pool.release_all()
 
     def settle(self) -> None:
         """Before a write: finish an undo that failed earlier (else refuse to write), and make
