@@ -18,7 +18,9 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+# bench_before_after.py runs the scripts against other revisions and keeps their JSON apart.
+RESULTS_DIR = os.environ.get("RAYPLEX_BENCH_RESULTS_DIR") or os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "results")
 _LOAD_AT_START = os.getloadavg()  # the machine may be shared: record how busy it was
 
 # --------------------------------------------------------------------------- statistics
@@ -153,6 +155,10 @@ def machine_facts() -> dict[str, Any]:
             facts[f"{module}_version"] = __import__(module).__version__
         except Exception:
             facts[f"{module}_version"] = None
+    try:  # which checkout was measured (bench_before_after.py points PYTHONPATH elsewhere)
+        facts["rayplex_file"] = __import__("rayplex").__file__
+    except Exception:
+        facts["rayplex_file"] = None
     return facts
 
 
@@ -274,22 +280,36 @@ def _event_has_summary(payload: bytes) -> bool:
     return False
 
 
+_RECORD_OVERHEAD = 16  # u64 length + crc(length) + crc(payload) around each payload
+
+
+def _payloads(path: str, data: bytes) -> Iterable[bytes]:
+    """The CRC-checked record payloads of one event file, read by rayplex itself."""
+    try:
+        from rayplex.tfrecord import iter_records
+    except ImportError:
+        # Revisions before rayplex.tfrecord existed (bench_before_after.py measures them):
+        # their reader is rayplex.read.iter_event_records, which checks every CRC too.
+        from rayplex.read import iter_event_records
+
+        return iter_event_records(path)
+    return iter_records(data)
+
+
 def count_event_file(path: str) -> dict[str, int]:
     """Count the records of one event file: ``summaries`` (events with a summary),
     ``records`` (all intact ones), and what stopped reading before the end: ``bad_crc`` (1 if
     a whole record failed its checksum) and ``torn_tail_bytes`` (bytes left unread)."""
-    from rayplex.tfrecord import RECORD_OVERHEAD, iter_records
-
     with open(path, "rb") as f:
         data = f.read()
     records = summaries = consumed = 0
-    for payload in iter_records(data):
+    for payload in _payloads(path, data):
         records += 1
-        consumed += len(payload) + RECORD_OVERHEAD
+        consumed += len(payload) + _RECORD_OVERHEAD
         if _event_has_summary(payload):
             summaries += 1
     tail = len(data) - consumed
-    whole = tail >= 12 and _U64.unpack_from(data, consumed)[0] + RECORD_OVERHEAD <= tail
+    whole = tail >= 12 and _U64.unpack_from(data, consumed)[0] + _RECORD_OVERHEAD <= tail
     return {"records": records, "summaries": summaries, "bad_crc": int(whole),
             "torn_tail_bytes": tail}
 

@@ -141,6 +141,9 @@ def main() -> None:
                              "tensorboardX: half)")
     parser.add_argument("--actor-calls", type=int, default=20_000,
                         help="timed actor.add_scalar.remote calls")
+    parser.add_argument("--skip-peers", action="store_true",
+                        help="rayplex rows only (no tensorboardX, no actor call); "
+                             "bench_before_after.py uses this")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     notes: list[str] = []
@@ -151,8 +154,9 @@ def main() -> None:
     print(f"timer+call baseline: {baseline_ns:.0f} ns", flush=True)
 
     rows = bench_rayplex(args, baseline_ns, notes)
-    rows.append(bench_tensorboardx(args, baseline_ns, notes))
-    rows.append(bench_actor(args, baseline_ns, notes))
+    if not args.skip_peers:
+        rows.append(bench_tensorboardx(args, baseline_ns, notes))
+        rows.append(bench_actor(args, baseline_ns, notes))
 
     ref = rows[0]
     for row in rows:

@@ -65,7 +65,8 @@ def rayplex_worker(i: int, k: int, n_tags: int, start_at: float, profile_dir: st
     t1 = time.time()
     if spy is not None:
         spy.__exit__(None, None, None)
-    return {"t0": t0, "t_logged": t_logged, "t1": t1, "pid": os.getpid()}
+    return {"t0": t0, "t_logged": t_logged, "t1": t1, "pid": os.getpid(),
+            "rayplex_file": rayplex.__file__}
 
 
 def run_rayplex(args, logdir: str, profile_dir: str | None = None) -> dict:
@@ -107,6 +108,7 @@ def run_rayplex(args, logdir: str, profile_dir: str | None = None) -> dict:
         "hub_records_written": info["records_written"],
         "hub_batches_written": info["batches_written"],
         "hub_cpu_s": cpu1 - cpu0,
+        "worker_rayplex_files": sorted({o["rayplex_file"] for o in out}),
     }
     return result
 
