@@ -707,7 +707,10 @@ def get_logger(client_id: str, hub: str | None = None, echo: bool = False) -> Lo
         logger = session.loggers.get(client_id)
         if logger is None:
             group = client_id.split("/", 1)[0]
-            if not route.registered and group not in session.warned_groups:
+            if (not route.registered and group not in session.warned_groups
+                    and ray.get_runtime_context().get_task_id() is None):
+                # In the driver, at the user's line; workers' unregistered groups are reported
+                # once per experiment by the hub (logs/all.log and the driver's terminal).
                 session.warned_groups.add(group)
                 warnings.warn(
                     f"rayplex: group {group!r} is not registered with hub {hub!r}; it behaves "

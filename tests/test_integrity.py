@@ -383,3 +383,25 @@ def test_a_node_buffer_holds_at_most_its_bound_while_the_hub_is_stalled(ray_sess
     assert info["max_bytes"] == 2**20
     assert info["peak_bytes"] <= info["max_bytes"] + 4 * (400 * 4300)  # + one batch per sender
     rayplex.shutdown()
+
+
+# ------------------------------------- issue 14: an unregistered group is reported once, by the hub
+def test_an_unregistered_group_is_reported_once_per_experiment_by_the_hub(experiment):
+    import ray
+
+    @ray.remote
+    @rayplex.logged("loose/{i}")
+    def work(i, logger=None):
+        import warnings
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            rayplex.get_logger(f"loose/x{i}").add_scalar("x", 1.0, step=0)
+        logger.add_scalar("x", float(i), step=0)
+        return [str(w.message) for w in caught]
+
+    assert ray.get([work.remote(i) for i in range(3)]) == [[], [], []]  # no per-worker warning
+    rayplex.flush()
+    with open(os.path.join(experiment.logdir, "logs", "all.log"), encoding="utf-8") as f:
+        text = f.read()
+    assert text.count("group 'loose' is not registered") == 1

@@ -69,6 +69,7 @@ class Hub:
         self.artifacts = ArtifactStore(os.path.join(logdir, "artifacts"))
         self.applied_requests = self.writer.state.applied_requests
         self.calls = 0
+        self._unregistered_seen: set[str] = set()
         self._claim_logdir()
         undone = self.writer.state.undone
         if undone:
@@ -212,6 +213,7 @@ class Hub:
             writable = [b for b in fresh if (b.sender, b.seq) not in defer]
             for batch, ack in self._write(writable, partials):
                 answers[id(batch)] = ack
+            self._report_unregistered(writable)
             return [answers[id(first[(b.sender, b.seq)])] for b in call.batches]
 
     def _write(self, batches: list[Batch], partials: list[Any]) -> list[tuple[Batch, Ack]]:
@@ -241,6 +243,19 @@ class Hub:
             return results
         self._add_partials(partials + own)
         return [(b, self._ack(b)) for b in batches]
+
+    def _report_unregistered(self, batches: list[Batch]) -> None:
+        """Say once per experiment and group that a group is not registered (in
+        ``logs/all.log`` and, through Ray's log forwarding, the driver's terminal)."""
+        for batch in batches:
+            for chunk in batch.chunks:
+                group = chunk.client_id.partition("/")[0]
+                if group in self._unregistered_seen or group in self.registry.groups:
+                    continue
+                self._unregistered_seen.add(group)
+                self.writer.hub_line(logging.WARNING, f"group {group!r} is not registered; its "
+                                     "clients are routed as a normal group (register it with "
+                                     "hub.register_*_group in the driver)")
 
     def _quarantine(self, batch: Batch, reason: str) -> None:
         self.writer.quarantine(batch, reason)
