@@ -10,7 +10,7 @@ Every subprocess's JSON records which ``rayplex/__init__.py`` it imported, in th
 in the Ray workers; a run that imported the wrong checkout stops the benchmark.
 The worktrees are removed at the end.
 
-    python benchmarks/bench_before_after.py                       # eadffa9 vs HEAD, ~6 minutes
+    python benchmarks/bench_before_after.py                       # eadffa9 vs HEAD, ~3 minutes
     python benchmarks/bench_before_after.py --old eadffa9 --rounds 3 --scalars 50000
 """
 

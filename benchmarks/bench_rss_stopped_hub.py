@@ -14,7 +14,7 @@ the event files, the client's text log) against what the worker says it dropped.
 A ``baseline`` scenario does the same but logs nothing: its growth is the fixed part (the flush
 thread, Ray's own buffers) that the target allows on top of 2× the bound.
 
-    python benchmarks/bench_rss_stopped_hub.py                 # ~6 minutes
+    python benchmarks/bench_rss_stopped_hub.py                 # ~8 minutes
     python benchmarks/bench_rss_stopped_hub.py --kinds text --modes spill --hold-s 30
 """
 
