@@ -67,6 +67,12 @@ class PartialItem(NamedTuple):
 Item = Scalar | Value | FixedValue | Line | PartialItem
 
 
+def line_nbytes(line: tuple[Any, ...]) -> int:
+    """Memory of a text line: its message and traceback text, plus the tuple around them."""
+    exc = line[7]
+    return ITEM_OVERHEAD + 200 + len(line[6]) + (len(exc) if exc else 0)
+
+
 def nbytes(item: Item) -> int:
     """A realistic estimate of the memory ``item`` holds, for the buffer's byte bound."""
     kind = type(item)
@@ -75,6 +81,5 @@ def nbytes(item: Item) -> int:
     if kind is Value or kind is FixedValue:
         return ITEM_OVERHEAD + len(item.payload)  # type: ignore[union-attr]
     if kind is Line:
-        line = item.line  # type: ignore[union-attr]
-        return ITEM_OVERHEAD + 100 + sum(len(p) for p in line if isinstance(p, str))
-    return ITEM_OVERHEAD + 100 * len(getattr(item.partial, "metrics", ()))  # type: ignore[union-attr]
+        return line_nbytes(item.line)  # type: ignore[union-attr]
+    return ITEM_OVERHEAD + 2000 * len(getattr(item.partial, "metrics", ()))  # type: ignore[union-attr]

@@ -28,7 +28,16 @@ from rayplex.artifacts import decode_chunks, safe_relpath
 from rayplex.config import config
 from rayplex.encode import simple_value
 from rayplex.errors import RayplexError
-from rayplex.items import ITEM_OVERHEAD, SCALAR_NBYTES, FixedValue, Line, PartialItem, Scalar, Value
+from rayplex.items import (
+    ITEM_OVERHEAD,
+    SCALAR_NBYTES,
+    FixedValue,
+    Line,
+    PartialItem,
+    Scalar,
+    Value,
+    line_nbytes,
+)
 from rayplex.items import nbytes as item_nbytes
 from rayplex.records import Partial
 from rayplex.rules import check_step, split_client_id, to_float, validate_logger_name, validate_tag
@@ -71,7 +80,7 @@ class Logger:
         self.hub = hub
         self.echo = echo
         self._session = session
-        self._put = session.put
+        self._put = session.put_for_logger()
         self._steps: dict[str, int] = {}
         self._tags_ok: set[str] = set()
         self._window = MetricsWindow()
@@ -505,8 +514,7 @@ class Logger:
         # stacklevel 3: the stack ends at the caller of info() etc., not in rayplex.
         line = build_line(level, msg, args, self.client_id, self._session.node_id[:8],
                           os.getpid(), logger, exc_info, stack_info, stacklevel=3)
-        item = Line(line)
-        self._put(item, item_nbytes(item))
+        self._put(Line(line), line_nbytes(line))
         if self.echo:
             sys.stderr.write(format_line(line))
 

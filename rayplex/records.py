@@ -45,8 +45,8 @@ class Batch:
 
     def nbytes(self) -> int:
         """Roughly what the batch holds in memory (for the node buffer's bound)."""
-        return sum(len(c.blob) for c in self.chunks) + 300 * len(self.logs) + 2000 * len(
-            self.partials) + 200
+        lines = sum(300 + len(line[6]) + len(line[7] or "") for line in self.logs)
+        return sum(len(c.blob) for c in self.chunks) + lines + 2000 * len(self.partials) + 200
 
 
 @dataclass

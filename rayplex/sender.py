@@ -21,6 +21,9 @@ from rayplex.records import Ack, Batch
 
 log = logging.getLogger("rayplex")
 
+_WAIT_SLICE_S = 1.0
+"""A pending submission is waited for in slices this long, to notice a closing session."""
+
 
 class Sender:
     """Talks to the node buffer of one experiment on this node."""
@@ -75,14 +78,20 @@ class Sender:
         """The hub's acknowledgement of ``batch``; ``None`` if the session stopped first."""
         backoff = 0.05
         attempts = 0
+        pending: Any = None
         while not self._stopped():
-            attempts += 1
-            batch.attempt = attempts
             try:
-                self.counters["sent"] += 1
-                ack: Ack = ray.get(self.node_buffer().submit.remote(batch, self.pid),
-                                   timeout=config().flush_timeout_s)
+                if pending is None:  # one submission at a time: a slow hub is waited for,
+                    attempts += 1    # never answered with a pile of resends
+                    batch.attempt = attempts
+                    self.counters["sent"] += 1
+                    pending = self.node_buffer().submit.remote(batch, self.pid)
+                ack: Ack = ray.get(pending, timeout=_WAIT_SLICE_S)
+                pending = None
+            except ray.exceptions.GetTimeoutError:
+                continue  # still in flight: keep waiting (and notice a close)
             except Exception as exc:
+                pending = None
                 self.counters["retried"] += 1
                 if isinstance(exc, ray.exceptions.RayActorError) and attempts == 1:
                     log.info("rayplex: reconnecting to the node buffer after %s", exc)
