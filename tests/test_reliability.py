@@ -112,6 +112,7 @@ def _logger_with_bound(client, policy):
     old = session.buffer
     session.buffer = Buffer(BOUND, policy, "", 120.0, "test", wake=session._wake.set,
                             wake_bytes=BOUND // 4)
+    log._put = session.put_for_logger()  # Loggers put straight into their session's buffer
     assert not len(old)
     return log, session
 
