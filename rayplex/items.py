@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-SCALAR_NBYTES = 200
-"""What one :class:`Scalar` costs in Python memory (tuple, float, int; strings are shared)."""
+SCALAR_NBYTES = 300
+"""What one :class:`Scalar` costs in memory: ~250 B queued (the named tuple, its buffer entry,
+float and int objects; strings are shared), plus its share of the encoded batch in flight."""
 ITEM_OVERHEAD = 200
 """The fixed part of any other item's memory, on top of its payload's length."""
 

@@ -11,6 +11,7 @@ import ray
 
 import rayplex
 from rayplex.actors import list_rayplex_actors
+from rayplex.items import SCALAR_NBYTES
 from rayplex.textlog import parse_line
 from tests.conftest import event_files, tb_events
 
@@ -101,7 +102,7 @@ def _stall(hub, seconds):
     return hub.actor.__ray_call__.remote(lambda self, s=seconds: time.sleep(s))
 
 
-BOUND = 400_000  # bytes: 2,000 scalars at 200 B each
+BOUND = 600_000  # bytes: 2,000 scalars at SCALAR_NBYTES (300 B) each
 
 
 def _logger_with_bound(client, policy):
@@ -130,7 +131,7 @@ def test_a_stalled_hub_keeps_the_worker_buffer_bounded_and_loses_nothing(experim
     for step in range(20_000):
         log.add_scalar("x", float(step), step=step)
         peak = max(peak, _held(session))
-    assert peak <= BOUND + 200
+    assert peak <= BOUND + SCALAR_NBYTES
     log.flush(timeout=120)
     ray.get(stall)
     from tests.conftest import tb_scalars
@@ -148,7 +149,7 @@ def test_drop_oldest_drops_and_counts_instead_of_growing(experiment):
     stall = _stall(experiment, 3)
     for step in range(20_000):
         log.add_scalar("x", float(step), step=step)
-        assert _held(session) <= BOUND + 200
+        assert _held(session) <= BOUND + SCALAR_NBYTES
     log.flush(timeout=120)
     ray.get(stall)
     stats = log.stats()
