@@ -82,7 +82,7 @@ class Encoder:
         partials: list[Any] = []
         for item in items:
             kind = type(item)
-            if kind is Scalar:  # the hot path: gather columns, encode below all at once
+            if kind is tuple or kind is Scalar:  # the hot path: gather columns, encode at once
                 client_id, tag, step, wall_time, value = item  # type: ignore[misc]
                 run = self.route(client_id).run
                 builder = chunks.get((client_id, run))

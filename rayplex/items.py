@@ -1,8 +1,9 @@
 """What a Logger puts into its session's buffer: one small named tuple per log call.
 
 These never leave the process: the encoder (:mod:`rayplex.encoder`) turns a list of them into
-one :class:`~rayplex.records.Batch`. They are tuples (built with ``tuple.__new__`` on the hot
-path) so that a log call stays well under a microsecond.
+one :class:`~rayplex.records.Batch`. Every kind is a named tuple, except on the hottest path:
+``add_scalar`` queues a plain 5-tuple laid out as :class:`Scalar` (building a named tuple costs
+~0.13 µs, a third of the call), and the encoder takes a plain ``tuple`` as a scalar.
 
 Example:
     >>> item = Scalar("agent/3", "reward", 10, 1700000000.0, 0.5)
@@ -22,7 +23,7 @@ ITEM_OVERHEAD = 200
 
 
 class Scalar(NamedTuple):
-    """One scalar of one client."""
+    """One scalar of one client (queued by ``add_scalar`` as a plain tuple of these fields)."""
 
     client_id: str
     tag: str
@@ -65,7 +66,7 @@ class PartialItem(NamedTuple):
     partial: Any
 
 
-Item = Scalar | Value | FixedValue | Line | PartialItem
+Item = Scalar | tuple[str, str, int, float, float] | Value | FixedValue | Line | PartialItem
 
 
 def line_nbytes(line: tuple[Any, ...]) -> int:
@@ -77,7 +78,7 @@ def line_nbytes(line: tuple[Any, ...]) -> int:
 def nbytes(item: Item) -> int:
     """A realistic estimate of the memory ``item`` holds, for the buffer's byte bound."""
     kind = type(item)
-    if kind is Scalar:
+    if kind is Scalar or kind is tuple:
         return SCALAR_NBYTES
     if kind is Value or kind is FixedValue:
         return ITEM_OVERHEAD + len(item.payload)  # type: ignore[union-attr]

@@ -34,7 +34,6 @@ from rayplex.items import (
     FixedValue,
     Line,
     PartialItem,
-    Scalar,
     Value,
     line_nbytes,
 )
@@ -135,8 +134,8 @@ class Logger:
         elif type(step) is not int or not -9223372036854775808 <= step <= 9223372036854775807:
             step = check_step(step)
         self._steps[tag] = step
-        self._put(_new(Scalar, (self.client_id, tag, step,
-                                time.time() if walltime is None else _walltime(walltime), value)),
+        self._put((self.client_id, tag, step,  # a Scalar's fields, as a plain tuple: see items
+                   time.time() if walltime is None else _walltime(walltime), value),
                   SCALAR_NBYTES)
 
     def add_scalars(self, scalars: Mapping[str, Any], step: int | None = None,
