@@ -24,8 +24,10 @@ import secrets
 import socket
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 
 from rayplex.encode import file_version_record
+from rayplex.files import apply_to_all
 
 log = logging.getLogger(__name__)
 
@@ -235,14 +237,7 @@ class WriterPool:
         Raises:
             OSError: The first flush error, after trying every writer.
         """
-        first: OSError | None = None
-        for writer in list(self._open.values()):
-            try:
-                writer.flush()
-            except OSError as exc:
-                first = first or exc
-        if first is not None:
-            raise first
+        apply_to_all(lambda writer: writer.flush(), list(self._open.values()))
 
     def close_all(self) -> None:
         """Close every open writer; a later :meth:`get` opens new files. Safe to call twice.
@@ -250,15 +245,12 @@ class WriterPool:
         Raises:
             OSError: The first close error, after closing every writer.
         """
-        first: OSError | None = None
+        apply_to_all(lambda writer: writer.close(), self._popped())
+
+    def _popped(self) -> Iterator[EventWriter]:
+        """Each open writer, least recently used first, removed as it is handed out."""
         while self._open:
-            _run, writer = self._open.popitem(last=False)
-            try:
-                writer.close()
-            except OSError as exc:
-                first = first or exc
-        if first is not None:
-            raise first
+            yield self._open.popitem(last=False)[1]
 
     def discard(self, run: str) -> None:
         """Close and forget the open writer of ``run`` (e.g. after a failed write, before its

@@ -204,15 +204,10 @@ def validate_tag(tag: object) -> str:
 
 
 def validate_metric_key(key: object) -> str:
-    """Check a ``store_metrics`` key: the same rules as a tag, since it becomes one.
+    """Check a ``store_metrics`` key with :func:`validate_tag`, since the key becomes a tag.
 
-    Example:
-        >>> validate_metric_key("reward")
-        'reward'
-
-    Raises:
-        TypeError: if ``key`` is not a string.
-        ValueError: if it is empty, too long, or contains NUL or a line break.
+    >>> validate_metric_key("reward")
+    'reward'
     """
     return validate_tag(key)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import os
+import threading
 from collections import defaultdict
 
 import pytest
@@ -73,3 +74,23 @@ def tb_values(logdir):
         for value in event.summary.value:
             out[run][value.tag].append((event.step, event.wall_time, value))
     return out
+
+
+def returns_within(seconds, fn):
+    """Run ``fn`` in a thread and return its result or raise its exception; fail instead of
+    hanging if it has not returned after ``seconds``."""
+    outcome: dict = {}
+
+    def run():
+        try:
+            outcome["value"] = fn()
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"{fn} blocked for {seconds} s"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]

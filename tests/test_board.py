@@ -187,6 +187,24 @@ def _browser_or_skip():
     return sync_api, chromium
 
 
+def _lines_drawn(page, expected_runs: dict[str, int], charts: str) -> None:
+    """Wait until the chart of each tag in ``expected_runs`` draws at least that many lines
+    (TensorBoard draws a raw and a smoothed line per run)."""
+
+    def drawn_lines() -> dict[str, int]:
+        counts = {}
+        for tag in expected_runs:
+            card = page.locator("tf-scalar-card").filter(has_text=tag).first
+            if card.count():
+                counts[tag] = card.locator("path.line").evaluate_all(
+                    "paths => paths.filter(p => (p.getAttribute('d') || '').length > 1).length")
+        return counts
+
+    _eventually(drawn_lines,
+                lambda counts: all(counts.get(tag, 0) >= n for tag, n in expected_runs.items()),
+                f"a line per run in {charts}")
+
+
 def test_a_headless_browser_renders_our_charts(board, tmp_path):
     sync_api, chromium = _browser_or_skip()
     _runs_loaded(board)
@@ -203,20 +221,7 @@ def test_a_headless_browser_renders_our_charts(board, tmp_path):
             # The scalars dashboard with a match-all filter puts every tag's chart in one open pane.
             page.goto(board.url + "#scalars&tagFilter=.*", timeout=DEADLINE_S * 1000)
 
-            def drawn_lines() -> dict[str, int]:
-                counts = {}
-                for tag in expected_runs:
-                    card = page.locator("tf-scalar-card").filter(has_text=tag).first
-                    if card.count():
-                        counts[tag] = card.locator("path.line").evaluate_all(
-                            "paths => paths.filter(p => (p.getAttribute('d') || '').length > 1)"
-                            ".length")
-                return counts
-
-            # TensorBoard draws a raw and a smoothed line per run.
-            _eventually(drawn_lines,
-                        lambda counts: all(counts.get(tag, 0) >= n for tag, n in expected_runs.items()),
-                        "a line per run in every chart")
+            _lines_drawn(page, expected_runs, "every chart")
             for tag in expected_runs:
                 assert page.get_by_text(tag, exact=True).count() >= 1
             page.screenshot(path=str(tmp_path / "tensorboard.png"), full_page=True)
@@ -364,20 +369,7 @@ def test_the_demos_scalars_page_shows_the_grouped_charts(demo_board, tmp_path):
             page.goto(demo_board.url + "#scalars&tagFilter=reward%2F|loss|score",
                       timeout=DEADLINE_S * 1000)
 
-            def drawn_lines() -> dict[str, int]:
-                counts = {}
-                for tag in expected_runs:
-                    card = page.locator("tf-scalar-card").filter(has_text=tag).first
-                    if card.count():
-                        counts[tag] = card.locator("path.line").evaluate_all(
-                            "paths => paths.filter(p => (p.getAttribute('d') || '').length > 1)"
-                            ".length")
-                return counts
-
-            # A raw and a smoothed line per run.
-            _eventually(drawn_lines,
-                        lambda counts: all(counts.get(tag, 0) >= n for tag, n in expected_runs.items()),
-                        "a line per run in every grouped chart")
+            _lines_drawn(page, expected_runs, "every grouped chart")
             page.mouse.move(0, 0)  # no tooltip in the picture
             page.screenshot(path=str(out))
         finally:

@@ -6,6 +6,7 @@ produces (runs ``learner`` and ``agent/<i>``, ``logs/all.log``, ``params/``, ``a
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -252,31 +254,43 @@ def test_tail_without_text_logs_says_so(tmp_path, capsys):
     assert "no text logs" in capsys.readouterr().err
 
 
-def test_tail_follow_prints_lines_appended_later(tmp_path, monkeypatch, capsys):
-    (tmp_path / "tensorboard").mkdir()
+@contextlib.contextmanager
+def _tail_following(logdir: Path, monkeypatch, written: list[LogLine],
+                    *options: str) -> Iterator[LogFiles]:
+    """Runs ``tail LOGDIR --follow OPTIONS`` in a thread over text logs that hold ``written``;
+    yields their files to append to, then stops the follow and checks that it returned 0."""
+    (logdir / "tensorboard").mkdir()
     stop = threading.Event()
     monkeypatch.setattr(cli, "_follow", lambda path, from_start=True: follow(
         path, poll_s=0.05, stop=stop, from_start=from_start))
-    files = LogFiles(tmp_path / "logs")
-    files.write(LOG_LINES[:1])
+    files = LogFiles(logdir / "logs")
+    files.write(written)
     result: list[int] = []
     thread = threading.Thread(target=lambda: result.append(main(
-        ["tail", str(tmp_path), "--follow", "--client", "agent/3"])))
+        ["tail", str(logdir), "--follow", *options])))
     thread.start()
     try:
-        files.write(LOG_LINES[1:])
-        expected = _text(LOG_LINES[1:3])
-        out = ""
-        deadline = time.monotonic() + 10
-        while out != expected and time.monotonic() < deadline:
-            time.sleep(0.05)
-            out += capsys.readouterr().out
-        assert out == expected
+        yield files
     finally:
         stop.set()
         thread.join(10)
         files.close()
     assert result == [0]
+
+
+def _printed(capsys, expected: str, deadline: float, out: str = "") -> str:
+    """``out`` and what is printed after it, read until it is ``expected`` or the deadline."""
+    while out != expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+        out += capsys.readouterr().out
+    return out
+
+
+def test_tail_follow_prints_lines_appended_later(tmp_path, monkeypatch, capsys):
+    with _tail_following(tmp_path, monkeypatch, LOG_LINES[:1], "--client", "agent/3") as files:
+        files.write(LOG_LINES[1:])
+        expected = _text(LOG_LINES[1:3])
+        assert _printed(capsys, expected, time.monotonic() + 10) == expected
 
 
 def test_tail_does_not_colour_piped_output(logdir, capsys):
@@ -537,34 +551,13 @@ def test_tail_n_0_prints_nothing_and_more_than_there_are_prints_all(logdir, caps
 
 
 def test_tail_n_with_follow_prints_the_last_records_then_new_ones(tmp_path, monkeypatch, capsys):
-    (tmp_path / "tensorboard").mkdir()
-    stop = threading.Event()
-    monkeypatch.setattr(cli, "_follow", lambda path, from_start=True: follow(
-        path, poll_s=0.05, stop=stop, from_start=from_start))
-    files = LogFiles(tmp_path / "logs")
-    files.write(LOG_LINES[:3])
-    result: list[int] = []
-    thread = threading.Thread(target=lambda: result.append(main(
-        ["tail", str(tmp_path), "-n", "1", "--follow"])))
-    thread.start()
-    try:
-        out = ""
+    with _tail_following(tmp_path, monkeypatch, LOG_LINES[:3], "-n", "1") as files:
         deadline = time.monotonic() + 10
-        while out != _text(LOG_LINES[2:3]) and time.monotonic() < deadline:
-            time.sleep(0.05)
-            out += capsys.readouterr().out
+        out = _printed(capsys, _text(LOG_LINES[2:3]), deadline)
         assert out == _text(LOG_LINES[2:3])
         files.write(LOG_LINES[3:])
         expected = _text(LOG_LINES[2:])
-        while out != expected and time.monotonic() < deadline:
-            time.sleep(0.05)
-            out += capsys.readouterr().out
-        assert out == expected
-    finally:
-        stop.set()
-        thread.join(10)
-        files.close()
-    assert result == [0]
+        assert _printed(capsys, expected, deadline, out) == expected
 
 
 # ----------------------------------------------------------------------------- natural order

@@ -36,6 +36,19 @@ def _erofs(*args: object, **kwargs: object) -> None:
     raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
 
+def _half_written(logdir: Path) -> Path:
+    """``logdir/events`` as a hub that died mid-batch leaves it: 9 committed bytes, then part
+    of a batch whose transaction (writer ``w``, seq 1) was begun but never committed."""
+    data = logdir / "events"
+    data.write_bytes(b"committed")
+    journal = _journal(logdir)
+    journal.recover()
+    journal.begin({str(data): 9}, [("w", 1)])
+    data.write_bytes(b"committed+half")
+    journal.close()
+    return data
+
+
 class _CreatesAFile:
     """Unpickling this creates ``path``: what a crafted logdir would do to an unpickling hub."""
 
@@ -199,13 +212,7 @@ def test_a_hostile_journal_cannot_truncate_files_outside_the_logdir(tmp_path: Pa
 
 def test_recovery_on_a_read_only_disk_comes_up_and_keeps_the_undo_pending(
         logdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    data = logdir / "events"
-    data.write_bytes(b"committed")
-    journal = _journal(logdir)
-    journal.recover()
-    journal.begin({str(data): 9}, [("w", 1)])
-    data.write_bytes(b"committed+half")
-    journal.close()
+    data = _half_written(logdir)
     monkeypatch.setattr(os, "truncate", _erofs)
     monkeypatch.setattr(journal_module, "atomic_write", _erofs)
     journal = _journal(logdir)
@@ -223,13 +230,7 @@ def test_recovery_on_a_read_only_disk_comes_up_and_keeps_the_undo_pending(
 
 def test_a_pending_undo_survives_later_transactions_when_compaction_failed(
         logdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    data, other = logdir / "events", logdir / "other"
-    data.write_bytes(b"committed")
-    journal = _journal(logdir)
-    journal.recover()
-    journal.begin({str(data): 9}, [("w", 1)])
-    data.write_bytes(b"committed+half")
-    journal.close()
+    data, other = _half_written(logdir), logdir / "other"
     with monkeypatch.context() as m:  # disk full at restart: no truncation, no compaction
         m.setattr(os, "truncate", _erofs)
         m.setattr(journal_module, "atomic_write", _erofs)

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import sys
-import threading
 from dataclasses import dataclass
 
 import pytest
@@ -25,7 +24,7 @@ from rayplex.read import (
     read_scalars,
     summarize,
 )
-from tests.conftest import event_files, tb_scalars
+from tests.conftest import event_files, returns_within, tb_scalars
 
 WALL = 1_700_000_000.0  # wall times are given explicitly so that rows compare exactly
 
@@ -210,25 +209,6 @@ def test_tensor_scalars_written_by_other_tools_are_read_too(tmp_path):
         ("acc", 0, 0.5), ("acc", 1, 0.1), ("acc", 2, 2.0)]
 
 
-def _returns_within(fn, seconds=10.0):
-    """Run ``fn`` in a thread and return its result; fail (instead of hanging) if it blocks."""
-    outcome: dict = {}
-
-    def run():
-        try:
-            outcome["value"] = fn()
-        except BaseException as exc:
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    assert not thread.is_alive(), f"blocked for {seconds} s"
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
-
-
 def _logdir_with_fifos(tmp_path):
     """A logdir with one real scalar and a FIFO wherever a reader looks for a file."""
     from rayplex.encode import ScalarTemplate, tag_header
@@ -253,24 +233,15 @@ def _logdir_with_fifos(tmp_path):
 
 def test_a_fifo_named_like_an_event_file_is_skipped_not_read(tmp_path):
     logdir = _logdir_with_fifos(tmp_path)
-    rows = _returns_within(lambda: read_scalars(logdir))
+    rows = returns_within(10.0, lambda: read_scalars(logdir))
     assert [(r.run, r.tag, r.step, r.value) for r in rows] == [("learner", "main/loss", 1, 0.5)]
-    assert _returns_within(lambda: list_runs(logdir)) == ["learner"]
-
-
-def test_a_fifo_named_like_an_event_file_is_refused_by_the_record_reader(tmp_path):
-    from rayplex.tfrecord import NotRegularFileError
-
-    fifo = tmp_path / "events.out.tfevents.1"
-    os.mkfifo(fifo)
-    with pytest.raises(NotRegularFileError, match="FIFO"):
-        _returns_within(lambda: list(iter_event_records(fifo)))
+    assert returns_within(10.0, lambda: list_runs(logdir)) == ["learner"]
 
 
 def test_only_regular_files_count_as_params_logs_or_event_files(tmp_path):
     logdir = _logdir_with_fifos(tmp_path)
-    assert _returns_within(lambda: read_params(logdir)) == {"learner/main": {"lr": 0.5}}
-    summary = _returns_within(lambda: summarize(logdir))
+    assert returns_within(10.0, lambda: read_params(logdir)) == {"learner/main": {"lr": 0.5}}
+    summary = returns_within(10.0, lambda: summarize(logdir))
     assert [(r.run, r.event_files) for r in summary.runs] == [("learner", 1)]
     assert [f.path for f in summary.log_files] == ["logs/all.log"]
     assert summary.artifacts == []

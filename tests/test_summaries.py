@@ -22,6 +22,15 @@ def _steps(due: list[Summary]) -> list[tuple[str, int, float]]:
     return [(s.group, s.step, s.values["r/count"]) for s in due]
 
 
+def _b_behind_a(a_step_1_at: float) -> SummaryBook:
+    """A book with step 0 from agent/a and agent/b at t=0, and step 1 from agent/a alone."""
+    book = SummaryBook(DELAY, SILENT)
+    book.add(_partial("agent/a", 0, 1.0), now=0.0)
+    book.add(_partial("agent/b", 0, 1.0), now=0.0)
+    book.add(_partial("agent/a", 1, 1.0), now=a_step_1_at)
+    return book
+
+
 def test_two_clients_at_different_speeds_write_each_step_once_with_exact_counts() -> None:
     book = SummaryBook(DELAY, SILENT)
     written: list[tuple[str, int, float]] = []
@@ -69,10 +78,7 @@ def test_a_client_that_dies_mid_run_is_declared_silent_and_the_rest_continue() -
 
 
 def test_nobody_is_declared_silent_while_the_hub_hears_nobody() -> None:
-    book = SummaryBook(DELAY, SILENT)
-    book.add(_partial("agent/a", 0, 1.0), now=0.0)
-    book.add(_partial("agent/b", 0, 1.0), now=0.0)
-    book.add(_partial("agent/a", 1, 1.0), now=1.0)
+    book = _b_behind_a(a_step_1_at=1.0)
     # the hub was stalled or restarting for 30 s: b's step 1 is on its way, not lost
     assert book.silent_clients(now=31.0) == []
     assert _steps(book.due(now=31.0)) == [("agent", 0, 2.0)]
@@ -96,10 +102,7 @@ def test_a_late_partial_from_a_silent_client_gives_exactly_one_flagged_second_po
 
 
 def test_force_takes_every_dirty_step_at_once() -> None:
-    book = SummaryBook(DELAY, SILENT)
-    book.add(_partial("agent/a", 0, 1.0), now=0.0)
-    book.add(_partial("agent/b", 0, 1.0), now=0.0)
-    book.add(_partial("agent/a", 1, 1.0), now=0.0)
+    book = _b_behind_a(a_step_1_at=0.0)
     assert book.due(now=0.0) == []
     assert [(s.step, s.again) for s in book.due(now=0.0, force=True)] == [(0, False), (1, False)]
     assert len(book) == 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import struct
-import threading
 
 import pytest
 from hypothesis import given, settings
@@ -20,6 +19,7 @@ from rayplex.tfrecord import (
     open_regular,
     read_records,
 )
+from tests.conftest import returns_within
 
 _payloads = st.lists(st.binary(max_size=300), max_size=12)
 
@@ -106,29 +106,11 @@ def test_records_appended_after_the_file_was_opened_are_not_read(tmp_path):
     assert list(records) == [b"two"]
 
 
-def _returns_within(fn, seconds=10.0):
-    """Run ``fn`` in a thread; return its outcome, or fail if it blocks."""
-    outcome = {}
-
-    def run():
-        try:
-            outcome["value"] = fn()
-        except BaseException as exc:
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    assert not thread.is_alive(), f"{fn} blocked for {seconds} s"
-    return outcome
-
-
 def test_a_fifo_named_like_an_event_file_is_refused_without_blocking(tmp_path):
     fifo = tmp_path / "events.out.tfevents.1.h.1.r"
     os.mkfifo(fifo)
-    outcome = _returns_within(lambda: list(read_records(fifo)))
-    assert isinstance(outcome.get("error"), NotRegularFileError)
-    assert "FIFO" in str(outcome["error"])
+    with pytest.raises(NotRegularFileError, match="FIFO"):
+        returns_within(10.0, lambda: list(read_records(fifo)))
 
 
 def test_a_directory_is_refused(tmp_path):

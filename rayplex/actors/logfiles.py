@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from rayplex import rules
+from rayplex.files import apply_to_all
 from rayplex.textlog import LogLine, WireLine, format_line, parse_level
 
 __all__ = ["ALL_LOG", "LogFiles"]
@@ -255,14 +256,7 @@ class LogFiles:
             sinks = self._sinks()
             self._all = None
             self._clients.clear()
-            first: OSError | None = None
-            for sink in sinks:  # close every file even if flushing one fails (disk full)
-                try:
-                    sink.close()
-                except OSError as exc:
-                    first = first or exc
-            if first is not None:
-                raise first
+            apply_to_all(lambda sink: sink.close(), sinks)  # all, even if one fails (disk full)
 
     def _sinks(self) -> list[_Sink]:
         sinks = list(self._clients.values())
