@@ -12,7 +12,7 @@ PURE_MODULES = [
     "rayplex.items", "rayplex.atomic", "rayplex.buffer", "rayplex.stats", "rayplex.textlog",
     "rayplex.records", "rayplex.config", "rayplex.artifacts", "rayplex.events",
     "rayplex.terminal", "rayplex.actors.summaries", "rayplex.actors.partials",
-    "rayplex.actors.state", "rayplex.actors.journal", "rayplex.actors.writer",
+    "rayplex.actors.state", "rayplex.actors.journal", "rayplex.actors.writer", "rayplex.files",
     "rayplex.actors.logfiles", "rayplex.tail",
 ]
 
