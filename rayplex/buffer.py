@@ -159,7 +159,7 @@ class Buffer:
 
     def __init__(self, max_bytes: int, overflow: str, spill_dir: str, block_timeout_s: float,
                  name: str, *, wake: Callable[[], object] | None = None,
-                 wake_bytes: int | None = None) -> None:
+                 wake_bytes: int | None = None, fixed_nbytes: int = 0) -> None:
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
             raise ValueError(f"Buffer max_bytes must be a positive int, got {max_bytes!r}")
         if overflow not in OVERFLOW_POLICIES:
@@ -176,9 +176,12 @@ class Buffer:
         self._wake = wake
         self._wake_bytes = wake_bytes if wake is not None else None
         self._chunk_bytes = max(1, max_bytes // 8)
+        self._fixed = fixed_nbytes
+        """The size of every item put with :meth:`put_fixed` (queued without a wrapper)."""
 
         # Entries are (item, nbytes) or, for a marker, (marker, None).
-        self._queue: deque[tuple[object, int | None]] = deque()
+        # (item, nbytes), (marker, None), or an item of put_fixed as it is (a tuple, not a pair)
+        self._queue: deque[tuple[object, ...]] = deque()
         self._put_bytes = 0  # written by put() only
         # Everything below is written under _lock only.
         self._lock = threading.Lock()
@@ -207,6 +210,7 @@ class Buffer:
         self._set_limit()
         if not _GIL_ENABLED:  # pragma: no cover - free-threaded builds only
             self.put = self._put_locked  # type: ignore[method-assign]
+            self.put_fixed = self._put_fixed_locked  # type: ignore[method-assign]
 
     # ------------------------------------------------------------------ producers
     def put(self, item: object, nbytes: int) -> None:
@@ -220,6 +224,28 @@ class Buffer:
         self._queue.append((item, nbytes))
         if self._put_bytes > self._limit:
             self._overflow(nbytes)
+
+    def put_fixed(self, item: tuple[object, ...]) -> None:
+        """:meth:`put` of an item of the buffer's ``fixed_nbytes``, the hot path of
+        ``add_scalar``: the item is queued as it is, with no ``(item, nbytes)`` wrapper. It
+        must be a tuple whose length is not 2 (wrapped entries are pairs)."""
+        self._put_bytes += self._fixed
+        self._queue.append(item)
+        if self._put_bytes > self._limit:
+            self._overflow(self._fixed)
+
+    def _put_fixed_locked(self, item: tuple[object, ...]) -> None:
+        """:meth:`put_fixed` for interpreters without a GIL."""
+        with self._lock:
+            self._put_bytes += self._fixed
+            self._queue.append(item)
+            over = self._put_bytes > self._limit
+        if over:
+            self._overflow(self._fixed)
+
+    def _entry(self, entry: Any) -> tuple[object, int | None]:
+        """``(item, nbytes)`` of a queue entry (``nbytes`` None for a marker)."""
+        return entry if len(entry) == 2 else (entry, self._fixed)
 
     def _put_locked(self, item: object, nbytes: int) -> None:
         """:meth:`put` for interpreters without a GIL, where ``+=`` may lose updates."""
@@ -296,13 +322,23 @@ class Buffer:
         taken = 0
         while len(items) < max_items:
             try:
-                item, n = popleft()
+                entry = popleft()
             except IndexError:
                 break
+            item, n = self._entry(entry)
+            if n is not None and taken and self._in_flight + taken + n > self.max_bytes:
+                # Never more than the bound in flight: what stays queued can still be dropped
+                # or spilled, so a put racing this drain cannot push the total past the bound.
+                queue.appendleft(entry)
+                break
+            if len(entry) != 2:  # put_fixed
+                append(entry)
+                taken += self._fixed
+                continue
             if n is None:
                 markers.append(item)
                 self._queue_markers -= 1
-                while queue and queue[0][1] is None:  # only the drainer pops: a safe peek
+                while queue and len(queue[0]) == 2 and queue[0][1] is None:  # a safe peek
                     markers.append(popleft()[0])
                     self._queue_markers -= 1
                 break
@@ -434,14 +470,14 @@ class Buffer:
 
     def _drop_oldest(self, nbytes: int) -> None:
         queue = self._queue
-        markers: list[tuple[object, int | None]] = []
+        markers: list[tuple[object, ...]] = []
         count = freed = 0
         while self._total() - freed - nbytes > self.max_bytes:
             try:
                 entry = queue.popleft()
             except IndexError:
                 break
-            n = entry[1]
+            n = self._entry(entry)[1]
             if n is None:
                 markers.append(entry)
                 continue
@@ -464,7 +500,7 @@ class Buffer:
         queue = self._queue
         target = self.max_bytes // 2
         total = self._total()
-        taken: list[tuple[object, int | None]] = []
+        taken: list[tuple[object, ...]] = []
         plan: list[object] = []  # lists of (item, nbytes) entries, and markers, in order
         chunk: list[tuple[object, int]] = []
         chunk_bytes = count = spilled_bytes = markers = 0
@@ -474,7 +510,7 @@ class Buffer:
             except IndexError:
                 break
             taken.append(entry)
-            item, n = entry
+            item, n = self._entry(entry)
             if n is None:
                 if chunk:
                     plan.append(chunk)

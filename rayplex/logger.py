@@ -30,7 +30,6 @@ from rayplex.encode import simple_value
 from rayplex.errors import RayplexError
 from rayplex.items import (
     ITEM_OVERHEAD,
-    SCALAR_NBYTES,
     FixedValue,
     Line,
     PartialItem,
@@ -79,7 +78,9 @@ class Logger:
         self.hub = hub
         self.echo = echo
         self._session = session
-        self._put = session.put_for_logger()
+        self._put: Any = None
+        self._put_scalar: Any = None
+        session.bind(self)
         self._steps: dict[str, int] = {}
         self._tags_ok: set[str] = set()
         self._window = MetricsWindow()
@@ -134,9 +135,8 @@ class Logger:
         elif type(step) is not int or not -9223372036854775808 <= step <= 9223372036854775807:
             step = check_step(step)
         self._steps[tag] = step
-        self._put((self.client_id, tag, step,  # a Scalar's fields, as a plain tuple: see items
-                   time.time() if walltime is None else _walltime(walltime), value),
-                  SCALAR_NBYTES)
+        self._put_scalar((self.client_id, tag, step,  # a Scalar's fields as a plain tuple
+                          time.time() if walltime is None else _walltime(walltime), value))
 
     def add_scalars(self, scalars: Mapping[str, Any], step: int | None = None,
                     walltime: float | None = None) -> None:

@@ -70,7 +70,8 @@ class Session:
                              cfg.spill_dir or tempfile.gettempdir(), cfg.flush_timeout_s,
                              f"{hub_name}:{self.sender_id[:8]}", wake=self._wake.set,
                              wake_bytes=max(1, min(cfg.batch_records * SCALAR_NBYTES,
-                                                   cfg.max_buffer_bytes // 4)))
+                                                   cfg.max_buffer_bytes // 4)),
+                             fixed_nbytes=SCALAR_NBYTES)
         known = _known_registries.get(hub_name)
         self.encoder = Encoder(known[1] if known is not None and known[0] == self.experiment
                                else GroupRegistry())
@@ -107,21 +108,22 @@ class Session:
             raise RayplexError(self.closed)
         self.buffer.put(item, nbytes)  # wakes the flush thread once a batch's worth is queued
 
-    def put_for_logger(self) -> Any:
-        """The put a Logger binds: straight into the buffer while the session is open (one
-        call less on the hot path); a closed session swaps every Logger's put for one that
-        raises (see :meth:`close`)."""
+    def bind(self, logger: Logger) -> None:
+        """Give ``logger`` the puts it calls: straight into the buffer while the session is
+        open (one call less on the hot path; scalars with ``Buffer.put_fixed``); a closed
+        session swaps them for ones that raise (see :meth:`close`)."""
         if self.closed is not None:
-            return self._closed_put
-        return self.buffer.put
+            logger._put = logger._put_scalar = self._closed_put
+        else:
+            logger._put, logger._put_scalar = self.buffer.put, self.buffer.put_fixed
 
-    def _closed_put(self, item: Item, nbytes: int) -> None:
+    def _closed_put(self, *_: Any) -> None:
         raise RayplexError(self.closed or "the rayplex session is closed")
 
     def _seal(self) -> None:
         """From now on every Logger of this session raises at its next log call."""
         for logger in list(self.loggers.values()):
-            logger._put = self._closed_put
+            self.bind(logger)
 
     def check_open(self) -> None:
         if self.closed is not None:
@@ -254,14 +256,15 @@ class Session:
 
     def _ship_pending(self) -> None:
         while not self._stopping:
-            items, markers, nbytes = self.buffer.drain(self.batch_records)
+            buffer = self.buffer  # release into the buffer the items came from
+            items, markers, nbytes = buffer.drain(self.batch_records)
             if not items and not markers:
                 return
             if items:
                 try:
                     self._ship(items)
                 finally:
-                    self.buffer.release(nbytes)
+                    buffer.release(nbytes)
             for marker in markers:
                 marker.done.set()  # type: ignore[attr-defined]
 

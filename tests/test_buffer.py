@@ -456,3 +456,35 @@ def test_releasing_more_than_is_in_flight_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="in flight"):
         buf.release(nbytes + 1)
     buf.release(nbytes)
+
+
+# ------------------------------------------------------------ fixed-size items (put_fixed)
+@pytest.mark.parametrize("policy", ["spill", "drop_oldest", "block"])
+def test_fixed_size_items_mixed_with_others_keep_the_bound_order_and_counts(
+        tmp_path: Path, policy: str) -> None:
+    """``put_fixed`` (the scalar hot path, no wrapper) and ``put`` share one queue: the bound,
+    the order, markers and the policies treat both alike."""
+    bound = 64 * KB
+    fixed = 300
+    buf = Buffer(bound, policy, str(tmp_path), 0.01, "fixed", fixed_nbytes=fixed)
+    markers = []
+    for i in range(2000):
+        if i % 7 == 0:
+            item = line(i)
+            buf.put(item, nbytes_of(item))
+        else:
+            buf.put_fixed((i, "reward", i, 1.0, 0.5))  # a scalar's five fields
+        if i % 500 == 499:
+            marker = object()
+            markers.append(marker)
+            buf.put_marker(marker)
+        assert in_memory(buf) <= bound + max(fixed, nbytes_of(line(i)))
+    stream = drain_all(buf)
+    delivered = indices(stream)
+    assert delivered == sorted(delivered)
+    assert len(delivered) + buf.counters["dropped"] == 2000
+    assert [x for x in stream if not isinstance(x, tuple)] == markers  # never dropped
+    if policy == "spill":
+        assert delivered == list(range(2000))
+        assert buf.counters["spilled"] > 0
+    buf.close()

@@ -112,8 +112,8 @@ def _logger_with_bound(client, policy):
     session = log._session
     old = session.buffer
     session.buffer = Buffer(BOUND, policy, "", 120.0, "test", wake=session._wake.set,
-                            wake_bytes=BOUND // 4)
-    log._put = session.put_for_logger()  # Loggers put straight into their session's buffer
+                            wake_bytes=BOUND // 4, fixed_nbytes=SCALAR_NBYTES)
+    session.bind(log)  # Loggers put straight into their session's buffer
     assert not len(old)
     return log, session
 
