@@ -46,9 +46,8 @@ class HubHandle:
         return f"HubHandle(name={self.name!r}, logdir={self.logdir!r})"
 
     def _register(self, spec: GroupSpec) -> HubHandle:
-        ray.get(self.actor.register_group.remote(spec))
         # so that get_logger here checks against the new groups without asking the hub again
-        remember_registry(self.name, ray.get(self.actor.get_registry.remote()))
+        remember_registry(self.name, ray.get(self.actor.register_group.remote(spec)))
         return self
 
     def register_normal_group(self, name: str) -> HubHandle:

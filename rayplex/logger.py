@@ -29,7 +29,6 @@ from rayplex.config import config
 from rayplex.encode import simple_value
 from rayplex.errors import RayplexError
 from rayplex.items import (
-    ITEM_OVERHEAD,
     FixedValue,
     Line,
     PartialItem,
@@ -107,8 +106,9 @@ class Logger:
     def _put_value(self, tag: str, payload: bytes, step: Any, walltime: Any) -> None:
         if tag not in self._tags_ok:
             self._check_tag(tag)
-        self._put(_new(Value, (self.client_id, tag, self._next_step(tag, step),
-                               _walltime(walltime), payload)), ITEM_OVERHEAD + len(payload))
+        item = _new(Value, (self.client_id, tag, self._next_step(tag, step), _walltime(walltime),
+                            payload))
+        self._put(item, item_nbytes(item))
 
     # ---------------------------------------------------------- TensorBoard
     def add_scalar(self, tag: str, value: Any, step: int | None = None,
@@ -244,12 +244,12 @@ class Logger:
         run = f"hparams/{self.group}/{self.name}"
         wt = time.time()
         for tag, payload in values:
-            self._put(FixedValue(self.client_id, tag, 0, wt, payload, run),
-                      ITEM_OVERHEAD + len(payload))
+            item = FixedValue(self.client_id, tag, 0, wt, payload, run)
+            self._put(item, item_nbytes(item))
         for tag, value in metrics.items():
             payload = simple_value(to_float(value, f"metrics[{tag!r}]"))
-            self._put(FixedValue(self.client_id, tag, 0, wt, payload, run),
-                      ITEM_OVERHEAD + len(payload))
+            item = FixedValue(self.client_id, tag, 0, wt, payload, run)
+            self._put(item, item_nbytes(item))
 
     # ------------------------------------------------- ML-Logger conveniences
     def log(self, metrics: Mapping[str, Any] | None = None, *, step: int | None = None,

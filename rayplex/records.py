@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from rayplex.items import line_nbytes
+
 
 @dataclass
 class Chunk:
@@ -45,7 +47,7 @@ class Batch:
 
     def nbytes(self) -> int:
         """Roughly what the batch holds in memory (for the node buffer's bound)."""
-        lines = sum(300 + len(line[6]) + len(line[7] or "") for line in self.logs)
+        lines = sum(line_nbytes(line) for line in self.logs)
         return sum(len(c.blob) for c in self.chunks) + lines + 2000 * len(self.partials) + 200
 
 

@@ -30,7 +30,7 @@ from rayplex.config import config
 from rayplex.encoder import Encoder
 from rayplex.errors import FlushTimeoutError, HubWriteError, RayplexError
 from rayplex.groups import GroupRegistry
-from rayplex.items import SCALAR_NBYTES, Item
+from rayplex.items import SCALAR_NBYTES
 from rayplex.records import Ack
 from rayplex.sender import Sender
 
@@ -102,12 +102,6 @@ class Session:
         atexit.register(self._at_exit)
 
     # ------------------------------------------------------------ caller side
-    def put(self, item: Item, nbytes: int) -> None:
-        """Queue one item (the hot path of every log call)."""
-        if self.closed is not None:
-            raise RayplexError(self.closed)
-        self.buffer.put(item, nbytes)  # wakes the flush thread once a batch's worth is queued
-
     def bind(self, logger: Logger) -> None:
         """Give ``logger`` the puts it calls: straight into the buffer while the session is
         open (one call less on the hot path; scalars with ``Buffer.put_fixed``); a closed

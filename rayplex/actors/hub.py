@@ -143,22 +143,19 @@ class Hub:
             **counters,
         }
 
-    def get_registry(self) -> GroupRegistry:
-        return self.registry
-
     def hello(self) -> tuple[GroupRegistry, str]:
         """What a new session needs: the groups and the text-log level."""
         return self.registry, self.log_level
 
-    def register_group(self, spec: GroupSpec) -> tuple[str, int]:
-        """Add or replace a group; returns the new registry stamp."""
+    def register_group(self, spec: GroupSpec) -> GroupRegistry:
+        """Add or replace a group; returns the new registry."""
         with self.lock:
             self.registry = self.registry.with_group(spec)
             try:
                 save_registry(os.path.join(self.writer.state_dir, "registry.json"), self.registry)
             except OSError as exc:
                 self.writer._note_problem(exc)
-        return self.registry.stamp
+        return self.registry
 
     def flush(self) -> None:
         """Write every summary whose step every live worker summarised, and flush every file
@@ -335,20 +332,26 @@ class Hub:
     def _save_params(self, request_id: str, client_id: str, params: dict[str, Any]) -> dict[str, Any]:
         """Merge ``params`` into ``params/<group>/<name>.json`` (a replay merges the same
         values again: idempotent); return the merged object."""
-        group, name = split_client_id(client_id)
-        directory = os.path.join(self.logdir, "params", group)
-        path = os.path.join(directory, f"{name}.json")
-        os.makedirs(directory, exist_ok=True)
-        merged: dict[str, Any] = {}
-        if os.path.isfile(path):
-            with open(path, encoding="utf-8") as f:
-                merged = json.load(f)
+        path = self._params_path(client_id)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        merged = self._read_params(client_id)
         _deep_merge(merged, params)
         atomic_write_bytes(path, (json.dumps(merged, indent=2, sort_keys=True, default=repr)
                                   + "\n").encode("utf-8"))
-        if request_id:
-            self._commit_request(request_id)
+        self._commit_request(request_id)
         return merged
+
+    def _params_path(self, client_id: str) -> str:
+        group, name = split_client_id(client_id)
+        return os.path.join(self.logdir, "params", group, f"{name}.json")
+
+    def _read_params(self, client_id: str) -> dict[str, Any]:
+        """What ``params/<group>/<name>.json`` holds (empty if nothing was stored)."""
+        path = self._params_path(client_id)
+        if not os.path.isfile(path):
+            return {}
+        with open(path, encoding="utf-8") as f:
+            return dict(json.load(f))
 
 
 _REQUESTS: dict[str, Any] = {
@@ -358,7 +361,7 @@ _REQUESTS: dict[str, Any] = {
 }
 _REPLAYS: dict[str, Any] = {
     "save_artifact": lambda hub, rel, data, append=False: os.fspath(hub.artifacts.resolve(rel)),
-    "save_params": lambda hub, client_id, params: hub._save_params("", client_id, {}),
+    "save_params": lambda hub, client_id, params: hub._read_params(client_id),
     "load_artifact": lambda hub, rel: hub.artifacts.read_bytes(rel),
 }
 

@@ -136,8 +136,7 @@ class HubWriter:
                       f"at {os.path.relpath(path, self.logdir)}, never retried")
 
     # ------------------------------------------------------------ transaction
-    def write_batches(self, batches: list[Batch], partials: list[Partial],
-                      extra: dict[str, int] | None = None) -> dict[str, int]:
+    def write_batches(self, batches: list[Batch], partials: list[Partial]) -> dict[str, int]:
         """Write ``batches`` and commit them with ``partials`` as one journalled transaction.
 
         Runs are written in steps of at most half the open-file bound (each step journals the
@@ -157,7 +156,6 @@ class HubWriter:
             runs = list(by_run)
             ids = [(b.sender, b.seq) for b in batches]
             offsets = file_sizes(self._log_paths(lines))
-            offsets.update(extra or {})
             step = max(1, self.pool.max_open // 2)
             with self._undone_on_error(offsets, runs):
                 self.journal.begin(offsets, ids)
