@@ -36,6 +36,9 @@ from rayplex.items import (
     line_nbytes,
 )
 from rayplex.items import nbytes as item_nbytes
+from rayplex.logger_files import FilesMixin
+from rayplex.logger_projector import ProjectorMixin
+from rayplex.logger_runs import RunsMixin
 from rayplex.records import Partial
 from rayplex.rules import check_step, split_client_id, to_float, validate_logger_name, validate_tag
 from rayplex.session import Session, session_for
@@ -56,7 +59,7 @@ def _walltime(walltime: Any) -> float:
     return seconds
 
 
-class Logger:
+class Logger(FilesMixin, RunsMixin, ProjectorMixin):
     """Logs one client's scalars, histograms, text and more into the experiment's hub.
 
     Make one with :func:`rayplex.get_logger` or receive one from ``@rayplex.logged``. A Logger
