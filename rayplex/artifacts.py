@@ -54,10 +54,13 @@ Example:
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import errno
+import glob as _glob
 import os
 import re
+import shutil
 import stat
 import struct
 import threading
@@ -673,3 +676,309 @@ class ArtifactStore:
             consider(str(top))
         infos.sort(key=lambda info: info.path)
         return infos
+
+    # --------------------------------------------------------- file operations
+
+    def append_bytes(self, rel: str, data: bytes) -> Path:
+        """Append raw ``data`` to a plain file (JSON lines, ``error.log``), creating it.
+
+        Unlike :meth:`append_chunk` nothing frames the bytes: the file is the concatenation of
+        every append, readable as text. Each append is one ``O_APPEND`` write followed by fsync;
+        the hub journals the size before it so that a torn append is cut away on restart.
+
+        Args:
+            rel: Path relative to the root; parent directories are created.
+            data: The bytes to append (any bytes-like object).
+
+        Returns:
+            The file's absolute path (as :meth:`resolve`).
+
+        Raises:
+            ValueError: If ``rel`` is invalid, escapes the root, is not a regular file or has
+                more than one hard link.
+            TypeError: If ``data`` is not bytes-like.
+
+        Example:
+            >>> import tempfile
+            >>> tmp = tempfile.TemporaryDirectory()
+            >>> store = ArtifactStore(tmp.name)
+            >>> for line in (b'{"a": 1}\\n', b'{"a": 2}\\n'):
+            ...     _ = store.append_bytes("g/n/rows.jsonl", line)
+            >>> store.read_bytes("g/n/rows.jsonl")
+            b'{"a": 1}\\n{"a": 2}\\n'
+            >>> tmp.cleanup()
+        """
+        payload = _as_bytes(data)
+        norm, target = self._resolve_norm(rel)
+        with self._lock:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            created = not os.path.lexists(target)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND | _O_CLOEXEC | _O_BINARY,
+                         0o666)
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    raise ValueError(f"artifact {norm!r} is not a regular file")
+                if st.st_nlink > 1:
+                    raise ValueError(
+                        f"refusing to append to {norm!r}: it has {st.st_nlink} hard links")
+                try:
+                    _write_all(fd, payload)
+                    os.fsync(fd)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, st.st_size)
+                    raise
+            finally:
+                os.close(fd)
+            self._verified_chunk_files.pop(str(target), None)
+        if created:
+            fsync_dir(target.parent)
+        return target
+
+    def remove(self, rel: str) -> bool:
+        """Remove a file or a whole directory; a missing path is not an error.
+
+        A directory is first renamed to a hidden temp name in its parent (one atomic step:
+        readers see it whole or gone), then deleted. A symlink is removed itself, never what it
+        points to.
+
+        Args:
+            rel: Path relative to the root.
+
+        Returns:
+            Whether anything was there.
+
+        Raises:
+            ValueError: If ``rel`` is invalid or escapes the root.
+
+        Example:
+            >>> import tempfile
+            >>> tmp = tempfile.TemporaryDirectory()
+            >>> store = ArtifactStore(tmp.name)
+            >>> _ = store.write_bytes("g/n/d/a.txt", b"a")
+            >>> store.remove("g/n/d"), store.remove("g/n/d"), store.list("g")
+            (True, False, [])
+            >>> tmp.cleanup()
+        """
+        _, target = self._resolve_norm(rel)
+        try:
+            st = os.lstat(target)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        with self._lock:
+            if stat.S_ISDIR(st.st_mode):
+                doomed = target.parent / f"{TEMP_PREFIX}{os.urandom(16).hex()}"
+                os.rename(target, doomed)
+                fsync_dir(target.parent)
+                shutil.rmtree(doomed, ignore_errors=True)
+            else:
+                os.unlink(target)
+                fsync_dir(target.parent)
+            self._forget(target)
+        return True
+
+    def move(self, src: str, to: str) -> Path:
+        """Rename a file or directory inside the store (one atomic :func:`os.rename`).
+
+        As :func:`shutil.move`: if ``to`` is an existing directory, ``src`` moves into it; an
+        existing file at the destination is replaced by a file.
+
+        Args:
+            src: Existing path relative to the root.
+            to: New path relative to the root; parent directories are created.
+
+        Returns:
+            The new absolute path.
+
+        Raises:
+            ValueError: If a path is invalid or escapes the root, or ``to`` is inside ``src``.
+            FileNotFoundError: If ``src`` does not exist.
+            FileExistsError: If a directory would replace a file, or a directory exists at the
+                destination.
+
+        Example:
+            >>> import tempfile
+            >>> tmp = tempfile.TemporaryDirectory()
+            >>> store = ArtifactStore(tmp.name)
+            >>> _ = store.write_bytes("g/n/a.txt", b"a")
+            >>> _ = store.move("g/n/a.txt", "g/n/b.txt")
+            >>> [i.path for i in store.list("g")]
+            ['g/n/b.txt']
+            >>> tmp.cleanup()
+        """
+        src_norm, source = self._existing(src)
+        to_norm, target = self._resolve_norm(to)
+        if os.path.isdir(target) and not os.path.islink(target):
+            to_norm, target = self._resolve_norm(f"{to_norm}/{source.name}")
+        if to_norm == src_norm:
+            return target
+        if to_norm.startswith(src_norm + "/"):
+            raise ValueError(f"cannot move {src_norm!r} into itself ({to_norm!r})")
+        source_is_dir = os.path.isdir(source) and not os.path.islink(source)
+        if os.path.lexists(target) and (source_is_dir or os.path.isdir(target)):
+            raise FileExistsError(errno.EEXIST, "destination exists", to_norm)
+        with self._lock:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, target)
+            fsync_dir(target.parent)
+            if target.parent != source.parent:
+                fsync_dir(source.parent)
+            self._forget(source)
+            self._forget(target)
+        return target
+
+    def duplicate(self, src: str, to: str, exists_ok: bool = True) -> Path:
+        """Copy a file or a directory tree inside the store.
+
+        A file is copied to a temp file and renamed into place (atomic). A directory is built
+        under a temp name and renamed into place when ``to`` does not exist yet; with
+        ``exists_ok`` its files are merged into an existing directory one atomic file at a time.
+        Symlinks inside ``src`` are copied as the files they point to, and only if those are
+        inside the store; temp files are skipped.
+
+        Args:
+            src: Existing file or directory, relative to the root.
+            to: The copy's path, relative to the root (not "into" an existing directory).
+            exists_ok: Merge into an existing directory ``to`` (as ML-Logger's default).
+
+        Returns:
+            The copy's absolute path.
+
+        Raises:
+            ValueError: If a path is invalid or escapes the root, or ``to`` is inside ``src``.
+            FileNotFoundError: If ``src`` does not exist.
+            FileExistsError: If ``to`` is an existing directory and ``exists_ok`` is false.
+            IsADirectoryError: If ``src`` is a file and ``to`` an existing directory.
+
+        Example:
+            >>> import tempfile
+            >>> tmp = tempfile.TemporaryDirectory()
+            >>> store = ArtifactStore(tmp.name)
+            >>> _ = store.write_bytes("g/n/d/a.txt", b"a")
+            >>> _ = store.duplicate("g/n/d", "g/n/e")
+            >>> store.read_bytes("g/n/e/a.txt")
+            b'a'
+            >>> tmp.cleanup()
+        """
+        src_norm, source = self._existing(src)
+        to_norm, target = self._resolve_norm(to)
+        if to_norm == src_norm or to_norm.startswith(src_norm + "/"):
+            raise ValueError(f"cannot duplicate {src_norm!r} into itself ({to_norm!r})")
+        if not (os.path.isdir(source) and not os.path.islink(source)):
+            if os.path.isdir(target):
+                raise IsADirectoryError(errno.EISDIR, "destination is a directory", to_norm)
+            with self._lock:
+                self._copy_file(source, target)
+            return target
+        exists = os.path.lexists(target)
+        if exists and not exists_ok:
+            raise FileExistsError(errno.EEXIST, "destination exists", to_norm)
+        if exists and not os.path.isdir(target):
+            raise FileExistsError(errno.EEXIST, "destination exists and is a file", to_norm)
+        with self._lock:
+            if exists:
+                self._copy_tree(source, target)
+                return target
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staging = target.parent / f"{TEMP_PREFIX}{os.urandom(16).hex()}"
+            try:
+                staging.mkdir()
+                self._copy_tree(source, staging)
+                os.rename(staging, target)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            fsync_dir(target.parent)
+        return target
+
+    def glob(self, pattern: str, wd: str = "") -> builtins.list[str]:
+        """Files and directories matching a :mod:`glob` pattern (``**`` recurses), relative to
+        ``wd`` and sorted, as ML-Logger's ``glob`` answers.
+
+        Temp files and anything whose real path is outside the store are left out; a ``wd``
+        that does not exist matches nothing.
+
+        Args:
+            pattern: A relative pattern such as ``"**/*.pkl"`` (no absolute path, no ``..``).
+            wd: The directory the pattern and the answers are relative to (``""``: the root).
+
+        Raises:
+            ValueError: If ``pattern`` or ``wd`` is absolute, has ``..`` or is otherwise
+                invalid.
+
+        Example:
+            >>> import tempfile
+            >>> tmp = tempfile.TemporaryDirectory()
+            >>> store = ArtifactStore(tmp.name)
+            >>> _ = store.write_bytes("g/n/ckpt/a.pkl", b"")
+            >>> _ = store.write_bytes("g/n/b.txt", b"")
+            >>> store.glob("**/*.pkl", wd="g/n"), store.glob("*", wd="g/n")
+            (['ckpt/a.pkl'], ['b.txt', 'ckpt'])
+            >>> tmp.cleanup()
+        """
+        query = safe_relpath(pattern)
+        base = self._resolve_norm(wd)[1] if wd else self._root
+        if not os.path.isdir(base):
+            return []
+        root_real = os.path.realpath(self._root)
+        found = []
+        for match in _glob.glob(query, root_dir=base, recursive=True):
+            rel = match.replace(os.sep, "/").rstrip("/")
+            if any(part.startswith(TEMP_PREFIX) for part in rel.split("/")):
+                continue
+            real = os.path.realpath(os.path.join(base, rel))
+            if real == root_real or os.path.commonpath([root_real, real]) != root_real:
+                continue
+            found.append(rel)
+        return sorted(set(found))
+
+    def _existing(self, rel: str) -> tuple[str, Path]:
+        norm, target = self._resolve_norm(rel)
+        if not os.path.lexists(target):
+            raise FileNotFoundError(errno.ENOENT, "no such artifact", norm)
+        return norm, target
+
+    def _forget(self, target: Path) -> None:
+        prefix = str(target)
+        for key in [k for k in self._verified_chunk_files
+                    if k == prefix or k.startswith(prefix + os.sep)]:
+            del self._verified_chunk_files[key]
+
+    def _inside(self, path: str) -> bool:
+        root_real = os.path.realpath(self._root)
+        real = os.path.realpath(path)
+        return real != root_real and os.path.commonpath([root_real, real]) == root_real
+
+    def _copy_file(self, source: str | Path, target: Path) -> None:
+        """Copy ``source`` (followed if a link inside the store) to ``target`` atomically."""
+        if not self._inside(os.fspath(source)):
+            raise ValueError(f"refusing to copy {os.fspath(source)!r}: it points outside the "
+                             "artifact root")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f"{TEMP_PREFIX}{os.urandom(16).hex()}"
+        try:
+            with open(source, "rb") as fin, open(tmp, "xb") as fout:
+                shutil.copyfileobj(fin, fout, _COPY_BUFSIZE)
+                fout.flush()
+                os.fsync(fout.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        fsync_dir(target.parent)
+        self._forget(target)
+
+    def _copy_tree(self, source: Path, target: Path) -> None:
+        for dirpath, dirnames, filenames in os.walk(source, followlinks=False):
+            dirnames[:] = [d for d in dirnames if not d.startswith(TEMP_PREFIX)]
+            out = target / os.path.relpath(dirpath, source)
+            out.mkdir(parents=True, exist_ok=True)
+            for name in filenames:
+                full = os.path.join(dirpath, name)
+                if name.startswith(TEMP_PREFIX) or not self._inside(full):
+                    continue
+                if not os.path.isfile(full):  # FIFOs, devices, dangling links
+                    continue
+                self._copy_file(full, out / name)

@@ -608,3 +608,175 @@ def test_upload_file_into_a_target_ending_in_slash_keeps_the_file_name(
                    for p in (Path(experiment.logdir) / "artifacts").rglob("*") if p.is_file())
     assert files == ["learner/upload/config.yaml", "learner/upload/files/config.yaml",
                      "learner/upload/files/notes.txt", "learner/upload/renamed.yaml"]
+
+
+# --------------------------------------------------------------------------- file operations
+
+
+def test_append_bytes_concatenates_plain_bytes(store: ArtifactStore) -> None:
+    store.append_bytes("g/n/rows.jsonl", b'{"a": 1}\n')
+    store.append_bytes("g/n/rows.jsonl", bytearray(b'{"a": 2}\n'))
+    assert store.read_bytes("g/n/rows.jsonl") == b'{"a": 1}\n{"a": 2}\n'
+    assert temp_files(store.root) == []
+
+
+def test_append_bytes_refuses_hard_links_and_symlinks_outside(
+    layout: tuple[ArtifactStore, Path]
+) -> None:
+    store, outside = layout
+    secret = outside / "secret"
+    secret.write_bytes(b"keep")
+    store.write_bytes("g/n/x", b"")
+    os.link(secret, store.root / "g/n/hard")
+    os.symlink(secret, store.root / "g/n/soft")
+    with pytest.raises(ValueError, match="hard links"):
+        store.append_bytes("g/n/hard", b"more")
+    with pytest.raises(ValueError, match="outside the artifact root"):
+        store.append_bytes("g/n/soft", b"more")
+    assert secret.read_bytes() == b"keep"
+
+
+def test_remove_deletes_files_and_whole_directories_and_ignores_missing_paths(
+    store: ArtifactStore,
+) -> None:
+    store.write_bytes("g/n/a.txt", b"a")
+    store.write_bytes("g/n/d/b.txt", b"b")
+    store.write_bytes("g/n/d/e/c.txt", b"c")
+    assert store.remove("g/n/a.txt") is True
+    assert store.remove("g/n/d") is True
+    assert store.remove("g/n/d") is False
+    assert store.remove("g/n/never/there") is False
+    assert store.list("g") == []
+    assert temp_files(store.root) == []
+
+
+def test_remove_of_a_symlink_removes_the_link_not_its_target(store: ArtifactStore) -> None:
+    store.write_bytes("g/n/real.txt", b"data")
+    os.symlink(store.root / "g/n/real.txt", store.root / "g/n/link.txt")
+    assert store.remove("g/n/link.txt")
+    assert store.read_bytes("g/n/real.txt") == b"data"
+
+
+@pytest.mark.parametrize("method", ["remove", "glob"])
+@pytest.mark.parametrize("path", ["/etc", "//etc/passwd", "../outside", "g/../../x"])
+def test_path_taking_operations_refuse_absolute_and_parent_paths(
+    store: ArtifactStore, method: str, path: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(repr(path))):
+        getattr(store, method)(path)
+
+
+@pytest.mark.parametrize("method", ["move", "duplicate"])
+@pytest.mark.parametrize("bad", ["/etc/passwd", "//srv/x", "../outside/x"])
+def test_move_and_duplicate_refuse_escaping_sources_and_targets(
+    layout: tuple[ArtifactStore, Path], method: str, bad: str
+) -> None:
+    store, outside = layout
+    store.write_bytes("g/n/a.txt", b"a")
+    with pytest.raises(ValueError, match=re.escape(repr(bad))):
+        getattr(store, method)("g/n/a.txt", bad)
+    with pytest.raises(ValueError, match=re.escape(repr(bad))):
+        getattr(store, method)(bad, "g/n/b.txt")
+    assert entries_outside(outside.parent, store.root.parent) == {"outside"}
+    assert store.read_bytes("g/n/a.txt") == b"a"
+
+
+def test_operations_refuse_a_symlinked_directory_leading_outside(
+    layout: tuple[ArtifactStore, Path]
+) -> None:
+    store, outside = layout
+    (outside / "victim.txt").write_bytes(b"keep")
+    store.write_bytes("g/n/a.txt", b"a")
+    os.symlink(outside, store.root / "g/n/out")
+    for call in (lambda: store.remove("g/n/out/victim.txt"),
+                 lambda: store.move("g/n/a.txt", "g/n/out/a.txt"),
+                 lambda: store.duplicate("g/n/out/victim.txt", "g/n/stolen.txt"),
+                 lambda: store.append_bytes("g/n/out/victim.txt", b"x")):
+        with pytest.raises(ValueError, match="outside the artifact root"):
+            call()
+    assert sorted(p.name for p in outside.iterdir()) == ["victim.txt"]
+    assert (outside / "victim.txt").read_bytes() == b"keep"
+    assert store.glob("**/*", wd="g/n") == ["a.txt"]  # the link's contents are not listed
+
+
+def test_move_renames_files_and_directories(store: ArtifactStore) -> None:
+    store.write_bytes("g/n/a.txt", b"a")
+    store.write_bytes("g/n/d/b.txt", b"b")
+    store.move("g/n/a.txt", "g/n/sub/renamed.txt")
+    store.move("g/n/d", "g/n/e")
+    assert [i.path for i in store.list("g")] == ["g/n/e/b.txt", "g/n/sub/renamed.txt"]
+
+
+def test_move_into_an_existing_directory_keeps_the_name_as_shutil_move(
+    store: ArtifactStore,
+) -> None:
+    store.write_bytes("g/n/a.txt", b"a")
+    store.write_bytes("g/n/dir/keep.txt", b"k")
+    store.move("g/n/a.txt", "g/n/dir")
+    assert [i.path for i in store.list("g")] == ["g/n/dir/a.txt", "g/n/dir/keep.txt"]
+
+
+def test_move_replaces_a_file_but_never_a_directory(store: ArtifactStore) -> None:
+    store.write_bytes("g/n/a.txt", b"new")
+    store.write_bytes("g/n/b.txt", b"old")
+    store.move("g/n/a.txt", "g/n/b.txt")
+    assert store.read_bytes("g/n/b.txt") == b"new"
+    store.write_bytes("g/n/d/x", b"")
+    store.write_bytes("g/n/t/d/y", b"")
+    with pytest.raises(FileExistsError):
+        store.move("g/n/d", "g/n/t")
+    with pytest.raises(ValueError, match="into itself"):
+        store.move("g/n/t", "g/n/t/d/inner")
+    with pytest.raises(FileNotFoundError, match="g/n/missing"):
+        store.move("g/n/missing", "g/n/z")
+
+
+def test_duplicate_copies_files_and_trees_leaving_the_source(store: ArtifactStore) -> None:
+    store.write_bytes("g/n/a.txt", b"a")
+    store.write_bytes("g/n/d/b.txt", b"b")
+    store.write_bytes("g/n/d/e/c.txt", b"c")
+    store.duplicate("g/n/a.txt", "g/n/copy/a2.txt")
+    store.duplicate("g/n/d", "g/n/d2")
+    assert store.read_bytes("g/n/copy/a2.txt") == b"a"
+    assert [i.path for i in store.list("g/n/d2")] == ["g/n/d2/b.txt", "g/n/d2/e/c.txt"]
+    assert [i.path for i in store.list("g/n/d")] == ["g/n/d/b.txt", "g/n/d/e/c.txt"]
+    assert temp_files(store.root) == []
+
+
+def test_duplicate_merges_into_an_existing_directory_only_if_allowed(
+    store: ArtifactStore,
+) -> None:
+    store.write_bytes("g/n/d/b.txt", b"new")
+    store.write_bytes("g/n/t/b.txt", b"old")
+    store.write_bytes("g/n/t/keep.txt", b"k")
+    with pytest.raises(FileExistsError):
+        store.duplicate("g/n/d", "g/n/t", exists_ok=False)
+    assert store.read_bytes("g/n/t/b.txt") == b"old"
+    store.duplicate("g/n/d", "g/n/t")
+    assert store.read_bytes("g/n/t/b.txt") == b"new"
+    assert store.read_bytes("g/n/t/keep.txt") == b"k"
+    with pytest.raises(ValueError, match="into itself"):
+        store.duplicate("g/n/d", "g/n/d/inner")
+
+
+def test_duplicate_does_not_copy_what_a_symlink_in_the_tree_points_to_outside(
+    layout: tuple[ArtifactStore, Path]
+) -> None:
+    store, outside = layout
+    (outside / "secret").write_bytes(b"secret")
+    store.write_bytes("g/n/d/a.txt", b"a")
+    os.symlink(outside / "secret", store.root / "g/n/d/leak")
+    store.duplicate("g/n/d", "g/n/copy")
+    assert [i.path for i in store.list("g/n/copy")] == ["g/n/copy/a.txt"]
+
+
+def test_glob_answers_paths_relative_to_wd_with_directories_sorted(store: ArtifactStore) -> None:
+    store.write_bytes("g/n/ckpt/a.pkl", b"")
+    store.write_bytes("g/n/ckpt/deep/b.pkl", b"")
+    store.write_bytes("g/n/notes.txt", b"")
+    (store.root / "g/n/ckpt" / f"{TEMP_PREFIX}{'0' * 32}").write_bytes(b"")
+    assert store.glob("**/*.pkl", wd="g/n") == ["ckpt/a.pkl", "ckpt/deep/b.pkl"]
+    assert store.glob("*", wd="g/n") == ["ckpt", "notes.txt"]
+    assert store.glob("g/n/*.txt") == ["g/n/notes.txt"]
+    assert store.glob("**/.*", wd="g/n") == []  # temp files never show
+    assert store.glob("*", wd="g/none") == []
