@@ -30,6 +30,7 @@ import math
 import numbers
 import struct
 import sys
+import warnings
 import wave
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -44,14 +45,19 @@ from rayplex.rules import to_float
 __all__ = [
     "audio_value",
     "encode_gif",
+    "encode_image_file",
     "encode_png",
     "figure_value",
     "histogram_value",
     "hparams_values",
+    "image_file_pixels",
+    "image_pixels",
     "image_value",
     "images_value",
     "pr_curve_value",
+    "stack_frames",
     "text_value",
+    "video_pixels",
     "video_value",
 ]
 
@@ -419,16 +425,208 @@ def image_value(img: ArrayLike, dataformats: str = "HWC") -> bytes:
     return _payload(_tbx.image("", hwc, dataformats="HWC").value[0])
 
 
-def image_pixels(img: ArrayLike, dataformats: str = "HWC") -> np.ndarray:
+def _infer_formats(arr: np.ndarray, dataformats: str | None, by_ndim: Mapping[int, str],
+                   name: str) -> str:
+    """``dataformats`` itself, or (None) the layout implied by the number of axes."""
+    if dataformats is not None:
+        return dataformats
+    fmt = by_ndim.get(arr.ndim)
+    if fmt is None:
+        known = ", ".join(f"{n}-d as {f!r}" for n, f in sorted(by_ndim.items()))
+        raise ValueError(
+            f"{name} has shape {arr.shape} ({arr.ndim}-d); without dataformats only {known} "
+            "are understood: pass dataformats"
+        )
+    return fmt
+
+
+_IMAGE_BY_NDIM = {2: "HW", 3: "HWC"}
+_VIDEO_BY_NDIM = {3: "THW", 4: "THWC"}
+
+
+def image_pixels(img: ArrayLike, dataformats: str | None = "HWC") -> np.ndarray:
     """Validate one image and return it as ``uint8`` H×W×C (C in 1, 3, 4).
+
+    ``dataformats=None`` infers the layout from the number of axes: 2-d is ``"HW"``
+    (grayscale), 3-d is ``"HWC"``.
 
     Raises:
         ValueError: shape, channel count or dtype do not fit (the message shows the shape).
     """
     arr = _as_array(img, "img")
-    hwc = _layout(arr, dataformats, "HW", "C", "HWC", "img")
+    fmt = _infer_formats(arr, dataformats, _IMAGE_BY_NDIM, "img")
+    hwc = _layout(arr, fmt, "HW", "C", "HWC", "img")
     _check_channels(hwc.shape[2], (1, 3, 4), arr, "img")
     return _pixels_to_uint8(hwc, "img")
+
+
+_NORMALIZE_MODES = (True, "grid", "individual")
+
+
+def _normalized(hwc: np.ndarray, normalize: Any) -> np.ndarray:
+    """Floats of ``hwc`` scaled so that ``[lo, hi]`` maps to ``[0, 1]``: ``lo``/``hi`` the
+    per-channel min/max (NaN ignored) or the given pair. A flat channel (``hi == lo``, e.g.
+    all zeros) is only shifted, never divided by zero."""
+    work = hwc.astype(np.float64)
+    if isinstance(normalize, (str, bool)):
+        if normalize not in _NORMALIZE_MODES:
+            raise ValueError(
+                f"normalize={normalize!r}: use True, 'grid', 'individual', a (lo, hi) pair, "
+                "or None/False for none"
+            )
+        with warnings.catch_warnings():  # an all-NaN channel: "All-NaN slice encountered"
+            warnings.simplefilter("ignore", RuntimeWarning)
+            lo = np.nan_to_num(np.nanmin(work, axis=(0, 1)))
+            hi = np.nan_to_num(np.nanmax(work, axis=(0, 1)))
+    elif isinstance(normalize, (Sequence, np.ndarray)) and len(normalize) == 2:
+        lo_, hi_ = (to_float(v, "normalize bound") for v in normalize)
+        if not (math.isfinite(lo_) and math.isfinite(hi_) and lo_ < hi_):
+            raise ValueError(f"normalize=(lo, hi) needs finite lo < hi, got {tuple(normalize)}")
+        lo, hi = np.float64(lo_), np.float64(hi_)
+    else:
+        raise TypeError(
+            f"normalize must be True, 'grid', 'individual', a (lo, hi) pair or None, got "
+            f"{type(normalize).__name__}"
+        )
+    span = np.asarray(hi - lo)
+    work -= lo
+    work /= np.where(span > 0, span, 1.0)
+    return work
+
+
+def _colormapped(hw: np.ndarray, cmap: Any) -> np.ndarray:
+    """One-channel floats in [0, 1] (clipped, NaN as 0) through a matplotlib colour map:
+    ``uint8`` H×W×4 (RGBA)."""
+    try:
+        import matplotlib
+        from matplotlib.colors import Colormap
+    except ImportError as e:
+        raise ImportError("save_image(cmap=...) needs matplotlib: pip install 'rayplex[media]'") \
+            from e
+    if isinstance(cmap, Colormap):
+        colormap = cmap
+    elif isinstance(cmap, str):
+        try:
+            colormap = matplotlib.colormaps[cmap]
+        except KeyError:
+            raise ValueError(
+                f"cmap={cmap!r} is not a matplotlib colour map (e.g. 'cool', 'viridis', 'gray')"
+            ) from None
+    else:
+        raise TypeError(f"cmap must be a colour-map name or a Colormap, got {type(cmap).__name__}")
+    values = np.clip(np.nan_to_num(hw, nan=0.0), 0.0, 1.0)
+    rgba = colormap(values)  # floats in [0, 1], shape H×W×4
+    return np.asarray(np.rint(rgba * 255.0).astype(np.uint8))
+
+
+def image_file_pixels(img: ArrayLike, dataformats: str | None = None, normalize: Any = None,
+                      cmap: Any = None) -> np.ndarray:
+    """One image made ready for an image file: ``uint8`` H×W (grayscale) or H×W×C (C 3 or 4).
+
+    Args:
+        img: ``uint8`` in ``[0, 255]`` (other integer dtypes if their values fit), or floats
+            in ``[0, 1]`` (clipped; NaN becomes 0) -- any range with ``normalize``.
+        dataformats: ``"HW"``, ``"HWC"``, ``"CHW"``, ...; None infers from the number of axes
+            (2-d: ``"HW"``, 3-d: ``"HWC"``). A one-channel image becomes H×W.
+        normalize: None/False: none. True, ``"grid"`` or ``"individual"``: each channel's
+            min..max is stretched to 0..1 (the three are the same for one image; a constant
+            image becomes black). ``(lo, hi)``: that range is stretched to 0..1, values
+            outside are clipped.
+        cmap: A matplotlib colour map (name or object) for one-channel data; the file is then
+            RGBA. Integer pixels are divided by 255 first.
+
+    Returns:
+        The pixels.
+
+    Raises:
+        TypeError: non-numeric ``img``, or a wrong type for ``normalize``/``cmap``.
+        ValueError: shape, channels or dtype do not fit, a bad ``normalize``, an unknown
+            colour map, or ``cmap`` with a colour image.
+
+    Example:
+        >>> import numpy as np
+        >>> image_file_pixels(np.zeros((4, 5, 1))).shape
+        (4, 5)
+        >>> image_file_pixels(np.array([[0.0, 2.0]]), normalize=True).tolist()
+        [[0, 255]]
+        >>> image_file_pixels(np.array([[0.0, 1.0]]), cmap="gray").shape
+        (1, 2, 4)
+    """
+    arr = _as_array(img, "img")
+    fmt = _infer_formats(arr, dataformats, _IMAGE_BY_NDIM, "img")
+    hwc = _layout(arr, fmt, "HW", "C", "HWC", "img")
+    _check_channels(hwc.shape[2], (1, 3, 4), arr, "img")
+    if cmap is not None and hwc.shape[2] != 1:
+        raise ValueError(
+            f"img has shape {arr.shape} with {hwc.shape[2]} channels; cmap applies to "
+            "one-channel (grayscale) images only"
+        )
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"img has dtype {arr.dtype}; expected integers or floats")
+    if normalize is not None and normalize is not False:
+        hwc = _normalized(hwc, normalize)
+    elif cmap is not None and hwc.dtype.kind != "f":
+        hwc = _pixels_to_uint8(hwc, "img").astype(np.float64) / 255.0
+    if cmap is not None:
+        return _colormapped(hwc[:, :, 0].astype(np.float64, copy=False), cmap)
+    pixels = _pixels_to_uint8(hwc, "img")
+    return pixels[:, :, 0] if pixels.shape[2] == 1 else pixels
+
+
+def encode_image_file(pixels: np.ndarray, ext: str) -> bytes:
+    """Encode ``uint8`` pixels from :func:`image_file_pixels` in the format of ``ext``
+    (``".png"``, ``".jpg"``, ``".gif"``, ...) with imageio; JPEG drops an alpha channel.
+
+    Example:
+        >>> import numpy as np
+        >>> encode_image_file(np.zeros((2, 2), np.uint8), ".png")[:4]
+        b'\\x89PNG'
+    """
+    import imageio.v3 as iio
+
+    ext = ext.lower()
+    if ext in (".jpg", ".jpeg") and pixels.ndim == 3 and pixels.shape[2] == 4:
+        pixels = pixels[:, :, :3]
+    return bytes(iio.imwrite("<bytes>", pixels, extension=ext))
+
+
+def stack_frames(images: Sequence[np.ndarray], names: Sequence[str]) -> np.ndarray:
+    """Decoded images of one size as ``uint8`` T×H×W×C video frames: all grayscale stay
+    one-channel (C=1), else every frame becomes RGB (alpha dropped).
+
+    Raises:
+        ValueError: if no image is given, or an image differs in size from the first (the
+            message names both), or has a layout no video can hold.
+
+    Example:
+        >>> import numpy as np
+        >>> stack_frames([np.zeros((2, 3), np.uint8), np.ones((2, 3, 4), np.uint8)], ["a", "b"]).shape
+        (2, 2, 3, 3)
+    """
+    if not images:
+        raise ValueError("stack_frames needs at least one image")
+    frames = []
+    for image, name in zip(images, names, strict=True):
+        arr = np.asarray(image)
+        if arr.dtype == np.uint16:  # 16-bit PNG
+            arr = (arr // 257).astype(np.uint8)
+        if arr.ndim == 2:
+            arr = arr[:, :, np.newaxis]
+        if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
+            raise ValueError(f"{name} decodes to shape {arr.shape}, not an image")
+        if arr.shape[2] in (2, 4):  # grayscale+alpha, RGBA: drop alpha
+            arr = arr[:, :, :-1]
+        frames.append(_pixels_to_uint8(arr, name))
+    first = frames[0]
+    for frame, name in zip(frames, names, strict=True):
+        if frame.shape[:2] != first.shape[:2]:
+            raise ValueError(
+                f"{name} is {frame.shape[1]}x{frame.shape[0]} but {names[0]} is "
+                f"{first.shape[1]}x{first.shape[0]}: every frame of a video must have one size"
+            )
+    if any(frame.shape[2] == 3 for frame in frames):
+        frames = [np.repeat(f, 3, axis=2) if f.shape[2] == 1 else f for f in frames]
+    return np.stack(frames)
 
 
 def images_value(imgs: ArrayLike, dataformats: str = "NCHW") -> bytes:
@@ -513,14 +711,18 @@ def video_value(frames: ArrayLike, fps: float = 4.0, dataformats: str = "THWC") 
     return bytes(Summary.Value(image=image).SerializeToString())
 
 
-def video_pixels(frames: ArrayLike, dataformats: str = "THWC") -> np.ndarray:
+def video_pixels(frames: ArrayLike, dataformats: str | None = "THWC") -> np.ndarray:
     """Validate video frames and return them as ``uint8`` T×H×W×C (several videos tiled).
+
+    ``dataformats=None`` infers the layout from the number of axes: 3-d (a stack or a list
+    of 2-d frames) is ``"THW"`` (grayscale), 4-d is ``"THWC"``.
 
     Raises:
         ValueError: shape, channel count or dtype do not fit (the message shows the shape).
     """
     arr = _as_array(frames, "frames")
-    nthwc = _layout(arr, dataformats, "THW", "CN", "NTHWC", "frames")
+    fmt = _infer_formats(arr, dataformats, _VIDEO_BY_NDIM, "frames")
+    nthwc = _layout(arr, fmt, "THW", "CN", "NTHWC", "frames")
     _check_channels(nthwc.shape[4], (1, 3), arr, "frames")
     return _tile_videos(_pixels_to_uint8(nthwc, "frames"))
 

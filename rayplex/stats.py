@@ -788,6 +788,19 @@ def _store_from_json(value: object, max_buckets: int) -> _LogStore:
     return store
 
 
+def _flatten(value: Any) -> list[float]:
+    """Every number in nested lists, tuples and arrays of any shapes, in order; None is NaN
+    (ML-Logger's rule). TypeError for anything else."""
+    if value is None:
+        return [math.nan]
+    if isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray) and value.ndim):
+        out: list[float] = []
+        for item in value:
+            out.extend(_flatten(item))
+        return out
+    return [to_float(value, "a metric element")]
+
+
 _KEYS_OK: set[str] = set()
 """Keys that passed :func:`_check_key` (a log call must stay cheap: check each key once)."""
 _KEYS_OK_MAX = 65536
@@ -809,7 +822,8 @@ class MetricsWindow:
     nothing. Scalars (int, float, bool, numpy scalars, 0-d arrays, objects with
     ``__float__`` such as scalar tensors) add one value; lists, tuples and numpy
     arrays of numbers add each element (arrays of any shape are flattened; empty
-    ones are a no-op).
+    ones are a no-op). As in ML-Logger, nested lists may be ragged (``[[0], [1, 2]]``
+    adds 0, 1, 2) and ``None`` stands for NaN (counted in ``nan_count``).
 
     Example:
         >>> window = MetricsWindow()
@@ -881,15 +895,32 @@ class MetricsWindow:
     def _check_value(key: str, value: Any) -> float | npt.NDArray[np.float64]:
         if type(value) is float:
             return value
+        if value is None:
+            return math.nan
         if isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray) and value.ndim):
             try:
                 return _as_array(value)
+            except TypeError:
+                pass  # nested ragged lists, or None among the numbers: the slow path
+            try:
+                return np.array(_flatten(value), dtype=np.float64)
             except TypeError:
                 raise TypeError(
                     f"metric {key!r} must be a real number or a list/array of real numbers, "
                     f"got {type(value).__name__} with non-numeric elements"
                 ) from None
         return to_float(value, f"metric {key!r}")
+
+    def pop(self, key: str, default: Any = None) -> PartialStats | Any:
+        """Remove ``key`` from the window and return its statistics (``default`` if absent).
+
+        Example:
+            >>> window = MetricsWindow()
+            >>> window.store(reward=[1.0, 3.0])
+            >>> window.pop("reward").mean, "reward" in window
+            (2.0, False)
+        """
+        return self._stats.pop(key, default)
 
     def take(self) -> dict[str, PartialStats]:
         """Return the partials of the window and start a new, empty window."""

@@ -699,3 +699,154 @@ def test_hparams_and_metrics_must_be_mappings_with_string_keys_and_numeric_metri
         hparams_values({1: 0.1}, {})  # type: ignore[dict-item]
     with pytest.raises(TypeError, match="'acc'"):
         hparams_values({"lr": 0.1}, {"acc": "high"})  # type: ignore[dict-item]
+
+
+# ------------------------------------------------------------ image files (save_image, videos)
+
+
+def decode(data: bytes, ext: str = ".png") -> np.ndarray:
+    return np.asarray(iio.imread(data, extension=ext))
+
+
+@pytest.mark.parametrize(
+    ("shape", "fmt"),
+    [((6, 5, 1), None), ((6, 5, 1), "HWC"), ((6, 5), None), ((6, 5), "HW"), ((1, 6, 5), "CHW")],
+)
+@pytest.mark.parametrize("ext", [".png", ".jpg"])
+def test_one_channel_images_become_grayscale_files(
+    shape: tuple[int, ...], fmt: str | None, ext: str
+) -> None:
+    img = np.arange(30, dtype=np.uint8).reshape(6, 5) * 8
+    pixels = media.image_file_pixels(img.reshape(shape), fmt)
+    assert pixels.shape == (6, 5)
+    decoded = decode(media.encode_image_file(pixels, ext), ext)
+    assert decoded.shape == (6, 5)
+    if ext == ".png":
+        np.testing.assert_array_equal(decoded, img)
+    else:  # lossy
+        assert np.abs(decoded.astype(int) - img).mean() < 4
+
+
+def test_a_two_d_float_array_is_grayscale_by_default() -> None:
+    img = np.array([[0.0, 0.5], [1.0, 2.0]])
+    np.testing.assert_array_equal(media.image_file_pixels(img), [[0, 128], [255, 255]])
+
+
+def test_explicit_dataformats_are_kept() -> None:
+    chw = np.zeros((3, 4, 5), np.uint8)
+    chw[0] = 255
+    pixels = media.image_file_pixels(chw, "CHW")
+    assert pixels.shape == (4, 5, 3) and (pixels[..., 0] == 255).all()
+    with pytest.raises(ValueError, match="dataformats"):
+        media.image_file_pixels(np.zeros((4, 5)), "HWC")
+
+
+def test_a_four_d_array_without_dataformats_raises_value_error_naming_the_shape() -> None:
+    with pytest.raises(ValueError, match=r"\(2, 3, 4, 5\)"):
+        media.image_file_pixels(np.zeros((2, 3, 4, 5)))
+
+
+@pytest.mark.parametrize("mode", [True, "grid", "individual"])
+def test_normalize_stretches_each_channel_to_the_full_range(mode: object) -> None:
+    img = np.stack([np.full((2, 2), 3.0), np.full((2, 2), 3.0), np.full((2, 2), 3.0)], axis=-1)
+    img[0, 0] = [1.0, 10.0, -5.0]
+    pixels = media.image_file_pixels(img, normalize=mode)
+    np.testing.assert_array_equal(pixels[0, 0], [0, 255, 0])
+    np.testing.assert_array_equal(pixels[1, 1], [255, 0, 255])
+
+
+def test_normalize_with_a_range_maps_it_to_the_full_range_and_clips_outside() -> None:
+    img = np.array([[-1.0, 0.0, 5.0, 10.0, 20.0]])
+    np.testing.assert_array_equal(media.image_file_pixels(img, normalize=(0, 10)),
+                                  [[0, 0, 128, 255, 255]])
+
+
+def test_normalize_applies_to_integer_images_too() -> None:
+    img = np.array([[100, 101]], np.uint8)
+    np.testing.assert_array_equal(media.image_file_pixels(img, normalize=True), [[0, 255]])
+
+
+@pytest.mark.parametrize("mode", [True, "grid", "individual"])
+def test_normalizing_an_all_zero_image_does_not_divide_by_zero(mode: object) -> None:
+    with np.errstate(all="raise"):
+        pixels = media.image_file_pixels(np.zeros((64, 64, 1)), normalize=mode)
+    assert pixels.shape == (64, 64) and not pixels.any()
+
+
+def test_normalizing_ignores_nan_and_an_all_nan_image_is_black() -> None:
+    img = np.array([[np.nan, 1.0, 3.0]])
+    np.testing.assert_array_equal(media.image_file_pixels(img, normalize=True), [[0, 0, 255]])
+    assert not media.image_file_pixels(np.full((2, 2), np.nan), normalize=True).any()
+
+
+@pytest.mark.parametrize(
+    ("normalize", "error"),
+    [("rows", ValueError), ((1, 1), ValueError), ((0, np.inf), ValueError), (3, TypeError),
+     ((1, 2, 3), TypeError)],
+)
+def test_a_bad_normalize_raises(normalize: object, error: type[Exception]) -> None:
+    with pytest.raises(error, match="normalize"):
+        media.image_file_pixels(np.zeros((2, 2)), normalize=normalize)
+
+
+def test_cmap_colours_two_d_data_with_the_matplotlib_colour_map() -> None:
+    import matplotlib
+
+    img = np.array([[0.0, 0.5, 1.0]])
+    pixels = media.image_file_pixels(img, cmap="cool")
+    expected = np.rint(matplotlib.colormaps["cool"](img) * 255).astype(np.uint8)
+    assert pixels.shape == (1, 3, 4)
+    np.testing.assert_array_equal(pixels, expected)
+    np.testing.assert_array_equal(decode(media.encode_image_file(pixels, ".png")), expected)
+
+
+def test_cmap_with_normalize_colours_the_normalized_values() -> None:
+    import matplotlib
+
+    pixels = media.image_file_pixels(np.array([[10.0, 20.0]]), cmap="cool", normalize=True)
+    expected = np.rint(matplotlib.colormaps["cool"](np.array([[0.0, 1.0]])) * 255)
+    np.testing.assert_array_equal(pixels, expected.astype(np.uint8))
+
+
+def test_cmap_reads_integer_pixels_on_the_0_255_scale() -> None:
+    import matplotlib
+
+    pixels = media.image_file_pixels(np.array([[0, 255]], np.uint8), cmap="cool")
+    expected = np.rint(matplotlib.colormaps["cool"](np.array([[0.0, 1.0]])) * 255)
+    np.testing.assert_array_equal(pixels, expected.astype(np.uint8))
+
+
+def test_a_jpeg_of_a_colour_mapped_image_drops_the_alpha_channel() -> None:
+    pixels = media.image_file_pixels(np.zeros((8, 8)), cmap="cool")
+    assert decode(media.encode_image_file(pixels, ".jpg"), ".jpg").shape == (8, 8, 3)
+
+
+def test_cmap_on_a_colour_image_or_an_unknown_name_raises_value_error() -> None:
+    with pytest.raises(ValueError, match="one-channel"):
+        media.image_file_pixels(np.zeros((2, 2, 3)), cmap="cool")
+    with pytest.raises(ValueError, match="colour map"):
+        media.image_file_pixels(np.zeros((2, 2)), cmap="no-such-map")
+
+
+def test_video_pixels_infer_grayscale_from_a_three_d_stack_or_a_list_of_frames() -> None:
+    frames = [np.full((4, 6), i / 2) for i in range(3)]
+    for given in (frames, np.stack(frames)):
+        pixels = media.video_pixels(given, None)
+        assert pixels.shape == (3, 4, 6, 1)
+        np.testing.assert_array_equal(pixels[:, 0, 0, 0], [0, 128, 255])
+    assert media.video_pixels(np.zeros((3, 4, 6, 3)), None).shape == (3, 4, 6, 3)
+    with pytest.raises(ValueError, match="dataformats"):
+        media.video_pixels(np.zeros((4, 6)), None)
+
+
+def test_stack_frames_makes_rgb_frames_when_any_is_in_colour() -> None:
+    gray = np.full((2, 3), 7, np.uint8)
+    rgba = np.zeros((2, 3, 4), np.uint8)
+    assert media.stack_frames([gray, gray], ["a", "b"]).shape == (2, 2, 3, 1)
+    both = media.stack_frames([gray, rgba], ["a", "b"])
+    assert both.shape == (2, 2, 3, 3) and (both[0] == 7).all()
+
+
+def test_stack_frames_refuses_frames_of_different_sizes_naming_them() -> None:
+    with pytest.raises(ValueError, match="b.png is 4x2 but a.png is 3x2"):
+        media.stack_frames([np.zeros((2, 3)), np.zeros((2, 4))], ["a.png", "b.png"])

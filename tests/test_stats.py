@@ -556,7 +556,8 @@ def test_take_returns_the_window_and_resets_it() -> None:
 
 @pytest.mark.parametrize(
     ("value", "type_name"),
-    [("fast", "str"), (None, "NoneType"), (1 + 2j, "complex"), ({"a": 1}, "dict"), (["a"], "list")],
+    [("fast", "str"), (1 + 2j, "complex"), ({"a": 1}, "dict"), (["a"], "list"),
+     ([[1.0], ["a"]], "list")],
 )
 def test_store_raises_type_error_naming_the_key_and_the_type(value: object, type_name: str) -> None:
     window = MetricsWindow()
@@ -598,6 +599,36 @@ def test_store_rejects_a_key_given_twice() -> None:
 def test_store_rejects_a_non_mapping_positional_argument() -> None:
     with pytest.raises(TypeError, match="mapping"):
         MetricsWindow().store([("x", 1.0)])  # type: ignore[arg-type]
+
+
+def test_store_flattens_nested_and_ragged_lists_and_arrays_as_ml_logger_does() -> None:
+    window = MetricsWindow()
+    window.store(x=[[0], [1, 2], np.array([10, 1]), [np.array([10]), np.array([1, 2])]])
+    part = window.take()["x"]
+    assert part.summary(("count", "mean", "min", "max")) == {
+        "count": 8.0, "mean": 27 / 8, "min": 0.0, "max": 10.0}
+
+
+def test_store_counts_none_as_nan_alone_in_lists_and_in_arrays() -> None:
+    window = MetricsWindow()
+    window.store(alone=None, listed=[1.0, None, 3.0],
+                 nested=[[0], np.array([None, 1]), [np.array([10])]])
+    parts = window.take()
+    assert parts["alone"].summary(("count",)) == {"count": 0.0, "nan_count": 1.0}
+    assert parts["listed"].summary(("count", "mean")) == {
+        "count": 2.0, "mean": 2.0, "nan_count": 1.0}
+    assert parts["nested"].summary(("count", "max")) == {
+        "count": 3.0, "max": 10.0, "nan_count": 1.0}
+
+
+def test_pop_takes_one_key_out_of_the_window() -> None:
+    window = MetricsWindow()
+    window.store(reward=[1.0, 3.0], length=5)
+    popped = window.pop("reward")
+    assert popped.mean == 2.0 and popped.count == 2
+    assert "reward" not in window and "length" in window
+    assert window.pop("reward") is None
+    assert window.pop("reward", "absent") == "absent"
 
 
 def test_storing_an_empty_list_is_a_no_op() -> None:
