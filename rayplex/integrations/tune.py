@@ -1,0 +1,238 @@
+"""rayplex as a Ray Tune logger: :class:`RayplexLoggerCallback`.
+
+Every trial is client ``<group>/<trial_id>`` of a combined group with one bin, so each trial
+is its own TensorBoard run and one chart per metric overlays all trials (tag
+``<group>/<metric>/all``). Every numeric entry of a result (nested dicts flattened with
+``/``; the ``config`` entry left out, it goes to the params) is a scalar at
+``step = training_iteration``.
+
+A trial retried under ``FailureConfig`` or restored from a checkpoint replays iterations; the
+callback remembers the highest iteration written per trial (also across a Tune experiment
+restore, through ``get_state``/``set_state``) and skips results at or below it, so no point
+is written twice.
+
+The callback runs on Tune's driver loop: a result costs a few buffered ``add_scalar`` calls
+and never waits on the network. It waits for the hub (at most a few seconds) only when a
+trial ends and when the experiment ends.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ray.tune.logger import LoggerCallback
+
+import rayplex
+from rayplex.errors import RayplexError
+from rayplex.groups import GroupSpec
+from rayplex.integrations._common import (
+    connect,
+    flush_quietly,
+    int_step,
+    is_number,
+    log,
+    numeric_items,
+    strip_ansi,
+)
+from rayplex.logger import Logger
+
+if TYPE_CHECKING:
+    from ray.tune.experiment.trial import Trial
+
+TRIALS_BIN = "all"
+"""The one chart bin every trial is overlaid in: tag ``<group>/<metric>/all``."""
+
+_NOT_SCALARS = frozenset({"config"})
+
+
+def one_bin(name: str) -> str:
+    """The combined group's ``bin_fn``: every trial in one bin (a module-level function, so
+    the hub can unpickle it)."""
+    return TRIALS_BIN
+
+
+class RayplexLoggerCallback(LoggerCallback):
+    """Log a Tune sweep into one rayplex experiment: scalars, config, trial events.
+
+    Args:
+        logdir: Start (or join) the experiment writing there. ``None``: log into the running
+            experiment ``hub``.
+        hub: The experiment's name (default ``RAYPLEX_HUB`` or ``"default"``).
+        group: The client group of the trials; registered here as a combined group with one
+            bin.
+
+    Example:
+        >>> from ray import tune  # doctest: +SKIP
+        >>> cb = RayplexLoggerCallback("/tmp/sweep")  # doctest: +SKIP
+        >>> tune.Tuner(trainable, run_config=tune.RunConfig(callbacks=[cb])).fit()  # doctest: +SKIP
+        >>> rayplex.read_scalars("/tmp/sweep", group="tune")  # doctest: +SKIP
+
+    Raises:
+        ValueError: if ``group`` is not a valid group name, or ``logdir`` cannot be used.
+        HubNotFoundError: if ``logdir`` is None and no experiment ``hub`` runs.
+    """
+
+    def __init__(self, logdir: str | os.PathLike[str] | None = None, *, hub: str | None = None,
+                 group: str = "tune") -> None:
+        super().__init__()
+        GroupSpec.combined(group, one_bin)  # ValueError for a bad name, before Ray starts
+        handle = connect(logdir, hub)
+        handle.register_combined_group(group, one_bin)
+        self.hub = handle.name
+        self.logdir = handle.logdir
+        self.group = group
+        self.replayed = 0
+        """Results skipped because their iteration was already written for that trial."""
+        self._written: dict[str, int] = {}
+        self._last: dict[str, dict[str, float]] = {}
+        self._loggers: dict[str, Logger] = {}
+        self._connected = True
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its callbacks with the experiment: names and counters only.
+        state = dict(self.__dict__)
+        state["_loggers"] = {}
+        state["_connected"] = False
+        return state
+
+    def __repr__(self) -> str:
+        return f"RayplexLoggerCallback(hub={self.hub!r}, group={self.group!r})"
+
+    # ----------------------------------------------------------------- Tune's hooks
+    def setup(self, *args: Any, **info: Any) -> None:
+        """Re-register the group when the callback was unpickled in a new driver."""
+        if not self._connected:
+            connect(None, self.hub).register_combined_group(self.group, one_bin)
+            self._connected = True
+
+    def get_state(self) -> dict[str, Any] | None:
+        """The highest iteration written per trial (Tune saves it with the experiment)."""
+        return {"written": dict(self._written)}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`get_state` returned, so replayed iterations stay skipped."""
+        written = state.get("written", {})
+        self._written = {str(k): int(v) for k, v in written.items()}
+
+    def log_trial_start(self, trial: Trial) -> None:
+        trial_id = str(trial.trial_id)
+        logger = self._logger(trial_id)
+        done = self._written.get(trial_id)
+        if done is None:
+            logger.info("trial %s started; config %s", trial_id, _plain(trial.config))
+        else:
+            logger.info("trial %s started again; iterations up to %d are logged already and "
+                        "their replays are skipped", trial_id, done)
+
+    def log_trial_restore(self, trial: Trial) -> None:
+        self._logger(str(trial.trial_id)).info("trial %s restored from a checkpoint",
+                                               trial.trial_id)
+
+    def log_trial_save(self, trial: Trial) -> None:
+        pass
+
+    def log_trial_result(self, iteration: int, trial: Trial, result: dict[str, Any]) -> None:
+        trial_id = str(trial.trial_id)
+        step = int_step(result.get("training_iteration"))
+        if step is None:
+            log.warning("rayplex: a result of trial %s has no integer training_iteration; "
+                        "it is not logged", trial_id)
+            return
+        if step <= self._written.get(trial_id, -1):
+            self.replayed += 1
+            return
+        values = numeric_items(result, skip=_NOT_SCALARS)
+        self._logger(trial_id).add_scalars(values, step=step)
+        self._written[trial_id] = step
+        self._last[trial_id] = values
+
+    def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial,
+                         **info: Any) -> None:
+        self._logger(str(trial.trial_id)).warning(
+            "trial %s failed and is retried:\n%s", trial.trial_id, _last_error(trial))
+
+    def log_trial_end(self, trial: Trial, failed: bool = False) -> None:
+        trial_id = str(trial.trial_id)
+        logger = self._logger(trial_id)
+        if failed:
+            logger.error("trial %s failed:\n%s", trial_id, _last_error(trial))
+        else:
+            logger.info("trial %s completed at iteration %s", trial_id,
+                        self._written.get(trial_id))
+        config = _plain(trial.config)
+        try:
+            # HParams first: TensorBoard keeps the first hparams summary of a run, and
+            # log_params writes one without metrics.
+            logger.add_hparams(_hparams(config), self._last.get(trial_id, {}))
+            logger.log_params(config=config)
+        except (RayplexError, TypeError, ValueError) as exc:
+            log.warning("rayplex: the config of trial %s was not logged: %s", trial_id, exc)
+        flush_quietly(logger)
+        self._last.pop(trial_id, None)
+
+    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
+        if self._loggers:
+            flush_quietly(next(iter(self._loggers.values())))
+
+    # ------------------------------------------------------------------- helpers
+    def _logger(self, trial_id: str) -> Logger:
+        logger = self._loggers.get(trial_id)
+        if logger is None:
+            self.setup()
+            logger = self._loggers[trial_id] = rayplex.get_logger(
+                f"{self.group}/{trial_id}", hub=self.hub)
+        return logger
+
+
+def _plain(config: Any) -> Any:
+    """A trial's config as JSON-like data (Tune's search-space objects become strings)."""
+    if isinstance(config, Mapping):
+        return {str(k): _plain(v) for k, v in config.items()}
+    if isinstance(config, (list, tuple)):
+        return [_plain(v) for v in config]
+    if config is None or isinstance(config, (bool, int, float, str)):
+        return config
+    if is_number(config):
+        return config.item() if hasattr(config, "item") else float(config)
+    return repr(config)
+
+
+def _hparams(config: Mapping[str, Any], prefix: str = "") -> dict[str, bool | int | float | str]:
+    """The config flattened with ``/`` as HParams values (like Tune's own TensorBoard
+    logger); lists and None become strings."""
+    out: dict[str, bool | int | float | str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_hparams(value, name + "/"))
+        elif isinstance(value, (bool, int, float, str)):
+            out[name] = value
+        else:
+            out[name] = str(value)
+    return out
+
+
+_FAILURE_HEADER = "Failure # "
+
+
+def _last_error(trial: Trial) -> str:
+    """The latest failure in the trial's error file (Tune appends one block per failure):
+    Ray's formatted message with the remote frames. Read as text, never unpickled: first the
+    driver's local copy (written before Tune calls back), else the one in storage."""
+    text: str | None = None
+    try:
+        local = trial.error_file
+        if local and os.path.isfile(local):
+            with open(local, encoding="utf-8", errors="replace") as f:
+                text = f.read()
+        else:
+            found = trial.get_error()  # annotated as TuneError, returns the file's text
+            text = None if found is None else str(found)
+    except Exception as exc:  # storage not reachable: say so instead of failing Tune's loop
+        return f"(the error text could not be read: {exc!r})"
+    if not text:
+        return "(no error text recorded)"
+    start = text.rfind(_FAILURE_HEADER)
+    return strip_ansi(text[start:] if start >= 0 else text).rstrip("\n")

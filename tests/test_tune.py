@@ -1,0 +1,188 @@
+"""rayplex.integrations.tune: a real Tune sweep (retried and failing trials included) logged
+through RayplexLoggerCallback, read back with rayplex's reader and TensorBoard's loader."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from collections import defaultdict
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import rayplex
+from rayplex.integrations._common import int_step, numeric_items
+from tests.conftest import tb_scalars, tb_values
+
+HUB = "tune-test"
+ITERS = 5
+FAIL_ONCE_AT = 4  # trial x=2 fails there on its first attempt; its checkpoint is at 2
+FAIL_ALWAYS_AT = 2  # trial x=3 fails there every attempt: retried once, then errors
+
+
+def _f32(x):
+    return float(np.float32(x))
+
+
+def _trainable(config):
+    from ray import tune
+
+    start = 1
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d, open(os.path.join(d, "it")) as f:
+            start = int(f.read()) + 1
+    x = config["x"]
+    for i in range(start, ITERS + 1):
+        if x == 2 and i == FAIL_ONCE_AT and not os.path.exists(config["flag"]):
+            open(config["flag"], "w").close()
+            raise RuntimeError("trial two breaks once")
+        if x == 3 and i == FAIL_ALWAYS_AT:
+            raise RuntimeError("trial three always breaks")
+        saved = None
+        if i % 2 == 0:
+            d = tempfile.mkdtemp()
+            with open(os.path.join(d, "it"), "w") as f:
+                f.write(str(i))
+            saved = tune.Checkpoint.from_directory(d)
+        tune.report({"loss": x * i + 0.25, "nested": {"a": -i}, "note": "text"},
+                    checkpoint=saved)
+
+
+@pytest.fixture(scope="module")
+def sweep(ray_session, tmp_path_factory):
+    from ray import tune
+
+    from rayplex.integrations.tune import RayplexLoggerCallback
+
+    root = tmp_path_factory.mktemp("sweep")
+    logdir = str(root / "exp")
+    callback = RayplexLoggerCallback(logdir, hub=HUB)
+    tuner = tune.Tuner(
+        _trainable,
+        param_space={"x": tune.grid_search([1, 2, 3]), "flag": str(root / "flag")},
+        run_config=tune.RunConfig(storage_path=str(root / "storage"), callbacks=[callback],
+                                  failure_config=tune.FailureConfig(max_failures=1),
+                                  verbose=0),
+    )
+    results = tuner.fit()
+    rayplex.flush(HUB)
+    yield SimpleNamespace(logdir=logdir, callback=callback, results=results,
+                          trial=_trial_ids(results))
+    rayplex.shutdown(HUB)
+
+
+def _trial_ids(results):
+    """x -> trial id, from Tune's own result metrics."""
+    return {r.config["x"]: r.metrics["trial_id"] for r in results}
+
+
+def _series(logdir, tag):
+    out = defaultdict(list)
+    for row in rayplex.read_scalars(logdir, group="tune", tag=tag):
+        out[row.run].append((row.step, row.value))
+    return out
+
+
+def test_every_trial_is_a_run_with_its_value_at_each_iteration_exactly(sweep):
+    loss = _series(sweep.logdir, "tune/loss/all")
+    expected = {
+        f"tune/{sweep.trial[1]}": [(i, _f32(i + 0.25)) for i in range(1, ITERS + 1)],
+        f"tune/{sweep.trial[2]}": [(i, _f32(2 * i + 0.25)) for i in range(1, ITERS + 1)],
+        f"tune/{sweep.trial[3]}": [(1, _f32(3.25))],
+    }
+    assert dict(loss) == expected
+    nested = _series(sweep.logdir, "tune/nested/a/all")
+    assert nested[f"tune/{sweep.trial[2]}"] == [(i, -float(i)) for i in range(1, ITERS + 1)]
+
+
+def test_replayed_iterations_of_retried_trials_are_written_once(sweep):
+    # trial 2 resumed from its checkpoint at 2 and replayed 3; trial 3 restarted and replayed 1
+    assert sweep.callback.replayed >= 2
+    seen = defaultdict(int)
+    for run, tags in tb_scalars(sweep.logdir).items():
+        for tag, points in tags.items():
+            for step, _ in points:
+                seen[(run, tag, step)] += 1
+    assert seen and max(seen.values()) == 1
+
+
+def test_one_chart_per_metric_overlays_all_trials(sweep):
+    scalars = tb_scalars(sweep.logdir)
+    runs = {f"tune/{t}" for t in sweep.trial.values()}
+    assert runs <= set(scalars)
+    for run in runs:
+        assert "tune/loss/all" in scalars[run]
+        assert "tune/training_iteration/all" in scalars[run]
+        assert not any("note" in tag or "config" in tag for tag in scalars[run])
+
+
+def test_trial_config_is_in_params_and_in_the_hparams_tab_with_last_metrics(sweep):
+    from tensorboard.plugins.hparams import metadata
+
+    params = rayplex.read_params(sweep.logdir)
+    for x, trial_id in sweep.trial.items():
+        assert params[f"tune/{trial_id}"]["config"]["x"] == x
+    run = f"hparams/tune/{sweep.trial[2]}"
+    values = tb_values(sweep.logdir)[run]
+    start = values["_hparams_/session_start_info"][0][2]
+    info = metadata.parse_session_start_info_plugin_data(start.metadata.plugin_data.content)
+    assert info.hparams["x"].number_value == 2
+    experiment = values["_hparams_/experiment"][0][2]
+    names = {m.name.tag for m in metadata.parse_experiment_plugin_data(
+        experiment.metadata.plugin_data.content).metric_infos}
+    assert "loss" in names
+    assert tb_scalars(sweep.logdir)[run]["loss"] == [(0, _f32(2 * ITERS + 0.25))]
+
+
+def test_trial_start_retry_error_and_end_are_in_the_text_logs(sweep):
+    def text(x):
+        path = os.path.join(sweep.logdir, "logs", "tune", f"{sweep.trial[x]}.log")
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+
+    retried, failed = text(2), text(3)
+    assert "started" in retried and "failed and is retried" in retried
+    assert "trial two breaks once" in retried and "in _trainable" in retried
+    assert "completed at iteration 5" in retried
+    assert "trial three always breaks" in failed and "raise RuntimeError" in failed
+    assert f"trial {sweep.trial[3]} failed:" in failed
+    assert "\x1b[" not in failed
+
+
+def test_callback_state_carries_written_iterations_into_a_new_callback(experiment):
+    from rayplex.integrations.tune import RayplexLoggerCallback
+
+    first = RayplexLoggerCallback(hub=experiment.name)
+    trial = SimpleNamespace(trial_id="abc_00000", config={"lr": 0.1})
+    for i in (1, 2):
+        first.log_trial_result(i, trial, {"training_iteration": i, "loss": float(i)})
+    restored = pickle.loads(pickle.dumps(first))
+    restored.set_state(first.get_state())
+    for i in (1, 2, 3):  # an experiment restore replays 1 and 2
+        restored.log_trial_result(i, trial, {"training_iteration": i, "loss": 10.0 * i})
+    restored.on_experiment_end([])
+    rows = rayplex.read_scalars(experiment.logdir, group="tune", tag="tune/loss/all")
+    assert [(r.step, r.value) for r in rows] == [(1, 1.0), (2, 2.0), (3, 30.0)]
+    assert restored.replayed == 2
+
+
+def test_callback_refuses_a_bad_group_name_before_starting_anything():
+    from rayplex.integrations.tune import RayplexLoggerCallback
+
+    with pytest.raises(ValueError, match="group"):
+        RayplexLoggerCallback("/nonexistent/never", group="bad/name")
+
+
+def test_numeric_entries_are_flattened_and_others_skipped():
+    result = {"loss": np.float32(0.5), "ok": True, "n": np.int64(3), "cfg": {"lr": 0.1},
+              "text": "x", "none": None, "arr": np.zeros(3), "": 1.0, "config": {"x": 1}}
+    assert numeric_items(result, skip=frozenset({"config"})) == {
+        "loss": 0.5, "ok": 1.0, "n": 3.0, "cfg/lr": 0.1}
+
+
+def test_only_integral_numbers_are_steps():
+    assert [int_step(v) for v in (3, 4.0, np.int64(5), 2.5, True, "6", None)] == [
+        3, 4, 5, None, None, None, None]
