@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import ray
@@ -92,7 +92,7 @@ class HubHandle:
 
 
 def init(logdir: str | os.PathLike[str], name: str | None = None, *,
-         log_level: str = "INFO") -> HubHandle:
+         log_level: str = "INFO", forward: Sequence[Any] | None = None) -> HubHandle:
     """Get or create the hub of experiment ``name`` writing under ``logdir``.
 
     Starts a local Ray if none is initialized. Idempotent for the same logdir. The hub runs
@@ -110,7 +110,8 @@ def init(logdir: str | os.PathLike[str], name: str | None = None, *,
             live hub owns this logdir.
         ValueError: if ``name`` or ``log_level`` is invalid, or ``logdir`` is a file or cannot
             be created.
-        TypeError: if ``logdir`` is not a path.
+        TypeError: if ``logdir`` is not a path, or ``forward`` holds something that is not a
+            ``rayplex.forward.MLflow`` / ``rayplex.forward.WandB``.
     """
     from rayplex.rules import validate_part
     from rayplex.textlog import parse_level
@@ -123,6 +124,7 @@ def init(logdir: str | os.PathLike[str], name: str | None = None, *,
     except (ValueError, TypeError, KeyError) as exc:
         raise ValueError(f"log_level {log_level!r} is not a level name such as 'INFO', "
                          "'DEBUG' or 'INFO5'") from exc
+    trackers = _check_forward(forward)
     path = os.path.realpath(os.path.expanduser(os.fspath(logdir)))
     _check_logdir(path)
     if not ray.is_initialized():
@@ -138,7 +140,71 @@ def init(logdir: str | os.PathLike[str], name: str | None = None, *,
             f"rayplex.shutdown(name={name!r}) first."
         )
     mark_used(name)
+    _start_forwarders(name, path, node_id, trackers)
     return HubHandle(name, path, actor)
+
+
+def _check_forward(forward: Sequence[Any] | None) -> list[Any]:
+    """``forward=`` checked in the driver: trackers of distinct keys."""
+    from rayplex.forward import MLflow, WandB
+
+    if forward is None:
+        return []
+    if isinstance(forward, (MLflow, WandB)):
+        forward = [forward]
+    trackers = list(forward)
+    keys = set()
+    for tracker in trackers:
+        if not isinstance(tracker, (MLflow, WandB)):
+            raise TypeError(f"forward= takes rayplex.forward.MLflow(...) or "
+                            f"rayplex.forward.WandB(...) objects, got {tracker!r:.80}")
+        if tracker.key in keys:
+            raise ValueError(f"forward= names tracker {tracker.key!r} twice")
+        keys.add(tracker.key)
+    return trackers
+
+
+def _start_forwarders(name: str, path: str, node_id: str, trackers: list[Any]) -> None:
+    from rayplex.actors.forwarder import get_or_create_forwarder
+
+    handles = [get_or_create_forwarder(name, path, t, node_id) for t in trackers]
+    if handles:  # constructed (the tracker itself is reached in the background)
+        ray.get([h.info.remote() for h in handles])
+
+
+def _forwarders(name: str) -> list[Any]:
+    from rayplex.actors.forwarder import forwarder_name
+
+    prefix = forwarder_name(name)
+    handles = []
+    for actor_name in actors.list_rayplex_actors():
+        if actor_name.startswith(prefix):
+            with contextlib.suppress(ValueError):
+                handles.append(ray.get_actor(actor_name, namespace="rayplex"))
+    return handles
+
+
+def _stop_forwarders(name: str, timeout: float) -> None:
+    """After the hub closed: forward what is left (within ``timeout``), then stop them."""
+    handles = _forwarders(name)
+    for done in _get_all([h.drain.remote(timeout) for h in handles], timeout + 10):
+        if done is not True:
+            log.warning("rayplex: a forwarder of %r did not catch up within %.0f s; its "
+                        "cursor keeps its place: rayplex.init(..., forward=[...]) on this "
+                        "logdir resumes it", name, timeout)
+    _get_all([h.stop.remote() for h in handles], 60)
+    for handle in handles:
+        ray.kill(handle, no_restart=True)
+
+
+def _get_all(refs: list[Any], timeout: float) -> list[Any]:
+    out = []
+    for ref in refs:
+        try:
+            out.append(ray.get(ref, timeout=timeout))
+        except Exception as exc:
+            out.append(exc)
+    return out
 
 
 def _check_logdir(path: str) -> None:
@@ -280,6 +346,7 @@ def shutdown(name: str | None = None, timeout: float = _GLOBAL_FLUSH_TIMEOUT_S, 
             log.warning("rayplex: closing hub %r failed: %s", hub_name, exc)
         for nb in _node_buffers(hub_name):
             ray.kill(nb, no_restart=True)
+        _stop_forwarders(hub_name, timeout)
         ray.kill(hub, no_restart=True)
         _wait_until_gone(hub_name, timeout)
 
@@ -309,7 +376,9 @@ def status() -> list[dict[str, Any]]:
     result = []
     for hub_name in _hub_names(None):
         try:
-            result.append(ray.get(actors.get_hub(hub_name).info.remote(), timeout=10))
+            info = ray.get(actors.get_hub(hub_name).info.remote(), timeout=10)
+            info["forwarders"] = _get_all([h.info.remote() for h in _forwarders(hub_name)], 10)
+            result.append(info)
         except Exception as exc:
             result.append({"name": hub_name, "error": repr(exc)})
     return result

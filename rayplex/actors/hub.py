@@ -29,6 +29,7 @@ from rayplex.atomic import atomic_write_bytes
 from rayplex.config import config
 from rayplex.encode import ScalarTemplate, tag_header
 from rayplex.groups import GroupRegistry, GroupSpec
+from rayplex.logger_runs import CONTROL_FILE, ControlBook, check_client, check_signal
 from rayplex.records import Ack, Batch, NodeCall
 from rayplex.rules import split_client_id
 
@@ -353,16 +354,231 @@ class Hub:
         with open(path, encoding="utf-8") as f:
             return dict(json.load(f))
 
+    # ------------------------------------------------------------- forwarding
+    def committed_sizes(self) -> dict[str, int]:
+        """``{path relative to the logdir: size}`` of every event file, taken under the writer
+        lock, when no transaction is open: every size ends on committed data, which no undo
+        will cut (a file waiting for an undo counts only up to it). What a forwarder may read.
+        """
+        root = self.writer.tensorboard_dir
+        with self.lock:
+            pending = {os.path.abspath(p): s for p, s in self.writer.pending_undo.items()}
+            sizes: dict[str, int] = {}
+            for dirpath, _, filenames in os.walk(root):
+                for name in filenames:
+                    if "tfevents" not in name:
+                        continue
+                    path = os.path.join(dirpath, name)
+                    try:
+                        size = os.path.getsize(path)
+                    except OSError:
+                        continue
+                    size = min(size, pending.get(os.path.abspath(path), size))
+                    sizes[os.path.relpath(path, self.logdir).replace(os.sep, "/")] = size
+            return sizes
+
+    def forwarder_line(self, level: int, message: str) -> None:
+        """A forwarder's warning, in ``logs/all.log`` as the hub's own line."""
+        self.writer.hub_line(level, str(message)[:2000])
+
+    # ------------------------------------------------- files, runs (ML-Logger)
+    def _append_artifact(self, request_id: str, rel: str, data: bytes) -> str:
+        """Append raw bytes (JSON lines, ``error.log``) as one journalled transaction."""
+        self.writer.settle()
+        target = os.fspath(self.artifacts.resolve(rel))
+        offsets = {target: os.path.getsize(target) if os.path.isfile(target) else 0}
+        self.writer.journal.begin(offsets, [])
+        try:
+            path = self.artifacts.append_bytes(rel, data)
+            self.writer.journal.commit([], [], [request_id])
+        except BaseException:
+            _, failed = undo_files(offsets)
+            self.writer.journal.abort(failed or None)
+            self.writer.pending_undo.update(failed)
+            raise
+        self._applied(request_id)
+        return os.fspath(path)
+
+    def _remove_artifacts(self, request_id: str, base: str, paths: list[str]) -> list[str]:
+        """Remove files or directories below the client directory ``base``: ``""`` is all of
+        it, a path with ``*`` a glob. Returns the paths removed, relative to ``base``."""
+        targets: list[str] = []
+        for path in paths:
+            if path in ("", "."):
+                targets.append("")
+            elif "*" in path:
+                targets.extend(self.artifacts.glob(path, wd=base))
+            else:
+                targets.append(path)
+        removed = [t for t in dict.fromkeys(targets)
+                   if self.artifacts.remove(f"{base}/{t}" if t else base)]
+        self._commit_request(request_id)
+        return removed
+
+    def _move_artifact(self, request_id: str, src: str, to: str) -> str:
+        path = self.artifacts.move(src, to)
+        self._commit_request(request_id)
+        return os.fspath(path)
+
+    def _duplicate_artifact(self, request_id: str, src: str, to: str, exists_ok: bool) -> str:
+        path = self.artifacts.duplicate(src, to, exists_ok)
+        self._commit_request(request_id)
+        return os.fspath(path)
+
+    def _glob_artifacts(self, request_id: str, pattern: str, wd: str) -> list[str]:
+        return self.artifacts.glob(pattern, wd)
+
+    def _read_experiments(self, request_id: str, patterns: list[str]
+                          ) -> dict[str, tuple[dict[str, Any], dict[str, Any] | None]]:
+        """``{client: (params, last heartbeat)}`` of the clients matching a pattern."""
+        from rayplex.logger_runs import match_clients
+        from rayplex.read import read_params
+
+        params = read_params(self.logdir)
+        beats = self.control.heartbeats
+        return {c: (params.get(c, {}), beats.get(c))
+                for c in match_clients(sorted(set(params) | set(beats)), list(patterns))}
+
+    def _ping(self, request_id: str, client: str, status: str, token: str,
+              info: dict[str, Any]) -> list[str]:
+        """A heartbeat: remember it, answer the client's pending signals (once per token)."""
+        return self.control.ping(check_client(client), status, token, info, time.time())
+
+    @property
+    def control(self) -> ControlBook:
+        """Heartbeats and pending signals (``.rayplex/control.json``), loaded on first use."""
+        book: ControlBook | None = getattr(self, "_control_book", None)
+        if book is None:
+            book = ControlBook(os.path.join(self.writer.state_dir, CONTROL_FILE))
+            self._control_book = book
+        return book
+
+    def signal(self, client: str, sig: str) -> list[str]:
+        """Queue signal ``sig`` (``"stop"``, ``"pause"``, ...) for the next ``ping`` of
+        ``client``; returns the signals pending for it."""
+        check_client(client)
+        check_signal(sig)
+        with self.lock:
+            return self.control.signal(client, sig)
+
+    # ------------------------------------------------ projector embeddings, JSON export
+    def _stale_route(self, client_id: str, stamp: Any, run: str) -> GroupRegistry | None:
+        """The current registry if the sender routed ``client_id`` with another one (it routes
+        again and resends: the hub never routes); else check that ``run`` is in its group."""
+        from rayplex.actors.writer import _check_run
+
+        if tuple(stamp) != self.registry.stamp:
+            return self.registry
+        _check_run(run, split_client_id(client_id)[0])
+        return None
+
+    def _confined(self, root: str, *parts: str) -> str:
+        """``root/parts...`` resolved, refused if it leaves ``root`` (also through a link)."""
+        base = os.path.realpath(root)
+        path = os.path.realpath(os.path.join(base, *parts))
+        if path != base and not path.startswith(base + os.sep):
+            raise ValueError(f"{'/'.join(parts)!r} resolves outside {root!r}")
+        return path
+
+    def _save_embedding(self, request_id: str, client_id: str, stamp: Any, run: str,
+                        embedding: Any) -> dict[str, Any]:
+        """Write one embedding's files into ``tensorboard/<run>/<step>/<tag>/`` and its entry
+        into the run's ``projector_config.pbtxt`` (each file replaced atomically)."""
+        from rayplex import projector
+
+        stale = self._stale_route(client_id, stamp, run)
+        if stale is not None:
+            return {"stale": stale}
+        emb = projector.check_embedding(embedding)
+        root = self.writer.tensorboard_dir
+        run_dir = self._confined(root, run)
+        target = self._confined(root, run, emb.subdir)
+        os.makedirs(target, exist_ok=True)
+        self._confined(root, run, emb.subdir)  # again, now that it exists
+        for name, data in emb.files.items():
+            atomic_write_bytes(os.path.join(target, name), data)
+        config_path = os.path.join(run_dir, projector.CONFIG_FILE)
+        existing = ""
+        if os.path.isfile(config_path):
+            with open(config_path, encoding="utf-8") as f:
+                existing = f.read()
+        atomic_write_bytes(config_path, projector.merge_config(existing, emb).encode("utf-8"))
+        if not any("tfevents" in name for name in os.listdir(run_dir)):
+            self.writer.pool.get(run).flush()  # TensorBoard lists only runs with an event file
+        self._commit_request(request_id)
+        return {"path": target}
+
+    def _scalar_rows(self, run: str | None = None) -> dict[str, dict[str, list[list[float]]]]:
+        """``{run: {tag: [[wall_time, step, value], ...]}}`` as written so far."""
+        from rayplex.read import read_scalars
+
+        self.writer.flush()
+        out: dict[str, dict[str, list[list[float]]]] = {}
+        for row in read_scalars(self.logdir, run=run):
+            out.setdefault(row.run, {}).setdefault(row.tag, []).append(
+                [row.wall_time, row.step, row.value])
+        return out
+
+    def _client_scalars(self, request_id: str, client_id: str, stamp: Any, run: str,
+                        prefix: str | None) -> dict[str, Any]:
+        """One client's scalars (read only): its run, and in a shared run only the tags under
+        its ``prefix``."""
+        stale = self._stale_route(client_id, stamp, run)
+        if stale is not None:
+            return {"stale": stale}
+        tags = self._scalar_rows(run).get(run, {})
+        if prefix is not None:
+            tags = {t: v for t, v in tags.items() if t.startswith((prefix + "/", prefix + "."))}
+        return {"scalars": tags}
+
+    def _export_json(self, request_id: str, json_dir: str) -> list[str]:
+        """Tensorplex's ``export_json``: every run's scalars as ``<json_dir>/<run with / as
+        .>.json`` under the logdir."""
+        from rayplex.rules import validate_part
+
+        if not isinstance(json_dir, str) or not json_dir.strip("/"):
+            raise ValueError(f"json_dir must be a relative directory name, got {json_dir!r}")
+        parts = [validate_part(p, f"part of json_dir {json_dir!r}") for p in
+                 json_dir.strip("/").split("/")]
+        if parts[0] in ("tensorboard", "logs", "artifacts", "params"):
+            raise ValueError(f"json_dir {json_dir!r} is inside rayplex's own {parts[0]}/ tree")
+        target = self._confined(self.logdir, *parts)
+        os.makedirs(target, exist_ok=True)
+        paths = []
+        for run, tags in sorted(self._scalar_rows().items()):
+            path = os.path.join(target, run.replace("/", ".") + ".json")
+            atomic_write_bytes(path, json.dumps(tags).encode("utf-8"))
+            paths.append(path)
+        self._commit_request(request_id)
+        return paths
+
 
 _REQUESTS: dict[str, Any] = {
     "save_artifact": Hub._save_artifact,
     "load_artifact": Hub._load_artifact,
     "save_params": Hub._save_params,
+    "append_artifact": Hub._append_artifact,
+    "remove_artifacts": Hub._remove_artifacts,
+    "move_artifact": Hub._move_artifact,
+    "duplicate_artifact": Hub._duplicate_artifact,
+    "glob_artifacts": Hub._glob_artifacts,
+    "read_experiments": Hub._read_experiments,
+    "ping": Hub._ping,
+    "save_embedding": Hub._save_embedding,
+    "client_scalars": Hub._client_scalars,
+    "export_json": Hub._export_json,
 }
 _REPLAYS: dict[str, Any] = {
     "save_artifact": lambda hub, rel, data, append=False: os.fspath(hub.artifacts.resolve(rel)),
     "save_params": lambda hub, client_id, params: hub._read_params(client_id),
     "load_artifact": lambda hub, rel: hub.artifacts.read_bytes(rel),
+    "append_artifact": lambda hub, rel, data: os.fspath(hub.artifacts.resolve(rel)),
+    "remove_artifacts": lambda hub, base, paths: [],
+    "move_artifact": lambda hub, src, to: os.fspath(hub.artifacts.resolve(to)),
+    "duplicate_artifact": lambda hub, src, to, exists_ok: os.fspath(hub.artifacts.resolve(to)),
+    "save_embedding": lambda hub, client_id, stamp, run, embedding: {
+        "path": os.path.join(hub.writer.tensorboard_dir, run, embedding.subdir)},
+    "export_json": lambda hub, json_dir: [],
 }
 
 

@@ -1,0 +1,102 @@
+"""The forwarder actor: one per experiment and tracker, named ``forward:<hub>:<tracker key>``
+in namespace ``rayplex``, detached, restarting forever, on the hub's node (it reads the hub's
+files). A plain class; :func:`get_or_create_forwarder` makes it an actor. Its loop runs
+:class:`rayplex.forward.core.Forwarder` rounds in a thread of its own, and a watch thread
+reports tracker calls that hang.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from rayplex.config import NAMESPACE
+from rayplex.forward.core import BACKOFF_MAX_S, Forwarder
+from rayplex.forward.trackers import Tracker
+
+log = logging.getLogger("rayplex.forward")
+
+WATCH_PERIOD_S = 1.0
+HUB_CALL_TIMEOUT_S = 30.0
+
+
+def forwarder_name(hub: str, key: str = "") -> str:
+    return f"forward:{hub}:{key}"
+
+
+class ForwarderActor:
+    """Follows the hub of experiment ``hub`` writing ``logdir`` and feeds ``tracker``."""
+
+    def __init__(self, hub: str, logdir: str, tracker: Tracker,
+                 backoff_max_s: float = BACKOFF_MAX_S) -> None:
+        from rayplex.actors import get_hub
+
+        self.hub = get_hub(hub)
+        self.forwarder = Forwarder(logdir, tracker, self._committed, self._say,
+                                   backoff_max_s=backoff_max_s)
+        self._stop = threading.Event()
+        self._loop = threading.Thread(target=self._run, name="rayplex-forward", daemon=True)
+        self._watch = threading.Thread(target=self._watching, name="rayplex-forward-watch",
+                                       daemon=True)
+        self._loop.start()
+        self._watch.start()
+
+    def _committed(self) -> dict[str, int]:
+        return dict(ray.get(self.hub.committed_sizes.remote(), timeout=HUB_CALL_TIMEOUT_S))
+
+    def _say(self, level: int, message: str) -> None:
+        log.log(level, message)
+        try:  # never wait on the hub for a warning line
+            self.hub.forwarder_line.remote(level, message)
+        except Exception as exc:
+            log.warning("forwarder: could not send a line to the hub: %s", exc)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            wait = self.forwarder.step()
+            if wait:
+                self._stop.wait(wait)
+
+    def _watching(self) -> None:
+        while not self._stop.wait(WATCH_PERIOD_S):
+            self.forwarder.watch()
+
+    def info(self) -> dict[str, Any]:
+        """The counters: forwarded, retries, failures, slow_calls, tracker_calls, lag..."""
+        return dict(self.forwarder.counters)
+
+    def drain(self, timeout: float) -> bool:
+        """Forward everything the hub committed so far, here and now (rounds are serialised
+        with the loop's); True when done, False if ``timeout`` passed first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if not self.forwarder.round():
+                    return True
+            except Exception:
+                self._stop.wait(0.2)
+        return False
+
+    def stop(self) -> None:
+        """Stop the loop and finish the tracker's runs."""
+        self._stop.set()
+        self._loop.join(timeout=60)
+        self.forwarder.close()
+
+
+def get_or_create_forwarder(hub: str, logdir: str, tracker: Tracker, node_id: str,
+                            backoff_max_s: float = BACKOFF_MAX_S) -> Any:
+    """The forwarder of experiment ``hub`` to ``tracker``, created on ``node_id`` if needed."""
+    return (
+        ray.remote(ForwarderActor)
+        .options(name=forwarder_name(hub, tracker.key), namespace=NAMESPACE,
+                 get_if_exists=True, lifetime="detached", num_cpus=0, max_restarts=-1,
+                 max_task_retries=0, max_concurrency=4,
+                 scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False))
+        .remote(hub, logdir, tracker, backoff_max_s)
+    )

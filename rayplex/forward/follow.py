@@ -1,0 +1,197 @@
+"""Following what the hub committed: a durable cursor and bounded reads of event files.
+
+The forwarder never reads a byte the hub could still undo. The hub answers
+:meth:`rayplex.actors.hub.Hub.committed_sizes` under its writer lock, when no transaction is
+open, so every size it gives ends on a committed record; a failed write is cut back before the
+lock is released, and a restarted hub cuts back before it answers. The forwarder reads only
+below those sizes, and only whole, CRC-valid records.
+
+The cursor (``.rayplex/forward-<tracker>.json``) holds, per event file, the byte offset up to
+which the tracker has *accepted* everything; it is replaced atomically after each accepted
+round, never before. A crash between the tracker's accept and the cursor write resends that
+round (same steps, values and wall times).
+
+Example:
+    >>> import os, tempfile
+    >>> from rayplex.tfrecord import frame
+    >>> d = tempfile.mkdtemp()
+    >>> path = os.path.join(d, "events.out.tfevents.1")
+    >>> with open(path, "wb") as f:
+    ...     _ = f.write(frame(b"a") + frame(b"bc") + b"torn")
+    >>> read_committed(path, 0, os.path.getsize(path), max_bytes=1 << 20)
+    ([b'a', b'bc'], 35)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from rayplex.atomic import atomic_write_bytes
+from rayplex.tfrecord import RECORD_OVERHEAD, iter_records, open_regular
+
+log = logging.getLogger("rayplex.forward")
+
+CURSOR_VERSION = 1
+
+
+@dataclass
+class Cursor:
+    """What one tracker has accepted: byte offsets per event file (relative to the logdir),
+    the tracker's run ids per rayplex run, and a digest of the params forwarded per client."""
+
+    offsets: dict[str, int] = field(default_factory=dict)
+    runs: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        return json.dumps({"v": CURSOR_VERSION, "offsets": self.offsets, "runs": self.runs,
+                           "params": self.params}, sort_keys=True).encode("utf-8")
+
+    def save(self, path: str) -> None:
+        """Replace the cursor file atomically.
+
+        Raises:
+            OSError: if it cannot be written (the previous cursor stays).
+        """
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        atomic_write_bytes(path, self.to_json())
+
+    @classmethod
+    def load(cls, path: str) -> Cursor:
+        """The saved cursor, or an empty one if there is none; a cursor that is not valid
+        data is set aside (``.unreadable``) and forwarding starts over, which the trackers
+        de-duplicate as the Guarantees say.
+
+        Example:
+            >>> Cursor.load("/nonexistent/forward-x.json")
+            Cursor(offsets={}, runs={}, params={})
+        """
+        try:
+            with open(path, "rb") as f:
+                data = json.loads(f.read().decode("utf-8"))
+            if not isinstance(data, dict) or data.get("v") != CURSOR_VERSION:
+                raise ValueError(f"not a version {CURSOR_VERSION} cursor")
+            offsets = {str(k): int(v) for k, v in data["offsets"].items()}
+            runs = {str(k): str(v) for k, v in data["runs"].items()}
+            params = {str(k): str(v) for k, v in data["params"].items()}
+        except FileNotFoundError:
+            return cls()
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.warning("forward cursor %s is unreadable (%s): starting over", path, exc)
+            with contextlib.suppress(OSError):
+                os.replace(path, path + ".unreadable")
+            return cls()
+        return cls(offsets, runs, params)
+
+
+def read_committed(path: str, start: int, end: int, max_bytes: int) -> tuple[list[bytes], int]:
+    """The payloads of the whole, CRC-valid records in ``path`` between byte ``start`` and
+    ``end`` (a committed size), reading at most about ``max_bytes`` (one record more if a
+    single record is larger).
+
+    Returns:
+        ``(payloads, offset)``: the offset just after the last record returned.
+
+    Raises:
+        OSError: if the file cannot be read.
+    """
+    if end <= start:
+        return [], start
+    want = min(end - start, max_bytes)
+    with open_regular(path) as f:
+        f.seek(start)
+        blob = f.read(want)
+        if len(blob) >= 8 and want < end - start:  # one record larger than the budget
+            length = int.from_bytes(blob[:8], "little")
+            need = length + RECORD_OVERHEAD
+            if need > len(blob) and start + need <= end:
+                blob += f.read(need - len(blob))
+    payloads = list(iter_records(blob))
+    used = sum(len(p) + RECORD_OVERHEAD for p in payloads)
+    return payloads, start + used
+
+
+@dataclass(frozen=True)
+class Point:
+    """One scalar as the event file holds it."""
+
+    run: str
+    tag: str
+    step: int
+    wall_time: float
+    value: float
+
+
+@dataclass(frozen=True)
+class Image:
+    """One encoded image (PNG/GIF bytes) of an image summary."""
+
+    run: str
+    tag: str
+    step: int
+    wall_time: float
+    data: bytes
+
+
+def decode(run: str, payloads: list[bytes]) -> tuple[list[Point], list[Image]]:
+    """Scalars and images of the event records ``payloads`` of run ``run`` (other kinds and
+    records that are not ``Event`` protos are skipped)."""
+    from google.protobuf.message import DecodeError
+    from tensorboardX.proto.event_pb2 import Event
+
+    from rayplex.read import _scalar_of  # the one place that knows a scalar's encodings
+
+    points: list[Point] = []
+    images: list[Image] = []
+    for payload in payloads:
+        try:
+            event: Any = Event.FromString(payload)
+        except DecodeError:
+            continue
+        if not event.HasField("summary"):
+            continue
+        for value in event.summary.value:
+            kind = value.WhichOneof("value")
+            if kind == "image":
+                images.append(Image(run, value.tag, int(event.step), float(event.wall_time),
+                                    bytes(value.image.encoded_image_string)))
+                continue
+            scalar = _scalar_of(value)
+            if scalar is not None:
+                points.append(Point(run, value.tag, int(event.step), float(event.wall_time),
+                                    scalar))
+    return points, images
+
+
+def event_files(logdir: str, sizes: dict[str, int]) -> list[tuple[str, str, int]]:
+    """``(relative path, run, committed size)`` of the event files in ``sizes`` (as the hub
+    answers them: paths relative to the logdir), in a stable order."""
+    out = []
+    for rel, size in sorted(sizes.items()):
+        parts = rel.split("/")
+        if len(parts) < 3 or parts[0] != "tensorboard" or "tfevents" not in parts[-1]:
+            continue
+        out.append((rel, "/".join(parts[1:-1]), size))
+    return out
+
+
+def flatten_params(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested params as flat ``a.b.c`` keys with string values (what trackers store).
+
+    Example:
+        >>> flatten_params({"Args": {"lr": 0.001, "layers": [64, 64]}})
+        {'Args.lr': '0.001', 'Args.layers': '[64, 64]'}
+    """
+    out: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten_params(value, name + "."))
+        else:
+            out[name] = value if isinstance(value, str) else json.dumps(value, default=repr)
+    return out

@@ -1,0 +1,221 @@
+"""Forwarding to a real MLflow (a local SQLite store in tmp_path): what the workers logged comes
+out of MLflow exactly as the event files hold it, across tracker outages and forwarder
+restarts, without duplicates."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+
+import pytest
+
+from tests.conftest import tb_values
+
+mlflow = pytest.importorskip("mlflow")
+
+NORMAL, INDEXED, COMBINED = "learner", "agent", "eval"
+
+
+def wait_for(condition, timeout=60.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def read_text(path):
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+@pytest.fixture
+def tracking(tmp_path):
+    return f"sqlite:///{tmp_path / 'mlruns.db'}"
+
+
+def start(tmp_path, tracker, name="fwd"):
+    import rayplex
+    import rayplex.forward  # noqa: F401
+
+    hub = rayplex.init(str(tmp_path / "exp"), name=name, forward=[tracker])
+    (hub.register_normal_group(NORMAL)
+        .register_indexed_group(INDEXED, 2)
+        .register_combined_group(COMBINED, lambda n: n.split("-")[0]))
+    return hub
+
+
+def log_from_workers(hub_name, clients, steps, offset=0.0):
+    import ray
+
+    import rayplex
+
+    @ray.remote(num_cpus=1)  # at most two worker processes, reused from test to test
+    def work(some):
+        for client in some:
+            log = rayplex.get_logger(client, hub=hub_name)
+            for step in range(steps):
+                log.add_scalar("reward", offset + step * 0.5 + len(client), step=step)
+                log.add_scalars({"loss": 1.0 / (step + 1), "lr": 1e-3}, step=step)
+                log.store_metrics(score=float(step + len(client)))
+                if step % 5 == 4:
+                    log.log_metrics_summary(step=step)
+            log.log_params(Args={"lr": 1e-3, "client": client})
+            log.flush()
+
+    ray.get([work.remote(clients[i::3]) for i in range(3)])
+
+
+CLIENTS = [f"{NORMAL}/main", f"{NORMAL}/aux", f"{INDEXED}/0", f"{INDEXED}/1", f"{INDEXED}/3",
+           f"{COMBINED}/greedy-1", f"{COMBINED}/greedy-2"]
+
+
+def mlflow_contents(tracking, logdir):
+    """``{rayplex run: {key: sorted [(step, timestamp ms, value)]}}`` and params, from MLflow."""
+    client = mlflow.MlflowClient(tracking_uri=tracking)
+    experiment = client.get_experiment_by_name("rayplex-test")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    metrics, params, tags = {}, {}, {}
+    for run in runs:
+        name = run.data.tags["rayplex.run"]
+        assert run.data.tags["rayplex.logdir"] == logdir
+        assert name not in metrics, f"two MLflow runs for rayplex run {name}"
+        metrics[name] = {key: sorted((m.step, m.timestamp, m.value)
+                                     for m in client.get_metric_history(run.info.run_id, key))
+                         for key in run.data.metrics}
+        params[name] = dict(run.data.params)
+        tags[name] = dict(run.data.tags)
+    return metrics, params, tags
+
+
+def event_contents(logdir):
+    """The same, from the event files through TensorBoard's own loader."""
+    from tensorboard.util import tensor_util
+
+    out = {}
+    for run, tags in tb_values(logdir).items():
+        for tag, rows in tags.items():
+            points = []
+            for step, wall, value in rows:
+                kind = value.WhichOneof("value")
+                if kind == "simple_value":
+                    points.append((step, int(round(wall * 1000)), float(value.simple_value)))
+                elif kind == "tensor" and value.metadata.plugin_data.plugin_name == "scalars":
+                    points.append((step, int(round(wall * 1000)),
+                                   float(tensor_util.make_ndarray(value.tensor))))
+            if points:
+                out.setdefault(run, {})[tag] = sorted(points)
+    return out
+
+
+def test_mlflow_holds_every_scalar_summary_and_param_with_the_event_files_steps_and_times(
+        ray_session, tmp_path, tracking):
+    import rayplex
+    from rayplex.forward import MLflow
+
+    t0 = time.monotonic()
+    hub = start(tmp_path, MLflow(tracking_uri=tracking, experiment="rayplex-test"))
+    t1 = time.monotonic()
+    log_from_workers(hub.name, CLIENTS, steps=20)
+    t2 = time.monotonic()
+    rayplex.shutdown(hub.name)  # drains the forwarder
+    print("TIMES", t1 - t0, t2 - t1, time.monotonic() - t2)
+    expected = event_contents(hub.logdir)
+    metrics, params, tags = mlflow_contents(tracking, hub.logdir)
+    assert set(expected) >= {"learner", "agent/0", "agent/1", "agent/3", "eval/greedy-1",
+                             "agent/summary", "learner/summary", "eval/summary"}
+    assert metrics == expected
+    assert expected["agent/3"]["agent/reward/2-3"][5] == (5, expected["agent/3"][
+        "agent/reward/2-3"][5][1], 2.5 + 7)
+    assert "agent/score/mean" in metrics["agent/summary"] or "score/mean" in metrics["agent/summary"]
+    assert tags["agent/3"]["rayplex.client"] == "agent/3"
+    assert tags["agent/3"]["rayplex.group"] == "agent"
+    assert tags["agent/summary"]["rayplex.summary"] == "true"
+    assert params["agent/3"]["Args.client"] == "agent/3"
+    assert params["learner"]["main/Args.client"] == "learner/main"
+    assert params["learner"]["aux/Args.lr"] == "0.001"
+
+
+def test_a_killed_forwarder_resumes_from_its_cursor_without_loss_or_mlflow_duplicates(
+        ray_session, tmp_path, tracking):
+    import ray
+
+    import rayplex
+    from rayplex.actors.forwarder import forwarder_name
+    from rayplex.forward import MLflow
+
+    tracker = MLflow(tracking_uri=tracking, experiment="rayplex-test")
+    hub = start(tmp_path, tracker, name="fwdkill")
+    actor = ray.get_actor(forwarder_name(hub.name, tracker.key), namespace="rayplex")
+    log_from_workers(hub.name, CLIENTS[:4], steps=10)
+    wait_for(lambda: ray.get(actor.info.remote())["forwarded"] > 0, what="a first round")
+    ray.kill(actor, no_restart=False)  # mid-run: Ray restarts it; it resumes from the cursor
+    log_from_workers(hub.name, CLIENTS[:4], steps=10, offset=100.0)
+    wait_for(lambda: ray.get(actor.info.remote())["rounds"] >= 0, what="the restarted forwarder")
+    rayplex.shutdown(hub.name)
+    metrics, _, _ = mlflow_contents(tracking, hub.logdir)
+    assert metrics == event_contents(hub.logdir)  # every point once: no loss, no duplicate
+
+
+def test_a_locked_tracker_is_reported_within_slow_call_s_and_loses_nothing_once_released(
+        ray_session, tmp_path, tracking):
+    import ray
+
+    import rayplex
+    from rayplex.forward import MLflow
+
+    tracker = MLflow(tracking_uri=tracking, experiment="rayplex-test", slow_call_s=2.0)
+    hub = start(tmp_path, tracker, name="fwdlock")
+    log_from_workers(hub.name, CLIENTS[:2], steps=5)
+    wait_for(lambda: _forwarder_info(hub.name)["forwarded"] > 0, what="a first round")
+    lock = sqlite3.connect(tracking[len("sqlite:///"):], timeout=1)
+    lock.execute("BEGIN EXCLUSIVE")
+    try:
+        started = time.monotonic()
+        log_from_workers(hub.name, CLIENTS[:2], steps=5, offset=50.0)
+        wait_for(lambda: _forwarder_info(hub.name)["slow_calls"] >= 1, timeout=30,
+                 what="the outage warning")
+        assert time.monotonic() - started < 30
+        all_log = os.path.join(hub.logdir, "logs", "all.log")
+        wait_for(lambda: "has been running" in read_text(all_log), timeout=10,
+                 what="the warning in all.log")
+    finally:
+        lock.rollback()
+        lock.close()
+    rayplex.shutdown(hub.name)
+    metrics, _, _ = mlflow_contents(tracking, hub.logdir)
+    assert metrics == event_contents(hub.logdir)
+    assert ray.is_initialized()
+
+
+def test_an_unreachable_tracker_delays_forwarding_with_backoff_and_then_catches_up(
+        ray_session, tmp_path):
+    import rayplex
+    from rayplex.forward import MLflow
+
+    missing = tmp_path / "not-yet"
+    tracking = f"sqlite:///{missing / 'mlruns.db'}"  # its directory does not exist: calls fail
+    hub = start(tmp_path, MLflow(tracking_uri=tracking, experiment="rayplex-test"), name="fwdout")
+    log_from_workers(hub.name, CLIENTS[2:5], steps=8)
+    info = wait_for(lambda: (i := _forwarder_info(hub.name))["failures"] >= 2 and i, timeout=30,
+                    what="failed rounds")
+    assert info["forwarded"] == 0 and info["problem"] and info["lag_bytes"] > 0
+    all_log = os.path.join(hub.logdir, "logs", "all.log")
+    assert "forwarding is delayed" in read_text(all_log)
+    missing.mkdir()  # the tracker comes back
+    wait_for(lambda: _forwarder_info(hub.name)["problem"] is None, timeout=60,
+             what="recovery")
+    rayplex.shutdown(hub.name)
+    metrics, _, _ = mlflow_contents(tracking, hub.logdir)
+    assert metrics == event_contents(hub.logdir)
+
+
+def _forwarder_info(name):
+    import rayplex
+
+    [status] = [s for s in rayplex.status() if s.get("name") == name]
+    [info] = status["forwarders"]
+    return info
