@@ -16,7 +16,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from rayplex.config import NAMESPACE
-from rayplex.forward.core import BACKOFF_MAX_S, Forwarder
+from rayplex.forward.core import Forwarder
 from rayplex.forward.trackers import Tracker
 
 log = logging.getLogger("rayplex.forward")
@@ -32,13 +32,11 @@ def forwarder_name(hub: str, key: str = "") -> str:
 class ForwarderActor:
     """Follows the hub of experiment ``hub`` writing ``logdir`` and feeds ``tracker``."""
 
-    def __init__(self, hub: str, logdir: str, tracker: Tracker,
-                 backoff_max_s: float = BACKOFF_MAX_S) -> None:
+    def __init__(self, hub: str, logdir: str, tracker: Tracker) -> None:
         from rayplex.actors import get_hub
 
         self.hub = get_hub(hub)
-        self.forwarder = Forwarder(logdir, tracker, self._committed, self._say,
-                                   backoff_max_s=backoff_max_s)
+        self.forwarder = Forwarder(logdir, tracker, self._committed, self._say)
         self._stop = threading.Event()
         self._loop = threading.Thread(target=self._run, name="rayplex-forward", daemon=True)
         self._watch = threading.Thread(target=self._watching, name="rayplex-forward-watch",
@@ -89,8 +87,7 @@ class ForwarderActor:
         self.forwarder.close()
 
 
-def get_or_create_forwarder(hub: str, logdir: str, tracker: Tracker, node_id: str,
-                            backoff_max_s: float = BACKOFF_MAX_S) -> Any:
+def get_or_create_forwarder(hub: str, logdir: str, tracker: Tracker, node_id: str) -> Any:
     """The forwarder of experiment ``hub`` to ``tracker``, created on ``node_id`` if needed."""
     return (
         ray.remote(ForwarderActor)
@@ -98,5 +95,5 @@ def get_or_create_forwarder(hub: str, logdir: str, tracker: Tracker, node_id: st
                  get_if_exists=True, lifetime="detached", num_cpus=0, max_restarts=-1,
                  max_task_retries=0, max_concurrency=4,
                  scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False))
-        .remote(hub, logdir, tracker, backoff_max_s)
+        .remote(hub, logdir, tracker)
     )

@@ -38,7 +38,6 @@ log = logging.getLogger("rayplex.forward")
 MAX_BYTES = 4 * 2**20
 """Event-file bytes read per round: what bounds the forwarder's memory."""
 BACKOFF_START_S = 0.5
-BACKOFF_MAX_S = 30.0
 
 
 def cursor_path(logdir: str, tracker: Tracker) -> str:
@@ -57,14 +56,13 @@ class Forwarder:
     """
 
     def __init__(self, logdir: str, tracker: Tracker, committed: Callable[[], dict[str, int]],
-                 say: Callable[[int, str], None], max_bytes: int = MAX_BYTES,
-                 backoff_max_s: float = BACKOFF_MAX_S) -> None:
+                 say: Callable[[int, str], None], max_bytes: int = MAX_BYTES) -> None:
         self.logdir = logdir
         self.tracker = tracker
         self.committed = committed
         self.say = say
         self.max_bytes = max_bytes
-        self.backoff_max_s = backoff_max_s
+        self.backoff_max_s = float(tracker.retry_max_s)
         self.path = cursor_path(logdir, tracker)
         self.cursor = Cursor.load(self.path)
         self.connection: Connection | None = None

@@ -93,6 +93,8 @@ class MLflow:
         experiment: The MLflow experiment (created if missing).
         slow_call_s: A tracker call running longer than this is reported as an outage warning
             while it still runs (MLflow waits up to 20 s on a locked SQLite file).
+        retry_max_s: The longest wait between retries after a failure (back-off doubles from
+            0.5 s up to this).
 
     Example:
         >>> MLflow(tracking_uri="sqlite:////tmp/mlruns.db", experiment="ppo").key
@@ -102,13 +104,15 @@ class MLflow:
     tracking_uri: str | None = None
     experiment: str = "rayplex"
     slow_call_s: float = 10.0
+    retry_max_s: float = 30.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.experiment, str) or not self.experiment:
             raise ValueError(f"MLflow experiment must be a non-empty str, got {self.experiment!r}")
         if self.tracking_uri is not None and not isinstance(self.tracking_uri, str):
             raise TypeError(f"tracking_uri must be a str, got {type(self.tracking_uri).__name__}")
-        _check_slow(self.slow_call_s)
+        _check_seconds("slow_call_s", self.slow_call_s)
+        _check_seconds("retry_max_s", self.retry_max_s)
 
     @property
     def key(self) -> str:
@@ -131,6 +135,7 @@ class WandB:
         dir: Where W&B writes its files (``None``: W&B's default).
         entity: The W&B entity (team or user), if not the default.
         slow_call_s: See :class:`MLflow`.
+        retry_max_s: See :class:`MLflow`.
 
     Example:
         >>> WandB(project="ppo", mode="offline").key
@@ -142,6 +147,7 @@ class WandB:
     dir: str | None = None
     entity: str | None = None
     slow_call_s: float = 10.0
+    retry_max_s: float = 30.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.project, str) or not self.project:
@@ -149,7 +155,8 @@ class WandB:
         if self.mode not in ("offline", "online", "disabled"):
             raise ValueError(f"W&B mode must be 'offline', 'online' or 'disabled', got "
                              f"{self.mode!r}")
-        _check_slow(self.slow_call_s)
+        _check_seconds("slow_call_s", self.slow_call_s)
+        _check_seconds("retry_max_s", self.retry_max_s)
 
     @property
     def key(self) -> str:
@@ -162,9 +169,11 @@ class WandB:
 Tracker = MLflow | WandB
 
 
-def _check_slow(value: float) -> None:
-    if not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"slow_call_s must be a positive number of seconds, got {value!r}")
+def _check_seconds(name: str, value: float) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
+    if not value > 0:
+        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
 
 
 def _slug(text: str) -> str:
@@ -331,6 +340,9 @@ class _WandBConnection(Connection):
         import wandb
 
         self.wandb = wandb
+        if spec.mode == "offline":  # nothing in this process may reach the network
+            os.environ["WANDB_MODE"] = "offline"
+        os.environ.setdefault("WANDB_SILENT", "true")
         self.spec = spec
         self.logdir = logdir
         self.runs: dict[str, Any] = {}
@@ -355,6 +367,8 @@ class _WandBConnection(Connection):
         media = [(i.tag, i.step, i.wall_time, self._image(i)) for i in images]
         for row in wandb_rows(points, media):
             self.call(run.log, row)
+        # A round trip to W&B's service process, after the rows in order: they were received.
+        self.call(lambda: run.step)
 
     def _image(self, image: Image) -> Any:
         from PIL import Image as PILImage
