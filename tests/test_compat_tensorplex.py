@@ -3,6 +3,7 @@ for the import, and give the runs, tags and values the native API gives."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -194,6 +195,8 @@ def test_the_example_scripts_give_the_native_runs_tags_and_values(ray_session, t
             log.exception("myexc", 2, exc=e)
         log.info3fmt("step {:>3d}", 7)
         log.flush()
+        # Tensorplex's export: every run's scalars under <root>/json/
+        tp.TensorplexClient("learner/system", experiment="tplex_example").export_json("json")
         server.send_signal(signal.SIGINT)  # Ctrl-C: flush and shut the experiment down
         server_out, _ = server.communicate(timeout=120)
         assert server.returncode == 0, server_out
@@ -213,6 +216,11 @@ def test_the_example_scripts_give_the_native_runs_tags_and_values(ray_session, t
     assert got == want
     assert "agent.my.section/foo/8-15" in got["agent/9"]
     assert "ablation/mystats/RL" in got["ablation/DQN"]
+
+    with open(root / "json" / "agent.9.json", encoding="utf-8") as f:
+        exported = json.load(f)
+    assert {tag: [(s, v) for _, s, v in rows] for tag, rows in exported.items()} == \
+        got["agent/9"]
 
     lines = _lines(root / "logs" / "loggerplex" / "agent2.log")
     assert [(p.level, p.message) for p in lines] == [

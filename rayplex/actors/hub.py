@@ -536,10 +536,10 @@ class Hub:
         .>.json`` under the logdir."""
         from rayplex.rules import validate_part
 
-        if not isinstance(json_dir, str) or not json_dir.strip("/"):
+        if not isinstance(json_dir, str) or not json_dir.rstrip("/") or json_dir[0] in "/\\":
             raise ValueError(f"json_dir must be a relative directory name, got {json_dir!r}")
         parts = [validate_part(p, f"part of json_dir {json_dir!r}") for p in
-                 json_dir.strip("/").split("/")]
+                 json_dir.rstrip("/").split("/")]
         if parts[0] in ("tensorboard", "logs", "artifacts", "params"):
             raise ValueError(f"json_dir {json_dir!r} is inside rayplex's own {parts[0]}/ tree")
         target = self._confined(self.logdir, *parts)
