@@ -7,6 +7,8 @@ network. See :mod:`rayplex.session` for what happens next.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import io
 import logging
 import math
@@ -16,7 +18,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import cloudpickle
@@ -43,7 +45,11 @@ from rayplex.records import Partial
 from rayplex.rules import check_step, split_client_id, to_float, validate_logger_name, validate_tag
 from rayplex.session import Session, session_for
 from rayplex.stats import DEFAULT_STATS, MetricsWindow, PartialStats
+from rayplex.terminal import Color, percent, print_table
 from rayplex.textlog import FINE_LEVELS, build_line, format_line, line_from_record
+from rayplex.timers import Counters, TimedBlocks, Timers
+
+__all__ = ["Color", "LogHandler", "Logger", "get_logger", "logger_for_task", "percent"]
 
 _new = tuple.__new__
 
@@ -87,8 +93,15 @@ class Logger(FilesMixin, RunsMixin, ProjectorMixin):
         self._tags_ok: set[str] = set()
         self._window = MetricsWindow()
         self._row: dict[str, float] = {}
+        self._row_cells: dict[str, Color] = {}  # how log(print=True) shows Color values
         self._row_step: int | None = None
         self._last_row_step: int | None = None
+        # Per logger and per thread/async context: one thread's Prefix never renames another's.
+        self._metrics_prefix: contextvars.ContextVar[str] = contextvars.ContextVar(
+            f"rayplex_metrics_prefix_{client_id}", default="")
+        self._timers = Timers()
+        self._counters = Counters()
+        self._timed = TimedBlocks()
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (get_logger, (self.client_id, self.hub, self.echo))
@@ -259,9 +272,13 @@ class Logger(FilesMixin, RunsMixin, ProjectorMixin):
             print: bool = False, **kwargs: Any) -> None:
         """ML-Logger style: key/values for one step, written when the step changes or on flush.
 
+        Keys get the :meth:`Prefix` in effect. A :class:`~rayplex.terminal.Color` value is
+        logged as its number and printed formatted and coloured.
+
         Example:
             >>> log.log(step=10, loss=0.3, accuracy=0.9)  # doctest: +SKIP
-            >>> log.log({"loss": 0.2}, step=11, print=True)  # doctest: +SKIP
+            >>> acc = Color(0.9, "green", percent)  # doctest: +SKIP
+            >>> log.log({"loss": 0.2}, step=11, acc=acc, print=True)  # doctest: +SKIP
 
         Raises:
             TypeError: if a value is not a number.
@@ -270,9 +287,15 @@ class Logger(FilesMixin, RunsMixin, ProjectorMixin):
         """
         values = dict(metrics or {})
         values.update(kwargs)
+        prefix = self._metrics_prefix.get()
         checked = {}
-        for tag, value in values.items():
+        cells = {}
+        for key, value in values.items():
+            tag = prefix + key if prefix and isinstance(key, str) else key
             validate_tag(tag)
+            if isinstance(value, Color):
+                cells[tag] = value
+                value = value.value
             checked[tag] = value if type(value) is float else to_float(value, f"value for tag {tag!r}")
         if step is None:
             if self._row_step is not None:
@@ -285,22 +308,33 @@ class Logger(FilesMixin, RunsMixin, ProjectorMixin):
             self._write_row()
         self._row_step = step
         self._row.update(checked)
+        for tag in checked:
+            if tag in cells:
+                self._row_cells[tag] = cells[tag]
+            else:
+                self._row_cells.pop(tag, None)
         if print:
-            _print_table(f"{self.client_id} step {step}", self._row)
+            print_table(f"{self.client_id} step {step}",
+                        {k: self._row_cells.get(k, v) for k, v in self._row.items()})
 
     def _write_row(self) -> None:
         if self._row and self._row_step is not None:
             self.add_scalars(self._row, step=self._row_step)
             self._last_row_step = self._row_step
         self._row = {}
+        self._row_cells = {}
         self._row_step = None
 
     def log_params(self, print: bool = False, **namespaces: Any) -> dict[str, Any]:
         """Store hyper-parameters (merged across calls) in ``params/<group>/<name>.json`` and
         show them in TensorBoard's HParams tab.
 
+        numpy arrays and scalars are stored as numbers and (nested) lists; a
+        :class:`~rayplex.terminal.Color` value as its value, shown coloured by ``print=True``.
+
         Example:
             >>> log.log_params(Args={"lr": 1e-3, "batch": 64})  # doctest: +SKIP
+            >>> log.log_params(Args={"eps": Color(0.1, "yellow", percent)}, print=True)  # doctest: +SKIP
 
         Returns:
             Everything stored for this client so far.
@@ -318,24 +352,86 @@ class Logger(FilesMixin, RunsMixin, ProjectorMixin):
         if flat:
             self.add_hparams(flat, {})
         if print:
-            _print_table(f"{self.client_id} parameters", flat)
+            cells = {k: v for k, v in _flatten(namespaces).items() if isinstance(v, Color)}
+            print_table(f"{self.client_id} parameters", {k: cells.get(k, v) for k, v in flat.items()})
         return dict(merged)
 
     def store_metrics(self, metrics: Mapping[str, Any] | None = None, /, **kwargs: Any) -> None:
         """Record values whose statistics ``log_metrics_summary`` writes (cheap: updates local
         partial statistics, never ships raw values).
 
+        As in ML-Logger, nested and ragged lists are flattened and ``None`` counts as NaN
+        (reported as ``nan_count``); keys get the :meth:`Prefix` in effect, once, here.
+
         Example:
             >>> log.store_metrics(reward=1.5, length=200)  # doctest: +SKIP
+            >>> log.store_metrics(returns=[[1.0], [2.0, None]])  # doctest: +SKIP
 
         Raises:
             TypeError: if a value is not a number (nothing of that call is stored).
         """
+        prefix = self._metrics_prefix.get()
+        if prefix:
+            if metrics is not None and not isinstance(metrics, Mapping):
+                raise TypeError(f"metrics must be a mapping, got {type(metrics).__name__}")
+            dup = kwargs.keys() & (metrics or {}).keys()
+            if dup:
+                raise ValueError(f"metric(s) {sorted(dup)} given both in the mapping and as "
+                                 "keywords")
+            both = {**(metrics or {}), **kwargs}
+            renamed = {prefix + k if isinstance(k, str) else k: v for k, v in both.items()}
+            self._window.store(renamed)
+            return
         self._window.store(metrics, **kwargs)
 
     def peek_stored_metrics(self) -> str:
         """This worker's current (not yet summarized) window as a table."""
         return self._window.table()
+
+    def pop(self, key: str, default: Any = None) -> PartialStats | Any:
+        """Take ``key`` out of this worker's metrics window: its statistics so far (or
+        ``default``), which ``log_metrics_summary`` then no longer writes. ``key`` is the full
+        key, with any :meth:`Prefix` it was stored under.
+
+        Example:
+            >>> log.store_metrics(reward=[1.0, 3.0])  # doctest: +SKIP
+            >>> log.pop("reward").mean  # doctest: +SKIP
+            2.0
+        """
+        return self._window.pop(key, default)
+
+    @contextlib.contextmanager
+    def Prefix(self, *, metrics: str | bool | None = None, sep: str | None = "/") -> Iterator[None]:  # noqa: N802  ML-Logger's name
+        """A context in which :meth:`store_metrics` and :meth:`log` keys start with
+        ``metrics + sep`` (ML-Logger's ``Prefix(metrics=...)``). The prefix is added once, when
+        a value is stored; ``log_metrics_summary`` writes the stored keys as they are. A nested
+        ``Prefix`` replaces the outer one; ``metrics=False`` turns prefixing off inside. It is
+        per thread (and per asyncio task).
+
+        Example:
+            >>> with log.Prefix(metrics="evaluate"):  # doctest: +SKIP
+            ...     log.store_metrics(reward=1.0)        # stored as "evaluate/reward"
+
+        Raises:
+            TypeError: if ``metrics`` is not a str, False or None, or ``sep`` not a str.
+        """
+        if metrics is not None and not isinstance(metrics, (str, bool)):
+            raise TypeError(f"Prefix(metrics=...) takes a str, got {type(metrics).__name__}")
+        if metrics is True:
+            raise TypeError("Prefix(metrics=True) has no meaning: pass a str, or False for none")
+        if sep is not None and not isinstance(sep, str):
+            raise TypeError(f"Prefix(sep=...) takes a str, got {type(sep).__name__}")
+        var = self._metrics_prefix
+        if metrics is False:
+            token = var.set("")
+        elif metrics:
+            token = var.set(metrics + (sep or ""))
+        else:
+            token = var.set(var.get())
+        try:
+            yield
+        finally:
+            var.reset(token)
 
     def log_metrics_summary(self, step: int, stats: Any = DEFAULT_STATS,
                             per_worker: bool = False) -> None:
@@ -363,6 +459,98 @@ class Logger(FilesMixin, RunsMixin, ProjectorMixin):
                     self.add_scalar(f"{key}/{stat}", value, step=step)
         item = PartialItem(Partial(self.group, step, names, window, clients=(self.client_id,)))
         self._put(item, item_nbytes(item))
+
+    # ------------------------------------------------------ timers, counters
+    def start(self, *keys: str) -> Any:
+        """(Re)start timers (``"default"`` if no key is given); returns the
+        :func:`time.perf_counter` reading, a list for several keys. Timers are local to this
+        process.
+
+        Example:
+            >>> log.start("epoch", "batch")  # doctest: +SKIP
+        """
+        return self._timers.start(*keys)
+
+    def split(self, *keys: str) -> Any:
+        """Seconds since the timer's last ``start``/``split`` -- None the first time -- and
+        restart it (a list for several keys).
+
+        Example:
+            >>> log.split("batch")  # doctest: +SKIP
+            >>> dt = log.split("batch")  # seconds since the line above  # doctest: +SKIP
+        """
+        return self._timers.split(*keys)
+
+    def since(self, *keys: str) -> Any:
+        """Seconds since the timer's last ``start``/``split``, without restarting it (None,
+        and started now, for a timer never started).
+
+        Example:
+            >>> log.start("run"); log.since("run")  # doctest: +SKIP
+        """
+        return self._timers.since(*keys)
+
+    def every(self, n: int | None = 1, key: str = "default", start_on: int = 0) -> bool:
+        """Count a call; True on every ``n``-th call with this ``key`` (``start_on=1``: on the
+        1st, (n+1)-th, ... call instead of the n-th, 2n-th, ...).
+
+        Example:
+            >>> for i in range(100):  # doctest: +SKIP
+            ...     if log.every(10, "eval"):
+            ...         evaluate()
+
+        Raises:
+            ValueError: if ``n`` is not an int >= 1 (or None: never) or ``start_on`` < 0.
+        """
+        return self._counters.every(n, key, start_on)
+
+    def count(self, key: str = "default") -> int:
+        """Count a call with ``key``; returns the count so far (1 the first time).
+
+        Example:
+            >>> log.count("episodes")  # doctest: +SKIP
+            1
+        """
+        return self._counters.count(key)
+
+    def clear(self, key: str = "default") -> None:
+        """Reset the counter of ``key`` (for :meth:`every` and :meth:`count`)."""
+        self._counters.clear(key)
+
+    @contextlib.contextmanager
+    def time(self, key: str = "default", interval: int = 1,
+             fmt: str | Callable[[float], str] = "{delta:0.3E}s") -> Iterator[None]:
+        """Time the block. Every ``interval`` blocks of this ``key`` the mean duration of those
+        blocks is logged as the scalar ``time/<key>`` (step: blocks timed so far) and as an
+        INFO line ``timing <key>: <mean>s±<std>`` in this client's text log (ML-Logger prints
+        that line). A block that raises is not counted.
+
+        Example:
+            >>> for batch in range(100):  # doctest: +SKIP
+            ...     with log.time("upload", interval=50):
+            ...         upload(batch)
+
+        Raises:
+            ValueError: if ``interval`` is not an int >= 1 (before the block runs).
+            TypeError: if ``key`` is not a str.
+        """
+        if not isinstance(key, str):
+            raise TypeError(f"time(key) takes a str, got {type(key).__name__}")
+        validate_tag(f"time/{key}")
+        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+            raise ValueError(f"time(interval=...) needs an int >= 1, got {interval!r}")
+        began = time.perf_counter()
+        yield
+        due = self._timed.record(key, time.perf_counter() - began, interval)
+        if due is None:
+            return
+        count, window = due
+        mean = window.mean
+        self.add_scalar(f"time/{key}", mean, step=count)
+        text = fmt(mean) if callable(fmt) else fmt.format(delta=mean)
+        if interval > 1:
+            text += f"±{window.std:0.1E}"
+        self._emit(logging.INFO, "timing <%s>: %s", (key, text))
 
     # -------------------------------------------------------------- artifacts
     def _artifact(self, path: str, client: str | None = None) -> str:
@@ -449,18 +637,38 @@ class Logger(FilesMixin, RunsMixin, ProjectorMixin):
             return module
         return state
 
-    def save_image(self, image: Any, path: str, dataformats: str = "HWC") -> str:
-        """Store an image file (format from the extension; PNG by default)."""
-        import imageio.v3 as iio
+    def save_image(self, image: Any, path: str, dataformats: str | None = None,
+                   normalize: Any = None, cmap: Any = None) -> str:
+        """Store an image file (format from the extension; PNG by default).
 
-        pixels = media.image_pixels(image, dataformats)
+        ``dataformats=None`` reads a 2-d array as grayscale (``"HW"``) and a 3-d one as
+        ``"HWC"``; one-channel images are stored as grayscale. ``normalize``: True,
+        ``"grid"`` or ``"individual"`` stretch each channel's min..max to the full range (a
+        constant image becomes black), ``(lo, hi)`` stretches that range. ``cmap`` (a
+        matplotlib colour map such as ``"cool"``) colours one-channel data (stored as RGBA).
+
+        Example:
+            >>> log.save_image(np.random.rand(32, 32), "pics/noise.png")  # doctest: +SKIP
+            >>> log.save_image(depth, "pics/depth.png", normalize=True, cmap="cool")  # doctest: +SKIP
+
+        Raises:
+            ValueError: for a shape, dtype, ``normalize`` or colour map that does not fit.
+        """
+        pixels = media.image_file_pixels(image, dataformats, normalize, cmap)
         ext = os.path.splitext(path)[1].lower() or ".png"
-        return self.save_bytes(iio.imwrite("<bytes>", pixels, extension=ext), path)
+        return self.save_bytes(media.encode_image_file(pixels, ext), path)
 
     def save_video(self, frames: Any, path: str, fps: float = 20.0,
-                   dataformats: str = "THWC") -> str:
+                   dataformats: str | None = None) -> str:
         """Store a video file: mp4 through imageio-ffmpeg when installed, else a GIF (the
-        extension then becomes ``.gif``, with a warning)."""
+        extension then becomes ``.gif``, with a warning).
+
+        ``dataformats=None`` reads a 3-d stack (or a list of 2-d frames) as grayscale
+        ``"THW"`` and a 4-d one as ``"THWC"``.
+
+        Example:
+            >>> log.save_video(np.random.rand(10, 32, 32), "clips/noise.gif", fps=5)  # doctest: +SKIP
+        """
         pixels = media.video_pixels(frames, dataformats)
         root, ext = os.path.splitext(path)
         if ext.lower() in (".mp4", ".mov", ".avi", ".mkv", ""):
@@ -468,6 +676,8 @@ class Logger(FilesMixin, RunsMixin, ProjectorMixin):
                 import imageio.v3 as iio
                 import imageio_ffmpeg  # noqa: F401
 
+                if pixels.shape[3] == 1:  # ffmpeg encoders take RGB
+                    pixels = np.repeat(pixels, 3, axis=3)
                 data = iio.imwrite("<bytes>", pixels, extension=ext.lower() or ".mp4", fps=fps)
                 return self.save_bytes(data, path if ext else path + ".mp4")
             except ImportError:
@@ -475,6 +685,47 @@ class Logger(FilesMixin, RunsMixin, ProjectorMixin):
                               "(pip install 'rayplex[media]')", stacklevel=2)
                 path = root + ".gif"
         return self.save_bytes(media.encode_gif(pixels, fps), path)
+
+    def make_video(self, files: str | Sequence[str], key: str, fps: float = 20.0,
+                   order: str | int | None = "ascending") -> str | None:
+        """Assemble images stored by this client into a video stored at ``key``.
+
+        ``files`` is a glob pattern over this client's artifacts (``"frames/*.png"``; the
+        matches are sorted by ``order``: ``"ascending"``/1, ``"descending"``/-1, None keeps the
+        store's order) or a list of paths, used in its own order. Frames must have one size;
+        the format follows ``key`` as in :meth:`save_video`.
+
+        Example:
+            >>> log.make_video("frames/*.png", key="videos/run.gif", fps=10)  # doctest: +SKIP
+
+        Returns:
+            The stored path, or None when nothing matched.
+
+        Raises:
+            ValueError: for an unknown ``order`` or frames of different sizes.
+            FileNotFoundError: for a listed path that is not stored.
+        """
+        if isinstance(files, str):
+            if order not in ("ascending", 1, "descending", -1, None):
+                raise ValueError(f"order must be 'ascending', 'descending' or None, got {order!r}")
+            names = list(self.glob(files))
+            if order in ("ascending", 1):
+                names.sort()
+            elif order in ("descending", -1):
+                names.sort(reverse=True)
+        else:
+            names = list(files)
+            for name in names:
+                if not isinstance(name, str):
+                    raise TypeError(f"make_video takes a glob or a list of paths, got an item "
+                                    f"{type(name).__name__}")
+        if not names:
+            return None
+        import imageio.v3 as iio
+
+        images = [iio.imread(self.load_bytes(name)) for name in names]
+        return self.save_video(media.stack_frames(images, names), key, fps=fps,
+                               dataformats="THWC")
 
     def savefig(self, path: str, fig: Any = None, **savefig_kwargs: Any) -> str:
         """Store a matplotlib figure (default: the current one) in the format of the extension."""
@@ -639,8 +890,10 @@ def _jsonable(value: Any) -> Any:
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
+    if isinstance(value, Color):
+        return _jsonable(value.value)
+    if isinstance(value, (np.generic, np.ndarray)):  # 0-d arrays become numbers
+        return _jsonable(value.tolist())
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return repr(value)
@@ -655,18 +908,6 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         elif value is not None:
             out[name] = value
     return out
-
-
-def _print_table(title: str, values: Mapping[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title)
-    table.add_column("key")
-    table.add_column("value", justify="right")
-    for key, value in values.items():
-        table.add_row(str(key), f"{value:.6g}" if isinstance(value, float) else str(value))
-    Console().print(table)
 
 
 _loggers_lock = threading.Lock()
