@@ -67,8 +67,7 @@ def sweep(ray_session, tmp_path_factory):
                                   failure_config=tune.FailureConfig(max_failures=1),
                                   verbose=0),
     )
-    results = tuner.fit()
-    rayplex.flush(HUB)
+    results = tuner.fit()  # no rayplex.flush: the callback flushed at each trial's end
     yield SimpleNamespace(logdir=logdir, callback=callback, results=results,
                           trial=_trial_ids(results))
     rayplex.shutdown(HUB)

@@ -88,7 +88,7 @@ def flush_quietly(logger: Any, timeout: float = FLUSH_TIMEOUT_S) -> None:
     try:
         logger.flush(timeout)
     except RayplexError as exc:
-        log.warning("rayplex: flushing %s failed (%s); the data stays buffered", logger, exc)
+        log.warning("rayplex: flushing %s failed: %s", logger, exc)
 
 
 def int_step(value: Any) -> int | None:

@@ -12,8 +12,9 @@ restore, through ``get_state``/``set_state``) and skips results at or below it, 
 is written twice.
 
 The callback runs on Tune's driver loop: a result costs a few buffered ``add_scalar`` calls
-and never waits on the network. It waits for the hub (at most a few seconds) only when a
-trial ends and when the experiment ends.
+and never waits on the network (the Logger's background thread ships them). A trial's end
+costs one round trip to the hub (its params); the end of the sweep flushes (at most
+``END_FLUSH_TIMEOUT_S``), so the logdir is complete when ``Tuner.fit()`` returns.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ TRIALS_BIN = "all"
 """The one chart bin every trial is overlaid in: tag ``<group>/<metric>/all``."""
 
 _NOT_SCALARS = frozenset({"config"})
+
+END_FLUSH_TIMEOUT_S = 30.0
+"""Longest the end of a sweep waits for the hub; the data of a slower hub stays buffered."""
 
 
 def one_bin(name: str) -> str:
@@ -169,12 +173,11 @@ class RayplexLoggerCallback(LoggerCallback):
             logger.log_params(config=config)
         except (RayplexError, TypeError, ValueError) as exc:
             log.warning("rayplex: the config of trial %s was not logged: %s", trial_id, exc)
-        flush_quietly(logger)
         self._last.pop(trial_id, None)
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
-        if self._loggers:
-            flush_quietly(next(iter(self._loggers.values())))
+        if self._loggers:  # one flush covers every trial: they share this process's session
+            flush_quietly(next(iter(self._loggers.values())), END_FLUSH_TIMEOUT_S)
 
     # ------------------------------------------------------------------- helpers
     def _logger(self, trial_id: str) -> Logger:
