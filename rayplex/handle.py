@@ -90,6 +90,10 @@ class HubHandle:
         """Same as :func:`rayplex.shutdown` for this experiment."""
         shutdown(self.name)
 
+    def signal(self, client: str, sig: str) -> list[str]:
+        """Same as :func:`rayplex.signal` for this experiment."""
+        return signal(client, sig, self.name)
+
 
 def init(logdir: str | os.PathLike[str], name: str | None = None, *,
          log_level: str = "INFO", forward: Sequence[Any] | None = None) -> HubHandle:
@@ -192,7 +196,9 @@ def _stop_forwarders(name: str, timeout: float) -> None:
             log.warning("rayplex: a forwarder of %r did not catch up within %.0f s; its "
                         "cursor keeps its place: rayplex.init(..., forward=[...]) on this "
                         "logdir resumes it", name, timeout)
-    _get_all([h.stop.remote() for h in handles], 60)
+    # W&B's finish() takes seconds per run on a busy machine: a kill before it returns could
+    # leave runs unfinished (their data is written; their summary and exit record are not).
+    _get_all([h.stop.remote() for h in handles], 300)
     for handle in handles:
         ray.kill(handle, no_restart=True)
 
@@ -382,3 +388,27 @@ def status() -> list[dict[str, Any]]:
         except Exception as exc:
             result.append({"name": hub_name, "error": repr(exc)})
     return result
+
+
+def signal(client: str, sig: str, name: str | None = None) -> list[str]:
+    """Send signal ``sig`` (``"stop"``, ``"pause"``, any 1-64 of letters, digits, ``_ . -``)
+    to ``client``: its next ``logger.ping()`` returns it, once. A signal already pending for
+    that client is not queued twice.
+
+    Example:
+        >>> rayplex.signal("agent/3", "stop")  # doctest: +SKIP
+        ['stop']
+
+    Returns:
+        The signals now pending for ``client``, oldest first.
+
+    Raises:
+        ValueError: for a bad client id or signal name (checked here, before the hub is asked).
+        HubNotFoundError: if the experiment's hub is not running.
+    """
+    from rayplex.logger_runs import check_client, check_signal
+
+    check_client(client)
+    check_signal(sig)
+    hub = actors.get_hub(name or config().hub)
+    return list(ray.get(hub.signal.remote(client, sig)))

@@ -84,7 +84,8 @@ class ForwarderActor:
         """Stop the loop and finish the tracker's runs."""
         self._stop.set()
         self._loop.join(timeout=60)
-        self.forwarder.close()
+        with self.forwarder.lock:  # after a round a timed-out drain may still be running
+            self.forwarder.close()
 
 
 def get_or_create_forwarder(hub: str, logdir: str, tracker: Tracker, node_id: str) -> Any:

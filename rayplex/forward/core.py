@@ -93,6 +93,7 @@ class Forwarder:
             self._note_lag(lag)
             budget = self.max_bytes
             offsets: dict[str, int] = {}
+            file_run: dict[str, str] = {}
             points: dict[str, list[Point]] = {}
             images: dict[str, list[Image]] = {}
             for rel, run, size in files:
@@ -110,6 +111,7 @@ class Forwarder:
                     continue
                 budget -= end - start
                 offsets[rel] = end
+                file_run[rel] = run
                 p, i = decode(run, payloads)
                 if p:
                     points.setdefault(run, []).extend(p)
@@ -119,18 +121,23 @@ class Forwarder:
             if not offsets and not params:
                 return False
             connection = self._connect()
-            for run in dict.fromkeys([*points, *images, *params]):
-                run_id = self._run_id(connection, run)
-                if points.get(run) or images.get(run):
-                    connection.log(run_id, points.get(run, []), images.get(run, []))
-                if run in params:
-                    connection.log_params(run_id, params[run][0])
-            self.cursor.offsets.update(offsets)
-            for run in params:
-                self.cursor.params.update(params[run][1])
-            self.cursor.save(self.path)
-            self.counters["forwarded"] += sum(len(p) for p in points.values())
-            self.counters["images"] += sum(len(i) for i in images.values())
+            try:
+                for run in dict.fromkeys([*points, *images, *params]):
+                    run_id = self._run_id(connection, run)
+                    if points.get(run) or images.get(run):
+                        connection.log(run_id, points.get(run, []), images.get(run, []))
+                    if run in params:
+                        connection.log_params(run_id, params[run][0])
+                    # accepted: a failure further on resends only the runs after this one
+                    self.cursor.offsets.update({rel: end for rel, end in offsets.items()
+                                                if file_run[rel] == run})
+                    if run in params:
+                        self.cursor.params.update(params[run][1])
+                    self.counters["forwarded"] += len(points.get(run, []))
+                    self.counters["images"] += len(images.get(run, []))
+                self.cursor.offsets.update(offsets)  # files without anything to forward
+            finally:
+                self.cursor.save(self.path)
             self.counters["rounds"] += 1
             self.counters["last_forwarded"] = time.time()
             self._note_lag(sum(max(0, size - self.cursor.offsets.get(rel, 0))
