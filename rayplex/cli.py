@@ -23,6 +23,7 @@ import os
 import re
 import shlex
 import sys
+import time
 from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
@@ -275,7 +276,47 @@ def _ls(args: argparse.Namespace) -> int:
     if summary.params:
         params = ", ".join(sorted(summary.params, key=natural_key))
         console.print(f"params: {_plain(params)}  (rayplex.read_params)")
+    jobs = _job_rows(args.logdir, time.time())
+    if jobs:
+        jobs_table = Table(title="clients (job status: logger.job_*; last seen: logger.ping)")
+        for column in ("client", "job status", "ping status", "last seen", "host"):
+            jobs_table.add_column(column, justify="right" if column == "last seen" else "left")
+        show(jobs_table, jobs, "clients")
     return 0
+
+
+def _ago(seconds: float) -> str:
+    """``"5 s ago"``, ``"3 min ago"``, ``"2.5 h ago"``, ``"4.0 d ago"``."""
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h ago"
+    return f"{seconds / 86400:.1f} d ago"
+
+
+def _job_rows(logdir: str, now: float) -> list[tuple[str, ...]]:
+    """One row per client with a job status or a heartbeat: client, job status, ping status,
+    last seen, host."""
+    from rayplex.logger_runs import read_control
+    from rayplex.read import read_params
+
+    beats = read_control(logdir).heartbeats
+    statuses: dict[str, str] = {}
+    for client, params in read_params(logdir).items():
+        job = params.get("job")
+        if isinstance(job, dict) and "status" in job:
+            statuses[client] = str(job["status"])
+    rows: list[tuple[str, ...]] = []
+    for client in sorted(set(statuses) | set(beats), key=natural_key):
+        beat = beats.get(client, {})
+        seen = beat.get("time")
+        rows.append((client, statuses.get(client, ""), str(beat.get("status", "")),
+                     _ago(now - seen) if isinstance(seen, (int, float)) else "",
+                     str(beat.get("hostname", ""))))
+    return rows
 
 
 # ----------------------------------------------------------------------------- export

@@ -1,7 +1,492 @@
-"""ML-Logger's run bookkeeping on :class:`rayplex.Logger`: errors, job status, git, heartbeats."""
+"""ML-Logger's run bookkeeping on :class:`rayplex.Logger`: errors, job status, git, heartbeats.
+
+Where things are kept:
+
+* a captured error goes to the client's text log (ERROR, with the traceback) and is appended
+  to the artifact ``error.log`` (ML-Logger's default name);
+* the job status is a ``job`` namespace in the client's params
+  (``params/<group>/<name>.json``), next to what ``log_params`` stored, so that
+  :meth:`RunsMixin.get_exps` and ``rayplex ls`` read both at once;
+* heartbeats (``ping``) and the signals a driver sent (``hub.signal(client, "stop")``) are hub
+  state, kept as JSON in ``.rayplex/control.json`` by :class:`ControlBook`.
+
+A signal is handed out once: the first ping of that client after it was sent returns it. Each
+ping carries a token of its own, and the hub remembers what it answered to the last tokens, so
+that a ping Ray replays after a hub restart answers the same signals again instead of losing
+them.
+
+Example:
+    >>> import tempfile, os
+    >>> book = ControlBook(os.path.join(tempfile.mkdtemp(), "control.json"))
+    >>> book.signal("agent/3", "stop")
+    ['stop']
+    >>> book.ping("agent/3", "running", "token-1", {}, now=100.0)
+    ['stop']
+    >>> book.ping("agent/3", "running", "token-1", {}, now=100.0)  # a replay: same answer
+    ['stop']
+    >>> book.ping("agent/3", "running", "token-2", {}, now=101.0)
+    []
+    >>> ControlBook(book.path).heartbeats["agent/3"]["time"]
+    101.0
+"""
 
 from __future__ import annotations
+
+import contextlib
+import datetime
+import fnmatch
+import json
+import logging
+import os
+import re
+import socket
+import subprocess
+import threading
+import traceback
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from rayplex.atomic import atomic_write_bytes
+from rayplex.rules import split_client_id
+
+if TYPE_CHECKING:
+    import pandas
+
+__all__ = ["CONTROL_FILE", "JOB_STATUSES", "ControlBook", "RunsMixin", "check_signal",
+           "flatten_params", "read_control"]
+
+log = logging.getLogger("rayplex")
+
+CONTROL_FILE = "control.json"
+"""Heartbeats and pending signals, in the logdir's ``.rayplex/`` (see :class:`ControlBook`)."""
+
+JOB_STATUSES = {"created": "createTime", "requested": "requestTime", "started": "startTime",
+                "running": "runTime", "paused": "pauseTime", "completed": "completionTime",
+                "errored": "errorTime"}
+"""ML-Logger's job life cycle: status -> the key of its UTC time in the ``job`` params."""
+
+_SIGNAL = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+_MAX_STATUS = 200
+_MAX_ANSWERS = 1024  # ping tokens whose answers a replay can still get
+_GIT_TIMEOUT_S = 30.0
+
+
+def check_signal(sig: Any) -> str:
+    """A signal name for :meth:`ControlBook.signal`: 1-64 letters, digits, ``_ . -``.
+
+    Example:
+        >>> check_signal("stop")
+        'stop'
+
+    Raises:
+        TypeError: if ``sig`` is not a str.
+        ValueError: for any other string (the message shows it).
+    """
+    if not isinstance(sig, str):
+        raise TypeError(f"a signal is a str such as 'stop' or 'pause', got {type(sig).__name__}")
+    if not _SIGNAL.fullmatch(sig):
+        raise ValueError(f"a signal is 1-64 letters, digits, '_', '.' or '-', got {sig!r}")
+    return sig
+
+
+def _check_status(status: Any) -> str:
+    if not isinstance(status, str):
+        raise TypeError(f"ping status must be a str such as 'running', got {type(status).__name__}")
+    if not status or len(status) > _MAX_STATUS or not status.isprintable():
+        raise ValueError(f"ping status must be 1-{_MAX_STATUS} printable characters, got "
+                         f"{status[:80]!r}")
+    return status
+
+
+class ControlBook:
+    """The hub's heartbeats and pending signals per client, kept as JSON (never pickles).
+
+    Args:
+        path: The JSON file (``.rayplex/control.json``); ``None`` keeps it in memory only. An
+            unreadable file is reported in the log and replaced: heartbeats are not data worth
+            refusing to start for.
+    """
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.heartbeats: dict[str, dict[str, Any]] = {}
+        self.signals: dict[str, list[str]] = {}
+        self.answers: dict[str, list[str]] = {}
+        if path is not None and os.path.isfile(path):
+            try:
+                with open(path, encoding="utf-8") as f:
+                    state = json.load(f)
+                self.heartbeats = {str(k): dict(v) for k, v in state["heartbeats"].items()}
+                self.signals = {str(k): [str(s) for s in v] for k, v in state["signals"].items()}
+                self.answers = {str(k): [str(s) for s in v] for k, v in state["answers"].items()}
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                log.warning("rayplex: %s is unreadable (%s); heartbeats and signals start empty",
+                            path, exc)
+
+    def ping(self, client: str, status: str, token: str, info: Mapping[str, Any],
+             now: float) -> list[str]:
+        """Record that ``client`` is alive with ``status``; return (and forget) its pending
+        signals. The same ``token`` again answers the same signals (a replayed call)."""
+        if token in self.answers:
+            return list(self.answers[token])
+        handed = self.signals.pop(client, [])
+        self.heartbeats[client] = {**info, "status": status, "time": now}
+        self.answers[token] = handed
+        while len(self.answers) > _MAX_ANSWERS:
+            del self.answers[next(iter(self.answers))]
+        self.save()
+        return list(handed)
+
+    def signal(self, client: str, sig: str) -> list[str]:
+        """Queue ``sig`` for the next ping of ``client`` (once: a signal already pending is not
+        queued twice); returns what is pending for it."""
+        pending = self.signals.setdefault(client, [])
+        if sig not in pending:
+            pending.append(sig)
+            self.save()
+        return list(pending)
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        state = {"heartbeats": self.heartbeats, "signals": self.signals, "answers": self.answers}
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        atomic_write_bytes(self.path, json.dumps(state, sort_keys=True).encode("utf-8"))
+
+
+def read_control(logdir: str | os.PathLike[str]) -> ControlBook:
+    """The heartbeats and pending signals of an experiment, read from its logdir (empty if
+    no client ever pinged).
+
+    Example:
+        >>> read_control("/tmp/exp1").heartbeats  # doctest: +SKIP
+        {'agent/3': {'status': 'running', 'time': 1764560000.0, 'hostname': 'n1', 'pid': 42}}
+    """
+    from rayplex.actors.writer import STATE_DIR
+
+    return ControlBook(os.path.join(os.fspath(logdir), STATE_DIR, CONTROL_FILE))
+
+
+def flatten_params(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested params as one level with dotted keys, as ML-Logger's ``dot_flatten``.
+
+    Example:
+        >>> flatten_params({"Args": {"lr": 0.1, "net": {"depth": 3}}, "seed": 1})
+        {'Args.lr': 0.1, 'Args.net.depth': 3, 'seed': 1}
+    """
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping) and value:
+            out.update(flatten_params(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _utcnow() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat()
+
+
+def _git(directory: str | os.PathLike[str], *args: str) -> str | None:
+    """The output of ``git <args>`` in ``directory``, or None when git says no (not a
+    repository, no tags) or is not installed. No shell: paths are never interpreted."""
+    try:
+        done = subprocess.run(["git", *args], cwd=os.fspath(directory), capture_output=True,
+                              timeout=_GIT_TIMEOUT_S, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    return done.stdout.decode("utf-8", "replace")
+
+
+class _KeepAlive(threading.Thread):
+    """Pings every ``interval`` seconds with the last status; keeps the signals it receives
+    for the next :meth:`RunsMixin.ping` to return (as ML-Logger's background duplex)."""
+
+    def __init__(self, owner: RunsMixin, status: str, interval: float) -> None:
+        super().__init__(name=f"rayplex-ping-{owner.client_id}", daemon=True)
+        self.owner = owner
+        self.status = status
+        self.interval = interval
+        self.received: list[str] = []
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            try:
+                signals = self.owner._ping_hub(self.status)
+            except Exception as exc:  # the experiment is gone: stop pinging, say why once
+                log.info("rayplex: %s stopped pinging: %s", self.owner.client_id, exc)
+                return
+            with self.lock:
+                self.received.extend(signals)
+
+    def take(self) -> list[str]:
+        with self.lock:
+            taken, self.received = self.received, []
+        return taken
 
 
 class RunsMixin:
     """Job status, captured errors, git state and heartbeats of one client."""
+
+    _keep_alive: _KeepAlive | None = None
+
+    if TYPE_CHECKING:
+        client_id: str
+
+        def _call_hub(self, method: str, *args: Any) -> Any: ...
+        def _artifact(self, path: str, client: str | None = None) -> str: ...
+        def save_text(self, text: str, path: str) -> str: ...
+        def error(self, msg: Any, *args: Any, **kw: Any) -> None: ...
+        def warning(self, msg: Any, *args: Any, **kw: Any) -> None: ...
+
+    # ------------------------------------------------------------------ errors
+    @contextlib.contextmanager
+    def capture_error(self, file: str = "error.log", reraise: bool = False) -> Iterator[None]:
+        """A context that logs an exception raised in it and, as ML-Logger, swallows it.
+
+        The traceback goes to this client's text log (ERROR) and is appended to the artifact
+        ``file``. ``reraise=True`` raises it again after logging. ``KeyboardInterrupt`` and
+        ``SystemExit`` are not caught.
+
+        Example:
+            >>> with log.capture_error():  # doctest: +SKIP
+            ...     train()
+
+        Raises:
+            ValueError: if ``file`` is not a valid artifact path (before the block runs).
+        """
+        rel = self._artifact(file)
+        try:
+            yield
+        except Exception as exc:
+            text = traceback.format_exc()
+            self.error("Exception occurred: %s", exc, exc_info=exc)
+            self._call_hub("append_artifact", rel, f"Exception occurred {exc}\n{text}\n".encode())
+            if reraise:
+                raise
+
+    # -------------------------------------------------------------- job status
+    def _job(self, status: str, job: Mapping[str, Any] | None,
+             namespaces: Mapping[str, Any]) -> dict[str, Any]:
+        from rayplex.logger import _jsonable
+
+        if job is not None and not isinstance(job, Mapping):
+            raise TypeError(f"job must be a mapping, got {type(job).__name__}")
+        for key, value in namespaces.items():
+            if not isinstance(value, Mapping):
+                raise TypeError(f"job_{status}({key}=...) takes a mapping, got "
+                                f"{type(value).__name__}")
+        entry = {**dict(job or {}), "status": status, JOB_STATUSES[status]: _utcnow()}
+        params = {"job": entry, **namespaces}
+        return dict(self._call_hub("save_params", self.client_id, _jsonable(params)))
+
+    def job_created(self, job: Mapping[str, Any] | None = None, **params: Any) -> dict[str, Any]:
+        """Set this client's job status to ``created`` (see :meth:`job_started`)."""
+        return self._job("created", job, params)
+
+    def job_requested(self, job: Mapping[str, Any] | None = None,
+                      **params: Any) -> dict[str, Any]:
+        """Set this client's job status to ``requested`` (see :meth:`job_started`)."""
+        return self._job("requested", job, params)
+
+    def job_started(self, job: Mapping[str, Any] | None = None, **params: Any) -> dict[str, Any]:
+        """Set this client's job status to ``started``: params ``job.status`` and
+        ``job.startTime`` (UTC, ISO 8601), merged with ``job`` and any other namespaces given
+        (as ``log_params``). Shown by ``rayplex ls`` and :meth:`get_exps`. It does not add an
+        HParams session (``log_params`` does).
+
+        Example:
+            >>> log.job_started(job={"queue": "gpu"}, Args={"lr": 0.1})  # doctest: +SKIP
+
+        Returns:
+            Everything stored in this client's params so far.
+
+        Raises:
+            TypeError: if ``job`` or a namespace is not a mapping.
+        """
+        return self._job("started", job, params)
+
+    def job_running(self, job: Mapping[str, Any] | None = None, **params: Any) -> dict[str, Any]:
+        """Set this client's job status to ``running`` (``job.runTime``)."""
+        return self._job("running", job, params)
+
+    def job_paused(self, job: Mapping[str, Any] | None = None, **params: Any) -> dict[str, Any]:
+        """Set this client's job status to ``paused`` (``job.pauseTime``)."""
+        return self._job("paused", job, params)
+
+    def job_completed(self, job: Mapping[str, Any] | None = None,
+                      **params: Any) -> dict[str, Any]:
+        """Set this client's job status to ``completed`` (``job.completionTime``)."""
+        return self._job("completed", job, params)
+
+    def job_errored(self, job: Mapping[str, Any] | None = None, **params: Any) -> dict[str, Any]:
+        """Set this client's job status to ``errored`` (``job.errorTime``)."""
+        return self._job("errored", job, params)
+
+    # -------------------------------------------------------------- experiments
+    def get_exps(self, *patterns: str, as_dataframe: bool = True) -> pandas.DataFrame | list[
+            dict[str, Any]]:
+        """Every client whose id matches a pattern (:mod:`fnmatch`; none: all), one row each:
+        ``client``, its params flattened with dots (``Args.lr``, ``job.status``) and its last
+        heartbeat (``ping.status``, ``ping.time`` in seconds since the epoch).
+
+        Example:
+            >>> log.get_exps("agent/*")[["client", "job.status"]]  # doctest: +SKIP
+
+        Returns:
+            A pandas DataFrame sorted by client (or the rows as dicts with
+            ``as_dataframe=False``).
+
+        Raises:
+            TypeError: if a pattern is not a str.
+        """
+        for pattern in patterns:
+            if not isinstance(pattern, str) or not pattern:
+                raise TypeError(f"get_exps takes client-id patterns such as 'agent/*', got "
+                                f"{pattern!r}")
+        found = self._call_hub("read_experiments", list(patterns) or ["*"])
+        rows = []
+        for client in sorted(found):
+            params, heartbeat = found[client]
+            row: dict[str, Any] = {"client": client, "job.status": None}
+            row.update(flatten_params(params))
+            row["ping.status"] = heartbeat.get("status") if heartbeat else None
+            row["ping.time"] = heartbeat.get("time") if heartbeat else None
+            rows.append(row)
+        if not as_dataframe:
+            return rows
+        import pandas as pd
+
+        return pd.DataFrame(rows, columns=None if rows else ["client", "job.status",
+                                                              "ping.status", "ping.time"])
+
+    @property
+    def hostname(self) -> str:
+        """This worker's fully qualified host name (ML-Logger's ``hostname -f``)."""
+        return socket.getfqdn()
+
+    # --------------------------------------------------------------------- git
+    def diff(self, diff_directory: str | os.PathLike[str] = ".", diff_filename: str = "index.diff",
+             ref: str = "HEAD", verbose: bool = False) -> str | None:
+        """Store ``git diff <ref> --binary`` of ``diff_directory`` as the artifact
+        ``diff_filename`` (ML-Logger's ``index.diff``) and return it; outside a git repository
+        (or without git) log a warning, store nothing and return None.
+
+        Example:
+            >>> patch = log.diff()  # doctest: +SKIP
+
+        Raises:
+            ValueError: if ``diff_filename`` is not a valid artifact path.
+        """
+        self._artifact(diff_filename)
+        if not isinstance(ref, str) or ref.startswith("-"):
+            raise ValueError(f"ref must be a git revision such as 'HEAD', got {ref!r}")
+        if verbose:
+            print(f"git -C {os.fspath(diff_directory)!r} diff {ref} --binary")
+        patch = _git(diff_directory, "diff", ref, "--binary")
+        if patch is None:
+            self.warning("not storing the git diff: %s is not in a git repository (or git is "
+                         "missing)", os.path.realpath(diff_directory))
+            return None
+        self.save_text(patch, diff_filename)
+        return patch
+
+    def git_rev(self, branch: str = "HEAD", directory: str | os.PathLike[str] = ".") -> str | None:
+        """The commit hash ``branch`` names (None outside a repository)."""
+        if branch.startswith("-"):
+            raise ValueError(f"branch must be a git revision, got {branch!r}")
+        out = _git(directory, "rev-parse", branch)
+        return None if out is None else out.strip()
+
+    def git_tags(self, directory: str | os.PathLike[str] = ".") -> str | None:
+        """``git describe --tags`` (None outside a repository or without tags)."""
+        out = _git(directory, "describe", "--tags")
+        return None if out is None else out.strip()
+
+    def rev_info(self, directory: str | os.PathLike[str] = ".") -> dict[str, str | None]:
+        """``{"hash": ..., "branch": ...}`` as ML-Logger's ``rev_info`` (branch as
+        ``git symbolic-ref HEAD`` says it: ``refs/heads/main``)."""
+        branch = _git(directory, "symbolic-ref", "HEAD")
+        return {"hash": self.git_rev("HEAD", directory),
+                "branch": None if branch is None else branch.strip()}
+
+    def log_git(self, directory: str | os.PathLike[str] = ".",
+                diff_filename: str = "index.diff") -> dict[str, Any]:
+        """Capture the code's git state: the revision, branch and tags as params ``git.*``
+        and ``git diff HEAD`` as the artifact ``diff_filename`` (:meth:`diff`).
+
+        Example:
+            >>> log.log_git()["git"]["revision"]  # doctest: +SKIP
+            '3f2c...'
+
+        Returns:
+            The client's params after the merge.
+        """
+        branch = _git(directory, "rev-parse", "--abbrev-ref", "HEAD")
+        git = {"revision": self.git_rev("HEAD", directory),
+               "branch": None if branch is None else branch.strip(),
+               "tags": self.git_tags(directory)}
+        self.diff(directory, diff_filename)
+        return dict(self._call_hub("save_params", self.client_id, {"git": git}))
+
+    # --------------------------------------------------------------- heartbeat
+    def _ping_hub(self, status: str) -> list[str]:
+        info = {"hostname": socket.gethostname(), "pid": os.getpid()}
+        token = uuid.uuid4().hex
+        return [str(s) for s in self._call_hub("ping", self.client_id, status, token, info)]
+
+    def ping(self, status: str = "running", interval: float | None = None) -> list[str]:
+        """Tell the hub this client is alive (``rayplex ls`` shows the status and when it was
+        last seen) and return the signals a driver sent it since the last ping, oldest first
+        (``rayplex.signal("agent/3", "stop")``); each signal is returned once.
+
+        With ``interval`` a background thread also pings every ``interval`` seconds with the
+        last status, and the signals it receives are returned by the next call.
+
+        Example:
+            >>> if "stop" in log.ping("running", interval=60):  # doctest: +SKIP
+            ...     break
+
+        Raises:
+            TypeError, ValueError: for a status that is not 1-200 printable characters or an
+                interval that is not a positive number.
+        """
+        status = _check_status(status)
+        if interval is not None and (isinstance(interval, bool)
+                                     or not isinstance(interval, (int, float)) or
+                                     not interval > 0):
+            raise ValueError(f"interval must be a positive number of seconds, got {interval!r}")
+        signals = self._ping_hub(status)
+        keep_alive = self._keep_alive
+        earlier = keep_alive.take() if keep_alive is not None else []
+        if keep_alive is not None:
+            keep_alive.status = status
+            if interval is not None:
+                keep_alive.interval = float(interval)
+        elif interval is not None:
+            self._keep_alive = _KeepAlive(self, status, float(interval))
+            self._keep_alive.start()
+        return earlier + signals
+
+
+def match_clients(clients: list[str], patterns: list[str]) -> list[str]:
+    """The client ids matching any :mod:`fnmatch` pattern, sorted.
+
+    Example:
+        >>> match_clients(["agent/1", "agent/2", "learner/main"], ["agent/*"])
+        ['agent/1', 'agent/2']
+    """
+    return sorted(c for c in clients if any(fnmatch.fnmatchcase(c, p) for p in patterns))
+
+
+def check_client(client: Any) -> str:
+    """``client`` if it is a valid client id (``ValueError`` otherwise)."""
+    if not isinstance(client, str):
+        raise TypeError(f"a client id is a str such as 'agent/3', got {type(client).__name__}")
+    split_client_id(client)
+    return client

@@ -126,6 +126,33 @@ def test_ls_shows_artifacts_log_files_and_params(logdir, capsys):
     assert "params: learner/main" in out
 
 
+def test_ls_shows_each_clients_job_status_and_when_it_was_last_seen(tmp_path, capsys):
+    from rayplex.actors.writer import STATE_DIR
+    from rayplex.logger_runs import CONTROL_FILE, ControlBook
+
+    root = tmp_path / "exp"
+    (root / "tensorboard").mkdir(parents=True)
+    (root / "params" / "agent").mkdir(parents=True)
+    (root / "params" / "agent" / "1.json").write_text(json.dumps({"job": {"status": "completed"}}))
+    (root / "params" / "agent" / "2.json").write_text(json.dumps({"job": {"status": "running"}}))
+    book = ControlBook(str(root / STATE_DIR / CONTROL_FILE))
+    book.ping("agent/2", "training", "t1", {"hostname": "node-7"}, now=time.time() - 30)
+    book.ping("agent/3", "evaluating", "t2", {"hostname": "node-8"}, now=time.time() - 7200)
+    assert main(["ls", str(root)]) == 0
+    cells = [[c.strip() for c in line.strip()[1:-1].split("│")]
+             for line in capsys.readouterr().out.splitlines() if line.startswith("│ agent/")]
+    rows = {row[0]: row for row in cells}
+    assert rows["agent/1"] == ["agent/1", "completed", "", "", ""]
+    assert rows["agent/2"][:3] == ["agent/2", "running", "training"]
+    assert rows["agent/2"][3] in ("30 s ago", "31 s ago") and rows["agent/2"][4] == "node-7"
+    assert rows["agent/3"] == ["agent/3", "", "evaluating", "2.0 h ago", "node-8"]
+
+
+def test_ls_without_job_status_or_heartbeats_shows_no_clients_table(logdir, capsys):
+    assert main(["ls", logdir]) == 0
+    assert "job status" not in capsys.readouterr().out
+
+
 def test_ls_prints_no_colour_codes_when_piped(logdir, capsys):
     main(["ls", logdir])
     assert "\x1b[" not in capsys.readouterr().out
