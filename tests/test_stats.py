@@ -612,8 +612,10 @@ def test_store_flattens_nested_and_ragged_lists_and_arrays_as_ml_logger_does() -
 def test_store_counts_none_as_nan_alone_in_lists_and_in_arrays() -> None:
     window = MetricsWindow()
     window.store(alone=None, listed=[1.0, None, 3.0],
-                 nested=[[0], np.array([None, 1]), [np.array([10])]])
+                 nested=[[0], np.array([None, 1]), [np.array([10])]],
+                 with_nan=[[0], np.array([np.nan, 1]), [np.array([10])]])
     parts = window.take()
+    assert parts["with_nan"].summary(("count",)) == {"count": 3.0, "nan_count": 1.0}
     assert parts["alone"].summary(("count",)) == {"count": 0.0, "nan_count": 1.0}
     assert parts["listed"].summary(("count", "mean")) == {
         "count": 2.0, "mean": 2.0, "nan_count": 1.0}
