@@ -344,3 +344,14 @@ def test_time_formats_the_line_with_fmt(experiment: Any) -> None:
     assert "timing <fmt>: quick" in text_log(experiment.logdir, "learner/t")
     assert not math.isnan(scalars(experiment.logdir, "learner")["t/time/fmt"][0][1])
 
+
+
+def test_save_video_writes_mp4_of_grayscale_frames_with_ffmpeg(experiment: Any) -> None:
+    pytest.importorskip("imageio_ffmpeg")
+    log = rayplex.get_logger("learner/vid")
+    frames = np.stack([np.full((16, 16), k / 4) for k in range(5)])
+    assert log.save_video(frames, "clip.mp4", fps=10).endswith("clip.mp4")
+    back = iio.imread(log.load_bytes("clip.mp4"), index=None, extension=".mp4")
+    assert back.shape[0] == 5 and back.shape[1:3] == (16, 16)
+    means = [float(f.mean()) for f in back]
+    assert means == sorted(means) and means[-1] - means[0] > 200  # dark to bright, in order
