@@ -1,5 +1,5 @@
 """The forwarder's pure parts, without Ray: bounded reads of whole records, the cursor, the
-hub's committed sizes, tracker batching, and a Forwarder round against a real MLflow store."""
+hub's committed sizes, tracker batching, and Forwarder rounds against a real MLflow store."""
 
 from __future__ import annotations
 
@@ -8,12 +8,15 @@ import logging
 import os
 import threading
 
+import numpy as np
 import pytest
+from tensorboardX.proto.summary_pb2 import Summary
 
-from rayplex.encode import ScalarTemplate, tag_header
+from rayplex.encode import ScalarTemplate, event_record, tag_header
 from rayplex.events import EventWriter
 from rayplex.forward.follow import Cursor, Point, read_committed
 from rayplex.forward.trackers import MLFLOW_MAX_BYTES, MLflow, mlflow_batches, wandb_rows
+from rayplex.media import image_value
 from rayplex.tfrecord import frame
 
 
@@ -101,7 +104,7 @@ def test_wandb_rows_keep_every_point_at_its_own_step_even_when_steps_go_back():
     assert rows[0]["_timestamp"] == 9.0
 
 
-def test_a_failing_tracker_advances_nothing_and_backs_off_then_forwards_exactly(tmp_path):
+def test_a_failing_tracker_advances_nothing_and_backs_off_then_forwards_scalars_and_images_exactly(tmp_path):
     mlflow = pytest.importorskip("mlflow")
     from rayplex.actors.hub import Hub
     from rayplex.forward.core import Forwarder, cursor_path
@@ -115,6 +118,8 @@ def test_a_failing_tracker_advances_nothing_and_backs_off_then_forwards_exactly(
     writer = EventWriter(os.path.join(logdir, "tensorboard", "learner"))
     try:
         writer.write(scalar_records("main/x", range(5)))
+        image = image_value(np.arange(48, dtype=np.uint8).reshape(4, 4, 3))
+        writer.write(event_record(tag_header("main/img"), 1003.0, 3, image))
         forwarder = Forwarder(logdir, MLflow(tracking_uri=uri, experiment="e", retry_max_s=2),
                               hub.committed_sizes, lambda level, text: lines.append((level, text)))
         waits = [forwarder.step() for _ in range(4)]
@@ -135,6 +140,11 @@ def test_a_failing_tracker_advances_nothing_and_backs_off_then_forwards_exactly(
         history = sorted((m.step, m.timestamp, m.value)
                          for m in client.get_metric_history(run_id, "main/x"))
         assert history == [(s, (1000 + s) * 1000, s / 4) for s in range(5)]
+        png = client.download_artifacts(run_id, "images/main/img/step_000000000003.png",
+                                        str(tmp_path / "download"))
+        with open(png, "rb") as f:
+            assert f.read() == Summary.Value.FromString(image).image.encoded_image_string
+        assert forwarder.counters["images"] == 1
         forwarder.close()
     finally:
         hub._stop.set()

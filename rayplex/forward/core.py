@@ -67,7 +67,7 @@ class Forwarder:
         self.cursor = Cursor.load(self.path)
         self.connection: Connection | None = None
         self.counters: dict[str, Any] = {
-            "tracker": tracker.key, "forwarded": 0, "images": 0, "rounds": 0, "retries": 0,
+            "tracker": tracker.key, "polls": 0, "forwarded": 0, "images": 0, "rounds": 0, "retries": 0,
             "failures": 0, "slow_calls": 0, "tracker_calls": 0, "lag_bytes": 0,
             "behind_s": 0.0, "problem": None, "last_forwarded": None, "corrupt_files": 0,
         }
@@ -87,6 +87,8 @@ class Forwarder:
             Exception: what the tracker or the hub raised (nothing was advanced).
         """
         with self.lock:
+            self.counters["polls"] += 1
+            connection = self._connect()  # at once: a tracker that is down is reported early
             sizes = self.committed()
             files = event_files(self.logdir, sizes)
             lag = sum(max(0, size - self.cursor.offsets.get(rel, 0)) for rel, _, size in files)
@@ -120,7 +122,6 @@ class Forwarder:
             params = self._changed_params()
             if not offsets and not params:
                 return False
-            connection = self._connect()
             try:
                 for run in dict.fromkeys([*points, *images, *params]):
                     run_id = self._run_id(connection, run)
