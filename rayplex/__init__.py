@@ -19,10 +19,12 @@ from rayplex.errors import (
 from rayplex.handle import HubHandle, flush, init, shutdown, status
 from rayplex.logger import Logger, LogHandler, get_logger
 from rayplex.read import list_artifacts, read_params, read_scalars
+from rayplex.terminal import Color, percent
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Color",
     "FlushTimeoutError",
     "HubHandle",
     "HubNotFoundError",
@@ -37,6 +39,7 @@ __all__ = [
     "init",
     "list_artifacts",
     "logged",
+    "percent",
     "read_params",
     "read_scalars",
     "shutdown",

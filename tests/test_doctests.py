@@ -13,7 +13,7 @@ PURE_MODULES = [
     "rayplex.records", "rayplex.config", "rayplex.artifacts", "rayplex.events",
     "rayplex.terminal", "rayplex.actors.summaries", "rayplex.actors.partials",
     "rayplex.actors.state", "rayplex.actors.journal", "rayplex.actors.writer", "rayplex.files",
-    "rayplex.actors.logfiles", "rayplex.tail",
+    "rayplex.actors.logfiles", "rayplex.tail", "rayplex.timers", "rayplex.media",
 ]
 
 

@@ -8,9 +8,9 @@ import rayplex
 def test_public_names_are_pinned():
     assert rayplex.__all__ == sorted(rayplex.__all__)
     assert set(rayplex.__all__) == {
-        "FlushTimeoutError", "HubHandle", "HubNotFoundError", "HubWriteError", "LogHandler",
+        "Color", "FlushTimeoutError", "HubHandle", "HubNotFoundError", "HubWriteError", "LogHandler",
         "LogdirConflictError", "Logger", "RayplexError", "current_logger", "flush",
-        "get_logger", "init", "list_artifacts", "logged", "read_params", "read_scalars",
+        "get_logger", "init", "list_artifacts", "logged", "percent", "read_params", "read_scalars",
         "shutdown", "status",
     }
 
