@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import hashlib
 import io
 import logging
@@ -47,11 +48,15 @@ import subprocess
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
+
+# The same Color and percent as rayplex.Logger's printed tables (percent shows two decimals:
+# "85.00%", where ML-Logger's README shows "85.0%").
+from rayplex.terminal import Color, percent
 
 __all__ = [
     "LOGGER_USER",
@@ -114,47 +119,6 @@ def _coloured(text: str, colour: str | None) -> str:
     if code is None or not _use_colour():
         return text
     return f"\x1b[{code}m{text}\x1b[0m"
-
-
-class Color:
-    """A value printed in colour, through ``formatter``, in the tables ``log`` prints; what is
-    stored is the value itself.
-
-    Example:
-        >>> str(Color(0.85, "yellow", percent))
-        '85.0%'
-        >>> Color(0.85, "yellow", percent).value
-        0.85
-    """
-
-    def __init__(self, value: Any, color: str | None = None,
-                 formatter: Callable[[Any], Any] | None = None) -> None:
-        self.value = value
-        self.color = color
-        self.formatter = formatter
-
-    @property
-    def v(self) -> Any:
-        """ML-Logger's short name of :attr:`value`."""
-        return self.value
-
-    def __str__(self) -> str:
-        return str(self.formatter(self.value)) if callable(self.formatter) else str(self.value)
-
-    def __len__(self) -> int:
-        return len(str(self))
-
-    def __format__(self, format_spec: str) -> str:
-        shown = self.formatter(self.value) if callable(self.formatter) else self.value
-        return _coloured(format(shown, format_spec), self.color)
-
-    def __repr__(self) -> str:
-        return f"Color({self.value!r}, {self.color!r})"
-
-
-def percent(v: float) -> str:
-    """``0.85`` -> ``'85.0%'`` (as ML-Logger's README prints it)."""
-    return f"{v * 100:.1f}%"
 
 
 def ms(v: float) -> str:
@@ -518,6 +482,7 @@ def normalize_prefix(prefix: str) -> str:
     return "/".join(parts)
 
 
+@functools.lru_cache(maxsize=1024)
 def client_id_for_prefix(prefix: str) -> str:
     """The rayplex client id of an ML-Logger prefix: ``<group>/main`` where the group is the
     whole prefix with ``/`` turned into ``.``.
@@ -1218,17 +1183,10 @@ class ML_Logger:  # noqa: N801 - ML-Logger's name
             self._append_text(_join(filename), text)
 
     def _append_text(self, path: str, text: str) -> None:
+        # The hub's raw append (as Logger.log_jsonl and capture_error use): one journalled
+        # transaction, applied once.
         rl = self._logger()
-        append = getattr(rl, "append_text", None)
-        if append is not None:
-            append(text, path)
-            return
-        # Read-modify-write until the hub has a text append: atomic replace, last writer wins.
-        try:
-            before = rl.load_bytes(path)
-        except FileNotFoundError:
-            before = b""
-        rl.save_bytes(before + text.encode("utf-8"), path)
+        rl._call_hub("append_artifact", rl._artifact(path), text.encode("utf-8"))
 
     def load_text(self, *keys: str) -> str | None:
         """The text stored at the path; None if there is none."""
