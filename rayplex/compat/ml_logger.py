@@ -919,9 +919,9 @@ class ML_Logger:  # noqa: N801 - ML-Logger's name
     def flush(self, cache: Any = None, file: str | None = None) -> None:
         """Write the pending row, then wait until everything logged is on disk at the hub."""
         self.flush_metrics(file=file)
-        if self._hub is not None:
-            for rl in list(self._clients.values()):
-                rl.flush()
+        if self._hub is not None and self._clients:
+            # one barrier covers every client: they share this process's session
+            next(iter(self._clients.values())).flush()
 
     def _flush_at_exit(self) -> None:
         try:
@@ -1479,12 +1479,7 @@ class ML_Logger:  # noqa: N801 - ML-Logger's name
 
     @property
     def hostname(self) -> str:
-        """This machine's host name."""
-        value = getattr(self._logger(), "hostname", None)
-        if callable(value):
-            value = value()
-        if value:
-            return str(value)
+        """This machine's fully qualified host name (ML-Logger's ``hostname -f``)."""
         import socket
 
         return socket.getfqdn()
