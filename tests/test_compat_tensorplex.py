@@ -131,6 +131,14 @@ def test_loggerplex_client_writes_tensorplex_style_lines(ray_session, tmp_path, 
     assert "INFO7> client, 2" in capsys.readouterr().err  # the local echo
 
 
+QUIET_CLIENT = (
+    "from rayplex.compat.tensorplex import TensorplexClient\n"
+    "client = TensorplexClient('learner/quiet', host='localhost', port=8008)\n"
+    "for i in range(2000):\n"
+    "    client.add_scalar('x', i, i)\n"
+)
+
+
 def _plot_native(log, shift):
     # the workload of examples/tensorplex/run_client.py, through the native API
     x = math.pi / 200
@@ -179,9 +187,13 @@ def test_the_example_scripts_give_the_native_runs_tags_and_values(ray_session, t
                text=True)
     # the client first: it waits for the server's hub, as a Tensorplex client waits
     client = subprocess.Popen([sys.executable, os.path.join(EXAMPLES, "run_client.py")], **run)
+    # a client that never flushes: its script's end flushes everything
+    quiet = subprocess.Popen([sys.executable, "-c", QUIET_CLIENT], **run)
     server = subprocess.Popen([sys.executable, os.path.join(EXAMPLES, "run_server.py")], **run)
     try:
         client_out, _ = client.communicate(timeout=240)
+        quiet_out, _ = quiet.communicate(timeout=120)
+        assert quiet.returncode == 0, quiet_out
         assert client.returncode == 0, client_out
         assert "agent/26 done" in client_out and "learner done" in client_out
         assert "is not registered" not in client_out  # it learned the server's groups
@@ -202,16 +214,18 @@ def test_the_example_scripts_give_the_native_runs_tags_and_values(ray_session, t
         assert server.returncode == 0, server_out
         assert "shutting down experiment 'tplex_example'" in server_out
     finally:
-        for proc in (client, server):
+        for proc in (client, quiet, server):
             if proc.poll() is None:
                 proc.kill()
                 proc.communicate()
+        rayplex.shutdown("tplex_example")  # this process's own session of it, too
     assert "hub:tplex_example" not in rayplex.actors.list_rayplex_actors()
 
     root = home / "Temp" / "tensorplex"
     native = tmp_path / "native"
     _native_example(str(native))
     got, want = _as_points(tb_scalars(str(root))), _as_points(tb_scalars(str(native)))
+    assert got["learner"].pop("quiet/x") == [(i, float(i)) for i in range(2000)]
     assert sorted(got) == sorted(want) and len(got) == 1 + 27 + 10 + 5
     assert got == want
     assert "agent.my.section/foo/8-15" in got["agent/9"]
