@@ -16,7 +16,7 @@ from rayplex.errors import (
     LogdirConflictError,
     RayplexError,
 )
-from rayplex.handle import HubHandle, flush, init, shutdown, status
+from rayplex.handle import HubHandle, flush, init, shutdown, signal, status
 from rayplex.logger import Logger, LogHandler, get_logger
 from rayplex.read import list_artifacts, read_params, read_scalars
 from rayplex.terminal import Color, percent
@@ -43,5 +43,6 @@ __all__ = [
     "read_params",
     "read_scalars",
     "shutdown",
+    "signal",
     "status",
 ]

@@ -11,7 +11,7 @@ def test_public_names_are_pinned():
         "Color", "FlushTimeoutError", "HubHandle", "HubNotFoundError", "HubWriteError", "LogHandler",
         "LogdirConflictError", "Logger", "RayplexError", "current_logger", "flush",
         "get_logger", "init", "list_artifacts", "logged", "percent", "read_params", "read_scalars",
-        "shutdown", "status",
+        "shutdown", "signal", "status",
     }
 
 
