@@ -339,6 +339,26 @@ def _run(script, **env):
 
 
 # ------------------------------------------------------------------ params
+def test_a_row_can_go_to_a_jsonl_file_and_read_metrics_reads_it(ml):
+    needs("log_jsonl")
+    ml.log(step=0, loss=0.5, file="metrics.jsonl", flush=True)
+    ml.log(step=1, loss=0.25, file="metrics.jsonl", flush=True)
+    assert ml.load_jsonl("metrics.jsonl") == [{"step": 0, "loss": 0.5}, {"step": 1, "loss": 0.25}]
+    assert ml.read_metrics("loss", path="metrics.jsonl").tolist() == [0.5, 0.25]
+    assert ml.load_pkl("metrics.pkl") is None and ml.read_metrics() is None
+
+
+def test_log_text_overwrites_or_appends_and_load_text_reads_it(ml):
+    ml.log_text("first\n", filename="notes.txt")
+    ml.log_text("""
+        second
+        """, filename="notes.txt", dedent=True)
+    assert ml.load_text("notes.txt") == "first\nsecond\n"
+    ml.log_text("new", filename="notes.txt", overwrite=True)
+    assert ml.load_text("notes.txt") == "new"
+    assert ml.load_text("missing.txt") is None
+
+
 def test_read_params_reads_dotted_keys_and_namespaces(ml):
     # ML-Logger's test_read_params
     config = {"key_1": 10, "key_2": 20}
@@ -616,6 +636,16 @@ def test_image_cmap(ml):
     assert iio.imread(artifact(ml, "face_bw_cmap.png")).shape[-1] in (3, 4)
 
 
+def test_save_images_tiles_a_stack_into_one_grid(ml):
+    import imageio.v3 as iio
+
+    tiles = [np.full((8, 6, 3), v, np.uint8) for v in (0, 85, 170, 255)]
+    ml.save_images(tiles, "grid.png", n_rows=2, n_cols=2)
+    grid = iio.imread(artifact(ml, "grid.png"))
+    assert grid.shape == (16, 12, 3)
+    assert [grid[0, 0, 0], grid[0, 6, 0], grid[8, 0, 0], grid[8, 6, 0]] == [0, 85, 170, 255]
+
+
 def test_make_video_from_stored_images(ml):
     # ML-Logger's test_make_video
     needs("make_video"), needs("glob")
@@ -796,6 +826,15 @@ def test_hostname_and_diff(ml):
     patch = ml.diff()  # the tests run in rayplex's git checkout
     if patch is not None:
         assert artifact(ml, "index.diff").read_text() == patch
+
+
+def test_git_revision_branch_and_tags(ml):
+    # ML-Logger's test_git_rev, test_current_branch, test_git_tags (run in rayplex's checkout)
+    head = ml.__head__
+    if head is None:
+        pytest.skip("not in a git checkout")
+    assert re.fullmatch(r"[0-9a-f]{40}", head)
+    assert ml.__current_branch__ and ml.__tags__
 
 
 def test_ping_returns_signals(ml):

@@ -1197,8 +1197,7 @@ class ML_Logger:  # noqa: N801 - ML-Logger's name
 
     def upload_file(self, file_path: str, target_path: str = "files/") -> None:
         """Copy a local file into the store (``target_path`` ending in ``/`` keeps its name)."""
-        self._logger().upload_file(file_path, _join(target_path) + (
-            "/" if target_path.endswith("/") else ""))
+        self._logger().upload_file(file_path, _join(target_path))
 
     def upload_buffer(self, buffer: bytes, key: str) -> None:
         """Store raw bytes at ``key``."""
