@@ -14,7 +14,7 @@ PURE_MODULES = [
     "rayplex.terminal", "rayplex.actors.summaries", "rayplex.actors.partials",
     "rayplex.actors.state", "rayplex.actors.journal", "rayplex.actors.writer", "rayplex.files",
     "rayplex.actors.logfiles", "rayplex.tail", "rayplex.timers", "rayplex.media",
-    "rayplex.logger_files", "rayplex.logger_runs",
+    "rayplex.logger_files", "rayplex.logger_runs", "rayplex.compat.ml_logger",
 ]
 
 
