@@ -10,12 +10,13 @@ import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import rayplex
 from rayplex.compat import tensorplex as tp
 from rayplex.textlog import parse_line
-from tests.conftest import tb_scalars
+from tests.conftest import tb_scalars, tb_values
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "examples", "tensorplex")
@@ -82,6 +83,25 @@ def test_a_client_gives_up_waiting_for_a_hub_that_never_comes(ray_session, monke
     monkeypatch.setenv("RAYPLEX_HUB_WAIT_S", "0.5")
     with pytest.raises(rayplex.HubNotFoundError, match="start the server script first"):
         tp.TensorplexClient("agent/0", host="localhost", port=8008, experiment="never_started")
+
+
+def test_client_media_calls_land_in_the_clients_run_like_tensorboardx(experiment):
+    experiment.register_indexed_group("agent", 8)
+    client = tp.TensorplexClient("agent/3", host="localhost", port=8008)
+    client.add_histogram("w", np.arange(10.0), 1)
+    client.add_image("img", np.zeros((3, 4, 5)), 1)  # C×H×W, tensorboardX's default
+    client.add_text("note", "hello", 1)
+    client.add_audio("snd", np.zeros(100), 1, sample_rate=8000)
+    client.add_scalars({"a": 1.0, ".sec/b": 2.0}, 1)
+    client.flush()
+    values = tb_values(experiment.logdir)["agent/3"]
+    kinds = {tag: points[0][2].metadata.plugin_data.plugin_name for tag, points in values.items()}
+    assert kinds == {"agent/w/0-7": "histograms", "agent/img/0-7": "images",
+                     "agent/note/0-7": "text", "agent/snd/0-7": "audio",
+                     "agent/a/0-7": "scalars", "agent.sec/b/0-7": "scalars"}
+    width, height = values["agent/img/0-7"][0][2].tensor.string_val[:2]  # as TensorBoard reads it
+    assert (width, height) == (b"5", b"4")
+    assert all(points[0][0] == 1 for points in values.values())
 
 
 def _lines(path):
