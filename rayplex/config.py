@@ -68,6 +68,9 @@ class Config:
     get_logger_timeout_s: float = 0.25
     """How long ``get_logger`` waits for the group registry before it goes on with the groups
     it knows; never longer, whatever the hub does (``RAYPLEX_GET_LOGGER_TIMEOUT_S``)."""
+    hub_wait_s: float = 60.0
+    """How long a Tensorplex client started before its server waits for the hub, then
+    ``HubNotFoundError`` (``RAYPLEX_HUB_WAIT_S``)."""
     hub: str = DEFAULT_HUB
     """The experiment (hub name) that ``get_logger`` talks to by default (``RAYPLEX_HUB``)."""
 

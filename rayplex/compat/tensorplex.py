@@ -80,7 +80,6 @@ LOGGERPLEX_GROUP = "loggerplex"
 """The group of a Loggerplex id without ``/``: ``"agent2"`` logs as ``loggerplex/agent2``
 (``logs/loggerplex/agent2.log``). The servers register it as a normal group."""
 
-DEFAULT_HUB_WAIT_S = 60.0
 _GROUPS_WAIT_S = 5.0
 _POLL_S = 0.2
 
@@ -89,16 +88,8 @@ _ready: set[str] = set()
 
 
 def hub_wait_s() -> float:
-    """How long a client waits for its server's hub: ``Config.hub_wait_s`` when the
-    configuration has it, else ``RAYPLEX_HUB_WAIT_S``, else 60 s."""
-    value = getattr(config(), "hub_wait_s", None)
-    if value is None:
-        raw = os.environ.get("RAYPLEX_HUB_WAIT_S", "")
-        try:
-            value = float(raw) if raw else DEFAULT_HUB_WAIT_S
-        except ValueError as exc:
-            raise ValueError(f"RAYPLEX_HUB_WAIT_S={raw!r} is not a number of seconds") from exc
-    return float(value)
+    """How long a client waits for its server's hub (``RAYPLEX_HUB_WAIT_S``, default 60 s)."""
+    return config().hub_wait_s
 
 
 def _init_ray_for_client(deadline: float) -> None:
