@@ -198,8 +198,8 @@ def test_an_unreachable_tracker_delays_forwarding_with_backoff_and_then_catches_
     hub = start(tmp_path, MLflow(tracking_uri=tracking, experiment="rayplex-test",
                                  retry_max_s=2.0), name="fwdout")
     log_from_workers(hub.name, CLIENTS[2:5], steps=8)
-    info = wait_for(lambda: (i := _forwarder_info(hub.name))["failures"] >= 2 and i, timeout=30,
-                    what="failed rounds")
+    info = wait_for(lambda: (i := _forwarder_info(hub.name))["failures"] >= 2
+                    and i["lag_bytes"] > 0 and i, timeout=30, what="failed rounds behind the hub")
     assert info["forwarded"] == 0 and info["problem"] and info["lag_bytes"] > 0
     all_log = os.path.join(hub.logdir, "logs", "all.log")
     assert "forwarding is delayed" in read_text(all_log)

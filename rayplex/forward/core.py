@@ -38,6 +38,9 @@ log = logging.getLogger("rayplex.forward")
 MAX_BYTES = 4 * 2**20
 """Event-file bytes read per round: what bounds the forwarder's memory."""
 BACKOFF_START_S = 0.5
+IDLE_POLL_S = 0.5
+"""How often an idle forwarder asks the hub for its committed sizes (a directory walk under
+the hub's writer lock: cheap, but not free)."""
 
 
 def cursor_path(logdir: str, tracker: Tracker) -> str:
@@ -88,11 +91,11 @@ class Forwarder:
         """
         with self.lock:
             self.counters["polls"] += 1
-            connection = self._connect()  # at once: a tracker that is down is reported early
             sizes = self.committed()
             files = event_files(self.logdir, sizes)
             lag = sum(max(0, size - self.cursor.offsets.get(rel, 0)) for rel, _, size in files)
             self._note_lag(lag)
+            connection = self._connect()  # at once: a tracker that is down is reported early
             budget = self.max_bytes
             offsets: dict[str, int] = {}
             file_run: dict[str, str] = {}
@@ -136,6 +139,7 @@ class Forwarder:
                         self.cursor.params.update(params[run][1])
                     self.counters["forwarded"] += len(points.get(run, []))
                     self.counters["images"] += len(images.get(run, []))
+                    self._sync_calls()
                 self.cursor.offsets.update(offsets)  # files without anything to forward
             finally:
                 self.cursor.save(self.path)
@@ -230,7 +234,7 @@ class Forwarder:
             self.say(logging.WARNING, f"forwarder {self.tracker.key}: the tracker accepts data "
                      f"again (earlier: {was})")
         self.backoff_s = 0.0
-        return 0.0 if busy else 0.2
+        return 0.0 if busy else IDLE_POLL_S
 
     def _sync_calls(self) -> None:
         if self.connection is not None:
