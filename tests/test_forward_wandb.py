@@ -81,3 +81,38 @@ def test_wandb_holds_every_scalar_and_summary_at_its_own_step_with_row_wall_time
     assert runs["learner"][0] == "learner"
     assert runs["agent/3"][1]["Args.client"] == "agent/3"
     assert runs["learner"][1]["main/Args.lr"] == 0.001
+
+
+def test_a_killed_wandb_forwarder_loses_nothing_and_repeats_only_identical_rows(
+        ray_session, tmp_path):
+    import ray
+
+    import rayplex
+    from rayplex.actors.forwarder import forwarder_name
+    from rayplex.forward import WandB
+    from tests.test_forward_mlflow import _answers, wait_for
+
+    directory = str(tmp_path / "wandb")
+    tracker = WandB(project="rayplex-test", mode="offline", dir=directory)
+    hub = start(tmp_path, tracker, name="fwdwbkill")
+    actor = ray.get_actor(forwarder_name(hub.name, tracker.key), namespace="rayplex")
+    log_from_workers(hub.name, CLIENTS[:4], steps=6)
+    wait_for(lambda: ray.get(actor.info.remote())["forwarded"] > 0, what="a first round")
+    ray.kill(actor, no_restart=False)
+    log_from_workers(hub.name, CLIENTS[:4], steps=6, offset=100.0)
+    wait_for(lambda: _answers(actor), what="the restarted forwarder")
+    rayplex.shutdown(hub.name, timeout=120)
+    expected = event_contents(hub.logdir)
+    points, rows, _ = wandb_contents(directory)
+    for run, tags in expected.items():
+        for tag, pts in tags.items():
+            want = sorted((s, v) for s, _, v in pts)
+            got = points[run][tag]
+            assert set(got) == set(want), (run, tag)  # nothing lost, nothing invented
+    walls = {(run, tag, s, v): ms for run, tags in expected.items()
+             for tag, pts in tags.items() for s, ms, v in pts}
+    for run, items in rows.items():  # a repeated row is a resend: the event files' wall times
+        for item in items:
+            mine = [walls[(run, k, item["rayplex_step"], v)] for k, v in item.items()
+                    if not k.startswith("_") and k != "rayplex_step"]
+            assert round(item["_timestamp"] * 1000) == min(mine)
