@@ -8,6 +8,7 @@ Example:
     >>> rayplex.shutdown()  # doctest: +SKIP
 """
 
+from rayplex import forward
 from rayplex.decorators import current_logger, logged
 from rayplex.errors import (
     FlushTimeoutError,
@@ -35,6 +36,7 @@ __all__ = [
     "RayplexError",
     "current_logger",
     "flush",
+    "forward",
     "get_logger",
     "init",
     "list_artifacts",

@@ -86,6 +86,39 @@ def test_committed_sizes_wait_for_an_open_transaction_and_exclude_what_it_undid(
         writer.close()
 
 
+def test_committed_sizes_measures_under_the_lock_only_what_changed(tmp_path, monkeypatch):
+    # a logdir with many run directories must not hold up writes while a forwarder polls
+    from rayplex.actors.hub import Hub
+
+    hub = Hub("t", str(tmp_path))
+    writers = [EventWriter(tmp_path / "tensorboard" / f"agent/{i}") for i in range(50)]
+    try:
+        for w in writers:
+            w.write(scalar_records("x", range(2)))
+        first = hub.committed_sizes()
+        assert len(first) == 50
+        writers[7].write(scalar_records("x", range(2, 4)))
+        under_lock = []
+        real = os.path.getsize
+
+        def counting(path):
+            if hub.lock._is_owned():  # this thread holds the writer lock
+                under_lock.append(path)
+            return real(path)
+
+        monkeypatch.setattr(os.path, "getsize", counting)
+        second = hub.committed_sizes()
+        assert under_lock == [writers[7].path]
+        rel = os.path.relpath(writers[7].path, tmp_path)
+        assert second[rel] == real(writers[7].path) > first[rel]
+        assert {k: v for k, v in second.items() if k != rel} == {
+            k: v for k, v in first.items() if k != rel}
+    finally:
+        hub._stop.set()
+        for w in writers:
+            w.close()
+
+
 def test_mlflow_calls_hold_at_most_1000_metrics_and_1_mb():
     long = "k" * 5000
     points = [Point("r", long, i, 0.0, 1.0) for i in range(500)]

@@ -9,7 +9,7 @@ def test_public_names_are_pinned():
     assert rayplex.__all__ == sorted(rayplex.__all__)
     assert set(rayplex.__all__) == {
         "Color", "FlushTimeoutError", "HubHandle", "HubNotFoundError", "HubWriteError", "LogHandler",
-        "LogdirConflictError", "Logger", "RayplexError", "current_logger", "flush",
+        "LogdirConflictError", "Logger", "RayplexError", "current_logger", "flush", "forward",
         "get_logger", "init", "list_artifacts", "logged", "percent", "read_params", "read_scalars",
         "shutdown", "signal", "status",
     }

@@ -71,6 +71,7 @@ class Hub:
         self.applied_requests = self.writer.state.applied_requests
         self.calls = 0
         self._unregistered_seen: set[str] = set()
+        self._committed_cache: dict[str, int] = {}  # committed_sizes' last answer, absolute paths
         self._claim_logdir()
         undone = self.writer.state.undone
         if undone:
@@ -356,26 +357,42 @@ class Hub:
 
     # ------------------------------------------------------------- forwarding
     def committed_sizes(self) -> dict[str, int]:
-        """``{path relative to the logdir: size}`` of every event file, taken under the writer
-        lock, when no transaction is open: every size ends on committed data, which no undo
-        will cut (a file waiting for an undo counts only up to it). What a forwarder may read.
+        """``{path relative to the logdir: size}`` of every event file, each size ending on
+        committed data, which no undo will cut (a file waiting for an undo counts only up to
+        it). What a forwarder may read.
+
+        The directory walk and a first ``stat`` run outside the writer lock, so a large logdir
+        never holds up a write. Under the lock, only files whose size differs from the last
+        answer are measured again: a file the size it had when last committed holds no
+        uncommitted byte (a transaction only appends, and an undo only cuts back to a committed
+        size).
         """
         root = self.writer.tensorboard_dir
+        seen: dict[str, int] = {}
+        for dirpath, _, filenames in os.walk(root):
+            for name in filenames:
+                if "tfevents" in name:
+                    path = os.path.join(dirpath, name)
+                    try:
+                        seen[path] = os.path.getsize(path)
+                    except OSError:
+                        continue
+        known = self._committed_cache
         with self.lock:
             pending = {os.path.abspath(p): s for p, s in self.writer.pending_undo.items()}
             sizes: dict[str, int] = {}
-            for dirpath, _, filenames in os.walk(root):
-                for name in filenames:
-                    if "tfevents" not in name:
-                        continue
-                    path = os.path.join(dirpath, name)
+            for path, size in seen.items():
+                if known.get(path) != size:
                     try:
                         size = os.path.getsize(path)
                     except OSError:
                         continue
-                    size = min(size, pending.get(os.path.abspath(path), size))
-                    sizes[os.path.relpath(path, self.logdir).replace(os.sep, "/")] = size
-            return sizes
+                sizes[path] = size
+            self._committed_cache = dict(sizes)
+            for path, cap in pending.items():
+                if path in sizes:
+                    sizes[path] = min(sizes[path], cap)
+        return {os.path.relpath(p, self.logdir).replace(os.sep, "/"): n for p, n in sizes.items()}
 
     def forwarder_line(self, level: int, message: str) -> None:
         """A forwarder's warning, in ``logs/all.log`` as the hub's own line."""
