@@ -68,19 +68,32 @@ def test_messages_are_print_style_or_format_style():
     assert kwargs == {"exc_info": True}  # logging's own keywords stay
 
 
-def test_hub_wait_comes_from_the_environment(monkeypatch):
-    monkeypatch.setenv("RAYPLEX_HUB_WAIT_S", "2.5")
+@pytest.fixture
+def hub_wait(monkeypatch):
+    """Set RAYPLEX_HUB_WAIT_S for one test (the configuration is read once per process)."""
+    from rayplex.config import reload_config
+
+    def set_wait(value):
+        monkeypatch.setenv("RAYPLEX_HUB_WAIT_S", value)
+        reload_config()
+
+    yield set_wait
+    monkeypatch.undo()
+    reload_config()
+
+
+def test_hub_wait_comes_from_the_environment(hub_wait):
+    hub_wait("2.5")
     assert tp.hub_wait_s() == 2.5
-    monkeypatch.setenv("RAYPLEX_HUB_WAIT_S", "soon")
     with pytest.raises(ValueError, match="RAYPLEX_HUB_WAIT_S"):
-        tp.hub_wait_s()
+        hub_wait("soon")
 
 
 # ------------------------------------------------------------------ real Ray
 
 
-def test_a_client_gives_up_waiting_for_a_hub_that_never_comes(ray_session, monkeypatch):
-    monkeypatch.setenv("RAYPLEX_HUB_WAIT_S", "0.5")
+def test_a_client_gives_up_waiting_for_a_hub_that_never_comes(ray_session, hub_wait):
+    hub_wait("0.5")
     with pytest.raises(rayplex.HubNotFoundError, match="start the server script first"):
         tp.TensorplexClient("agent/0", host="localhost", port=8008, experiment="never_started")
 
