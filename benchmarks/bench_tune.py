@@ -123,6 +123,8 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cpus", type=int, default=2, help="Ray's logical CPUs (1 per trial)")
+    parser.add_argument("--rayplex-first", action="store_true",
+                        help="start the alternation with rayplex (default: Tune's loggers)")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant:  # the subprocess: one sweep, its result as the last line of stdout
@@ -131,7 +133,7 @@ def main() -> None:
 
     runs: dict[str, list[dict]] = {v: [] for v in VARIANTS}
     for rnd in range(args.rounds):
-        for variant in VARIANTS if rnd % 2 == 0 else VARIANTS[::-1]:
+        for variant in VARIANTS if (rnd + args.rayplex_first) % 2 == 0 else VARIANTS[::-1]:
             env = dict(os.environ)
             if variant == "rayplex":
                 env["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
