@@ -17,6 +17,7 @@ PURE_MODULES = [
     "rayplex.logger_files", "rayplex.logger_runs", "rayplex.compat.ml_logger",
     "rayplex.projector", "rayplex.compat.tensorplex",
     "rayplex.forward", "rayplex.forward.follow", "rayplex.forward.trackers", "rayplex.integrations._common",
+    "rayplex.integrations.train",
 ]
 
 
