@@ -19,6 +19,7 @@ result is rounded to the nearest ``uint8`` (tensorboardX truncates and does not 
 Example:
     >>> import numpy as np
     >>> payload = image_value(np.zeros((4, 5, 3), np.uint8))
+    >>> from tensorboardX.proto.summary_pb2 import Summary
     >>> Summary.Value.FromString(payload).image.width
     5
 """
@@ -33,14 +34,31 @@ import sys
 import warnings
 import wave
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike
-from tensorboardX import summary as _tbx
-from tensorboardX.proto.summary_pb2 import HistogramProto, Summary
 
 from rayplex.rules import to_float
+
+if TYPE_CHECKING:
+    from tensorboardX.proto.summary_pb2 import Summary
+
+
+def _tbx() -> Any:
+    """tensorboardX's summary builders, imported on first use: importing tensorboardX imports
+    torch when it is installed (a second or more), which no process that only forwards or
+    writes scalars should pay for."""
+    from tensorboardX import summary
+
+    return summary
+
+
+def _pb() -> Any:
+    """tensorboardX's ``summary_pb2``, imported on first use (see :func:`_tbx`)."""
+    from tensorboardX.proto import summary_pb2
+
+    return summary_pb2
 
 __all__ = [
     "audio_value",
@@ -315,6 +333,7 @@ def histogram_value(
     Example:
         >>> import numpy as np
         >>> payload = histogram_value(np.random.default_rng(0).normal(size=100))
+        >>> from tensorboardX.proto.summary_pb2 import Summary
         >>> Summary.Value.FromString(payload).histo.num
         100.0
     """
@@ -361,7 +380,7 @@ def histogram_value(
     if max_bins is not None:
         max_bins = _check_int(max_bins, "max_bins", 1)
     try:
-        histo: HistogramProto = _tbx.make_histogram(arr, np_bins, max_bins)
+        histo = _tbx().make_histogram(arr, np_bins, max_bins)
     except ValueError as e:  # tensorboardX: "The histogram is empty, please file a bug report."
         if not explicit_edges:
             raise
@@ -369,7 +388,7 @@ def histogram_value(
             f"no value of values (range [{lo}, {hi}]) falls inside the bin edges "
             f"[{np_bins[0]}, {np_bins[-1]}]"  # type: ignore[index]
         ) from e
-    return bytes(Summary.Value(histo=histo).SerializeToString())
+    return bytes(_pb().Summary.Value(histo=histo).SerializeToString())
 
 
 def text_value(text: str) -> bytes:
@@ -388,13 +407,14 @@ def text_value(text: str) -> bytes:
         TypeError: ``text`` is not a ``str``.
 
     Example:
+        >>> from tensorboardX.proto.summary_pb2 import Summary
         >>> v = Summary.Value.FromString(text_value("**hello**"))
         >>> v.metadata.plugin_data.plugin_name, v.tensor.string_val[0]
         ('text', b'**hello**')
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
-    return _payload(_tbx.text("", text).value[0])
+    return _payload(_tbx().text("", text).value[0])
 
 
 def image_value(img: ArrayLike, dataformats: str = "HWC") -> bytes:
@@ -417,12 +437,13 @@ def image_value(img: ArrayLike, dataformats: str = "HWC") -> bytes:
 
     Example:
         >>> import numpy as np
+        >>> from tensorboardX.proto.summary_pb2 import Summary
         >>> v = Summary.Value.FromString(image_value(np.ones((3, 8, 6)), dataformats="CHW"))
         >>> v.image.height, v.image.width
         (8, 6)
     """
     hwc = image_pixels(img, dataformats)
-    return _payload(_tbx.image("", hwc, dataformats="HWC").value[0])
+    return _payload(_tbx().image("", hwc, dataformats="HWC").value[0])
 
 
 def _infer_formats(arr: np.ndarray, dataformats: str | None, by_ndim: Mapping[int, str],
@@ -650,6 +671,7 @@ def images_value(imgs: ArrayLike, dataformats: str = "NCHW") -> bytes:
 
     Example:
         >>> import numpy as np
+        >>> from tensorboardX.proto.summary_pb2 import Summary
         >>> v = Summary.Value.FromString(images_value(np.zeros((10, 3, 4, 5), np.uint8)))
         >>> v.image.height, v.image.width  # 2 rows of 8 columns
         (8, 40)
@@ -658,7 +680,7 @@ def images_value(imgs: ArrayLike, dataformats: str = "NCHW") -> bytes:
     nchw = _layout(arr, dataformats, "NHW", "C", "NCHW", "imgs")
     _check_channels(nchw.shape[1], (1, 3, 4), arr, "imgs")
     nchw = _pixels_to_uint8(nchw, "imgs")
-    return _payload(_tbx.image("", nchw, dataformats="NCHW").value[0])
+    return _payload(_tbx().image("", nchw, dataformats="NCHW").value[0])
 
 
 def _tile_videos(nthwc: np.ndarray, max_cols: int = 8) -> np.ndarray:
@@ -699,6 +721,7 @@ def video_value(frames: ArrayLike, fps: float = 4.0, dataformats: str = "THWC") 
 
     Example:
         >>> import numpy as np
+        >>> from tensorboardX.proto.summary_pb2 import Summary
         >>> v = Summary.Value.FromString(video_value(np.zeros((5, 8, 8, 3)), fps=10))
         >>> v.image.encoded_image_string[:6]
         b'GIF89a'
@@ -707,8 +730,8 @@ def video_value(frames: ArrayLike, fps: float = 4.0, dataformats: str = "THWC") 
     thwc = video_pixels(frames, dataformats)
     _, h, w, c = thwc.shape
     gif = encode_gif(thwc, fps)
-    image = Summary.Image(height=h, width=w, colorspace=c, encoded_image_string=gif)
-    return bytes(Summary.Value(image=image).SerializeToString())
+    image = _pb().Summary.Image(height=h, width=w, colorspace=c, encoded_image_string=gif)
+    return bytes(_pb().Summary.Value(image=image).SerializeToString())
 
 
 def video_pixels(frames: ArrayLike, dataformats: str | None = "THWC") -> np.ndarray:
@@ -758,6 +781,7 @@ def audio_value(samples: ArrayLike, sample_rate: int = 44100) -> bytes:
     Example:
         >>> import numpy as np
         >>> t = np.linspace(0, 1, 8000, endpoint=False)
+        >>> from tensorboardX.proto.summary_pb2 import Summary
         >>> v = Summary.Value.FromString(audio_value(np.sin(2 * np.pi * 440 * t), 8000))
         >>> v.audio.length_frames, v.audio.content_type
         (8000, 'audio/wav')
@@ -782,14 +806,14 @@ def audio_value(samples: ArrayLike, sample_rate: int = 44100) -> bytes:
     np.clip(work, -32767.0, 32767.0, out=work)
     np.rint(work, out=work)
     pcm16 = work.astype("<i2")
-    audio = Summary.Audio(
+    audio = _pb().Summary.Audio(
         sample_rate=float(rate),
         num_channels=pcm16.shape[1],
         length_frames=pcm16.shape[0],
         encoded_audio_string=_encode_wav(pcm16, rate),
         content_type="audio/wav",
     )
-    return bytes(Summary.Value(audio=audio).SerializeToString())
+    return bytes(_pb().Summary.Value(audio=audio).SerializeToString())
 
 
 _PNG_COLOR_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}  # PNG colour type -> channels
@@ -818,6 +842,7 @@ def figure_value(figure: Any, close: bool = True) -> bytes:
         >>> from matplotlib.figure import Figure
         >>> fig = Figure(figsize=(2, 1), dpi=50)
         >>> _ = fig.add_subplot().plot([0, 1], [1, 0])
+        >>> from tensorboardX.proto.summary_pb2 import Summary
         >>> v = Summary.Value.FromString(figure_value(fig))
         >>> v.image.width, v.image.height
         (100, 50)
@@ -840,13 +865,13 @@ def figure_value(figure: Any, close: bool = True) -> bytes:
             pyplot.close(figure)
     png = out.getvalue()
     width, height = struct.unpack(">II", png[16:24])  # IHDR, right after the 8-byte signature
-    image = Summary.Image(
+    image = _pb().Summary.Image(
         height=height,
         width=width,
         colorspace=_PNG_COLOR_CHANNELS.get(png[25], 4),
         encoded_image_string=png,
     )
-    return bytes(Summary.Value(image=image).SerializeToString())
+    return bytes(_pb().Summary.Value(image=image).SerializeToString())
 
 
 def pr_curve_value(
@@ -876,6 +901,7 @@ def pr_curve_value(
 
     Example:
         >>> import numpy as np
+        >>> from tensorboardX.proto.summary_pb2 import Summary
         >>> v = Summary.Value.FromString(pr_curve_value([0, 1, 1], [0.2, 0.7, 0.9], 11))
         >>> [d.size for d in v.tensor.tensor_shape.dim]
         [6, 11]
@@ -911,7 +937,7 @@ def pr_curve_value(
         if not (np.isfinite(w).all() and (w >= 0).all()):
             raise ValueError("weights must be finite and non-negative")
         w = w.ravel() if w.ndim else w
-    value = _tbx.pr_curve("", lab.ravel(), pred.ravel(), num_thresholds=n, weights=w).value[0]
+    value = _tbx().pr_curve("", lab.ravel(), pred.ravel(), num_thresholds=n, weights=w).value[0]
     return _payload(value)
 
 
@@ -972,7 +998,7 @@ def hparams_values(
             raise TypeError(f"metrics keys must be str, got {key!r} ({type(key).__name__})")
         checked[key] = to_float(m, f"metrics[{key!r}]")
     out = []
-    for summ in _tbx.hparams(hp, checked):
+    for summ in _tbx().hparams(hp, checked):
         value = summ.value[0]
         tag = value.tag
         out.append((tag, _payload(value)))

@@ -26,3 +26,15 @@ def test_importing_rayplex_starts_nothing():
 
     code = "import ray, rayplex; assert not ray.is_initialized()"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_importing_rayplex_imports_neither_torch_nor_tensorboardx():
+    # tensorboardX imports torch when it is installed (a second or more): every process that
+    # imports rayplex — node buffers, the hub, forwarders, each worker — would pay for it
+    import subprocess
+    import sys
+
+    code = ("import sys, rayplex, rayplex.actors.hub, rayplex.actors.node_buffer; "
+            "heavy = {'torch', 'tensorboardX', 'mlflow', 'wandb'} & set(sys.modules); "
+            "assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -12,15 +12,17 @@ restore, through ``get_state``/``set_state``) and skips results at or below it, 
 is written twice.
 
 The callback runs on Tune's driver loop: a result costs a few buffered ``add_scalar`` calls
-and never waits on the network (the Logger's background thread ships them). A trial's end
-costs one round trip to the hub (its params); the end of the sweep flushes (at most
-``END_FLUSH_TIMEOUT_S``), so the logdir is complete when ``Tuner.fit()`` returns.
+and never waits on the network (the Logger's background thread ships them). A trial's config
+is stored at its end by a thread of the callback's own (that call waits for the hub), so a
+trial's end does not wait either; the end of the sweep waits for those and flushes (each at
+most ``END_FLUSH_TIMEOUT_S``), so the logdir is complete when ``Tuner.fit()`` returns.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any
 
 from ray.tune.logger import LoggerCallback
@@ -93,12 +95,16 @@ class RayplexLoggerCallback(LoggerCallback):
         self._last: dict[str, dict[str, float]] = {}
         self._loggers: dict[str, Logger] = {}
         self._connected = True
+        self._params: ThreadPoolExecutor | None = None  # params calls, off Tune's loop
+        self._pending: list[Future[None]] = []
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks with the experiment: names and counters only.
         state = dict(self.__dict__)
         state["_loggers"] = {}
         state["_connected"] = False
+        state["_params"] = None
+        state["_pending"] = []
         return state
 
     def __repr__(self) -> str:
@@ -166,16 +172,16 @@ class RayplexLoggerCallback(LoggerCallback):
             logger.info("trial %s completed at iteration %s", trial_id,
                         self._written.get(trial_id))
         config = _plain(trial.config)
-        try:
-            # HParams first: TensorBoard keeps the first hparams summary of a run, and
-            # log_params writes one without metrics.
-            logger.add_hparams(_hparams(config), self._last.get(trial_id, {}))
-            logger.log_params(config=config)
-        except (RayplexError, TypeError, ValueError) as exc:
-            log.warning("rayplex: the config of trial %s was not logged: %s", trial_id, exc)
-        self._last.pop(trial_id, None)
+        metrics = self._last.pop(trial_id, {})
+        if self._params is None:
+            self._params = ThreadPoolExecutor(1, thread_name_prefix="rayplex-tune-params")
+        self._pending = [f for f in self._pending if not f.done()]
+        # a params call waits for the hub: it runs off Tune's loop, in order, one at a time
+        self._pending.append(self._params.submit(_save_config, logger, trial_id, config, metrics))
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
+        wait(self._pending, timeout=END_FLUSH_TIMEOUT_S)
+        self._pending = []
         if self._loggers:  # one flush covers every trial: they share this process's session
             flush_quietly(next(iter(self._loggers.values())), END_FLUSH_TIMEOUT_S)
 
@@ -187,6 +193,16 @@ class RayplexLoggerCallback(LoggerCallback):
             logger = self._loggers[trial_id] = rayplex.get_logger(
                 f"{self.group}/{trial_id}", hub=self.hub)
         return logger
+
+
+def _save_config(logger: Logger, trial_id: str, config: Any, metrics: dict[str, float]) -> None:
+    try:
+        # HParams first: TensorBoard keeps the first hparams summary of a run, and
+        # log_params writes one without metrics.
+        logger.add_hparams(_hparams(config), metrics)
+        logger.log_params(config=config)
+    except (RayplexError, TypeError, ValueError) as exc:
+        log.warning("rayplex: the config of trial %s was not logged: %s", trial_id, exc)
 
 
 def _plain(config: Any) -> Any:
