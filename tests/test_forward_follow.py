@@ -3,6 +3,7 @@ hub's committed sizes, tracker batching, and Forwarder rounds against a real MLf
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
@@ -178,6 +179,10 @@ def test_a_failing_tracker_advances_nothing_and_backs_off_then_forwards_scalars_
         with open(png, "rb") as f:
             assert f.read() == Summary.Value.FromString(image).image.encoded_image_string
         assert forwarder.counters["images"] == 1
+        # a database store's artifacts go under the logdir, not ./mlruns of the forwarder's cwd
+        assert os.path.isfile(png) and glob.glob(os.path.join(
+            logdir, "mlflow-artifacts", "*", "artifacts", "images", "main", "img", "*.png"))
+        assert not os.path.exists("mlruns")
         forwarder.close()
     finally:
         hub._stop.set()

@@ -4,7 +4,9 @@ follows what the hub committed, instead of one tracker client in every worker.
 Example:
     >>> import rayplex.forward
     >>> rayplex.forward.MLflow(tracking_uri="sqlite:////tmp/mlruns.db", experiment="ppo")
-    MLflow(tracking_uri='sqlite:////tmp/mlruns.db', experiment='ppo', slow_call_s=10.0, retry_max_s=30.0)
+    ... # doctest: +NORMALIZE_WHITESPACE
+    MLflow(tracking_uri='sqlite:////tmp/mlruns.db', experiment='ppo', slow_call_s=10.0,
+           retry_max_s=30.0, artifact_location=None)
 
 Pass them to ``rayplex.init(logdir, forward=[...])``; each gets a forwarder actor of its own
 (:mod:`rayplex.actors.forwarder`), so a slow tracker never delays another one. MLflow and W&B

@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from rayplex.forward.follow import Image, Point
@@ -95,6 +96,10 @@ class MLflow:
             while it still runs (MLflow waits up to 20 s on a locked SQLite file).
         retry_max_s: The longest wait between retries after a failure (back-off doubles from
             0.5 s up to this).
+        artifact_location: Where a new MLflow experiment keeps its artifacts (images). ``None``:
+            the tracking server's default, except for a database URI (``sqlite:``,
+            ``postgresql:``, ``mysql:``, ``mssql:``), whose default is ``./mlruns`` of whatever
+            directory the forwarder runs in; there it is ``<logdir>/mlflow-artifacts``.
 
     Example:
         >>> MLflow(tracking_uri="sqlite:////tmp/mlruns.db", experiment="ppo").key
@@ -105,8 +110,12 @@ class MLflow:
     experiment: str = "rayplex"
     slow_call_s: float = 10.0
     retry_max_s: float = 30.0
+    artifact_location: str | None = None
 
     def __post_init__(self) -> None:
+        if self.artifact_location is not None and not isinstance(self.artifact_location, str):
+            raise TypeError("artifact_location must be a str, got "
+                            f"{type(self.artifact_location).__name__}")
         if not isinstance(self.experiment, str) or not self.experiment:
             raise ValueError(f"MLflow experiment must be a non-empty str, got {self.experiment!r}")
         if self.tracking_uri is not None and not isinstance(self.tracking_uri, str):
@@ -237,6 +246,9 @@ def wall_ms(wall_time: float) -> int:
     return int(round(wall_time * 1000))
 
 
+_DATABASE_SCHEMES = frozenset({"sqlite", "postgresql", "mysql", "mssql"})
+
+
 class _MLflowConnection(Connection):
     def __init__(self, spec: MLflow, logdir: str) -> None:
         super().__init__()
@@ -245,6 +257,10 @@ class _MLflowConnection(Connection):
         self.logdir = logdir
         self.client = MlflowClient(tracking_uri=spec.tracking_uri)
         self.experiment = spec.experiment
+        self.artifact_location = spec.artifact_location
+        scheme = (spec.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")).split(":", 1)[0]
+        if self.artifact_location is None and scheme.split("+")[0] in _DATABASE_SCHEMES:
+            self.artifact_location = Path(logdir, "mlflow-artifacts").as_uri()
         self._experiment_id: str | None = None
 
     def _experiment(self) -> str:
@@ -252,8 +268,9 @@ class _MLflowConnection(Connection):
             found = self.call(self.client.get_experiment_by_name, self.experiment)
             if found is None:
                 try:
-                    self._experiment_id = str(self.call(self.client.create_experiment,
-                                                        self.experiment))
+                    self._experiment_id = str(self.call(
+                        self.client.create_experiment, self.experiment,
+                        artifact_location=self.artifact_location))
                 except Exception:  # another process created it meanwhile
                     found = self.call(self.client.get_experiment_by_name, self.experiment)
                     if found is None:
