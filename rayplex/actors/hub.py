@@ -17,6 +17,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from rayplex.actors.journal import undo_files
@@ -308,12 +309,18 @@ class Hub:
             path = self.artifacts.write_bytes(rel, data)  # atomic replace
             self._commit_request(request_id)
             return os.fspath(path)
+        return self._journalled_append(request_id, rel, data, self.artifacts.append_chunk)
+
+    def _journalled_append(self, request_id: str, rel: str, data: bytes,
+                           append: Callable[[str, bytes], os.PathLike[str]]) -> str:
+        """``append(rel, data)`` as one journalled transaction: cut back on any exception, and
+        remembered with ``request_id`` when it commits."""
         self.writer.settle()
         target = os.fspath(self.artifacts.resolve(rel))
         offsets = {target: os.path.getsize(target) if os.path.isfile(target) else 0}
         self.writer.journal.begin(offsets, [])
         try:
-            path = self.artifacts.append_chunk(rel, data)
+            path = append(rel, data)
             self.writer.journal.commit([], [], [request_id])
         except BaseException:
             _, failed = undo_files(offsets)
@@ -401,20 +408,7 @@ class Hub:
     # ------------------------------------------------- files, runs (ML-Logger)
     def _append_artifact(self, request_id: str, rel: str, data: bytes) -> str:
         """Append raw bytes (JSON lines, ``error.log``) as one journalled transaction."""
-        self.writer.settle()
-        target = os.fspath(self.artifacts.resolve(rel))
-        offsets = {target: os.path.getsize(target) if os.path.isfile(target) else 0}
-        self.writer.journal.begin(offsets, [])
-        try:
-            path = self.artifacts.append_bytes(rel, data)
-            self.writer.journal.commit([], [], [request_id])
-        except BaseException:
-            _, failed = undo_files(offsets)
-            self.writer.journal.abort(failed or None)
-            self.writer.pending_undo.update(failed)
-            raise
-        self._applied(request_id)
-        return os.fspath(path)
+        return self._journalled_append(request_id, rel, data, self.artifacts.append_bytes)
 
     def _remove_artifacts(self, request_id: str, base: str, paths: list[str]) -> list[str]:
         """Remove files or directories below the client directory ``base``: ``""`` is all of
