@@ -89,6 +89,12 @@ class Config:
         return self.summary_silent_s
 
     @property
+    def effective_summary_hold_s(self) -> float:
+        """After a fault, how long the hub writes no summary on its quiet time alone: a
+        sender's longest back-off and two flush intervals, for resends to arrive first."""
+        return self.retry_max_backoff_s + 2 * self.flush_interval_s
+
+    @property
     def effective_summary_delay_s(self) -> float:
         if self.summary_delay_s is None:
             return 2 * self.flush_interval_s

@@ -74,15 +74,18 @@ class Partial:
 class NodeCall:
     """What a node buffer sends the hub in one call.
 
-    ``partials`` merges the statistics of the first sends among ``batches`` (whose own
-    ``partials`` were emptied); ``(node, seq)`` lets the hub apply them once. A resent batch
-    keeps its partials, so the hub de-duplicates it by its own ``(sender, seq)``.
+    ``partials`` merges the statistics of ``batches`` (whose own ``partials`` were emptied),
+    naming every batch merged in, so that the hub applies them once
+    (:mod:`rayplex.actors.partials`). ``node`` is this node buffer incarnation's id and
+    ``ray_node`` the Ray node it serves: a new incarnation on a Ray node the hub heard from
+    before means a node buffer restarted, and its senders are resending.
     """
 
     node: str
     seq: int
     batches: list[Batch]
     partials: list[Partial] = field(default_factory=list)
+    ray_node: str = ""
 
 
 @dataclass

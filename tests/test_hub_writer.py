@@ -9,15 +9,18 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
 from rayplex.actors.hub import Hub
 from rayplex.actors.writer import HubWriter
+from rayplex.config import config
 from rayplex.encoder import Encoder
 from rayplex.groups import GroupRegistry
-from rayplex.items import Line, Scalar
-from rayplex.records import Batch, Chunk, NodeCall
+from rayplex.items import Line, PartialItem, Scalar
+from rayplex.records import Batch, Chunk, NodeCall, Partial
+from rayplex.stats import PartialStats
 from tests.conftest import tb_scalars
 
 
@@ -255,3 +258,85 @@ def test_hub_writer_is_usable_without_ray(tmp_path):
     writer = HubWriter(str(tmp_path / "w"), experiment="e")
     assert writer.write_batches([], []) == {}
     assert GroupRegistry().stamp
+
+
+# ------------------------------------------- summaries wait for resends after a fault
+def _summary_batch(hub: Hub, sender: str, seq: int, client: str, step: int) -> Batch:
+    part = Partial("agent", step, ("count",), {"r": PartialStats([1.0])}, (client,))
+    return Encoder(hub.registry).encode([PartialItem(part)], sender, seq, hub.experiment)
+
+
+def _counts(due: list) -> list[tuple[int, float, bool]]:
+    return [(s.step, s.values["r/count"], s.again) for s in due]
+
+
+def _quiet_but_held(hub: Hub, since: float) -> float:
+    """A time past the quiet delay of every partial so far, still within the hold."""
+    t = since + config().effective_summary_delay_s + 0.5
+    assert t < since + config().effective_summary_hold_s
+    return t
+
+
+def test_a_restarted_hub_holds_summaries_until_a_resent_first_partial_can_arrive(tmp_path):
+    logdir = str(tmp_path / "exp")
+    first = Hub("restart", logdir)
+    first._stop.set()
+    for step in range(3):  # agent/0 summarised steps 0-2, committed
+        call = NodeCall("n1", step, [_summary_batch(first, "w0", step + 1, "agent/0", step)],
+                        ray_node="r1")
+        assert first.write_node(call)[0].error is None
+    # the hub dies here; agent/1's first batch (its step 0) is still with its sender
+    hub = Hub("restart", logdir)
+    hub._stop.set()
+    up = time.time()
+    assert hub.summaries.due(_quiet_but_held(hub, up)) == []
+    resend = NodeCall("n1", 9, [_summary_batch(hub, "w1", 1, "agent/1", 0)], ray_node="r1")
+    assert hub.write_node(resend)[0].error is None
+    later = time.time() + config().effective_summary_hold_s + 1
+    assert _counts(hub.summaries.due(later))[:1] == [(0, 2.0, False)]  # once, both workers
+    hub.close()
+
+
+def test_a_restarted_node_buffer_or_a_failed_write_holds_summaries_back(tmp_path, monkeypatch):
+    hub = Hub("held", str(tmp_path / "exp"))
+    hub._stop.set()
+    t0 = time.time()
+    ok = hub.write_node(NodeCall("n1", 1, [_summary_batch(hub, "w0", 1, "agent/0", 0)],
+                                 ray_node="r1"))
+    assert ok[0].error is None
+    assert _counts(hub.summaries.due(t0 + config().effective_summary_delay_s + 0.5)) == [
+        (0, 1.0, False)]  # the first node buffer of a node: nothing held
+    hub.write_node(NodeCall("n1", 2, [_summary_batch(hub, "w0", 2, "agent/0", 1)],
+                            ray_node="r1"))
+    t1 = time.time()
+    hub.write_node(NodeCall("n2", 1, [_summary_batch(hub, "w0", 3, "agent/0", 2)],
+                            ray_node="r1"))  # another incarnation on node r1: it restarted
+    assert hub.summaries.due(_quiet_but_held(hub, t1)) == []
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    hub2 = Hub("held2", str(tmp_path / "exp2"))
+    hub2._stop.set()
+    hub2.write_node(NodeCall("n1", 1, [_summary_batch(hub2, "w0", 1, "agent/0", 0)],
+                             ray_node="r1"))
+    monkeypatch.setattr(hub2.writer, "write_batches", full)
+    t2 = time.time()
+    failed = hub2.write_node(NodeCall("n1", 2, [_summary_batch(hub2, "w1", 1, "agent/1", 0)],
+                                      ray_node="r1"))
+    assert failed[0].error is not None  # its sender resends after a back-off
+    assert hub2.summaries.due(_quiet_but_held(hub2, t2)) == []
+    monkeypatch.undo()
+    hub.close()
+    hub2.close()
+
+
+def test_a_stalled_hub_process_holds_summaries_back(tmp_path):
+    hub = Hub("stalled", str(tmp_path / "exp"))
+    hub._stop.set()
+    hub.write_node(NodeCall("n1", 1, [_summary_batch(hub, "w0", 1, "agent/0", 0)],
+                            ray_node="r1"))
+    woke = time.time()
+    hub._tick_once(time.monotonic() - 30.0, 0.2)  # the previous tick was 30 s ago
+    assert hub.summaries.due(_quiet_but_held(hub, woke)) == []
+    hub.close()

@@ -174,3 +174,31 @@ def test_from_json_refuses_malformed_books_with_value_error(corrupt: object) -> 
     book.add(_partial("agent/a", 0, 1.0), now=0.0)
     with pytest.raises(ValueError, match="SummaryBook JSON|client id|stat|tag|group"):
         SummaryBook.from_json(corrupt(book.to_json()), DELAY)  # type: ignore[operator]
+
+
+HOLD = 6.0
+
+
+def test_after_a_disturbance_no_step_is_written_until_resends_can_have_arrived() -> None:
+    # a's partials arrived; b's first partial (step 0) was in flight when a fault struck
+    book = SummaryBook(DELAY, SILENT, hold_s=HOLD)
+    book.add(_partial("agent/a", 0, 1.0), now=0.0)
+    book.add(_partial("agent/a", 1, 1.0), now=0.1)
+    book.disturbed(now=0.5)
+    assert book.due(now=0.5 + DELAY + 0.1) == []  # quiet, but a resend may still come
+    book.add(_partial("agent/b", 0, 1.0), now=4.0)  # b's resend, after its back-off
+    assert _steps(book.due(now=0.5 + HOLD)) == [("agent", 0, 2.0)]  # b's watermark holds step 1
+    book.add(_partial("agent/b", 1, 1.0), now=7.0)
+    assert _steps(book.due(now=8.0)) == [("agent", 1, 2.0)]  # each step once, both workers
+
+
+def test_a_disturbance_extends_the_hold_and_flush_or_shutdown_ignore_it() -> None:
+    book = SummaryBook(DELAY, SILENT, hold_s=HOLD)
+    book.add(_partial("agent/a", 0, 1.0), now=0.0)
+    book.disturbed(now=1.0)
+    book.disturbed(now=4.0)  # a second fault: held until 4 + HOLD
+    assert book.due(now=1.0 + HOLD + 0.5) == []
+    assert _steps(book.due(now=5.0, quiet=False)) == [("agent", 0, 1.0)]  # an explicit flush
+    book.add(_partial("agent/a", 1, 1.0), now=5.0)
+    book.disturbed(now=5.0)
+    assert _steps(book.due(now=5.0, force=True)) == [("agent", 1, 1.0)]  # shutdown

@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from rayplex.actors.journal import undo_files
@@ -35,6 +35,9 @@ from rayplex.records import Ack, Batch, NodeCall
 from rayplex.rules import split_client_id
 
 log = logging.getLogger("rayplex.hub")
+
+STALL_S = 1.0
+"""A summary tick this much later than its period counts as a stall of the hub process."""
 
 OWNER_FILE = "owner.json"
 """``.rayplex/owner.json``: which hub owns this logdir (name and actor id)."""
@@ -73,6 +76,7 @@ class Hub:
         self.calls = 0
         self._unregistered_seen: set[str] = set()
         self._committed_cache: dict[str, int] = {}  # committed_sizes' last answer, absolute paths
+        self._node_buffers: dict[str, str] = {}  # Ray node -> the node buffer heard from last
         self._claim_logdir()
         undone = self.writer.state.undone
         if undone:
@@ -95,13 +99,24 @@ class Hub:
     def _tick(self) -> None:
         """Write the summaries that are ready (every live worker moved past the step)."""
         period = max(0.05, min(0.2, config().flush_interval_s / 4))
+        last = time.monotonic()
         while not self._stop.wait(period):
-            try:
+            last = self._tick_once(last, period)
+
+    def _tick_once(self, last: float, period: float) -> float:
+        """One tick; ``last`` is when the previous one ended. A tick much later than its period
+        means this process was stalled (stopped, swapping): calls queued meanwhile may hold
+        first partials, so the book is disturbed before anything is written."""
+        try:
+            with self.lock:
+                if time.monotonic() - last > period + STALL_S:
+                    self.summaries.disturbed(time.time())
                 self._write_summaries(force=False)
-            except OSError:
-                pass  # noted by the writer; retried next tick
-            except Exception:
-                log.exception("hub %s: writing summaries failed", self.name)
+        except OSError:
+            pass  # noted by the writer; retried next tick
+        except Exception:
+            log.exception("hub %s: writing summaries failed", self.name)
+        return time.monotonic()
 
     def _write_summaries(self, force: bool, quiet: bool = True) -> None:
         with self.lock:
@@ -214,7 +229,19 @@ class Hub:
             for batch, ack in self._write(writable, partials):
                 answers[id(batch)] = ack
             self._report_unregistered(writable)
+            self._note_disturbance(call, answers.values())
             return [answers[id(first[(b.sender, b.seq)])] for b in call.batches]
+
+    def _note_disturbance(self, call: NodeCall, answers: Iterable[Ack]) -> None:
+        """Hold summaries back while senders may be resending: some batch of this call must be
+        sent again, or a node buffer restarted (its workers resend what it held)."""
+        restarted = False
+        if call.ray_node:
+            known = self._node_buffers.setdefault(call.ray_node, call.node)
+            restarted = known != call.node
+            self._node_buffers[call.ray_node] = call.node
+        if restarted or any(a.error or a.retry or a.stale for a in answers):
+            self.summaries.disturbed(time.time())
 
     def _write(self, batches: list[Batch], partials: list[Any]) -> list[tuple[Batch, Ack]]:
         """Write all at once; if that fails for a reason other than the disk, write one batch

@@ -139,16 +139,19 @@ class Journal:
 
     # --------------------------------------------------------------- recovery
     def recover(self, summary_delay_s: float = 0.0, now: float = 0.0,
-                summary_silent_s: float = 10.0, keep_written: int = 1024) -> HubState:
+                summary_silent_s: float = 10.0, keep_written: int = 1024,
+                summary_hold_s: float = 0.0) -> HubState:
         """Read the journal, undo an unfinished transaction, compact, and prepare to append.
 
         Never raises for a bad journal or a full or read-only disk: what cannot be read is
         reported and ignored, an undo that fails stays in :attr:`HubState.pending_undo`, a
         compaction that fails is retried later, and the file is opened for appending lazily.
+        A journal with records means a restart: the book is :meth:`~SummaryBook.disturbed`
+        at ``now``, since senders resend what the previous incarnation never answered.
         """
         self.close()
         self._preamble = []
-        book = SummaryBook(summary_delay_s, summary_silent_s, keep_written)
+        book = SummaryBook(summary_delay_s, summary_silent_s, keep_written, summary_hold_s)
         state = HubState(book=book)
         replay = _Replay(state, now, self._paths_from_journal)
         self._end = 0
@@ -188,6 +191,9 @@ class Journal:
             # If compaction fails, these records say what recovery did before anything else.
             self._preamble.append({"k": "pending",
                                    "undo": self._paths_to_journal(state.pending_undo)})
+        if records:
+            assert state.book is not None
+            state.book.disturbed(now)
         self.compact(state)
         return state
 
@@ -380,7 +386,8 @@ class _Replay:
                 raise ValueError("snapshot of an unknown format or version")
             assert state.book is not None
             book = SummaryBook.from_json(record["book"], state.book.delay_s,
-                                         state.book.silent_s, state.book.keep_written, self.now)
+                                         state.book.silent_s, state.book.keep_written, self.now,
+                                         state.book.hold_s)
             last_seq = _seqs(record["last_seq"])
             pending = self.paths(_sizes(record["pending_undo"]))
             requests = _strings(record["requests"])

@@ -158,7 +158,7 @@ class NodeBuffer:
             self._in_flight_bytes += size
             self._seq += 1
             partials, batches = merge_partials([batch for batch, _ in items])
-            call = NodeCall(self._id, self._seq, batches, partials)
+            call = NodeCall(self._id, self._seq, batches, partials, ray_node=self.node_id)
             try:
                 write = self._hub_handle().write_node.options(max_task_retries=0)
                 acks = await write.remote(call)

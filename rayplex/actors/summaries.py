@@ -17,6 +17,13 @@ step that was already written (only from a client that was declared silent, or o
 joined the group late) is merged with what was there and the step is written again: a second
 point at the same step, over all values, flagged (``again``) so that the hub warns about it.
 
+After a fault the hub calls :meth:`SummaryBook.disturbed`: its own restart, a node buffer that
+restarted, a write that failed, a stall. Senders then resend what was not acknowledged, after a
+back-off, and such a resend may hold the *first* partial of a worker the book does not know yet
+(no watermark). So for ``hold_s`` after a disturbance (the longest back-off and two flush
+intervals) no step is written on the quiet time alone; an explicit flush and shutdown do not
+wait for it.
+
 Written steps are kept (for such late partials) up to ``keep_written`` per group; a partial
 for a step below a group's pruned floor is refused and counted (``refused``), never started
 afresh with partial counts.
@@ -99,12 +106,17 @@ class SummaryBook:
         delay_s: Quiet time after the last partial of a step before it may be written.
         silent_s: Time without a partial after which a client no longer holds steps back.
         keep_written: Written steps kept per group for late partials.
+        hold_s: After :meth:`disturbed`, how long no step is written on the quiet time alone.
     """
 
-    def __init__(self, delay_s: float, silent_s: float = 10.0, keep_written: int = 1024) -> None:
+    def __init__(self, delay_s: float, silent_s: float = 10.0, keep_written: int = 1024,
+                 hold_s: float = 0.0) -> None:
         self.delay_s = delay_s
         self.silent_s = silent_s
         self.keep_written = keep_written
+        self.hold_s = hold_s
+        self.held_until = 0.0
+        """Until when steps wait for resends after the latest disturbance (``time.time()``)."""
         self.refused = 0
         """Partials refused because their step was below the group's pruned floor."""
         self._entries: dict[tuple[str, int], _Entry] = {}
@@ -149,10 +161,15 @@ class SummaryBook:
             entry.late = True
         return True
 
+    def disturbed(self, now: float) -> None:
+        """A fault happened at ``now``: senders may resend partials until ``now + hold_s``, so
+        write nothing on the quiet time alone until then."""
+        self.held_until = max(self.held_until, now + self.hold_s)
+
     def due(self, now: float, force: bool = False, quiet: bool = True) -> list[Summary]:
         """Take the summaries to write: the ready steps at ``now``, or every dirty one if
-        ``force`` (shutdown). ``quiet=False`` (an explicit flush) skips the quiet time but
-        still waits for the watermark.
+        ``force`` (shutdown). ``quiet=False`` (an explicit flush) skips the quiet time and the
+        hold after a disturbance but still waits for the watermark.
 
         Taken steps count as written; if writing them fails, hand them back with
         :meth:`mark_dirty`.
@@ -161,6 +178,8 @@ class SummaryBook:
             :class:`Summary` tuples in (group, step) order.
         """
         self._prune()
+        if not force and quiet and now < self.held_until:
+            return []
         waiting: dict[str, list[tuple[int, int]]] = {}
         out = []
         for (group, step), entry in sorted(self._entries.items()):
@@ -258,22 +277,23 @@ class SummaryBook:
 
     @classmethod
     def from_json(cls, data: object, delay_s: float, silent_s: float = 10.0,
-                  keep_written: int = 1024, now: float = 0.0) -> SummaryBook:
+                  keep_written: int = 1024, now: float = 0.0,
+                  hold_s: float = 0.0) -> SummaryBook:
         """Rebuild a book from :meth:`to_json` output, checking every field.
 
         Raises:
             ValueError: if ``data`` is not a well-formed book of this version.
         """
         try:
-            return cls._from_json(data, delay_s, silent_s, keep_written, now)
+            return cls._from_json(data, delay_s, silent_s, keep_written, now, hold_s)
         except (TypeError, KeyError, AttributeError) as exc:
             raise ValueError(f"SummaryBook JSON: malformed ({exc!r:.200})") from None
 
     @classmethod
     def _from_json(cls, data: Any, delay_s: float, silent_s: float, keep_written: int,
-                   now: float) -> SummaryBook:
+                   now: float, hold_s: float) -> SummaryBook:
         _expect(isinstance(data, dict) and data.get("v") == _JSON_VERSION, "unknown version")
-        book = cls(delay_s, silent_s, keep_written)
+        book = cls(delay_s, silent_s, keep_written, hold_s)
         book.refused = _int(data["refused"])
         for item in data["entries"]:
             entry = _Entry(last=now)

@@ -67,7 +67,8 @@ class HubWriter:
         self.journal = Journal(os.path.join(self.state_dir, "journal"), fsync=cfg.fsync,
                                root=logdir)
         self.state = self.journal.recover(cfg.effective_summary_delay_s, time.time(),
-                                          cfg.effective_summary_silent_s)
+                                          cfg.effective_summary_silent_s,
+                                          summary_hold_s=cfg.effective_summary_hold_s)
         self.last_seq: dict[str, int] = self.state.last_seq
         self.pending_undo: dict[str, int] = dict(self.state.pending_undo)
 
