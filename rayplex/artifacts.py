@@ -807,10 +807,7 @@ class ArtifactStore:
             ['g/n/b.txt']
             >>> tmp.cleanup()
         """
-        src_norm, source = self._existing(src)
-        to_norm, target = self._resolve_norm(to)
-        if os.path.isdir(target) and not os.path.islink(target):
-            to_norm, target = self._resolve_norm(f"{to_norm}/{source.name}")
+        (src_norm, source), (to_norm, target) = self._move_paths(src, to)
         if to_norm == src_norm:
             return target
         if to_norm.startswith(src_norm + "/"):
@@ -827,6 +824,22 @@ class ArtifactStore:
             self._forget(source)
             self._forget(target)
         return target
+
+    def move_target(self, src: str, to: str) -> Path:
+        """Where :meth:`move` would put ``src`` (inside ``to`` if that is a directory).
+
+        Raises:
+            ValueError: If a path is invalid or escapes the root.
+            FileNotFoundError: If ``src`` does not exist.
+        """
+        return self._move_paths(src, to)[1][1]
+
+    def _move_paths(self, src: str, to: str) -> tuple[tuple[str, Path], tuple[str, Path]]:
+        src_norm, source = self._existing(src)
+        to_norm, target = self._resolve_norm(to)
+        if os.path.isdir(target) and not os.path.islink(target):
+            to_norm, target = self._resolve_norm(f"{to_norm}/{source.name}")
+        return (src_norm, source), (to_norm, target)
 
     def duplicate(self, src: str, to: str, exists_ok: bool = True) -> Path:
         """Copy a file or a directory tree inside the store.

@@ -77,8 +77,9 @@ class NodeCall:
     ``partials`` merges the statistics of ``batches`` (whose own ``partials`` were emptied),
     naming every batch merged in, so that the hub applies them once
     (:mod:`rayplex.actors.partials`). ``node`` is this node buffer incarnation's id and
-    ``ray_node`` the Ray node it serves: a new incarnation on a Ray node the hub heard from
-    before means a node buffer restarted, and its senders are resending.
+    ``ray_node`` the Ray node it serves; ``restarted`` says that Ray restarted this node
+    buffer. Either (a new incarnation on a Ray node the hub heard from before, or a restarted
+    one) means the node's senders are resending what the previous incarnation held.
     """
 
     node: str
@@ -86,6 +87,9 @@ class NodeCall:
     batches: list[Batch]
     partials: list[Partial] = field(default_factory=list)
     ray_node: str = ""
+    restarted: bool = False
+    sent_at: float = 0.0
+    """The node buffer's ``time.time()`` when it sent the call (how long it waited at the hub)."""
 
 
 @dataclass

@@ -3,9 +3,12 @@ and readers that go through TensorBoard's own event loader (never through rayple
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
+import tempfile
 import threading
+import time
 from collections import defaultdict
 
 import pytest
@@ -94,3 +97,33 @@ def returns_within(seconds, fn):
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
+
+
+@contextlib.contextmanager
+def stalled_hub(hub, limit_s=120.0):
+    """Keep the (single-threaded) hub busy, as a slow disk or an overloaded hub would, from
+    before the block runs until ``release()`` (yielded) is called or the block ends."""
+    import ray
+
+    marks = tempfile.mkdtemp(prefix="rayplex-stall-")
+    started, released = os.path.join(marks, "started"), os.path.join(marks, "released")
+
+    def stall(self, started=started, released=released, limit_s=limit_s):
+        open(started, "w").close()
+        deadline = time.monotonic() + limit_s
+        while not os.path.exists(released) and time.monotonic() < deadline:
+            time.sleep(0.01)  # polling the release mark
+
+    def release():
+        open(released, "w").close()
+
+    ref = hub.actor.__ray_call__.remote(stall)
+    deadline = time.monotonic() + 60
+    while not os.path.exists(started):
+        assert time.monotonic() < deadline, "the hub did not start the stall"
+        time.sleep(0.01)
+    try:
+        yield release
+    finally:
+        release()
+        ray.get(ref, timeout=limit_s + 60)

@@ -11,7 +11,7 @@ PURE_MODULES = [
     "rayplex.rules", "rayplex.groups", "rayplex.encode", "rayplex.tfrecord", "rayplex.encoder",
     "rayplex.items", "rayplex.atomic", "rayplex.buffer", "rayplex.stats", "rayplex.textlog",
     "rayplex.records", "rayplex.config", "rayplex.artifacts", "rayplex.events",
-    "rayplex.terminal", "rayplex.actors.summaries", "rayplex.actors.partials",
+    "rayplex.terminal", "rayplex.actors.summaries", "rayplex.actors.partials", "rayplex.actors.faults",
     "rayplex.actors.state", "rayplex.actors.journal", "rayplex.actors.writer", "rayplex.files",
     "rayplex.actors.logfiles", "rayplex.tail", "rayplex.timers", "rayplex.media",
     "rayplex.logger_files", "rayplex.logger_runs", "rayplex.compat.ml_logger",

@@ -22,6 +22,7 @@ from rayplex.actors import list_rayplex_actors
 from tests import conftest
 
 tb_scalars: Callable[[str], Any] = conftest.tb_scalars
+stalled_hub: Any = conftest.stalled_hub
 
 
 def _until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -33,11 +34,6 @@ def _until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def _stall(hub: rayplex.HubHandle, seconds: float) -> Any:
-    """Keep the (single-threaded) hub busy, as a slow disk or an overloaded hub would."""
-    return hub.actor.__ray_call__.remote(lambda self, s=seconds: time.sleep(s))
 
 
 def _node_buffer(hub_name: str) -> Any:
@@ -79,16 +75,15 @@ def test_a_node_buffer_restarted_while_its_call_to_a_stalled_hub_is_in_flight_co
     experiment.register_indexed_group("agent", 4)
     workers = [_StorerActor.remote(f"agent/{i}") for i in range(2)]
     ray.get([w.sent.remote() for w in workers])  # sessions up before the hub stalls
-    stall = _stall(experiment, 6.0)
-    ray.get([w.store.remote(0, [float(i * 10 + j) for j in range(5)])
-             for i, w in enumerate(workers)])
-    _until(lambda: all(n >= 1 for n in ray.get([w.sent.remote() for w in workers])), 10,
-           "both workers to ship their partials to the node buffer")
-    nb = _node_buffer(experiment.name)
-    _until(lambda: ray.get(nb.info.remote())["held_bytes"] > 0, 10,
-           "the node buffer to hold the call to the stalled hub")
-    ray.kill(nb, no_restart=False)  # Ray restarts it; the senders resend to the new one
-    ray.get(stall)
+    with stalled_hub(experiment):
+        ray.get([w.store.remote(0, [float(i * 10 + j) for j in range(5)])
+                 for i, w in enumerate(workers)])
+        _until(lambda: all(n >= 1 for n in ray.get([w.sent.remote() for w in workers])), 60,
+               "both workers to ship their partials to the node buffer")
+        nb = _node_buffer(experiment.name)
+        _until(lambda: ray.get(nb.info.remote())["held_bytes"] > 0, 60,
+               "the node buffer to hold the call to the stalled hub")
+        ray.kill(nb, no_restart=False)  # Ray restarts it; the senders resend to the new one
     ray.get([w.flush.remote() for w in workers], timeout=180)
     assert sum(ray.get([w.retried.remote() for w in workers])) > 0, "the kill hit no call"
     rayplex.shutdown(experiment.name)  # writes every pending summary

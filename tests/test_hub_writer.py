@@ -304,11 +304,13 @@ def test_a_restarted_node_buffer_or_a_failed_write_holds_summaries_back(tmp_path
     ok = hub.write_node(NodeCall("n1", 1, [_summary_batch(hub, "w0", 1, "agent/0", 0)],
                                  ray_node="r1"))
     assert ok[0].error is None
-    assert _counts(hub.summaries.due(t0 + config().effective_summary_delay_s + 0.5)) == [
-        (0, 1.0, False)]  # the first node buffer of a node: nothing held
+    settled = t0 + config().effective_summary_hold_s + 0.1  # agent/0 joined at t0
+    assert _counts(hub.summaries.due(settled)) == [(0, 1.0, False)]  # a first node buffer
     hub.write_node(NodeCall("n1", 2, [_summary_batch(hub, "w0", 2, "agent/0", 1)],
                             ray_node="r1"))
     t1 = time.time()
+    assert _counts(hub.summaries.due(max(settled, t1 + config().effective_summary_delay_s
+                                         + 0.1))) == [(1, 1.0, False)]
     hub.write_node(NodeCall("n2", 1, [_summary_batch(hub, "w0", 3, "agent/0", 2)],
                             ray_node="r1"))  # another incarnation on node r1: it restarted
     assert hub.summaries.due(_quiet_but_held(hub, t1)) == []
@@ -340,3 +342,69 @@ def test_a_stalled_hub_process_holds_summaries_back(tmp_path):
     hub._tick_once(time.monotonic() - 30.0, 0.2)  # the previous tick was 30 s ago
     assert hub.summaries.due(_quiet_but_held(hub, woke)) == []
     hub.close()
+
+
+# ------------------------- a move or duplicate replayed after the hub died mid-request
+class _Died(BaseException):
+    """The hub process dies here (nothing after this line of the hub runs)."""
+
+
+def _die_before_recording(hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
+    def died(*args: object, **kwargs: object) -> None:
+        raise _Died
+
+    monkeypatch.setattr(hub.writer.journal, "commit", died)
+
+
+@pytest.mark.parametrize("into_directory", [False, True])
+def test_a_move_replayed_after_the_hub_died_before_recording_it_is_answered_as_applied(
+        tmp_path, monkeypatch, into_directory):
+    logdir = str(tmp_path / "exp")
+    hub = Hub("mv", logdir)
+    hub._stop.set()
+    hub.artifacts.write_bytes("g/n/a.txt", b"a")
+    if into_directory:
+        hub.artifacts.write_bytes("g/n/dir/keep.txt", b"k")
+    to = "g/n/dir" if into_directory else "g/n/b.txt"
+    _die_before_recording(hub, monkeypatch)
+    with pytest.raises(_Died):
+        hub.request("req-1", "move_artifact", ("g/n/a.txt", to))
+    monkeypatch.undo()
+    restarted = Hub("mv", logdir)  # Ray replays the call on the restarted hub
+    restarted._stop.set()
+    ok, path = restarted.request("req-1", "move_artifact", ("g/n/a.txt", to))
+    want = os.path.join(logdir, "artifacts", "g", "n", "dir", "a.txt") if into_directory \
+        else os.path.join(logdir, "artifacts", "g", "n", "b.txt")
+    assert (ok, path) == (True, want)
+    assert restarted.artifacts.read_bytes(os.path.relpath(want, os.path.join(logdir,
+                                                                             "artifacts"))) == b"a"
+    again = Hub("mv", logdir)  # once applied, also remembered across one more restart
+    again._stop.set()
+    assert again.request("req-1", "move_artifact", ("g/n/a.txt", to))[0] is True
+    assert again.request("req-2", "move_artifact", ("g/n/a.txt", to)) == (
+        False, ("FileNotFoundError", again.request("req-3", "move_artifact",
+                                                   ("g/n/a.txt", to))[1][1]))
+    for h in (hub, restarted, again):
+        h.close()
+
+
+def test_a_directory_duplicate_replayed_after_the_hub_died_is_answered_as_applied(
+        tmp_path, monkeypatch):
+    logdir = str(tmp_path / "exp")
+    hub = Hub("dup", logdir)
+    hub._stop.set()
+    hub.artifacts.write_bytes("g/n/d/a.txt", b"a")
+    _die_before_recording(hub, monkeypatch)
+    with pytest.raises(_Died):
+        hub.request("req-1", "duplicate_artifact", ("g/n/d", "g/n/e", False))
+    monkeypatch.undo()
+    restarted = Hub("dup", logdir)
+    restarted._stop.set()
+    ok, path = restarted.request("req-1", "duplicate_artifact", ("g/n/d", "g/n/e", False))
+    assert (ok, path) == (True, os.path.join(logdir, "artifacts", "g", "n", "e"))
+    assert restarted.artifacts.read_bytes("g/n/e/a.txt") == b"a"
+    # a new request still refuses an existing directory when exists_ok is false
+    refused = restarted.request("req-2", "duplicate_artifact", ("g/n/d", "g/n/e", False))
+    assert refused[0] is False and refused[1][0] == "FileExistsError"
+    hub.close()
+    restarted.close()

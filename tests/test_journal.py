@@ -132,6 +132,19 @@ def test_applied_requests_keep_the_most_recent_ids_across_compaction(
     assert list(_journal(logdir).recover().applied_requests) == ["r2", "r3", "r4"]
 
 
+def test_open_intents_survive_compaction_and_end_with_their_commit(logdir: Path) -> None:
+    journal = _journal(logdir)
+    journal.recover()
+    target = str(logdir / "artifacts" / "g" / "n" / "b.txt")
+    journal.intend("move-1", target)
+    journal.intend("move-2", str(logdir / "artifacts" / "g" / "n" / "c.txt"))
+    journal.commit([], [], ["move-2"])
+    journal.intend("outside", "/etc/passwd")  # a hostile path is never answered
+    state = _journal(logdir).recover()  # replays, then compacts into a snapshot
+    assert state.intents == {"move-1": target}
+    assert _journal(logdir).recover().intents == {"move-1": target}
+
+
 def test_partials_and_written_steps_replay_into_the_summary_book(logdir: Path) -> None:
     journal = _journal(logdir)
     journal.recover()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import Counter
 
@@ -13,7 +14,7 @@ import rayplex
 from rayplex.actors import list_rayplex_actors
 from rayplex.items import SCALAR_NBYTES
 from rayplex.textlog import parse_line
-from tests.conftest import event_files, tb_events
+from tests.conftest import event_files, stalled_hub, tb_events
 
 MAX_STEPS = 200_000
 
@@ -97,11 +98,6 @@ def test_a_restarted_hub_keeps_routing_and_deduplicating(experiment):
     assert tb_scalars(experiment.logdir)["agent/5"]["agent/x/4-7"] == [(0, 1.0), (1, 2.0)]
 
 
-def _stall(hub, seconds):
-    """Keep the (single-threaded) hub busy, as a slow disk or an overloaded hub would."""
-    return hub.actor.__ray_call__.remote(lambda self, s=seconds: time.sleep(s))
-
-
 BOUND = 600_000  # bytes: 2,000 scalars at SCALAR_NBYTES (300 B) each
 
 
@@ -126,14 +122,20 @@ def _held(session):
 @pytest.mark.parametrize("policy", ["spill", "block"])
 def test_a_stalled_hub_keeps_the_worker_buffer_bounded_and_loses_nothing(experiment, policy):
     log, session = _logger_with_bound("learner/stall", policy)
-    stall = _stall(experiment, 3)
     peak = 0
-    for step in range(20_000):
-        log.add_scalar("x", float(step), step=step)
-        peak = max(peak, _held(session))
+    with stalled_hub(experiment) as release:
+        if policy == "block":  # the loop blocks on a full buffer: end the stall once it is
+            def release_when_full():
+                while _held(session) < BOUND - 2 * SCALAR_NBYTES:
+                    time.sleep(0.01)  # polling the buffer
+                release()
+
+            threading.Thread(target=release_when_full, daemon=True).start()
+        for step in range(20_000):
+            log.add_scalar("x", float(step), step=step)
+            peak = max(peak, _held(session))
     assert peak <= BOUND + SCALAR_NBYTES
     log.flush(timeout=120)
-    ray.get(stall)
     from tests.conftest import tb_scalars
 
     points = tb_scalars(experiment.logdir)["learner"]["stall/x"]
@@ -146,12 +148,11 @@ def test_a_stalled_hub_keeps_the_worker_buffer_bounded_and_loses_nothing(experim
 
 def test_drop_oldest_drops_and_counts_instead_of_growing(experiment):
     log, session = _logger_with_bound("learner/drop", "drop_oldest")
-    stall = _stall(experiment, 3)
-    for step in range(20_000):
-        log.add_scalar("x", float(step), step=step)
-        assert _held(session) <= BOUND + SCALAR_NBYTES
+    with stalled_hub(experiment):
+        for step in range(20_000):
+            log.add_scalar("x", float(step), step=step)
+            assert _held(session) <= BOUND + SCALAR_NBYTES
     log.flush(timeout=120)
-    ray.get(stall)
     stats = log.stats()
     from tests.conftest import tb_scalars
 

@@ -7,8 +7,9 @@ import json
 
 import pytest
 
+from rayplex.actors.faults import FaultWatch
 from rayplex.actors.summaries import Summary, SummaryBook
-from rayplex.records import Partial
+from rayplex.records import Ack, Batch, NodeCall, Partial
 from rayplex.stats import PartialStats
 
 DELAY, SILENT = 1.0, 10.0
@@ -187,9 +188,26 @@ def test_after_a_disturbance_no_step_is_written_until_resends_can_have_arrived()
     book.disturbed(now=0.5)
     assert book.due(now=0.5 + DELAY + 0.1) == []  # quiet, but a resend may still come
     book.add(_partial("agent/b", 0, 1.0), now=4.0)  # b's resend, after its back-off
-    assert _steps(book.due(now=0.5 + HOLD)) == [("agent", 0, 2.0)]  # b's watermark holds step 1
-    book.add(_partial("agent/b", 1, 1.0), now=7.0)
-    assert _steps(book.due(now=8.0)) == [("agent", 1, 2.0)]  # each step once, both workers
+    assert _steps(book.due(now=4.0 + HOLD)) == [("agent", 0, 2.0)]  # b's watermark holds 1
+    book.add(_partial("agent/b", 1, 1.0), now=11.0)
+    assert _steps(book.due(now=12.0)) == [("agent", 1, 2.0)]  # each step once, both workers
+
+
+def test_a_new_client_holds_its_groups_quiet_time_writes_but_not_other_groups() -> None:
+    # b's first partial was lost with a node buffer that died before forwarding it: the hub
+    # sees nothing unusual, only a's partials, and b's resend after the node buffer restarted
+    book = SummaryBook(DELAY, SILENT, hold_s=HOLD)
+    book.add(_partial("agent/a", 0, 1.0), now=0.0)
+    book.add(_partial("eval/x", 0, 1.0, group="eval"), now=0.0)
+    assert _steps(book.due(now=HOLD - 0.1)) == []  # both groups have a new client
+    book.add(_partial("agent/b", 0, 1.0), now=3.0)  # b's resend: agent held until 3 + HOLD
+    book.add(_partial("eval/x", 1, 1.0, group="eval"), now=3.0)  # x is known: no new hold
+    assert _steps(book.due(now=HOLD + DELAY)) == [("eval", 0, 1.0), ("eval", 1, 1.0)]
+    assert _steps(book.due(now=3.0 + HOLD - 0.1)) == []
+    assert _steps(book.due(now=3.0 + HOLD)) == [("agent", 0, 2.0)]  # once, both workers
+    book.add(_partial("agent/a", 1, 1.0), now=10.0)
+    book.add(_partial("agent/b", 1, 1.0), now=10.0)
+    assert _steps(book.due(now=10.0 + DELAY)) == [("agent", 1, 2.0)]  # all known: no hold
 
 
 def test_a_disturbance_extends_the_hold_and_flush_or_shutdown_ignore_it() -> None:
@@ -202,3 +220,27 @@ def test_a_disturbance_extends_the_hold_and_flush_or_shutdown_ignore_it() -> Non
     book.add(_partial("agent/a", 1, 1.0), now=5.0)
     book.disturbed(now=5.0)
     assert _steps(book.due(now=5.0, force=True)) == [("agent", 1, 1.0)]  # shutdown
+
+
+# ------------------------------------------------ what a node call reveals of a fault
+def _call(buffer: str, node: str, sent_at: float, attempt: int = 1,
+          restarted: bool = False) -> NodeCall:
+    batch = Batch("w", 1, ("", 0), attempt=attempt)
+    return NodeCall(buffer, 1, [batch], ray_node=node, restarted=restarted, sent_at=sent_at)
+
+
+def test_a_node_call_reveals_resends_restarts_and_stalls_but_not_clock_skew() -> None:
+    watch = FaultWatch(own_node="hub-node")
+    assert not watch.before(_call("a", "hub-node", 10.0), now=10.2)
+    assert watch.before(_call("a", "hub-node", 11.0), now=13.0)  # queued 2 s at the hub
+    assert watch.before(_call("a", "hub-node", 14.0, attempt=2), now=14.0)  # a resend
+    assert watch.before(_call("b", "hub-node", 15.0), now=15.0)  # a new node buffer
+    assert not watch.before(_call("b", "hub-node", 16.0), now=16.0)
+    assert watch.before(_call("c", "other", 20.0, restarted=True), now=50.0)  # Ray restarted it
+    # another node's clock is 30 s behind: only a delay beyond its usual one is a stall
+    assert not watch.before(_call("c", "other", 21.0), now=51.1)
+    assert watch.before(_call("c", "other", 22.0), now=54.0)
+    assert not watch.before(_call("d", "new-node", 1.0), now=100.0)  # a first node buffer
+    assert FaultWatch.after([], took_s=2.0)  # calls queued behind a slow one
+    assert not FaultWatch.after([Ack("w", 1)], took_s=0.1)
+    assert FaultWatch.after([Ack("w", 1, error="disk full")], took_s=0.1)

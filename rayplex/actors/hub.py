@@ -17,9 +17,10 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
+from rayplex.actors.faults import STALL_S, FaultWatch
 from rayplex.actors.journal import undo_files
 from rayplex.actors.partials import select_partials
 from rayplex.actors.state import load_registry, save_registry
@@ -36,11 +37,19 @@ from rayplex.rules import split_client_id
 
 log = logging.getLogger("rayplex.hub")
 
-STALL_S = 1.0
-"""A summary tick this much later than its period counts as a stall of the hub process."""
-
 OWNER_FILE = "owner.json"
 """``.rayplex/owner.json``: which hub owns this logdir (name and actor id)."""
+
+
+def _own_node() -> str:
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return str(ray.get_runtime_context().get_node_id())
+    except Exception:  # pragma: no cover - a plain object outside Ray
+        pass
+    return ""
 
 
 def _own_identity() -> str:
@@ -76,7 +85,7 @@ class Hub:
         self.calls = 0
         self._unregistered_seen: set[str] = set()
         self._committed_cache: dict[str, int] = {}  # committed_sizes' last answer, absolute paths
-        self._node_buffers: dict[str, str] = {}  # Ray node -> the node buffer heard from last
+        self.faults = FaultWatch(_own_node())
         self._claim_logdir()
         undone = self.writer.state.undone
         if undone:
@@ -193,6 +202,9 @@ class Hub:
         """A node buffer's call: write its new batches (and the partials merged from them)
         as one journalled transaction; answer every batch."""
         with self.lock:
+            started = time.monotonic()
+            if self.faults.before(call, time.time()):  # before anything of it is applied
+                self.summaries.disturbed(time.time())
             self.calls += 1
             answers: dict[int, Ack] = {}
             fresh: list[Batch] = []
@@ -229,19 +241,11 @@ class Hub:
             for batch, ack in self._write(writable, partials):
                 answers[id(batch)] = ack
             self._report_unregistered(writable)
-            self._note_disturbance(call, answers.values())
+            if self.faults.after(answers.values(), time.monotonic() - started):
+                self.summaries.disturbed(time.time())
             return [answers[id(first[(b.sender, b.seq)])] for b in call.batches]
 
-    def _note_disturbance(self, call: NodeCall, answers: Iterable[Ack]) -> None:
-        """Hold summaries back while senders may be resending: some batch of this call must be
-        sent again, or a node buffer restarted (its workers resend what it held)."""
-        restarted = False
-        if call.ray_node:
-            known = self._node_buffers.setdefault(call.ray_node, call.node)
-            restarted = known != call.node
-            self._node_buffers[call.ray_node] = call.node
-        if restarted or any(a.error or a.retry or a.stale for a in answers):
-            self.summaries.disturbed(time.time())
+
 
     def _write(self, batches: list[Batch], partials: list[Any]) -> list[tuple[Batch, Ack]]:
         """Write all at once; if that fails for a reason other than the disk, write one batch
@@ -319,6 +323,7 @@ class Hub:
             if request_id in self.applied_requests:
                 replay = _REPLAYS.get(method)
                 return (True, replay(self, *args)) if replay else (True, None)
+            started = time.monotonic()
             try:
                 result = handler(self, request_id, *args)
             except (ValueError, TypeError, FileNotFoundError, IsADirectoryError,
@@ -326,6 +331,9 @@ class Hub:
                 return False, (type(exc).__name__, str(exc))
             except OSError as exc:
                 return False, ("OSError", f"{type(exc).__name__}: {exc}")
+            finally:
+                if self.faults.after((), time.monotonic() - started):  # calls queued behind
+                    self.summaries.disturbed(time.time())
             return True, result
 
     def _applied(self, request_id: str) -> None:
@@ -361,6 +369,7 @@ class Hub:
         """Remember an applied request (journalled), so that Ray's replay of it is a no-op."""
         self.writer.journal.commit([], [], [request_id])
         self._applied(request_id)
+        self.writer.state.intents.pop(request_id, None)
 
     def _load_artifact(self, request_id: str, rel: str) -> bytes:
         return self.artifacts.read_bytes(rel)
@@ -454,14 +463,43 @@ class Hub:
         return removed
 
     def _move_artifact(self, request_id: str, src: str, to: str) -> str:
-        path = self.artifacts.move(src, to)
+        """A move, journalled as an intent first: a replay after the hub died between the
+        rename and recording the request finds the source gone and the target in place, and
+        is answered as applied (not ``FileNotFoundError``)."""
+        state = self.writer.state
+        done = state.intents.get(request_id)
+        if (done is None or os.path.lexists(self.artifacts.resolve(src))
+                or not os.path.lexists(done)):
+            self._intend(request_id, os.fspath(self.artifacts.move_target(src, to)))
+            done = os.fspath(self._undo_intent_on_error(request_id, self.artifacts.move, src, to))
         self._commit_request(request_id)
-        return os.fspath(path)
+        return done
 
     def _duplicate_artifact(self, request_id: str, src: str, to: str, exists_ok: bool) -> str:
-        path = self.artifacts.duplicate(src, to, exists_ok)
+        """A copy; one that refuses an existing directory is journalled as an intent first,
+        so that its replay after the hub died is answered as applied (a copy that may replace
+        or merge is simply made again)."""
+        target = os.fspath(self.artifacts.resolve(to))
+        replayed = (not exists_ok and self.writer.state.intents.get(request_id) == target
+                    and os.path.lexists(target))
+        if not replayed:
+            if not exists_ok:
+                self._intend(request_id, target)
+            self._undo_intent_on_error(request_id, self.artifacts.duplicate, src, to, exists_ok)
         self._commit_request(request_id)
-        return os.fspath(path)
+        return target
+
+    def _intend(self, request_id: str, path: str) -> None:
+        self.writer.journal.intend(request_id, path)
+        self.writer.state.intend(request_id, path)
+
+    def _undo_intent_on_error(self, request_id: str, op: Callable[..., os.PathLike[str]],
+                              *args: Any) -> os.PathLike[str]:
+        try:
+            return op(*args)
+        except Exception:  # refused (the user's error): nothing to answer on a replay
+            self.writer.state.intents.pop(request_id, None)
+            raise
 
     def _glob_artifacts(self, request_id: str, pattern: str, wd: str) -> list[str]:
         return self.artifacts.glob(pattern, wd)

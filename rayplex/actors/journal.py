@@ -57,6 +57,7 @@ log = logging.getLogger("rayplex.hub")
 JOURNAL_FORMAT = "rayplex-journal"
 _VERSION = 1
 MAX_APPLIED_REQUESTS = 100_000
+MAX_INTENTS = 10_000
 """Ids of applied artifact/params requests remembered (the most recent ones): a request replayed
 after more than this many newer requests were applied would be applied again."""
 COMPACTION_RETRY_S = 30.0
@@ -114,6 +115,15 @@ class HubState:
     """Files truncated back during recovery (path -> size), for the hub's log."""
     unfinished: list[BatchId] = field(default_factory=list)
     """Batches of the transaction found unfinished at recovery (their senders resend them)."""
+    intents: dict[str, str] = field(default_factory=dict)
+    """Requests begun but not recorded as applied: request id -> the path they write (the
+    most recent :data:`MAX_INTENTS`). A replay of one whose path is in place was applied."""
+
+    def intend(self, request_id: str, path: str) -> None:
+        self.intents.pop(request_id, None)
+        self.intents[request_id] = path
+        while len(self.intents) > MAX_INTENTS:
+            del self.intents[next(iter(self.intents))]
 
 
 class Journal:
@@ -219,6 +229,8 @@ class Journal:
             "book": state.book.to_json(),
             "pending_undo": self._paths_to_journal(state.pending_undo),
             "requests": list(state.applied_requests),
+            "intents": {request: next(iter(self._paths_to_journal({path: 0})))
+                        for request, path in state.intents.items()},
         }
         blob = encode_chunk(_dumps(snapshot))
         try:
@@ -294,6 +306,17 @@ class Journal:
             "requests": list(requests),
             "quarantined": [list(b) for b in quarantined],
         })
+
+    def intend(self, request_id: str, path: str) -> None:
+        """Request ``request_id`` is about to change ``path`` in a way a replay cannot simply
+        apply again (a move, a directory copy): if the hub dies before :meth:`commit`, the
+        restarted hub finds the intent (:attr:`HubState.intents`) and answers the replay.
+
+        Raises:
+            OSError: if it cannot be journalled (then do not apply the request).
+        """
+        self._append({"k": "intent", "request": request_id,
+                      "path": next(iter(self._paths_to_journal({path: 0})))})
 
     def written(self, keys: Sequence[tuple[str, int]]) -> None:
         """The summaries of these (group, step) of the last ``begin`` are written.
@@ -393,6 +416,9 @@ class _Replay:
             requests = _strings(record["requests"])
             state.book, state.last_seq, state.pending_undo = book, last_seq, pending
             state.applied_requests = RecentIds(requests)
+            state.intents = {}
+            for request, path in _intents(record.get("intents", {})).items():
+                self._intend(request, path)
             self.open_begin = None
         elif kind == "begin":
             offsets = self.paths(_sizes(record["offsets"]))
@@ -413,7 +439,10 @@ class _Replay:
                 state.book.add(partial, self.now)
             for request_id in requests:
                 state.applied_requests.add(request_id)
+                state.intents.pop(request_id, None)
             self.open_begin = None
+        elif kind == "intent":
+            self._intend(_str(record["request"]), _str(record["path"]))
         elif kind == "written":
             keys = [(_str(g), _int(s)) for g, s in _list(record["keys"])]
             assert state.book is not None
@@ -428,6 +457,10 @@ class _Replay:
             self.open_begin = None
         else:
             raise ValueError(f"unknown record kind {kind!r:.40}")
+
+    def _intend(self, request_id: str, recorded: str) -> None:
+        for path in self.paths({recorded: 0}):  # nothing outside the logdir
+            self.state.intend(request_id, path)
 
 
 def undo_files(offsets: dict[str, int]) -> tuple[dict[str, int], dict[str, int]]:
@@ -494,6 +527,12 @@ def _batch_ids(value: Any) -> list[BatchId]:
             raise ValueError("a batch id must be [sender, seq]")
         out.append((_str(item[0]), _int(item[1])))
     return out
+
+
+def _intents(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise ValueError("expected an object of request id -> path")
+    return {_str(k): _str(v) for k, v in value.items()}
 
 
 def _seqs(value: Any) -> dict[str, int]:

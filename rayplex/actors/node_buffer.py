@@ -39,6 +39,7 @@ class NodeBuffer:
         self.node_id = node_id
         self._hub: Any = None
         self._id = uuid.uuid4().hex
+        self._restarted = _was_restarted()
         self._seq = 0
         self._pending: list[tuple[Batch, asyncio.Future[Ack]]] = []
         self._pending_bytes = 0
@@ -158,7 +159,8 @@ class NodeBuffer:
             self._in_flight_bytes += size
             self._seq += 1
             partials, batches = merge_partials([batch for batch, _ in items])
-            call = NodeCall(self._id, self._seq, batches, partials, ray_node=self.node_id)
+            call = NodeCall(self._id, self._seq, batches, partials, ray_node=self.node_id,
+                            restarted=self._restarted, sent_at=time.time())
             try:
                 write = self._hub_handle().write_node.options(max_task_retries=0)
                 acks = await write.remote(call)
@@ -190,3 +192,13 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _was_restarted() -> bool:
+    """Whether Ray restarted this node buffer (its senders resend what it held)."""
+    try:
+        import ray
+
+        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+    except Exception:  # a plain object outside an actor
+        return False

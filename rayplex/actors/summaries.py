@@ -17,12 +17,13 @@ step that was already written (only from a client that was declared silent, or o
 joined the group late) is merged with what was there and the step is written again: a second
 point at the same step, over all values, flagged (``again``) so that the hub warns about it.
 
-After a fault the hub calls :meth:`SummaryBook.disturbed`: its own restart, a node buffer that
-restarted, a write that failed, a stall. Senders then resend what was not acknowledged, after a
-back-off, and such a resend may hold the *first* partial of a worker the book does not know yet
-(no watermark). So for ``hold_s`` after a disturbance (the longest back-off and two flush
-intervals) no step is written on the quiet time alone; an explicit flush and shutdown do not
-wait for it.
+A worker the book does not know yet has no watermark, so nothing waits for its first partial,
+which may be late: sent after a back-off because a fault (a hub or node-buffer restart, a failed
+write, a stall) lost or held up the first send. So for ``hold_s`` (the longest back-off and two
+flush intervals) no step is written on the quiet time alone, after a client joined the group
+(for that group) and after the hub saw a fault (:meth:`SummaryBook.disturbed`; for every
+group); a group whose members are all known writes on the watermark and quiet time only. An
+explicit flush and shutdown do not wait for the hold.
 
 Written steps are kept (for such late partials) up to ``keep_written`` per group; a partial
 for a step below a group's pruned floor is refused and counted (``refused``), never started
@@ -97,6 +98,8 @@ class _Group:
     heard: float = 0.0
     """When the latest partial of this group arrived: silence is measured against it, so a
     hub that hears nobody (stalled, restarting, senders backing off) declares nobody silent."""
+    joined: float = float("-inf")
+    """When a client last joined this group (its first partial): the group's steps are held."""
 
 
 class SummaryBook:
@@ -138,6 +141,7 @@ class SummaryBook:
             client = group.clients.get(client_id)
             if client is None:
                 group.clients[client_id] = _Client(partial.step, partial.step, now)
+                group.joined = max(group.joined, now)
             else:
                 client.first = min(client.first, partial.step)
                 client.last = max(client.last, partial.step)
@@ -186,7 +190,8 @@ class SummaryBook:
             if not entry.dirty:
                 continue
             if not force:
-                if quiet and now - entry.last < self.delay_s:
+                if quiet and (now - entry.last < self.delay_s
+                              or now - self._joined(group) < self.hold_s):
                     continue
                 if group not in waiting:
                     waiting[group] = self._live_watermarks(group, now)
@@ -228,6 +233,10 @@ class SummaryBook:
             entry = self._entries.get((group, step))
             if entry is not None:
                 entry.dirty = True
+
+    def _joined(self, group: str) -> float:
+        spec = self._groups.get(group)
+        return spec.joined if spec is not None else float("-inf")
 
     def _live_watermarks(self, group: str, now: float) -> list[tuple[int, int]]:
         spec = self._groups.get(group)
