@@ -856,6 +856,7 @@ def test_readme_examples_run_with_only_the_import_changed(exp):
     for name in ("simple_logging.py", "full_logging_api.py", "store_metrics_summary.py"):
         _run(examples / name, ML_LOGGER_ROOT=exp.logdir,
              ML_LOGGER_USER="readme-user")
+    rayplex.flush(exp.name)  # summaries are cluster-wide: the hub writes them on a flush
     runs = tb_scalars(exp.logdir)
     simple = runs["readme-user.scratch.your-experiment-prefix_"]
     assert [s for s, _ in simple["main/D_loss"]] == list(range(10))
