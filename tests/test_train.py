@@ -146,3 +146,61 @@ def test_a_rank_step_comes_from_step_then_epoch_then_training_iteration():
     assert round_step({"epoch": 1, "training_iteration": 9}, 0) == 1
     assert round_step({"training_iteration": 9}, 0) == 9
     assert round_step({"step": 1.5, "loss": 0.1}, 4) == 4
+
+
+def test_rounds_replayed_after_a_restart_are_written_once_keeping_the_first(experiment):
+    from rayplex.integrations.train import RayplexTrainCallback
+
+    callback = RayplexTrainCallback(hub=experiment.name, group="again", bin_size=2)
+    first = [[{"epoch": e, "loss": float(e)}, {"step": 10 + e, "loss": 10.0 + e}]
+             for e in range(3)]
+    replay = [[{"epoch": e, "loss": 100.0 + e}, {"step": 10 + e, "loss": 110.0 + e}]
+              for e in range(1, 4)]  # restarted from epoch 1's checkpoint
+    for round_ in first + replay:
+        callback.after_report(None, round_, None)
+    rayplex.flush(experiment.name)
+    got = defaultdict(list)
+    for r in rayplex.read_scalars(experiment.logdir, group="again"):
+        got[(r.run, r.tag)].append((r.step, r.value))
+    assert got[("again/0", "again/loss/0-1")] == [(0, 0.0), (1, 1.0), (2, 2.0), (3, 103.0)]
+    assert got[("again/1", "again/loss/0-1")] == [(10, 10.0), (11, 11.0), (12, 12.0),
+                                                  (13, 113.0)]
+    assert got[("again/summary", "loss/mean")] == [(0, 5.0), (1, 6.0), (2, 7.0), (3, 108.0)]
+
+
+def _flaky_train_fn(config):
+    import ray.train
+
+    rank = ray.train.get_context().get_world_rank()
+    attempt = 0 if not os.path.exists(config["marker"]) else 1
+    for epoch in range(3):
+        ray.train.report({"epoch": epoch, "loss": attempt * 100.0 + epoch + rank})
+        if attempt == 0 and epoch == 1:
+            if rank == 0:
+                open(config["marker"], "w").close()
+            raise RuntimeError("a worker failed")
+
+
+def test_a_run_restarted_by_train_writes_each_rank_step_once(ray_session, tmp_path):
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+
+    from rayplex.integrations.train import RayplexTrainCallback
+
+    logdir = str(tmp_path / "exp")
+    callback = RayplexTrainCallback(logdir, hub="train-restart", group="flaky")
+    trainer = DataParallelTrainer(
+        _flaky_train_fn, train_loop_config={"marker": str(tmp_path / "failed-once")},
+        scaling_config=ScalingConfig(num_workers=2),
+        run_config=RunConfig(storage_path=str(tmp_path / "storage"), callbacks=[callback],
+                             failure_config=FailureConfig(max_failures=1)))
+    trainer.fit()
+    rayplex.flush("train-restart")
+    got = defaultdict(list)
+    for r in rayplex.read_scalars(logdir, group="flaky"):
+        got[(r.run, r.tag)].append((r.step, r.value))
+    for rank in (0, 1):  # epochs 0 and 1 from the first attempt, epoch 2 from the second
+        assert got[(f"flaky/{rank}", "flaky/loss/0-63")] == [
+            (0, 0.0 + rank), (1, 1.0 + rank), (2, 102.0 + rank)]
+    assert [s for s, _ in got[("flaky/summary", "loss/count")]] == [0, 1, 2]
+    rayplex.shutdown("train-restart")

@@ -12,7 +12,11 @@ controller actor, once per report round (after every rank called ``ray.train.rep
   the metric, so a rank that left a metric out of a round is not counted) go to run
   ``<group>/summary`` as tags ``<metric>/<stat>``, at **rank 0's step** for that round (the
   same rule: its ``step``/``epoch``/``training_iteration``, else the ordinal);
-* worker exceptions go to the text logs of each failing rank, with the traceback.
+* worker exceptions go to the text logs of each failing rank, with the traceback;
+* a run that Train restarts after a failure (``FailureConfig(max_failures=...)``) reports
+  steps again: a rank's point at a step it already reported (by its ``step``/``epoch``/
+  ``training_iteration`` entry) is not written twice, and neither is a summary at a step
+  already summarised: the first report of a step is kept, as the Tune callback does.
 
 ``UserCallback`` has no end-of-run hook, so the callback flushes after every round (bounded,
 a few milliseconds on a local hub): a run that fails or ends keeps every round it reported.
@@ -95,6 +99,9 @@ class RayplexTrainCallback(UserCallback):
         self.rounds = 0
         """Report rounds seen (in the controller; the driver's copy stays 0)."""
         self._loggers: dict[int, Logger] = {}
+        self._reported: dict[int, set[int]] = {}
+        """Per rank, the steps (from a step entry) already written: a restart's replays."""
+        self._summarised: set[int] = set()
 
     def __getstate__(self) -> dict[str, Any]:
         # Sent to Train's controller actor: names only; loggers are made there.
@@ -112,13 +119,25 @@ class RayplexTrainCallback(UserCallback):
         if not metrics:
             return
         summary = self._logger(0)
+        summary_step = round_step(metrics[0] or {}, ordinal)
+        summarise = not (_has_step(metrics[0] or {}) and summary_step in self._summarised)
         for rank, rank_metrics in enumerate(metrics):
             values = numeric_items(rank_metrics or {})
             if not values:
                 continue
-            self._logger(rank).add_scalars(values, step=round_step(rank_metrics, ordinal))
-            summary.store_metrics(values)
-        summary.log_metrics_summary(round_step(metrics[0] or {}, ordinal), SUMMARY_STATS)
+            step = round_step(rank_metrics, ordinal)
+            if _has_step(rank_metrics):
+                seen = self._reported.setdefault(rank, set())
+                if step in seen:
+                    continue  # replayed after a restart: the first report stays
+                seen.add(step)
+            self._logger(rank).add_scalars(values, step=step)
+            if summarise:
+                summary.store_metrics(values)
+        if summarise:
+            if _has_step(metrics[0] or {}):
+                self._summarised.add(summary_step)
+            summary.log_metrics_summary(summary_step, SUMMARY_STATS)
         flush_quietly(summary)
 
     def after_exception(self, run_context: Any, worker_exceptions: dict[int, Exception]) -> None:
@@ -133,6 +152,11 @@ class RayplexTrainCallback(UserCallback):
             logger = self._loggers[rank] = rayplex.get_logger(f"{self.group}/{rank}",
                                                               hub=self.hub)
         return logger
+
+
+def _has_step(metrics: Mapping[str, Any]) -> bool:
+    """Whether the report names its step (else the round ordinal, which never repeats)."""
+    return any(int_step(metrics.get(key)) is not None for key in STEP_KEYS)
 
 
 def _exception_text(exc: BaseException) -> str:
