@@ -71,7 +71,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rayplex.atomic import TEMP_PREFIX as ATOMIC_TEMP_PREFIX
-from rayplex.atomic import atomic_write_bytes, fsync_dir
+from rayplex.atomic import atomic_write_bytes, atomic_writer, fsync_dir
 
 __all__ = [
     "MAX_COMPONENT_BYTES",
@@ -969,18 +969,8 @@ class ArtifactStore:
             raise ValueError(f"refusing to copy {os.fspath(source)!r}: it points outside the "
                              "artifact root")
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f"{TEMP_PREFIX}{os.urandom(16).hex()}"
-        try:
-            with open(source, "rb") as fin, open(tmp, "xb") as fout:
-                shutil.copyfileobj(fin, fout, _COPY_BUFSIZE)
-                fout.flush()
-                os.fsync(fout.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        fsync_dir(target.parent)
+        with open(source, "rb") as fin, atomic_writer(target) as fout:
+            shutil.copyfileobj(fin, fout, _COPY_BUFSIZE)
         self._forget(target)
 
     def _copy_tree(self, source: Path, target: Path) -> None:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from collections.abc import Iterator
+from typing import BinaryIO
 
 TEMP_PREFIX = ".tmp-"
 """Names starting with this in a directory rayplex writes are its temp files."""
@@ -30,13 +32,31 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | bytearray | m
     Raises:
         OSError: if the directory is not writable or the disk is full (nothing is changed).
     """
+    with atomic_writer(path) as f:
+        f.write(data)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """A binary file that replaces ``path`` when the block ends without an exception (as
+    :func:`atomic_write_bytes`, for data written in pieces, e.g. a streamed copy); an
+    exception leaves ``path`` as it was and no temp file behind.
+
+    Example:
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "copy.bin")
+        >>> with atomic_writer(path) as f:
+        ...     _ = f.write(b"a"); _ = f.write(b"b")
+        >>> open(path, "rb").read()
+        b'ab'
+    """
     target = os.fspath(path)
     directory = os.path.dirname(target) or "."
     tmp = os.path.join(directory, f"{TEMP_PREFIX}{secrets.token_hex(16)}")
     fd = os.open(tmp, _FLAGS, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
