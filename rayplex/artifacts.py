@@ -67,6 +67,7 @@ import threading
 import unicodedata
 import warnings
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -464,7 +465,16 @@ class ArtifactStore:
             [{'step': 0}, {'step': 1}, {'step': 2}]
             >>> tmp.cleanup()
         """
-        record = encode_chunk(_as_bytes(data))
+        return self.append_chunks(rel, [data])
+
+    def append_chunks(self, rel: str, chunks: Sequence[bytes]) -> Path:
+        """Append several framed chunks in one write (as :meth:`append_chunk` each, in order):
+        all of them or, if this fails, none.
+
+        Raises:
+            As :meth:`append_chunk`.
+        """
+        record = b"".join(encode_chunk(_as_bytes(data)) for data in chunks)
         norm, target = self._resolve_norm(rel)
         key = str(target)
         with self._lock:

@@ -573,6 +573,14 @@ class Logger(FilesMixin, RunsMixin, ProjectorMixin):
             raise TypeError(f"data must be bytes, got {type(data).__name__}")
         return str(self._call_hub("save_artifact", rel, bytes(data), append))
 
+    def _append_rows(self, path: str, rows: list[bytes], framed: bool) -> str:
+        """Append several rows to ``path`` in one hub request: framed chunks (a pickle file,
+        as ``save_pkl(append=True)`` writes one) or raw bytes (JSON lines)."""
+        rel = self._artifact(path)
+        if framed:
+            return str(self._call_hub("append_chunks", rel, rows))
+        return str(self._call_hub("append_artifact", rel, b"".join(rows)))
+
     def load_bytes(self, path: str, client: str | None = None) -> bytes:
         """Read back what ``client`` stored at ``path``.
 

@@ -178,6 +178,16 @@ def _extract(tar: tarfile.TarFile, to: str | os.PathLike[str]) -> list[str]:
     return [m.name for m in members]
 
 
+def jsonl_line(data: Any) -> bytes:
+    """One JSON line as :meth:`FilesMixin.log_jsonl` appends it (``None`` is ``{}``).
+
+    Example:
+        >>> jsonl_line({"step": 1}).decode().rstrip()
+        '{"step": 1}'
+    """
+    return (json.dumps({} if data is None else data, default=_json_default) + "\n").encode()
+
+
 def _json_default(value: Any) -> Any:
     """Numpy scalars and arrays as plain numbers and lists; anything else is an error."""
     item = getattr(value, "tolist", None)
@@ -294,9 +304,8 @@ class FilesMixin:
         Example:
             >>> log.log_jsonl({"step": 1, "loss": 0.5}, "rows.jsonl")  # doctest: +SKIP
         """
-        line = json.dumps({} if data is None else data, default=_json_default) + "\n"
         rel = self._artifact(check_path(key, "key"))
-        return str(self._call_hub("append_artifact", rel, line.encode("utf-8")))
+        return str(self._call_hub("append_artifact", rel, jsonl_line(data)))
 
     def load_jsonl(self, *keys: str, start: int | None = None, stop: int | None = None,
                    client: str | None = None) -> list[Any]:

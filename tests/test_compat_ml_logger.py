@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -30,7 +31,7 @@ from rayplex.compat.ml_logger import (
     percent,
     summarize_values,
 )
-from tests.conftest import tb_scalars
+from tests.conftest import returns_within, tb_scalars
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -870,3 +871,31 @@ def test_readme_examples_run_with_only_the_import_changed(exp):
             f"{base}/parameters.pkl", f"{base}/figures/face_rgb.png"} <= files
     summary = runs["readme-user.examples.summary/summary"]
     assert summary["some/mean"] == [(0, 20.0)]
+
+
+# ------------------------------------------------------ rows never wait on the hub
+def test_logging_rows_never_waits_on_a_stopped_hub_and_flush_appends_them_in_order(ml, exp):
+    pid = exp.info()["pid"]
+    ml.log(step=0, loss=0.0)
+    ml.flush()  # connected, the first row appended
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        def rows() -> None:
+            for step in range(1, 200):
+                ml.log(step=step, loss=float(step), note=f"row {step}")
+        returns_within(60, rows)  # a hub that is stopped for good would block a waiting call
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    ml.flush()
+    got = ml.load_pkl("metrics.pkl")
+    assert [row["step"] for row in got] == list(range(200))
+    assert got[150] == {"step": 150, "loss": 150.0, "note": "row 150"}
+
+
+def test_a_request_after_queued_rows_sees_them(ml):
+    for step in range(50):
+        ml.log(step=step, loss=float(step), file="rows.jsonl")
+    ml.log(step=50, loss=50.0)
+    ml.flush_metrics()  # rows queued, not waited for
+    assert [r["step"] for r in ml.load_jsonl("rows.jsonl")] == list(range(50))
+    assert [r["step"] for r in ml.load_pkl("metrics.pkl")] == [50]

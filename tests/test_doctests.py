@@ -15,7 +15,7 @@ PURE_MODULES = [
     "rayplex.actors.state", "rayplex.actors.journal", "rayplex.actors.writer", "rayplex.files",
     "rayplex.actors.logfiles", "rayplex.tail", "rayplex.timers", "rayplex.media",
     "rayplex.logger_files", "rayplex.logger_runs", "rayplex.compat.ml_logger",
-    "rayplex.projector", "rayplex.compat.tensorplex",
+    "rayplex.projector", "rayplex.compat.tensorplex", "rayplex.compat._rows",
     "rayplex.forward", "rayplex.forward.follow", "rayplex.forward.trackers", "rayplex.integrations._common",
     "rayplex.integrations.train",
 ]

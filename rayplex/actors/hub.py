@@ -346,8 +346,8 @@ class Hub:
             return os.fspath(path)
         return self._journalled_append(request_id, rel, data, self.artifacts.append_chunk)
 
-    def _journalled_append(self, request_id: str, rel: str, data: bytes,
-                           append: Callable[[str, bytes], os.PathLike[str]]) -> str:
+    def _journalled_append(self, request_id: str, rel: str, data: Any,
+                           append: Callable[[str, Any], os.PathLike[str]]) -> str:
         """``append(rel, data)`` as one journalled transaction: cut back on any exception, and
         remembered with ``request_id`` when it commits."""
         self.writer.settle()
@@ -445,6 +445,13 @@ class Hub:
     def _append_artifact(self, request_id: str, rel: str, data: bytes) -> str:
         """Append raw bytes (JSON lines, ``error.log``) as one journalled transaction."""
         return self._journalled_append(request_id, rel, data, self.artifacts.append_bytes)
+
+    def _append_chunks(self, request_id: str, rel: str, chunks: list[bytes]) -> str:
+        """Append several framed chunks (rows of a pickle file) as one journalled
+        transaction."""
+        if not isinstance(chunks, list) or not all(isinstance(c, bytes) for c in chunks):
+            raise TypeError("chunks must be a list of bytes")
+        return self._journalled_append(request_id, rel, chunks, self.artifacts.append_chunks)
 
     def _remove_artifacts(self, request_id: str, base: str, paths: list[str]) -> list[str]:
         """Remove files or directories below the client directory ``base``: ``""`` is all of
@@ -634,6 +641,7 @@ _REQUESTS: dict[str, Any] = {
     "load_artifact": Hub._load_artifact,
     "save_params": Hub._save_params,
     "append_artifact": Hub._append_artifact,
+    "append_chunks": Hub._append_chunks,
     "remove_artifacts": Hub._remove_artifacts,
     "move_artifact": Hub._move_artifact,
     "duplicate_artifact": Hub._duplicate_artifact,
@@ -649,6 +657,7 @@ _REPLAYS: dict[str, Any] = {
     "save_params": lambda hub, client_id, params: hub._read_params(client_id),
     "load_artifact": lambda hub, rel: hub.artifacts.read_bytes(rel),
     "append_artifact": lambda hub, rel, data: os.fspath(hub.artifacts.resolve(rel)),
+    "append_chunks": lambda hub, rel, chunks: os.fspath(hub.artifacts.resolve(rel)),
     "remove_artifacts": lambda hub, base, paths: [],
     "move_artifact": lambda hub, src, to: os.fspath(hub.artifacts.resolve(to)),
     "duplicate_artifact": lambda hub, src, to, exists_ok: os.fspath(hub.artifacts.resolve(to)),

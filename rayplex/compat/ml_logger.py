@@ -52,7 +52,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+import cloudpickle
 import numpy as np
+
+from rayplex.compat._rows import RowWriter
+from rayplex.logger_files import jsonl_line
 
 # The same Color and percent as rayplex.Logger's printed tables (percent shows two decimals:
 # "85.00%", where ML-Logger's README shows "85.0%").
@@ -602,6 +606,7 @@ class ML_Logger:  # noqa: N801 - ML-Logger's name
         self._hub: Any = None
         self._hub_root: str | None = None
         self._clients: dict[str, Any] = {}
+        self._rows = RowWriter()
         self._registered: set[str] = set()
         self._row: dict[str, Any] = {}
         self._row_step: int | None = None
@@ -673,8 +678,9 @@ class ML_Logger:  # noqa: N801 - ML-Logger's name
 
     @property
     def rayplex_logger(self) -> Any:
-        """The :class:`rayplex.Logger` of the current prefix (connects if needed)."""
-        return self._logger()
+        """The :class:`rayplex.Logger` of the current prefix (connects if needed), once the
+        queued rows are appended."""
+        return self._requests()
 
     def _connect(self) -> Any:
         with self._lock:
@@ -729,8 +735,14 @@ class ML_Logger:  # noqa: N801 - ML-Logger's name
             atexit.register(_flush_all_at_exit)
             return rl
 
+    def _requests(self, client_id: str | None = None) -> Any:
+        """The rayplex Logger for a request to the hub, once the queued rows are appended (so
+        that requests and rows reach the files in the order they were made)."""
+        self._rows.flush()
+        return self._logger(client_id)
+
     def _delegate(self, name: str) -> Any:
-        method = getattr(self._logger(), name, None)
+        method = getattr(self._requests(), name, None)
         if method is None:
             raise NotImplementedError(f"rayplex.Logger.{name} is not available in this version "
                                       "of rayplex")
@@ -890,10 +902,11 @@ class ML_Logger:  # noqa: N801 - ML-Logger's name
                 rl.add_scalars(scalars, step=step)
             plain = {k: metrify(v) for k, v in row.items()}
             target = file or self.metric_filename
+            rl._artifact(target)  # a bad path fails here, not on the row thread
             if target.endswith(".jsonl"):
-                self._delegate("log_jsonl")(plain, target)
+                self._rows.put(rl, target, jsonl_line(plain), framed=False)
             else:
-                rl.save_pkl(plain, target, append=True)
+                self._rows.put(rl, target, cloudpickle.dumps(plain), framed=True)
             if not silent:
                 table = format_tabular(row, sorted(hidden))
                 if table:
@@ -919,6 +932,7 @@ class ML_Logger:  # noqa: N801 - ML-Logger's name
     def flush(self, cache: Any = None, file: str | None = None) -> None:
         """Write the pending row, then wait until everything logged is on disk at the hub."""
         self.flush_metrics(file=file)
+        self._rows.flush()
         if self._hub is not None and self._clients:
             # one barrier covers every client: they share this process's session
             next(iter(self._clients.values())).flush()
@@ -1024,7 +1038,7 @@ class ML_Logger:  # noqa: N801 - ML-Logger's name
         plain = {k: metrify(v) for k, v in namespaces.items()}
         if not silent:
             print(format_params_table(namespaces), end="")
-        rl = self._logger()
+        rl = self._requests()
         mappings = {k: v for k, v in plain.items() if isinstance(v, Mapping)}
         if mappings:
             rl.log_params(**mappings)
@@ -1101,7 +1115,7 @@ class ML_Logger:  # noqa: N801 - ML-Logger's name
         from rayplex.artifacts import encode_chunk
 
         target = _join(*keys, path) if (keys or path) else "data.pkl"
-        rl = self._logger()
+        rl = self._requests()
         if append:
             rl.save_pkl(data, target, append=True)
         else:
@@ -1126,7 +1140,7 @@ class ML_Logger:  # noqa: N801 - ML-Logger's name
         from rayplex.artifacts import decode_chunks
 
         try:
-            data = self._logger().load_bytes(_join(*keys))
+            data = self._requests().load_bytes(_join(*keys))
         except FileNotFoundError:
             return None
         chunks, end, problem = decode_chunks(data)
@@ -1178,30 +1192,30 @@ class ML_Logger:  # noqa: N801 - ML-Logger's name
         if filename is None:
             self._logger().info("%s", text)
         elif overwrite:
-            self._logger().save_text(text, _join(filename))
+            self._requests().save_text(text, _join(filename))
         else:
             self._append_text(_join(filename), text)
 
     def _append_text(self, path: str, text: str) -> None:
         # The hub's raw append (as Logger.log_jsonl and capture_error use): one journalled
         # transaction, applied once.
-        rl = self._logger()
+        rl = self._requests()
         rl._call_hub("append_artifact", rl._artifact(path), text.encode("utf-8"))
 
     def load_text(self, *keys: str) -> str | None:
         """The text stored at the path; None if there is none."""
         try:
-            return bytes(self._logger().load_bytes(_join(*keys))).decode("utf-8")
+            return bytes(self._requests().load_bytes(_join(*keys))).decode("utf-8")
         except FileNotFoundError:
             return None
 
     def upload_file(self, file_path: str, target_path: str = "files/") -> None:
         """Copy a local file into the store (``target_path`` ending in ``/`` keeps its name)."""
-        self._logger().upload_file(file_path, _join(target_path))
+        self._requests().upload_file(file_path, _join(target_path))
 
     def upload_buffer(self, buffer: bytes, key: str) -> None:
         """Store raw bytes at ``key``."""
-        self._logger().save_bytes(bytes(buffer), _join(key))
+        self._requests().save_bytes(bytes(buffer), _join(key))
 
     def save_json(self, data: Any, file: str) -> None:
         """Store ``data`` as JSON."""
@@ -1283,7 +1297,7 @@ class ML_Logger:  # noqa: N801 - ML-Logger's name
             options["cmap"] = cmap
         if normalize not in (None, False):
             options["normalize"] = normalize
-        self._logger().save_image(image, _join(key), **options)
+        self._requests().save_image(image, _join(key), **options)
         return key
 
     def save_images(self, stack: Any, key: str, n_rows: int | None = None,
@@ -1309,7 +1323,7 @@ class ML_Logger:  # noqa: N801 - ML-Logger's name
             key = f"{key}.{format}"
         elif not os.path.splitext(key)[1]:
             key += ".mp4"
-        self._logger().save_video(frame_stack, _join(key), fps=fps)
+        self._requests().save_video(frame_stack, _join(key), fps=fps)
         return key
 
     log_video = save_video
@@ -1339,7 +1353,7 @@ class ML_Logger:  # noqa: N801 - ML-Logger's name
         elif not os.path.splitext(path)[1]:
             path += ".png"
         figure = plt.gcf() if fig is None else fig
-        self._logger().savefig(_join(path), figure, **kwargs)
+        self._requests().savefig(_join(path), figure, **kwargs)
         if close:
             plt.close(figure)
         return path
@@ -1347,12 +1361,12 @@ class ML_Logger:  # noqa: N801 - ML-Logger's name
     # ------------------------------------------------------------------ torch
     def save_module(self, module: Any, path: str = "weights.pkl", **ignored: Any) -> str:
         """Store a torch module's ``state_dict``."""
-        self._logger().save_module(module, _join(path))
+        self._requests().save_module(module, _join(path))
         return path
 
     def load_module(self, module: Any, path: str = "weights.pkl", **ignored: Any) -> Any:
         """Load a stored ``state_dict`` into ``module``."""
-        return self._logger().load_module(module, _join(path))
+        return self._requests().load_module(module, _join(path))
 
     def save_torch(self, obj: Any, *keys: str, path: str | None = None, **ignored: Any) -> str:
         """``torch.save`` of any object."""
@@ -1361,7 +1375,7 @@ class ML_Logger:  # noqa: N801 - ML-Logger's name
         target = _join(*keys, path)
         buf = io.BytesIO()
         torch.save(obj, buf)
-        self._logger().save_bytes(buf.getvalue(), target)
+        self._requests().save_bytes(buf.getvalue(), target)
         return target
 
     torch_save = save_torch
@@ -1372,7 +1386,7 @@ class ML_Logger:  # noqa: N801 - ML-Logger's name
         explicit choice to unpickle, as with :meth:`load_pkl`)."""
         import torch
 
-        data = self._logger().load_bytes(_join(*keys, path))
+        data = self._requests().load_bytes(_join(*keys, path))
         return torch.load(io.BytesIO(data), map_location=map_location, weights_only=False,
                           **kwargs)
 
