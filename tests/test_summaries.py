@@ -222,6 +222,17 @@ def test_a_disturbance_extends_the_hold_and_flush_or_shutdown_ignore_it() -> Non
     assert _steps(book.due(now=5.0, force=True)) == [("agent", 1, 1.0)]  # shutdown
 
 
+def test_joins_and_faults_that_never_stop_hold_no_step_past_twice_the_hold() -> None:
+    book = SummaryBook(DELAY, SILENT, hold_s=HOLD)
+    written: list[tuple[str, int, float]] = []
+    for t in range(40):  # a new short-lived client every second, and a fault every second
+        book.add(_partial(f"agent/t{t}", t, 1.0), now=float(t))
+        book.disturbed(now=float(t))
+        written += [(g, s, float(t)) for g, s, _ in _steps(book.due(now=float(t)))]
+    assert [s for _, s, _ in written] == list(range(40 - int(2 * HOLD)))
+    assert all(at == step + 2 * HOLD for _, step, at in written)
+
+
 # ------------------------------------------------ what a node call reveals of a fault
 def _call(buffer: str, node: str, sent_at: float, attempt: int = 1,
           restarted: bool = False) -> NodeCall:

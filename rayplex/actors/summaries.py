@@ -22,8 +22,9 @@ which may be late: sent after a back-off because a fault (a hub or node-buffer r
 write, a stall) lost or held up the first send. So for ``hold_s`` (the longest back-off and two
 flush intervals) no step is written on the quiet time alone, after a client joined the group
 (for that group) and after the hub saw a fault (:meth:`SummaryBook.disturbed`; for every
-group); a group whose members are all known writes on the watermark and quiet time only. An
-explicit flush and shutdown do not wait for the hold.
+group); a group whose members are all known writes on the watermark and quiet time only. So
+that joins or faults that never stop cannot hold a step for ever, no step is held longer than
+``2 * hold_s`` after its first partial. An explicit flush and shutdown do not wait for the hold.
 
 Written steps are kept (for such late partials) up to ``keep_written`` per group; a partial
 for a step below a group's pruned floor is refused and counted (``refused``), never started
@@ -78,6 +79,7 @@ class _Entry:
     metrics: dict[str, PartialStats] = field(default_factory=dict)
     stats: tuple[str, ...] = ()
     last: float = 0.0
+    created: float = 0.0
     dirty: bool = False
     written: bool = False
     late: bool = False
@@ -152,7 +154,7 @@ class SummaryBook:
             if group.floor is not None and partial.step <= group.floor:
                 self.refused += 1
                 return False
-            entry = self._entries[key] = _Entry()
+            entry = self._entries[key] = _Entry(created=now)
         for name, stats in partial.metrics.items():
             if name in entry.metrics:
                 entry.metrics[name].merge(stats)
@@ -182,16 +184,13 @@ class SummaryBook:
             :class:`Summary` tuples in (group, step) order.
         """
         self._prune()
-        if not force and quiet and now < self.held_until:
-            return []
         waiting: dict[str, list[tuple[int, int]]] = {}
         out = []
         for (group, step), entry in sorted(self._entries.items()):
             if not entry.dirty:
                 continue
             if not force:
-                if quiet and (now - entry.last < self.delay_s
-                              or now - self._joined(group) < self.hold_s):
+                if quiet and (now - entry.last < self.delay_s or now < self._held(group, entry)):
                     continue
                 if group not in waiting:
                     waiting[group] = self._live_watermarks(group, now)
@@ -234,9 +233,12 @@ class SummaryBook:
             if entry is not None:
                 entry.dirty = True
 
-    def _joined(self, group: str) -> float:
+    def _held(self, group: str, entry: _Entry) -> float:
+        """Until when ``entry`` waits for resends: the latest fault or join in its group plus
+        ``hold_s``, but never past ``2 * hold_s`` after its first partial."""
         spec = self._groups.get(group)
-        return spec.joined if spec is not None else float("-inf")
+        joined = spec.joined if spec is not None else float("-inf")
+        return min(max(self.held_until, joined + self.hold_s), entry.created + 2 * self.hold_s)
 
     def _live_watermarks(self, group: str, now: float) -> list[tuple[int, int]]:
         spec = self._groups.get(group)
@@ -305,7 +307,7 @@ class SummaryBook:
         book = cls(delay_s, silent_s, keep_written, hold_s)
         book.refused = _int(data["refused"])
         for item in data["entries"]:
-            entry = _Entry(last=now)
+            entry = _Entry(last=now, created=now)
             group = validate_group_name(item["group"], internal=True)
             step = check_step(_int(item["step"]))
             entry.stats = tuple(item["stats"])
