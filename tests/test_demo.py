@@ -74,3 +74,30 @@ def test_the_demo_piped_is_quiet_and_ends_with_two_whole_view_commands(tmp_path)
                for line in lines), out
     # The pasted command names the folder TensorBoard reads.
     assert (logdir / "tensorboard").is_dir()
+
+
+@pytest.mark.slow
+def test_a_users_script_hears_no_warning_from_rayplexs_actors(tmp_path):
+    """With Ray's default log forwarding, a clean run prints nothing of the hub's or the node
+    buffers' (e.g. a Ray deprecation warning raised inside a Ray API they call)."""
+    script = tmp_path / "user.py"
+    script.write_text(
+        "import ray, rayplex\n"
+        "ray.init(address='local', num_cpus=2, include_dashboard=False)\n"
+        f"rayplex.init({str(tmp_path / 'exp')!r})\n"
+        "@ray.remote\n"
+        "def work(i):\n"
+        "    log = rayplex.get_logger(f'agent/{i}')\n"
+        "    log.add_scalar('x', 1.0, step=0)\n"
+        "    log.flush()\n"
+        "ray.get([work.remote(i) for i in range(2)])\n"
+        "rayplex.shutdown()\n"
+        "ray.shutdown()\n")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run([sys.executable, str(script)], cwd=str(tmp_path), env=env,
+                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout
+    ours = [line for line in done.stdout.splitlines()
+            if any(f"({actor} pid=" in line for actor in ("Hub", "NodeBuffer", "Forwarder"))]
+    assert not [line for line in ours if "warning" in line.lower()], "\n".join(ours)

@@ -22,6 +22,7 @@ import logging
 import os
 import time
 import uuid
+import warnings
 from typing import Any
 
 from rayplex.actors.partials import merge_partials
@@ -199,6 +200,8 @@ def _was_restarted() -> bool:
     try:
         import ray
 
-        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+        with warnings.catch_warnings():  # Ray 2.60 reads a deprecated property inside it
+            warnings.simplefilter("ignore")
+            return bool(ray.get_runtime_context().was_current_actor_reconstructed)
     except Exception:  # a plain object outside an actor
         return False
