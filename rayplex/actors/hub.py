@@ -118,14 +118,18 @@ class Hub:
         first partials, so the book is disturbed before anything is written."""
         try:
             with self.lock:
-                if time.monotonic() - last > period + STALL_S:
-                    self.summaries.disturbed(time.time())
+                self._hold_if(time.monotonic() - last > period + STALL_S)
                 self._write_summaries(force=False)
         except OSError:
             pass  # noted by the writer; retried next tick
         except Exception:
             log.exception("hub %s: writing summaries failed", self.name)
         return time.monotonic()
+
+    def _hold_if(self, fault: bool) -> None:
+        """A fault seen now: senders may be resending, so summaries wait for them."""
+        if fault:
+            self.summaries.disturbed(time.time())
 
     def _write_summaries(self, force: bool, quiet: bool = True) -> None:
         with self.lock:
@@ -203,8 +207,7 @@ class Hub:
         as one journalled transaction; answer every batch."""
         with self.lock:
             started = time.monotonic()
-            if self.faults.before(call, time.time()):  # before anything of it is applied
-                self.summaries.disturbed(time.time())
+            self._hold_if(self.faults.before(call, time.time()))  # before any of it applies
             self.calls += 1
             answers: dict[int, Ack] = {}
             fresh: list[Batch] = []
@@ -241,11 +244,8 @@ class Hub:
             for batch, ack in self._write(writable, partials):
                 answers[id(batch)] = ack
             self._report_unregistered(writable)
-            if self.faults.after(answers.values(), time.monotonic() - started):
-                self.summaries.disturbed(time.time())
+            self._hold_if(self.faults.after(answers.values(), time.monotonic() - started))
             return [answers[id(first[(b.sender, b.seq)])] for b in call.batches]
-
-
 
     def _write(self, batches: list[Batch], partials: list[Any]) -> list[tuple[Batch, Ack]]:
         """Write all at once; if that fails for a reason other than the disk, write one batch
@@ -331,9 +331,8 @@ class Hub:
                 return False, (type(exc).__name__, str(exc))
             except OSError as exc:
                 return False, ("OSError", f"{type(exc).__name__}: {exc}")
-            finally:
-                if self.faults.after((), time.monotonic() - started):  # calls queued behind
-                    self.summaries.disturbed(time.time())
+            finally:  # calls queued behind a long request
+                self._hold_if(self.faults.after((), time.monotonic() - started))
             return True, result
 
     def _applied(self, request_id: str) -> None:

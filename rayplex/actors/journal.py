@@ -57,9 +57,10 @@ log = logging.getLogger("rayplex.hub")
 JOURNAL_FORMAT = "rayplex-journal"
 _VERSION = 1
 MAX_APPLIED_REQUESTS = 100_000
-MAX_INTENTS = 10_000
 """Ids of applied artifact/params requests remembered (the most recent ones): a request replayed
 after more than this many newer requests were applied would be applied again."""
+MAX_INTENTS = 10_000
+"""Intents of unrecorded moves/copies remembered (the most recent ones)."""
 COMPACTION_RETRY_S = 30.0
 """After a failed compaction, the next attempt waits this long."""
 
@@ -229,7 +230,7 @@ class Journal:
             "book": state.book.to_json(),
             "pending_undo": self._paths_to_journal(state.pending_undo),
             "requests": list(state.applied_requests),
-            "intents": {request: next(iter(self._paths_to_journal({path: 0})))
+            "intents": {request: self._path_to_journal(path)
                         for request, path in state.intents.items()},
         }
         blob = encode_chunk(_dumps(snapshot))
@@ -315,8 +316,7 @@ class Journal:
         Raises:
             OSError: if it cannot be journalled (then do not apply the request).
         """
-        self._append({"k": "intent", "request": request_id,
-                      "path": next(iter(self._paths_to_journal({path: 0})))})
+        self._append({"k": "intent", "request": request_id, "path": self._path_to_journal(path)})
 
     def written(self, keys: Sequence[tuple[str, int]]) -> None:
         """The summaries of these (group, step) of the last ``begin`` are written.
@@ -365,6 +365,9 @@ class Journal:
             inside = os.path.commonpath([full, root]) == root
             out[os.path.relpath(full, root) if inside else full] = size
         return out
+
+    def _path_to_journal(self, path: str) -> str:
+        return next(iter(self._paths_to_journal({path: 0})))
 
     def _paths_from_journal(self, sizes: dict[str, int]) -> dict[str, int]:
         real_root = os.path.realpath(self.root)
