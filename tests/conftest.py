@@ -29,10 +29,24 @@ def ray_session():
 
 @pytest.fixture
 def experiment(ray_session, tmp_path):
-    """A fresh default hub in a fresh logdir; shut down after the test."""
+    """A fresh default hub in a fresh logdir; shut down after the test. For tests that restart,
+    stop, kill or shut down a hub, or that need a logdir of their own; the others share
+    ``module_experiment`` (see ``tests/fixtures.py``)."""
     import rayplex
 
     hub = rayplex.init(str(tmp_path / "exp"))
+    yield hub
+    rayplex.shutdown(hub.name)
+
+
+@pytest.fixture(scope="module")
+def module_experiment(ray_session, tmp_path_factory):
+    """One default hub for a whole module whose tests each use client ids of their own: starting
+    and stopping a hub per test was most of CI's time. A module opts in with
+    ``from tests.fixtures import shared_experiment``."""
+    import rayplex
+
+    hub = rayplex.init(str(tmp_path_factory.mktemp("module") / "exp"))
     yield hub
     rayplex.shutdown(hub.name)
 

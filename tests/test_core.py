@@ -14,6 +14,7 @@ import ray
 import rayplex
 from rayplex.actors import list_rayplex_actors
 from tests.conftest import event_files, tb_scalars, tb_values
+from tests.fixtures import shared_experiment  # noqa: F401  (one hub for this module)
 
 
 @ray.remote
@@ -75,9 +76,9 @@ def test_the_issue_example_lands_in_the_documented_runs_and_tags(experiment):
 
 def test_a_task_is_flushed_when_it_returns(experiment):
     _register(experiment)
-    ray.get(rollout.remote(3, 5))  # no flush by the test: the decorator did it
-    assert tb_scalars(experiment.logdir)["agent/3"]["agent/reward/0-7"] == [
-        (s, float(3 + s)) for s in range(5)
+    ray.get(rollout.remote(21, 5))  # no flush by the test: the decorator did it
+    assert tb_scalars(experiment.logdir)["agent/21"]["agent/reward/16-23"] == [
+        (s, float(21 + s)) for s in range(5)
     ]
 
 

@@ -13,6 +13,7 @@ import ray
 
 import rayplex
 from tests.conftest import tb_scalars, tb_values
+from tests.fixtures import shared_experiment  # noqa: F401  (one hub for this module)
 
 
 def _encoded(value):

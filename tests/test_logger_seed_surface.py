@@ -18,6 +18,7 @@ import pytest
 import rayplex
 from rayplex.logger import Color, Logger, percent
 from rayplex.terminal import print_table
+from tests.fixtures import shared_experiment  # noqa: F401  (one hub for this module)
 
 
 def scalars(logdir: str, run: str) -> dict[str, list[tuple[int, float]]]:
@@ -191,11 +192,11 @@ def test_log_params_stores_numpy_arrays_as_numbers_and_lists(experiment: Any) ->
 def test_log_params_print_shows_coloured_cells_and_stores_the_values(
     experiment: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    log = rayplex.get_logger("learner/params")
+    log = rayplex.get_logger("learner/params2")
     log.log_params(Args={"eps": Color(0.25, "yellow", percent), "name": "ppo"}, print=True)
     out = capsys.readouterr().out
     assert "25.00%" in out and "Args.eps" in out and "ppo" in out
-    assert rayplex.read_params(experiment.logdir)["learner/params"] == {
+    assert rayplex.read_params(experiment.logdir)["learner/params2"] == {
         "Args": {"eps": 0.25, "name": "ppo"}}
 
 
@@ -203,12 +204,12 @@ def test_log_params_print_shows_coloured_cells_and_stores_the_values(
 
 
 def test_store_metrics_flattens_ragged_lists_and_counts_none_as_nan(experiment: Any) -> None:
-    log = rayplex.get_logger("learner/m")
+    log = rayplex.get_logger("ragged/m")  # a group of its own: summaries are per group
     log.store_metrics(x=[[0], [1, 2], np.array([10, 1]), [np.array([10]), None]])
     log.store_metrics(x=None)
     log.log_metrics_summary(step=0, stats=("mean", "count"))
     rayplex.flush()
-    got = scalars(experiment.logdir, "learner/summary")
+    got = scalars(experiment.logdir, "ragged/summary")
     assert got["x/count"] == [(0, 6.0)] and got["x/mean"] == [(0, 4.0)]
     assert got["x/nan_count"] == [(0, 2.0)]
 
@@ -217,7 +218,7 @@ def test_store_metrics_flattens_ragged_lists_and_counts_none_as_nan(experiment: 
 
 
 def test_prefix_applies_once_at_store_time_and_not_again_in_the_summary(experiment: Any) -> None:
-    log = rayplex.get_logger("learner/p")
+    log = rayplex.get_logger("prefixonce/p")  # a group of its own: summaries are per group
     for _ in range(3):
         with log.Prefix(metrics="test"):
             log.store_metrics(value=1.0)
@@ -226,12 +227,12 @@ def test_prefix_applies_once_at_store_time_and_not_again_in_the_summary(experime
     with log.Prefix(metrics="eval"):
         log.log_metrics_summary(step=10, stats="mean")  # inside a Prefix: no second prefix
     rayplex.flush()
-    got = scalars(experiment.logdir, "learner/summary")
+    got = scalars(experiment.logdir, "prefixonce/summary")
     assert got == {"test/value/mean": [(10, 1.0)], "eval/value/mean": [(10, 3.0)]}
 
 
 def test_prefix_sep_false_and_nesting_follow_ml_logger(experiment: Any) -> None:
-    log = rayplex.get_logger("learner/p")
+    log = rayplex.get_logger("prefixsep/p")  # a run of its own: every tag in it is checked
     with log.Prefix(metrics="evaluate/", sep=""):
         log.log(loss=0.5, step=0)
     with log.Prefix(metrics="evaluate"):
@@ -242,7 +243,7 @@ def test_prefix_sep_false_and_nesting_follow_ml_logger(experiment: Any) -> None:
             log.log(plain=3.0, step=0)
     log.log(after=4.0, step=0)
     log.flush()
-    got = scalars(experiment.logdir, "learner")
+    got = scalars(experiment.logdir, "prefixsep")
     assert set(got) == {"p/evaluate/loss", "p/evaluate/acc", "p/inner/deep", "p/plain", "p/after"}
 
 
@@ -265,14 +266,14 @@ def test_prefix_refuses_a_non_string(experiment: Any) -> None:
 
 
 def test_pop_removes_a_key_from_the_window_so_the_summary_skips_it(experiment: Any) -> None:
-    log = rayplex.get_logger("learner/pop")
+    log = rayplex.get_logger("pop/p")  # a group of its own: summaries are per group
     log.store_metrics(reward=[1.0, 3.0], length=10)
     popped = log.pop("reward")
     assert popped.mean == 2.0 and popped.count == 2
     assert log.pop("reward") is None
     log.log_metrics_summary(step=1, stats="mean")
     rayplex.flush()
-    assert scalars(experiment.logdir, "learner/summary") == {"length/mean": [(1, 10.0)]}
+    assert scalars(experiment.logdir, "pop/summary") == {"length/mean": [(1, 10.0)]}
 
 
 # ------------------------------------------------------------------ log(..., print=True)

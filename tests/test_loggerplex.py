@@ -11,6 +11,7 @@ import ray
 
 import rayplex
 from rayplex.textlog import parse_line
+from tests.fixtures import shared_experiment  # noqa: F401  (one hub for this module)
 
 
 def _read(logdir, *parts):
@@ -103,7 +104,7 @@ def test_capture_logging_forwards_the_tasks_root_logger(experiment):
 
 
 @ray.remote
-@rayplex.logged("agent/{i}")
+@rayplex.logged("chatty/{i}")
 def _chatty(i, n, logger=None):
     for k in range(n):
         logger.info("line %d of %d", k, i)
@@ -113,11 +114,11 @@ def _chatty(i, n, logger=None):
 def test_concurrent_tasks_deliver_every_line_once_in_order(experiment):
     ray.get([_chatty.remote(i, 1000) for i in range(20)])
     for i in range(20):
-        lines = _read(experiment.logdir, "agent", f"{i}.log").splitlines()
+        lines = _read(experiment.logdir, "chatty", f"{i}.log").splitlines()
         assert [parse_line(ln).message for ln in lines] == [f"line {k} of {i}" for k in range(1000)]
     combined = [parse_line(ln) for ln in _read(experiment.logdir, "all.log").splitlines()]
     for i in range(20):
-        mine = [p.message for p in combined if p.client == f"agent/{i}"]
+        mine = [p.message for p in combined if p.client == f"chatty/{i}"]
         assert mine == [f"line {k} of {i}" for k in range(1000)]
 
 

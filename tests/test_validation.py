@@ -15,6 +15,7 @@ import rayplex
 from rayplex.artifacts import safe_relpath
 from rayplex.rules import STEP_MAX, STEP_MIN, split_client_id, validate_tag
 from tests.conftest import tb_scalars, tb_values
+from tests.fixtures import shared_experiment  # noqa: F401  (one hub for this module)
 
 _text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=300)
 
@@ -86,7 +87,7 @@ def test_bad_arguments_to_log_calls_raise_specific_errors(experiment):
 
 
 def test_steps_outside_signed_64_bits_raise_at_every_call_site_and_nothing_wraps(experiment):
-    log = rayplex.get_logger("learner/steps")
+    log = rayplex.get_logger("steps/main")  # a group of its own: every tag and summary checked
     log.store_metrics(kept=1.0)
     calls = {
         "add_scalar": lambda s: log.add_scalar("a", 1.0, step=s),
@@ -116,10 +117,10 @@ def test_steps_outside_signed_64_bits_raise_at_every_call_site_and_nothing_wraps
     log.log_metrics_summary(step=5)  # the window survived the refused calls
     rayplex.flush()  # also writes the summaries that are due
     scalars = tb_scalars(experiment.logdir)
-    assert dict(scalars["learner"]) == {
-        "steps/a": [(5, 2.0)], "steps/last": [(STEP_MAX, 1.0)], "steps/row": [(STEP_MAX, 1.0)]}
-    assert scalars["learner/summary"]["kept/mean"] == [(5, 1.0)]
-    assert [step for step, _, _ in tb_values(experiment.logdir)["learner"]["steps/note"]] == [
+    assert dict(scalars["steps"]) == {
+        "main/a": [(5, 2.0)], "main/last": [(STEP_MAX, 1.0)], "main/row": [(STEP_MAX, 1.0)]}
+    assert scalars["steps/summary"]["kept/mean"] == [(5, 1.0)]
+    assert [step for step, _, _ in tb_values(experiment.logdir)["steps"]["main/note"]] == [
         STEP_MAX]
 
 
