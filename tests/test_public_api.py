@@ -38,3 +38,9 @@ def test_importing_rayplex_imports_neither_torch_nor_tensorboardx():
             "heavy = {'torch', 'tensorboardX', 'mlflow', 'wandb'} & set(sys.modules); "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_the_version_is_the_installed_distributions_one_home_in_pyproject():
+    from importlib.metadata import version
+
+    assert rayplex.__version__ == version("rayplex")
