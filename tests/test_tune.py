@@ -175,6 +175,31 @@ def test_callback_state_carries_written_iterations_into_a_new_callback(experimen
     assert restored.replayed == 2
 
 
+def test_a_restored_callback_takes_its_memory_from_the_logdir_and_completes_a_cut_iteration(
+        experiment):
+    from rayplex.integrations.tune import RayplexLoggerCallback
+
+    RayplexLoggerCallback(hub=experiment.name)  # registers the group, as the dead driver did
+    shipped = rayplex.get_logger("tune/abc_00000")  # what the dead driver's callback shipped:
+    for i in (1, 2):
+        shipped.add_scalars({"training_iteration": i, "loss": float(i), "acc": -float(i)}, step=i)
+    shipped.add_scalars({"training_iteration": 3, "loss": 3.0}, step=3)  # its crash cut 3 short
+    restored = pickle.loads(pickle.dumps(RayplexLoggerCallback(hub=experiment.name)))
+    restored.set_state({"written": {"abc_00000": 5}})  # a snapshot ahead of what was shipped
+    trial = SimpleNamespace(trial_id="abc_00000", config={})
+    for i in range(1, 7):  # the restored trial replays from the start
+        restored.log_trial_result(i, trial, {"training_iteration": i, "loss": 10.0 * i,
+                                             "acc": -10.0 * i})
+    restored.on_experiment_end([])
+    scalars = tb_scalars(experiment.logdir)["tune/abc_00000"]
+    assert scalars["tune/loss/all"] == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0), (5, 50.0),
+                                        (6, 60.0)]
+    assert scalars["tune/acc/all"] == [(1, -1.0), (2, -2.0), (3, -30.0), (4, -40.0),
+                                       (5, -50.0), (6, -60.0)]
+    assert [s for s, _ in scalars["tune/training_iteration/all"]] == [1, 2, 3, 4, 5, 6]
+    assert restored.replayed == 2
+
+
 def test_callback_refuses_a_bad_group_name_before_starting_anything():
     from rayplex.integrations.tune import RayplexLoggerCallback
 
