@@ -214,22 +214,29 @@ class RayplexLoggerCallback(LoggerCallback):
     # ------------------------------------------------------------------- helpers
     def _recall(self, trial_id: str) -> None:
         """After a restore, take a trial's memory from the logdir (once per trial): the last
-        step of each of its tags, after one flush of the experiment. If the logdir cannot be
-        read, Tune's snapshot stays the memory (with a warning)."""
+        step of each of its tags, after one flush of the experiment (tried once). If the
+        experiment cannot be flushed, or the run read, Tune's snapshot stays the memory (with
+        a warning): for every trial, or for that trial."""
         if not self._restored or trial_id in self._recalled:
             return
         self._recalled.add(trial_id)
         self.setup()
-        route = self._route(trial_id)
-        try:
-            if not self._flushed:
+        if not self._flushed:
+            try:
                 rayplex.flush(self.hub, END_FLUSH_TIMEOUT_S)
-                self._flushed = True
-            last = _last_steps(self.logdir, route.run)
-        except (RayplexError, RayError, OSError) as exc:  # the snapshot is the fallback
-            log.warning("rayplex: could not read what %s holds for trial %s (%s); replays are "
-                        "skipped up to Tune's snapshot of the callback, iteration %s", self.logdir,
-                        trial_id, exc, self._written.get(trial_id))
+            except (RayplexError, RayError) as exc:
+                log.warning("rayplex: could not flush experiment %r after the restore (%s); "
+                            "replays are skipped up to Tune's snapshot of the callback",
+                            self.hub, exc)
+                self._restored = False
+                return
+            self._flushed = True
+        try:
+            last = _last_steps(self.logdir, self._route(trial_id).run)
+        except OSError as exc:
+            log.warning("rayplex: could not read what %s holds for trial %s (%s); its replays "
+                        "are skipped up to Tune's snapshot of the callback, iteration %s",
+                        self.logdir, trial_id, exc, self._written.get(trial_id))
             return
         if last:
             self._written[trial_id] = max(last.values())
