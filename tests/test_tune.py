@@ -3,9 +3,15 @@ through RayplexLoggerCallback, read back with rayplex's reader and TensorBoard's
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import pickle
+import signal
+import subprocess
+import sys
 import tempfile
+import time
 from collections import defaultdict
 from types import SimpleNamespace
 
@@ -14,6 +20,7 @@ import pytest
 
 import rayplex
 from rayplex.integrations._common import int_step, numeric_items
+from tests import tune_restore_driver as crash
 from tests.conftest import tb_scalars, tb_values
 
 HUB = "tune-test"
@@ -168,6 +175,31 @@ def test_callback_state_carries_written_iterations_into_a_new_callback(experimen
     assert restored.replayed == 2
 
 
+def test_a_restored_callback_takes_its_memory_from_the_logdir_and_completes_a_cut_iteration(
+        experiment):
+    from rayplex.integrations.tune import RayplexLoggerCallback
+
+    RayplexLoggerCallback(hub=experiment.name)  # registers the group, as the dead driver did
+    shipped = rayplex.get_logger("tune/abc_00000")  # what the dead driver's callback shipped:
+    for i in (1, 2):
+        shipped.add_scalars({"training_iteration": i, "loss": float(i), "acc": -float(i)}, step=i)
+    shipped.add_scalars({"training_iteration": 3, "loss": 3.0}, step=3)  # its crash cut 3 short
+    restored = pickle.loads(pickle.dumps(RayplexLoggerCallback(hub=experiment.name)))
+    restored.set_state({"written": {"abc_00000": 5}})  # a snapshot ahead of what was shipped
+    trial = SimpleNamespace(trial_id="abc_00000", config={})
+    for i in range(1, 7):  # the restored trial replays from the start
+        restored.log_trial_result(i, trial, {"training_iteration": i, "loss": 10.0 * i,
+                                             "acc": -10.0 * i})
+    restored.on_experiment_end([])
+    scalars = tb_scalars(experiment.logdir)["tune/abc_00000"]
+    assert scalars["tune/loss/all"] == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0), (5, 50.0),
+                                        (6, 60.0)]
+    assert scalars["tune/acc/all"] == [(1, -1.0), (2, -2.0), (3, -30.0), (4, -40.0),
+                                       (5, -50.0), (6, -60.0)]
+    assert [s for s, _ in scalars["tune/training_iteration/all"]] == [1, 2, 3, 4, 5, 6]
+    assert restored.replayed == 2
+
+
 def test_callback_refuses_a_bad_group_name_before_starting_anything():
     from rayplex.integrations.tune import RayplexLoggerCallback
 
@@ -185,3 +217,86 @@ def test_numeric_entries_are_flattened_and_others_skipped():
 def test_only_integral_numbers_are_steps():
     assert [int_step(v) for v in (3, 4.0, np.int64(5), 2.5, True, "6", None)] == [
         3, 4, 5, None, None, None, None]
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KILL_AFTER = 20  # iterations on disk for every trial before the driver is killed
+
+
+def _start_driver(mode, tmp_path):
+    # Tune snapshots the experiment every second (default: 10 s or more), so the restored
+    # trials resume mid-way from a checkpoint and the callback's state comes back from a
+    # snapshot a little behind what was already shipped
+    env = dict(os.environ, RAYPLEX_FLUSH_INTERVAL_S="0.2", TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1",
+               TUNE_GLOBAL_CHECKPOINT_S="1",
+               PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]))
+    env.pop("RAY_ADDRESS", None)
+    with open(tmp_path / f"{mode}.out", "w") as out, open(tmp_path / f"{mode}.err", "w") as err:
+        return subprocess.Popen(
+            [sys.executable, crash.__file__, mode, str(tmp_path / "storage"),
+             str(tmp_path / "exp")], env=env, cwd=str(tmp_path), stdin=subprocess.DEVNULL,
+            stdout=out, stderr=err, start_new_session=True)  # its own group: its Ray too
+
+
+def _iterations_on_disk(logdir):
+    """{run: iterations of the trial's loss on disk} (rayplex's reader; a torn tail is fine)."""
+    if not os.path.isdir(os.path.join(logdir, "tensorboard")):
+        return {}
+    counts = defaultdict(int)
+    for row in rayplex.read_scalars(logdir, group="tune", tag="tune/loss/all"):
+        counts[row.run] += 1
+    return counts
+
+
+def _driver_output(proc, tmp_path, mode, timeout):
+    try:
+        proc.wait(timeout=timeout)
+    finally:
+        _kill_group(proc)
+    out = (tmp_path / f"{mode}.out").read_text()
+    lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+    assert proc.returncode == 0 and lines, (out[-2000:]
+                                            + (tmp_path / f"{mode}.err").read_text()[-6000:])
+    return json.loads(lines[-1])
+
+
+def _kill_group(proc):
+    """The driver's process group: what is left of its local Ray."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_replayed_iterations_are_written_once_across_a_driver_crash_and_tuner_restore(tmp_path):
+    logdir = str(tmp_path / "exp")
+    first = _start_driver("fit", tmp_path)
+    try:
+        deadline = time.monotonic() + 300
+        while True:  # kill once every trial has results on disk, mid-way
+            on_disk = _iterations_on_disk(logdir)
+            if len(on_disk) == len(crash.XS) and min(on_disk.values()) >= KILL_AFTER:
+                break
+            assert first.poll() is None, (tmp_path / "fit.err").read_text()[-6000:]
+            assert time.monotonic() < deadline, f"no results flowing: {dict(on_disk)}"
+            time.sleep(0.05)  # polling the logdir
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=60)
+    finally:
+        _kill_group(first)
+    assert min(on_disk.values()) < crash.ITERS, f"the crash came after the end: {on_disk}"
+
+    report = _driver_output(_start_driver("restore", tmp_path), tmp_path, "restore", 600)
+    scalars = tb_scalars(logdir)
+    duplicated, wrong = {}, {}
+    for trial_id, x in report["x"].items():
+        run = f"tune/{trial_id}"
+        for tag in ("tune/loss/all", "tune/training_iteration/all"):
+            steps = [step for step, _ in scalars[run][tag]]
+            duplicated[(run, tag)] = len(steps) - len(set(steps))
+            wrong[(run, tag)] = sorted(set(range(1, crash.ITERS + 1)) ^ set(steps))
+        assert sorted(scalars[run]["tune/loss/all"]) == [
+            (i, _f32(crash.loss(x, i))) for i in range(1, crash.ITERS + 1)], (
+                f"duplicated {duplicated}, missing or extra {wrong}")
+    assert len(report["x"]) == len(crash.XS)
+    assert not any(duplicated.values()) and not any(wrong.values())
+    assert report["replayed"] > 0  # the restored trials did replay iterations

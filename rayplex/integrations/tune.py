@@ -7,9 +7,15 @@ is its own TensorBoard run and one chart per metric overlays all trials (tag
 ``step = training_iteration``.
 
 A trial retried under ``FailureConfig`` or restored from a checkpoint replays iterations; the
-callback remembers the highest iteration written per trial (also across a Tune experiment
-restore, through ``get_state``/``set_state``) and skips results at or below it, so no point
-is written twice.
+callback remembers the highest iteration written per trial and skips results at or below it,
+so no point is written twice. After a Tune experiment restore (the callback comes back from
+Tune's pickle, its ``set_state`` from Tune's snapshot) that memory is taken from the logdir,
+not from the snapshot, which lags what the crashed driver had already shipped (duplicates) or
+runs ahead of what it never shipped (losses): at a trial's first start or result in the
+restored driver, the callback flushes the experiment once (what the hub acknowledged is then
+in the event files, and what was still in node buffers reaches it) and reads that trial's run
+back, once, with :func:`rayplex.read_scalars`. A replayed iteration is then written only for
+the metrics the logdir does not hold at it (an iteration the crash cut short is completed).
 
 The callback runs on Tune's driver loop: a result costs a few buffered ``add_scalar`` calls
 and never waits on the network (the Logger's background thread ships them). A trial's config
@@ -25,11 +31,12 @@ from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any
 
+from ray.exceptions import RayError
 from ray.tune.logger import LoggerCallback
 
 import rayplex
 from rayplex.errors import RayplexError
-from rayplex.groups import GroupSpec
+from rayplex.groups import GroupRegistry, GroupSpec, Route
 from rayplex.integrations._common import (
     connect,
     flush_quietly,
@@ -50,7 +57,8 @@ TRIALS_BIN = "all"
 _NOT_SCALARS = frozenset({"config"})
 
 END_FLUSH_TIMEOUT_S = 30.0
-"""Longest the end of a sweep waits for the hub; the data of a slower hub stays buffered."""
+"""Longest the end of a sweep, or the first look at the logdir after a restore, waits for the
+hub; the data of a slower hub stays buffered."""
 
 
 def one_bin(name: str) -> str:
@@ -92,6 +100,10 @@ class RayplexLoggerCallback(LoggerCallback):
         self.replayed = 0
         """Results skipped because their iteration was already written for that trial."""
         self._written: dict[str, int] = {}
+        self._restored = False  # True once unpickled or given a state: ask the logdir
+        self._recalled: set[str] = set()  # trials whose logdir record this process has read
+        self._cut: dict[str, dict[str, int]] = {}  # recalled trial -> tag -> last step on disk
+        self._flushed = False  # the experiment flushed once since the restore
         self._last: dict[str, dict[str, float]] = {}
         self._loggers: dict[str, Logger] = {}
         self._connected = True
@@ -103,6 +115,10 @@ class RayplexLoggerCallback(LoggerCallback):
         state = dict(self.__dict__)
         state["_loggers"] = {}
         state["_connected"] = False
+        state["_restored"] = True
+        state["_recalled"] = set()
+        state["_cut"] = {}
+        state["_flushed"] = False
         state["_params"] = None
         state["_pending"] = []
         return state
@@ -112,9 +128,10 @@ class RayplexLoggerCallback(LoggerCallback):
 
     # ----------------------------------------------------------------- Tune's hooks
     def setup(self, *args: Any, **info: Any) -> None:
-        """Re-register the group when the callback was unpickled in a new driver."""
+        """Reconnect when the callback was unpickled in a new driver: get (or, in a new Ray
+        cluster, start again) the experiment in the same logdir and re-register the group."""
         if not self._connected:
-            connect(None, self.hub).register_combined_group(self.group, one_bin)
+            connect(self.logdir, self.hub).register_combined_group(self.group, one_bin)
             self._connected = True
 
     def get_state(self) -> dict[str, Any] | None:
@@ -122,13 +139,17 @@ class RayplexLoggerCallback(LoggerCallback):
         return {"written": dict(self._written)}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`get_state` returned, so replayed iterations stay skipped."""
+        """Restore what :meth:`get_state` returned. It is only a fallback: each trial's
+        memory is read again from the logdir at its first start or result, because Tune's
+        snapshot lags what was shipped."""
         written = state.get("written", {})
         self._written = {str(k): int(v) for k, v in written.items()}
+        self._restored = True
 
     def log_trial_start(self, trial: Trial) -> None:
         trial_id = str(trial.trial_id)
         logger = self._logger(trial_id)
+        self._recall(trial_id)
         done = self._written.get(trial_id)
         if done is None:
             logger.info("trial %s started; config %s", trial_id, _plain(trial.config))
@@ -150,13 +171,18 @@ class RayplexLoggerCallback(LoggerCallback):
             log.warning("rayplex: a result of trial %s has no integer training_iteration; "
                         "it is not logged", trial_id)
             return
-        if step <= self._written.get(trial_id, -1):
-            self.replayed += 1
-            return
+        self._recall(trial_id)
         values = numeric_items(result, skip=_NOT_SCALARS)
-        self._logger(trial_id).add_scalars(values, step=step)
-        self._written[trial_id] = step
         self._last[trial_id] = values
+        if step <= self._written.get(trial_id, -1):
+            values = self._not_on_disk(trial_id, step, values)
+            if not values:
+                self.replayed += 1
+                return
+        else:
+            self._written[trial_id] = step
+            self._cut.pop(trial_id, None)  # what is older than this step stays as it is
+        self._logger(trial_id).add_scalars(values, step=step)
 
     def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial,
                          **info: Any) -> None:
@@ -186,6 +212,56 @@ class RayplexLoggerCallback(LoggerCallback):
             flush_quietly(next(iter(self._loggers.values())), END_FLUSH_TIMEOUT_S)
 
     # ------------------------------------------------------------------- helpers
+    def _recall(self, trial_id: str) -> None:
+        """After a restore, take a trial's memory from the logdir (once per trial): the last
+        step of each of its tags, after one flush of the experiment (tried once). If the
+        experiment cannot be flushed, or the run read, Tune's snapshot stays the memory (with
+        a warning): for every trial, or for that trial."""
+        if not self._restored or trial_id in self._recalled:
+            return
+        self._recalled.add(trial_id)
+        self.setup()
+        if not self._flushed:
+            try:
+                rayplex.flush(self.hub, END_FLUSH_TIMEOUT_S)
+            except (RayplexError, RayError) as exc:
+                log.warning("rayplex: could not flush experiment %r after the restore (%s); "
+                            "replays are skipped up to Tune's snapshot of the callback",
+                            self.hub, exc)
+                self._restored = False
+                return
+            self._flushed = True
+        try:
+            last = _last_steps(self.logdir, self._route(trial_id).run)
+        except OSError as exc:
+            log.warning("rayplex: could not read what %s holds for trial %s (%s); its replays "
+                        "are skipped up to Tune's snapshot of the callback, iteration %s",
+                        self.logdir, trial_id, exc, self._written.get(trial_id))
+            return
+        if last:
+            self._written[trial_id] = max(last.values())
+            self._cut[trial_id] = last
+        else:
+            self._written.pop(trial_id, None)
+
+    def _not_on_disk(self, trial_id: str, step: int,
+                     values: dict[str, float]) -> dict[str, float]:
+        """Of a replayed result, the metrics the logdir lacks at ``step`` (a recalled trial
+        whose last iteration the crash cut short); nothing for any other trial."""
+        last = self._cut.get(trial_id)
+        if last is None:
+            return {}
+        route = self._route(trial_id)
+        missing = {key: v for key, v in values.items() if last.get(route.tag(key), -1) < step}
+        for key in missing:
+            last[route.tag(key)] = step
+        return missing
+
+    def _route(self, trial_id: str) -> Route:
+        """Where a trial's scalars go: its run and its tags (the hub's own routing rules)."""
+        spec = GroupSpec.combined(self.group, one_bin)
+        return GroupRegistry().with_group(spec).route(f"{self.group}/{trial_id}")
+
     def _logger(self, trial_id: str) -> Logger:
         logger = self._loggers.get(trial_id)
         if logger is None:
@@ -193,6 +269,19 @@ class RayplexLoggerCallback(LoggerCallback):
             logger = self._loggers[trial_id] = rayplex.get_logger(
                 f"{self.group}/{trial_id}", hub=self.hub)
         return logger
+
+
+def _last_steps(logdir: str, run: str) -> dict[str, int]:
+    """``{tag: last step}`` of the scalars of one run of ``logdir`` (empty if it has none)."""
+    last: dict[str, int] = {}
+    try:
+        rows = rayplex.read_scalars(logdir, run=run)
+    except FileNotFoundError:  # no tensorboard/ yet: nothing was written
+        return last
+    for row in rows:
+        if row.run == run:
+            last[row.tag] = max(row.step, last.get(row.tag, row.step))
+    return last
 
 
 def _save_config(logger: Logger, trial_id: str, config: Any, metrics: dict[str, float]) -> None:
