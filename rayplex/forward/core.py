@@ -183,7 +183,9 @@ class Forwarder:
 
     def _refused(self, run: str, refused: list[Refused]) -> None:
         """Count what the tracker refused; one ERROR line per new cause."""
-        causes: dict[str, int] = self.counters["refused_causes"]
+        if not refused:
+            return
+        causes = dict(self.counters["refused_causes"])  # a new dict: info() may be copying
         for item in refused:
             self.counters["refused"] += item.count
             cause = (f"run {run}: not forwarded ({item.error})" if item.kind == "run" else
@@ -197,6 +199,7 @@ class Forwarder:
                 self.say(logging.ERROR, f"forwarder {self.tracker.key}: the tracker refuses "
                          f"for good {cause}{detail}; never retried, counted in "
                          "refused_causes, everything else is still forwarded")
+        self.counters["refused_causes"] = causes
 
     def _run_id(self, connection: Connection, run: str) -> str:
         run_id = self.cursor.runs.get(run)

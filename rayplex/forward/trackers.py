@@ -416,7 +416,7 @@ class _MLflowConnection(Connection):
         params cannot change) sets the tag ``rayplex.param.<key>`` to the latest value."""
         from mlflow.entities import Param, RunTag
 
-        data = self.call(self.client.get_run, run_id).data
+        data = self._get_run(run_id).data
         held, tagged = dict(data.params), dict(data.tags)
         mapped = {mlflow_key(k): v[:MLFLOW_PARAM_MAX_CHARS] for k, v in sorted(params.items())}
         new: list[Any] = []
@@ -460,13 +460,16 @@ class _MLflowConnection(Connection):
             return (self._isolate(run_id, items[:half], send, name, True)
                     + self._isolate(run_id, items[half:], send, name, True))
 
-    def _check_alive(self, run_id: str, cause: Exception) -> None:
+    def _get_run(self, run_id: str) -> Any:
         try:
-            info = self.call(self.client.get_run, run_id).info
+            return self.call(self.client.get_run, run_id)
         except Exception as exc:
             if mlflow_permanent(exc):
                 raise RunGone(f"MLflow run {run_id} no longer exists: {_error(exc)}") from exc
             raise
+
+    def _check_alive(self, run_id: str, cause: Exception) -> None:
+        info = self._get_run(run_id).info
         if info.lifecycle_stage != "active":
             raise RunGone(f"MLflow run {run_id} was deleted ({_error(cause)})") from cause
 
