@@ -438,8 +438,8 @@ def test_a_damaged_wandb_cursor_is_reported_and_recovered_without_resending(tmp_
 
 class _CreateOnceMore:
     """The real MLflow client, whose ``create_run`` runs twice (as MLflow's HTTP client
-    resends a POST whose answer was lost on a loaded server) or creates the run and then
-    times out."""
+    resends a POST whose answer was lost on a loaded server), creates the run and then times
+    out, or times out first and creates that run late, while the retry creates another."""
 
     def __init__(self, client, mode):
         self._client, self._mode = client, mode
@@ -448,6 +448,12 @@ class _CreateOnceMore:
         return getattr(self._client, name)
 
     def create_run(self, *args, **kwargs):
+        if self._mode == "late":
+            self._mode = "late-commit"
+            raise TimeoutError("read timed out (the server creates the run later)")
+        if self._mode == "late-commit":
+            self._mode = None
+            self._client.create_run(*args, **kwargs)  # the first request, committed late
         created = self._client.create_run(*args, **kwargs)
         if self._mode == "twice":
             return self._client.create_run(*args, **kwargs)
@@ -457,7 +463,7 @@ class _CreateOnceMore:
         return created
 
 
-@pytest.mark.parametrize("mode", ["twice", "timeout"])
+@pytest.mark.parametrize("mode", ["twice", "timeout", "late"])
 def test_a_client_maps_to_one_mlflow_run_whatever_run_creation_does(tmp_path, file_store, mode):
     import mlflow
 
