@@ -2,7 +2,10 @@
 
 Each round asks the hub what it committed, reads at most ``max_bytes`` of new whole records,
 sends them to the tracker, and only then saves the cursor. A failing round advances nothing
-and is retried with exponential back-off; a call that runs longer than the tracker's
+and is retried with exponential back-off (by the loop and by :meth:`Forwarder.drain` alike).
+What the tracker refuses for good (:class:`~rayplex.forward.trackers.Refused`: the items a
+permanent MLflow error names, or every item of a run deleted in MLflow) is counted, reported
+once per cause and passed over, so it never holds up the rest; a call that runs longer than the tracker's
 ``slow_call_s`` is reported while it runs (:meth:`Forwarder.watch`), so an outage shows within
 ``slow_call_s`` + one watch period even when every call hangs (MLflow waits 20 s on a locked
 SQLite file before it fails).
