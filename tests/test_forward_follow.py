@@ -57,8 +57,15 @@ def test_the_cursor_round_trips_and_an_unreadable_one_is_set_aside(tmp_path):
     assert Cursor.load(path) == Cursor({"tensorboard/a/e": 10}, {"a": "run1"}, {"a/b": "d"})
     with open(path, "w") as f:
         f.write("{not json")
-    assert Cursor.load(path) == Cursor()
-    assert os.path.exists(path + ".unreadable")
+    cursor, damage = Cursor.recover(path)
+    assert cursor == Cursor({"tensorboard/a/e": 10}, {"a": "run1"}, {"a/b": "d"})
+    assert "second copy" in damage and os.path.exists(path + ".unreadable")
+    with open(path, "w") as f:  # valid JSON, but not what was saved: the checksum tells
+        f.write(Cursor({"tensorboard/a/e": 99}).to_json().decode().replace("99", "98"))
+    with open(path + ".bak", "w") as f:
+        f.write("garbage")
+    cursor, damage = Cursor.recover(path)
+    assert cursor == Cursor() and "starts over" in damage
 
 
 def test_committed_sizes_wait_for_an_open_transaction_and_exclude_what_it_undid(tmp_path):
@@ -184,6 +191,305 @@ def test_a_failing_tracker_advances_nothing_and_backs_off_then_forwards_scalars_
             logdir, "mlflow-artifacts", "*", "artifacts", "images", "main", "img", "*.png"))
         assert not os.path.exists("mlruns")
         forwarder.close()
+    finally:
+        hub._stop.set()
+        writer.close()
+
+
+# ----------------------------------------------------------- refusals, cursor damage, runs
+# MLflow's file store keeps every row it is sent (its SQL stores drop identical ones), so a
+# duplicate shows there: these tests use it.
+
+def _write_params(logdir, client, params):
+    path = os.path.join(logdir, "params", f"{client}.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(params, f)
+
+
+def _expected(tag, steps, wall=1000.0):
+    return [(s, round((wall + s) * 1000), s / 4) for s in steps]
+
+
+def _history(client, run_id, key):
+    return sorted((m.step, m.timestamp, m.value) for m in client.get_metric_history(run_id, key))
+
+
+def _runs_of(client, run):
+    from mlflow.entities import ViewType
+
+    [experiment] = [e for e in client.search_experiments(view_type=ViewType.ALL)
+                    if e.name == "e"]
+    return [r for r in client.search_runs([experiment.experiment_id], max_results=1000,
+                                          run_view_type=ViewType.ALL)
+            if r.data.tags.get("rayplex.run") == run]
+
+
+def _until_caught_up(forwarder, rounds=30):
+    """Forward until nothing is left (each step is a round; a failed one is retried at once:
+    the back-off is the loop's business, tested separately)."""
+    for _ in range(rounds):
+        if forwarder.step() > 0 and forwarder.caught_up():
+            return
+    raise AssertionError(f"not caught up after {rounds} rounds: {forwarder.counters}")
+
+
+@pytest.fixture
+def file_store(tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    return (tmp_path / "mlruns").as_uri()
+
+
+def test_mlflow_refusals_are_isolated_reported_once_and_never_retried(tmp_path, file_store):
+    import mlflow
+
+    from rayplex.actors.hub import Hub
+    from rayplex.forward.core import Forwarder
+    from rayplex.forward.trackers import mlflow_key
+
+    logdir = str(tmp_path / "exp")
+    hub = Hub("t", logdir)
+    lines: list[tuple[int, str]] = []
+    writers = {run: EventWriter(os.path.join(logdir, "tensorboard", run))
+               for run in ("learner", "agent/1", "agent/2", "agent/3")}
+    long_tag = "agent/" + "k" * 1000  # rayplex allows 1,024 characters, MLflow keys 250
+    try:
+        writers["learner"].write(scalar_records("main/x", range(20)))
+        writers["agent/1"].write(scalar_records("agent/eval/", range(20))
+                                 + scalar_records(long_tag, range(20))
+                                 + scalar_records("agent/ok", range(20)))
+        writers["agent/2"].write(scalar_records("agent/ok", range(20)))
+        writers["agent/3"].write(scalar_records("agent/ok", range(10))
+                                 + scalar_records("agent/neg", [0], wall=-10.0)  # refused
+                                 + scalar_records("agent/ok", range(10, 20)))
+        _write_params(logdir, "learner/main", {"job": {"status": "started"}, "lr": 0.1})
+        forwarder = Forwarder(logdir, MLflow(tracking_uri=file_store, experiment="e"),
+                              hub.committed_sizes, lambda level, text: lines.append((level, text)))
+        _until_caught_up(forwarder)
+        client = mlflow.MlflowClient(tracking_uri=file_store)
+        [gone] = _runs_of(client, "agent/2")
+        client.delete_run(gone.info.run_id)  # in the MLflow UI
+        # what the README's job statuses do: job_started() ... job_completed()
+        _write_params(logdir, "learner/main", {"job": {"status": "completed"}, "lr": 0.1,
+                                               "batch": 64})
+        writers["learner"].write(scalar_records("main/x", range(20, 40)))
+        writers["agent/2"].write(scalar_records("agent/ok", range(20, 40)))
+        writers["agent/3"].write(scalar_records("agent/ok", range(20, 40)))
+        _until_caught_up(forwarder)
+        calls = forwarder.counters["tracker_calls"]
+        for _ in range(3):
+            forwarder.step()
+        assert forwarder.counters["tracker_calls"] == calls  # nothing is retried
+
+        def history(run, tag):
+            [found] = [r for r in _runs_of(client, run) if r.info.lifecycle_stage == "active"]
+            return _history(client, found.info.run_id, mlflow_key(tag))
+
+        assert history("learner", "main/x") == _expected("main/x", range(40))
+        assert history("agent/1", "agent/eval/") == _expected("", range(20))
+        assert history("agent/1", long_tag) == _expected("", range(20))
+        assert history("agent/1", "agent/ok") == _expected("", range(20))
+        assert history("agent/3", "agent/ok") == _expected("", range(40))
+        assert history("agent/3", "agent/neg") == []
+        [gone] = _runs_of(client, "agent/2")  # not made again
+        assert gone.info.lifecycle_stage == "deleted"
+        assert _history(client, gone.info.run_id, "agent/ok") == _expected("", range(20))
+        [learner] = _runs_of(client, "learner")
+        assert learner.data.params == {"main/job.status": "started", "main/lr": "0.1",
+                                       "main/batch": "64"}
+        assert learner.data.tags["rayplex.param.main/job.status"] == "completed"
+        counters = forwarder.counters
+        assert counters["failures"] == 0 and counters["problem"] is None
+        assert counters["forwarded"] == 40 + 60 + 20 + 40
+        assert counters["refused"] == 1 + 20 and counters["gone_runs"] == ["agent/2"]
+        causes = counters["refused_causes"]
+        assert sorted(causes.values()) == [1, 20], causes
+        errors = [text for level, text in lines if level == logging.ERROR]
+        assert len(errors) == 2, errors
+        assert any("agent/neg" in e and "INVALID_PARAMETER_VALUE" in e for e in errors)
+        assert any("agent/2" in e and "deleted" in e for e in errors)
+        forwarder.close()
+    finally:
+        hub._stop.set()
+        for writer in writers.values():
+            writer.close()
+
+
+def test_mlflow_keys_are_valid_and_stable_for_any_tag():
+    pytest.importorskip("mlflow")
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from mlflow.utils.validation import _validate_metric_name
+
+    from rayplex.forward.trackers import mlflow_key
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.text(st.sampled_from("ab/._- :#é"), min_size=1, max_size=1024))
+    def check(tag):
+        key = mlflow_key(tag)
+        _validate_metric_name(key)
+        assert len(key) <= 250 and mlflow_key(tag) == key
+        if len(tag) <= 250 and key != tag:
+            assert tag.replace("#", "_") == key or "-" in key
+
+    check()
+    for tag in ("eval/", "a//b", "./a", "a/..", "..", "/a", "k" * 1024, ".."):
+        _validate_metric_name(mlflow_key(tag))
+    assert mlflow_key("eval/") != mlflow_key("eval//")
+    assert mlflow_key("agent/reward/16-23") == "agent/reward/16-23"
+
+
+def test_a_draining_forwarder_backs_off_between_failed_rounds(tmp_path):
+    pytest.importorskip("mlflow")
+    import time
+
+    from rayplex.actors.hub import Hub
+    from rayplex.forward.core import Forwarder
+
+    logdir = str(tmp_path / "exp")
+    hub = Hub("t", logdir)
+    blocker = tmp_path / "store"
+    blocker.write_text("a file where the store's directory should be")
+    writer = EventWriter(os.path.join(logdir, "tensorboard", "learner"))
+    try:
+        writer.write(scalar_records("main/x", range(5)))
+        forwarder = Forwarder(logdir, MLflow(tracking_uri=f"sqlite:///{blocker / 'db'}",
+                                             experiment="e", retry_max_s=2),
+                              hub.committed_sizes, lambda level, text: None)
+        waits: list[float] = []
+        assert forwarder.drain(4.0, lambda s: (waits.append(s), time.sleep(s))) is False
+        assert waits[:3] == [0.5, 1.0, 2.0] and set(waits[3:]) <= {2.0} | set(waits[-1:])
+        assert forwarder.counters["failures"] <= 5
+    finally:
+        hub._stop.set()
+        writer.close()
+
+
+def _damage(path):
+    with open(path, "wb") as f:
+        f.write(b'{"v": 2, "offsets": {"tensorboard/learner/x": 0}, garbage \x00\xff')
+
+
+def test_a_damaged_mlflow_cursor_is_reported_and_recovered_without_resending(tmp_path,
+                                                                            file_store):
+    import mlflow
+
+    from rayplex.actors.hub import Hub
+    from rayplex.forward.core import Forwarder, cursor_path
+
+    logdir = str(tmp_path / "exp")
+    hub = Hub("t", logdir)
+    lines: list[tuple[int, str]] = []
+    tracker = MLflow(tracking_uri=file_store, experiment="e")
+    writer = EventWriter(os.path.join(logdir, "tensorboard", "learner"))
+    try:
+        writer.write(scalar_records("main/x", range(50)))
+        first = Forwarder(logdir, tracker, hub.committed_sizes, lambda *a: lines.append(a))
+        _until_caught_up(first)
+        first.close()
+        _damage(cursor_path(logdir, tracker))
+        writer.write(scalar_records("main/x", range(50, 80)))
+        second = Forwarder(logdir, tracker, hub.committed_sizes, lambda *a: lines.append(a))
+        _until_caught_up(second)
+        second.close()
+        client = mlflow.MlflowClient(tracking_uri=file_store)
+        [run] = _runs_of(client, "learner")
+        assert _history(client, run.info.run_id, "main/x") == _expected("", range(80))
+        assert second.counters["cursor_damaged"] == 1 and second.counters["forwarded"] == 30
+        assert [level for level, text in lines if "damaged" in text] == [logging.ERROR]
+        assert os.path.exists(cursor_path(logdir, tracker) + ".unreadable")
+    finally:
+        hub._stop.set()
+        writer.close()
+
+
+def test_a_damaged_wandb_cursor_is_reported_and_recovered_without_resending(tmp_path):
+    pytest.importorskip("wandb")
+    from rayplex.actors.hub import Hub
+    from rayplex.forward.core import Forwarder, cursor_path
+    from rayplex.forward.trackers import WandB
+    from tests.test_forward_wandb import wandb_contents
+
+    logdir = str(tmp_path / "exp")
+    directory = str(tmp_path / "wandb")
+    hub = Hub("t", logdir)
+    lines: list[tuple[int, str]] = []
+    tracker = WandB(project="p", mode="offline", dir=directory)
+    writer = EventWriter(os.path.join(logdir, "tensorboard", "learner"))
+    try:
+        writer.write(scalar_records("main/x", range(50)))
+        first = Forwarder(logdir, tracker, hub.committed_sizes, lambda *a: lines.append(a))
+        _until_caught_up(first)
+        first.close()
+        _damage(cursor_path(logdir, tracker))
+        writer.write(scalar_records("main/x", range(50, 80)))
+        second = Forwarder(logdir, tracker, hub.committed_sizes, lambda *a: lines.append(a))
+        _until_caught_up(second)
+        second.close()
+        points, _, _ = wandb_contents(directory)
+        assert points["learner"]["main/x"] == [(s, s / 4) for s in range(80)]
+        assert second.counters["cursor_damaged"] == 1 and second.counters["forwarded"] == 30
+        assert [level for level, text in lines if "damaged" in text] == [logging.ERROR]
+    finally:
+        hub._stop.set()
+        writer.close()
+
+
+class _CreateOnceMore:
+    """The real MLflow client, whose ``create_run`` runs twice (as MLflow's HTTP client
+    resends a POST whose answer was lost on a loaded server), creates the run and then times
+    out, or times out first and creates that run late, while the retry creates another."""
+
+    def __init__(self, client, mode):
+        self._client, self._mode = client, mode
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def create_run(self, *args, **kwargs):
+        if self._mode == "late":
+            self._mode = "late-commit"
+            raise TimeoutError("read timed out (the server creates the run later)")
+        if self._mode == "late-commit":
+            self._mode = None
+            self._client.create_run(*args, **kwargs)  # the first request, committed late
+        created = self._client.create_run(*args, **kwargs)
+        if self._mode == "twice":
+            return self._client.create_run(*args, **kwargs)
+        if self._mode == "timeout":
+            self._mode = None
+            raise TimeoutError("read timed out (the run was created all the same)")
+        return created
+
+
+@pytest.mark.parametrize("mode", ["twice", "timeout", "late"])
+def test_a_client_maps_to_one_mlflow_run_whatever_run_creation_does(tmp_path, file_store, mode):
+    import mlflow
+
+    from rayplex.actors.hub import Hub
+    from rayplex.forward.core import Forwarder
+
+    logdir = str(tmp_path / "exp")
+    hub = Hub("t", logdir)
+    writer = EventWriter(os.path.join(logdir, "tensorboard", "agent", "1"))
+    try:
+        writer.write(scalar_records("agent/x", range(30)))
+        forwarder = Forwarder(logdir, MLflow(tracking_uri=file_store, experiment="e"),
+                              hub.committed_sizes, lambda *a: None)
+        connection = forwarder._connect()
+        connection.client = _CreateOnceMore(connection.client, mode)
+        _until_caught_up(forwarder)
+        forwarder.close()
+        client = mlflow.MlflowClient(tracking_uri=file_store)
+        runs = _runs_of(client, "agent/1")
+        active = [r for r in runs if r.info.lifecycle_stage == "active"]
+        assert len(active) == 1, [(r.info.run_id, r.info.lifecycle_stage) for r in runs]
+        assert _history(client, active[0].info.run_id, "agent/x") == _expected("", range(30))
+        for extra in runs:
+            if extra is not active[0]:
+                assert extra.data.tags["rayplex.duplicate_of"] == active[0].info.run_id
+                assert not extra.data.metrics
     finally:
         hub._stop.set()
         writer.close()

@@ -227,3 +227,61 @@ def _forwarder_info(name):
     [status] = [s for s in rayplex.status() if s.get("name") == name]
     [info] = status["forwarders"]
     return info
+
+
+def test_tags_and_job_statuses_mlflow_refuses_never_wedge_forwarding(ray_session, tmp_path,
+                                                                      tracking):
+    import ray
+
+    import rayplex
+    from rayplex.forward import MLflow
+    from rayplex.forward.trackers import mlflow_key
+
+    hub = start(tmp_path, MLflow(tracking_uri=tracking, experiment="rayplex-test"),
+                name="fwdrefuse")
+    name = hub.name
+
+    @ray.remote(num_cpus=1)
+    def work(client, completed):
+        log = rayplex.get_logger(client, hub=name)
+        if completed:
+            log.job_completed()  # job.status changes: MLflow params cannot
+        else:
+            log.job_started()
+            for step in range(10):
+                log.add_scalar("eval/", step * 1.0, step=step)  # MLflow: not a normal path
+                log.add_scalar("k" * 1000, step * 2.0, step=step)  # MLflow: keys <= 250
+                log.add_scalar("reward", step * 3.0, step=step)
+        log.flush()
+
+    clients = (f"{NORMAL}/main", f"{INDEXED}/0")
+    ray.get([work.remote(c, False) for c in clients])
+    # the forwarder makes MLflow's tables first (two processes migrating one new SQLite
+    # store at once can break it)
+    wait_for(lambda: _forwarder_info(name)["forwarded"] > 0, timeout=120, what="a first round")
+    client = mlflow.MlflowClient(tracking_uri=tracking)
+
+    def started_in_mlflow():
+        experiment = client.get_experiment_by_name("rayplex-test")
+        runs = experiment and client.search_runs([experiment.experiment_id])
+        return runs and sum("started" in r.data.params.values() for r in runs) == 2
+
+    wait_for(started_in_mlflow, timeout=120, what="job.status 'started' in MLflow")
+    ray.get([work.remote(c, True) for c in clients])
+    info = wait_for(lambda: (i := _forwarder_info(name))["lag_bytes"] == 0
+                    and i["forwarded"] >= 60 and i, timeout=120, what="forwarding caught up")
+    assert info["failures"] == 0 and info["refused"] == 0 and info["problem"] is None
+    started = time.monotonic()
+    rayplex.shutdown(name, timeout=60)
+    shutdown_s = time.monotonic() - started
+    expected = {run: {mlflow_key(tag): points for tag, points in tags.items()}
+                for run, tags in event_contents(hub.logdir).items()}
+    metrics, params, tags = mlflow_contents(tracking, hub.logdir)
+    assert metrics == expected and len(expected) == 2
+    assert params["learner"]["main/job.status"] == "started"
+    assert tags["learner"]["rayplex.param.main/job.status"] == "completed"
+    assert params["agent/0"]["job.status"] == "started"
+    assert tags["agent/0"]["rayplex.param.job.status"] == "completed"
+    all_log = os.path.join(hub.logdir, "logs", "all.log")
+    assert not os.path.exists(all_log) or "forwarding is delayed" not in read_text(all_log)
+    assert shutdown_s < 50, f"the shutdown drain took {shutdown_s:.0f} s"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Any
 
 import ray
@@ -70,15 +69,9 @@ class ForwarderActor:
 
     def drain(self, timeout: float) -> bool:
         """Forward everything the hub committed so far, here and now (rounds are serialised
-        with the loop's); True when done, False if ``timeout`` passed first."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if not self.forwarder.round():
-                    return True
-            except Exception:
-                self._stop.wait(0.2)
-        return False
+        with the loop's; a failed one is retried with back-off); True when done, False if
+        ``timeout`` passed first."""
+        return self.forwarder.drain(timeout)
 
     def stop(self) -> None:
         """Stop the loop and finish the tracker's runs."""

@@ -2,7 +2,10 @@
 
 Each round asks the hub what it committed, reads at most ``max_bytes`` of new whole records,
 sends them to the tracker, and only then saves the cursor. A failing round advances nothing
-and is retried with exponential back-off; a call that runs longer than the tracker's
+and is retried with exponential back-off (by the loop and by :meth:`Forwarder.drain` alike).
+What the tracker refuses for good (:class:`~rayplex.forward.trackers.Refused`: the items a
+permanent MLflow error names, or every item of a run deleted in MLflow) is counted, reported
+once per cause and passed over, so it never holds up the rest; a call that runs longer than the tracker's
 ``slow_call_s`` is reported while it runs (:meth:`Forwarder.watch`), so an outage shows within
 ``slow_call_s`` + one watch period even when every call hangs (MLflow waits 20 s on a locked
 SQLite file before it fails).
@@ -30,7 +33,7 @@ from rayplex.forward.follow import (
     flatten_params,
     read_committed,
 )
-from rayplex.forward.trackers import Connection, Tracker, run_tags
+from rayplex.forward.trackers import Connection, Refused, RunGone, Tracker, run_tags
 from rayplex.groups import NORMAL
 
 log = logging.getLogger("rayplex.forward")
@@ -38,6 +41,9 @@ log = logging.getLogger("rayplex.forward")
 MAX_BYTES = 4 * 2**20
 """Event-file bytes read per round: what bounds the forwarder's memory."""
 BACKOFF_START_S = 0.5
+MAX_CAUSES = 100
+"""Distinct refusal causes kept in ``counters["refused_causes"]`` (more are summed under
+``"other"``)."""
 IDLE_POLL_S = 0.5
 """How often an idle forwarder asks the hub for its committed sizes (a directory walk under
 the hub's writer lock: cheap, but not free)."""
@@ -67,13 +73,18 @@ class Forwarder:
         self.max_bytes = max_bytes
         self.backoff_max_s = float(tracker.retry_max_s)
         self.path = cursor_path(logdir, tracker)
-        self.cursor = Cursor.load(self.path)
+        self.cursor, damage = Cursor.recover(self.path)
         self.connection: Connection | None = None
         self.counters: dict[str, Any] = {
             "tracker": tracker.key, "polls": 0, "forwarded": 0, "images": 0, "rounds": 0, "retries": 0,
             "failures": 0, "slow_calls": 0, "tracker_calls": 0, "lag_bytes": 0,
             "behind_s": 0.0, "problem": None, "last_forwarded": None, "corrupt_files": 0,
+            "refused": 0, "refused_causes": {}, "gone_runs": sorted(self.cursor.gone),
+            "cursor_damaged": 0,
         }
+        if damage is not None:
+            self.counters["cursor_damaged"] = 1
+            self.say(logging.ERROR, f"forwarder {tracker.key}: {damage}")
         self.backoff_s = 0.0
         self._behind_since: float | None = None
         self._reported_call: float | None = None
@@ -127,18 +138,19 @@ class Forwarder:
                 return False
             try:
                 for run in dict.fromkeys([*points, *images, *params]):
-                    run_id = self._run_id(connection, run)
-                    if points.get(run) or images.get(run):
-                        connection.log(run_id, points.get(run, []), images.get(run, []))
-                    if run in params:
-                        connection.log_params(run_id, params[run][0])
+                    refused = self._send(connection, run, points.get(run, []),
+                                         images.get(run, []), params.get(run, ({}, {}))[0])
                     # accepted: a failure further on resends only the runs after this one
                     self.cursor.offsets.update({rel: end for rel, end in offsets.items()
                                                 if file_run[rel] == run})
                     if run in params:
                         self.cursor.params.update(params[run][1])
-                    self.counters["forwarded"] += len(points.get(run, []))
-                    self.counters["images"] += len(images.get(run, []))
+                    if run not in self.cursor.gone:
+                        self.counters["forwarded"] += len(points.get(run, [])) - sum(
+                            r.count for r in refused if r.kind == "metric")
+                        self.counters["images"] += len(images.get(run, [])) - sum(
+                            r.count for r in refused if r.kind == "image")
+                    self._refused(run, refused)
                     self._sync_calls()
                 self.cursor.offsets.update(offsets)  # files without anything to forward
             finally:
@@ -153,6 +165,44 @@ class Forwarder:
         if self.connection is None:
             self.connection = self.tracker.connect(self.logdir)
         return self.connection
+
+    def _send(self, connection: Connection, run: str, points: list[Point], images: list[Image],
+              params: dict[str, str]) -> list[Refused]:
+        """Send one run's share of a round; returns what the tracker refused for good (all of
+        it when the run is gone: it is then skipped from now on)."""
+        if run not in self.cursor.gone:
+            try:
+                run_id = self._run_id(connection, run)
+                refused = connection.log_params(run_id, params) if params else []
+                if points or images:
+                    refused += connection.log(run_id, points, images)
+                return refused
+            except RunGone as exc:
+                self.cursor.gone[run] = str(exc)[:500]
+                self.cursor.runs.pop(run, None)
+                self.counters["gone_runs"] = sorted(self.cursor.gone)
+        count = len(points) + len(images) + len(params)
+        return [Refused("run", run, count, self.cursor.gone[run])] if count else []
+
+    def _refused(self, run: str, refused: list[Refused]) -> None:
+        """Count what the tracker refused; one ERROR line per new cause."""
+        if not refused:
+            return
+        causes = dict(self.counters["refused_causes"])  # a new dict: info() may be copying
+        for item in refused:
+            self.counters["refused"] += item.count
+            cause = (f"run {run}: not forwarded ({item.error})" if item.kind == "run" else
+                     f"run {run}: {item.kind} {item.key!r}: {item.error.split(':', 1)[0]}")
+            if cause not in causes and len(causes) >= MAX_CAUSES:
+                cause = "other"
+            first = cause not in causes
+            causes[cause] = causes.get(cause, 0) + item.count
+            if first:
+                detail = "" if item.kind == "run" else f" ({item.error})"
+                self.say(logging.ERROR, f"forwarder {self.tracker.key}: the tracker refuses "
+                         f"for good {cause}{detail}; never retried, counted in "
+                         "refused_causes, everything else is still forwarded")
+        self.counters["refused_causes"] = causes
 
     def _run_id(self, connection: Connection, run: str) -> str:
         run_id = self.cursor.runs.get(run)
@@ -213,6 +263,14 @@ class Forwarder:
     # ---------------------------------------------------------- loop and health
     def step(self) -> float:
         """One round with error handling; returns how long to wait before the next one."""
+        busy = self.attempt()
+        if busy is None:
+            return self.backoff_s
+        return 0.0 if busy else IDLE_POLL_S
+
+    def attempt(self) -> bool | None:
+        """One round with error handling: whether it forwarded something, ``None`` if it
+        failed (then wait ``backoff_s``, which doubles up to ``retry_max_s``)."""
         try:
             busy = self.round()
         except Exception as exc:
@@ -227,14 +285,26 @@ class Forwarder:
                          "back-off")
             self.counters["retries"] += 1
             self._sync_calls()
-            return self.backoff_s
+            return None
         self._sync_calls()
         if self.counters["problem"] is not None:
             was, self.counters["problem"] = self.counters["problem"], None
             self.say(logging.WARNING, f"forwarder {self.tracker.key}: the tracker accepts data "
                      f"again (earlier: {was})")
         self.backoff_s = 0.0
-        return 0.0 if busy else IDLE_POLL_S
+        return busy
+
+    def drain(self, timeout: float, wait: Callable[[float], Any] = time.sleep) -> bool:
+        """Forward everything committed so far, retrying failed rounds with the same back-off
+        as the loop; True when done, False if ``timeout`` passed first."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            busy = self.attempt()
+            if busy is False:
+                return True
+            if busy is None:
+                wait(min(self.backoff_s, left))
+        return False
 
     def _sync_calls(self) -> None:
         if self.connection is not None:

@@ -11,7 +11,10 @@ per TensorBoard tag, so the tracker overlays the same curves TensorBoard does):
 * tracker tags/grouping: ``rayplex.group``, ``rayplex.client`` (indexed/combined),
   ``rayplex.run``, ``rayplex.logdir`` (MLflow tags; W&B ``group=`` and config);
 * params of client ``g/n`` -> its run's params (``n/<key>`` in a normal group's shared run),
-  nested keys flattened with ``.``;
+  nested keys flattened with ``.``; MLflow params cannot change, so a param keeps its first
+  value and a later value goes to the MLflow tag ``rayplex.param.<key>`` (latest wins);
+* a tag MLflow would refuse as a key (over 250 characters, or a path such as ``eval/``,
+  ``a//b``, ``./a``) -> a valid key, the same every time: see :func:`mlflow_key`;
 * images -> MLflow artifacts ``images/<tag>/step_<step>.png``; W&B ``wandb.Image`` in the row.
 
 Importing this module imports neither MLflow nor W&B: they are optional extras.
@@ -23,6 +26,7 @@ import hashlib
 import io
 import json
 import os
+import posixpath
 import re
 import tempfile
 import threading
@@ -42,7 +46,37 @@ MLFLOW_MAX_BYTES = 1_000_000
 """...and at most 1 MB per request (estimated conservatively per metric)."""
 MLFLOW_MAX_PARAMS = 100
 MLFLOW_PARAM_MAX_CHARS = 6000
+MLFLOW_TAG_MAX_CHARS = 5000
+"""A tag value MLflow accepts on every version (older servers refuse more than 5,000)."""
+MLFLOW_KEY_MAX_CHARS = 250
+PARAM_TAG_PREFIX = "rayplex.param."
+"""A param whose value changed: MLflow tag ``rayplex.param.<key>`` holds its latest value."""
 _MLFLOW_BAD_KEY = re.compile(r"[^/\w.\- :]")
+MLFLOW_PERMANENT = frozenset({"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST",
+                              "RESOURCE_ALREADY_EXISTS", "INVALID_STATE", "BAD_REQUEST"})
+"""MLflow error codes that resending the same request can never fix. Anything else
+(connection errors, ``TEMPORARILY_UNAVAILABLE``, ``INTERNAL_ERROR``,
+``REQUEST_LIMIT_EXCEEDED``, permission errors a new token fixes) is retried with back-off."""
+
+
+@dataclass(frozen=True)
+class Refused:
+    """Items a tracker refused for good (never retried): ``count`` items of ``kind``
+    (``metric``, ``param``, ``image``, ``run``) under ``key``, and the tracker's ``error``."""
+
+    kind: str
+    key: str
+    count: int
+    error: str
+
+
+class RunGone(Exception):
+    """The tracker's run of a rayplex run is gone for good (deleted in MLflow)."""
+
+
+def mlflow_permanent(exc: BaseException) -> bool:
+    """Whether ``exc`` is an MLflow refusal that a retry cannot fix (:data:`MLFLOW_PERMANENT`)."""
+    return str(getattr(exc, "error_code", "")) in MLFLOW_PERMANENT
 
 
 class Connection:
@@ -71,12 +105,18 @@ class Connection:
         """The tracker's id of rayplex run ``run`` (found again after a restart, else made)."""
         raise NotImplementedError
 
-    def log(self, run_id: str, points: list[Point], images: list[Image]) -> None:
-        """Send these points and images; return only once the tracker accepted them all."""
+    def log(self, run_id: str, points: list[Point], images: list[Image]) -> list[Refused]:
+        """Send these points and images; return only once the tracker accepted them all but
+        what it refused for good (returned).
+
+        Raises:
+            RunGone: if the tracker's run is gone for good.
+            Exception: a failure a retry may fix.
+        """
         raise NotImplementedError
 
-    def log_params(self, run_id: str, params: dict[str, str]) -> None:
-        """Send flat params."""
+    def log_params(self, run_id: str, params: dict[str, str]) -> list[Refused]:
+        """Send flat params (as :meth:`log`)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -209,13 +249,36 @@ def run_tags(run: str, logdir: str) -> dict[str, str]:
 
 
 def mlflow_key(tag: str) -> str:
-    """A TensorBoard tag as an MLflow metric key (characters MLflow refuses become ``_``).
+    """A TensorBoard tag (or a param key) as a key MLflow accepts, the same every time.
+
+    Characters MLflow refuses become ``_``. A key MLflow would still refuse, a path that is
+    not its own normal form (``eval/``, ``a//b``, ``./a``, ``a/..``) or one longer than 250
+    characters, has each empty, ``.`` or ``..`` part replaced by ``_``, is cut to 241
+    characters and gets ``-`` and 8 hex digits of the tag's SHA-1 (so two tags cut alike
+    stay apart).
 
     Example:
         >>> mlflow_key("agent.my.section/foo/16-23")
         'agent.my.section/foo/16-23'
+        >>> mlflow_key("eval/")
+        'eval/_-c4f23333'
+        >>> len(mlflow_key("k" * 1024))
+        250
     """
-    return _MLFLOW_BAD_KEY.sub("_", tag)
+    key = _MLFLOW_BAD_KEY.sub("_", tag)
+    if len(key) <= MLFLOW_KEY_MAX_CHARS and _normal_path(key):
+        return key
+    key = "/".join("_" if part in ("", ".", "..") else part for part in key.split("/"))
+    if key.startswith(".."):
+        key = "_" + key
+    suffix = "-" + hashlib.sha1(tag.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return key[:MLFLOW_KEY_MAX_CHARS - len(suffix)] + suffix
+
+
+def _normal_path(key: str) -> bool:
+    """MLflow's rule for names that may become file paths (``path_not_unique`` negated)."""
+    norm = posixpath.normpath(key)
+    return norm == key and norm != "." and not norm.startswith(("..", "/"))
 
 
 def mlflow_batches(points: list[Point]) -> list[list[Point]]:
@@ -281,39 +344,139 @@ class _MLflowConnection(Connection):
         return self._experiment_id
 
     def open_run(self, run: str, tags: dict[str, str]) -> str:
+        """Idempotent: the run is looked up by its ``rayplex.run``/``rayplex.logdir`` tags
+        before one is created and again after, and every forwarder settles on the oldest one.
+        A create that ran twice (MLflow's HTTP client resends a POST whose answer was lost)
+        or raced another forwarder leaves empty runs, which are tagged
+        ``rayplex.duplicate_of`` and deleted.
+
+        Raises:
+            RunGone: if the run was deleted in MLflow (it is not made again).
+        """
         experiment = self._experiment()
+        found = self._find_runs(experiment, run)
+        if not found:
+            try:
+                self.call(self.client.create_run, experiment, tags=tags, run_name=run)
+            except Exception as exc:
+                if mlflow_permanent(exc):
+                    raise RunGone(f"MLflow refuses to create it: {_error(exc)}") from exc
+                raise  # perhaps created all the same: the next round finds it
+            found = self._find_runs(experiment, run)
+            if not found:
+                raise RuntimeError(f"MLflow created run {run!r} but does not find it yet")
+        keep = found[0]
+        for extra in found[1:]:
+            if not extra.data.metrics and not extra.data.params \
+                    and extra.info.lifecycle_stage == "active":
+                self.call(self.client.set_tag, extra.info.run_id, "rayplex.duplicate_of",
+                          keep.info.run_id)
+                self.call(self.client.delete_run, extra.info.run_id)
+        if keep.info.lifecycle_stage != "active":
+            raise RunGone(f"MLflow run {keep.info.run_id} was deleted")
+        return str(keep.info.run_id)
+
+    def _find_runs(self, experiment: str, run: str) -> list[Any]:
+        """MLflow's runs of rayplex run ``run`` (deleted ones too), oldest first, without the
+        duplicates :meth:`open_run` set aside."""
+        from mlflow.entities import ViewType
+
         query = (f"tags.`rayplex.run` = '{_quote(run)}' and "
                  f"tags.`rayplex.logdir` = '{_quote(self.logdir)}'")
-        found = self.call(self.client.search_runs, [experiment], query, max_results=1)
-        if found:
-            return str(found[0].info.run_id)
-        created = self.call(self.client.create_run, experiment, tags=tags, run_name=run)
-        return str(created.info.run_id)
+        found = self.call(self.client.search_runs, [experiment], query,
+                          run_view_type=ViewType.ALL, max_results=100)
+        return sorted((r for r in found if "rayplex.duplicate_of" not in r.data.tags),
+                      key=lambda r: (r.info.start_time or 0, r.info.run_id))
 
-    def log(self, run_id: str, points: list[Point], images: list[Image]) -> None:
+    def log(self, run_id: str, points: list[Point], images: list[Image]) -> list[Refused]:
         from mlflow.entities import Metric
 
+        refused: list[Refused] = []
         for batch in mlflow_batches(points):
             metrics = [Metric(mlflow_key(p.tag), p.value, wall_ms(p.wall_time), p.step)
                        for p in batch]
-            self.call(self.client.log_batch, run_id, metrics=metrics, synchronous=True)
+            refused += self._isolate(run_id, metrics, lambda items: self.call(
+                self.client.log_batch, run_id, metrics=items, synchronous=True),
+                lambda m: ("metric", m.key))
         for image in images:
-            with tempfile.TemporaryDirectory() as tmp:
-                suffix = ".gif" if image.data[:3] == b"GIF" else ".png"
-                path = os.path.join(tmp, f"step_{image.step:012d}{suffix}")
-                with open(path, "wb") as f:
-                    f.write(image.data)
-                self.call(self.client.log_artifact, run_id, path,
-                          f"images/{mlflow_key(image.tag)}")
+            refused += self._isolate(run_id, [image], lambda items: self._log_image(
+                run_id, items[0]), lambda i: ("image", mlflow_key(i.tag)))
+        return refused
 
-    def log_params(self, run_id: str, params: dict[str, str]) -> None:
-        from mlflow.entities import Param
+    def _log_image(self, run_id: str, image: Image) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            suffix = ".gif" if image.data[:3] == b"GIF" else ".png"
+            path = os.path.join(tmp, f"step_{image.step:012d}{suffix}")
+            with open(path, "wb") as f:
+                f.write(image.data)
+            self.call(self.client.log_artifact, run_id, path, f"images/{mlflow_key(image.tag)}")
 
-        items = [Param(mlflow_key(k), v[:MLFLOW_PARAM_MAX_CHARS])
-                 for k, v in sorted(params.items())]
-        for start in range(0, len(items), MLFLOW_MAX_PARAMS):
-            self.call(self.client.log_batch, run_id, params=items[start:start + MLFLOW_MAX_PARAMS],
-                      synchronous=True)
+    def log_params(self, run_id: str, params: dict[str, str]) -> list[Refused]:
+        """New keys become MLflow params; a key MLflow already holds with another value (its
+        params cannot change) sets the tag ``rayplex.param.<key>`` to the latest value."""
+        from mlflow.entities import Param, RunTag
+
+        data = self._get_run(run_id).data
+        held, tagged = dict(data.params), dict(data.tags)
+        mapped = {mlflow_key(k): v[:MLFLOW_PARAM_MAX_CHARS] for k, v in sorted(params.items())}
+        new: list[Any] = []
+        changed: list[Any] = []
+        for key, value in mapped.items():
+            tag = mlflow_key(PARAM_TAG_PREFIX + key)
+            if key not in held:
+                new.append(Param(key, value))
+            elif (held[key] != value or tag in tagged) and \
+                    tagged.get(tag) != value[:MLFLOW_TAG_MAX_CHARS]:
+                changed.append(RunTag(tag, value[:MLFLOW_TAG_MAX_CHARS]))
+        refused: list[Refused] = []
+        for start in range(0, len(new), MLFLOW_MAX_PARAMS):
+            refused += self._isolate(run_id, new[start:start + MLFLOW_MAX_PARAMS], lambda items:
+                                     self.call(self.client.log_batch, run_id, params=items,
+                                               synchronous=True), lambda p: ("param", p.key))
+        for start in range(0, len(changed), MLFLOW_MAX_PARAMS):
+            refused += self._isolate(run_id, changed[start:start + MLFLOW_MAX_PARAMS],
+                                     lambda items: self.call(self.client.log_batch, run_id,
+                                                             tags=items, synchronous=True),
+                                     lambda t: ("param", t.key))
+        return refused
+
+    def _isolate(self, run_id: str, items: list[Any], send: Callable[[list[Any]], Any],
+                 name: Callable[[Any], tuple[str, str]], checked: bool = False) -> list[Refused]:
+        """Send ``items``; on an error MLflow will never accept, find the items it refuses by
+        halving (MLflow checks a whole request before it writes any of it, so a refused
+        request wrote nothing) and return them; everything else is sent exactly once."""
+        try:
+            send(items)
+            return []
+        except Exception as exc:
+            if not mlflow_permanent(exc):
+                raise
+            if not checked:
+                self._check_alive(run_id, exc)
+            if len(items) == 1:
+                kind, key = name(items[0])
+                return [Refused(kind, key, 1, _error(exc))]
+            half = len(items) // 2
+            return (self._isolate(run_id, items[:half], send, name, True)
+                    + self._isolate(run_id, items[half:], send, name, True))
+
+    def _get_run(self, run_id: str) -> Any:
+        try:
+            return self.call(self.client.get_run, run_id)
+        except Exception as exc:
+            if mlflow_permanent(exc):
+                raise RunGone(f"MLflow run {run_id} no longer exists: {_error(exc)}") from exc
+            raise
+
+    def _check_alive(self, run_id: str, cause: Exception) -> None:
+        info = self._get_run(run_id).info
+        if info.lifecycle_stage != "active":
+            raise RunGone(f"MLflow run {run_id} was deleted ({_error(cause)})") from cause
+
+
+def _error(exc: BaseException) -> str:
+    code = getattr(exc, "error_code", None)
+    return f"{code or type(exc).__name__}: {str(exc)[:300]}"
 
 
 def _quote(text: str) -> str:
@@ -379,22 +542,24 @@ class _WandBConnection(Connection):
         self.runs[run_id] = handle
         return run_id
 
-    def log(self, run_id: str, points: list[Point], images: list[Image]) -> None:
+    def log(self, run_id: str, points: list[Point], images: list[Image]) -> list[Refused]:
         run = self.runs[run_id]
         media = [(i.tag, i.step, i.wall_time, self._image(i)) for i in images]
         for row in wandb_rows(points, media):
             self.call(run.log, row)
         # A round trip to W&B's service process, after the rows in order: they were received.
         self.call(lambda: run.step)
+        return []
 
     def _image(self, image: Image) -> Any:
         from PIL import Image as PILImage
 
         return self.wandb.Image(PILImage.open(io.BytesIO(image.data)))
 
-    def log_params(self, run_id: str, params: dict[str, str]) -> None:
+    def log_params(self, run_id: str, params: dict[str, str]) -> list[Refused]:
         values = {k: _json_or_text(v) for k, v in params.items()}
         self.call(self.runs[run_id].config.update, values, allow_val_change=True)
+        return []
 
     def close(self) -> None:
         runs, self.runs = self.runs, {}
