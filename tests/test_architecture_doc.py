@@ -111,7 +111,9 @@ def _static(module: str, attrs: list[str]) -> bool:
 def _in_class(module: str, cls: ast.ClassDef, attr: str) -> bool:
     if attr in _bindings(cls.body):
         return True
-    scope = _bindings(_tree(_module_file(module)).body)  # type: ignore[arg-type]
+    path = _module_file(module)
+    assert path is not None
+    scope = _bindings(_tree(path).body)
     for base in cls.bases:
         if not isinstance(base, ast.Name):
             continue
@@ -150,14 +152,11 @@ def _imported(name: str) -> str | None:
 def unresolved(names: set[str]) -> list[str]:
     missing = []
     for name in sorted(names):
-        module, *attrs = name.split(".")
-        # the longest module prefix that is a file, then the attributes
         parts = name.split(".")
-        for cut in range(len(parts), 0, -1):
-            if _module_file(".".join(parts[:cut])) is not None:
-                module, attrs = ".".join(parts[:cut]), parts[cut:]
-                break
-        if _static(module, attrs):
+        # the longest module prefix that is a file, then the attributes
+        cut = next((c for c in range(len(parts), 0, -1)
+                    if _module_file(".".join(parts[:c])) is not None), 0)
+        if cut and _static(".".join(parts[:cut]), parts[cut:]):
             continue
         why = _imported(name)
         if why is not None:
