@@ -8,7 +8,8 @@ starting Ray, that
 * every dotted ``rayplex.…`` name resolves (read from the source; if that fails, imported),
 * every module under ``rayplex/`` is named in it,
 * it uses no bare ``Class.method`` (which the checks above could not resolve),
-* every ``RAYPLEX_*`` variable it names is a setting of :class:`rayplex.config.Config`.
+* every ``RAYPLEX_*`` variable it names is a setting of :class:`rayplex.config.Config`,
+* every request the hub answers is in its request table.
 """
 
 from __future__ import annotations
@@ -210,6 +211,15 @@ def test_every_setting_exists() -> None:
     unknown = sorted({m.group(1) for m in ENV.finditer(doc_text())
                       if m.group(1).lower() not in fields})
     assert not unknown, f"docs/architecture.md names unknown settings: RAYPLEX_{unknown}"
+
+
+def test_every_hub_request_is_described() -> None:
+    """The request table lists every request/response operation the hub answers."""
+    from rayplex.actors.hub import _REQUESTS
+
+    text = doc_text()
+    absent = sorted(name for name in _REQUESTS if f"`{name}`" not in text)
+    assert not absent, f"hub requests missing from docs/architecture.md: {absent}"
 
 
 def test_the_checks_catch_wrong_names() -> None:
