@@ -76,6 +76,12 @@ class Config:
     max_unpack_mb: float = 4096.0
     """The most a tar archive unpacked by ``download_dir`` may hold, in MiB, unless the call
     passes ``max_bytes`` (``RAYPLEX_MAX_UNPACK_MB``)."""
+    query_max_entries: int = 1_000_000
+    """The most entries one file query (``glob``, ``remove`` with a pattern) may visit at the
+    hub before it is refused with an error (``RAYPLEX_QUERY_MAX_ENTRIES``)."""
+    query_timeout_s: float = 10.0
+    """The longest one file query may walk at the hub before it is refused with an error
+    (``RAYPLEX_QUERY_TIMEOUT_S``)."""
 
     @property
     def max_buffer_bytes(self) -> int:
