@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import fnmatch
+import glob as _glob
 import io
 import json
 import os
@@ -314,7 +315,18 @@ class FilesMixin:
                 check_path(path)
         if not paths:
             return []
-        return list(self._call_hub("remove_artifacts", self.client_id, list(paths)))
+        # A pattern is expanded by a query first (beside the hub's writes, bounded), so the
+        # removal itself, on the write path, names plain paths (a matched name holding a '*'
+        # is escaped, and matches only itself).
+        targets: list[str] = []
+        for path in paths:
+            if "*" in path and path not in ("", "."):
+                targets.extend(_glob.escape(m) if "*" in m else m for m in self.glob(path))
+            else:
+                targets.append(path)
+        if not targets:
+            return []
+        return list(self._call_hub("remove_artifacts", self.client_id, targets))
 
     def move(self, source: str, to: str) -> str:
         """Rename a file or directory of this client (as :func:`shutil.move`: into ``to`` if

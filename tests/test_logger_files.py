@@ -500,3 +500,44 @@ def test_unpack_refuses_an_archive_past_max_bytes_before_writing(tmp_path):
         unpack_tar(data, tmp_path / "d", max_bytes=1000)
     assert list(tmp_path.iterdir()) == []
     assert unpack_tar(data, tmp_path / "d", max_bytes=1200) == ["a.bin", "b.bin"]
+
+
+def _flush_waits_while(query, writer):
+    """Run ``query()`` in a thread; flush ``writer`` over and over meanwhile. Returns (the
+    query's answer, its seconds, every flush's wait in seconds)."""
+    import threading
+    import time
+
+    answer: dict[str, object] = {}
+
+    def run():
+        began = time.monotonic()
+        answer["value"] = query()
+        answer["seconds"] = time.monotonic() - began
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    waits = []
+    while thread.is_alive() or not waits:
+        writer.add_scalar("x", 2.0, step=len(waits) + 1)
+        began = time.monotonic()
+        writer.flush()
+        waits.append(time.monotonic() - began)
+    thread.join()
+    return answer["value"], answer["seconds"], waits
+
+
+def test_a_long_glob_runs_beside_the_writes_not_in_front_of_them(experiment):
+    log = rayplex.get_logger("learner/wide")
+    log.save_bytes(b"x", "d0/e0/f.txt")
+    base = Path(experiment.logdir) / "artifacts" / "learner" / "wide"
+    for i in range(100):  # 10,000 directories: a walk of about a second
+        for j in range(100):
+            os.makedirs(base / f"d{i}" / f"e{j}", exist_ok=True)
+    writer = rayplex.get_logger("learner/writer")
+    writer.add_scalar("x", 1.0, step=0)
+    writer.flush()
+    paths, seconds, waits = _flush_waits_while(lambda: log.glob("**/f.txt"), writer)
+    assert paths == ["d0/e0/f.txt"]
+    assert seconds > 0.3, "the walk was too short to show anything"
+    assert len(waits) >= 3 and max(waits) < seconds / 2, (seconds, waits)
