@@ -5,8 +5,13 @@ and performs every artifact write through it. Callers compose the relative
 path (``<group>/<name>/<user path>``); the store only guarantees that
 
 * every path is validated by :func:`safe_relpath` and, after following any
-  symlinks already on disk, resolves strictly inside the root -- otherwise
-  :class:`ValueError` is raised *before* anything is created or written;
+  symlinks already on disk, resolves strictly inside the root and inside its own
+  client's directory (its first two components, ``<group>/<name>``, reached without a
+  symlink) -- otherwise :class:`ValueError` is raised *before* anything is read,
+  created, listed or removed: a symlink in one client's directory never lets a call act
+  in another's;
+* queries (:meth:`ArtifactStore.glob`) visit each entry once and are bounded in entries
+  and seconds (``RAYPLEX_QUERY_MAX_ENTRIES``, ``RAYPLEX_QUERY_TIMEOUT_S``);
 * whole-file writes (:meth:`ArtifactStore.write_bytes`) are atomic: a reader sees either the old or
   the new contents, never a mixture. Data goes to a hidden temp file
   ``.tmp-<32 hex>`` in the target directory, is fsync'ed, then
@@ -57,13 +62,14 @@ from __future__ import annotations
 import builtins
 import contextlib
 import errno
-import glob as _glob
+import fnmatch
 import os
 import re
 import shutil
 import stat
 import struct
 import threading
+import time
 import unicodedata
 import warnings
 import zlib
@@ -73,8 +79,10 @@ from pathlib import Path
 
 from rayplex.atomic import TEMP_PREFIX as ATOMIC_TEMP_PREFIX
 from rayplex.atomic import atomic_write_bytes, atomic_writer, fsync_dir
+from rayplex.config import config
 
 __all__ = [
+    "CLIENT_DEPTH",
     "MAX_COMPONENT_BYTES",
     "MAX_PATH_BYTES",
     "TEMP_PREFIX",
@@ -90,6 +98,9 @@ __all__ = [
 MAX_COMPONENT_BYTES = 255
 #: Maximum length of a normalised relative path, in UTF-8 bytes.
 MAX_PATH_BYTES = 1024
+#: A path's first ``CLIENT_DEPTH`` components name its client's directory (``<group>/<name>``):
+#: whatever a path reaches through symlinks must stay inside that directory.
+CLIENT_DEPTH = 2
 #: Prefix of the store's temp files (``rayplex.atomic``); reserved, never valid in user paths.
 TEMP_PREFIX = ATOMIC_TEMP_PREFIX
 
@@ -313,6 +324,69 @@ def _read_all(fd: int) -> bytes:
         pieces.append(piece)
 
 
+class _GlobPattern:
+    """A glob pattern as a small automaton over path components, so that a walk can match
+    each entry once and prune directories where nothing can match any more.
+
+    States are indices into the pattern's components (runs of ``**`` collapsed to one);
+    ``**`` matches zero or more components, ``*``/``?``/``[...]`` match within one; as in
+    :func:`glob.glob`, a name that starts with ``.`` is matched only by a component that
+    starts with ``.``.
+
+    Example:
+        >>> p = _GlobPattern("**/**/ckpt/*.pkl")
+        >>> p.components
+        ('**', 'ckpt', '*.pkl')
+        >>> s = p.step(p.start, "a")
+        >>> p.matches(p.step(p.step(s, "ckpt"), "1.pkl")), p.matches(p.step(s, "ckpt"))
+        (True, False)
+        >>> p.step(p.start, ".git")
+        frozenset()
+    """
+
+    def __init__(self, pattern: str) -> None:
+        components: builtins.list[str] = []
+        for part in pattern.split("/"):
+            if not (part == "**" and components and components[-1] == "**"):
+                components.append(part)
+        self.components = tuple(components)
+        self._regex = [None if c == "**" else re.compile(fnmatch.translate(c))
+                       for c in components]
+        self.start = self._closure({0})
+
+    def _closure(self, states: set[int]) -> frozenset[int]:
+        out = set(states)
+        for i in sorted(states):
+            j = i
+            while j < len(self.components) and self.components[j] == "**":
+                j += 1
+                out.add(j)
+        return frozenset(out)
+
+    def step(self, states: frozenset[int], name: str) -> frozenset[int]:
+        """The states after one more component ``name`` (empty: no match below it)."""
+        hidden = name.startswith(".")
+        after: set[int] = set()
+        for i in states:
+            if i == len(self.components):
+                continue
+            regex = self._regex[i]
+            if regex is None:
+                if not hidden:
+                    after.add(i)
+            elif (not hidden or self.components[i].startswith(".")) and regex.match(name):
+                after.add(i + 1)
+        return self._closure(after)
+
+    def matches(self, states: frozenset[int]) -> bool:
+        """Whether the path that led to ``states`` matches the whole pattern."""
+        return len(self.components) in states
+
+    def descends(self, states: frozenset[int]) -> bool:
+        """Whether anything below the path that led to ``states`` can still match."""
+        return any(i < len(self.components) for i in states)
+
+
 class ArtifactStore:
     """Filesystem artifact store rooted at ``logdir/artifacts``.
 
@@ -355,14 +429,50 @@ class ArtifactStore:
     def _resolve_norm(self, rel: str) -> tuple[str, Path]:
         norm = safe_relpath(rel)
         target = self._root / norm
+        self._confine(norm, os.path.realpath(target))
+        return norm, target
+
+    def _resolve_entry(self, rel: str) -> tuple[str, Path]:
+        """As :meth:`_resolve_norm`, but the last component is not followed: the entry itself
+        (a symlink is removed, never what it points to)."""
+        norm = safe_relpath(rel)
+        target = self._root / norm
+        self._confine(norm, os.path.join(os.path.realpath(target.parent), target.name))
+        return norm, target
+
+    def _confine(self, norm: str, real: str) -> None:
+        """Refuse ``norm`` unless ``real`` (where it leads on disk) is inside the root and
+        inside ``norm``'s own client directory as reached without a symlink."""
         root_real = os.path.realpath(self._root)
-        target_real = os.path.realpath(target)
-        if target_real == root_real or os.path.commonpath([root_real, target_real]) != root_real:
+        if real == root_real or os.path.commonpath([root_real, real]) != root_real:
             raise ValueError(
                 f"artifact path {norm!r} resolves outside the artifact root {str(self._root)!r} "
                 "through a symlink on disk; remove the symlink or choose another path"
             )
-        return norm, target
+        home = self._home(norm, root_real)
+        if home is not None and os.path.commonpath([home[1], real]) != home[1]:
+            raise ValueError(
+                f"artifact path {norm!r} resolves outside its client's directory {home[0]!r} "
+                "through a symlink on disk; a client's calls act on its own directory only "
+                "(remove the symlink, or read another client's file with client=...)"
+            )
+
+    @staticmethod
+    def _home(norm: str, root_real: str) -> tuple[str, str] | None:
+        """``(client directory, its real path without following links)`` of ``norm``; None
+        for a path above client directories (``"group"``)."""
+        parts = norm.split("/")
+        if len(parts) < CLIENT_DEPTH:
+            return None
+        return "/".join(parts[:CLIENT_DEPTH]), os.path.join(root_real, *parts[:CLIENT_DEPTH])
+
+    def _confined(self, norm: str) -> bool:
+        """Whether ``norm`` (relative to the root) stays inside its client's directory."""
+        try:
+            self._confine(norm, os.path.realpath(self._root / norm))
+        except ValueError:
+            return False
+        return True
 
     def resolve(self, rel: str) -> Path:
         """Validate ``rel`` and return its absolute location inside the root.
@@ -624,8 +734,8 @@ class ArtifactStore:
         ``"g/ru"`` does not match ``g/run1``.
 
         Temp files (``.tmp-*``), non-regular files, entries whose names are not
-        valid artifact paths, and symlinks resolving outside the root are
-        skipped. Symlinked directories are never descended into; symlinked
+        valid artifact paths, and symlinks resolving outside the root or their
+        client's directory are skipped. Symlinked directories are never descended into; symlinked
         files inside the root are reported with their target's size/mtime.
 
         Args:
@@ -653,7 +763,6 @@ class ArtifactStore:
             top = self._root
         else:
             _, top = self._resolve_norm(prefix)
-        root_real = os.path.realpath(self._root)
 
         infos: list[ArtifactInfo] = []
 
@@ -669,8 +778,7 @@ class ArtifactStore:
             try:
                 st = os.lstat(full)
                 if stat.S_ISLNK(st.st_mode):
-                    real = os.path.realpath(full)
-                    if real == root_real or os.path.commonpath([root_real, real]) != root_real:
+                    if not self._confined(rel):
                         return
                     st = os.stat(full)
             except OSError:  # vanished, dangling link, loop...
@@ -760,7 +868,8 @@ class ArtifactStore:
             Whether anything was there.
 
         Raises:
-            ValueError: If ``rel`` is invalid or escapes the root.
+            ValueError: If ``rel`` is invalid, or its parent directory lies (through a
+                symlink) outside the root or its client's directory.
 
         Example:
             >>> import tempfile
@@ -771,7 +880,7 @@ class ArtifactStore:
             (True, False, [])
             >>> tmp.cleanup()
         """
-        _, target = self._resolve_norm(rel)
+        _, target = self._resolve_entry(rel)
         try:
             st = os.lstat(target)
         except (FileNotFoundError, NotADirectoryError):
@@ -892,7 +1001,7 @@ class ArtifactStore:
             if os.path.isdir(target):
                 raise IsADirectoryError(errno.EISDIR, "destination is a directory", to_norm)
             with self._lock:
-                self._copy_file(source, target)
+                self._copy_file(source, target, src_norm)
             return target
         exists = os.path.lexists(target)
         if exists and not exists_ok:
@@ -901,13 +1010,13 @@ class ArtifactStore:
             raise FileExistsError(errno.EEXIST, "destination exists and is a file", to_norm)
         with self._lock:
             if exists:
-                self._copy_tree(source, target)
+                self._copy_tree(source, target, src_norm)
                 return target
             target.parent.mkdir(parents=True, exist_ok=True)
             staging = target.parent / f"{TEMP_PREFIX}{os.urandom(16).hex()}"
             try:
                 staging.mkdir()
-                self._copy_tree(source, staging)
+                self._copy_tree(source, staging, src_norm)
                 os.rename(staging, target)
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
@@ -915,20 +1024,28 @@ class ArtifactStore:
             fsync_dir(target.parent)
         return target
 
-    def glob(self, pattern: str, wd: str = "") -> builtins.list[str]:
+    def glob(self, pattern: str, wd: str = "", max_entries: int | None = None,
+             timeout_s: float | None = None) -> builtins.list[str]:
         """Files and directories matching a :mod:`glob` pattern (``**`` recurses), relative to
-        ``wd`` and sorted, as ML-Logger's ``glob`` answers.
+        ``wd`` and sorted, as ML-Logger's ``glob`` answers (and :func:`glob.glob` with
+        ``recursive=True``: ``*`` and ``**`` skip names that start with ``.``).
 
-        Temp files and anything whose real path is outside the store are left out; a ``wd``
-        that does not exist matches nothing.
+        The walk visits each entry once, whatever the pattern (``**/**/**/x`` is ``**/x``),
+        descends only where the pattern can still match, and never into a symlinked
+        directory. Temp files and anything whose real path is outside the root or its
+        client's directory are left out; a ``wd`` that does not exist matches nothing.
 
         Args:
             pattern: A relative pattern such as ``"**/*.pkl"`` (no absolute path, no ``..``).
             wd: The directory the pattern and the answers are relative to (``""``: the root).
+            max_entries: The most entries the walk may visit; default
+                ``RAYPLEX_QUERY_MAX_ENTRIES``.
+            timeout_s: The longest the walk may take; default ``RAYPLEX_QUERY_TIMEOUT_S``.
 
         Raises:
             ValueError: If ``pattern`` or ``wd`` is absolute, has ``..`` or is otherwise
-                invalid.
+                invalid, if ``wd`` leads outside its client's directory, or if the walk
+                passes ``max_entries`` or ``timeout_s`` (the message says which).
 
         Example:
             >>> import tempfile
@@ -940,21 +1057,50 @@ class ArtifactStore:
             (['ckpt/a.pkl'], ['b.txt', 'ckpt'])
             >>> tmp.cleanup()
         """
-        query = safe_relpath(pattern)
-        base = self._resolve_norm(wd)[1] if wd else self._root
+        matcher = _GlobPattern(safe_relpath(pattern))
+        prefix = safe_relpath(wd) if wd else ""
+        base = self._resolve_norm(prefix)[1] if prefix else self._root
         if not os.path.isdir(base):
             return []
-        root_real = os.path.realpath(self._root)
-        found = []
-        for match in _glob.glob(query, root_dir=base, recursive=True):
-            rel = match.replace(os.sep, "/").rstrip("/")
-            if any(part.startswith(TEMP_PREFIX) for part in rel.split("/")):
+        cfg = config()
+        budget = cfg.query_max_entries if max_entries is None else max_entries
+        seconds = cfg.query_timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + seconds
+        found: builtins.list[str] = []
+        visited = 0
+        stack: builtins.list[tuple[str, frozenset[int]]] = [("", matcher.start)]
+        while stack:
+            rel_dir, states = stack.pop()
+            try:
+                entries = builtins.list(os.scandir(os.path.join(base, rel_dir)))
+            except OSError:  # vanished or not a directory any more
                 continue
-            real = os.path.realpath(os.path.join(base, rel))
-            if real == root_real or os.path.commonpath([root_real, real]) != root_real:
-                continue
-            found.append(rel)
-        return sorted(set(found))
+            for entry in entries:
+                visited += 1
+                if visited > budget:
+                    raise ValueError(
+                        f"glob {pattern!r} visited more than {budget} entries; narrow the "
+                        "pattern or wd (or raise RAYPLEX_QUERY_MAX_ENTRIES)")
+                if time.monotonic() > deadline:
+                    raise ValueError(
+                        f"glob {pattern!r} ran longer than its bound of {seconds:g} s; "
+                        "narrow the pattern or wd (or raise RAYPLEX_QUERY_TIMEOUT_S)")
+                if entry.name.startswith(TEMP_PREFIX):
+                    continue
+                after = matcher.step(states, entry.name)
+                if not after:
+                    continue
+                rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+                full = f"{prefix}/{rel}" if prefix else rel
+                if entry.is_symlink():
+                    if matcher.matches(after) and self._confined(full):
+                        found.append(rel)
+                    continue
+                if matcher.matches(after):
+                    found.append(rel)
+                if matcher.descends(after) and entry.is_dir(follow_symlinks=False):
+                    stack.append((rel, after))
+        return sorted(found)
 
     def _existing(self, rel: str) -> tuple[str, Path]:
         norm, target = self._resolve_norm(rel)
@@ -968,30 +1114,36 @@ class ArtifactStore:
                     if k == prefix or k.startswith(prefix + os.sep)]:
             del self._verified_chunk_files[key]
 
-    def _inside(self, path: str) -> bool:
-        root_real = os.path.realpath(self._root)
-        real = os.path.realpath(path)
-        return real != root_real and os.path.commonpath([root_real, real]) == root_real
+    def _inside(self, path: str, src_norm: str) -> bool:
+        """Whether ``path`` (absolute, below ``src_norm``'s directory) leads inside the root
+        and inside ``src_norm``'s client directory."""
+        rel = os.path.relpath(path, self._root).replace(os.sep, "/")
+        try:
+            self._confine(src_norm, os.path.realpath(path))
+            return self._confined(rel)
+        except ValueError:
+            return False
 
-    def _copy_file(self, source: str | Path, target: Path) -> None:
-        """Copy ``source`` (followed if a link inside the store) to ``target`` atomically."""
-        if not self._inside(os.fspath(source)):
+    def _copy_file(self, source: str | Path, target: Path, src_norm: str) -> None:
+        """Copy ``source`` (followed if a link inside its client's directory) to ``target``
+        atomically."""
+        if not self._inside(os.fspath(source), src_norm):
             raise ValueError(f"refusing to copy {os.fspath(source)!r}: it points outside the "
-                             "artifact root")
+                             "artifact root or its client's directory")
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(source, "rb") as fin, atomic_writer(target) as fout:
             shutil.copyfileobj(fin, fout, _COPY_BUFSIZE)
         self._forget(target)
 
-    def _copy_tree(self, source: Path, target: Path) -> None:
+    def _copy_tree(self, source: Path, target: Path, src_norm: str) -> None:
         for dirpath, dirnames, filenames in os.walk(source, followlinks=False):
             dirnames[:] = [d for d in dirnames if not d.startswith(TEMP_PREFIX)]
             out = target / os.path.relpath(dirpath, source)
             out.mkdir(parents=True, exist_ok=True)
             for name in filenames:
                 full = os.path.join(dirpath, name)
-                if name.startswith(TEMP_PREFIX) or not self._inside(full):
+                if name.startswith(TEMP_PREFIX) or not self._inside(full, src_norm):
                     continue
                 if not os.path.isfile(full):  # FIFOs, devices, dangling links
                     continue
-                self._copy_file(full, out / name)
+                self._copy_file(full, out / name, src_norm)

@@ -73,10 +73,23 @@ class Config:
     ``HubNotFoundError`` (``RAYPLEX_HUB_WAIT_S``)."""
     hub: str = DEFAULT_HUB
     """The experiment (hub name) that ``get_logger`` talks to by default (``RAYPLEX_HUB``)."""
+    max_unpack_mb: float = 4096.0
+    """The most a tar archive unpacked by ``download_dir`` may hold, in MiB, unless the call
+    passes ``max_bytes`` (``RAYPLEX_MAX_UNPACK_MB``)."""
+    query_max_entries: int = 1_000_000
+    """The most entries one file query (``glob``, ``remove`` with a pattern) may visit at the
+    hub before it is refused with an error (``RAYPLEX_QUERY_MAX_ENTRIES``)."""
+    query_timeout_s: float = 10.0
+    """The longest one file query may walk at the hub before it is refused with an error
+    (``RAYPLEX_QUERY_TIMEOUT_S``)."""
 
     @property
     def max_buffer_bytes(self) -> int:
         return max(2**20, int(self.max_buffer_mb * 2**20))
+
+    @property
+    def max_unpack_bytes(self) -> int:
+        return max(0, int(self.max_unpack_mb * 2**20))
 
     @property
     def node_buffer_bytes(self) -> int:

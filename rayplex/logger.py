@@ -582,22 +582,18 @@ class Logger(FilesMixin, RunsMixin, ProjectorMixin):
         return str(self._call_hub("append_artifact", rel, b"".join(rows)))
 
     def load_bytes(self, path: str, client: str | None = None) -> bytes:
-        """Read back what ``client`` stored at ``path``.
+        """Read back what ``client`` stored at ``path`` (``None``: this client).
 
-        With ``client=None`` the path is looked up in this client's own directory first; if
-        nothing is there and it starts with another client's id (``"learner/main/ckpt.pkl"``),
-        that client's file is read.
+        ``path`` is always relative to that one client's directory: another client's file is
+        read only when it is named, ``client="learner/main"``, never because a path happens to
+        start with a client id (resume code that tries its own not-yet-saved checkpoint gets
+        ``FileNotFoundError``, not a stranger's file).
 
         Raises:
             FileNotFoundError: if nothing is stored there.
+            ValueError: for an invalid path or client id.
         """
-        try:
-            return bytes(self._call_hub("load_artifact", self._artifact(path, client)))
-        except FileNotFoundError:
-            owner, rest = _split_addressed(path) if client is None else (None, None)
-            if owner is None or rest is None:
-                raise
-            return bytes(self._call_hub("load_artifact", self._artifact(rest, owner)))
+        return bytes(self._call_hub("load_artifact", self._artifact(path, client)))
 
     def save_pkl(self, obj: Any, path: str, append: bool = False) -> str:
         """Pickle ``obj`` (cloudpickle) to ``path``; ``append=True`` adds one chunk, and
@@ -609,12 +605,11 @@ class Logger(FilesMixin, RunsMixin, ProjectorMixin):
         return self.save_bytes(cloudpickle.dumps(obj), path, append)
 
     def load_pkl(self, path: str, client: str | None = None) -> Any:
-        """Load what :meth:`save_pkl` stored; any worker may read another's, either with
-        ``client="learner/main"`` or by a path that starts with that client's id.
+        """Load what :meth:`save_pkl` stored; any worker may read another client's by naming
+        it, ``client="learner/main"`` (a path is always relative to one client's directory).
 
         Example:
             >>> log.load_pkl("checkpoints/latest.pkl", client="learner/main")  # doctest: +SKIP
-            >>> log.load_pkl("learner/main/checkpoints/latest.pkl")  # doctest: +SKIP
         """
         data = self.load_bytes(path, client)
         chunks, end, problem = decode_chunks(data)
@@ -871,18 +866,6 @@ class LogHandler(logging.Handler):
                 sys.stderr.write(format_line(item.line))
         except Exception:
             self.handleError(record)
-
-
-def _split_addressed(path: str) -> tuple[str | None, str | None]:
-    """``"group/name/rest"`` -> ``("group/name", "rest")`` if that is a valid client id."""
-    parts = path.split("/", 2)
-    if len(parts) < 3:
-        return None, None
-    try:
-        split_client_id(f"{parts[0]}/{parts[1]}")
-    except ValueError:
-        return None, None
-    return f"{parts[0]}/{parts[1]}", parts[2]
 
 
 def _torch() -> Any:

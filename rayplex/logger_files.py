@@ -7,7 +7,8 @@ everything stays under the logdir. Each call that changes the store is one hub r
 once (request ids) and atomically (see :class:`rayplex.artifacts.ArtifactStore`).
 
 Directories travel as tar archives built and unpacked on the worker: :func:`pack_dir` and
-:func:`unpack_tar`, which checks every member before it writes anything.
+:func:`unpack_tar`, which checks every member and the unpacked size before it writes anything,
+and moves the extracted tree into place only when all of it passed.
 
 Example:
     >>> import io, os, tempfile
@@ -25,15 +26,19 @@ Example:
 from __future__ import annotations
 
 import fnmatch
+import glob as _glob
 import io
 import json
 import os
 import posixpath
+import shutil
 import tarfile
+import tempfile
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from rayplex.artifacts import safe_relpath
+from rayplex.artifacts import TEMP_PREFIX, safe_relpath
+from rayplex.config import config
 
 __all__ = ["FilesMixin", "check_path", "pack_dir", "unpack_tar"]
 
@@ -125,57 +130,139 @@ def pack_dir(dir_path: str | os.PathLike[str], excludes: Iterable[str] = (),
     return buf.getvalue()
 
 
-def _check_member(member: tarfile.TarInfo) -> None:
-    """Refuse a member that could write outside the destination or is not a plain entry."""
+def _parts(path: str) -> list[str]:
+    return [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
+
+
+def _check_member(member: tarfile.TarInfo, links: set[str]) -> None:
+    """Refuse a member that could write outside the destination or is not a plain entry;
+    ``links`` are the normalised names of the archive's symlink members: nothing may be
+    written through one, and no link may point through one (so that every check on names is
+    a check on where things land)."""
     name = member.name
     shown = f"tar member {name!r}"
     if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
         raise ValueError(f"{shown}: absolute member names are refused")
-    parts = name.replace("\\", "/").split("/")
+    parts = _parts(name)
     if ".." in parts:
         raise ValueError(f"{shown}: '..' in a member name is refused")
     if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
         raise ValueError(f"{shown}: only files, directories and links inside the archive are "
                          "extracted (no devices or FIFOs)")
+    for depth in range(1, len(parts)):
+        if "/".join(parts[:depth]) in links:
+            raise ValueError(f"{shown}: it lies below the link member "
+                             f"{'/'.join(parts[:depth])!r}; nothing is written through a link")
     if member.issym() or member.islnk():
         link = member.linkname
         if link.startswith(("/", "\\")):
             raise ValueError(f"{shown}: links to absolute paths are refused ({link!r})")
-        base = posixpath.dirname(name) if member.issym() else ""
-        resolved = posixpath.normpath(posixpath.join(base, link))
+        base = posixpath.dirname("/".join(parts)) if member.issym() else ""
+        joined = posixpath.join(base, link.replace("\\", "/"))
+        resolved = posixpath.normpath(joined)
         if resolved == ".." or resolved.startswith("../"):
             raise ValueError(f"{shown}: a link leading outside the destination is refused "
                              f"({link!r})")
+        target = _parts(joined)
+        for depth in range(1, len(target) + 1):
+            if "/".join(target[:depth]) in links and depth < len(target):
+                raise ValueError(f"{shown}: a link through the link member "
+                                 f"{'/'.join(target[:depth])!r} is refused ({link!r})")
 
 
-def unpack_tar(data: bytes, to: str | os.PathLike[str]) -> list[str]:
+def _checked_members(tar: tarfile.TarFile, max_bytes: int) -> list[tarfile.TarInfo]:
+    """Every member, checked, before anything is written; stops reading (and refuses) as soon
+    as the files would unpack to more than ``max_bytes``."""
+    members: list[tarfile.TarInfo] = []
+    total = 0
+    for member in tar:
+        total += member.size if member.isfile() else 0
+        if total > max_bytes:
+            raise ValueError(
+                f"the archive unpacks to more than {max_bytes} bytes (at member "
+                f"{member.name!r}); pass a larger max_bytes to download_dir or set "
+                "RAYPLEX_MAX_UNPACK_MB")
+        members.append(member)
+    links = {"/".join(_parts(m.name)) for m in members if m.issym()}
+    for member in members:
+        _check_member(member, links)
+    return members
+
+
+def unpack_tar(data: bytes, to: str | os.PathLike[str], max_bytes: int | None = None
+               ) -> list[str]:
     """Extract a tar archive (any compression) into directory ``to``; return the member names.
 
     Every member is checked before anything is written: absolute names, ``..``, links that
-    lead outside ``to``, devices and FIFOs raise ValueError naming the member. The extraction
-    itself uses :mod:`tarfile`'s ``data`` filter as a second guard (it also follows symlinks
-    already in ``to`` and drops set-uid bits).
+    lead outside ``to`` or through another link member, devices and FIFOs raise ValueError
+    naming the member, and so does an archive whose files add up to more than ``max_bytes``
+    (default :attr:`rayplex.config.Config.max_unpack_mb`, ``RAYPLEX_MAX_UNPACK_MB``). The
+    archive is then extracted into a hidden staging directory (with :mod:`tarfile`'s ``data``
+    filter as a second guard) and moved into place only when all of it passed: a refused
+    archive leaves nothing behind, and nothing is moved through a symlink already in ``to``.
 
     Raises:
-        ValueError: for a member as above, or data that is not a tar archive.
+        ValueError: for a member as above, an archive past ``max_bytes``, or data that is not
+            a tar archive.
     """
+    limit = config().max_unpack_bytes if max_bytes is None else int(max_bytes)
+    if limit < 0:
+        raise ValueError(f"max_bytes must be >= 0, got {max_bytes!r}")
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
-            return _extract(tar, to)
+            members = _checked_members(tar, limit)
+            return _extract(tar, members, to)
     except tarfile.FilterError as exc:
         raise ValueError(f"refused to extract: {exc}") from None
     except tarfile.TarError as exc:
         raise ValueError(f"not a tar archive: {exc}") from None
 
 
-def _extract(tar: tarfile.TarFile, to: str | os.PathLike[str]) -> list[str]:
-    members = tar.getmembers()
-    for member in members:
-        _check_member(member)
+def _extract(tar: tarfile.TarFile, members: list[tarfile.TarInfo],
+             to: str | os.PathLike[str]) -> list[str]:
     dest = os.path.abspath(os.fspath(to))
-    os.makedirs(dest, exist_ok=True)
-    tar.extractall(dest, members=members, filter="data")
+    anchor = dest
+    while not os.path.isdir(anchor):
+        anchor = os.path.dirname(anchor)
+    staging = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=anchor)
+    try:
+        tar.extractall(staging, members=members, filter="data")
+        if os.path.lexists(dest):
+            _merge(staging, dest, members)
+        else:
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            os.rename(staging, dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return [m.name for m in members]
+
+
+def _merge(staging: str, dest: str, members: list[tarfile.TarInfo]) -> None:
+    """Move what was extracted into the existing ``dest``: every place is checked first (no
+    write through a symlink already there), then each entry is renamed into place."""
+    if not os.path.isdir(dest) or os.path.islink(dest):
+        raise ValueError(f"refused to extract: {dest!r} exists and is not a directory")
+    real_dest = os.path.realpath(dest)
+    names = ["/".join(_parts(m.name)) for m in members if _parts(m.name)]
+    for name in names:
+        where = os.path.join(dest, *name.split("/"))
+        parent = os.path.realpath(os.path.dirname(where))
+        if os.path.commonpath([real_dest, parent]) != real_dest:
+            raise ValueError(f"refused to extract: tar member {name!r} would be written "
+                             f"through a symlink in {dest!r}")
+        if os.path.isdir(os.path.join(staging, name)) and not os.path.islink(
+                os.path.join(staging, name)) and os.path.lexists(where) and (
+                os.path.islink(where) or not os.path.isdir(where)):
+            raise ValueError(f"refused to extract: tar member {name!r} is a directory and "
+                             f"{where!r} is not")
+    for name in names:
+        source = os.path.join(staging, *name.split("/"))
+        where = os.path.join(dest, *name.split("/"))
+        if os.path.isdir(source) and not os.path.islink(source):
+            os.makedirs(where, exist_ok=True)
+        elif os.path.lexists(source):
+            os.makedirs(os.path.dirname(where), exist_ok=True)
+            os.replace(source, where)
 
 
 def jsonl_line(data: Any) -> bytes:
@@ -228,7 +315,18 @@ class FilesMixin:
                 check_path(path)
         if not paths:
             return []
-        return list(self._call_hub("remove_artifacts", self.client_id, list(paths)))
+        # A pattern is expanded by a query first (beside the hub's writes, bounded), so the
+        # removal itself, on the write path, names plain paths (a matched name holding a '*'
+        # is escaped, and matches only itself).
+        targets: list[str] = []
+        for path in paths:
+            if "*" in path and path not in ("", "."):
+                targets.extend(_glob.escape(m) if "*" in m else m for m in self.glob(path))
+            else:
+                targets.append(path)
+        if not targets:
+            return []
+        return list(self._call_hub("remove_artifacts", self.client_id, targets))
 
     def move(self, source: str, to: str) -> str:
         """Rename a file or directory of this client (as :func:`shutil.move`: into ``to`` if
@@ -368,21 +466,28 @@ class FilesMixin:
         return self.save_bytes(pack_dir(dir_path, excludes, archive), target)
 
     def download_dir(self, source_path: str, to: str | os.PathLike[str],
-                     unpack: str = "tar", client: str | None = None) -> list[str]:
+                     unpack: str = "tar", client: str | None = None,
+                     max_bytes: int | None = None) -> list[str]:
         """Unpack a stored tar archive (from :meth:`upload_dir`) into the local directory
-        ``to`` of this worker, after checking every member (:func:`unpack_tar`).
+        ``to`` of this worker, after checking every member (:func:`unpack_tar`): all of it
+        or nothing.
+
+        Args:
+            max_bytes: The most the files may unpack to; default ``RAYPLEX_MAX_UNPACK_MB``
+                (:attr:`rayplex.config.Config.max_unpack_mb`, 4096 MiB).
 
         Returns:
             The extracted member names.
 
         Raises:
             FileNotFoundError: if nothing is stored at ``source_path``.
-            ValueError: for an unsafe member (nothing is extracted), or ``unpack`` other than
-                ``"tar"``.
+            ValueError: for an unsafe member or an archive past ``max_bytes`` (nothing is
+                extracted), or ``unpack`` other than ``"tar"``.
         """
         if unpack != "tar":
             raise ValueError(f"download_dir unpacks tar archives only, got unpack={unpack!r}")
-        return unpack_tar(self.load_bytes(check_path(source_path, "source_path"), client), to)
+        data = self.load_bytes(check_path(source_path, "source_path"), client)
+        return unpack_tar(data, to, max_bytes)
 
     # ------------------------------------------------------------------- torch
     def save_torch(self, obj: Any, *keys: str, path: str | None = None) -> str:

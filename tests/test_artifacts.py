@@ -166,14 +166,14 @@ def test_root_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert ArtifactStore("artifacts").root == tmp_path / "artifacts"
 
 
-def test_a_symlink_inside_the_root_pointing_inside_the_root_is_allowed(
+def test_a_symlink_inside_a_client_directory_pointing_inside_it_is_allowed(
     store: ArtifactStore,
 ) -> None:
-    store.write_bytes("real/f.txt", b"data")
-    (store.root / "alias").symlink_to(store.root / "real", target_is_directory=True)
-    assert store.read_bytes("alias/f.txt") == b"data"
-    store.write_bytes("alias/g.txt", b"more")
-    assert (store.root / "real" / "g.txt").read_bytes() == b"more"
+    store.write_bytes("g/n/real/f.txt", b"data")
+    (store.root / "g/n/alias").symlink_to(store.root / "g/n/real", target_is_directory=True)
+    assert store.read_bytes("g/n/alias/f.txt") == b"data"
+    store.write_bytes("g/n/alias/g.txt", b"more")
+    assert (store.root / "g/n/real/g.txt").read_bytes() == b"more"
 
 
 def test_a_symlinked_root_is_accepted(tmp_path: Path) -> None:
@@ -557,10 +557,11 @@ def test_list_skips_symlinks_leading_outside_the_root(
 def test_list_reports_symlinked_files_inside_the_root_but_not_symlinked_dirs(
     store: ArtifactStore,
 ) -> None:
-    store.write_bytes("g/real.txt", b"abc")
-    (store.root / "g" / "alias.txt").symlink_to(store.root / "g" / "real.txt")
+    store.write_bytes("g/n/real.txt", b"abc")
+    (store.root / "g/n/alias.txt").symlink_to(store.root / "g/n/real.txt")
     (store.root / "loop").symlink_to(store.root, target_is_directory=True)
-    assert [(i.path, i.size) for i in store.list()] == [("g/alias.txt", 3), ("g/real.txt", 3)]
+    assert [(i.path, i.size) for i in store.list()] == [("g/n/alias.txt", 3),
+                                                        ("g/n/real.txt", 3)]
 
 
 def test_list_skips_files_whose_names_are_not_valid_artifact_paths(
@@ -780,3 +781,122 @@ def test_glob_answers_paths_relative_to_wd_with_directories_sorted(store: Artifa
     assert store.glob("g/n/*.txt") == ["g/n/notes.txt"]
     assert store.glob("**/.*", wd="g/n") == []  # temp files never show
     assert store.glob("*", wd="g/none") == []
+
+
+# ------------------------------------------------------ client directories (issue 21)
+
+
+@pytest.fixture
+def linked(store: ArtifactStore) -> tuple[ArtifactStore, Path]:
+    """``agent/victim`` holds ``ckpt/a.pkl``; ``learner/main/shared`` links into it."""
+    store.write_bytes("agent/victim/ckpt/a.pkl", b"v1")
+    store.write_bytes("learner/main/own.txt", b"mine")
+    os.symlink(store.root / "agent" / "victim", store.root / "learner" / "main" / "shared")
+    return store, store.root / "agent" / "victim"
+
+
+def test_no_read_write_list_or_remove_passes_a_symlink_into_another_clients_directory(
+    linked: tuple[ArtifactStore, Path],
+) -> None:
+    store, victim = linked
+    calls = {
+        "read_bytes": lambda: store.read_bytes("learner/main/shared/ckpt/a.pkl"),
+        "read_chunks": lambda: store.read_chunks("learner/main/shared/ckpt/a.pkl"),
+        "write_bytes": lambda: store.write_bytes("learner/main/shared/ckpt/a.pkl", b"x"),
+        "write new": lambda: store.write_bytes("learner/main/shared/new.txt", b"x"),
+        "append_chunk": lambda: store.append_chunk("learner/main/shared/c.pkl", b"x"),
+        "append_bytes": lambda: store.append_bytes("learner/main/shared/r.jsonl", b"x"),
+        "remove file": lambda: store.remove("learner/main/shared/ckpt/a.pkl"),
+        "remove dir": lambda: store.remove("learner/main/shared/ckpt"),
+        "move from": lambda: store.move("learner/main/shared/ckpt/a.pkl", "learner/main/s"),
+        "move into": lambda: store.move("learner/main/own.txt", "learner/main/shared/o"),
+        "duplicate": lambda: store.duplicate("learner/main/shared", "learner/main/copy"),
+        "list": lambda: store.list("learner/main/shared"),
+        "glob wd": lambda: store.glob("*", wd="learner/main/shared/ckpt"),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match="outside its client's directory") as info:
+            call()
+            pytest.fail(f"{name} acted through the symlink")
+        assert "learner/main/shared" in str(info.value), name
+    assert [i.path for i in store.list("agent")] == ["agent/victim/ckpt/a.pkl"]
+    assert (victim / "ckpt" / "a.pkl").read_bytes() == b"v1"
+    assert not (victim / "new.txt").exists()
+
+
+def test_listing_and_glob_leave_out_what_a_symlink_into_another_client_reaches(
+    linked: tuple[ArtifactStore, Path],
+) -> None:
+    store, _ = linked
+    assert [i.path for i in store.list("learner/main")] == ["learner/main/own.txt"]
+    assert store.glob("**", wd="learner/main") == ["own.txt"]
+    assert store.glob("shared/**", wd="learner/main") == []
+    assert store.remove("learner/main/shared")  # the link itself, not what it points to
+    assert store.read_bytes("agent/victim/ckpt/a.pkl") == b"v1"
+
+
+def test_a_client_directory_that_is_itself_a_symlink_is_refused(store: ArtifactStore) -> None:
+    store.write_bytes("agent/victim/a.txt", b"v")
+    (store.root / "learner").mkdir()
+    os.symlink(store.root / "agent" / "victim", store.root / "learner" / "main")
+    with pytest.raises(ValueError, match="outside its client's directory"):
+        store.read_bytes("learner/main/a.txt")
+    with pytest.raises(ValueError, match="outside its client's directory"):
+        store.remove("learner/main/a.txt")
+
+
+def test_a_duplicated_tree_leaves_out_links_into_another_client(store: ArtifactStore) -> None:
+    store.write_bytes("agent/victim/secret.txt", b"s")
+    store.write_bytes("learner/main/d/own.txt", b"o")
+    os.symlink(store.root / "agent/victim/secret.txt", store.root / "learner/main/d/leak.txt")
+    store.duplicate("learner/main/d", "learner/main/e")
+    assert [i.path for i in store.list("learner/main/e")] == ["learner/main/e/own.txt"]
+
+
+def test_glob_visits_each_entry_once_so_repeated_double_stars_stay_fast(
+    store: ArtifactStore,
+) -> None:
+    deep = "/".join(f"d{i}" for i in range(100))
+    store.write_bytes(f"g/n/{deep}/f.txt", b"x")
+    began = time.monotonic()
+    assert store.glob("**/**/**/f.txt", wd="g/n") == [f"{deep}/f.txt"]
+    assert time.monotonic() - began < 1.0
+
+
+@pytest.mark.parametrize(("pattern", "expected"), [
+    ("*", ["a.txt", "ckpt", "sub"]),
+    ("**", ["a.txt", "ckpt", "ckpt/1.pkl", "ckpt/2.pkl", "sub", "sub/deep",
+            "sub/deep/x.pkl"]),
+    ("**/*.pkl", ["ckpt/1.pkl", "ckpt/2.pkl", "sub/deep/x.pkl"]),
+    ("ckpt/*", ["ckpt/1.pkl", "ckpt/2.pkl"]),
+    ("*/*.pkl", ["ckpt/1.pkl", "ckpt/2.pkl"]),
+    ("ckpt/[12].pkl", ["ckpt/1.pkl", "ckpt/2.pkl"]),
+    ("sub/**", ["sub", "sub/deep", "sub/deep/x.pkl"]),
+    (".hidden/*", [".hidden/h.txt"]),
+    ("**/*.txt", ["a.txt"]),
+    ("a.txt", ["a.txt"]),
+    ("missing/*", []),
+])
+def test_glob_answers_as_the_standard_library_glob(
+    store: ArtifactStore, pattern: str, expected: list[str]
+) -> None:
+    import glob as stdlib_glob
+
+    for rel in ("a.txt", "ckpt/1.pkl", "ckpt/2.pkl", "sub/deep/x.pkl", ".hidden/h.txt"):
+        store.write_bytes(f"g/n/{rel}", b"")
+    base = store.root / "g" / "n"
+    std = sorted({m.rstrip("/") for m in stdlib_glob.glob(pattern, root_dir=base,
+                                                            recursive=True)})
+    assert store.glob(pattern, wd="g/n") == std == expected
+
+
+def test_glob_past_its_bound_of_entries_or_seconds_raises_a_clear_error(
+    store: ArtifactStore,
+) -> None:
+    for i in range(50):
+        store.write_bytes(f"g/n/d{i}/f.txt", b"")
+    with pytest.raises(ValueError, match="visited more than 20 entries"):
+        store.glob("**/f.txt", wd="g/n", max_entries=20)
+    with pytest.raises(ValueError, match="glob '\\*\\*/f.txt' ran longer than its bound of 0 s"):
+        store.glob("**/f.txt", wd="g/n", timeout_s=0.0)
+    assert len(store.glob("**/f.txt", wd="g/n", max_entries=200)) == 50

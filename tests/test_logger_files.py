@@ -219,8 +219,8 @@ def test_json_yaml_and_json_lines_round_trip(experiment):
     assert log.load_jsonl("rows.jsonl", start=1, stop=2) == [{"step": 1, "loss": 0.5}]
     raw = (Path(experiment.logdir) / "artifacts/learner/docs/rows.jsonl").read_text()
     assert raw.count("\n") == 4 and json.loads(raw.splitlines()[0]) == {"step": 0, "loss": 1.0}
-    assert rayplex.get_logger("learner/reader").load_json("learner/docs/cfg/params.json")["lr"] \
-        == 0.5
+    reader = rayplex.get_logger("learner/reader")
+    assert reader.load_json("cfg/params.json", client="learner/docs")["lr"] == 0.5
 
 
 def test_json_lines_appended_from_many_tasks_each_land_once_and_whole(experiment):
@@ -328,3 +328,216 @@ def test_save_torch_and_load_torch_unpickle_a_module_only_when_asked(experiment)
         log.load_torch("modules/whole.pt")  # torch's safe default: no arbitrary unpickling
     loaded = log.load_torch("modules/whole.pt", weights_only=False)
     assert torch.equal(loaded.weight, module.weight)
+
+
+# ------------------------------------------------ issue 21: integrity, third pass
+
+
+def test_a_load_of_the_callers_own_missing_path_never_reads_another_clients_file(
+        experiment, tmp_path):
+    torch = pytest.importorskip("torch")
+    stranger = rayplex.get_logger("checkpoints/best")
+    stranger.save_pkl({"from": "stranger"}, "model.pkl")
+    stranger.save_json({"from": "stranger"}, "cfg.json")
+    stranger.save_yaml({"from": "stranger"}, "cfg.yaml")
+    stranger.log_jsonl({"from": "stranger"}, "rows.jsonl")
+    stranger.save_torch({"w": torch.zeros(1)}, path="w.pt")
+    stranger.torch_jit_save(torch.nn.Linear(1, 1), path="jit.pt")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "run.py").write_text("print('stranger')\n")
+    stranger.upload_dir(tmp_path / "src", "code.tar")
+    log = rayplex.get_logger("learner/main")
+    loads = {
+        "load_pkl": lambda: log.load_pkl("checkpoints/best/model.pkl"),
+        "load_bytes": lambda: log.load_bytes("checkpoints/best/model.pkl"),
+        "load_json": lambda: log.load_json("checkpoints/best/cfg.json"),
+        "load_yaml": lambda: log.load_yaml("checkpoints/best/cfg.yaml"),
+        "load_jsonl": lambda: log.load_jsonl("checkpoints/best/rows.jsonl"),
+        "load_torch": lambda: log.load_torch("checkpoints/best/w.pt"),
+        "torch_jit_load": lambda: log.torch_jit_load("checkpoints/best/jit.pt"),
+        "download_dir": lambda: log.download_dir("checkpoints/best/code.tar", tmp_path / "d"),
+    }
+    for name, load in loads.items():
+        with pytest.raises(FileNotFoundError, match="learner/main/checkpoints/best"):
+            load()
+            pytest.fail(f"{name} read another client's file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp", "src"]
+    # Naming the client explicitly is how one reads another client's file.
+    assert log.load_pkl("model.pkl", client="checkpoints/best") == {"from": "stranger"}
+    assert log.load_json("cfg.json", client="checkpoints/best") == {"from": "stranger"}
+    assert log.load_yaml("cfg.yaml", client="checkpoints/best") == {"from": "stranger"}
+    assert log.load_jsonl("rows.jsonl", client="checkpoints/best") == [{"from": "stranger"}]
+    assert float(log.load_torch("w.pt", client="checkpoints/best")["w"][0]) == 0.0
+    assert log.torch_jit_load("jit.pt", client="checkpoints/best") is not None
+    assert log.download_dir("code.tar", tmp_path / "e", client="checkpoints/best") == ["run.py"]
+
+
+def _victim_and_link(experiment):
+    """``agent/victim`` stores two files; ``learner/main/shared`` is a symlink into it."""
+    victim = rayplex.get_logger("agent/victim")
+    victim.save_bytes(b"v1", "ckpt/a.pkl")
+    victim.save_bytes(b"v2", "ckpt/b.pkl")
+    log = rayplex.get_logger("learner/main")
+    log.save_bytes(b"mine", "own.txt")
+    root = Path(experiment.logdir) / "artifacts"
+    os.symlink(root / "agent" / "victim", root / "learner" / "main" / "shared")
+    return log, root / "agent" / "victim"
+
+
+def test_a_symlink_into_another_clients_directory_lets_no_file_call_act_there(experiment):
+    log, victim_dir = _victim_and_link(experiment)
+    assert log.glob("shared/ckpt/*") == []
+    assert log.glob("**/*.pkl") == []
+    assert log.remove("shared/ckpt/*") == []
+    refused = {
+        "remove": lambda: log.remove("shared/ckpt/a.pkl"),
+        "save_text": lambda: log.save_text("planted", "shared/ckpt/a.pkl"),
+        "save_bytes new": lambda: log.save_bytes(b"planted", "shared/new.txt"),
+        "log_jsonl": lambda: log.log_jsonl({}, "shared/rows.jsonl"),
+        "load_bytes": lambda: log.load_bytes("shared/ckpt/a.pkl"),
+        "glob wd": lambda: log.glob("*", wd="shared/ckpt"),
+        "move out": lambda: log.move("shared/ckpt/a.pkl", "stolen.pkl"),
+        "move in": lambda: log.move("own.txt", "shared/ckpt/own.txt"),
+        "duplicate": lambda: log.duplicate("shared/ckpt", "copy"),
+    }
+    for name, call in refused.items():
+        with pytest.raises(ValueError, match="client's directory") as info:
+            call()
+            pytest.fail(f"{name} acted through the symlink")
+        assert "shared" in str(info.value), name
+    assert sorted(p.name for p in (victim_dir / "ckpt").iterdir()) == ["a.pkl", "b.pkl"]
+    assert (victim_dir / "ckpt" / "a.pkl").read_bytes() == b"v1"
+    assert log.remove("shared") == ["shared"]  # the link itself is the caller's own
+    assert (victim_dir / "ckpt" / "a.pkl").read_bytes() == b"v1"
+
+
+def test_download_dir_of_an_archive_refused_late_leaves_nothing_behind(experiment, tmp_path):
+    log = rayplex.get_logger("learner/unpack")
+    log.save_bytes(_tar((_member("ok.txt"), b"ok"), (_member("a", tarfile.SYMTYPE, "."), None),
+                        (_member("a/b", tarfile.SYMTYPE, ".."), None)), "x.tar")
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(ValueError, match="'a/b'"):
+        log.download_dir("x.tar", out / "to")
+    assert list(out.iterdir()) == []
+
+
+def test_download_dir_refuses_an_archive_that_unpacks_past_max_bytes(experiment, tmp_path):
+    log = rayplex.get_logger("learner/bomb")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo("zeros.bin")
+        info.size = 8 * 2**20
+        tar.addfile(info, io.BytesIO(bytes(info.size)))
+    assert len(buf.getvalue()) < 64 * 2**10
+    log.save_bytes(buf.getvalue(), "bomb.tar.gz")
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(ValueError, match="max_bytes"):
+        log.download_dir("bomb.tar.gz", out / "to", max_bytes=2**20)
+    assert list(out.iterdir()) == []
+    assert log.download_dir("bomb.tar.gz", out / "to", max_bytes=2**24) == ["zeros.bin"]
+
+
+def test_a_deep_glob_answers_quickly_and_never_stalls_another_clients_flush(experiment):
+    import threading
+    import time
+
+    log = rayplex.get_logger("learner/deep")
+    deep = "/".join(f"d{i}" for i in range(100))
+    log.save_bytes(b"x", f"{deep}/f.txt")
+    writer = rayplex.get_logger("learner/writer")
+    writer.add_scalar("x", 1.0, step=0)
+    writer.flush()
+    answer: dict[str, object] = {}
+
+    def query():
+        began = time.monotonic()
+        answer["paths"] = log.glob("**/**/**/f.txt")
+        answer["seconds"] = time.monotonic() - began
+
+    thread = threading.Thread(target=query)
+    thread.start()
+    waits = []
+    while thread.is_alive() or not waits:
+        writer.add_scalar("x", 2.0, step=len(waits) + 1)
+        began = time.monotonic()
+        writer.flush()
+        waits.append(time.monotonic() - began)
+    thread.join()
+    assert answer["paths"] == [f"{deep}/f.txt"]
+    assert max(waits) < 2.0, waits
+    assert answer["seconds"] < 5.0
+
+
+def test_unpack_checks_links_through_linked_members_before_writing_anything(tmp_path):
+    data = _tar((_member("ok.txt"), b"ok"), (_member("a", tarfile.SYMTYPE, "."), None),
+                (_member("a/b", tarfile.SYMTYPE, ".."), None))
+    dest = tmp_path / "dest"
+    with pytest.raises(ValueError, match="'a/b'"):
+        unpack_tar(data, dest)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unpack_into_an_existing_directory_adds_the_members_or_nothing(tmp_path):
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "keep.txt").write_text("keep")
+    bad = _tar((_member("new.txt"), b"new"), (_member("dev", tarfile.CHRTYPE), None))
+    with pytest.raises(ValueError, match="devices"):
+        unpack_tar(bad, dest)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["dest", "keep.txt"]
+    assert unpack_tar(_tar((_member("sub/new.txt"), b"new"), (_member("keep.txt"), b"v2")),
+                      dest) == ["sub/new.txt", "keep.txt"]
+    assert (dest / "sub" / "new.txt").read_text() == "new"
+    assert (dest / "keep.txt").read_text() == "v2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dest"]  # no staging left
+
+
+def test_unpack_refuses_an_archive_past_max_bytes_before_writing(tmp_path):
+    data = _tar((_member("a.bin"), bytes(600)), (_member("b.bin"), bytes(600)))
+    with pytest.raises(ValueError, match="more than 1000 bytes.*max_bytes"):
+        unpack_tar(data, tmp_path / "d", max_bytes=1000)
+    assert list(tmp_path.iterdir()) == []
+    assert unpack_tar(data, tmp_path / "d", max_bytes=1200) == ["a.bin", "b.bin"]
+
+
+def _flush_waits_while(query, writer):
+    """Run ``query()`` in a thread; flush ``writer`` over and over meanwhile. Returns (the
+    query's answer, its seconds, every flush's wait in seconds)."""
+    import threading
+    import time
+
+    answer: dict[str, object] = {}
+
+    def run():
+        began = time.monotonic()
+        answer["value"] = query()
+        answer["seconds"] = time.monotonic() - began
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    waits = []
+    while thread.is_alive() or not waits:
+        writer.add_scalar("x", 2.0, step=len(waits) + 1)
+        began = time.monotonic()
+        writer.flush()
+        waits.append(time.monotonic() - began)
+    thread.join()
+    return answer["value"], answer["seconds"], waits
+
+
+def test_a_long_glob_runs_beside_the_writes_not_in_front_of_them(experiment):
+    log = rayplex.get_logger("learner/wide")
+    log.save_bytes(b"x", "d0/e0/f.txt")
+    base = Path(experiment.logdir) / "artifacts" / "learner" / "wide"
+    for i in range(100):  # 10,000 directories: a walk of about a second
+        for j in range(100):
+            os.makedirs(base / f"d{i}" / f"e{j}", exist_ok=True)
+    writer = rayplex.get_logger("learner/writer")
+    writer.add_scalar("x", 1.0, step=0)
+    writer.flush()
+    paths, seconds, waits = _flush_waits_while(lambda: log.glob("**/f.txt"), writer)
+    assert paths == ["d0/e0/f.txt"]
+    assert seconds > 0.3, "the walk was too short to show anything"
+    assert len(waits) >= 3 and max(waits) < seconds / 2, (seconds, waits)

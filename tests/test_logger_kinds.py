@@ -102,11 +102,15 @@ def test_artifacts_round_trip_and_are_readable_by_other_workers(experiment):
     @ray.remote
     def reader():
         other = rayplex.get_logger("agent/0")
+        try:  # only a named client is read: a path is relative to the caller's directory
+            other.load_pkl("learner/main/checkpoints/latest.pkl")
+            addressed = "read"
+        except FileNotFoundError:
+            addressed = "not found"
         return (other.load_pkl("checkpoints/latest.pkl", client="learner/main"),
-                other.load_pkl("stream.pkl", client="learner/main"),
-                other.load_pkl("learner/main/checkpoints/latest.pkl"))
+                other.load_pkl("stream.pkl", client="learner/main"), addressed)
 
-    assert ray.get(reader.remote()) == ({"epoch": 3}, [1, 2], {"epoch": 3})
+    assert ray.get(reader.remote()) == ({"epoch": 3}, [1, 2], "not found")
     root = os.path.join(experiment.logdir, "artifacts", "learner", "main")
     with open(os.path.join(root, "notes", "readme.txt")) as f:
         assert f.read() == "hello"

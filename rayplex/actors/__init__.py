@@ -39,10 +39,11 @@ def _detached(name: str, node_id: str) -> dict[str, Any]:
 
 def get_or_create_hub(hub: str, logdir: str, node_id: str, log_level: str = "INFO") -> Any:
     """The hub actor of experiment ``hub``, created on ``node_id`` if it does not exist."""
-    from rayplex.actors.hub import Hub
+    from rayplex.actors.hub import QUERY_GROUP, Hub
 
+    # Writes stay on the actor's one default thread; file queries get threads of their own.
     return (
-        ray.remote(Hub)
+        ray.remote(concurrency_groups={QUERY_GROUP: 2})(Hub)  # type: ignore[call-overload]
         .options(**_detached(hub_actor_name(hub), node_id))
         .remote(hub, logdir, log_level)
     )

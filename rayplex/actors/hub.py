@@ -315,25 +315,25 @@ class Hub:
     # ---------------------------------------------------------------- requests
     def request(self, request_id: str, method: str, args: tuple[Any, ...]) -> tuple[bool, Any]:
         """Apply one request/response operation once per ``request_id`` (a replay answers
-        without applying it again). Returns ``(True, result)`` or ``(False, (kind, text))``."""
+        without applying it again). Returns ``(True, result)`` or ``(False, (kind, text))``.
+
+        A query (:data:`QUERIES`) only reads: it runs without the writer lock, on the hub's
+        :data:`QUERY_GROUP` threads when sent there, and is bounded in entries and seconds.
+        """
         handler = _REQUESTS.get(method)
         if handler is None:
             return False, ("ValueError", f"unknown hub request {method!r}")
+        if method in QUERIES:
+            return _answer(handler, self, request_id, args)
         with self.lock:
             if request_id in self.applied_requests:
                 replay = _REPLAYS.get(method)
                 return (True, replay(self, *args)) if replay else (True, None)
             started = time.monotonic()
             try:
-                result = handler(self, request_id, *args)
-            except (ValueError, TypeError, FileNotFoundError, IsADirectoryError,
-                    NotADirectoryError, FileExistsError, PermissionError) as exc:
-                return False, (type(exc).__name__, str(exc))
-            except OSError as exc:
-                return False, ("OSError", f"{type(exc).__name__}: {exc}")
+                return _answer(handler, self, request_id, args)
             finally:  # calls queued behind a long request
                 self._hold_if(self.faults.after((), time.monotonic() - started))
-            return True, result
 
     def _applied(self, request_id: str) -> None:
         self.applied_requests.add(request_id)
@@ -634,6 +634,25 @@ class Hub:
         self._commit_request(request_id)
         return paths
 
+
+def _answer(handler: Any, hub: Hub, request_id: str, args: tuple[Any, ...]) -> tuple[bool, Any]:
+    """``(True, result)`` of one request, or ``(False, (kind, text))`` for an error the caller
+    made (or an OSError), raised again at the call site."""
+    try:
+        return True, handler(hub, request_id, *args)
+    except (ValueError, TypeError, FileNotFoundError, IsADirectoryError,
+            NotADirectoryError, FileExistsError, PermissionError) as exc:
+        return False, (type(exc).__name__, str(exc))
+    except OSError as exc:
+        return False, ("OSError", f"{type(exc).__name__}: {exc}")
+
+
+QUERY_GROUP = "queries"
+"""The hub's concurrency group (threads of their own, :func:`rayplex.actors.get_or_create_hub`)
+on which the node buffers send :data:`QUERIES`, so that a query never waits for a write nor a
+write for a query."""
+QUERIES = frozenset({"glob_artifacts"})
+"""Requests that only read the artifact store: no writer lock, no request id to remember."""
 
 _REQUESTS: dict[str, Any] = {
     "save_artifact": Hub._save_artifact,

@@ -129,8 +129,12 @@ class NodeBuffer:
         return await future
 
     async def call(self, request_id: str, method: str, args: tuple[Any, ...]) -> Any:
-        """A worker's request/response call (artifacts, params), forwarded to the hub."""
-        request = self._hub_handle().request.options(max_task_retries=0)
+        """A worker's request/response call (artifacts, params), forwarded to the hub; a query
+        (``glob``) on the hub's query threads, beside its writes."""
+        from rayplex.actors.hub import QUERIES, QUERY_GROUP
+
+        group = {"concurrency_group": QUERY_GROUP} if method in QUERIES else {}
+        request = self._hub_handle().request.options(max_task_retries=0, **group)
         try:
             return await request.remote(request_id, method, args)
         except Exception:
