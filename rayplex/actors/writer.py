@@ -348,7 +348,6 @@ class HubWriter:
             try:
                 self.pool.close_all()
                 self.logs.close()
-                self.logs = self._open_logs()
             finally:
                 self.claim.release()
 
