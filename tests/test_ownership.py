@@ -98,7 +98,7 @@ def test_two_drivers_racing_for_one_logdir_exactly_one_wins(ray_session, tmp_pat
             assert loser["error"] == "LogdirConflictError", loser
             assert winners[0]["name"] in loser["message"] and loser["name"] in loser["message"]
             assert logdir in loser["message"]
-            assert loser["seconds"] < 30, loser  # promptly, not a hang
+            assert loser["seconds"] < 60, loser  # promptly, not a hang
             assert f"hub:{loser['name']}" not in rayplex.actors.list_rayplex_actors()
             who = winners[0]["name"][-1]
             scalars = tb_scalars(logdir)

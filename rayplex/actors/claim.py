@@ -32,6 +32,7 @@ import fcntl
 import json
 import logging
 import os
+import threading
 import time
 from typing import Any
 
@@ -117,6 +118,7 @@ class LogdirClaim:
         """Why this hub may no longer write under its logdir; never cleared."""
         self._fd: int | None = None
         self._ids: tuple[tuple[int, int], tuple[int, int]] | None = None
+        self._mutex = threading.RLock()  # the hub's ticker and its calls check it
 
     @property
     def held(self) -> bool:
@@ -130,6 +132,10 @@ class LogdirClaim:
                 holder that is exiting; longer for this hub's own predecessor).
             OSError: the lock file cannot be created (e.g. a read-only disk): retry later.
         """
+        with self._mutex:
+            self._take()
+
+    def _take(self) -> None:
         if self._fd is not None:
             return
         os.makedirs(self.state_dir, exist_ok=True)
@@ -184,6 +190,10 @@ class LogdirClaim:
     def check(self) -> str | None:
         """``None`` while the claim holds: the logdir and the lock file are the ones locked
         (or the lock is not taken yet). Otherwise why not; a loss is final. Two stats."""
+        with self._mutex:
+            return self._check()
+
+    def _check(self) -> str | None:
         if self.lost is not None or self._ids is None:
             return self.lost
         try:
@@ -202,11 +212,12 @@ class LogdirClaim:
 
     def release(self, reason: str | None = None) -> None:
         """Give the logdir up (the hub closed): from now on :meth:`check` says why."""
-        if self.lost is None:
-            self.lost = reason or (f"rayplex hub {self.name!r} closed: it no longer owns logdir "
-                                   f"{self.logdir!r}")
-        if self._fd is not None:
-            _held.discard(self._fd)
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-            self._fd = None
+        with self._mutex:
+            if self.lost is None:
+                self.lost = reason or (f"rayplex hub {self.name!r} closed: it no longer owns "
+                                       f"logdir {self.logdir!r}")
+            if self._fd is not None:
+                _held.discard(self._fd)
+                with contextlib.suppress(OSError):
+                    os.close(self._fd)
+                self._fd = None

@@ -236,12 +236,13 @@ class HubWriter:
     def lost(self) -> str | None:
         """Why this writer may no longer write under its logdir (deleted, replaced, closed),
         else ``None``. Two stats: checked before each write and before an acknowledgement."""
-        was = self.claim.lost
-        reason = self.claim.check()
-        if reason is not None and was is None:
-            self.problem = reason
-            log.error("hub: %s", reason)
-        return reason
+        with self.lock:
+            was = self.claim.lost
+            reason = self.claim.check()
+            if reason is not None and was is None:
+                self.problem = reason
+                log.error("hub: %s", reason)
+            return reason
 
     def own(self) -> None:
         """Raise unless this writer may write under its logdir now (taking the claim first if
@@ -254,7 +255,9 @@ class HubWriter:
         if self.claim.lost is None and not self.claim.held:
             try:
                 self.claim.take()
-            except LogdirConflictError as exc:
+            except LogdirConflictError as exc:  # taken meanwhile by another hub
+                self.problem = str(exc)
+                log.error("hub: %s", exc)
                 self.claim.release(str(exc))
         reason = self.lost()
         if reason is not None:
@@ -318,11 +321,11 @@ class HubWriter:
     def hub_line(self, level: int, message: str) -> None:
         """A line from the hub itself, in ``logs/all.log`` as client ``rayplex/hub``."""
         log.log(level, message)
-        if not self.claim.held or self.lost() is not None:
-            return  # never into deleted files, nor into a logdir this hub does not own
         line = LogLine(time.time(), level, rules.HUB_CLIENT_ID, "hub", os.getpid(), "rayplex.hub",
                        message, None)
         with self.lock:
+            if not self.claim.held or self.lost() is not None:
+                return  # never into deleted files, nor into a logdir this hub does not own
             if self.pending_undo:
                 return  # the files are waiting for a cut: nothing may be appended meanwhile
             offsets = file_sizes(self._log_paths([line]))
