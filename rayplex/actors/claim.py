@@ -167,6 +167,9 @@ class LogdirClaim:
                 os.close(fd)
                 raise
             os.close(fd)
+        if deadline is not None:
+            log.info("hub %s: took the lock of %s after waiting for its holder to exit",
+                     self.name, self.logdir)
         self._fd, self._ids = fd, ids
         _held.add(fd)
         owner = {"name": self.name, "actor": self.identity, "pid": os.getpid()}
