@@ -114,6 +114,8 @@ def test_two_drivers_racing_for_one_logdir_exactly_one_wins(ray_session, tmp_pat
 # ---------------------------------------------------- a logdir deleted under a live hub
 def test_a_logdir_deleted_under_a_live_hub_is_refused_reported_and_kept_by_the_senders(
         ray_session, tmp_path):
+    import ray
+
     hub = rayplex.init(str(tmp_path / "exp"), name="deleted")
     try:
         log = rayplex.get_logger("learner/main", hub="deleted")
@@ -125,6 +127,8 @@ def test_a_logdir_deleted_under_a_live_hub_is_refused_reported_and_kept_by_the_s
             log.add_scalar("x", float(step), step=step)
         with pytest.raises(rayplex.HubWriteError, match="deleted"):
             rayplex.flush("deleted", timeout=30)
+        with pytest.raises(rayplex.HubWriteError, match="deleted"):  # what a driver that
+            ray.get(hub.actor.flush.remote())  # logged nothing itself gets from rayplex.flush
         problem = next(h for h in rayplex.status() if h.get("name") == "deleted")["problem"]
         assert problem and hub.logdir in problem and "deleted" in problem
         stats = log.stats()
