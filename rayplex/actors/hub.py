@@ -39,7 +39,6 @@ from rayplex.rules import split_client_id
 log = logging.getLogger("rayplex.hub")
 
 
-
 def _own_node() -> str:
     try:
         import ray
