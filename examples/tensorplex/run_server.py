@@ -1,7 +1,8 @@
 """The server half of Tensorplex's demo on rayplex.
 
 It mirrors Tensorplex's ``examples/run_server.py`` (github.com/StanfordVL/Tensorplex) call for
-call; only the import line differs, and the folder is cleared only if no live hub owns it. Run it in one terminal, then ``run_client.py`` in another:
+call; only the import line differs, and the folder is cleared only if no live hub owns it.
+Run it in one terminal, then ``run_client.py`` in another:
 
     python examples/tensorplex/run_server.py     # blocks; Ctrl-C flushes and stops
     python examples/tensorplex/run_client.py
