@@ -4,7 +4,7 @@
 
     RayplexError
      ├── HubNotFoundError        no hub with that name: call rayplex.init(logdir) first
-     ├── LogdirConflictError     a hub with that name already writes to another logdir
+     ├── LogdirConflictError     that name writes to another logdir, or another live hub owns it
      ├── FlushTimeoutError       the hub did not acknowledge within the flush timeout
      └── HubWriteError           the hub cannot write (disk full, permissions): data kept, retried
 
@@ -23,7 +23,8 @@ class HubNotFoundError(RayplexError):
 
 
 class LogdirConflictError(RayplexError):
-    """``rayplex.init`` asked for a logdir other than the one the running hub writes to."""
+    """``rayplex.init`` asked for a logdir other than the one the running hub of that name
+    writes to, or for a logdir that another live hub owns (it holds ``.rayplex/lock``)."""
 
 
 class FlushTimeoutError(RayplexError, TimeoutError):

@@ -136,7 +136,7 @@ def init(logdir: str | os.PathLike[str], name: str | None = None, *,
     _check_owner(path, name)
     node_id = ray.get_runtime_context().get_node_id()
     actor = actors.get_or_create_hub(name, path, node_id, log_level)
-    info = ray.get(actor.info.remote())
+    info = _hub_info(actor)
     if info["logdir"] != path:
         raise LogdirConflictError(
             f"rayplex hub {name!r} already writes to {info['logdir']!r}, not {path!r}. Use "
@@ -228,19 +228,32 @@ def _check_logdir(path: str) -> None:
                          f"{ancestor!r}")
 
 
-def _check_owner(path: str, name: str) -> None:
-    """Refuse a logdir that another live hub owns (its ``.rayplex/owner.json``)."""
-    import json
+def _hub_info(actor: Any) -> dict[str, Any]:
+    """The new (or running) hub's ``info()``. A hub whose logdir another live hub holds fails
+    in its constructor (no actor is left behind): that is this driver's
+    :class:`LogdirConflictError`, with the hub's own message."""
+    try:
+        return dict(ray.get(actor.info.remote()))
+    except ray.exceptions.RayActorError as exc:
+        marker = f"{LogdirConflictError.__name__}: "
+        text = str(exc)
+        if marker not in text:
+            raise
+        with contextlib.suppress(Exception):  # dead already; never left behind as a name
+            ray.kill(actor, no_restart=True)
+        raise LogdirConflictError(text.rsplit(marker, 1)[1].splitlines()[0]) from None
 
-    from rayplex.actors.hub import OWNER_FILE
+
+def _check_owner(path: str, name: str) -> None:
+    """Refuse early a logdir that another live hub owns (its ``.rayplex/owner.json``); the
+    hub's own lock (:mod:`rayplex.actors.claim`) decides a race."""
+    from rayplex.actors.claim import read_owner
     from rayplex.actors.writer import STATE_DIR
 
-    try:
-        with open(os.path.join(path, STATE_DIR, OWNER_FILE), encoding="utf-8") as f:
-            owner = json.load(f)
-        owner_name, owner_actor = str(owner["name"]), str(owner["actor"])
-    except (OSError, ValueError, KeyError, TypeError):
+    owner = read_owner(os.path.join(path, STATE_DIR)) or {}
+    if "name" not in owner or "actor" not in owner:
         return  # no owner, or not readable: the hub takes it over
+    owner_name, owner_actor = str(owner["name"]), str(owner["actor"])
     if owner_name == name:
         return
     try:

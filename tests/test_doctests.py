@@ -13,6 +13,7 @@ PURE_MODULES = [
     "rayplex.records", "rayplex.config", "rayplex.artifacts", "rayplex.events",
     "rayplex.terminal", "rayplex.actors.summaries", "rayplex.actors.partials", "rayplex.actors.faults",
     "rayplex.actors.state", "rayplex.actors.journal", "rayplex.actors.writer", "rayplex.files",
+    "rayplex.actors.claim",
     "rayplex.actors.logfiles", "rayplex.tail", "rayplex.timers", "rayplex.media",
     "rayplex.logger_files", "rayplex.logger_runs", "rayplex.compat.ml_logger",
     "rayplex.projector", "rayplex.compat.tensorplex", "rayplex.compat._rows",

@@ -44,6 +44,13 @@ def hub(tmp_path):
     h.close()
 
 
+def _died(hub: Hub) -> None:
+    """The hub's process ends (to simulate a restart in this process): its ticker stops and
+    the kernel drops its lock on the logdir."""
+    hub._stop.set()
+    hub.writer.claim.release("the test killed it")
+
+
 def _count(logdir: str, run: str, tag: str) -> int:
     return len(tb_scalars(logdir).get(run, {}).get(tag, []))
 
@@ -164,6 +171,7 @@ def test_hub_state_on_disk_is_data(hub):
     hub.register_group(GroupSpec.indexed("agent", 4))
     state = os.listdir(os.path.join(hub.logdir, ".rayplex"))
     assert "registry.json" in state and "registry.pkl" not in state
+    _died(hub)
     restarted = Hub("plain", hub.logdir)
     try:
         assert restarted.registry.groups["agent"].bin_size == 4
@@ -286,6 +294,7 @@ def test_a_restarted_hub_holds_summaries_until_a_resent_first_partial_can_arrive
                         ray_node="r1")
         assert first.write_node(call)[0].error is None
     # the hub dies here; agent/1's first batch (its step 0) is still with its sender
+    _died(first)
     hub = Hub("restart", logdir)
     hub._stop.set()
     up = time.time()
@@ -369,6 +378,7 @@ def test_a_move_replayed_after_the_hub_died_before_recording_it_is_answered_as_a
     with pytest.raises(_Died):
         hub.request("req-1", "move_artifact", ("g/n/a.txt", to))
     monkeypatch.undo()
+    _died(hub)
     restarted = Hub("mv", logdir)  # Ray replays the call on the restarted hub
     restarted._stop.set()
     ok, path = restarted.request("req-1", "move_artifact", ("g/n/a.txt", to))
@@ -377,6 +387,7 @@ def test_a_move_replayed_after_the_hub_died_before_recording_it_is_answered_as_a
     assert (ok, path) == (True, want)
     assert restarted.artifacts.read_bytes(os.path.relpath(want, os.path.join(logdir,
                                                                              "artifacts"))) == b"a"
+    _died(restarted)
     again = Hub("mv", logdir)  # once applied, also remembered across one more restart
     again._stop.set()
     assert again.request("req-1", "move_artifact", ("g/n/a.txt", to))[0] is True
@@ -397,6 +408,7 @@ def test_a_directory_duplicate_replayed_after_the_hub_died_is_answered_as_applie
     with pytest.raises(_Died):
         hub.request("req-1", "duplicate_artifact", ("g/n/d", "g/n/e", False))
     monkeypatch.undo()
+    _died(hub)
     restarted = Hub("dup", logdir)
     restarted._stop.set()
     ok, path = restarted.request("req-1", "duplicate_artifact", ("g/n/d", "g/n/e", False))

@@ -30,15 +30,13 @@ from rayplex.artifacts import ArtifactStore
 from rayplex.atomic import atomic_write_bytes
 from rayplex.config import config
 from rayplex.encode import ScalarTemplate, tag_header
+from rayplex.errors import HubWriteError
 from rayplex.groups import GroupRegistry, GroupSpec
 from rayplex.logger_runs import CONTROL_FILE, ControlBook, check_client, check_signal
 from rayplex.records import Ack, Batch, NodeCall
 from rayplex.rules import split_client_id
 
 log = logging.getLogger("rayplex.hub")
-
-OWNER_FILE = "owner.json"
-"""``.rayplex/owner.json``: which hub owns this logdir (name and actor id)."""
 
 
 def _own_node() -> str:
@@ -74,7 +72,8 @@ class Hub:
         self.log_level = log_level
         self.experiment = _own_identity()
         self.started = time.time()
-        self.writer = HubWriter(logdir, self.experiment, log_level)
+        # claims the logdir (or raises LogdirConflictError) before it reads the journal
+        self.writer = HubWriter(logdir, self.experiment, log_level, name)
         self.lock = self.writer.lock
         self.registry = load_registry(os.path.join(self.writer.state_dir, "registry.json")) or \
             GroupRegistry(epoch=os.urandom(8).hex())
@@ -86,7 +85,6 @@ class Hub:
         self._unregistered_seen: set[str] = set()
         self._committed_cache: dict[str, int] = {}  # committed_sizes' last answer, absolute paths
         self.faults = FaultWatch(_own_node())
-        self._claim_logdir()
         undone = self.writer.state.undone
         if undone:
             self.writer.hub_line(logging.WARNING, f"restarted: undid an unfinished write in "
@@ -94,15 +92,6 @@ class Hub:
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name="rayplex-summaries", daemon=True)
         self._ticker.start()
-
-    def _claim_logdir(self) -> None:
-        """Write ``.rayplex/owner.json`` so that no other live hub takes this logdir."""
-        owner = {"name": self.name, "actor": self.experiment, "pid": os.getpid()}
-        try:
-            atomic_write_bytes(os.path.join(self.writer.state_dir, OWNER_FILE),
-                               json.dumps(owner).encode())
-        except OSError as exc:
-            self.writer._note_problem(exc)
 
     # ----------------------------------------------------------------- summaries
     def _tick(self) -> None:
@@ -182,6 +171,8 @@ class Hub:
         """Add or replace a group; returns the new registry."""
         with self.lock:
             self.registry = self.registry.with_group(spec)
+            if self.writer.lost() is not None:
+                return self.registry
             try:
                 save_registry(os.path.join(self.writer.state_dir, "registry.json"), self.registry)
             except OSError as exc:
@@ -190,15 +181,23 @@ class Hub:
 
     def flush(self) -> None:
         """Write every summary whose step every live worker summarised, and flush every file
-        (an explicit flush does not wait for the quiet time)."""
+        (an explicit flush does not wait for the quiet time).
+
+        Raises:
+            HubWriteError: the logdir was deleted or replaced under this hub.
+        """
+        lost = self.writer.lost()
+        if lost is not None:
+            raise HubWriteError(lost)
         self._write_summaries(force=False, quiet=False)
         self.writer.flush()
 
     def close(self) -> None:
-        """Write every pending summary, flush and close every file."""
-        self._write_summaries(force=True)
+        """Write every pending summary, flush and close every file, and give the logdir up."""
         with self.lock:
-            self.writer.compact()
+            if self.writer.lost() is None:
+                self._write_summaries(force=True)
+                self.writer.compact()
             self.writer.close()
 
     # -------------------------------------------------------------------- data
@@ -206,6 +205,9 @@ class Hub:
         """A node buffer's call: write its new batches (and the partials merged from them)
         as one journalled transaction; answer every batch."""
         with self.lock:
+            lost = self.writer.lost()
+            if lost is not None:
+                return [Ack(b.sender, b.seq, error=lost) for b in call.batches]
             started = time.monotonic()
             self._hold_if(self.faults.before(call, time.time()))  # before any of it applies
             self.calls += 1
@@ -245,6 +247,9 @@ class Hub:
                 answers[id(batch)] = ack
             self._report_unregistered(writable)
             self._hold_if(self.faults.after(answers.values(), time.monotonic() - started))
+            lost = self.writer.lost()
+            if lost is not None:  # deleted meanwhile: acknowledge nothing written into it
+                return [Ack(b.sender, b.seq, error=lost) for b in call.batches]
             return [answers[id(first[(b.sender, b.seq)])] for b in call.batches]
 
     def _write(self, batches: list[Batch], partials: list[Any]) -> list[tuple[Batch, Ack]]:
@@ -326,14 +331,21 @@ class Hub:
         if method in QUERIES:
             return _answer(handler, self, request_id, args)
         with self.lock:
+            lost = self.writer.lost()
+            if lost is not None:
+                return False, ("OSError", lost)
             if request_id in self.applied_requests:
                 replay = _REPLAYS.get(method)
                 return (True, replay(self, *args)) if replay else (True, None)
             started = time.monotonic()
             try:
-                return _answer(handler, self, request_id, args)
+                answer = _answer(handler, self, request_id, args)
             finally:  # calls queued behind a long request
                 self._hold_if(self.faults.after((), time.monotonic() - started))
+            lost = self.writer.lost()
+            if lost is not None:  # deleted meanwhile: what it wrote is gone
+                return False, ("OSError", lost)
+            return answer
 
     def _applied(self, request_id: str) -> None:
         self.applied_requests.add(request_id)
@@ -541,6 +553,9 @@ class Hub:
         check_client(client)
         check_signal(sig)
         with self.lock:
+            lost = self.writer.lost()
+            if lost is not None:
+                raise HubWriteError(lost)
             return self.control.signal(client, sig)
 
     # ------------------------------------------------ projector embeddings, JSON export

@@ -23,10 +23,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from rayplex import rules
+from rayplex.actors.claim import LogdirClaim, LogdirLost
 from rayplex.actors.journal import Journal, file_sizes, undo_files
 from rayplex.actors.logfiles import LogFiles
 from rayplex.atomic import atomic_write_bytes
 from rayplex.config import config
+from rayplex.errors import LogdirConflictError
 from rayplex.events import WriterPool
 from rayplex.records import Batch, Partial
 from rayplex.textlog import LogLine, parse_level
@@ -44,9 +46,18 @@ class Unwritable(Exception):
 
 
 class HubWriter:
-    """Owns every file under ``logdir`` that the data path appends to, and the journal."""
+    """Owns every file under ``logdir`` that the data path appends to, and the journal.
 
-    def __init__(self, logdir: str, experiment: str = "", log_level: str = "INFO") -> None:
+    It claims the logdir (:mod:`rayplex.actors.claim`) before it opens anything or reads the
+    journal, and checks the claim before every write: a logdir deleted or replaced under it
+    makes every later write raise :class:`~rayplex.actors.claim.LogdirLost`.
+
+    Raises:
+        LogdirConflictError: another live hub owns ``logdir``.
+    """
+
+    def __init__(self, logdir: str, experiment: str = "", log_level: str = "INFO",
+                 name: str = "") -> None:
         self.logdir = logdir
         self.experiment = experiment
         self.level = parse_level(log_level)
@@ -60,6 +71,11 @@ class HubWriter:
                          "quarantined_records": 0}
         self.clients: set[str] = set()
         self._prepare_dirs()
+        self.claim = LogdirClaim(logdir, self.state_dir, name, experiment)
+        try:
+            self.claim.take()
+        except OSError as exc:  # e.g. a read-only disk: taken before the first write
+            self._note_problem(exc)
         self.pool = WriterPool(self.tensorboard_dir, max_open=config().max_open_files or None,
                                fsync=config().fsync)
         self.logs = self._open_logs()
@@ -217,9 +233,40 @@ class HubWriter:
         finally:
             self.pool.release_all()
 
+    def lost(self) -> str | None:
+        """Why this writer may no longer write under its logdir (deleted, replaced, closed),
+        else ``None``. Two stats: checked before each write and before an acknowledgement."""
+        with self.lock:
+            was = self.claim.lost
+            reason = self.claim.check()
+            if reason is not None and was is None:
+                self.problem = reason
+                log.error("hub: %s", reason)
+            return reason
+
+    def own(self) -> None:
+        """Raise unless this writer may write under its logdir now (taking the claim first if
+        the disk did not let it at start).
+
+        Raises:
+            LogdirLost: the logdir was deleted, replaced or taken, or the hub closed.
+            OSError: the lock file still cannot be created.
+        """
+        if self.claim.lost is None and not self.claim.held:
+            try:
+                self.claim.take()
+            except LogdirConflictError as exc:  # taken meanwhile by another hub
+                self.problem = str(exc)
+                log.error("hub: %s", exc)
+                self.claim.release(str(exc))
+        reason = self.lost()
+        if reason is not None:
+            raise LogdirLost(reason)
+
     def settle(self) -> None:
-        """Before a write: finish an undo that failed earlier (else refuse to write), and make
-        the directories if the disk came back."""
+        """Before a write: check the claim, finish an undo that failed earlier (else refuse to
+        write), and make the directories if the disk came back."""
+        self.own()
         if self.pending_undo:
             self.pending_undo = self.journal.retry_undo(self.pending_undo)
             if self.pending_undo:
@@ -253,6 +300,8 @@ class HubWriter:
                       len(failed))
 
     def compact(self) -> None:
+        if self.lost() is not None:
+            return
         if not self.journal.compact(self.snapshot()):
             log.warning("hub: journal compaction failed; retried later")
 
@@ -275,6 +324,8 @@ class HubWriter:
         line = LogLine(time.time(), level, rules.HUB_CLIENT_ID, "hub", os.getpid(), "rayplex.hub",
                        message, None)
         with self.lock:
+            if not self.claim.held or self.lost() is not None:
+                return  # never into deleted files, nor into a logdir this hub does not own
             if self.pending_undo:
                 return  # the files are waiting for a cut: nothing may be appended meanwhile
             offsets = file_sizes(self._log_paths([line]))
@@ -295,10 +346,13 @@ class HubWriter:
             self.logs.flush()
 
     def close(self) -> None:
+        """Close every file and give the logdir up (nothing is written after this)."""
         with self.lock:
-            self.pool.close_all()
-            self.logs.close()
-            self.logs = self._open_logs()
+            try:
+                self.pool.close_all()
+                self.logs.close()
+            finally:
+                self.claim.release()
 
 
 def _check_run(run: object, group: str) -> None:

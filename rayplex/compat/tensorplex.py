@@ -74,7 +74,7 @@ from rayplex.session import remember_registry
 from rayplex.textlog import FINE_LEVELS, parse_level
 
 __all__ = ["LOGGERPLEX_GROUP", "Loggerplex", "LoggerplexClient", "Tensorplex",
-           "TensorplexClient", "loggerplex_client_id", "tensorplex_level"]
+           "TensorplexClient", "live_owner", "loggerplex_client_id", "tensorplex_level"]
 
 LOGGERPLEX_GROUP = "loggerplex"
 """The group of a Loggerplex id without ``/``: ``"agent2"`` logs as ``loggerplex/agent2``
@@ -90,6 +90,22 @@ _ready: set[str] = set()
 def hub_wait_s() -> float:
     """How long a client waits for its server's hub (``RAYPLEX_HUB_WAIT_S``, default 60 s)."""
     return config().hub_wait_s
+
+
+def live_owner(folder: str | os.PathLike[str]) -> str | None:
+    """The name of the live rayplex hub that owns ``folder`` on this machine, or ``None``:
+    what a server script checks before it clears its folder (a server restarted after a
+    crash finds its hub, and its clients, still writing there). Needs no Ray; creates nothing.
+
+    Example:
+        >>> import tempfile
+        >>> live_owner(tempfile.mkdtemp()) is None
+        True
+    """
+    from rayplex.actors.claim import holder
+
+    owner = holder(os.path.realpath(os.path.expanduser(os.fspath(folder))))
+    return None if owner is None else str(owner.get("name", "?"))
 
 
 def _init_ray_for_client(deadline: float) -> None:
