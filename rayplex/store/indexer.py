@@ -466,14 +466,17 @@ def index(
                 continue
             try:
                 at = start
-                for end, payloads in _records(path, start, size):
-                    builder.add(run, key, at, end, payloads)
-                    report.bytes_read += end - at
-                    at = end
-                    if progress is not None:
-                        progress(report.bytes_read, todo)
-                    if builder.rows >= segment_rows:
-                        report.segments += builder.commit(layout)
+                for _, payloads in _records(path, start, size):
+                    for i in range(0, len(payloads), segment_rows):
+                        piece = payloads[i:i + segment_rows]
+                        end = at + sum(map(len, piece)) + RECORD_OVERHEAD * len(piece)
+                        builder.add(run, key, at, end, piece)
+                        report.bytes_read += end - at
+                        at = end
+                        if progress is not None:
+                            progress(report.bytes_read, todo)
+                        if builder.rows >= segment_rows:
+                            report.segments += builder.commit(layout)
             except (NotRegularFileError, FileNotFoundError):
                 continue  # replaced or removed since it was listed
         report.segments += builder.commit(layout)
