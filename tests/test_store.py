@@ -103,7 +103,7 @@ def test_read_series_is_exact_m4_over_random_data_and_segments(tmp_path_factory,
     offset = data.draw(st.sampled_from([0, 7, -50]), label="offset")
     steps = data.draw(st.lists(st.integers(offset, offset + span), min_size=n, max_size=n))
     values = data.draw(st.lists(st.floats(-1e6, 1e6, width=32), min_size=n, max_size=n))
-    points = list(zip(steps, values))
+    points = list(zip(steps, values, strict=True))
     # several appends, indexed in between: several segments (and event files) per series
     cuts = sorted(data.draw(st.lists(st.integers(0, n), max_size=3)))
     start = 0
@@ -219,7 +219,7 @@ def test_any_tensorboard_logdir_runs_are_directories_relative_to_it(tmp_path):
     write_points(tmp_path, ".", [("top", 0, 1.0)])
     write_points(tmp_path, "lightning_logs/version_0", [("train_loss", 0, 2.0)])
     frame = rayplex.read_series(tmp_path, "*")
-    assert sorted(zip(frame.run, frame.tag)) == [(".", "top"),
+    assert sorted(zip(frame.run, frame.tag, strict=True)) == [(".", "top"),
                                                  ("lightning_logs/version_0", "train_loss")]
 
 

@@ -139,7 +139,7 @@ def _catalog(layout: Layout, segments: list[Segment], runs: list[str] | None,
         table = _read(layout.store / seg.pyr, ["run", "tag", "first_step", "last_step"],
                       pc.field("level") == seg.top)
         cols = [table.column(c).to_pylist() for c in ("run", "tag", "first_step", "last_step")]
-        for run, tag, lo, hi in zip(*cols):
+        for run, tag, lo, hi in zip(*cols, strict=True):
             key = (run, tag)
             span = found.get(key)
             if span is None:
@@ -156,11 +156,12 @@ def _series_ids(table: Any, ids: dict[tuple[str, str], int]) -> np.ndarray[Any, 
 
     key = pc.binary_join_element_wise(table.column("run"), table.column("tag"), "\x00")
     encoded = pc.dictionary_encode(key).combine_chunks()
-    lookup = np.array([ids.get(tuple(k.split("\x00", 1)), -1)  # type: ignore[arg-type]
+    lookup = np.array([ids.get(tuple(k.split("\x00", 1)), -1)
                        for k in encoded.dictionary.to_pylist()], np.int64)
     if len(lookup) == 0:
         return np.zeros(0, np.int64)
-    return lookup[encoded.indices.to_numpy(zero_copy_only=False)]
+    out: np.ndarray[Any, Any] = lookup[encoded.indices.to_numpy(zero_copy_only=False)]
+    return out
 
 
 def _segment_rows(layout: Layout, seg: Segment, query: Plan, series_runs: list[str],
@@ -268,8 +269,12 @@ def read_series(
         ...     for step in range(1000):
         ...         w.add_scalar("loss", 100.0 if step == 567 else 1.0, step)
         >>> df = read_series(logdir, "loss", buckets=4)
-        >>> df[["run", "step_lo", "step_hi", "max", "count"]].values.tolist()
-        [['seed0', 0, 255, 1.0, 256], ['seed0', 256, 511, 1.0, 256], ['seed0', 512, 767, 100.0, 256], ['seed0', 768, 999, 1.0, 232]]
+        >>> for row in df[["run", "step_lo", "step_hi", "max", "count"]].values.tolist():
+        ...     print(row)
+        ['seed0', 0, 255, 1.0, 256]
+        ['seed0', 256, 511, 1.0, 256]
+        ['seed0', 512, 767, 100.0, 256]
+        ['seed0', 768, 999, 1.0, 232]
     """
     tags = _patterns(tag, "tag")
     if tags is None:
