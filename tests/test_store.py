@@ -518,3 +518,27 @@ def test_cli_index_builds_the_store_and_reports(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["index", "--help"])
     assert exc.value.code == 0 and "--no-compact" in capsys.readouterr().out
+
+
+def test_readers_see_whole_commits_while_an_indexer_appends_and_compacts(tmp_path):
+    write_points(tmp_path, "r", [("t", s, 1.0) for s in range(20)])
+    rayplex.index(tmp_path)
+    code = ("import sys; sys.path.insert(0, sys.argv[2]); import rayplex\n"
+            "from tests.test_store import write_points\n"
+            "from pathlib import Path\n"
+            "for k in range(1, 13):\n"
+            "    write_points(Path(sys.argv[1]), 'r', [('t', 20 * k + s, 1.0) for s in range(20)])\n"
+            "    rayplex.index(sys.argv[1])\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path), str(REPO)],
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    seen = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a segment taken for torn would warn
+        while proc.poll() is None or not seen:
+            seen.append(int(rayplex.read_series(tmp_path, "t", refresh=False)["count"].sum()))
+            seen.append(int(rayplex.sql(tmp_path, "SELECT count(*) AS n FROM scalars",
+                                        refresh=False).n[0]))
+    assert proc.wait(timeout=60) == 0
+    assert all(n % 20 == 0 for n in seen) and seen == sorted(seen), seen
+    assert rayplex.read_series(tmp_path, "t", refresh=False)["count"].sum() == 260
+    assert len(Manifest.load(rayplex.store.format.Layout.of(tmp_path)).segments) < 13

@@ -97,7 +97,9 @@ def _refresh(layout: Layout, refresh: bool) -> Manifest:
             if not layout.manifest.exists() or pending_bytes(layout, manifest) or any(
                     not segment_ok(layout, seg) for seg in manifest.segments):
                 index(layout.logdir)
-        except PermissionError as exc:
+        except OSError as exc:  # e.g. a read-only logdir: read what is there
+            if isinstance(exc, FileNotFoundError):
+                raise
             warnings.warn(f"cannot update the store of {str(layout.logdir)!r} ({exc}); reading "
                           "it as it is", StoreWarning, stacklevel=3)
     if not layout.manifest.exists():
@@ -108,15 +110,21 @@ def _refresh(layout: Layout, refresh: bool) -> Manifest:
 
 
 def _readable(layout: Layout, manifest: Manifest, skipped: list[str]) -> list[Segment]:
-    out = []
-    for seg in manifest.segments:
-        if segment_ok(layout, seg):
-            out.append(seg)
-        else:
-            skipped.append(seg.raw)
-            warnings.warn(f"store segment {seg.raw} of {str(layout.logdir)!r} is torn or missing: "
-                          "skipped (`rayplex index` rebuilds it)", StoreWarning, stacklevel=4)
-    return out
+    """The segments of ``manifest`` that open. A missing file may be one a compaction just
+    replaced: the manifest is re-read then (a few times) before anything counts as torn."""
+    for _ in range(_RETRIES):
+        bad = [seg for seg in manifest.segments if not segment_ok(layout, seg)]
+        if not bad:
+            return list(manifest.segments)
+        latest = Manifest.load(layout)
+        if latest == manifest:
+            break
+        manifest = latest
+    for seg in bad:
+        skipped.append(seg.raw)
+        warnings.warn(f"store segment {seg.raw} of {str(layout.logdir)!r} is torn or missing: "
+                      "skipped (`rayplex index` rebuilds it)", StoreWarning, stacklevel=4)
+    return [seg for seg in manifest.segments if seg not in bad]
 
 
 def _read(path: Any, columns: list[str], filters: Any) -> Any:
@@ -459,8 +467,9 @@ def sql(logdir: PathLike, query: str, *, refresh: bool = True) -> pandas.DataFra
     manifest = _refresh(layout, refresh)
     for attempt in range(_RETRIES):
         skipped: list[str] = []
-        con = _connect(layout, _readable(layout, manifest, skipped))
+        con = None
         try:
+            con = _connect(layout, _readable(layout, manifest, skipped))
             frame = con.execute(query).df()
         except duckdb.IOException:  # a compaction removed a segment meanwhile: read again
             if attempt == _RETRIES - 1:
@@ -468,7 +477,8 @@ def sql(logdir: PathLike, query: str, *, refresh: bool = True) -> pandas.DataFra
             manifest = Manifest.load(layout)
             continue
         finally:
-            con.close()
+            if con is not None:
+                con.close()
         frame.attrs["skipped_segments"] = skipped
         return frame
     raise AssertionError("unreachable")  # pragma: no cover
