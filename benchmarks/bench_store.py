@@ -113,8 +113,9 @@ def main() -> None:
 
         cold = []
         for _ in range(3):
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path[:2])}
             done = subprocess.run([sys.executable, "-c", _COLD, logdir], capture_output=True,
-                                  text=True, check=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path[:2])})
+                                  text=True, check=True, env=env)
             cold.append(json.loads(done.stdout)["seconds"])
 
         def timed(fn):  # type: ignore[no-untyped-def]
