@@ -20,6 +20,7 @@ from rayplex.errors import (
 from rayplex.handle import HubHandle, flush, init, shutdown, signal, status
 from rayplex.logger import Logger, LogHandler, get_logger
 from rayplex.read import list_artifacts, read_params, read_scalars
+from rayplex.store import index, read_series, sql
 from rayplex.terminal import Color, percent
 
 
@@ -49,13 +50,16 @@ __all__ = [
     "flush",
     "forward",
     "get_logger",
+    "index",
     "init",
     "list_artifacts",
     "logged",
     "percent",
     "read_params",
     "read_scalars",
+    "read_series",
     "shutdown",
     "signal",
+    "sql",
     "status",
 ]

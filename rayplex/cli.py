@@ -1,4 +1,4 @@
-"""The ``rayplex`` command: ``demo | board | ls | export | plot | tail``.
+"""The ``rayplex`` command: ``demo | board | ls | export | plot | tail | index``.
 
 Every command but ``demo`` reads a finished (or live) logdir from disk and needs no Ray. A bad
 logdir, a missing optional package or an empty selection is one line on stderr and exit code 1;
@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
 _ROWS_SHOWN = 30  # per table in `rayplex ls`, unless --all
 _MAX_PLOTS = 12  # charts in one `rayplex plot` image
 _FORMATS = ("csv", "json", "parquet")
-COMMANDS = ("demo", "board", "ls", "export", "plot", "tail")
+COMMANDS = ("demo", "board", "ls", "export", "plot", "tail", "index")
 # Groups rayplex writes itself (rules.RESERVED_GROUPS), explained under `rayplex ls`'s groups table.
 _OWN_GROUPS = {
     "hparams": "HParams sessions of add_hparams/log_params, run hparams/<group>/<name>",
@@ -509,6 +509,68 @@ def _count(text: str) -> int:
     return value
 
 
+# ----------------------------------------------------------------------------- index
+
+
+def _index(args: argparse.Namespace) -> int:
+    """``rayplex index LOGDIR``: build or extend the columnar store, with a progress bar."""
+    from rich.console import Console
+
+    from rayplex.store import index
+
+    console = Console(stderr=True)  # the bar on stderr, the summary line on stdout
+    if args.quiet or not console.is_terminal:
+        report = index(args.logdir, compaction=not args.no_compact)
+    else:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                      TransferSpeedColumn(), TimeRemainingColumn(), console=console,
+                      transient=True) as bar:
+            task = bar.add_task("indexing", total=None)
+
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            report = index(args.logdir, progress=progress, compaction=not args.no_compact)
+    if not args.quiet:
+        notes = []
+        if report.orphans_removed:
+            notes.append(f"removed {len(report.orphans_removed)} uncommitted file(s)")
+        if report.rebuilt:
+            notes.append(f"rebuilt torn segment(s) {', '.join(report.rebuilt)}")
+        if report.shrunk:
+            notes.append(f"{len(report.shrunk)} event file(s) shorter than indexed, not re-read")
+        if report.compacted:
+            notes.append(f"merged {report.compacted} segments")
+        print(f"indexed {report.points:,} points ({_size(report.bytes_read)} of event files) in "
+              f"{report.seconds:.1f} s into {report.logdir}/store: {_size(report.store_bytes)}, "
+              f"{report.ratio:.2f}x the event files" + "".join(f"; {n}" for n in notes))
+    return 0
+
+
+def _add_index_command(command: Any) -> None:
+    index = command(
+        "index", help="build the columnar store (read_series, sql) of any TensorBoard logdir",
+        description="Index every scalar of LOGDIR's event files into LOGDIR/store (Parquet "
+                    "segments with multi-resolution pyramids), or add what they gained since "
+                    "the last run. Works on any TensorBoard logdir (tensorboardX, "
+                    "torch.utils.tensorboard, Lightning, Tensorplex). Safe to interrupt. Needs "
+                    'pip install "rayplex[store]".',
+    )
+    index.add_argument("logdir", help="a rayplex logdir or any TensorBoard logdir")
+    index.add_argument("--no-compact", action="store_true",
+                       help="do not merge small segments afterwards")
+    index.add_argument("-q", "--quiet", action="store_true", help="print nothing")
+    index.set_defaults(func=_index)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from rayplex import __version__
 
@@ -591,6 +653,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "(default: all)")
     tail.add_argument("-f", "--follow", action="store_true", help="keep printing new lines (Ctrl-C stops)")
     tail.set_defaults(func=_tail)
+    _add_index_command(command)
     return parser
 
 

@@ -10,8 +10,8 @@ def test_public_names_are_pinned():
     assert set(rayplex.__all__) == {
         "Color", "FlushTimeoutError", "HubHandle", "HubNotFoundError", "HubWriteError", "LogHandler",
         "LogdirConflictError", "Logger", "RayplexError", "current_logger", "flush", "forward",
-        "get_logger", "init", "list_artifacts", "logged", "percent", "read_params", "read_scalars",
-        "shutdown", "signal", "status",
+        "get_logger", "index", "init", "list_artifacts", "logged", "percent", "read_params",
+        "read_scalars", "read_series", "shutdown", "signal", "sql", "status",
     }
 
 

@@ -1,0 +1,259 @@
+"""The store's on-disk format: where it lives, its manifest, its two Parquet schemas.
+
+The store of a logdir is the directory ``store/`` in it::
+
+    store/MANIFEST.json          which segments exist, and how far each event file was read
+    store/LOCK                   held (flock) by the one indexer at work
+    store/seg-00000001.parquet   raw points: run, tag, step, wall_time, value, seq
+    store/pyr-00000001.parquet   their pyramid: run, tag, level, bucket, first/last/min/max/count/sum
+
+Segment files are immutable once written. The manifest is the commit point: it is replaced
+atomically (:mod:`rayplex.atomic`) and lists the segments that exist together with the cursor
+of every event file (the byte offset after the last whole, CRC-valid record consumed). A segment
+file the manifest does not list is an orphan of an indexer that was killed before it committed:
+readers ignore it and the next indexer run removes it. A listed segment that cannot be opened
+(a torn file) is skipped by readers, reported, and rebuilt by the next indexer run from the
+event-file byte ranges the manifest records for it (``sources``).
+
+Event files are found as TensorBoard finds them: the run is the directory of the event file
+relative to the event root, ``.`` for files directly in it. The event root is ``logdir/tensorboard``
+for a rayplex logdir and the logdir itself for any other TensorBoard logdir.
+
+Every point gets a ``seq``, a number that grows in the order the indexer met the points. Within
+one series the order of points is ``(step, seq)``: ``first`` is the value of the smallest, ``last``
+of the largest. Pyramid level ``k`` (``k`` in :data:`LEVELS`) has one row per (run, tag,
+``step >> k``).
+
+Example:
+    >>> manifest = Manifest.empty()
+    >>> Manifest.from_json(manifest.to_json()) == manifest
+    True
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+__all__ = [
+    "EXTRA_HINT",
+    "FORMAT_VERSION",
+    "LEVELS",
+    "Layout",
+    "Manifest",
+    "PYRAMID_COLUMNS",
+    "RAW_COLUMNS",
+    "Segment",
+    "StoreFormatError",
+    "pyramid_schema",
+    "raw_schema",
+    "require_store_deps",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+FORMAT_VERSION = 1
+STORE_DIR = "store"
+MANIFEST = "MANIFEST.json"
+LOCK = "LOCK"
+LEVEL_STRIDE = 2
+LEVELS = tuple(range(LEVEL_STRIDE, 63, LEVEL_STRIDE))
+"""Precomputed pyramid levels: buckets of ``2**k`` steps for k = 2, 4, ..., 62."""
+RAW_COLUMNS = ("run", "tag", "step", "wall_time", "value", "seq")
+PYRAMID_COLUMNS = ("run", "tag", "level", "bucket", "first_step", "first_seq", "first",
+                   "last_step", "last_seq", "last", "min", "max", "count", "sum")
+SEGMENT_FILE = re.compile(r"^(seg|pyr)-(\d{8,})\.parquet$")
+EXTRA_HINT = 'pip install "rayplex[store]"'
+
+
+class StoreFormatError(ValueError):
+    """The manifest is not one this version of rayplex can read."""
+
+
+def require_store_deps(what: str) -> None:
+    """Import pyarrow and duckdb, or raise an ImportError that names the extra to install.
+
+    Example:
+        >>> require_store_deps("read_series")  # with rayplex[store] installed: no error
+    """
+    missing = []
+    for name in ("pyarrow", "duckdb", "pandas"):
+        try:
+            __import__(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise ImportError(
+            f"{what} needs {', '.join(missing)} (the columnar store): {EXTRA_HINT}")
+
+
+def raw_schema() -> Any:
+    """The Arrow schema of a raw segment."""
+    import pyarrow as pa
+
+    return pa.schema([("run", pa.string()), ("tag", pa.string()), ("step", pa.int64()),
+                      ("wall_time", pa.float64()), ("value", pa.float64()), ("seq", pa.int64())])
+
+
+def pyramid_schema() -> Any:
+    """The Arrow schema of a pyramid file."""
+    import pyarrow as pa
+
+    i64, f64 = pa.int64(), pa.float64()
+    return pa.schema([
+        ("run", pa.string()), ("tag", pa.string()), ("level", pa.int8()), ("bucket", i64),
+        ("first_step", i64), ("first_seq", i64), ("first", f64),
+        ("last_step", i64), ("last_seq", i64), ("last", f64),
+        ("min", f64), ("max", f64), ("count", i64), ("sum", f64),
+    ])
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a logdir's event files and store are.
+
+    Attributes:
+        logdir: The absolute logdir.
+        events: The event root: runs are event-file directories relative to it.
+        store: The store directory, ``logdir/store``.
+        rayplex: True for a rayplex logdir (event files under ``tensorboard/``).
+    """
+
+    logdir: Path
+    events: Path
+    store: Path
+    rayplex: bool
+
+    @classmethod
+    def of(cls, logdir: PathLike) -> Layout:
+        """The layout of ``logdir``.
+
+        Raises:
+            FileNotFoundError: If ``logdir`` does not exist or is not a directory.
+
+        Example:
+            >>> Layout.of("/nonexistent")
+            Traceback (most recent call last):
+            ...
+            FileNotFoundError: logdir '/nonexistent' does not exist
+        """
+        path = Path(os.path.abspath(os.path.expanduser(os.fspath(logdir))))
+        if not path.exists():
+            raise FileNotFoundError(f"logdir {str(path)!r} does not exist")
+        if not path.is_dir():
+            raise FileNotFoundError(f"logdir {str(path)!r} is not a directory")
+        rayplex = (path / "tensorboard").is_dir()
+        events = path / "tensorboard" if rayplex else path
+        return cls(path, events, path / STORE_DIR, rayplex)
+
+    @property
+    def manifest(self) -> Path:
+        """``store/MANIFEST.json``."""
+        return self.store / MANIFEST
+
+    def event_files(self) -> list[tuple[str, str, Path]]:
+        """``(run, key, path)`` of every event file, by run then name; ``key`` (the file's path
+        relative to the event root) names its cursor."""
+        from rayplex.read import _event_files
+
+        out = []
+        for run, paths in sorted(_event_files(self.events).items()):
+            if not self.rayplex and (run == STORE_DIR or run.startswith(STORE_DIR + "/")):
+                continue  # our own directory, in a logdir that is also the event root
+            for path in paths:
+                out.append((run, path.relative_to(self.events).as_posix(), path))
+        return out
+
+
+@dataclass
+class Segment:
+    """One committed segment: a raw file and its pyramid file.
+
+    Attributes:
+        id: Its number (file names ``seg-<id>.parquet``, ``pyr-<id>.parquet``).
+        rows: Raw points in it.
+        raw_bytes: Size of the raw file.
+        pyr_bytes: Size of the pyramid file.
+        top: Its highest precomputed level; at every higher level each series has the same
+            rows, with ``bucket >> (level - top)``.
+        sources: ``[event-file key, start, end]`` byte ranges of the records it holds.
+    """
+
+    id: int
+    rows: int
+    raw_bytes: int
+    pyr_bytes: int
+    top: int
+    sources: list[list[Any]] = field(default_factory=list)
+
+    @property
+    def raw(self) -> str:
+        """The raw file's name."""
+        return f"seg-{self.id:08d}.parquet"
+
+    @property
+    def pyr(self) -> str:
+        """The pyramid file's name."""
+        return f"pyr-{self.id:08d}.parquet"
+
+
+@dataclass
+class Manifest:
+    """The store's commit record.
+
+    Attributes:
+        version: :data:`FORMAT_VERSION`.
+        next_id: The next segment id.
+        next_seq: The next point's ``seq``.
+        segments: The committed segments, in id order.
+        cursors: ``{event-file key: byte offset read up to}``.
+    """
+
+    version: int
+    next_id: int
+    next_seq: int
+    segments: list[Segment]
+    cursors: dict[str, int]
+
+    @classmethod
+    def empty(cls) -> Manifest:
+        """A store with nothing in it."""
+        return cls(FORMAT_VERSION, 1, 0, [], {})
+
+    def to_json(self) -> bytes:
+        """Serialize (sorted keys, so equal manifests give equal bytes)."""
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Manifest:
+        """Parse a manifest.
+
+        Raises:
+            StoreFormatError: If it is not a manifest of a version this rayplex reads.
+        """
+        try:
+            obj = json.loads(data.decode("utf-8"))
+            if obj.get("version") != FORMAT_VERSION:
+                raise StoreFormatError(
+                    f"store format version {obj.get('version')!r}; this rayplex reads "
+                    f"{FORMAT_VERSION}")
+            return cls(FORMAT_VERSION, int(obj["next_id"]), int(obj["next_seq"]),
+                       [Segment(**seg) for seg in obj["segments"]],
+                       {str(k): int(v) for k, v in obj["cursors"].items()})
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            if isinstance(exc, StoreFormatError):
+                raise
+            raise StoreFormatError(f"unreadable store manifest: {exc}") from None
+
+    @classmethod
+    def load(cls, layout: Layout) -> Manifest:
+        """The committed manifest of ``layout``'s store, or an empty one if there is none."""
+        try:
+            with open(layout.manifest, "rb") as f:
+                return cls.from_json(f.read())
+        except FileNotFoundError:
+            return cls.empty()

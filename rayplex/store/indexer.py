@@ -1,0 +1,488 @@
+"""Building the store: read new event records since each file's cursor, write them as a new
+immutable segment with its pyramid, commit the manifest; merge small segments.
+
+Exactly once, across kills at any point:
+
+1. The indexer takes ``store/LOCK`` (``flock``; a killed indexer's lock goes with its process).
+2. It removes orphans: segment files the manifest does not list, and temp files.
+3. It rebuilds a listed segment that cannot be opened (torn) from the event-file byte ranges
+   the manifest records for it.
+4. For each event file it reads whole, CRC-valid records from the file's cursor on
+   (:func:`rayplex.tfrecord.iter_records`), keeps the scalars, and every ``segment_rows``
+   points (and at the end) writes ``seg-N.parquet`` and ``pyr-N.parquet`` (fsynced), then
+   replaces the manifest with one that lists them and carries the advanced cursors. Until that
+   rename the new files are orphans; after it, their points are in and their bytes are behind
+   the cursors. So no point is lost and none is read twice.
+5. Compaction writes one merged segment (a new id), commits a manifest listing it instead of
+   the ones it merged, and only then deletes those.
+
+Example:
+    >>> report = index("/tmp/exp1")  # doctest: +SKIP
+    >>> report.points, report.segments  # doctest: +SKIP
+    (120000, 1)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rayplex.atomic import TEMP_PREFIX, atomic_write_bytes, fsync_dir
+from rayplex.store.format import (
+    LOCK,
+    SEGMENT_FILE,
+    Layout,
+    Manifest,
+    PathLike,
+    Segment,
+    pyramid_schema,
+    raw_schema,
+    require_store_deps,
+)
+from rayplex.store.pyramid import Buckets
+from rayplex.store.wire import event_scalars
+from rayplex.tfrecord import RECORD_OVERHEAD, NotRegularFileError, iter_records, open_regular
+
+__all__ = ["IndexReport", "compact", "index"]
+
+SEGMENT_ROWS = 1_000_000
+"""Points per segment while indexing (bounds the indexer's memory)."""
+COMPACT_BELOW = 250_000
+"""Segments with fewer points are merged by compaction ..."""
+COMPACT_MIN = 8
+"""... once there are at least this many of them."""
+_CHUNK = 4 << 20
+_ROW_GROUP = 65_536
+_KILL_ENV = "RAYPLEX_STORE_KILL_AT"
+
+Progress = Callable[[int, int], None]
+"""Called with (bytes read so far, bytes to read) as indexing goes."""
+
+
+@dataclass
+class IndexReport:
+    """What one :func:`index` run did.
+
+    Attributes:
+        logdir: The absolute logdir.
+        points: Points added.
+        bytes_read: Event-file bytes consumed.
+        segments: Segments committed (not counting compaction's).
+        compacted: Segments merged by compaction.
+        orphans_removed: Uncommitted files of a killed indexer that were removed.
+        rebuilt: Torn segments rebuilt from their event files.
+        shrunk: Event files now shorter than their cursor (replaced or truncated; not re-read).
+        store_bytes: Size of the store's committed files afterwards.
+        event_bytes: Size of the event files read.
+        seconds: Wall time taken.
+    """
+
+    logdir: str
+    points: int = 0
+    bytes_read: int = 0
+    segments: int = 0
+    compacted: int = 0
+    orphans_removed: list[str] = field(default_factory=list)
+    rebuilt: list[str] = field(default_factory=list)
+    shrunk: list[str] = field(default_factory=list)
+    store_bytes: int = 0
+    event_bytes: int = 0
+    seconds: float = 0.0
+
+    @property
+    def ratio(self) -> float:
+        """Store size over event-file size (0 when there are no event files)."""
+        return self.store_bytes / self.event_bytes if self.event_bytes else 0.0
+
+
+def _stage(name: str) -> None:
+    """Test hook: ``RAYPLEX_STORE_KILL_AT=name[:n]`` SIGKILLs this process the n-th time (default
+    first) the indexer reaches stage ``name``: a real kill at a chosen point of the protocol."""
+    spec = os.environ.get(_KILL_ENV)
+    if not spec:
+        return
+    want, _, count = spec.partition(":")
+    if want != name:
+        return
+    left = int(count or "1") - 1
+    if left <= 0:
+        os.kill(os.getpid(), signal.SIGKILL)
+    os.environ[_KILL_ENV] = f"{want}:{left}"
+
+
+@contextlib.contextmanager
+def _locked(store: Path) -> Iterator[None]:
+    fd = os.open(store / LOCK, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _records(path: Path, start: int, stop: int) -> Iterator[tuple[int, list[bytes]]]:
+    """``(offset after them, payloads)`` for the whole, CRC-valid records of ``path`` in
+    ``[start, stop)``, chunk by chunk; ends at a torn or broken record."""
+    with open_regular(path) as file:
+        pos, chunk = start, _CHUNK
+        while pos < stop:
+            file.seek(pos)
+            want = min(chunk, stop - pos)
+            blob = file.read(want)
+            payloads = list(iter_records(blob))
+            used = sum(len(p) for p in payloads) + RECORD_OVERHEAD * len(payloads)
+            if not payloads:
+                if len(blob) == want and want < stop - pos:
+                    chunk *= 2  # one record larger than a chunk
+                    continue
+                return
+            pos += used
+            chunk = _CHUNK
+            yield pos, payloads
+
+
+def _scalars(run: str, payloads: list[bytes], cols: dict[str, list[Any]]) -> None:
+    runs, tags, steps, walls, values = (cols[c] for c in ("run", "tag", "step", "wall_time",
+                                                          "value"))
+    for payload in payloads:
+        event = event_scalars(payload)
+        if event is None:
+            continue
+        step, wall_time, scalars = event
+        for tag, value in scalars:
+            runs.append(run)
+            tags.append(tag)
+            steps.append(step)
+            walls.append(wall_time)
+            values.append(value)
+
+
+def _write_parquet(table: Any, path: Path) -> int:
+    """Write ``table`` to ``path`` (new file), fsync it; return its size."""
+    import pyarrow.parquet as pq
+
+    with open(path, "xb") as f:
+        pq.write_table(table, f, compression="zstd", row_group_size=_ROW_GROUP,
+                       use_dictionary=["run", "tag"], write_statistics=True)
+        f.flush()
+        os.fsync(f.fileno())
+    return os.path.getsize(path)
+
+
+def _pyramid_table(raw: Any) -> tuple[Any, int]:
+    """The pyramid of a raw table sorted by (run, tag, step, seq), and its top level."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = raw.num_rows
+    run = raw.column("run").to_numpy(zero_copy_only=False)
+    tag = raw.column("tag").to_numpy(zero_copy_only=False)
+    change = np.r_[True, (run[1:] != run[:-1]) | (tag[1:] != tag[:-1])] if n else np.zeros(0, bool)
+    series = np.cumsum(change) - 1
+    heads = np.flatnonzero(change)
+    points = Buckets.from_points(series, raw.column("step").to_numpy(), raw.column("seq").to_numpy(),
+                                 raw.column("value").to_numpy())
+    levels = points.levels(stop_at=len(heads))
+    parts = []
+    for level, rows in levels:
+        columns = {"run": pc.take(raw.column("run"), pa.array(heads[rows.series])),
+                   "tag": pc.take(raw.column("tag"), pa.array(heads[rows.series])),
+                   "level": np.full(len(rows), level, np.int8), "bucket": rows.bucket}
+        for name in ("first_step", "first_seq", "first", "last_step", "last_seq", "last", "min",
+                     "max", "count", "sum"):
+            columns[name] = getattr(rows, name)
+        parts.append(pa.table(columns, schema=pyramid_schema()))
+    table = pa.concat_tables(parts).sort_by([("run", "ascending"), ("tag", "ascending"),
+                                             ("level", "ascending"), ("bucket", "ascending")])
+    return table, levels[-1][0] if levels else 2
+
+
+def _write_segment(layout: Layout, seg_id: int, raw: Any, sources: list[list[Any]]) -> Segment:
+    """Write a segment's two files (uncommitted until the manifest lists them)."""
+    raw = raw.sort_by([("run", "ascending"), ("tag", "ascending"), ("step", "ascending"),
+                       ("seq", "ascending")])
+    segment = Segment(seg_id, raw.num_rows, 0, 0, 2, sources)
+    segment.raw_bytes = _write_parquet(raw, layout.store / segment.raw)
+    _stage("raw-written")
+    pyramid, segment.top = _pyramid_table(raw)
+    segment.pyr_bytes = _write_parquet(pyramid, layout.store / segment.pyr)
+    _stage("pyramid-written")
+    fsync_dir(layout.store)
+    return segment
+
+
+def _commit(layout: Layout, manifest: Manifest) -> None:
+    atomic_write_bytes(layout.manifest, manifest.to_json())
+    _stage("committed")
+
+
+def _remove_orphans(layout: Layout, manifest: Manifest) -> list[str]:
+    listed = {name for seg in manifest.segments for name in (seg.raw, seg.pyr)}
+    removed = []
+    for entry in os.scandir(layout.store):
+        if (SEGMENT_FILE.match(entry.name) and entry.name not in listed) or entry.name.startswith(
+                TEMP_PREFIX):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+            removed.append(entry.name)
+    return sorted(removed)
+
+
+def segment_ok(layout: Layout, segment: Segment) -> bool:
+    """True if both files of ``segment`` are there, have their committed sizes and open as
+    Parquet (their footers are intact)."""
+    import pyarrow.parquet as pq
+
+    for name, size in ((segment.raw, segment.raw_bytes), (segment.pyr, segment.pyr_bytes)):
+        path = layout.store / name
+        try:
+            if path.stat().st_size != size:
+                return False
+            pq.ParquetFile(path).close()
+        except Exception:  # noqa: BLE001 - any failure to open means torn
+            return False
+    return True
+
+
+class _Builder:
+    """Collects points (and the byte ranges they came from) for the next segment."""
+
+    def __init__(self, manifest: Manifest) -> None:
+        self.manifest = manifest
+        self.cols: dict[str, list[Any]] = {"run": [], "tag": [], "step": [], "wall_time": [],
+                                           "value": []}
+        self.sources: dict[str, list[int]] = {}
+        self.cursors: dict[str, int] = {}
+
+    @property
+    def rows(self) -> int:
+        return len(self.cols["step"])
+
+    def add(self, run: str, key: str, start: int, end: int, payloads: list[bytes]) -> None:
+        _scalars(run, payloads, self.cols)
+        self.sources.setdefault(key, [start, end])[1] = end
+        self.cursors[key] = end
+
+    def table(self, first_seq: int) -> Any:
+        import pyarrow as pa
+
+        cols: dict[str, Any] = dict(self.cols)
+        cols["seq"] = np.arange(first_seq, first_seq + self.rows, dtype=np.int64)
+        return pa.table(cols, schema=raw_schema())
+
+    def commit(self, layout: Layout) -> int:
+        """Write what was collected (if anything) and commit it with the cursors."""
+        if not self.cursors:
+            return 0
+        manifest, rows = self.manifest, self.rows
+        if rows:
+            sources = [[key, start, end] for key, (start, end) in self.sources.items()]
+            manifest.segments.append(
+                _write_segment(layout, manifest.next_id, self.table(manifest.next_seq), sources))
+            manifest.next_id += 1
+            manifest.next_seq += rows
+        manifest.cursors.update(self.cursors)
+        _commit(layout, manifest)
+        self.__init__(manifest)  # type: ignore[misc]
+        return 1 if rows else 0
+
+
+def _rebuild(layout: Layout, manifest: Manifest, segment: Segment) -> None:
+    """Rebuild a torn segment from its sources, under a new id, keeping its seqs."""
+    raw_rows = _Builder(manifest)
+    runs = {key: run for run, key, _ in layout.event_files()}
+    paths = {key: path for _, key, path in layout.event_files()}
+    for key, start, end in segment.sources:
+        if key not in paths:
+            continue
+        for _, payloads in _records(paths[key], start, end):
+            _scalars(runs[key], payloads, raw_rows.cols)
+    # The seqs of the torn segment are lost with it: give the points new ones (after all
+    # others), so that ties at one step still resolve in reading order.
+    table = raw_rows.table(manifest.next_seq)
+    manifest.next_seq += table.num_rows
+    new = _write_segment(layout, manifest.next_id, table, segment.sources)
+    manifest.next_id += 1
+    manifest.segments[manifest.segments.index(segment)] = new
+    _commit(layout, manifest)
+    for name in (segment.raw, segment.pyr):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(layout.store / name)
+
+
+def _store_bytes(manifest: Manifest) -> int:
+    return sum(seg.raw_bytes + seg.pyr_bytes for seg in manifest.segments)
+
+
+def compact(logdir: PathLike, *, below: int = COMPACT_BELOW, min_segments: int = 2) -> int:
+    """Merge the store's small segments (fewer than ``below`` points) into one, atomically.
+
+    Args:
+        logdir: The logdir whose store to compact.
+        below: Segments with fewer points than this are merged.
+        min_segments: Do nothing unless at least this many are small.
+
+    Returns:
+        How many segments were merged (0 if none).
+
+    Example:
+        >>> compact("/tmp/exp1")  # doctest: +SKIP
+        5
+    """
+    require_store_deps("rayplex.store.compact")
+    layout = Layout.of(logdir)
+    if not layout.manifest.exists():
+        return 0
+    with _locked(layout.store):
+        manifest = Manifest.load(layout)
+        return _compact(layout, manifest, below, min_segments)
+
+
+def _merge_ranges(sources: list[list[Any]]) -> list[list[Any]]:
+    """Byte ranges per file, adjacent ones joined (keeps a merged segment's record short)."""
+    out: list[list[Any]] = []
+    for key, start, end in sorted(sources, key=lambda s: (s[0], s[1])):
+        if out and out[-1][0] == key and out[-1][2] == start:
+            out[-1][2] = end
+        else:
+            out.append([key, start, end])
+    return out
+
+
+def _compact(layout: Layout, manifest: Manifest, below: int, min_segments: int) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    small = [seg for seg in manifest.segments if seg.rows < below]
+    if len(small) < max(2, min_segments):
+        return 0
+    table = pa.concat_tables([pq.read_table(layout.store / seg.raw, schema=raw_schema())
+                              for seg in small])
+    sources = _merge_ranges([src for seg in small for src in seg.sources])
+    merged = _write_segment(layout, manifest.next_id, table, sources)
+    _stage("compact-written")
+    manifest.next_id += 1
+    first = manifest.segments.index(small[0])
+    kept = [seg for seg in manifest.segments if seg not in small]
+    kept.insert(min(first, len(kept)), merged)
+    manifest.segments = kept
+    _commit(layout, manifest)
+    for seg in small:
+        for name in (seg.raw, seg.pyr):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(layout.store / name)
+    return len(small)
+
+
+def pending_bytes(layout: Layout, manifest: Manifest | None = None) -> int:
+    """Event-file bytes not yet behind a cursor (0: the store is up to date). Only stats files."""
+    manifest = manifest or Manifest.load(layout)
+    total = 0
+    for _, key, path in layout.event_files():
+        with contextlib.suppress(OSError):
+            total += max(0, path.stat().st_size - manifest.cursors.get(key, 0))
+    return total
+
+
+def index(
+    logdir: PathLike,
+    *,
+    progress: Progress | None = None,
+    compaction: bool = True,
+    segment_rows: int = SEGMENT_ROWS,
+) -> IndexReport:
+    """Build or extend the columnar store of a logdir (rayplex's, or any TensorBoard logdir).
+
+    Reads every event file from its cursor on, adds the new scalars as new segments with
+    their pyramids, and commits. Safe to kill at any point: the next run loses and duplicates
+    nothing. One indexer works at a time (others wait for the lock).
+
+    Args:
+        logdir: A rayplex logdir (event files under ``tensorboard/``) or any TensorBoard logdir
+            (tensorboardX, ``torch.utils.tensorboard``, Lightning...). The store goes to
+            ``logdir/store/``.
+        progress: Called with (bytes read, bytes to read) as it goes.
+        compaction: Merge small segments at the end (see :func:`compact`).
+        segment_rows: Points per segment (bounds memory).
+
+    Returns:
+        An :class:`IndexReport`.
+
+    Raises:
+        FileNotFoundError: If ``logdir`` does not exist.
+        ImportError: Without pyarrow/duckdb (``pip install "rayplex[store]"``).
+        ValueError: If ``segment_rows`` is not a positive int.
+
+    Example:
+        >>> import tempfile
+        >>> from tensorboardX import SummaryWriter
+        >>> logdir = tempfile.mkdtemp()
+        >>> with SummaryWriter(f"{logdir}/run1") as w:
+        ...     for step in range(100):
+        ...         w.add_scalar("loss", 1 / (step + 1), step)
+        >>> index(logdir).points
+        100
+        >>> index(logdir).points   # nothing new
+        0
+    """
+    if isinstance(segment_rows, bool) or not isinstance(segment_rows, int) or segment_rows < 1:
+        raise ValueError(f"segment_rows must be a positive int, got {segment_rows!r}")
+    require_store_deps("rayplex.index")
+    started = time.monotonic()
+    layout = Layout.of(logdir)
+    report = IndexReport(str(layout.logdir))
+    layout.store.mkdir(exist_ok=True)
+    with _locked(layout.store):
+        manifest = Manifest.load(layout)
+        report.orphans_removed = _remove_orphans(layout, manifest)
+        for segment in list(manifest.segments):
+            if not segment_ok(layout, segment):
+                _rebuild(layout, manifest, segment)
+                report.rebuilt.append(segment.raw)
+        files = layout.event_files()
+        sizes = {}
+        for _, key, path in files:
+            with contextlib.suppress(OSError):
+                sizes[key] = path.stat().st_size
+        report.event_bytes = sum(sizes.values())
+        todo = sum(max(0, size - manifest.cursors.get(key, 0)) for key, size in sizes.items())
+        builder = _Builder(manifest)
+        seq_before = manifest.next_seq
+        for run, key, path in files:
+            start, size = manifest.cursors.get(key, 0), sizes.get(key)
+            if size is None or size == start:
+                continue
+            if size < start:
+                report.shrunk.append(key)
+                continue
+            try:
+                at = start
+                for _, payloads in _records(path, start, size):
+                    for i in range(0, len(payloads), segment_rows):
+                        piece = payloads[i:i + segment_rows]
+                        end = at + sum(map(len, piece)) + RECORD_OVERHEAD * len(piece)
+                        builder.add(run, key, at, end, piece)
+                        report.bytes_read += end - at
+                        at = end
+                        if progress is not None:
+                            progress(report.bytes_read, todo)
+                        if builder.rows >= segment_rows:
+                            report.segments += builder.commit(layout)
+            except (NotRegularFileError, FileNotFoundError):
+                continue  # replaced or removed since it was listed
+        report.segments += builder.commit(layout)
+        report.points = manifest.next_seq - seq_before
+        if compaction:
+            report.compacted = _compact(layout, manifest, COMPACT_BELOW, COMPACT_MIN)
+        report.store_bytes = _store_bytes(manifest)
+    report.seconds = time.monotonic() - started
+    return report

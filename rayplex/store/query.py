@@ -1,0 +1,484 @@
+"""Querying the store: :func:`read_series` (exact M4 buckets from the pyramids) and :func:`sql`
+(DuckDB over the store, read-only).
+
+Both bring the store up to date first (``refresh=True``: an incremental :func:`rayplex.index`
+when an event file grew), so they work on any TensorBoard logdir. A committed segment that
+cannot be opened (torn) is skipped with a :class:`StoreWarning` and listed in the answer's
+``attrs["skipped_segments"]``; the next :func:`rayplex.index` rebuilds it.
+
+Example:
+    >>> df = read_series("/tmp/exp1", "agent/reward/*", buckets=200)  # doctest: +SKIP
+    >>> sql("/tmp/exp1", "SELECT run, max(value) FROM scalars GROUP BY run")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import operator
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Union
+
+import numpy as np
+
+from rayplex.store.format import Layout, Manifest, PathLike, Segment, require_store_deps
+from rayplex.store.indexer import index, pending_bytes, segment_ok
+from rayplex.store.pyramid import Buckets, Plan, plan
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas
+
+__all__ = ["SERIES_COLUMNS", "StoreWarning", "read_series", "sql"]
+
+SERIES_COLUMNS = ("run", "tag", "step_lo", "step_hi", "first", "last", "min", "max", "count")
+Patterns = Union[str, Sequence[str], None]
+_RETRIES = 3
+
+
+class StoreWarning(UserWarning):
+    """A torn segment was skipped, or the store could not be brought up to date."""
+
+
+# ----------------------------------------------------------------------------- arguments
+
+
+def _patterns(value: Patterns, name: str) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Sequence) and value and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise ValueError(f"{name} must be a name or glob pattern (or a list of them), got {value!r}")
+
+
+def _matches(name: str, patterns: list[str] | None) -> bool:
+    return patterns is None or any(name == p or fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def _check_buckets(buckets: Any) -> int:
+    if isinstance(buckets, bool):
+        raise ValueError(f"buckets must be a positive int, got {buckets!r}")
+    try:
+        n = operator.index(buckets)
+    except TypeError:
+        raise ValueError(f"buckets must be a positive int, got {buckets!r}") from None
+    if n < 1:
+        raise ValueError(f"buckets must be a positive int, got {buckets!r}")
+    return n
+
+
+def _check_steps(steps: Any) -> tuple[int, int] | None:
+    if steps is None:
+        return None
+    bad = ValueError(f"steps must be None or (lo, hi) with int lo <= hi, got {steps!r}")
+    if isinstance(steps, (str, bytes)) or not isinstance(steps, Sequence) or len(steps) != 2:
+        raise bad
+    if any(isinstance(s, bool) for s in steps):
+        raise bad
+    try:
+        lo, hi = operator.index(steps[0]), operator.index(steps[1])
+    except TypeError:
+        raise bad from None
+    if lo > hi:
+        raise bad
+    return lo, hi
+
+
+# ----------------------------------------------------------------------------- store access
+
+
+def _refresh(layout: Layout, refresh: bool) -> Manifest:
+    """Bring the store up to date (if asked and needed); return its committed manifest."""
+    if refresh:
+        try:
+            manifest = Manifest.load(layout)
+            if not layout.manifest.exists() or pending_bytes(layout, manifest) or any(
+                    not segment_ok(layout, seg) for seg in manifest.segments):
+                index(layout.logdir)
+        except OSError as exc:  # e.g. a read-only logdir: read what is there
+            if isinstance(exc, FileNotFoundError):
+                raise
+            warnings.warn(f"cannot update the store of {str(layout.logdir)!r} ({exc}); reading "
+                          "it as it is", StoreWarning, stacklevel=3)
+    if not layout.manifest.exists():
+        raise FileNotFoundError(
+            f"{str(layout.logdir)!r} has no store yet: run `rayplex index {layout.logdir}` "
+            "(or pass refresh=True)")
+    return Manifest.load(layout)
+
+
+def _readable(layout: Layout, manifest: Manifest, skipped: list[str]) -> list[Segment]:
+    """The segments of ``manifest`` that open. A missing file may be one a compaction just
+    replaced: the manifest is re-read then (a few times) before anything counts as torn."""
+    for _ in range(_RETRIES):
+        bad = [seg for seg in manifest.segments if not segment_ok(layout, seg)]
+        if not bad:
+            return list(manifest.segments)
+        latest = Manifest.load(layout)
+        if latest == manifest:
+            break
+        manifest = latest
+    for seg in bad:
+        skipped.append(seg.raw)
+        warnings.warn(f"store segment {seg.raw} of {str(layout.logdir)!r} is torn or missing: "
+                      "skipped (`rayplex index` rebuilds it)", StoreWarning, stacklevel=4)
+    return [seg for seg in manifest.segments if seg not in bad]
+
+
+def _read(path: Any, columns: list[str], filters: Any) -> Any:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path, columns=columns, filters=filters)
+
+
+# ----------------------------------------------------------------------------- read_series
+
+
+def _catalog(layout: Layout, segments: list[Segment], runs: list[str] | None,
+             tags: list[str]) -> dict[tuple[str, str], list[int]]:
+    """``{(run, tag): [first step, last step]}`` of the matching series, from each segment's
+    top pyramid level (about one row per series)."""
+    import pyarrow.compute as pc
+
+    found: dict[tuple[str, str], list[int]] = {}
+    for seg in segments:
+        table = _read(layout.store / seg.pyr, ["run", "tag", "first_step", "last_step"],
+                      pc.field("level") == seg.top)
+        cols = [table.column(c).to_pylist() for c in ("run", "tag", "first_step", "last_step")]
+        for run, tag, lo, hi in zip(*cols, strict=True):
+            key = (run, tag)
+            span = found.get(key)
+            if span is None:
+                if _matches(tag, tags) and _matches(run, runs):
+                    found[key] = [lo, hi]
+            else:
+                span[0], span[1] = min(span[0], lo), max(span[1], hi)
+    return found
+
+
+def _series_ids(table: Any, ids: dict[tuple[str, str], int]) -> np.ndarray[Any, Any]:
+    """Series id of each row (-1 for a series not asked for)."""
+    import pyarrow.compute as pc
+
+    key = pc.binary_join_element_wise(table.column("run"), table.column("tag"), "\x00")
+    encoded = pc.dictionary_encode(key).combine_chunks()
+    lookup = np.array([ids.get(tuple(k.split("\x00", 1)), -1)
+                       for k in encoded.dictionary.to_pylist()], np.int64)
+    if len(lookup) == 0:
+        return np.zeros(0, np.int64)
+    out: np.ndarray[Any, Any] = lookup[encoded.indices.to_numpy(zero_copy_only=False)]
+    return out
+
+
+def _segment_rows(layout: Layout, seg: Segment, query: Plan, series_runs: list[str],
+                  series_tags: list[str], ids: dict[tuple[str, str], int]) -> Buckets:
+    """The rows of one segment the plan needs, folded into output buckets."""
+    import pyarrow.compute as pc
+
+    in_series = pc.field("run").isin(sorted(set(series_runs))) & pc.field("tag").isin(
+        sorted(set(series_tags)))
+    raw_ranges, pyr_ranges = [], []
+    for level, first, end in query.runs():
+        if level == 0:
+            raw_ranges.append((pc.field("step") >= first) & (pc.field("step") < end))
+        else:
+            own = min(level, seg.top)
+            shift = level - own
+            pyr_ranges.append((pc.field("level") == own) & (pc.field("bucket") >= first << shift)
+                              & (pc.field("bucket") < end << shift))
+    parts = []
+    names = ["first_step", "first_seq", "first", "last_step", "last_seq", "last", "min", "max",
+             "count", "sum"]
+    if pyr_ranges:
+        table = _read(layout.store / seg.pyr, ["run", "tag", "level", "bucket", *names],
+                      in_series & _any(pyr_ranges))
+        series = _series_ids(table, ids)
+        keep = series >= 0
+        cols = {n: table.column(n).to_numpy()[keep] for n in names}
+        start = table.column("bucket").to_numpy()[keep] << table.column("level").to_numpy()[
+            keep].astype(np.int64)
+        rows = Buckets(series[keep], start, **cols)
+        parts.append(rows.combine(rows.series, query.out_bucket(start)))
+    if raw_ranges:
+        table = _read(layout.store / seg.raw, ["run", "tag", "step", "seq", "value"],
+                      in_series & _any(raw_ranges))
+        series = _series_ids(table, ids)
+        keep = series >= 0
+        step = table.column("step").to_numpy()[keep]
+        rows = Buckets.from_points(series[keep], step, table.column("seq").to_numpy()[keep],
+                                   table.column("value").to_numpy()[keep])
+        parts.append(rows.combine(rows.series, query.out_bucket(step)))
+    merged = Buckets.concat(parts)
+    return merged.combine(merged.series, merged.bucket)
+
+
+def _any(exprs: list[Any]) -> Any:
+    out = exprs[0]
+    for e in exprs[1:]:
+        out = out | e
+    return out
+
+
+def _series_schema() -> Any:
+    import pyarrow as pa
+
+    i64, f64 = pa.int64(), pa.float64()
+    schema = pa.schema([("run", pa.string()), ("tag", pa.string()), ("step_lo", i64),
+                        ("step_hi", i64), ("first", f64), ("last", f64), ("min", f64),
+                        ("max", f64), ("count", i64)])
+    return schema
+
+
+def read_series(
+    logdir: PathLike,
+    tag: str | Sequence[str],
+    *,
+    runs: Patterns = None,
+    buckets: int = 1000,
+    steps: tuple[int, int] | None = None,
+    as_arrow: bool = False,
+    refresh: bool = True,
+) -> Any:
+    """Curves of many runs at any zoom, read from the store's pyramids: exact M4 buckets.
+
+    Each series (run, tag) is cut into at most ``buckets`` buckets of equal step width, aligned
+    across runs. Each output row gives the exact first, last, min and max of the raw points in
+    its bucket (every spike is visible at every zoom), their count, and the steps of its first
+    and last point. The work and memory are O(buckets) rows per series, not O(points).
+
+    Args:
+        logdir: A rayplex logdir or any TensorBoard logdir.
+        tag: A tag, or a glob pattern as in :func:`rayplex.read_scalars` (``"agent/reward/*"``),
+            or a list of them.
+        runs: Only runs matching this name or pattern (or list); ``None`` for all.
+        buckets: Buckets per series, at least 1.
+        steps: ``(lo, hi)``: only steps ``lo <= step <= hi`` (zoom); ``None``: all of them.
+        as_arrow: Return a ``pyarrow.Table`` instead of a pandas DataFrame.
+        refresh: First index what the event files gained since the last :func:`rayplex.index`.
+
+    Returns:
+        One row per (run, bucket) with columns ``run, tag, step_lo, step_hi, first, last, min,
+        max, count``, sorted by run, tag, step_lo; empty when nothing matches. Skipped torn
+        segments are listed in ``attrs["skipped_segments"]`` (a DataFrame's) or the table's
+        schema metadata.
+
+    Raises:
+        ValueError: If ``buckets``, ``steps``, ``tag`` or ``runs`` is malformed (names which).
+        FileNotFoundError: If ``logdir`` does not exist (or has no store and ``refresh`` is off).
+        ImportError: Without pyarrow/duckdb: ``pip install "rayplex[store]"``.
+
+    Example:
+        >>> import tempfile
+        >>> from tensorboardX import SummaryWriter
+        >>> logdir = tempfile.mkdtemp()
+        >>> with SummaryWriter(f"{logdir}/seed0") as w:
+        ...     for step in range(1000):
+        ...         w.add_scalar("loss", 100.0 if step == 567 else 1.0, step)
+        >>> df = read_series(logdir, "loss", buckets=4)
+        >>> for row in df[["run", "step_lo", "step_hi", "max", "count"]].values.tolist():
+        ...     print(row)
+        ['seed0', 0, 255, 1.0, 256]
+        ['seed0', 256, 511, 1.0, 256]
+        ['seed0', 512, 767, 100.0, 256]
+        ['seed0', 768, 999, 1.0, 232]
+    """
+    tags = _patterns(tag, "tag")
+    if tags is None:
+        raise ValueError("tag must be a name or glob pattern, got None")
+    run_patterns = _patterns(runs, "runs")
+    n = _check_buckets(buckets)
+    zoom = _check_steps(steps)
+    require_store_deps("rayplex.read_series")
+    layout = Layout.of(logdir)
+    manifest = _refresh(layout, refresh)
+    for attempt in range(_RETRIES):
+        try:
+            return _read_series(layout, manifest, tags, run_patterns, n, zoom, as_arrow)
+        except FileNotFoundError:  # a compaction removed a segment meanwhile: read again
+            if attempt == _RETRIES - 1:
+                raise
+            manifest = Manifest.load(layout)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _read_series(layout: Layout, manifest: Manifest, tags: list[str], runs: list[str] | None,
+                 n: int, zoom: tuple[int, int] | None, as_arrow: bool) -> Any:
+    import pyarrow as pa
+
+    skipped: list[str] = []
+    segments = _readable(layout, manifest, skipped)
+    found = _catalog(layout, segments, runs, tags)
+    keys = sorted(found)
+    ids = {key: i for i, key in enumerate(keys)}
+    if zoom is not None:
+        lo, hi = zoom
+    elif found:
+        lo, hi = min(s[0] for s in found.values()), max(s[1] for s in found.values())
+    result = Buckets.concat([])
+    if found:
+        query = plan(lo, hi, n)
+        series_runs, series_tags = [k[0] for k in keys], [k[1] for k in keys]
+        for seg in segments:
+            part = _segment_rows(layout, seg, query, series_runs, series_tags, ids)
+            if len(part):
+                both = Buckets.concat([result, part])
+                result = both.combine(both.series, both.bucket)
+    names = np.array([k[0] for k in keys] or [""], dtype=object)
+    tag_names = np.array([k[1] for k in keys] or [""], dtype=object)
+    table = pa.table({
+        "run": pa.array(names[result.series], pa.string()),
+        "tag": pa.array(tag_names[result.series], pa.string()),
+        "step_lo": result.first_step, "step_hi": result.last_step,
+        "first": result.first, "last": result.last, "min": result.min, "max": result.max,
+        "count": result.count,
+    }, schema=_series_schema())
+    if as_arrow:
+        return table.replace_schema_metadata(
+            {"skipped_segments": json.dumps(skipped)}) if skipped else table
+    frame = table.to_pandas()
+    frame.attrs["skipped_segments"] = skipped
+    return frame
+
+
+# ----------------------------------------------------------------------------- sql
+
+
+def _flatten(prefix: str, value: Any) -> Iterator[tuple[str, str]]:
+    if isinstance(value, dict) and value:
+        for k, v in value.items():
+            yield from _flatten(f"{prefix}/{k}" if prefix else str(k), v)
+    else:
+        yield prefix, value if isinstance(value, str) else json.dumps(value)
+
+
+def _quote(path: str) -> str:
+    return "'" + path.replace("'", "''") + "'"
+
+
+_CREATE_VIEWS = """
+CREATE VIEW runs AS
+SELECT run, split_part(run, '/', 1) AS "group",
+       CASE WHEN len(string_split(run, '/')) = 2 THEN run END AS client,
+       min(step) AS first_step, max(step) AS last_step, count(*) AS points,
+       max(wall_time) AS last_wall_time
+FROM scalars GROUP BY run;
+CREATE TABLE params (run VARCHAR, key VARCHAR, value VARCHAR);
+"""
+
+
+def _connect(layout: Layout, segments: list[Segment]) -> Any:
+    """An in-memory DuckDB with the views, then locked: no file but the segments readable,
+    none writable, no settings changeable."""
+    import duckdb
+
+    con = duckdb.connect(":memory:")
+    files = [str(layout.store / seg.raw) for seg in segments]
+    if files:
+        con.execute("CREATE VIEW scalars AS SELECT run, tag, step, wall_time, value FROM "
+                    f"read_parquet([{', '.join(_quote(f) for f in files)}])")
+    else:
+        con.execute("CREATE VIEW scalars AS SELECT NULL::VARCHAR AS run, NULL::VARCHAR AS tag, "
+                    "NULL::BIGINT AS step, NULL::DOUBLE AS wall_time, NULL::DOUBLE AS value "
+                    "WHERE false")
+    con.execute(_CREATE_VIEWS)
+    if layout.rayplex:
+        from rayplex.read import read_params
+
+        rows = [(client, key, value) for client, params in read_params(layout.logdir).items()
+                for key, value in _flatten("", params)]
+        if rows:
+            con.executemany("INSERT INTO params VALUES (?, ?, ?)", rows)
+    con.execute(f"SET allowed_paths = [{', '.join(_quote(f) for f in files)}]")
+    con.execute("SET autoinstall_known_extensions = false")
+    con.execute("SET autoload_known_extensions = false")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def _check_read_only(query: Any) -> None:
+    import duckdb
+
+    if not isinstance(query, str):
+        raise ValueError(f"query must be a SQL string, got {type(query).__name__}")
+    try:
+        statements = duckdb.connect(":memory:").extract_statements(query)
+    except duckdb.Error as exc:
+        raise ValueError(f"query does not parse: {exc}") from None
+    kinds = [s.type.name for s in statements]
+    if kinds != ["SELECT"]:
+        got = ", ".join(kinds) or "nothing"
+        raise ValueError(
+            "rayplex.sql is read-only: it runs exactly one SELECT (or WITH ... SELECT) "
+            f"statement, got {got} (no ATTACH, COPY, INSERT, SET, ...)")
+
+
+def sql(logdir: PathLike, query: str, *, refresh: bool = True) -> pandas.DataFrame:
+    """Run one read-only SQL query (DuckDB) over the store and return a pandas DataFrame.
+
+    Views:
+
+    - ``scalars(run, tag, step, wall_time, value)``: every point.
+    - ``runs(run, group, client, first_step, last_step, points, last_wall_time)``: ``group`` is
+      the run's first path component; ``client`` the run when it is a ``group/name`` client
+      run (an indexed or combined group), else NULL.
+    - ``params(run, key, value)``: rayplex's hyper-parameters, ``run`` the client id
+      (``learner/main``), ``key`` flattened with ``/`` (``Args/lr``), ``value`` as text (JSON
+      for non-strings: ``TRY_CAST(value AS DOUBLE)``).
+
+    Only one SELECT (or WITH) statement runs; DuckDB is locked down after the views are made
+    (``enable_external_access = false``, only the store's segments readable, configuration
+    locked), so a query can read no other file and write none.
+
+    Args:
+        logdir: A rayplex logdir or any TensorBoard logdir.
+        query: The SQL.
+        refresh: First index what the event files gained since the last :func:`rayplex.index`.
+
+    Returns:
+        The result as a :class:`pandas.DataFrame` (``attrs["skipped_segments"]`` lists torn
+        segments that were left out).
+
+    Raises:
+        ValueError: If ``query`` is not a single SELECT/WITH statement, or does not parse.
+        duckdb.Error: If DuckDB rejects it (unknown column, or a file access it refuses).
+        ImportError: Without pyarrow/duckdb: ``pip install "rayplex[store]"``.
+
+    Example:
+        >>> import tempfile
+        >>> from tensorboardX import SummaryWriter
+        >>> logdir = tempfile.mkdtemp()
+        >>> for seed in range(3):
+        ...     with SummaryWriter(f"{logdir}/seed{seed}") as w:
+        ...         for step in range(10):
+        ...             w.add_scalar("acc", seed + step / 10, step)
+        >>> sql(logdir, "SELECT run, round(max(value), 2) AS best FROM scalars GROUP BY run "
+        ...     "ORDER BY best DESC LIMIT 1")
+             run  best
+        0  seed2   2.9
+    """
+    require_store_deps("rayplex.sql")
+    _check_read_only(query)
+    import duckdb
+
+    layout = Layout.of(logdir)
+    manifest = _refresh(layout, refresh)
+    for attempt in range(_RETRIES):
+        skipped: list[str] = []
+        con = None
+        try:
+            con = _connect(layout, _readable(layout, manifest, skipped))
+            frame = con.execute(query).df()
+        except duckdb.IOException:  # a compaction removed a segment meanwhile: read again
+            if attempt == _RETRIES - 1:
+                raise
+            manifest = Manifest.load(layout)
+            continue
+        finally:
+            if con is not None:
+                con.close()
+        frame.attrs["skipped_segments"] = skipped
+        return frame
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -1,0 +1,544 @@
+"""The columnar store (rayplex.store): exact M4 from the pyramids, exactly-once indexing across
+SIGKILLs, torn and orphan segments, read-only SQL, bad input. Plain files, no Ray: logdirs are
+written with tensorboardX's SummaryWriter, in TensorBoard's layout and in rayplex's
+(event files under tensorboard/)."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import rayplex
+from rayplex.store import SERIES_COLUMNS, StoreWarning
+from rayplex.store.format import Manifest
+from rayplex.store.pyramid import plan
+
+REPO = Path(__file__).resolve().parent.parent
+
+# ----------------------------------------------------------------------------- helpers
+
+
+_FILES = iter(range(10**9))
+
+
+def write_points(logdir: Path, run: str, points: list[tuple[str, int, float]]) -> None:
+    """Append ``(tag, step, value)`` to run ``run`` (a new event file each call; the suffix keeps
+    two files written within one second apart, and in name order)."""
+    from tensorboardX import SummaryWriter
+
+    with SummaryWriter(str(logdir / run) if run != "." else str(logdir),
+                       filename_suffix=f".{next(_FILES):06d}") as writer:
+        for tag, step, value in points:
+            writer.add_scalar(tag, value, step)
+
+
+def f32(x: float) -> float:
+    return float(np.float32(x))
+
+
+def brute_m4(points: list[tuple[int, float]], lo: int, hi: int, buckets: int) -> list[tuple]:
+    """Rows (step_lo, step_hi, first, last, min, max, count) from raw points in write order,
+    bucketed by the width read_series chose (``plan``), computed point by point."""
+    chosen = plan(lo, hi, buckets)
+    groups: dict[int, list[tuple[int, int, float]]] = {}
+    for order, (step, value) in enumerate(points):
+        if lo <= step <= hi:
+            key = 0 if chosen.width == 0 else step // chosen.width
+            groups.setdefault(key, []).append((step, order, value))
+    rows = []
+    for key in sorted(groups):
+        pts = sorted(groups[key])
+        values = [v for _, _, v in pts]
+        rows.append((pts[0][0], pts[-1][0], pts[0][2], pts[-1][2], min(values), max(values),
+                     len(pts)))
+    return rows
+
+
+def rows_of(frame, run: str, tag: str) -> list[tuple]:
+    mine = frame[(frame.run == run) & (frame.tag == tag)]
+    return [tuple(r) for r in mine[["step_lo", "step_hi", "first", "last", "min", "max",
+                                    "count"]].itertuples(index=False)]
+
+
+def all_points(logdir: Path) -> list[tuple]:
+    frame = rayplex.sql(logdir, "SELECT run, tag, step, value FROM scalars", refresh=False)
+    return sorted(map(tuple, frame.itertuples(index=False)))
+
+
+# ----------------------------------------------------------------------------- docstrings
+
+
+@pytest.mark.parametrize("name", ["rayplex.store.format", "rayplex.store.pyramid",
+                                  "rayplex.store.wire", "rayplex.store.indexer",
+                                  "rayplex.store.query"])
+def test_store_docstring_examples_run(name):
+    result = doctest.testmod(importlib.import_module(name),
+                             optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0 and result.attempted > 0
+
+
+# ----------------------------------------------------------------------------- M4 exactness
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_read_series_is_exact_m4_over_random_data_and_segments(tmp_path_factory, data):
+    logdir = tmp_path_factory.mktemp("m4")
+    n = data.draw(st.integers(1, 400), label="points")
+    span = data.draw(st.sampled_from([5, 100, 3000, 1 << 20]), label="span")
+    offset = data.draw(st.sampled_from([0, 7, -50]), label="offset")
+    steps = data.draw(st.lists(st.integers(offset, offset + span), min_size=n, max_size=n))
+    values = data.draw(st.lists(st.floats(-1e6, 1e6, width=32), min_size=n, max_size=n))
+    points = list(zip(steps, values, strict=True))
+    # several appends, indexed in between: several segments (and event files) per series
+    cuts = sorted(data.draw(st.lists(st.integers(0, n), max_size=3)))
+    start = 0
+    for cut in [*cuts, n]:
+        if cut > start:
+            write_points(logdir, "r", [("t", s, v) for s, v in points[start:cut]])
+            rayplex.index(logdir, compaction=data.draw(st.booleans(), label="compaction"))
+        start = max(start, cut)
+    buckets = data.draw(st.integers(1, 300), label="buckets")
+    lo, hi = min(steps), max(steps)
+    if data.draw(st.booleans(), label="zoom"):
+        lo = data.draw(st.integers(offset - 3, offset + span), label="lo")
+        hi = data.draw(st.integers(lo, offset + span + 3), label="hi")
+        frame = rayplex.read_series(logdir, "t", buckets=buckets, steps=(lo, hi), refresh=False)
+    else:
+        frame = rayplex.read_series(logdir, "t", buckets=buckets, refresh=False)
+    expected = brute_m4([(s, f32(v)) for s, v in points], lo, hi, buckets)
+    assert rows_of(frame, "r", "t") == expected
+    assert len(frame) <= buckets
+    assert list(frame.columns) == list(SERIES_COLUMNS)
+
+
+def test_a_planted_spike_shows_at_every_zoom(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 20_000
+    spike_at = 12_345
+    for run in ("a", "b"):
+        values = rng.normal(size=n)
+        values[spike_at] = 1e6 if run == "a" else -1e6
+        write_points(tmp_path, run, [("loss", s, float(v)) for s, v in enumerate(values)])
+    rayplex.index(tmp_path)
+    for buckets in (1, 2, 3, 7, 10, 100, 999, 1000, 5000, 30_000):
+        for steps in (None, (0, n - 1), (spike_at, spike_at), (12_000, 12_999), (5, spike_at)):
+            frame = rayplex.read_series(tmp_path, "loss", buckets=buckets, steps=steps, refresh=False)
+            a, b = frame[frame.run == "a"], frame[frame.run == "b"]
+            assert a["max"].max() == 1e6 and b["min"].min() == -1e6, (buckets, steps)
+            hit = a[(a.step_lo <= spike_at) & (a.step_hi >= spike_at)]
+            assert len(hit) == 1 and hit["max"].iloc[0] == 1e6
+            lo, hi = steps or (0, n - 1)
+            assert a["count"].sum() == hi - lo + 1
+            assert len(a) <= buckets
+
+
+def test_read_series_reads_o_buckets_rows_not_every_point(tmp_path, monkeypatch):
+    write_points(tmp_path, "r", [("t", s, float(s % 17)) for s in range(50_000)])
+    rayplex.index(tmp_path)
+    import pyarrow.parquet as pq
+
+    from rayplex.store import query
+
+    seen = []
+    real = query._read
+
+    def counting(path, columns, filters):
+        table = real(path, columns, filters)
+        seen.append(table.num_rows)
+        return table
+
+    monkeypatch.setattr(query, "_read", counting)
+    frame = rayplex.read_series(tmp_path, "t", buckets=100, steps=(1234, 45_678), refresh=False)
+    assert len(frame) <= 100 and frame["count"].sum() == 45_678 - 1234 + 1
+    # catalogue (a row or so per series) + the rows planned: O(buckets + levels), not 44k points
+    assert sum(seen) < 6 * 100 + 100, seen
+    assert pq.ParquetFile(next(tmp_path.glob("store/seg-*.parquet"))).metadata.num_rows == 50_000
+
+
+def test_plan_gives_at_most_n_aligned_buckets():
+    for lo, hi, n in [(0, 9999, 1000), (3, 3, 5), (-100, 10**12, 7), (5, 1 << 40, 1000), (0, 5, 1)]:
+        p = plan(lo, hi, n)
+        assert p.width == 0 and n == 1 or p.width % (1 << p.level) == 0
+        if p.width:
+            assert hi // p.width - lo // p.width + 1 <= n
+            assert (1 << p.level) * 4 > -(-(hi - lo + 1) // n) or p.level == 62
+
+
+def test_equal_steps_resolve_first_and_last_in_reading_order(tmp_path):
+    write_points(tmp_path, "r", [("t", 5, 1.0), ("t", 5, 2.0), ("t", 5, 3.0)])
+    rayplex.index(tmp_path)
+    write_points(tmp_path, "r", [("t", 5, 4.0), ("t", 4, 0.5)])
+    frame = rayplex.read_series(tmp_path, "t", buckets=1)
+    assert rows_of(frame, "r", "t") == [(4, 5, 0.5, 4.0, 0.5, 4.0, 5)]
+
+
+# ----------------------------------------------------------------------------- layouts, naming
+
+
+def test_rayplex_layout_names_runs_as_read_scalars_does(tmp_path):
+    tb = tmp_path / "tensorboard"
+    for i in range(3):
+        write_points(tb, f"agent/{i}", [("agent/reward/0-7", s, float(i * s)) for s in range(50)])
+    write_points(tb, "learner", [("main/loss", s, 1.0 / (s + 1)) for s in range(50)])
+    (tmp_path / "params" / "learner").mkdir(parents=True)
+    (tmp_path / "params" / "learner" / "main.json").write_text(
+        json.dumps({"Args": {"lr": 0.001, "layers": [64, 64]}, "name": "ppo"}))
+    frame = rayplex.read_series(tmp_path, "*", buckets=10)
+    assert sorted(set(frame.run)) == rayplex.read_scalars(tmp_path).runs()
+    assert (tmp_path / "store" / "MANIFEST.json").is_file()
+    expected = rayplex.read_scalars(tmp_path)
+    assert all_points(tmp_path) == sorted((r.run, r.tag, r.step, r.value) for r in expected)
+    runs = rayplex.sql(tmp_path, 'SELECT run, "group", client, points FROM runs ORDER BY run')
+    assert [[r, g, c if isinstance(c, str) else None, n] for r, g, c, n in runs.values.tolist()] == [
+                                    ["agent/0", "agent", "agent/0", 50],
+                                    ["agent/1", "agent", "agent/1", 50],
+                                    ["agent/2", "agent", "agent/2", 50],
+                                    ["learner", "learner", None, 50]]
+    params = rayplex.sql(tmp_path, "SELECT run, key, value FROM params ORDER BY key")
+    assert params.values.tolist() == [["learner/main", "Args/layers", "[64, 64]"],
+                                      ["learner/main", "Args/lr", "0.001"],
+                                      ["learner/main", "name", "ppo"]]
+
+
+def test_any_tensorboard_logdir_runs_are_directories_relative_to_it(tmp_path):
+    write_points(tmp_path, ".", [("top", 0, 1.0)])
+    write_points(tmp_path, "lightning_logs/version_0", [("train_loss", 0, 2.0)])
+    frame = rayplex.read_series(tmp_path, "*")
+    assert sorted(zip(frame.run, frame.tag, strict=True)) == [(".", "top"),
+                                                 ("lightning_logs/version_0", "train_loss")]
+
+
+def test_torch_utils_tensorboard_logdir(tmp_path):
+    torch_tb = pytest.importorskip("torch.utils.tensorboard")
+    with torch_tb.SummaryWriter(str(tmp_path / "torchrun")) as writer:
+        for step in range(30):
+            writer.add_scalar("loss", 1.0 / (step + 1), step)
+    frame = rayplex.read_series(tmp_path, "loss", buckets=3)
+    assert frame["count"].sum() == 30 and frame["max"].max() == 1.0
+
+
+def test_tensor_valued_scalars_count_as_read_scalars_counts_them(tmp_path):
+    from tensorboardX.proto.event_pb2 import Event
+    from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata
+    from tensorboardX.proto.tensor_pb2 import TensorProto
+
+    from rayplex.tfrecord import frame
+
+    meta = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name="scalars"))
+    value = Summary.Value(tag="acc", metadata=meta, tensor=TensorProto(dtype=2, double_val=[0.75]))
+    event = Event(step=3, wall_time=1.0, summary=Summary(value=[value]))
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "events.out.tfevents.1").write_bytes(frame(event.SerializeToString()))
+    assert rows_of(rayplex.read_series(tmp_path, "acc"), "run", "acc") == [
+        (3, 3, 0.75, 0.75, 0.75, 0.75, 1)]
+
+
+# ----------------------------------------------------------------------------- incremental
+
+
+def test_incremental_indexing_adds_only_what_is_new(tmp_path):
+    write_points(tmp_path, "r", [("t", s, float(s)) for s in range(100)])
+    first = rayplex.index(tmp_path)
+    assert first.points == 100 and first.segments == 1
+    assert rayplex.index(tmp_path).points == 0
+    write_points(tmp_path, "r", [("t", s, float(s)) for s in range(100, 250)])
+    write_points(tmp_path, "s", [("t", 0, 1.0)])
+    assert rayplex.index(tmp_path).points == 151
+    points = all_points(tmp_path)
+    assert len(points) == len(set(points)) == 251
+    assert rayplex.read_series(tmp_path, "t", runs="r")["count"].sum() == 250
+
+
+def test_a_live_file_is_read_up_to_its_last_whole_record(tmp_path):
+    write_points(tmp_path, "r", [("t", s, float(s)) for s in range(10)])
+    path = next((tmp_path / "r").glob("*tfevents*"))
+    whole = path.read_bytes()
+    path.write_bytes(whole[:-7])  # a writer mid-record
+    rayplex.index(tmp_path)
+    assert len(all_points(tmp_path)) == 9
+    path.write_bytes(whole)  # ... which then finishes it
+    rayplex.index(tmp_path)
+    assert [p[2] for p in all_points(tmp_path)] == list(range(10))
+
+
+def test_compaction_merges_segments_atomically_and_keeps_every_point(tmp_path):
+    for k in range(10):
+        write_points(tmp_path, "r", [("t", k * 10 + s, float(s)) for s in range(10)])
+        rayplex.index(tmp_path, compaction=False)
+    assert len(Manifest.load(rayplex.store.format.Layout.of(tmp_path)).segments) == 10
+    merged = rayplex.store.compact(tmp_path)
+    manifest = Manifest.load(rayplex.store.format.Layout.of(tmp_path))
+    assert merged == 10 and len(manifest.segments) == 1
+    assert sorted(p.name for p in (tmp_path / "store").glob("*.parquet")) == [
+        manifest.segments[0].pyr, manifest.segments[0].raw]
+    assert [p[2] for p in all_points(tmp_path)] == list(range(100))
+
+
+def test_store_is_smaller_than_the_event_files(tmp_path):
+    rng = np.random.default_rng(1)
+    for run in range(4):
+        write_points(tmp_path, f"run{run}", [(tag, s, float(rng.normal()))
+                                             for s in range(3000) for tag in ("loss", "acc")])
+    report = rayplex.index(tmp_path)
+    assert report.points == 24_000
+    assert 0 < report.ratio <= 1.0, report.ratio
+
+
+# ----------------------------------------------------------------------------- kills
+
+
+def _index_in_subprocess(logdir: Path, env: dict[str, str] | None = None,
+                         segment_rows: int = 40) -> subprocess.Popen:
+    code = (f"import rayplex; rayplex.index({str(logdir)!r}, segment_rows={segment_rows})")
+    return subprocess.Popen([sys.executable, "-c", code], env={**os.environ, **(env or {}),
+                            "PYTHONPATH": str(REPO)})
+
+
+def _kill_logdir(tmp_path: Path) -> list[tuple]:
+    expected = []
+    for run in ("a", "b/0", "b/1"):
+        points = [("x", s, float(s)) for s in range(150)] + [("y", s, -float(s)) for s in range(50)]
+        write_points(tmp_path, run, points)
+        expected += [(run, tag, step, value) for tag, step, value in points]
+    return sorted(expected)
+
+
+@pytest.mark.parametrize("stage", ["raw-written:1", "pyramid-written:2", "committed:3",
+                                   "compact-written:1", "committed:16"])
+def test_sigkill_at_each_stage_loses_and_duplicates_nothing(tmp_path, stage):
+    expected = _kill_logdir(tmp_path)
+    killed = _index_in_subprocess(tmp_path, {"RAYPLEX_STORE_KILL_AT": stage})
+    assert killed.wait(timeout=300) == -signal.SIGKILL
+    report = rayplex.index(tmp_path)
+    assert all_points(tmp_path) == expected
+    if stage.startswith(("raw", "pyramid", "compact")):
+        assert report.orphans_removed  # the killed run's uncommitted files
+    assert not [p for p in (tmp_path / "store").iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_sigkill_at_random_times_loses_and_duplicates_nothing(tmp_path):
+    expected = _kill_logdir(tmp_path)
+    rng = random.Random(23)
+    kills = 0
+    for _ in range(30):
+        proc = _index_in_subprocess(tmp_path)
+        # wait for some progress (k new files in the store, or the end), then kill at random
+        before = len(list((tmp_path / "store").glob("*.parquet"))) if (tmp_path / "store").exists() else 0
+        want = before + rng.randint(1, 4)
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            store = tmp_path / "store"
+            if store.exists() and len(list(store.glob("*.parquet"))) >= want:
+                break
+            time.sleep(0.005)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        if proc.wait(timeout=120) == 0:
+            break
+    assert kills >= 1
+    rayplex.index(tmp_path)
+    assert all_points(tmp_path) == expected
+
+
+# ----------------------------------------------------------------------------- torn, orphan
+
+
+def test_a_torn_segment_is_skipped_and_reported_then_rebuilt(tmp_path):
+    write_points(tmp_path, "r", [("t", s, float(s)) for s in range(100)])
+    rayplex.index(tmp_path)
+    write_points(tmp_path, "r", [("t", s, float(s)) for s in range(100, 130)])
+    rayplex.index(tmp_path)
+    manifest = Manifest.load(rayplex.store.format.Layout.of(tmp_path))
+    torn = tmp_path / "store" / manifest.segments[-1].raw
+    torn.write_bytes(torn.read_bytes()[:-20])
+    with pytest.warns(StoreWarning, match=manifest.segments[-1].raw):
+        frame = rayplex.read_series(tmp_path, "t", refresh=False)
+    assert frame.attrs["skipped_segments"] == [manifest.segments[-1].raw]
+    assert frame["count"].sum() == 100
+    with pytest.warns(StoreWarning):
+        assert rayplex.sql(tmp_path, "SELECT count(*) AS n FROM scalars", refresh=False).n[0] == 100
+    report = rayplex.index(tmp_path)
+    assert report.rebuilt == [manifest.segments[-1].raw]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert [p[2] for p in all_points(tmp_path)] == list(range(130))
+
+
+def test_an_orphan_segment_is_ignored_by_readers_and_removed_by_the_indexer(tmp_path):
+    write_points(tmp_path, "r", [("t", s, 1.0) for s in range(10)])
+    rayplex.index(tmp_path)
+    seg = next((tmp_path / "store").glob("seg-*.parquet"))
+    orphan = seg.with_name("seg-99999999.parquet")
+    orphan.write_bytes(seg.read_bytes())
+    assert rayplex.read_series(tmp_path, "t", refresh=False)["count"].sum() == 10
+    assert len(all_points(tmp_path)) == 10
+    assert rayplex.index(tmp_path).orphans_removed == ["seg-99999999.parquet"]
+    assert not orphan.exists()
+
+
+# ----------------------------------------------------------------------------- sql
+
+
+def test_sql_examples_argmax_mean_curve_params_join(tmp_path):
+    tb = tmp_path / "tensorboard"
+    for i in range(4):
+        write_points(tb, f"agent/{i}", [("reward", s, float(i * 10 + s)) for s in range(5)])
+        (tmp_path / "params" / "agent").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "params" / "agent" / f"{i}.json").write_text(json.dumps({"lr": 0.1 * i}))
+    best = rayplex.sql(tmp_path, "SELECT arg_max(run, value) AS run, max(value) AS best "
+                                 "FROM scalars WHERE tag = 'reward'")
+    assert best.values.tolist() == [["agent/3", 34.0]]
+    mean = rayplex.sql(tmp_path, "SELECT r.\"group\", s.step, avg(s.value) AS mean FROM scalars s "
+                                 "JOIN runs r USING (run) GROUP BY ALL ORDER BY step")
+    assert mean["mean"].tolist() == [15.0, 16.0, 17.0, 18.0, 19.0]
+    joined = rayplex.sql(tmp_path, """
+        SELECT p.run, CAST(p.value AS DOUBLE) AS lr, last(s.value ORDER BY s.step) AS final
+        FROM params p JOIN scalars s ON s.run = p.run
+        WHERE p.key = 'lr' AND s.tag = 'reward' GROUP BY ALL ORDER BY lr""")
+    assert joined.final.tolist() == [4.0, 14.0, 24.0, 34.0]
+
+
+@pytest.mark.parametrize("query", [
+    "COPY (SELECT 1) TO 'out.csv'",
+    "COPY scalars TO 'store/x.parquet'",
+    "ATTACH 'other.db' AS other",
+    "CREATE TABLE t AS SELECT 1",
+    "INSERT INTO params VALUES ('a', 'b', 'c')",
+    "SET enable_external_access = true",
+    "INSTALL httpfs",
+    "SELECT 1; SELECT 2",
+    "",
+])
+def test_sql_refuses_anything_but_one_select(tmp_path, query):
+    write_points(tmp_path, "r", [("t", 0, 1.0)])
+    rayplex.index(tmp_path)
+    before = sorted((p.name, p.stat().st_size) for p in tmp_path.rglob("*"))
+    with pytest.raises(ValueError, match="read-only"):
+        rayplex.sql(tmp_path, query, refresh=False)
+    assert sorted((p.name, p.stat().st_size) for p in tmp_path.rglob("*")) == before
+
+
+def test_sql_cannot_read_or_write_other_files(tmp_path):
+    import duckdb
+
+    write_points(tmp_path, "r", [("t", 0, 1.0)])
+    rayplex.index(tmp_path)
+    secret = tmp_path / "secret.csv"
+    secret.write_text("a\n1\n")
+    for query in (f"SELECT * FROM read_csv('{secret}')", "SELECT * FROM read_text('/etc/hostname')",
+                  f"SELECT * FROM read_parquet('{tmp_path}/store/*.parquet')"):
+        with pytest.raises(duckdb.Error, match="(?i)permission|disabled"):
+            rayplex.sql(tmp_path, query, refresh=False)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(("kwargs", "name"), [
+    ({"buckets": 0}, "buckets"), ({"buckets": -3}, "buckets"), ({"buckets": 2.5}, "buckets"),
+    ({"buckets": True}, "buckets"), ({"buckets": "10"}, "buckets"),
+    ({"steps": (5, 1)}, "steps"), ({"steps": (1,)}, "steps"), ({"steps": "ab"}, "steps"),
+    ({"steps": (1.5, 2)}, "steps"), ({"steps": 7}, "steps"), ({"steps": (None, 3)}, "steps"),
+    ({"runs": 3}, "runs"), ({"runs": []}, "runs"),
+])
+def test_malformed_arguments_raise_value_error_naming_them(tmp_path, kwargs, name):
+    write_points(tmp_path, "r", [("t", 0, 1.0)])
+    with pytest.raises(ValueError, match=name):
+        rayplex.read_series(tmp_path, "t", **kwargs)
+
+
+def test_unknown_patterns_give_an_empty_frame(tmp_path):
+    write_points(tmp_path, "r", [("t", 0, 1.0)])
+    for kwargs in ({"tag": "nope"}, {"tag": "t", "runs": "zzz*"}):
+        frame = rayplex.read_series(tmp_path, **kwargs)
+        assert frame.empty and list(frame.columns) == list(SERIES_COLUMNS)
+    assert rayplex.read_series(tmp_path, "t", steps=(10, 20)).empty
+    table = rayplex.read_series(tmp_path, "nope", as_arrow=True)
+    assert table.num_rows == 0 and table.column_names == list(SERIES_COLUMNS)
+
+
+def test_missing_logdir_and_store_are_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        rayplex.read_series(tmp_path / "nope", "t")
+    write_points(tmp_path, "r", [("t", 0, 1.0)])
+    with pytest.raises(FileNotFoundError, match="rayplex index"):
+        rayplex.read_series(tmp_path, "t", refresh=False)
+
+
+def test_without_duckdb_read_series_names_the_extra(tmp_path):
+    write_points(tmp_path, "r", [("t", 0, 1.0)])
+    code = ("import sys; sys.modules['duckdb'] = None\n"
+            "import rayplex\n"
+            "for call in (lambda: rayplex.read_series(sys.argv[1], 't'),\n"
+            "             lambda: rayplex.sql(sys.argv[1], 'SELECT 1'),\n"
+            "             lambda: rayplex.index(sys.argv[1])):\n"
+            "    try:\n"
+            "        call()\n"
+            "    except ImportError as exc:\n"
+            "        print(exc)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 3 and all('pip install "rayplex[store]"' in line for line in lines)
+    assert all("duckdb" in line for line in lines)
+    assert not (tmp_path / "store").exists()
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def test_cli_index_builds_the_store_and_reports(tmp_path, capsys):
+    from rayplex.cli import main
+
+    write_points(tmp_path, "r", [("t", s, float(s)) for s in range(20)])
+    assert main(["index", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "indexed 20 points" in out and "x the event files" in out
+    assert main(["index", str(tmp_path)]) == 0
+    assert "indexed 0 points" in capsys.readouterr().out
+    assert main(["index", str(tmp_path / "nope")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["index", "--help"])
+    assert exc.value.code == 0 and "--no-compact" in capsys.readouterr().out
+
+
+def test_readers_see_whole_commits_while_an_indexer_appends_and_compacts(tmp_path):
+    write_points(tmp_path, "r", [("t", s, 1.0) for s in range(20)])
+    rayplex.index(tmp_path)
+    code = ("import sys; sys.path.insert(0, sys.argv[2]); import rayplex\n"
+            "from tests.test_store import write_points\n"
+            "from pathlib import Path\n"
+            "for k in range(1, 13):\n"
+            "    write_points(Path(sys.argv[1]), 'r', [('t', 20 * k + s, 1.0) for s in range(20)])\n"
+            "    rayplex.index(sys.argv[1])\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path), str(REPO)],
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    seen = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a segment taken for torn would warn
+        while proc.poll() is None or not seen:
+            seen.append(int(rayplex.read_series(tmp_path, "t", refresh=False)["count"].sum()))
+            seen.append(int(rayplex.sql(tmp_path, "SELECT count(*) AS n FROM scalars",
+                                        refresh=False).n[0]))
+    assert proc.wait(timeout=60) == 0
+    assert all(n % 20 == 0 for n in seen) and seen == sorted(seen), seen
+    assert rayplex.read_series(tmp_path, "t", refresh=False)["count"].sum() == 260
+    assert len(Manifest.load(rayplex.store.format.Layout.of(tmp_path)).segments) < 13
