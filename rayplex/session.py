@@ -47,10 +47,14 @@ _NODE_BUFFER_START_S = 5.0
 
 
 class _FlushMarker:
-    __slots__ = ("done",)
+    """A place in the buffer: set ``done`` once everything put before it is acknowledged, and
+    answer flush round ``round`` (a ``rayplex.flush`` from elsewhere) then too."""
 
-    def __init__(self) -> None:
+    __slots__ = ("done", "round")
+
+    def __init__(self, round_: int | None = None) -> None:
         self.done = threading.Event()
+        self.round = round_
 
 
 class Session:
@@ -236,17 +240,24 @@ class Session:
             woken = self._wake.wait(tick)
             self._wake.clear()
             try:
-                round_ = self.sender.flush_requested()
-                if not (woken or round_ is not None
-                        or time.monotonic() - last_ship >= self._interval):
+                asked = self._take_flush_request()
+                if not (woken or asked or time.monotonic() - last_ship >= self._interval):
                     continue
                 last_ship = time.monotonic()
                 self._learn(0)
                 self._ship_pending()
-                if round_ is not None:
-                    self.sender.flushed(round_)
             except Exception:  # keep the thread alive whatever happens
                 log.exception("rayplex: unexpected error in the flush thread")
+
+    def _take_flush_request(self) -> bool:
+        """Mark the buffer's end for a flush round asked from elsewhere, if one came: the round
+        is answered once what was logged before it is acknowledged, not when the buffer is
+        empty (which a process that logs all the time never is)."""
+        round_ = self.sender.flush_requested()
+        if round_ is None:
+            return False
+        self.buffer.put_marker(_FlushMarker(round_))
+        return True
 
     def _ship_pending(self) -> None:
         while not self._stopping:
@@ -260,7 +271,11 @@ class Session:
                 finally:
                     buffer.release(nbytes)
             for marker in markers:
-                marker.done.set()  # type: ignore[attr-defined]
+                assert isinstance(marker, _FlushMarker)
+                marker.done.set()
+                if marker.round is not None:
+                    self.sender.flushed(marker.round)
+            self._take_flush_request()  # a round asked meanwhile is answered at its own place
 
     def _ship(self, items: list[Any]) -> None:
         self._seq += 1
