@@ -2,10 +2,18 @@
 retrying with back-off (0.05 s doubling to ``RAYPLEX_RETRY_MAX_BACKOFF_S``) until an answer
 comes or the session is closed. It also carries the session's other node-buffer calls
 (hello, flush requests, request/response calls), so one module owns that conversation.
+
+It is also how a process learns that its experiment was shut down elsewhere: the node buffer
+it talks to restarts forever, and only ``rayplex.shutdown`` kills it for good. So once its
+name is free, or held by another actor (a new experiment of the same name), the experiment is
+over: :attr:`Sender.ended` says why, and the sender never makes or joins another node buffer.
+Every session keeps a call waiting at its node buffer (:meth:`Sender.flush_requested`), so the
+flush thread sees that death within a tick, busy or idle.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -17,6 +25,7 @@ import ray
 
 from rayplex import actors
 from rayplex.config import NAMESPACE, config
+from rayplex.errors import RayplexError
 from rayplex.records import Ack, Batch
 
 log = logging.getLogger("rayplex")
@@ -45,20 +54,40 @@ class Sender:
         self.created_node_buffer = False
         """Whether this sender started its node's buffer (which then takes a moment to run)."""
         self._flush_round = 0
+        self._node_buffer_id: str | None = None
+        """The actor id of the node buffer this sender talks to (the same across restarts)."""
+        self.ended: str | None = None
+        """Why the experiment is over (its node buffer was stopped for good), once it is."""
 
     def node_buffer(self) -> Any:
-        """The node buffer's handle (created on this node if needed; never blocks on the hub)."""
+        """The node buffer's handle (created on this node if needed; never blocks on the hub).
+
+        Raises:
+            RayplexError: if the experiment was shut down (see the module docstring).
+        """
         with self._lock:
+            if self.ended is not None:
+                raise RayplexError(self.ended)
             if self._node_buffer is None:
                 try:
-                    self._node_buffer = ray.get_actor(
-                        actors.node_buffer_name(self.hub_name, self.node_id),
-                        namespace=NAMESPACE)
+                    handle = ray.get_actor(actors.node_buffer_name(self.hub_name, self.node_id),
+                                           namespace=NAMESPACE)
                 except ValueError:
+                    if self._node_buffer_id is not None:
+                        raise self._end() from None
                     self.created_node_buffer = True
-                    self._node_buffer = actors.get_or_create_node_buffer(self.hub_name,
-                                                                         self.node_id)
+                    handle = actors.get_or_create_node_buffer(self.hub_name, self.node_id)
+                identity = actors.actor_identity(handle)
+                if self._node_buffer_id not in (None, identity):
+                    raise self._end()
+                self._node_buffer, self._node_buffer_id = handle, identity
             return self._node_buffer
+
+    def _end(self) -> RayplexError:
+        self.ended = (f"experiment {self.hub_name!r} was shut down; call rayplex.get_logger "
+                      "again after rayplex.init")
+        self._node_buffer = self._flush_ref = None
+        return RayplexError(self.ended)
 
     def _forget(self) -> None:
         with self._lock:
@@ -75,11 +104,12 @@ class Sender:
         return self.node_buffer().register.remote(self.sender_id, self.pid)
 
     def send(self, batch: Batch) -> Ack | None:
-        """The hub's acknowledgement of ``batch``; ``None`` if the session stopped first."""
+        """The hub's acknowledgement of ``batch``; ``None`` if the session stopped or the
+        experiment ended (:attr:`ended`) first."""
         backoff = 0.05
         attempts = 0
         pending: Any = None
-        while not self._stopped():
+        while not self._stopped() and self.ended is None:
             try:
                 if pending is None:  # one submission at a time: a slow hub is waited for,
                     attempts += 1    # never answered with a pile of resends
@@ -92,12 +122,18 @@ class Sender:
                 continue  # still in flight: keep waiting (and notice a close)
             except Exception as exc:
                 pending = None
+                if isinstance(exc, ray.exceptions.RayActorError):
+                    self._forget()  # dead for good, or restarting: the look-up tells
+                with contextlib.suppress(RayplexError):
+                    self.node_buffer()
+                if self.ended is not None:
+                    break
                 self.counters["retried"] += 1
                 if isinstance(exc, ray.exceptions.RayActorError) and attempts == 1:
                     log.info("rayplex: reconnecting to the node buffer after %s", exc)
                 elif attempts == 2 or attempts % 20 == 0:
                     log.warning("rayplex: batch %d not acknowledged (%s); retrying", batch.seq, exc)
-                if isinstance(exc, (ray.exceptions.RayActorError, ValueError)):
+                if isinstance(exc, ValueError):
                     self._forget()
                 time.sleep(backoff)  # back-off between resends, not synchronisation
                 backoff = min(backoff * 2, config().retry_max_backoff_s)
@@ -151,7 +187,12 @@ class Sender:
             self._flush_round = int(ray.get(ready[0]))
             self._flush_ref = None
             return self._flush_round
-        except Exception:  # the node buffer restarted: ask again next time
+        except ray.exceptions.RayActorError:  # restarted, or stopped for good: look it up now
+            self._forget()
+            with contextlib.suppress(RayplexError):
+                self.node_buffer()
+            return None
+        except Exception:  # ask again next time (the experiment's end is RayplexError here)
             self._flush_ref = None
             return None
 

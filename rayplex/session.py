@@ -7,9 +7,11 @@ A session owns what a process needs to log into one experiment: the experiment's
 builds one item and calls :meth:`Session.put`; request/response operations (artifacts,
 params) go through :meth:`Session.call`, which carries a request id the hub applies once.
 
-A session belongs to one experiment. Once that experiment is shut down (here, or detected
-through the hub's answer), every log call raises :class:`~rayplex.errors.RayplexError`; a new
-``get_logger`` after ``rayplex.init`` makes a new session.
+A session belongs to one experiment. Once that experiment is shut down (here; elsewhere, seen
+within a tick of the flush thread when its node buffer is stopped for good, see
+:mod:`rayplex.sender`; or through the hub's answer), every log call and ``flush()`` raises
+:class:`~rayplex.errors.RayplexError`, and what is still queued is counted as dropped with one
+warning; a new ``get_logger`` after ``rayplex.init`` makes a new session.
 """
 
 from __future__ import annotations
@@ -241,6 +243,9 @@ class Session:
             self._wake.clear()
             try:
                 asked = self._take_flush_request()
+                if self.sender.ended is not None:
+                    self._end(self.sender.ended, 0)
+                    return
                 if not (woken or asked or time.monotonic() - last_ship >= self._interval):
                     continue
                 last_ship = time.monotonic()
@@ -282,6 +287,9 @@ class Session:
         batch = self.encoder.encode(items, self.sender_id, self._seq, self.experiment)
         while True:
             ack = self.sender.send(batch)
+            if ack is None and self.sender.ended is not None:
+                self._end(self.sender.ended, len(items))
+                return
             if ack is None:  # closed while the hub was away: counted, never silent
                 self.counters["dropped_at_close"] += len(items)
                 self._warn_once("close", f"rayplex: {len(items)} records of experiment "
@@ -295,14 +303,10 @@ class Session:
         self._handle(ack, batch.record_count())
 
     def _handle(self, ack: Ack, records: int) -> None:
-        if ack.wrong_experiment:
+        if ack.wrong_experiment:  # refused by the hub that now has that name
             self.counters["wrong_experiment"] += records
-            self._warn_once("experiment", (
-                f"rayplex: experiment {self.hub_name!r} that this process logged to was shut "
-                f"down; {records} records were refused by the hub that now has that name"))
-            self.closed = (f"experiment {self.hub_name!r} was shut down; call "
-                           "rayplex.get_logger again")
-            self._seal()
+            self._end(f"experiment {self.hub_name!r} was shut down; call rayplex.get_logger "
+                      "again", 0)
             return
         if ack.rejected:
             self.counters["rejected"] += ack.rejected
@@ -314,6 +318,30 @@ class Session:
         self.counters["records"] += records
         if ack.registry is not None and ack.registry.stamp != self.encoder.registry.stamp:
             self.encoder.adopt(ack.registry)
+
+    def _end(self, reason: str, undelivered: int) -> None:
+        """The experiment was shut down elsewhere: log calls and ``flush()`` raise from now on,
+        and what is still queued here (with the ``undelivered`` records of the batch in hand)
+        can never be delivered: counted as dropped, with one warning. Runs in the flush
+        thread, which then stops."""
+        self.closed = self.closed or reason
+        self._seal()
+        self._stopping = True
+        lost = undelivered
+        while True:
+            items, markers, nbytes = self.buffer.drain(1 << 30)
+            if not items and not markers:
+                break
+            lost += len(items)
+            self.buffer.release(nbytes)
+            for marker in markers:
+                assert isinstance(marker, _FlushMarker)
+                marker.done.set()  # its flush() raises: the session is closed
+        self.counters["dropped_at_close"] += lost
+        dropped = self.stats()["dropped"]
+        self._warn_once("ended", f"rayplex: {reason}; {dropped} records logged to it were not "
+                        "delivered (stats()['dropped'])")
+        self.buffer.close()
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
