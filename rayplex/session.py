@@ -339,8 +339,11 @@ class Session:
                 marker.done.set()  # its flush() raises: the session is closed
         self.counters["dropped_at_close"] += lost
         dropped = self.stats()["dropped"]
-        self._warn_once("ended", f"rayplex: {reason}; {dropped} records logged to it were not "
-                        "delivered (stats()['dropped'])")
+        if dropped:
+            self._warn_once("ended", f"rayplex: {reason}; {dropped} records logged to it were "
+                            "not delivered (stats()['dropped'])")
+        else:  # everything was delivered: an ordinary end, nothing to warn about
+            log.info("rayplex: %s", reason)
         self.buffer.close()
 
     def _warn_once(self, key: str, message: str) -> None:
