@@ -6,9 +6,10 @@ comes or the session is closed. It also carries the session's other node-buffer 
 It is also how a process learns that its experiment was shut down elsewhere: the node buffer
 it talks to restarts forever, and only ``rayplex.shutdown`` kills it for good. So once the
 node buffer that answered it is gone and its name is free, or held by another actor (a new
-experiment of the same name), the experiment is over: :attr:`Sender.ended` says why, and the sender never makes or joins another node buffer.
-Every session keeps a call waiting at its node buffer (:meth:`Sender.flush_requested`), so the
-flush thread sees that death within a tick, busy or idle.
+experiment of the same name), the experiment is over: :attr:`Sender.ended` says why, and the
+sender never makes or joins another node buffer. Every session keeps a call waiting at its
+node buffer (:meth:`Sender.flush_requested`), so the flush thread sees that death within a
+tick, busy or idle.
 """
 
 from __future__ import annotations
