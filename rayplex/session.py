@@ -7,9 +7,11 @@ A session owns what a process needs to log into one experiment: the experiment's
 builds one item and calls :meth:`Session.put`; request/response operations (artifacts,
 params) go through :meth:`Session.call`, which carries a request id the hub applies once.
 
-A session belongs to one experiment. Once that experiment is shut down (here, or detected
-through the hub's answer), every log call raises :class:`~rayplex.errors.RayplexError`; a new
-``get_logger`` after ``rayplex.init`` makes a new session.
+A session belongs to one experiment. Once that experiment is shut down (here; elsewhere, seen
+within a tick of the flush thread when its node buffer is stopped for good, see
+:mod:`rayplex.sender`; or through the hub's answer), every log call and ``flush()`` raises
+:class:`~rayplex.errors.RayplexError`, and what is still queued is counted as dropped with one
+warning; a new ``get_logger`` after ``rayplex.init`` makes a new session.
 """
 
 from __future__ import annotations
@@ -47,10 +49,14 @@ _NODE_BUFFER_START_S = 5.0
 
 
 class _FlushMarker:
-    __slots__ = ("done",)
+    """A place in the buffer: set ``done`` once everything put before it is acknowledged, and
+    answer flush round ``round`` (a ``rayplex.flush`` from elsewhere) then too."""
 
-    def __init__(self) -> None:
+    __slots__ = ("done", "round")
+
+    def __init__(self, round_: int | None = None) -> None:
         self.done = threading.Event()
+        self.round = round_
 
 
 class Session:
@@ -236,17 +242,27 @@ class Session:
             woken = self._wake.wait(tick)
             self._wake.clear()
             try:
-                round_ = self.sender.flush_requested()
-                if not (woken or round_ is not None
-                        or time.monotonic() - last_ship >= self._interval):
+                asked = self._take_flush_request()
+                if self.sender.ended is not None:
+                    self._end(self.sender.ended, 0)
+                    return
+                if not (woken or asked or time.monotonic() - last_ship >= self._interval):
                     continue
                 last_ship = time.monotonic()
                 self._learn(0)
                 self._ship_pending()
-                if round_ is not None:
-                    self.sender.flushed(round_)
             except Exception:  # keep the thread alive whatever happens
                 log.exception("rayplex: unexpected error in the flush thread")
+
+    def _take_flush_request(self) -> bool:
+        """Mark the buffer's end for a flush round asked from elsewhere, if one came: the round
+        is answered once what was logged before it is acknowledged, not when the buffer is
+        empty (which a process that logs all the time never is)."""
+        round_ = self.sender.flush_requested()
+        if round_ is None:
+            return False
+        self.buffer.put_marker(_FlushMarker(round_))
+        return True
 
     def _ship_pending(self) -> None:
         while not self._stopping:
@@ -260,13 +276,20 @@ class Session:
                 finally:
                     buffer.release(nbytes)
             for marker in markers:
-                marker.done.set()  # type: ignore[attr-defined]
+                assert isinstance(marker, _FlushMarker)
+                marker.done.set()
+                if marker.round is not None:
+                    self.sender.flushed(marker.round)
+            self._take_flush_request()  # a round asked meanwhile is answered at its own place
 
     def _ship(self, items: list[Any]) -> None:
         self._seq += 1
         batch = self.encoder.encode(items, self.sender_id, self._seq, self.experiment)
         while True:
             ack = self.sender.send(batch)
+            if ack is None and self.sender.ended is not None:
+                self._end(self.sender.ended, len(items))
+                return
             if ack is None:  # closed while the hub was away: counted, never silent
                 self.counters["dropped_at_close"] += len(items)
                 self._warn_once("close", f"rayplex: {len(items)} records of experiment "
@@ -280,14 +303,10 @@ class Session:
         self._handle(ack, batch.record_count())
 
     def _handle(self, ack: Ack, records: int) -> None:
-        if ack.wrong_experiment:
+        if ack.wrong_experiment:  # refused by the hub that now has that name
             self.counters["wrong_experiment"] += records
-            self._warn_once("experiment", (
-                f"rayplex: experiment {self.hub_name!r} that this process logged to was shut "
-                f"down; {records} records were refused by the hub that now has that name"))
-            self.closed = (f"experiment {self.hub_name!r} was shut down; call "
-                           "rayplex.get_logger again")
-            self._seal()
+            self._end(f"experiment {self.hub_name!r} was shut down; call rayplex.get_logger "
+                      "again", 0)
             return
         if ack.rejected:
             self.counters["rejected"] += ack.rejected
@@ -299,6 +318,33 @@ class Session:
         self.counters["records"] += records
         if ack.registry is not None and ack.registry.stamp != self.encoder.registry.stamp:
             self.encoder.adopt(ack.registry)
+
+    def _end(self, reason: str, undelivered: int) -> None:
+        """The experiment was shut down elsewhere: log calls and ``flush()`` raise from now on,
+        and what is still queued here (with the ``undelivered`` records of the batch in hand)
+        can never be delivered: counted as dropped, with one warning. Runs in the flush
+        thread, which then stops."""
+        self.closed = self.closed or reason
+        self._seal()
+        self._stopping = True
+        lost = undelivered
+        while True:
+            items, markers, nbytes = self.buffer.drain(1 << 30)
+            if not items and not markers:
+                break
+            lost += len(items)
+            self.buffer.release(nbytes)
+            for marker in markers:
+                assert isinstance(marker, _FlushMarker)
+                marker.done.set()  # its flush() raises: the session is closed
+        self.counters["dropped_at_close"] += lost
+        dropped = self.stats()["dropped"]
+        if dropped:
+            self._warn_once("ended", f"rayplex: {reason}; {dropped} records logged to it were "
+                            "not delivered (stats()['dropped'])")
+        else:  # everything was delivered: an ordinary end, nothing to warn about
+            log.info("rayplex: %s", reason)
+        self.buffer.close()
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:

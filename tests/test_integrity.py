@@ -408,3 +408,155 @@ def test_an_unregistered_group_is_reported_once_per_experiment_by_the_hub(experi
     with open(os.path.join(experiment.logdir, "logs", "all.log"), encoding="utf-8") as f:
         text = f.read()
     assert text.count("group 'loose' is not registered") == 1
+
+
+# ------------------- issue 21.3: an experiment shut down from another driver ends every session
+_OTHER_DRIVER = """
+import json, logging, os, sys, time
+import ray, rayplex
+
+address, name, ready, report, leave = sys.argv[1:6]
+ray.init(address=address, namespace="t", configure_logging=False)
+warnings = []
+
+class Capture(logging.Handler):
+    def emit(self, record):
+        if record.levelno >= logging.WARNING:
+            warnings.append(record.getMessage())
+
+logging.getLogger("rayplex").addHandler(Capture())
+log = rayplex.get_logger("learner/other", hub=name)
+logged, raised_at, error = 0, None, None
+open(ready, "w").close()
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:
+    try:
+        log.add_scalar("x", float(logged), step=logged)
+    except rayplex.RayplexError as exc:
+        raised_at, error = time.time(), str(exc)
+        break
+    logged += 1
+    time.sleep(0.001)  # a steady training loop's pace, not synchronisation
+start = time.monotonic()
+try:
+    log.flush(timeout=20)
+    flush_error = None
+except Exception as exc:
+    flush_error = f"{type(exc).__name__}: {exc}"
+flush_s = time.monotonic() - start
+with open(report + ".tmp", "w") as f:
+    json.dump({"logged": logged, "raised_at": raised_at, "error": error, "flush_s": flush_s,
+               "flush_error": flush_error, "stats": log.stats(), "warnings": warnings}, f)
+os.rename(report + ".tmp", report)
+deadline = time.monotonic() + 120
+while not os.path.exists(leave) and time.monotonic() < deadline:  # stay alive: a stale sender
+    time.sleep(0.05)
+"""
+
+
+def _wait_for_file(path, seconds, proc=None):
+    deadline = time.monotonic() + seconds
+    while not os.path.exists(path):
+        assert proc is None or proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"{path} did not appear within {seconds} s"
+        time.sleep(0.02)  # polling for the other process's mark
+
+
+def test_a_shutdown_from_another_driver_ends_this_driver_s_loggers_within_the_bound(
+        ray_session, tmp_path):
+    from rayplex.config import config
+
+    hub = rayplex.init(str(tmp_path / "first"), name="shared")
+    marks = {k: str(tmp_path / k) for k in ("ready", "report", "leave")}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _OTHER_DRIVER, ray_session.get_runtime_context().gcs_address,
+         hub.name, marks["ready"], marks["report"], marks["leave"]],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for_file(marks["ready"], 120, proc)
+        rayplex.flush(hub.name)  # the other driver's first records are on disk
+        assert _steps(hub.logdir, "learner", "other/x")
+        rayplex.shutdown(hub.name)
+        shut_down_at = time.time()
+        _wait_for_file(marks["report"], 120, proc)
+        with open(marks["report"], encoding="utf-8") as f:
+            report = json.load(f)
+        print({k: v for k, v in report.items() if k != "stats"}, report["stats"]["dropped"])
+        assert report["raised_at"] is not None, report
+        assert "shut down" in report["error"]
+        assert report["raised_at"] - shut_down_at <= config().flush_interval_s + 5
+        assert report["flush_error"].startswith("RayplexError") and report["flush_s"] < 5
+        on_disk = len(_steps(hub.logdir, "learner", "other/x"))
+        # every record is on disk or counted as dropped (a batch the hub wrote just before the
+        # kill whose answer was lost is counted too: never silent, at most one batch twice)
+        assert on_disk + report["stats"]["dropped"] >= report["logged"]
+        assert report["stats"]["dropped"] <= report["logged"] - on_disk + 2_000
+        assert len(report["warnings"]) == 1, report["warnings"]
+        assert str(report["stats"]["dropped"]) in report["warnings"][0]
+
+        # the next experiment of that name is not slowed by the stale sender still alive there
+        nxt = rayplex.init(str(tmp_path / "next"), name="shared")
+        rayplex.get_logger("learner/next", hub="shared").add_scalar("x", 1.0, step=0)
+        start = time.monotonic()
+        rayplex.flush(nxt.name)
+        took = time.monotonic() - start
+        print(f"next experiment's flush: {took:.2f} s")
+        assert took < 5
+        assert _steps(nxt.logdir, "learner", "next/x") == [0]
+        assert "other/x" not in tb_scalars(nxt.logdir).get("learner", {})
+    finally:
+        open(marks["leave"], "w").close()
+        out, _ = proc.communicate(timeout=180)
+        print(out[-3000:])
+    rayplex.shutdown("shared")
+
+
+# -------------------------- issue 21.4: a flush round covers what was logged before it was asked
+def test_flush_is_not_held_by_an_actor_logging_every_millisecond_and_covers_what_came_before(
+        ray_session, tmp_path):
+    import threading
+
+    import ray
+
+    hub = rayplex.init(str(tmp_path / "exp"))
+
+    @ray.remote(max_concurrency=2)
+    class Chatty:
+        def __init__(self):
+            self.log = rayplex.get_logger("learner/chatty")
+            self.logged = 0
+            self.stop = threading.Event()
+
+        def run(self):
+            while not self.stop.is_set():
+                self.log.add_scalar("x", float(self.logged), step=self.logged)
+                self.logged += 1
+                time.sleep(0.001)  # logging every millisecond, as a fast training loop does
+            return self.logged
+
+        def count(self):
+            return self.logged
+
+        def halt(self):
+            self.stop.set()
+
+    chatty = Chatty.remote()
+    running = chatty.run.remote()
+    deadline = time.monotonic() + 60
+    while ray.get(chatty.count.remote()) < 2_000:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)  # polling the actor's progress
+    took = []
+    for _ in range(3):
+        before = ray.get(chatty.count.remote())  # logged before the flush was asked
+        start = time.monotonic()
+        rayplex.flush(hub.name)
+        took.append(time.monotonic() - start)
+        steps = set(_steps(hub.logdir, "learner", "chatty/x"))
+        assert set(range(before)) <= steps
+    print("flush took", [round(t, 2) for t in took])
+    assert max(took) < 5
+    ray.get(chatty.halt.remote())
+    ray.get(running)
+    ray.kill(chatty)
+    rayplex.shutdown()

@@ -136,3 +136,40 @@ def test_summary_is_written_after_the_quiet_delay_without_flush(experiment):
             break
         time.sleep(0.1)
     assert tb_scalars(experiment.logdir)["learner/summary"]["x/mean"] == [(1, 5.0)]
+
+
+@ray.remote
+def _short_lived(round_, k):
+    log = rayplex.get_logger(f"task/r{round_}-{k}")  # a plain task: a new client per round
+    log.store_metrics(x=float(10 * round_ + k))
+    log.log_metrics_summary(step=round_)
+
+
+def _task_counts(logdir):
+    return dict(tb_scalars(logdir)["task/summary"].get("x/count", []))
+
+
+def test_a_quiet_group_of_short_lived_clients_is_summarised_within_the_silence_bound(
+        experiment):
+    import time
+
+    from rayplex.config import config
+
+    for round_ in range(3):
+        ray.get([_short_lived.remote(round_, k) for k in range(2)])
+    quiet_at = time.monotonic()
+    cfg = config()
+    bound = max(cfg.effective_summary_silent_s, 2 * cfg.effective_summary_hold_s) + 5
+    while _task_counts(experiment.logdir) != {0: 2.0, 1: 2.0, 2: 2.0}:
+        assert time.monotonic() - quiet_at < bound, _task_counts(experiment.logdir)
+        time.sleep(0.2)  # polling the files for the hub's quiet-time write
+    print(f"written {time.monotonic() - quiet_at:.1f} s after the group went quiet")
+    assert tb_scalars(experiment.logdir)["task/summary"]["x/mean"] == [
+        (0, 0.5), (1, 10.5), (2, 20.5)]  # one point per step, over both tasks
+
+
+def test_flush_writes_the_complete_steps_of_a_group_of_short_lived_clients(experiment):
+    for round_ in range(3):
+        ray.get([_short_lived.remote(round_, k) for k in range(2)])
+    rayplex.flush()
+    assert _task_counts(experiment.logdir) == {0: 2.0, 1: 2.0, 2: 2.0}

@@ -80,7 +80,8 @@ def test_a_client_that_dies_mid_run_is_declared_silent_and_the_rest_continue() -
 
 def test_nobody_is_declared_silent_while_the_hub_hears_nobody() -> None:
     book = _b_behind_a(a_step_1_at=1.0)
-    # the hub was stalled or restarting for 30 s: b's step 1 is on its way, not lost
+    # the hub was stalled for 30 s (it notices when it resumes): b's step 1 is on its way
+    book.disturbed(now=31.0)
     assert book.silent_clients(now=31.0) == []
     assert _steps(book.due(now=31.0)) == [("agent", 0, 2.0)]
     book.add(_partial("agent/b", 1, 1.0), now=32.0)
@@ -255,3 +256,47 @@ def test_a_node_call_reveals_resends_restarts_and_stalls_but_not_clock_skew() ->
     assert FaultWatch.after([], took_s=2.0)  # calls queued behind a slow one
     assert not FaultWatch.after([Ack("w", 1)], took_s=0.1)
     assert FaultWatch.after([Ack("w", 1, error="disk full")], took_s=0.1)
+
+
+# --------------------------- a group of short-lived clients (a new client per round, plain tasks)
+def _rounds(book: SummaryBook, rounds: int, per_round: int, every: float) -> list[float]:
+    """``per_round`` new clients of group task summarise step ``r`` at ``r * every``."""
+    times = [r * every for r in range(rounds)]
+    for r, t in enumerate(times):
+        for k in range(per_round):
+            book.add(_partial(f"task/r{r}-{k}", r, 1.0, group="task"), now=t)
+    return times
+
+
+def test_a_quiet_group_of_short_lived_clients_is_written_within_the_silence_bound() -> None:
+    book = SummaryBook(DELAY, SILENT, hold_s=HOLD)
+    quiet_at = _rounds(book, rounds=5, per_round=3, every=1.0)[-1]
+    written: dict[int, float] = {}
+    now = quiet_at
+    while now < quiet_at + 20 * SILENT and len(written) < 5:
+        for summary in book.due(now):
+            assert summary.step not in written and summary.values["r/count"] == 3.0
+            written[summary.step] = now
+        now += 0.1
+    assert sorted(written) == list(range(5))
+    # the silence bound, or the bounded join hold after the step's first partial if longer
+    assert max(written.values()) <= quiet_at + max(SILENT, 2 * HOLD) + 0.1
+
+
+def test_a_fault_restarts_the_quiet_time_of_a_group_that_went_quiet() -> None:
+    book = _b_behind_a(a_step_1_at=1.0)
+    book.disturbed(now=30.0)  # the hub was stalled from t=1 and noticed when it resumed
+    assert book.silent_clients(now=30.0 + SILENT - 0.1) == []  # b's step 1 may be on its way
+    assert book.silent_clients(now=30.0 + SILENT) == ["agent/a", "agent/b"]
+
+
+def test_a_flush_writes_the_steps_of_replaced_clients_but_waits_for_a_live_one() -> None:
+    book = SummaryBook(DELAY, SILENT, hold_s=HOLD)
+    _rounds(book, rounds=3, per_round=2, every=0.1)
+    book.add(_partial("agent/a", 0, 1.0), now=0.0)
+    book.add(_partial("agent/b", 0, 1.0), now=0.0)
+    book.add(_partial("agent/a", 1, 1.0), now=0.2)  # b, long-lived, is a step behind
+    assert _steps(book.due(now=0.3, quiet=False)) == [
+        ("agent", 0, 2.0), ("task", 0, 2.0), ("task", 1, 2.0), ("task", 2, 2.0)]
+    book.add(_partial("agent/b", 1, 1.0), now=0.4)
+    assert _steps(book.due(now=0.5, quiet=False)) == [("agent", 1, 2.0)]  # one point, both

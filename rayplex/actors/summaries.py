@@ -10,12 +10,15 @@ summarised and when it was last heard of. Step ``s`` of group ``g`` is *ready* w
   partials of a group, which have no watermark yet, can arrive from every node).
 
 A client is silent once the book heard other clients of its group ``silent_s`` seconds after
-its last partial (``RAYPLEX_SUMMARY_SILENT_S``; or, when the whole group went quiet, ten times
-that); the others go on without it. Silence is measured against what the hub hears, so a hub
-that was stalled or restarting, or senders backing off, declare nobody silent. A partial that arrives for a
-step that was already written (only from a client that was declared silent, or one that
-joined the group late) is merged with what was there and the step is written again: a second
-point at the same step, over all values, flagged (``again``) so that the hub warns about it.
+its last partial (``RAYPLEX_SUMMARY_SILENT_S``), or once its whole group has been quiet for
+``silent_s`` (a group of short-lived clients, a new one per round, ends that way); the others
+go on without it. The group's quiet time counts from its last partial or the hub's latest
+fault (:meth:`SummaryBook.disturbed`), whichever is later, so a hub that was stalled or
+restarted declares nobody silent until its senders had ``silent_s`` to be heard again. A
+partial that arrives for a step that was already written (only from a client that was
+declared silent, or one that joined the group late) is merged with what was there and the
+step is written again: a second point at the same step, over all values, flagged (``again``)
+so that the hub warns about it.
 
 A worker the book does not know yet has no watermark, so nothing waits for its first partial,
 which may be late: sent after a back-off because a fault (a hub or node-buffer restart, a failed
@@ -25,6 +28,12 @@ flush intervals) no step is written on the quiet time alone, after a client join
 group); a group whose members are all known writes on the watermark and quiet time only. So
 that joins or faults that never stop cannot hold a step for ever, no step is held longer than
 ``2 * hold_s`` after its first partial. An explicit flush and shutdown do not wait for the hold.
+
+An explicit flush (``quiet=False``) is a barrier: every partial logged before it has arrived.
+It writes what is complete: besides silent clients, a client that was *replaced* holds no step
+back: one whose group has a client that joined after it was last heard, at a step after its
+last one (a new client per round, as plain tasks make). A long-lived client that is behind
+holds its group's next steps back at a flush as on the quiet time.
 
 Written steps are kept (for such late partials) up to ``keep_written`` per group; a partial
 for a step below a group's pruned floor is refused and counted (``refused``), never started
@@ -52,7 +61,9 @@ Example:
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any, NamedTuple
 
 from rayplex.records import Partial
@@ -71,9 +82,6 @@ class Summary(NamedTuple):
     again: bool
 
 
-_SILENT_FALLBACK = 10
-
-
 @dataclass
 class _Entry:
     metrics: dict[str, PartialStats] = field(default_factory=dict)
@@ -90,6 +98,7 @@ class _Client:
     first: int
     last: int
     seen: float
+    joined: float
 
 
 @dataclass
@@ -122,6 +131,8 @@ class SummaryBook:
         self.hold_s = hold_s
         self.held_until = 0.0
         """Until when steps wait for resends after the latest disturbance (``time.time()``)."""
+        self.disturbed_at = float("-inf")
+        """When the latest disturbance was seen: a group's quiet time counts from it too."""
         self.refused = 0
         """Partials refused because their step was below the group's pruned floor."""
         self._entries: dict[tuple[str, int], _Entry] = {}
@@ -142,7 +153,7 @@ class SummaryBook:
         for client_id in partial.clients:
             client = group.clients.get(client_id)
             if client is None:
-                group.clients[client_id] = _Client(partial.step, partial.step, now)
+                group.clients[client_id] = _Client(partial.step, partial.step, now, now)
                 group.joined = max(group.joined, now)
             else:
                 client.first = min(client.first, partial.step)
@@ -171,6 +182,7 @@ class SummaryBook:
         """A fault happened at ``now``: senders may resend partials until ``now + hold_s``, so
         write nothing on the quiet time alone until then."""
         self.held_until = max(self.held_until, now + self.hold_s)
+        self.disturbed_at = max(self.disturbed_at, now)
 
     def due(self, now: float, force: bool = False, quiet: bool = True) -> list[Summary]:
         """Take the summaries to write: the ready steps at ``now``, or every dirty one if
@@ -193,7 +205,7 @@ class SummaryBook:
                 if quiet and (now - entry.last < self.delay_s or now < self._held(group, entry)):
                     continue
                 if group not in waiting:
-                    waiting[group] = self._live_watermarks(group, now)
+                    waiting[group] = self._live_watermarks(group, now, flush=not quiet)
                 if any(first <= step and last < step for first, last in waiting[group]):
                     continue
             values: dict[str, float] = {}
@@ -213,10 +225,11 @@ class SummaryBook:
                       if self._silent(group, client, now))
 
     def _silent(self, group: _Group, client: _Client, now: float) -> bool:
-        """Others of the group were heard ``silent_s`` after this client's last partial; or,
-        as a last resort when the whole group went quiet, ten times that passed."""
+        """Others of the group were heard ``silent_s`` after this client's last partial, or
+        the whole group has been quiet for ``silent_s`` since its last partial and the latest
+        fault."""
         return (group.heard - client.seen >= self.silent_s
-                or now - client.seen >= _SILENT_FALLBACK * self.silent_s)
+                or now - max(group.heard, self.disturbed_at) >= self.silent_s)
 
     def mark_written(self, keys: list[tuple[str, int]]) -> None:
         """Record that these steps' summaries are on disk (journal replay)."""
@@ -240,12 +253,21 @@ class SummaryBook:
         joined = spec.joined if spec is not None else float("-inf")
         return min(max(self.held_until, joined + self.hold_s), entry.created + 2 * self.hold_s)
 
-    def _live_watermarks(self, group: str, now: float) -> list[tuple[int, int]]:
+    def _live_watermarks(self, group: str, now: float,
+                         flush: bool = False) -> list[tuple[int, int]]:
+        """``(first, last)`` of the clients that hold ``group``'s steps back: not silent and,
+        at an explicit ``flush``, not replaced (see the module docstring)."""
         spec = self._groups.get(group)
         if spec is None:
             return []
-        return [(c.first, c.last) for c in spec.clients.values()
-                if not self._silent(spec, c, now)]
+        live = [c for c in spec.clients.values() if not self._silent(spec, c, now)]
+        if flush and live:
+            by_first = sorted(spec.clients.values(), key=lambda c: c.first)
+            firsts = [c.first for c in by_first]
+            latest_join = list(accumulate(reversed([c.joined for c in by_first]), max))[::-1]
+            live = [c for c in live if (i := bisect_right(firsts, c.last)) == len(firsts)
+                    or latest_join[i] < c.seen]
+        return [(c.first, c.last) for c in live]
 
     def _prune(self) -> None:
         written: dict[str, list[int]] = {}
@@ -328,7 +350,7 @@ class SummaryBook:
             for client_id, (first, last) in item["clients"].items():
                 split_client_id(client_id, internal=True)
                 group_spec.clients[client_id] = _Client(
-                    check_step(_int(first)), check_step(_int(last)), now)
+                    check_step(_int(first)), check_step(_int(last)), now, now)
         return book
 
 
