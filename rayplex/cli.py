@@ -309,10 +309,15 @@ def _ago(seconds: float) -> str:
 def _job_rows(logdir: str, now: float) -> list[tuple[str, ...]]:
     """One row per client with a job status or a heartbeat: client, job status, ping status,
     last seen, host."""
-    from rayplex.logger_runs import read_control
+    from rayplex.logger_runs import CONTROL_FILE, read_control
     from rayplex.read import read_params
 
-    beats = read_control(logdir).heartbeats
+    try:
+        beats = read_control(logdir).heartbeats
+    except RecursionError:  # a hostile file: the rest of the listing still stands
+        print(f"rayplex ls: {CONTROL_FILE} is nested too deeply to read; heartbeats are not "
+              "shown", file=sys.stderr)
+        beats = {}
     statuses: dict[str, str] = {}
     for client, params in read_params(logdir, errors={}).items():  # errors: shown by ls
         job = params.get("job")

@@ -714,3 +714,20 @@ def test_every_command_refuses_a_url_logdir_in_one_line(argv, tmp_path, monkeypa
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "object storage" in err and "://" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s3:"]
+
+
+def test_ls_of_a_logdir_with_a_100000_deep_control_file_lists_everything_else(logdir, tmp_path,
+                                                                               capsys):
+    from rayplex.actors.writer import STATE_DIR
+    from rayplex.logger_runs import CONTROL_FILE
+
+    root = tmp_path / "exp"
+    shutil.copytree(logdir, root)
+    (root / STATE_DIR).mkdir()
+    (root / STATE_DIR / CONTROL_FILE).write_text("[" * 100_000 + "]" * 100_000)
+    (root / "params" / "learner" / "main.json").write_text(json.dumps({"job": {"status": "done"}}))
+    assert main(["ls", str(root)]) == 0
+    out, err = capsys.readouterr()
+    assert "learner/main/model.pkl" in out and any(
+        line.startswith("│ learner/main") and "done" in line for line in out.splitlines())
+    assert "control.json" in err and "heartbeats are not shown" in err
