@@ -3,6 +3,9 @@
 Every command but ``demo`` reads a finished (or live) logdir from disk and needs no Ray. A bad
 logdir, a missing optional package or an empty selection is one line on stderr and exit code 1;
 a usage error (unknown command or option, with a did-you-mean) exits with 2; success with 0.
+A URL logdir (``s3://...``) is such an error in every command, checked before anything starts
+(:func:`rayplex.rules.local_logdir`); in ``ls``, a client whose files cannot be read is an error
+row and the rest is listed.
 Runs and tags are listed in natural order (``agent/2`` before ``agent/10``). Colour only on a
 terminal, and never when ``NO_COLOR`` is set.
 
@@ -276,6 +279,12 @@ def _ls(args: argparse.Namespace) -> int:
     if summary.params:
         params = ", ".join(sorted(summary.params, key=natural_key))
         console.print(f"params: {_plain(params)}  (rayplex.read_params)")
+    if summary.errors:
+        errors = Table(title="errors (these clients' files could not be read; the rest is listed)")
+        errors.add_column("client")
+        errors.add_column("error")
+        show(errors, sorted(summary.errors.items(), key=lambda item: natural_key(item[0])),
+             "errors")
     jobs = _job_rows(args.logdir, time.time())
     if jobs:
         jobs_table = Table(title="clients (job status: logger.job_*; last seen: logger.ping)")
@@ -300,12 +309,17 @@ def _ago(seconds: float) -> str:
 def _job_rows(logdir: str, now: float) -> list[tuple[str, ...]]:
     """One row per client with a job status or a heartbeat: client, job status, ping status,
     last seen, host."""
-    from rayplex.logger_runs import read_control
+    from rayplex.logger_runs import CONTROL_FILE, read_control
     from rayplex.read import read_params
 
-    beats = read_control(logdir).heartbeats
+    try:
+        beats = read_control(logdir).heartbeats
+    except RecursionError:  # a hostile file: the rest of the listing still stands
+        print(f"rayplex ls: {CONTROL_FILE} is nested too deeply to read; heartbeats are not "
+              "shown", file=sys.stderr)
+        beats = {}
     statuses: dict[str, str] = {}
-    for client, params in read_params(logdir).items():
+    for client, params in read_params(logdir, errors={}).items():  # errors: shown by ls
         job = params.get("job")
         if isinstance(job, dict) and "status" in job:
             statuses[client] = str(job["status"])
@@ -674,6 +688,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _unknown_command(parser, argv)
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "logdir", None) is not None:
+            from rayplex.rules import local_logdir
+
+            local_logdir(args.logdir)  # before anything starts (demo: Ray; board: TensorBoard)
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130

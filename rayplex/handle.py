@@ -112,17 +112,18 @@ def init(logdir: str | os.PathLike[str], name: str | None = None, *,
     Raises:
         LogdirConflictError: if a hub of that name already writes to another logdir, or another
             live hub owns this logdir.
-        ValueError: if ``name`` or ``log_level`` is invalid, or ``logdir`` is a file or cannot
-            be created.
+        ValueError: if ``name`` or ``log_level`` is invalid, ``logdir`` is a URL
+            (``s3://...``: object storage is not supported yet) or a file, or cannot be created.
         TypeError: if ``logdir`` is not a path, or ``forward`` holds something that is not a
             ``rayplex.forward.MLflow`` / ``rayplex.forward.WandB``.
     """
-    from rayplex.rules import validate_part
+    from rayplex.rules import local_logdir, validate_part
     from rayplex.textlog import parse_level
 
     name = validate_part(name or config().hub, "experiment name")
     if not isinstance(logdir, (str, os.PathLike)):
         raise TypeError(f"logdir must be a path, got {type(logdir).__name__}")
+    local_logdir(logdir)
     try:
         parse_level(log_level)
     except (ValueError, TypeError, KeyError) as exc:

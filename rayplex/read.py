@@ -25,7 +25,7 @@ import stat
 import struct
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Union, overload
 
@@ -73,6 +73,8 @@ def check_logdir(logdir: PathLike) -> Path:
         FileNotFoundError: If ``logdir`` does not exist, is not a directory or has no
             ``tensorboard/`` subdirectory (the message says which, and suggests the parent when
             given the ``tensorboard/`` folder itself).
+        ValueError: If ``logdir`` is a URL (``s3://...``: :func:`rayplex.rules.local_logdir`);
+            every reader checks its logdir here.
 
     Example:
         >>> check_logdir("/nonexistent")
@@ -80,7 +82,9 @@ def check_logdir(logdir: PathLike) -> Path:
         ...
         FileNotFoundError: logdir '/nonexistent' does not exist
     """
-    path = Path(os.path.abspath(os.path.expanduser(os.fspath(logdir))))
+    from rayplex.rules import local_logdir
+
+    path = Path(os.path.abspath(os.path.expanduser(local_logdir(logdir))))
     if not path.exists():
         raise FileNotFoundError(f"logdir {str(path)!r} does not exist")
     if not path.is_dir():
@@ -395,11 +399,16 @@ def read_scalars(
 # ----------------------------------------------------------------------------- params, artifacts
 
 
-def read_params(logdir: PathLike) -> dict[str, dict[str, Any]]:
+def read_params(logdir: PathLike, *,
+                errors: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
     """Read the hyper-parameters every client logged with ``log_params``.
 
     Args:
         logdir: The experiment's logdir.
+        errors: If given, a params file that cannot be read (not JSON, not an object, nested
+            too deeply, unreadable) is recorded here as ``{client: message}`` and left out,
+            instead of raising: one bad or hostile file then costs only its own client
+            (``rayplex ls`` lists the rest this way).
 
     Returns:
         ``{"group/name": params}`` from ``logdir/params/<group>/<name>.json``, sorted by client
@@ -407,7 +416,8 @@ def read_params(logdir: PathLike) -> dict[str, dict[str, Any]]:
 
     Raises:
         FileNotFoundError: If ``logdir`` does not exist or has no ``tensorboard/`` subdirectory.
-        ValueError: If a params file is not a JSON object (the message names the file).
+        ValueError: If a params file cannot be read (the message names the file), unless
+            ``errors`` is given; or if ``logdir`` is a URL.
 
     Example:
         >>> read_params("/tmp/exp1")  # doctest: +SKIP
@@ -421,19 +431,43 @@ def read_params(logdir: PathLike) -> dict[str, dict[str, Any]]:
         for path in sorted(group_dir.glob("*.json")):
             if not _is_regular(path):
                 continue
+            client = f"{group_dir.name}/{path.stem}"
             try:
-                with open_regular(path) as file:
-                    data = json.loads(file.read().decode("utf-8"))
+                data = _params_file(path)
             except NotRegularFileError:  # replaced by a FIFO or device since it was listed
                 continue
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise ValueError(f"params file {str(path)!r} is not valid JSON: {exc}") from None
-            if not isinstance(data, dict):
-                raise ValueError(
-                    f"params file {str(path)!r} holds a {type(data).__name__}, not a JSON object"
-                )
-            params[f"{group_dir.name}/{path.stem}"] = data
+            except ValueError as exc:
+                if errors is None:
+                    raise
+                errors[client] = str(exc)
+                continue
+            params[client] = data
     return params
+
+
+def _params_file(path: Path) -> dict[str, Any]:
+    """One client's params: a JSON object.
+
+    Raises:
+        ValueError: naming the file, for anything else (text that is not JSON, another JSON
+            value, nesting deeper than Python's json reads, a file that cannot be read).
+        NotRegularFileError: if it is no longer a regular file.
+    """
+    where = f"params file {str(path)!r}"
+    try:
+        with open_regular(path) as file:
+            data = json.loads(file.read().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{where} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"{where} is nested too deeply to read") from None
+    except NotRegularFileError:
+        raise
+    except OSError as exc:
+        raise ValueError(f"{where} cannot be read: {exc.strerror or exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{where} holds a {type(data).__name__}, not a JSON object")
+    return data
 
 
 def list_artifacts(logdir: PathLike) -> list[ArtifactInfo]:
@@ -537,6 +571,8 @@ class LogdirSummary:
         log_files: Every text log file (``all.log``, per-client files, rotated backups).
         params: Client ids with hyper-parameters.
         total_bytes: Size of everything under the logdir.
+        errors: ``{client: message}`` for each client whose files could not be read (a params
+            file that is not a JSON object, or nested too deeply): everything else is listed.
     """
 
     logdir: str
@@ -548,6 +584,7 @@ class LogdirSummary:
     log_files: list[FileSummary]
     params: list[str]
     total_bytes: int
+    errors: dict[str, str] = field(default_factory=dict)
 
 
 def _tree_bytes(root: Path) -> int:
@@ -624,6 +661,8 @@ def summarize(logdir: PathLike) -> LogdirSummary:
 
     Raises:
         FileNotFoundError: If ``logdir`` does not exist or has no ``tensorboard/`` subdirectory.
+        ValueError: If ``logdir`` is a URL. A file that cannot be read is not an error here: it
+            is listed in :attr:`LogdirSummary.errors` under its client.
 
     Example:
         >>> s = summarize("/tmp/exp1")  # doctest: +SKIP
@@ -668,10 +707,11 @@ def summarize(logdir: PathLike) -> LogdirSummary:
 
     artifacts = list_artifacts(root)
     log_files = _log_files(root)
-    params = sorted(read_params(root))
+    errors: dict[str, str] = {}
+    params = sorted(read_params(root, errors=errors))
     clients = _clients_in((r for r in files if r != "."), min_parts=2)
     clients |= _clients_in((a.path for a in artifacts), min_parts=3)
-    clients |= set(params)
+    clients |= set(params) | set(errors)
     for log in log_files:
         parts = log.path.split("/")
         if len(parts) == 3 and parts[2].endswith(".log"):
@@ -688,4 +728,5 @@ def summarize(logdir: PathLike) -> LogdirSummary:
         log_files=log_files,
         params=params,
         total_bytes=_tree_bytes(root),
+        errors=dict(sorted(errors.items())),
     )

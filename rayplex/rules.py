@@ -36,7 +36,9 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import numbers
+import os
 import re
 
 import numpy as np
@@ -56,6 +58,9 @@ HUB_CLIENT_ID = "rayplex/hub"
 """The client id of the hub's own text-log lines (internal: users may not take it)."""
 
 _PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
+_NOT_IN_PART = re.compile(r"[^A-Za-z0-9_.\-]")
+# RFC 3986's scheme (at least two characters: one letter is a Windows drive) then "://".
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]+://")
 # C0 and C1 controls (NUL, every line break str.splitlines() knows, ESC ...) and the Unicode
 # line/paragraph separators: none of them may appear in one field of a text-log header line.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -120,6 +125,65 @@ def validate_group_name(group: object, *, internal: bool = False,
             f"{', '.join(sorted(RESERVED_GROUPS))}); pick another group name"
         )
     return group
+
+
+def group_name_for(text: str) -> str:
+    """A valid group name for any text, distinct for distinct texts (ML-Logger's prefixes).
+
+    A text that is a valid group name (:func:`validate_group_name`) is its own name. Any other
+    text is made valid -- characters other than ASCII letters, digits, ``_``, ``-`` and ``.``
+    become ``_``, a leading ``.`` or ``-`` gets a ``_`` before it, the result is cut to 119
+    characters -- and always ends in ``-`` and 8 hex digits of the text's SHA-1 (UTF-8), so
+    texts that only a replaced or cut character told apart (``实验``/``测试``, ``a!``/``a?``, a
+    reserved ``system``/``_system``) keep distinct names.
+
+    Example:
+        >>> group_name_for("alice.exp-1")
+        'alice.exp-1'
+        >>> group_name_for("实验.run1"), group_name_for("测试.run1")
+        ('__.run1-8b3b33c4', '__.run1-51f415cb')
+    """
+    try:
+        return validate_group_name(text)
+    except ValueError:
+        pass
+    digest = hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    body = _NOT_IN_PART.sub("_", text)
+    # a suffix makes any reserved name free except all.log.<x>: that needs a '_' before it too
+    if not body or body[0] in ".-" or body.lower().startswith(ALL_LOG + "."):
+        body = "_" + body
+    return validate_group_name(f"{body[:MAX_PART_LENGTH - 1 - len(digest)]}-{digest}")
+
+
+def local_logdir(logdir: str | os.PathLike[str]) -> str:
+    """A logdir as a local path: ``scheme://...`` (``s3://``, ``gs://``, ``file://``,
+    ``hdfs://`` ...) is refused until rayplex supports object storage; ``rayplex.init``, the
+    readers and every CLI command check this first, so such a string never becomes a local
+    directory named ``s3:``. A path with a colon but no ``://`` (``C:\\runs``, ``runs:1/exp``)
+    stays a path, as does a one-letter "scheme" (a Windows drive, ``C://runs``).
+
+    Example:
+        >>> local_logdir("runs:1/exp")
+        'runs:1/exp'
+        >>> local_logdir("s3://bucket/exp")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: logdir 's3://bucket/exp' is a URL: object storage is not supported yet; ...
+
+    Raises:
+        TypeError: if ``logdir`` is not a str or path.
+        ValueError: if it starts with ``<scheme>://``.
+    """
+    if not isinstance(logdir, (str, os.PathLike)):
+        raise TypeError(f"logdir must be a path, got {type(logdir).__name__}")
+    path = os.fspath(logdir)
+    if not isinstance(path, str):
+        raise TypeError(f"logdir must be a str path, got {type(path).__name__}")
+    if _URL.match(path):
+        raise ValueError(
+            f"logdir {path!r} is a URL: object storage is not supported yet; pass a local "
+            "directory (or a mounted file system's path)")
+    return path
 
 
 def validate_client_name(name: object, *, internal: bool = False,

@@ -170,8 +170,9 @@ class Counters:
 
 class TimedBlocks:
     """The durations of ``with logger.time(key, interval)`` blocks, reported every ``interval``
-    blocks of a key: :meth:`record` returns the statistics of the last ``interval`` durations
-    (and starts a new window) on every ``interval``-th block, else None.
+    blocks of a key: :meth:`record` returns the statistics of every duration of the key so far
+    on every ``interval``-th block, else None -- ML-Logger's ``time`` line, which shows the
+    mean (± std) of all the key's blocks in its summary cache.
 
     Example:
         >>> blocks = TimedBlocks()
@@ -180,16 +181,19 @@ class TimedBlocks:
         >>> n, stats = blocks.record("io", 1.5, interval=2)
         >>> n, stats.mean, stats.count
         (2, 1.0, 2)
+        >>> n, stats = blocks.record("io", 4.0)  # every block so far, not just the last one
+        >>> n, stats.mean
+        (3, 2.0)
     """
 
-    __slots__ = ("_counts", "_windows")
+    __slots__ = ("_counts", "_stats")
 
     def __init__(self) -> None:
         self._counts: dict[str, int] = {}
-        self._windows: dict[str, PartialStats] = {}
+        self._stats: dict[str, PartialStats] = {}
 
     def record(self, key: str, seconds: float, interval: int = 1) -> tuple[int, PartialStats] | None:
-        """Add one duration; ``(blocks timed so far, window stats)`` when a report is due.
+        """Add one duration; ``(blocks timed so far, their stats)`` when a report is due.
 
         Raises:
             ValueError: if ``interval`` is not an int >= 1 or ``seconds`` not finite.
@@ -199,13 +203,12 @@ class TimedBlocks:
             raise ValueError("time(interval=None) is not supported: pass an int >= 1")
         if not math.isfinite(seconds):
             raise ValueError(f"a duration must be finite, got {seconds}")
-        window = self._windows.get(key)
-        if window is None:
-            window = self._windows[key] = PartialStats()
-        window.add(seconds)
+        stats = self._stats.get(key)
+        if stats is None:
+            stats = self._stats[key] = PartialStats()
+        stats.add(seconds)
         count = self._counts.get(key, 0) + 1
         self._counts[key] = count
         if count % every_n:
             return None
-        del self._windows[key]
-        return count, window
+        return count, stats.copy()

@@ -674,3 +674,60 @@ def test_tail_on_a_terminal_is_coloured_unless_no_color_is_set(tmp_path):
 def test_ls_on_a_terminal_has_no_escape_codes_when_no_color_is_set(logdir):
     assert "\x1b[" in _tail_on_a_terminal(Path(logdir), "ls", logdir)
     assert "\x1b" not in _tail_on_a_terminal(Path(logdir), "ls", logdir, no_color=True)
+
+
+# ----------------------------------------------------------------------------- hostile files, URLs
+
+
+def test_ls_of_a_logdir_with_a_100000_deep_params_file_lists_everything_else(logdir, tmp_path):
+    # through the real command: one hostile file is an error row for its client, not a crash
+    root = tmp_path / "exp"
+    shutil.copytree(logdir, root)
+    (root / "params" / "agent").mkdir()
+    (root / "params" / "agent" / "7.json").write_text("[" * 100_000 + "]" * 100_000)
+    (root / "params" / "learner" / "main.json").write_text(json.dumps(
+        {"Args": {"lr": 0.25}, "job": {"status": "running"}}))
+    done = _run_cli("ls", str(root), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "agent/reward/0-3" in done.stdout and "learner/main/model.pkl" in done.stdout
+    assert "params: learner/main" in done.stdout
+    rows = {line.split("│")[1].strip(): line for line in done.stdout.splitlines()
+            if line.startswith("│ agent/7") or line.startswith("│ learner/main")}
+    assert "nested too deeply" in rows["agent/7"] and "7.json" in done.stdout
+    assert "running" in rows["learner/main"]
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("argv", [
+    ["ls", "s3://bucket/exp"], ["export", "s3://bucket/exp"], ["tail", "s3://bucket/exp"],
+    ["tail", "s3://bucket/exp", "-f"], ["plot", "s3://bucket/exp", "--tag", "x"],
+    ["board", "s3://bucket/exp", "--port", "0"], ["demo", "--logdir", "s3://bucket/exp"],
+    ["ls", "gs://bucket/exp"], ["ls", "hdfs://nn:8020/exp"],
+], ids=lambda argv: " ".join(argv[:1] + argv[-1:]))
+def test_every_command_refuses_a_url_logdir_in_one_line(argv, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # where a URL taken as a relative path would land
+    logdir = tmp_path / "s3:" / "bucket" / "exp"
+    (logdir / "tensorboard").mkdir(parents=True)
+    (logdir / "logs").mkdir()
+    (logdir / "logs" / "all.log").write_text("")
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "object storage" in err and "://" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s3:"]
+
+
+def test_ls_of_a_logdir_with_a_100000_deep_control_file_lists_everything_else(logdir, tmp_path,
+                                                                               capsys):
+    from rayplex.actors.writer import STATE_DIR
+    from rayplex.logger_runs import CONTROL_FILE
+
+    root = tmp_path / "exp"
+    shutil.copytree(logdir, root)
+    (root / STATE_DIR).mkdir()
+    (root / STATE_DIR / CONTROL_FILE).write_text("[" * 100_000 + "]" * 100_000)
+    (root / "params" / "learner" / "main.json").write_text(json.dumps({"job": {"status": "done"}}))
+    assert main(["ls", str(root)]) == 0
+    out, err = capsys.readouterr()
+    assert "learner/main/model.pkl" in out and any(
+        line.startswith("│ learner/main") and "done" in line for line in out.splitlines())
+    assert "control.json" in err and "heartbeats are not shown" in err

@@ -91,13 +91,31 @@ def artifact(ml, path):
     ("./alice//exp/", "alice.exp/main"),  # test_local_relative: relative to the root
     ("wat", "wat/main"),                  # test_server_relative
     ("", "ml_logger/main"),
-    ("alice/your-experiment-prefix!", "alice.your-experiment-prefix_/main"),
-    ("system", "ml_system/main"),
-    ("-x/y", "_-x.y/main"),
+    ("alice/your-experiment-prefix!", "alice.your-experiment-prefix_-f61b4fe7/main"),
+    ("system", "system-317f1e76/main"),
+    ("-x/y", "_-x.y-ef5bb989/main"),
+    ("实验/run1", "__.run1-8b3b33c4/main"),
 ])
 def test_a_prefix_maps_to_one_documented_client_id(prefix, client):
     assert client_id_for_prefix(prefix) == client
     rayplex.rules.split_client_id(client)  # a valid client id
+
+
+@pytest.mark.parametrize("a, b", [("实验/run1", "测试/run1"), ("exp/ä", "exp/ö"),
+                                  ("alice/x!", "alice/x?"), ("alice/x!", "alice/x_"),
+                                  ("system", "_system"), ("-x/y", "_-x/y")])
+def test_prefixes_a_replaced_character_told_apart_get_distinct_clients(a, b):
+    assert client_id_for_prefix(a) != client_id_for_prefix(b)
+
+
+def test_rows_of_prefixes_that_differ_only_in_non_ascii_characters_never_mix(exp):
+    loggers = [ML_Logger(prefix, root=exp.logdir) for prefix in ("实验/run1", "测试/run1")]
+    for value, ml in enumerate(loggers):
+        ml.log(step=0, loss=float(value), silent=True)
+        ml.flush()
+    for value, ml in enumerate(loggers):
+        assert scalars(ml)["main/loss"] == [(0, float(value))]
+        assert ml.read_metrics("loss").tolist() == [float(value)]
 
 
 def test_a_long_prefix_keeps_a_hash_so_that_it_stays_distinct():
@@ -114,6 +132,16 @@ def test_absolute_server_root_and_escaping_prefixes_are_refused_by_design(prefix
         client_id_for_prefix(prefix)
     with pytest.raises(ValueError):
         ML_Logger(prefix, root="/tmp")
+
+
+@pytest.mark.parametrize("root", ["s3://bucket/x", "gs://b", "hdfs://nn/x", "az://c/x"])
+def test_a_url_root_is_refused_before_anything_starts(root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=re.escape(repr(root))):
+        ML_Logger("alice/x", root=root)
+    with pytest.raises(ValueError, match=re.escape(repr(root))):
+        ML_Logger("alice/x", root=str(tmp_path)).configure(root=root, silent=True)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_prefix_context_joins_goes_up_and_restores():
@@ -501,8 +529,10 @@ def test_absolute_double_slash_and_bucket_paths_are_refused_by_design(ml, call):
 
 def test_shell_is_refused_by_design(ml):
     # ML-Logger's test_shell
-    with pytest.raises(NotImplementedError, match="refused by design"):
+    with pytest.raises(ValueError, match="refused by design"):
         ml.shell("ls")
+    with pytest.raises(ValueError, match="refused by design"):
+        ml.make_archive("dir", "x.tar")
 
 
 # ------------------------------------------------------------------ files
@@ -718,15 +748,46 @@ def test_save_and_load_module(ml):
 
 
 def test_torch_save_and_load(ml):
-    # ML-Logger's test_torch_save, test_torch_load, test_torch_load_sync
+    # ML-Logger's test_torch_save, test_torch_load, test_torch_load_sync; a whole module is
+    # code: unpickled only with weights_only=False (README, Security)
     import torch
 
     module = _module()
     with ml.Sync():
         ml.torch_save(module, "modules/test_torch_save.pkl")
-        loaded = ml.torch_load("modules/test_torch_save.pkl")
+        loaded = ml.torch_load("modules/test_torch_save.pkl", weights_only=False)
     x = torch.ones(2, 4)
     assert torch.equal(loaded(x), module(x))
+    ml.torch_save(module.state_dict(), "modules/state.pt")
+    weights = ml.torch_load("modules/state.pt")
+    assert all(torch.equal(a, b) for a, b in zip(weights.values(), module.state_dict().values(),
+                                                 strict=True))
+
+
+class _RunsCode:
+    """Unpickling this creates the directory ``path``: a stand-in for any code in a pickle."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (os.makedirs, (self.path,))
+
+
+def test_load_torch_runs_no_code_from_the_file_unless_weights_only_is_false(ml, tmp_path):
+    import pickle
+
+    import torch
+
+    marker = tmp_path / "code-ran"
+    ml.torch_save({"w": torch.ones(2), "payload": _RunsCode(str(marker))}, "hostile.pt")
+    with pytest.raises(pickle.UnpicklingError, match="[Ww]eights only"):
+        ml.load_torch("hostile.pt")
+    with pytest.raises(pickle.UnpicklingError):
+        ml.torch_load(path="hostile.pt", map_location="cpu")
+    assert not marker.exists()
+    ml.load_torch("hostile.pt", weights_only=False)  # the caller's explicit choice
+    assert marker.is_dir()
 
 
 def test_torch_jit_save_and_load(ml):
@@ -782,6 +843,29 @@ def test_timing(ml):
     assert len(timed) >= 2 and all(seconds > 0 for _, seconds in timed)
 
 
+def test_the_timing_line_reports_the_mean_of_every_block_of_the_key_so_far(ml):
+    # ML-Logger's time(): every `interval` blocks, the mean of all the key's blocks so far
+    import time
+
+    with ml.time("step"):
+        began = time.perf_counter()
+        while time.perf_counter() - began < 0.5:  # a long first block (a duration, not a wait)
+            pass
+    for _ in range(9):
+        with ml.time("step"):
+            pass
+    ml.flush()
+    timed = scalars(ml)["main/time/step"]
+    text = (Path(ml.hub.logdir) / "logs" / group(ml) / "main.log").read_text()
+    means = [float(m) for m in re.findall(r"timing <step>: ([0-9.E+-]+)s", text)]
+    assert [step for step, _ in timed] == list(range(1, 11)) and len(means) == 10
+    totals = [n * mean for n, (_, mean) in enumerate(timed, start=1)]
+    # the blocks' total time so far never shrinks, and the long first block stays in the mean
+    assert all(b >= a * (1 - 1e-6) for a, b in zip(totals, totals[1:], strict=False))
+    assert timed[-1][1] >= 0.5 / 10 and means[-1] >= 0.5 / 10
+    assert means[-1] == pytest.approx(timed[-1][1], rel=1e-3)  # the line and the scalar agree
+
+
 # ------------------------------------------------------------------ runs
 def test_capture_error_swallows_and_writes_error_log(ml):
     # ML-Logger's test_capture_error
@@ -805,6 +889,21 @@ def test_job_status(ml):
     assert job["status"] == "errored"
     assert {"startTime", "runTime", "completionTime", "errorTime"} <= set(job)
     assert ml.read_params("Args.lr") == 0.1
+
+
+def test_job_status_alone_is_read_back_by_read_params(ml):
+    # ML-Logger's job_* write job.status and the times into the prefix's parameters.pkl
+    needs("job_started")
+    ml.job_started()
+    assert ml.read_params("job.status") == "started"
+    ml.job_running(job={"queue": "gpu"})
+    ml.job_errored()
+    job = ml.read_params("job")
+    assert job["status"] == "errored" and job["queue"] == "gpu"
+    assert {"startTime", "runTime", "errorTime"} <= set(job)
+    native = rayplex.read_params(ml.hub.logdir)[ml.client_id]["job"]
+    assert native == job  # the same entries, the same times, in both stores
+    assert sum("job" in chunk for chunk in ml.load_pkl("parameters.pkl")) == 3
 
 
 def test_get_exps(ml):
@@ -838,6 +937,18 @@ def test_git_revision_branch_and_tags(ml):
     assert ml.__current_branch__ and ml.__tags__
 
 
+def test_current_branch_is_git_symbolic_ref_as_ml_logger_returns_it(ml, tmp_path, monkeypatch):
+    # ML-Logger's __current_branch__ is `git symbolic-ref HEAD`: 'refs/heads/<branch>'
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    for argv in (["init", "-q", "-b", "trunk"], ["commit", "-q", "--allow-empty", "-m", "x"]):
+        subprocess.run(["git", *argv], cwd=tmp_path, env=env, check=True)
+    monkeypatch.chdir(tmp_path)
+    assert ml.__current_branch__ == "refs/heads/trunk"
+    subprocess.run(["git", "checkout", "-q", "--detach"], cwd=tmp_path, env=env, check=True)
+    assert ml.__current_branch__ is None  # detached: no symbolic ref, as ML-Logger
+
+
 def test_ping_returns_signals(ml):
     # ML-Logger's test_ping
     needs("ping")
@@ -859,14 +970,15 @@ def test_readme_examples_run_with_only_the_import_changed(exp):
              ML_LOGGER_USER="readme-user")
     rayplex.flush(exp.name)  # summaries are cluster-wide: the hub writes them on a flush
     runs = tb_scalars(exp.logdir)
-    simple = runs["readme-user.scratch.your-experiment-prefix_"]
+    group = "readme-user.scratch.your-experiment-prefix_-97d0c46d"  # '!' replaced: a hash suffix
+    simple = runs[group]
     assert [s for s, _ in simple["main/D_loss"]] == list(range(10))
     assert [s for s, _ in simple["main/some string key"]] == list(range(10))
     params = rayplex.read_params(exp.logdir)
-    assert params["readme-user.scratch.your-experiment-prefix_/main"]["Args"]["seed"] == 1
+    assert params[f"{group}/main"]["Args"]["seed"] == 1
     files = {p.relative_to(exp.logdir).as_posix()
              for p in Path(exp.logdir, "artifacts").rglob("*") if p.is_file()}
-    base = "artifacts/readme-user.scratch.your-experiment-prefix_/main"
+    base = f"artifacts/{group}/main"
     assert {f"{base}/files/simple_logging.py", f"{base}/metrics.pkl",
             f"{base}/parameters.pkl", f"{base}/figures/face_rgb.png"} <= files
     summary = runs["readme-user.examples.summary/summary"]

@@ -18,6 +18,7 @@ from rayplex.read import (
     ScalarTable,
     check_logdir,
     iter_event_records,
+    iter_events,
     list_artifacts,
     list_runs,
     read_params,
@@ -354,3 +355,102 @@ def test_summarize_lists_log_files_params_and_artifacts(tmp_path):
     assert [a.path for a in summary.artifacts] == ["learner/main/a.bin"]
     assert summary.clients == ["agent/3", "eval/greedy", "learner/main"]
     assert summary.groups == ["agent", "eval", "learner"]
+
+
+# ----------------------------------------------------------------------------- hostile params
+
+
+DEEP = 100_000
+
+
+def logdir_with_a_hostile_params_file(root):
+    """A logdir whose ``agent/bad`` params are 100,000 nested JSON arrays (more than Python's
+    json can nest), ``agent/junk`` is not JSON, and ``learner/main`` is fine."""
+    logdir = _plain_logdir(root)
+    (logdir / "params" / "agent").mkdir(parents=True)
+    (logdir / "params" / "learner").mkdir(parents=True)
+    (logdir / "params" / "agent" / "bad.json").write_text("[" * DEEP + "]" * DEEP)
+    (logdir / "params" / "agent" / "junk.json").write_bytes(b"{\xff")
+    (logdir / "params" / "learner" / "main.json").write_text(json.dumps(
+        {"job": {"status": "running"}, "Args": {"lr": 0.5}}))
+    return logdir
+
+
+def test_a_too_deeply_nested_params_file_is_a_value_error_naming_it(tmp_path):
+    logdir = logdir_with_a_hostile_params_file(tmp_path)
+    (logdir / "params" / "agent" / "junk.json").unlink()
+    with pytest.raises(ValueError, match=r"bad\.json.*nested too deeply"):
+        read_params(logdir)
+
+
+def test_read_params_can_collect_per_client_errors_and_read_the_rest(tmp_path):
+    logdir = logdir_with_a_hostile_params_file(tmp_path)
+    errors: dict[str, str] = {}
+    assert read_params(logdir, errors=errors) == {
+        "learner/main": {"job": {"status": "running"}, "Args": {"lr": 0.5}}}
+    assert sorted(errors) == ["agent/bad", "agent/junk"]
+    assert "bad.json" in errors["agent/bad"] and "nested too deeply" in errors["agent/bad"]
+    assert "junk.json" in errors["agent/junk"] and "not valid JSON" in errors["agent/junk"]
+
+
+def test_summarize_lists_a_logdir_with_a_hostile_params_file_naming_the_client(tmp_path):
+    logdir = logdir_with_a_hostile_params_file(tmp_path)
+    summary = summarize(logdir)
+    assert summary.params == ["learner/main"]
+    assert sorted(summary.errors) == ["agent/bad", "agent/junk"]
+    assert "nested too deeply" in summary.errors["agent/bad"]
+    assert summary.clients == ["agent/bad", "agent/junk", "learner/main"]
+
+
+# ----------------------------------------------------------------------------- URLs
+
+
+def _local_s3_lookalike(tmp_path, monkeypatch):
+    """cwd/s3:/bucket/exp, a real logdir that the string 's3://bucket/exp' would name if it were
+    taken as a relative path."""
+    monkeypatch.chdir(tmp_path)
+    logdir = tmp_path / "s3:" / "bucket" / "exp"
+    (logdir / "tensorboard" / "learner").mkdir(parents=True)
+    (logdir / "params" / "learner").mkdir(parents=True)
+    (logdir / "params" / "learner" / "main.json").write_text("{}")
+    return logdir
+
+
+@pytest.mark.parametrize("reader", [
+    check_logdir, list_runs, read_params, list_artifacts, summarize, read_scalars,
+    lambda logdir: list(iter_events(logdir)),
+], ids=["check_logdir", "list_runs", "read_params", "list_artifacts", "summarize",
+        "read_scalars", "iter_events"])
+def test_every_reader_refuses_a_url_logdir_instead_of_reading_a_local_lookalike(
+        reader, tmp_path, monkeypatch):
+    _local_s3_lookalike(tmp_path, monkeypatch)
+    with pytest.raises(ValueError, match="'s3://bucket/exp'.*object storage"):
+        reader("s3://bucket/exp")
+
+
+def test_a_relative_path_with_a_colon_is_still_read_as_a_path(tmp_path, monkeypatch):
+    _local_s3_lookalike(tmp_path, monkeypatch)
+    assert read_params("s3:/bucket/exp") == {"learner/main": {}}
+    assert read_params("./s3:/bucket/exp") == {"learner/main": {}}
+
+
+@pytest.mark.parametrize("logdir", ["s3://bucket/exp", "gs://bucket/exp", "file:///tmp/exp"])
+def test_init_refuses_a_url_logdir_and_writes_no_local_lookalike(logdir, ray_session, tmp_path,
+                                                                 monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=f"{logdir!r}.*object storage"):
+        rayplex.init(logdir, name="urllogdir")
+    assert list(tmp_path.iterdir()) == []
+    assert "urllogdir" not in [info.get("name") for info in rayplex.status()]
+    with pytest.raises(ValueError, match="object storage"):
+        read_scalars(logdir)
+
+
+def test_init_takes_a_relative_path_with_a_colon_as_a_path(ray_session, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    hub = rayplex.init("runs:1/exp", name="colonpath")
+    try:
+        assert hub.logdir == str(tmp_path / "runs:1" / "exp")
+    finally:
+        rayplex.shutdown(hub.name)
+    assert list_runs("runs:1/exp") == []

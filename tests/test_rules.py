@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -274,3 +275,54 @@ def test_store_metrics_partial_stats_and_hparams_metrics_refuse_what_to_float_re
         PartialStats().add(value)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="'m'"):
         hparams_values({"lr": 0.1}, {"m": value})  # type: ignore[dict-item]
+
+
+# ------------------------------------------------------------------------------ logdirs
+
+
+@pytest.mark.parametrize("logdir", ["s3://bucket/exp", "gs://b/x", "S3://Bucket", "hdfs://nn:8020/x",
+                                    "file:///tmp/x", "https://host/x", "az://c/x"])
+def test_a_url_logdir_is_refused_naming_it(logdir: str) -> None:
+    from rayplex.rules import local_logdir
+
+    with pytest.raises(ValueError, match=f"{re.escape(repr(logdir))}.*object storage"):
+        local_logdir(logdir)
+
+
+@pytest.mark.parametrize("logdir", ["C:\\runs\\exp", "C:/runs/exp", "C://runs", "runs:2024/exp",
+                                    "a:b", "./s3:/bucket", "exp", "/tmp/exp://x"])
+def test_a_path_with_a_colon_but_no_scheme_stays_a_path(logdir: str) -> None:
+    from rayplex.rules import local_logdir
+
+    assert local_logdir(logdir) == logdir
+    assert local_logdir(Path(logdir)) == str(Path(logdir))
+
+
+# ------------------------------------------------------------------------------ any text as a group
+
+
+@pytest.mark.parametrize("text", ["alice.exp-1", "wat", "a_b"])
+def test_a_valid_group_name_is_its_own_group(text: str) -> None:
+    from rayplex.rules import group_name_for
+
+    assert group_name_for(text) == text
+
+
+@given(st.lists(st.text(min_size=0, max_size=200), min_size=2, max_size=6, unique=True))
+@settings(max_examples=300, deadline=None)
+def test_distinct_texts_get_distinct_valid_group_names(texts: list[str]) -> None:
+    from rayplex.rules import group_name_for
+
+    names = [group_name_for(t) for t in texts]
+    for name in names:
+        validate_group_name(name)
+    assert len(set(names)) == len(texts)
+    assert names == [group_name_for(t) for t in texts]  # stable
+
+
+@pytest.mark.parametrize("a, b", [("实验.run1", "测试.run1"), ("-x", "_-x"), ("system", "_system"),
+                                  ("a!", "a_"), ("x" * 200, "x" * 201), ("", "_")])
+def test_texts_that_a_replacement_would_merge_stay_apart(a: str, b: str) -> None:
+    from rayplex.rules import group_name_for
+
+    assert group_name_for(a) != group_name_for(b)

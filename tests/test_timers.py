@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+import numpy as np
 import pytest
 
 from rayplex.timers import Counters, TimedBlocks, Timers
@@ -128,15 +129,20 @@ def test_count_and_clear() -> None:
 # ------------------------------------------------------------------------------ TimedBlocks
 
 
-def test_timed_blocks_report_every_interval_with_the_window_statistics() -> None:
+def test_timed_blocks_report_every_interval_the_statistics_of_every_block_so_far() -> None:
+    # ML-Logger's time(): the line shows the mean (± std) of all the key's blocks so far
     blocks = TimedBlocks()
     reports = [blocks.record("io", float(s), interval=2) for s in (1, 3, 10, 20)]
     assert reports[0] is None and reports[2] is None
     assert reports[1] is not None and reports[3] is not None
-    n, window = reports[1]
-    assert (n, window.mean, window.count) == (2, 2.0, 2)
-    n, window = reports[3]
-    assert (n, window.mean, window.std) == (4, 15.0, 5.0)  # only the blocks since the last report
+    n, stats = reports[1]
+    assert (n, stats.mean, stats.count) == (2, 2.0, 2)
+    n, stats = reports[3]
+    assert (n, stats.mean, stats.count) == (4, 8.5, 4)
+    assert stats.std == pytest.approx(float(np.std([1, 3, 10, 20])))
+    n, stats = blocks.record("io", 6.0, interval=1)  # a key's interval may change, as ML-Logger
+    assert (n, stats.mean, stats.count) == (5, 8.0, 5)
+    assert blocks.record("other", 2.0) is not None and blocks.record("io", 1.0, 2) is not None
 
 
 def test_timed_blocks_with_interval_one_report_every_block() -> None:

@@ -43,7 +43,6 @@ import io
 import logging
 import numbers
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -102,8 +101,6 @@ PREFIX: str = os.environ.get("ML_LOGGER_PREFIX", "{USER}/scratch/{now:%Y/%m-%d/%
 CLIENT_NAME = "main"
 """The name part of every client id this module makes (see :func:`client_id_for_prefix`)."""
 EMPTY_PREFIX_GROUP = "ml_logger"
-_MAX_GROUP = 128
-_NOT_IN_PART = re.compile(r"[^A-Za-z0-9_.\-]")
 _PRINT_KEY_WIDTH = 20
 
 
@@ -489,37 +486,31 @@ def normalize_prefix(prefix: str) -> str:
 @functools.lru_cache(maxsize=1024)
 def client_id_for_prefix(prefix: str) -> str:
     """The rayplex client id of an ML-Logger prefix: ``<group>/main`` where the group is the
-    whole prefix with ``/`` turned into ``.``.
+    whole prefix with ``/`` turned into ``.``, as :func:`rayplex.rules.group_name_for` names it.
 
-    Characters other than letters, digits, ``_ - .`` become ``_``; a group that would start
-    with ``.`` or ``-`` gets a leading ``_``; a reserved group name (``system``, ``hparams``,
-    ``rayplex``, ``all.log*``) gets the prefix ``ml_``; a group longer than 128 characters is
-    cut to 119 and ends in ``-`` and 8 hex digits of the prefix's SHA-1; the empty prefix is
-    group ``ml_logger``. So prefixes that differ only in ``/`` vs ``.`` or in replaced
-    characters share a client: pick prefixes that differ in letters or digits.
+    A prefix that is a valid group name that way is the group itself. Any other (characters
+    other than ASCII letters, digits, ``_ - .``, as in ``实验/run1``; a leading ``.`` or ``-``;
+    a reserved group name such as ``system``; longer than 128 characters) is made valid
+    (``_`` for each such character, a leading ``_``, cut to 119 characters) and ends in ``-``
+    and 8 hex digits of the SHA-1 of the dotted prefix, so it keeps a client of its own. The
+    empty prefix is group ``ml_logger``. Only prefixes that differ just in ``/`` vs ``.`` share
+    a client.
 
     Example:
-        >>> client_id_for_prefix("alice/scratch/your-experiment-prefix!")
-        'alice.scratch.your-experiment-prefix_/main'
+        >>> client_id_for_prefix("alice/scratch/exp-1")
+        'alice.scratch.exp-1/main'
+        >>> client_id_for_prefix("实验/run1"), client_id_for_prefix("测试/run1")
+        ('__.run1-8b3b33c4/main', '__.run1-51f415cb/main')
         >>> client_id_for_prefix("")
         'ml_logger/main'
 
     Raises:
         ValueError: as :func:`normalize_prefix`.
     """
-    from rayplex.rules import validate_group_name
+    from rayplex.rules import group_name_for
 
     norm = normalize_prefix(prefix)
-    group = _NOT_IN_PART.sub("_", norm.replace("/", ".")) or EMPTY_PREFIX_GROUP
-    if group[0] in ".-":
-        group = "_" + group
-    if len(group) > _MAX_GROUP:
-        digest = hashlib.sha1(norm.encode("utf-8")).hexdigest()[:8]
-        group = f"{group[:_MAX_GROUP - 9]}-{digest}"
-    try:
-        validate_group_name(group)
-    except ValueError:
-        group = "ml_" + group[:_MAX_GROUP - 3]
+    group = group_name_for(norm.replace("/", ".")) if norm else EMPTY_PREFIX_GROUP
     return f"{group}/{CLIENT_NAME}"
 
 
@@ -624,6 +615,15 @@ class ML_Logger:  # noqa: N801 - ML-Logger's name
     # ------------------------------------------------------------ configuration
     def _set_location(self, prefixae: Sequence[Any], root: str | None,
                       default_prefix: bool = False) -> None:
+        from rayplex.rules import local_logdir
+
+        if root:
+            root = os.fspath(root)
+            if root.lower().startswith("file://"):
+                root = root[len("file://"):]
+            if root.lower().startswith(("s3://", "gs://", "http://", "https://")):
+                _refuse_location("root", root)
+            local_logdir(root)  # any other scheme:// (checked before anything changes)
         parts = [str(p) for p in prefixae if p]
         if parts:
             prefix = "/".join(parts).format(USER=self.user, now=datetime.now())
@@ -631,11 +631,6 @@ class ML_Logger:  # noqa: N801 - ML-Logger's name
         elif default_prefix:
             self.prefix = normalize_prefix(PREFIX.format(USER=self.user, now=datetime.now()))
         if root:
-            root = os.fspath(root)
-            if root.lower().startswith("file://"):
-                root = root[len("file://"):]
-            if root.lower().startswith(("s3://", "gs://", "http://", "https://")):
-                _refuse_location("root", root)
             self.root = root
 
     def configure(self, prefix: str | None = None, *prefixae: str, root: str | None = None,
@@ -1281,12 +1276,14 @@ class ML_Logger:  # noqa: N801 - ML-Logger's name
         return self._delegate("download_dir")(_join(source_path), to)
 
     def make_archive(self, *args: Any, **kwargs: Any) -> Any:
-        """Refused: archives are made of local directories with :meth:`upload_dir`."""
-        raise NotImplementedError("make_archive runs on ML-Logger's server; use upload_dir")
+        """Refused by design (``ValueError``): archives are made of local directories with
+        :meth:`upload_dir`."""
+        raise ValueError("make_archive() is refused by design: it runs on ML-Logger's server; "
+                         "use upload_dir")
 
     def shell(self, command: str, wd: str = "") -> Any:
-        """Refused by design: rayplex runs no shell for its clients."""
-        raise NotImplementedError("shell() is refused by design: rayplex runs no remote shell")
+        """Refused by design (``ValueError``): rayplex runs no shell for its clients."""
+        raise ValueError("shell() is refused by design: rayplex runs no remote shell")
 
     # ------------------------------------------------------------------ media
     def save_image(self, image: Any, key: str, cmap: str | None = None,
@@ -1381,14 +1378,16 @@ class ML_Logger:  # noqa: N801 - ML-Logger's name
     torch_save = save_torch
 
     def load_torch(self, *keys: str, path: str | None = None, map_location: Any = None,
-                   **kwargs: Any) -> Any:
-        """``torch.load`` of what :meth:`save_torch` stored (whole objects: the caller's
-        explicit choice to unpickle, as with :meth:`load_pkl`)."""
+                   weights_only: bool = True, **kwargs: Any) -> Any:
+        """``torch.load`` of what :meth:`save_torch` stored, with ``weights_only=True`` as the
+        native :meth:`rayplex.Logger.load_torch`: tensors and plain containers only. A whole
+        module needs ``weights_only=False``, which runs the file's code: pass it only for
+        files you trust (ML-Logger always unpickles everything)."""
         import torch
 
         data = self._requests().load_bytes(_join(*keys, path))
-        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=False,
-                          **kwargs)
+        return torch.load(io.BytesIO(data), map_location=map_location,
+                          weights_only=weights_only, **kwargs)
 
     torch_load = load_torch
 
@@ -1460,10 +1459,17 @@ class ML_Logger:  # noqa: N801 - ML-Logger's name
             raise caught[0]
 
     def _job(self, status: str, job: Mapping[str, Any] | None, params: Mapping[str, Any]) -> None:
-        self._delegate(f"job_{status}")()
-        namespaces = {**({"job": dict(job)} if job else {}), **params}
-        if namespaces:
-            self.log_params("parameters.pkl", True, **namespaces)
+        # ML-Logger's job_* are log_params(job={..., "status": s, "<s>Time": now}, **params):
+        # the native call stores them as rayplex params (job status in `rayplex ls`, get_exps);
+        # the same entry, with the same time, is appended to the prefix's parameters.pkl.
+        from rayplex.logger_runs import JOB_STATUSES
+
+        mappings = {k: v for k, v in params.items() if isinstance(v, Mapping)}
+        stored = self._delegate(f"job_{status}")(metrify(dict(job or {})), **metrify(mappings))
+        time_key = JOB_STATUSES[status]
+        entry = {**metrify(dict(job or {})), "status": status, time_key: stored["job"][time_key]}
+        chunk = {"job": entry, **{k: metrify(v) for k, v in params.items()}}
+        self._requests().save_pkl(chunk, _join("parameters.pkl"), append=True)
 
     def job_started(self, job: Mapping[str, Any] | None = None, **params: Any) -> None:
         """Mark the run started (extra namespaces are logged as params)."""
@@ -1523,7 +1529,9 @@ class ML_Logger:  # noqa: N801 - ML-Logger's name
 
     @property
     def __current_branch__(self) -> str | None:  # noqa: PLW3201 - ML-Logger's name
-        return self._git("rev-parse", "--abbrev-ref", "HEAD")
+        """``git symbolic-ref HEAD`` as ML-Logger: ``'refs/heads/<branch>'``; None when HEAD
+        is detached or this is not a git checkout."""
+        return self._git("symbolic-ref", "HEAD")
 
     @property
     def __tags__(self) -> str | None:  # noqa: PLW3201 - ML-Logger's name
