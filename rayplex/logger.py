@@ -520,10 +520,11 @@ class Logger(FilesMixin, RunsMixin, ProjectorMixin):
     @contextlib.contextmanager
     def time(self, key: str = "default", interval: int = 1,
              fmt: str | Callable[[float], str] = "{delta:0.3E}s") -> Iterator[None]:
-        """Time the block. Every ``interval`` blocks of this ``key`` the mean duration of those
-        blocks is logged as the scalar ``time/<key>`` (step: blocks timed so far) and as an
-        INFO line ``timing <key>: <mean>s±<std>`` in this client's text log (ML-Logger prints
-        that line). A block that raises is not counted.
+        """Time the block. Every ``interval`` blocks of this ``key`` the mean duration of every
+        block of the key so far (as ML-Logger reports it) is logged as the scalar
+        ``time/<key>`` (step: blocks timed so far) and as an INFO line
+        ``timing <key>: <mean>s±<std>`` in this client's text log (ML-Logger prints that
+        line). A block that raises is not counted.
 
         Example:
             >>> for batch in range(100):  # doctest: +SKIP
