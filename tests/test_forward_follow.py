@@ -371,12 +371,29 @@ def _damage(path):
         f.write(b'{"v": 2, "offsets": {"tensorboard/learner/x": 0}, garbage \x00\xff')
 
 
+def _forward_around_a_damaged_cursor(hub, writer, tracker, lines):
+    """Forward 50 points, damage the cursor, write 30 more and forward again with a new
+    forwarder; returns that second forwarder (closed)."""
+    from rayplex.forward.core import Forwarder, cursor_path
+
+    writer.write(scalar_records("main/x", range(50)))
+    first = Forwarder(hub.logdir, tracker, hub.committed_sizes, lambda *a: lines.append(a))
+    _until_caught_up(first)
+    first.close()
+    _damage(cursor_path(hub.logdir, tracker))
+    writer.write(scalar_records("main/x", range(50, 80)))
+    second = Forwarder(hub.logdir, tracker, hub.committed_sizes, lambda *a: lines.append(a))
+    _until_caught_up(second)
+    second.close()
+    return second
+
+
 def test_a_damaged_mlflow_cursor_is_reported_and_recovered_without_resending(tmp_path,
                                                                             file_store):
     import mlflow
 
     from rayplex.actors.hub import Hub
-    from rayplex.forward.core import Forwarder, cursor_path
+    from rayplex.forward.core import cursor_path
 
     logdir = str(tmp_path / "exp")
     hub = Hub("t", logdir)
@@ -384,15 +401,7 @@ def test_a_damaged_mlflow_cursor_is_reported_and_recovered_without_resending(tmp
     tracker = MLflow(tracking_uri=file_store, experiment="e")
     writer = EventWriter(os.path.join(logdir, "tensorboard", "learner"))
     try:
-        writer.write(scalar_records("main/x", range(50)))
-        first = Forwarder(logdir, tracker, hub.committed_sizes, lambda *a: lines.append(a))
-        _until_caught_up(first)
-        first.close()
-        _damage(cursor_path(logdir, tracker))
-        writer.write(scalar_records("main/x", range(50, 80)))
-        second = Forwarder(logdir, tracker, hub.committed_sizes, lambda *a: lines.append(a))
-        _until_caught_up(second)
-        second.close()
+        second = _forward_around_a_damaged_cursor(hub, writer, tracker, lines)
         client = mlflow.MlflowClient(tracking_uri=file_store)
         [run] = _runs_of(client, "learner")
         assert _history(client, run.info.run_id, "main/x") == _expected("", range(80))
@@ -407,7 +416,6 @@ def test_a_damaged_mlflow_cursor_is_reported_and_recovered_without_resending(tmp
 def test_a_damaged_wandb_cursor_is_reported_and_recovered_without_resending(tmp_path):
     pytest.importorskip("wandb")
     from rayplex.actors.hub import Hub
-    from rayplex.forward.core import Forwarder, cursor_path
     from rayplex.forward.trackers import WandB
     from tests.test_forward_wandb import wandb_contents
 
@@ -418,15 +426,7 @@ def test_a_damaged_wandb_cursor_is_reported_and_recovered_without_resending(tmp_
     tracker = WandB(project="p", mode="offline", dir=directory)
     writer = EventWriter(os.path.join(logdir, "tensorboard", "learner"))
     try:
-        writer.write(scalar_records("main/x", range(50)))
-        first = Forwarder(logdir, tracker, hub.committed_sizes, lambda *a: lines.append(a))
-        _until_caught_up(first)
-        first.close()
-        _damage(cursor_path(logdir, tracker))
-        writer.write(scalar_records("main/x", range(50, 80)))
-        second = Forwarder(logdir, tracker, hub.committed_sizes, lambda *a: lines.append(a))
-        _until_caught_up(second)
-        second.close()
+        second = _forward_around_a_damaged_cursor(hub, writer, tracker, lines)
         points, _, _ = wandb_contents(directory)
         assert points["learner"]["main/x"] == [(s, s / 4) for s in range(80)]
         assert second.counters["cursor_damaged"] == 1 and second.counters["forwarded"] == 30

@@ -440,34 +440,16 @@ def test_download_dir_refuses_an_archive_that_unpacks_past_max_bytes(experiment,
 
 
 def test_a_deep_glob_answers_quickly_and_never_stalls_another_clients_flush(experiment):
-    import threading
-    import time
-
     log = rayplex.get_logger("learner/deep")
     deep = "/".join(f"d{i}" for i in range(100))
     log.save_bytes(b"x", f"{deep}/f.txt")
     writer = rayplex.get_logger("learner/writer")
     writer.add_scalar("x", 1.0, step=0)
     writer.flush()
-    answer: dict[str, object] = {}
-
-    def query():
-        began = time.monotonic()
-        answer["paths"] = log.glob("**/**/**/f.txt")
-        answer["seconds"] = time.monotonic() - began
-
-    thread = threading.Thread(target=query)
-    thread.start()
-    waits = []
-    while thread.is_alive() or not waits:
-        writer.add_scalar("x", 2.0, step=len(waits) + 1)
-        began = time.monotonic()
-        writer.flush()
-        waits.append(time.monotonic() - began)
-    thread.join()
-    assert answer["paths"] == [f"{deep}/f.txt"]
+    paths, seconds, waits = _flush_waits_while(lambda: log.glob("**/**/**/f.txt"), writer)
+    assert paths == [f"{deep}/f.txt"]
     assert max(waits) < 2.0, waits
-    assert answer["seconds"] < 5.0
+    assert seconds < 5.0
 
 
 def test_unpack_checks_links_through_linked_members_before_writing_anything(tmp_path):
