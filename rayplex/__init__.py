@@ -17,7 +17,7 @@ from rayplex.errors import (
     LogdirConflictError,
     RayplexError,
 )
-from rayplex.handle import HubHandle, flush, init, shutdown, signal, status
+from rayplex.handle import HubHandle, flush, forward_status, init, shutdown, signal, status
 from rayplex.logger import Logger, LogHandler, get_logger
 from rayplex.read import list_artifacts, read_params, read_scalars
 from rayplex.store import index, read_series, sql
@@ -49,6 +49,7 @@ __all__ = [
     "current_logger",
     "flush",
     "forward",
+    "forward_status",
     "get_logger",
     "index",
     "init",

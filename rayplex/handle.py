@@ -178,6 +178,11 @@ def _start_forwarders(name: str, path: str, node_id: str, trackers: list[Any]) -
 
 
 def _forwarders(name: str) -> list[Any]:
+    return [handle for _, handle in _named_forwarders(name)]
+
+
+def _named_forwarders(name: str) -> list[tuple[str, Any]]:
+    """``(tracker key, actor handle)`` of every live forwarder of experiment ``name``."""
     from rayplex.actors.forwarder import forwarder_name
 
     prefix = forwarder_name(name)
@@ -185,7 +190,8 @@ def _forwarders(name: str) -> list[Any]:
     for actor_name in actors.list_rayplex_actors():
         if actor_name.startswith(prefix):
             with contextlib.suppress(ValueError):
-                handles.append(ray.get_actor(actor_name, namespace="rayplex"))
+                handles.append((actor_name[len(prefix):],
+                                ray.get_actor(actor_name, namespace="rayplex")))
     return handles
 
 
@@ -402,6 +408,30 @@ def status() -> list[dict[str, Any]]:
         except Exception as exc:
             result.append({"name": hub_name, "error": repr(exc)})
     return result
+
+
+def forward_status(name: str | None = None) -> list[dict[str, Any]]:
+    """Every forwarder of the live experiments (or of experiment ``name``), one dict each:
+    ``hub``, ``tracker`` and its counters — ``forwarded`` and ``images`` (sent once),
+    ``refused`` and ``refused_causes`` (what the tracker will never take: counted, reported
+    once per cause in ``logs/all.log``, never retried), ``gone_runs`` (runs deleted in the
+    tracker), ``failures``, ``retries`` and ``problem`` (an outage, retried with back-off),
+    ``lag_bytes``, ``cursor_damaged``. A forwarder that does not answer within 10 s is a dict
+    with ``error``. The same counters are in ``rayplex.status()[i]["forwarders"]``.
+
+    Example:
+        >>> [(f["tracker"], f["forwarded"], f["refused"]) for f in rayplex.forward_status()]
+        ... # doctest: +SKIP
+        [('mlflow-1a2b3c4d', 12000, 0)]
+    """
+    rows: list[dict[str, Any]] = []
+    for hub_name in _hub_names(name):
+        named = _named_forwarders(hub_name)
+        infos = _get_all([handle.info.remote() for _, handle in named], 10)
+        for (key, _), info in zip(named, infos, strict=True):
+            row = dict(info) if isinstance(info, dict) else {"error": repr(info)}
+            rows.append({"hub": hub_name, "tracker": key, **row})
+    return rows
 
 
 def signal(client: str, sig: str, name: str | None = None) -> list[str]:

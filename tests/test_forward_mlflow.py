@@ -226,6 +226,8 @@ def _forwarder_info(name):
 
     [status] = [s for s in rayplex.status() if s.get("name") == name]
     [info] = status["forwarders"]
+    [row] = rayplex.forward_status(name)  # the same counters, one row per tracker
+    assert row["hub"] == name and row["tracker"] and set(info) <= set(row)
     return info
 
 

@@ -10,6 +10,7 @@ def test_public_names_are_pinned():
     assert set(rayplex.__all__) == {
         "Color", "FlushTimeoutError", "HubHandle", "HubNotFoundError", "HubWriteError", "LogHandler",
         "LogdirConflictError", "Logger", "RayplexError", "current_logger", "flush", "forward",
+        "forward_status",
         "get_logger", "index", "init", "list_artifacts", "logged", "percent", "read_params",
         "read_scalars", "read_series", "shutdown", "signal", "sql", "status",
     }
