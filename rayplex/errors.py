@@ -36,3 +36,29 @@ class HubWriteError(RayplexError, OSError):
 
     The data is kept by the sender and resent until the hub can write it.
     """
+
+
+CALLER_ERRORS: tuple[type[Exception], ...] = (
+    ValueError, TypeError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+    FileExistsError, PermissionError)
+"""The errors a hub request answers by name (the caller's mistake: a bad path, a missing file),
+raised again as themselves at the call site by :func:`request_error`; any other ``OSError`` of
+the hub's is a :class:`HubWriteError` there. The one table both sides use."""
+
+_BY_NAME: dict[str, type[Exception]] = {cls.__name__: cls for cls in CALLER_ERRORS}
+
+
+def request_error(kind: str, message: str) -> Exception:
+    """The exception to raise at the call site for a hub request's answer ``(kind, message)``.
+
+    Example:
+        >>> request_error("FileNotFoundError", "nope.pkl")
+        FileNotFoundError('nope.pkl')
+        >>> type(request_error("OSError", "No space left on device")).__name__
+        'HubWriteError'
+        >>> type(request_error("KeyError", "x")).__name__
+        'RayplexError'
+    """
+    if kind == "OSError":
+        return HubWriteError(message)
+    return _BY_NAME.get(kind, RayplexError)(message)

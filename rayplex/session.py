@@ -30,7 +30,7 @@ from rayplex import actors
 from rayplex.buffer import Buffer
 from rayplex.config import config
 from rayplex.encoder import Encoder
-from rayplex.errors import FlushTimeoutError, HubWriteError, RayplexError
+from rayplex.errors import FlushTimeoutError, HubWriteError, RayplexError, request_error
 from rayplex.groups import GroupRegistry
 from rayplex.items import SCALAR_NBYTES
 from rayplex.records import Ack
@@ -176,8 +176,7 @@ class Session:
         if ok:
             return result
         kind, message = result
-        exc_type = _REQUEST_ERRORS.get(kind, RayplexError)
-        raise exc_type(message)
+        raise request_error(kind, message)
 
     def close(self, reason: str | None = None, timeout: float | None = None) -> None:
         """Flush (unless ``reason`` says the experiment is gone), then stop; safe twice."""
@@ -350,18 +349,6 @@ class Session:
         if key not in self._warned:
             self._warned.add(key)
             log.warning(message)
-
-
-_REQUEST_ERRORS: dict[str, type[Exception]] = {
-    "ValueError": ValueError,
-    "TypeError": TypeError,
-    "FileNotFoundError": FileNotFoundError,
-    "IsADirectoryError": IsADirectoryError,
-    "NotADirectoryError": NotADirectoryError,
-    "FileExistsError": FileExistsError,
-    "PermissionError": PermissionError,
-    "OSError": HubWriteError,
-}
 
 
 _sessions: dict[str, Session] = {}

@@ -8,7 +8,8 @@ import importlib
 import pytest
 
 PURE_MODULES = [
-    "rayplex.rules", "rayplex.groups", "rayplex.encode", "rayplex.tfrecord", "rayplex.encoder",
+    "rayplex.rules", "rayplex.errors", "rayplex.groups", "rayplex.encode", "rayplex.tfrecord",
+    "rayplex.encoder",
     "rayplex.items", "rayplex.atomic", "rayplex.buffer", "rayplex.stats", "rayplex.textlog",
     "rayplex.records", "rayplex.config", "rayplex.artifacts", "rayplex.events",
     "rayplex.terminal", "rayplex.actors.summaries", "rayplex.actors.partials", "rayplex.actors.faults",

@@ -45,3 +45,13 @@ def test_the_version_is_the_installed_distributions_one_home_in_pyproject():
     from importlib.metadata import version
 
     assert rayplex.__version__ == version("rayplex")
+
+
+def test_every_error_a_hub_request_answers_by_name_is_raised_as_itself_at_the_call_site():
+    from rayplex.errors import CALLER_ERRORS, HubWriteError, RayplexError, request_error
+
+    for cls in CALLER_ERRORS:  # the hub answers type(exc).__name__ for these
+        error = request_error(cls.__name__, "why")
+        assert type(error) is cls and str(error) == "why"
+    assert type(request_error("OSError", "disk full")) is HubWriteError
+    assert type(request_error("SomethingElse", "?")) is RayplexError

@@ -30,7 +30,7 @@ from rayplex.artifacts import ArtifactStore
 from rayplex.atomic import atomic_write_bytes
 from rayplex.config import config
 from rayplex.encode import ScalarTemplate, tag_header
-from rayplex.errors import HubWriteError
+from rayplex.errors import CALLER_ERRORS, HubWriteError
 from rayplex.groups import GroupRegistry, GroupSpec
 from rayplex.logger_runs import CONTROL_FILE, ControlBook, check_client, check_signal
 from rayplex.records import Ack, Batch, NodeCall
@@ -655,8 +655,7 @@ def _answer(handler: Any, hub: Hub, request_id: str, args: tuple[Any, ...]) -> t
     made (or an OSError), raised again at the call site."""
     try:
         return True, handler(hub, request_id, *args)
-    except (ValueError, TypeError, FileNotFoundError, IsADirectoryError,
-            NotADirectoryError, FileExistsError, PermissionError) as exc:
+    except CALLER_ERRORS as exc:  # raised again as itself at the call site (request_error)
         return False, (type(exc).__name__, str(exc))
     except OSError as exc:
         return False, ("OSError", f"{type(exc).__name__}: {exc}")
