@@ -28,20 +28,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from rayplex.errors import RayplexError
+from rayplex.errors import BoardStartError, TensorBoardNotInstalledError
 
 __all__ = ["Board", "BoardStartError", "Stopped", "TensorBoardNotInstalledError", "start_board",
            "stop_on_signals", "tensorboard_command"]
 
 INSTALL_HINT = 'pip install "rayplex[board]"'
-
-
-class TensorBoardNotInstalledError(RayplexError):
-    """Neither the ``tensorboard`` Python package nor a ``tensorboard`` program was found."""
-
-
-class BoardStartError(RayplexError):
-    """TensorBoard exited, or did not answer, before it was ready; the message ends with its output."""
 
 
 def tensorboard_command(

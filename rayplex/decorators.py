@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+from rayplex.errors import NoCurrentLoggerError
 from rayplex.logger import Logger, logger_for_task
 
 T = TypeVar("T")
@@ -37,11 +38,11 @@ def current_logger() -> Logger:
         ...     rayplex.current_logger().add_scalar("reward", 1.0)  # doctest: +SKIP
 
     Raises:
-        RuntimeError: outside a ``@rayplex.logged`` task or actor.
+        NoCurrentLoggerError: outside a ``@rayplex.logged`` task or actor (a ``RuntimeError``).
     """
     logger = _current.get() or _actor_logger
     if logger is None:
-        raise RuntimeError(
+        raise NoCurrentLoggerError(
             "rayplex.current_logger() is only available inside a @rayplex.logged task or actor; "
             "elsewhere use rayplex.get_logger(client_id)"
         )

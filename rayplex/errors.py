@@ -6,7 +6,10 @@
      ├── HubNotFoundError        no hub with that name: call rayplex.init(logdir) first
      ├── LogdirConflictError     that name writes to another logdir, or another live hub owns it
      ├── FlushTimeoutError       the hub did not acknowledge within the flush timeout
-     └── HubWriteError           the hub cannot write (disk full, permissions): data kept, retried
+     ├── HubWriteError           the hub cannot write (disk full, permissions): data kept, retried
+     ├── NoCurrentLoggerError    rayplex.current_logger() outside a @rayplex.logged task or actor
+     ├── TensorBoardNotInstalledError   `rayplex board` without TensorBoard
+     └── BoardStartError         TensorBoard exited, or did not answer, before it was ready
 
 Invalid arguments raise the built-in ``ValueError`` / ``TypeError`` at the call site.
 """
@@ -36,6 +39,21 @@ class HubWriteError(RayplexError, OSError):
 
     The data is kept by the sender and resent until the hub can write it.
     """
+
+
+class NoCurrentLoggerError(RayplexError):
+    """:func:`rayplex.current_logger` was called outside a ``@rayplex.logged`` task or actor.
+
+    A ``RuntimeError`` (through :class:`RayplexError`), as it was before it had a name.
+    """
+
+
+class TensorBoardNotInstalledError(RayplexError):
+    """Neither the ``tensorboard`` Python package nor a ``tensorboard`` program was found."""
+
+
+class BoardStartError(RayplexError):
+    """TensorBoard exited, or did not answer, before it was ready; the message ends with its output."""
 
 
 CALLER_ERRORS: tuple[type[Exception], ...] = (
