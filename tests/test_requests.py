@@ -1,6 +1,8 @@
 """Every hub request, applied and replayed, on plain hubs over real files (no Ray): what it
 answers, what it writes, and that a replay (Ray calls a method again after the hub restarts,
-with the same request id) answers without applying it a second time.
+with the same request id) answers without applying it a second time. The last tests take each
+request of :data:`rayplex.actors.requests.REQUESTS` as a plain object on a
+:class:`~rayplex.actors.requests.Sandbox` (a writer, an artifact store, a control book).
 
 A "kill" here is what a dead hub process leaves: its ticker stops and the kernel drops its lock
 on the logdir; nothing of it is closed or flushed. The restarted hub is a new ``Hub`` on the same
@@ -22,9 +24,13 @@ import numpy as np
 import pytest
 
 from rayplex import projector
+from rayplex.actors.control import ControlBook
 from rayplex.actors.hub import Hub
+from rayplex.actors.requests import QUERIES, REQUESTS, Sandbox, answer
+from rayplex.actors.writer import HubWriter
+from rayplex.artifacts import ArtifactStore
 from rayplex.encoder import Encoder
-from rayplex.groups import GroupSpec
+from rayplex.groups import GroupRegistry, GroupSpec
 from rayplex.items import Scalar
 from rayplex.records import NodeCall
 
@@ -324,3 +330,74 @@ def test_export_json_writes_once_and_its_replay_writes_nothing(hubs):
 def test_an_unknown_request_is_refused_by_name(hubs):
     hub = hubs.start()
     assert hub.request("r1", "nope", ()) == (False, ("ValueError", "unknown hub request 'nope'"))
+
+
+# ------------------------------------------- each request as a plain object, on a sandbox
+
+
+def _sandbox(logdir: str) -> Sandbox:
+    writer = HubWriter(logdir)
+    registry = GroupRegistry(epoch="e").with_group(GroupSpec.indexed("agent", 4))
+    return Sandbox(writer, ArtifactStore(os.path.join(logdir, "artifacts")),
+                   ControlBook(os.path.join(writer.state_dir, "control.json")), lambda: registry)
+
+
+def _files(logdir: str) -> dict[str, bytes]:
+    """Every file under the logdir but the hub's own state, with its bytes."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(logdir):
+        dirnames[:] = [d for d in dirnames if d != ".rayplex"]
+        for name in filenames:
+            out[os.path.relpath(os.path.join(dirpath, name), logdir)] = _read(
+                os.path.join(dirpath, name))
+    return out
+
+
+_EMB = projector.build_embedding(np.eye(2), step=1, tag="agent/e")
+CASES: dict[str, tuple[tuple[Any, ...], bool, Any]] = {
+    # method: (args after the request id, recorded as applied, what its replay answers
+    #          (APPLIED: the same as apply))
+    "save_artifact": (("g/n/a.txt", b"x"), True, "APPLIED"),
+    "load_artifact": (("g/n/src.txt",), False, "APPLIED"),
+    "save_params": (("g/n", {"a": {"b": 1}}), True, "APPLIED"),
+    "append_artifact": (("g/n/log.txt", b"line\n"), True, "APPLIED"),
+    "append_chunks": (("g/n/rows.pkl", [b"r1", b"r2"]), True, "APPLIED"),
+    "remove_artifacts": (("g/n", ["src.txt"]), True, []),
+    "move_artifact": (("g/n/src.txt", "g/n/moved.txt"), True, "APPLIED"),
+    "duplicate_artifact": (("g/n/src.txt", "g/n/copy.txt", False), True, "APPLIED"),
+    "glob_artifacts": (("*.txt", "g/n"), False, None),
+    "read_experiments": ((["*"],), False, None),
+    "ping": (("g/n", "running", "token", {}), False, None),
+    "save_embedding": (("agent/1", None, "agent/1", _EMB), True, "APPLIED"),
+    "client_scalars": (("agent/1", None, "agent/1", None), False, None),
+    "export_json": (("json",), True, []),
+}
+
+
+def test_the_cases_cover_every_request():
+    assert set(CASES) == set(REQUESTS)
+    assert {"glob_artifacts"} == QUERIES
+
+
+@pytest.mark.parametrize("method", sorted(CASES))
+def test_each_request_applies_once_and_its_replay_writes_nothing(tmp_path, method):
+    logdir = str(tmp_path / "exp")
+    ctx = _sandbox(logdir)
+    ctx.artifacts.write_bytes("g/n/src.txt", b"source")
+    args, recorded, replayed = CASES[method]
+    args = tuple(ctx.registry().stamp if a is None and i == 1 and method in (
+        "save_embedding", "client_scalars") else a for i, a in enumerate(args))
+    request = REQUESTS[method]
+    ok, applied = answer(request, ctx, "r1", args)
+    assert ok, applied
+    assert ctx.writer.applied("r1") is recorded
+    ctx.writer.claim.release("the test killed it")  # the hub dies; a new one reads the journal
+    again = _sandbox(logdir)
+    assert again.writer.applied("r1") is recorded
+    if recorded:
+        assert request.replay is not None
+        before = _files(logdir)
+        assert request.replay(again, *args) == (applied if replayed == "APPLIED" else replayed)
+        assert _files(logdir) == before
+    again.writer.close()
+    ctx.writer.close()
