@@ -173,7 +173,7 @@ class Hub:
                 if key in first:  # the same batch twice in one call (a resend): answered once
                     continue
                 first[key] = batch
-                refused = self.writer.refuse(batch, self.registry)
+                refused = self.writer.refuse(batch, self.registry, self.experiment)
                 if refused is None:
                     fresh.append(batch)
                 else:

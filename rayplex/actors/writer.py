@@ -137,13 +137,14 @@ class HubWriter:
         except (ValueError, TypeError, AttributeError) as exc:
             raise Unwritable(str(exc)) from exc
 
-    def refuse(self, batch: Batch, registry: GroupRegistry) -> Ack | None:
+    def refuse(self, batch: Batch, registry: GroupRegistry, experiment: str) -> Ack | None:
         """The answer to a batch of a node call that is not to be written, or ``None`` for one
-        to write: a batch of another experiment (a new hub of the same name), a duplicate
+        to write: a batch of another experiment than ``experiment`` (the hub's actor id: a
+        batch for an earlier hub of the same name), a duplicate
         (committed before: dropped), one encoded with another registry than ``registry`` (the
         sender encodes again with the registry answered: the hub never routes), and one that
         breaks the rules (:meth:`check`: quarantined and journalled as done)."""
-        if batch.experiment and self.experiment and batch.experiment != self.experiment:
+        if batch.experiment and experiment and batch.experiment != experiment:
             return Ack(batch.sender, batch.seq, wrong_experiment=True)
         stale = batch.registry_stamp != registry.stamp
         if batch.seq <= self.last_seq.get(batch.sender, -1):
