@@ -2,7 +2,7 @@
 answers, what it writes, and that a replay (Ray calls a method again after the hub restarts,
 with the same request id) answers without applying it a second time. The last tests take each
 request of :data:`rayplex.actors.requests.REQUESTS` as a plain object on a
-:class:`~rayplex.actors.requests.Sandbox` (a writer, an artifact store, a control book).
+:class:`~rayplex.actors.requests.RequestContext` (a writer, an artifact store, a control book).
 
 A "kill" here is what a dead hub process leaves: its ticker stops and the kernel drops its lock
 on the logdir; nothing of it is closed or flushed. The restarted hub is a new ``Hub`` on the same
@@ -26,7 +26,7 @@ import pytest
 from rayplex import projector
 from rayplex.actors.control import ControlBook
 from rayplex.actors.hub import Hub
-from rayplex.actors.requests import QUERIES, REQUESTS, Sandbox, answer
+from rayplex.actors.requests import QUERIES, REQUESTS, RequestContext, answer
 from rayplex.actors.writer import HubWriter
 from rayplex.artifacts import ArtifactStore
 from rayplex.encoder import Encoder
@@ -332,13 +332,13 @@ def test_an_unknown_request_is_refused_by_name(hubs):
     assert hub.request("r1", "nope", ()) == (False, ("ValueError", "unknown hub request 'nope'"))
 
 
-# ------------------------------------------- each request as a plain object, on a sandbox
+# ------------------------------------------- each request as a plain object, on a request context
 
 
-def _sandbox(logdir: str) -> Sandbox:
+def _context(logdir: str) -> RequestContext:
     writer = HubWriter(logdir)
     registry = GroupRegistry(epoch="e").with_group(GroupSpec.indexed("agent", 4))
-    return Sandbox(writer, ArtifactStore(os.path.join(logdir, "artifacts")),
+    return RequestContext(writer, ArtifactStore(os.path.join(logdir, "artifacts")),
                    ControlBook(os.path.join(writer.state_dir, "control.json")), lambda: registry)
 
 
@@ -382,7 +382,7 @@ def test_the_cases_cover_every_request():
 @pytest.mark.parametrize("method", sorted(CASES))
 def test_each_request_applies_once_and_its_replay_writes_nothing(tmp_path, method):
     logdir = str(tmp_path / "exp")
-    ctx = _sandbox(logdir)
+    ctx = _context(logdir)
     ctx.artifacts.write_bytes("g/n/src.txt", b"source")
     args, recorded, replayed = CASES[method]
     args = tuple(ctx.registry().stamp if a is None and i == 1 and method in (
@@ -392,7 +392,7 @@ def test_each_request_applies_once_and_its_replay_writes_nothing(tmp_path, metho
     assert ok, applied
     assert ctx.writer.applied("r1") is recorded
     ctx.writer.claim.release("the test killed it")  # the hub dies; a new one reads the journal
-    again = _sandbox(logdir)
+    again = _context(logdir)
     assert again.writer.applied("r1") is recorded
     if recorded:
         assert request.replay is not None

@@ -23,7 +23,7 @@ from typing import Any
 from rayplex.actors.control import ControlBook
 from rayplex.actors.faults import STALL_S, FaultWatch
 from rayplex.actors.partials import select_partials
-from rayplex.actors.requests import QUERIES, QUERY_GROUP, REQUESTS, Sandbox, answer
+from rayplex.actors.requests import QUERIES, QUERY_GROUP, REQUESTS, RequestContext, answer
 from rayplex.actors.summaries import SummaryBook
 from rayplex.actors.writer import HubWriter
 from rayplex.artifacts import ArtifactStore
@@ -68,7 +68,8 @@ class Hub:
         self.summaries: SummaryBook = self.writer.state.book
         self.artifacts = ArtifactStore(os.path.join(logdir, "artifacts"))
         self.control = ControlBook(os.path.join(self.writer.state_dir, CONTROL_FILE))
-        self.sandbox = Sandbox(self.writer, self.artifacts, self.control, lambda: self.registry)
+        self.context = RequestContext(self.writer, self.artifacts, self.control,
+                                      lambda: self.registry)
         self.calls = 0
         self._unregistered_seen: set[str] = set()
         self.faults = FaultWatch(_ray_context("get_node_id"))
@@ -222,16 +223,16 @@ class Hub:
         if entry is None:
             return False, ("ValueError", f"unknown hub request {method!r}")
         if entry.query:
-            return answer(entry, self.sandbox, request_id, args)
+            return answer(entry, self.context, request_id, args)
         with self.lock:
             lost = self.writer.lost()
             if lost is not None:
                 return False, ("OSError", lost)
             if self.writer.applied(request_id):
-                return True, entry.replay(self.sandbox, *args) if entry.replay else None
+                return True, entry.replay(self.context, *args) if entry.replay else None
             started = time.monotonic()
             try:
-                answered = answer(entry, self.sandbox, request_id, args)
+                answered = answer(entry, self.context, request_id, args)
             finally:  # calls queued behind a long request
                 self._hold_if(self.faults.after((), time.monotonic() - started))
             lost = self.writer.lost()

@@ -11,8 +11,8 @@ recorded (it only reads, or is idempotent by itself, as ``ping`` with its token)
 ``None``. A move, or a copy that refuses an existing target, journals an *intent* first, so that
 its replay after the hub died between the rename and the record is answered as applied.
 
-Plain objects, no Ray: ``Sandbox(writer, artifacts, control, registry)`` is all a request needs
-(tests/test_requests.py).
+Plain objects, no Ray: ``RequestContext(writer, artifacts, control, registry)`` is all a request
+needs (tests/test_requests.py).
 
 Example:
     >>> import tempfile
@@ -21,8 +21,8 @@ Example:
     >>> from rayplex.artifacts import ArtifactStore
     >>> from rayplex.groups import GroupRegistry
     >>> writer = HubWriter(tempfile.mkdtemp())
-    >>> ctx = Sandbox(writer, ArtifactStore(writer.logdir + "/artifacts"), ControlBook(None),
-    ...               lambda: GroupRegistry(epoch="e"))
+    >>> ctx = RequestContext(writer, ArtifactStore(writer.logdir + "/artifacts"),
+    ...                      ControlBook(None), lambda: GroupRegistry(epoch="e"))
     >>> SaveParams.apply(ctx, "req-1", "agent/3", {"lr": 0.1})
     {'lr': 0.1}
     >>> SaveParams.replay(ctx, "agent/3", {"lr": 0.5})  # applied before: answered, not merged
@@ -58,7 +58,7 @@ from rayplex.rules import check_client_id, match_clients, split_client_id, valid
 
 
 @dataclass
-class Sandbox:
+class RequestContext:
     """What a request may touch: the hub's writer (the journal and every file outside the
     artifact store go through it), its artifact store, its heartbeats and signals, and its
     current group registry."""
@@ -79,7 +79,7 @@ class Request:
     replay: ClassVar[Callable[..., Any] | None] = None
 
 
-def answer(request: type[Request], ctx: Sandbox, request_id: str,
+def answer(request: type[Request], ctx: RequestContext, request_id: str,
            args: tuple[Any, ...]) -> tuple[bool, Any]:
     """``(True, result)`` of applying one request, or ``(False, (kind, text))`` for an error
     the caller made (or an OSError), raised again at the call site
@@ -97,7 +97,7 @@ def answer(request: type[Request], ctx: Sandbox, request_id: str,
 
 class SaveArtifact(Request):
     @staticmethod
-    def apply(ctx: Sandbox, request_id: str, rel: str, data: bytes, append: bool = False) -> str:
+    def apply(ctx: RequestContext, request_id: str, rel: str, data: bytes, append: bool = False) -> str:
         """Replace an artifact atomically, or append one framed chunk (``append=True``)."""
         if append:
             return os.fspath(ctx.writer.append_request(
@@ -107,35 +107,35 @@ class SaveArtifact(Request):
         return os.fspath(path)
 
     @staticmethod
-    def replay(ctx: Sandbox, rel: str, data: bytes, append: bool = False) -> str:
+    def replay(ctx: RequestContext, rel: str, data: bytes, append: bool = False) -> str:
         return _path(ctx, rel)
 
 
 class LoadArtifact(Request):
     @staticmethod
-    def apply(ctx: Sandbox, request_id: str, rel: str) -> bytes:
+    def apply(ctx: RequestContext, request_id: str, rel: str) -> bytes:
         return ctx.artifacts.read_bytes(rel)
 
     @staticmethod
-    def replay(ctx: Sandbox, rel: str) -> bytes:
+    def replay(ctx: RequestContext, rel: str) -> bytes:
         return ctx.artifacts.read_bytes(rel)
 
 
 class AppendArtifact(Request):
     @staticmethod
-    def apply(ctx: Sandbox, request_id: str, rel: str, data: bytes) -> str:
+    def apply(ctx: RequestContext, request_id: str, rel: str, data: bytes) -> str:
         """Append raw bytes (JSON lines, ``error.log``) as one journalled transaction."""
         return os.fspath(ctx.writer.append_request(
             request_id, _path(ctx, rel), lambda: ctx.artifacts.append_bytes(rel, data)))
 
     @staticmethod
-    def replay(ctx: Sandbox, rel: str, data: bytes) -> str:
+    def replay(ctx: RequestContext, rel: str, data: bytes) -> str:
         return _path(ctx, rel)
 
 
 class AppendChunks(Request):
     @staticmethod
-    def apply(ctx: Sandbox, request_id: str, rel: str, chunks: list[bytes]) -> str:
+    def apply(ctx: RequestContext, request_id: str, rel: str, chunks: list[bytes]) -> str:
         """Append several framed chunks (rows of a pickle file) as one journalled transaction."""
         if not isinstance(chunks, list) or not all(isinstance(c, bytes) for c in chunks):
             raise TypeError("chunks must be a list of bytes")
@@ -143,13 +143,13 @@ class AppendChunks(Request):
             request_id, _path(ctx, rel), lambda: ctx.artifacts.append_chunks(rel, chunks)))
 
     @staticmethod
-    def replay(ctx: Sandbox, rel: str, chunks: list[bytes]) -> str:
+    def replay(ctx: RequestContext, rel: str, chunks: list[bytes]) -> str:
         return _path(ctx, rel)
 
 
 class RemoveArtifacts(Request):
     @staticmethod
-    def apply(ctx: Sandbox, request_id: str, base: str, paths: list[str]) -> list[str]:
+    def apply(ctx: RequestContext, request_id: str, base: str, paths: list[str]) -> list[str]:
         """Remove files or directories below the client directory ``base``: ``""`` is all of
         it, a path with ``*`` a glob. Returns the paths removed, relative to ``base``."""
         targets: list[str] = []
@@ -166,13 +166,13 @@ class RemoveArtifacts(Request):
         return removed
 
     @staticmethod
-    def replay(ctx: Sandbox, base: str, paths: list[str]) -> list[str]:
+    def replay(ctx: RequestContext, base: str, paths: list[str]) -> list[str]:
         return []
 
 
 class MoveArtifact(Request):
     @staticmethod
-    def apply(ctx: Sandbox, request_id: str, src: str, to: str) -> str:
+    def apply(ctx: RequestContext, request_id: str, src: str, to: str) -> str:
         """A move, journalled as an intent first: a replay after the hub died between the
         rename and recording the request finds the source gone and the target in place, and
         is answered as applied (not ``FileNotFoundError``)."""
@@ -185,13 +185,13 @@ class MoveArtifact(Request):
         return done
 
     @staticmethod
-    def replay(ctx: Sandbox, src: str, to: str) -> str:
+    def replay(ctx: RequestContext, src: str, to: str) -> str:
         return _path(ctx, to)
 
 
 class DuplicateArtifact(Request):
     @staticmethod
-    def apply(ctx: Sandbox, request_id: str, src: str, to: str, exists_ok: bool) -> str:
+    def apply(ctx: RequestContext, request_id: str, src: str, to: str, exists_ok: bool) -> str:
         """A copy; one that refuses an existing directory is journalled as an intent first,
         so that its replay after the hub died is answered as applied (a copy that may replace
         or merge is simply made again)."""
@@ -206,7 +206,7 @@ class DuplicateArtifact(Request):
         return target
 
     @staticmethod
-    def replay(ctx: Sandbox, src: str, to: str, exists_ok: bool) -> str:
+    def replay(ctx: RequestContext, src: str, to: str, exists_ok: bool) -> str:
         return _path(ctx, to)
 
 
@@ -214,15 +214,15 @@ class GlobArtifacts(Request):
     query = True
 
     @staticmethod
-    def apply(ctx: Sandbox, request_id: str, pattern: str, wd: str) -> list[str]:
+    def apply(ctx: RequestContext, request_id: str, pattern: str, wd: str) -> list[str]:
         return ctx.artifacts.glob(pattern, wd)
 
 
-def _path(ctx: Sandbox, rel: str) -> str:
+def _path(ctx: RequestContext, rel: str) -> str:
     return os.fspath(ctx.artifacts.resolve(rel))
 
 
-def _forget_intent_on_error(ctx: Sandbox, request_id: str,
+def _forget_intent_on_error(ctx: RequestContext, request_id: str,
                             op: Callable[..., os.PathLike[str]], *args: Any) -> os.PathLike[str]:
     try:
         return op(*args)
@@ -236,7 +236,7 @@ def _forget_intent_on_error(ctx: Sandbox, request_id: str,
 
 class SaveParams(Request):
     @staticmethod
-    def apply(ctx: Sandbox, request_id: str, client_id: str,
+    def apply(ctx: RequestContext, request_id: str, client_id: str,
               params: dict[str, Any]) -> dict[str, Any]:
         """Merge ``params`` into ``params/<group>/<name>.json`` (a replay merges the same
         values again: idempotent); return the merged object."""
@@ -247,11 +247,11 @@ class SaveParams(Request):
         return merged
 
     @staticmethod
-    def replay(ctx: Sandbox, client_id: str, params: dict[str, Any]) -> dict[str, Any]:
+    def replay(ctx: RequestContext, client_id: str, params: dict[str, Any]) -> dict[str, Any]:
         return _stored_params(ctx, client_id)
 
 
-def _stored_params(ctx: Sandbox, client_id: str) -> dict[str, Any]:
+def _stored_params(ctx: RequestContext, client_id: str) -> dict[str, Any]:
     """What ``params/<group>/<name>.json`` holds (empty if nothing was stored)."""
     path = params_path(ctx.writer.logdir, client_id)
     return decode_params(path) if os.path.isfile(path) else {}
@@ -267,7 +267,7 @@ def _deep_merge(into: dict[str, Any], new: dict[str, Any]) -> None:
 
 class ReadExperiments(Request):
     @staticmethod
-    def apply(ctx: Sandbox, request_id: str, patterns: list[str]
+    def apply(ctx: RequestContext, request_id: str, patterns: list[str]
               ) -> dict[str, tuple[dict[str, Any], dict[str, Any] | None]]:
         """``{client: (params, last heartbeat)}`` of the clients matching a pattern."""
         params = read_params_tree(os.path.join(ctx.writer.logdir, "params"))
@@ -278,7 +278,7 @@ class ReadExperiments(Request):
 
 class Ping(Request):
     @staticmethod
-    def apply(ctx: Sandbox, request_id: str, client: str, status: str, token: str,
+    def apply(ctx: RequestContext, request_id: str, client: str, status: str, token: str,
               info: dict[str, Any]) -> list[str]:
         """A heartbeat: remember it, answer the client's pending signals (once per token, so
         that Ray's replay gets the same answer without the request id being recorded)."""
@@ -290,7 +290,7 @@ class Ping(Request):
 
 class SaveEmbedding(Request):
     @staticmethod
-    def apply(ctx: Sandbox, request_id: str, client_id: str, stamp: Any, run: str,
+    def apply(ctx: RequestContext, request_id: str, client_id: str, stamp: Any, run: str,
               embedding: Any) -> dict[str, Any]:
         """Write one embedding's files into ``tensorboard/<run>/<step>/<tag>/`` and its entry
         into the run's ``projector_config.pbtxt`` (each file replaced atomically)."""
@@ -317,14 +317,14 @@ class SaveEmbedding(Request):
         return {"path": target}
 
     @staticmethod
-    def replay(ctx: Sandbox, client_id: str, stamp: Any, run: str,
+    def replay(ctx: RequestContext, client_id: str, stamp: Any, run: str,
                embedding: Any) -> dict[str, Any]:
         return {"path": os.path.join(ctx.writer.tensorboard_dir, run, embedding.subdir)}
 
 
 class ClientScalars(Request):
     @staticmethod
-    def apply(ctx: Sandbox, request_id: str, client_id: str, stamp: Any, run: str,
+    def apply(ctx: RequestContext, request_id: str, client_id: str, stamp: Any, run: str,
               prefix: str | None) -> dict[str, Any]:
         """One client's scalars (read only): its run, and in a shared run only the tags under
         its ``prefix``."""
@@ -339,7 +339,7 @@ class ClientScalars(Request):
 
 class ExportJson(Request):
     @staticmethod
-    def apply(ctx: Sandbox, request_id: str, json_dir: str) -> list[str]:
+    def apply(ctx: RequestContext, request_id: str, json_dir: str) -> list[str]:
         """Tensorplex's ``export_json``: every run's scalars as ``<json_dir>/<run with / as
         .>.json`` under the logdir."""
         if not isinstance(json_dir, str) or not json_dir.rstrip("/") or json_dir[0] in "/\\":
@@ -359,11 +359,11 @@ class ExportJson(Request):
         return paths
 
     @staticmethod
-    def replay(ctx: Sandbox, json_dir: str) -> list[str]:
+    def replay(ctx: RequestContext, json_dir: str) -> list[str]:
         return []
 
 
-def _stale_route(ctx: Sandbox, client_id: str, stamp: Any, run: str) -> GroupRegistry | None:
+def _stale_route(ctx: RequestContext, client_id: str, stamp: Any, run: str) -> GroupRegistry | None:
     """The current registry if the sender routed ``client_id`` with another one (it routes
     again and resends: the hub never routes); else check that ``run`` is in its group."""
     registry = ctx.registry()
@@ -382,7 +382,7 @@ def _confined(root: str, *parts: str) -> str:
     return path
 
 
-def _scalar_rows(ctx: Sandbox, run: str | None = None) -> dict[str, dict[str, list[list[float]]]]:
+def _scalar_rows(ctx: RequestContext, run: str | None = None) -> dict[str, dict[str, list[list[float]]]]:
     """``{run: {tag: [[wall_time, step, value], ...]}}`` as committed so far, each tag's points
     in ``(step, wall_time)`` order (as :func:`rayplex.read.read_scalars` sorts them)."""
     ctx.writer.flush()
