@@ -450,9 +450,9 @@ def signal(client: str, sig: str, name: str | None = None) -> list[str]:
         ValueError: for a bad client id or signal name (checked here, before the hub is asked).
         HubNotFoundError: if the experiment's hub is not running.
     """
-    from rayplex.logger_runs import check_client, check_signal
+    from rayplex.rules import check_client_id, check_signal
 
-    check_client(client)
+    check_client_id(client)
     check_signal(sig)
     hub = actors.get_hub(name or config().hub)
     return list(ray.get(hub.signal.remote(client, sig)))

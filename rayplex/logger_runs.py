@@ -34,11 +34,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import fnmatch
-import json
 import logging
 import os
-import re
 import socket
 import subprocess
 import threading
@@ -47,8 +44,8 @@ import uuid
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from rayplex.atomic import atomic_write_bytes
-from rayplex.rules import split_client_id
+from rayplex.actors.control import ControlBook, read_control
+from rayplex.rules import CONTROL_FILE, check_signal
 
 if TYPE_CHECKING:
     import pandas
@@ -58,36 +55,13 @@ __all__ = ["CONTROL_FILE", "JOB_STATUSES", "ControlBook", "RunsMixin", "check_si
 
 log = logging.getLogger("rayplex")
 
-CONTROL_FILE = "control.json"
-"""Heartbeats and pending signals, in the logdir's ``.rayplex/`` (see :class:`ControlBook`)."""
-
 JOB_STATUSES = {"created": "createTime", "requested": "requestTime", "started": "startTime",
                 "running": "runTime", "paused": "pauseTime", "completed": "completionTime",
                 "errored": "errorTime"}
 """ML-Logger's job life cycle: status -> the key of its UTC time in the ``job`` params."""
 
-_SIGNAL = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _MAX_STATUS = 200
-_MAX_ANSWERS = 1024  # ping tokens whose answers a replay can still get
 _GIT_TIMEOUT_S = 30.0
-
-
-def check_signal(sig: Any) -> str:
-    """A signal name for :meth:`ControlBook.signal`: 1-64 letters, digits, ``_ . -``.
-
-    Example:
-        >>> check_signal("stop")
-        'stop'
-
-    Raises:
-        TypeError: if ``sig`` is not a str.
-        ValueError: for any other string (the message shows it).
-    """
-    if not isinstance(sig, str):
-        raise TypeError(f"a signal is a str such as 'stop' or 'pause', got {type(sig).__name__}")
-    if not _SIGNAL.fullmatch(sig):
-        raise ValueError(f"a signal is 1-64 letters, digits, '_', '.' or '-', got {sig!r}")
-    return sig
 
 
 def _check_status(status: Any) -> str:
@@ -97,75 +71,6 @@ def _check_status(status: Any) -> str:
         raise ValueError(f"ping status must be 1-{_MAX_STATUS} printable characters, got "
                          f"{status[:80]!r}")
     return status
-
-
-class ControlBook:
-    """The hub's heartbeats and pending signals per client, kept as JSON (never pickles).
-
-    Args:
-        path: The JSON file (``.rayplex/control.json``); ``None`` keeps it in memory only. An
-            unreadable file is reported in the log and replaced: heartbeats are not data worth
-            refusing to start for.
-    """
-
-    def __init__(self, path: str | None) -> None:
-        self.path = path
-        self.heartbeats: dict[str, dict[str, Any]] = {}
-        self.signals: dict[str, list[str]] = {}
-        self.answers: dict[str, list[str]] = {}
-        if path is not None and os.path.isfile(path):
-            try:
-                with open(path, encoding="utf-8") as f:
-                    state = json.load(f)
-                self.heartbeats = {str(k): dict(v) for k, v in state["heartbeats"].items()}
-                self.signals = {str(k): [str(s) for s in v] for k, v in state["signals"].items()}
-                self.answers = {str(k): [str(s) for s in v] for k, v in state["answers"].items()}
-            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-                log.warning("rayplex: %s is unreadable (%s); heartbeats and signals start empty",
-                            path, exc)
-
-    def ping(self, client: str, status: str, token: str, info: Mapping[str, Any],
-             now: float) -> list[str]:
-        """Record that ``client`` is alive with ``status``; return (and forget) its pending
-        signals. The same ``token`` again answers the same signals (a replayed call)."""
-        if token in self.answers:
-            return list(self.answers[token])
-        handed = self.signals.pop(client, [])
-        self.heartbeats[client] = {**info, "status": status, "time": now}
-        self.answers[token] = handed
-        while len(self.answers) > _MAX_ANSWERS:
-            del self.answers[next(iter(self.answers))]
-        self.save()
-        return list(handed)
-
-    def signal(self, client: str, sig: str) -> list[str]:
-        """Queue ``sig`` for the next ping of ``client`` (once: a signal already pending is not
-        queued twice); returns what is pending for it."""
-        pending = self.signals.setdefault(client, [])
-        if sig not in pending:
-            pending.append(sig)
-            self.save()
-        return list(pending)
-
-    def save(self) -> None:
-        if self.path is None:
-            return
-        state = {"heartbeats": self.heartbeats, "signals": self.signals, "answers": self.answers}
-        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        atomic_write_bytes(self.path, json.dumps(state, sort_keys=True).encode("utf-8"))
-
-
-def read_control(logdir: str | os.PathLike[str]) -> ControlBook:
-    """The heartbeats and pending signals of an experiment, read from its logdir (empty if
-    no client ever pinged).
-
-    Example:
-        >>> read_control("/tmp/exp1").heartbeats  # doctest: +SKIP
-        {'agent/3': {'status': 'running', 'time': 1764560000.0, 'hostname': 'n1', 'pid': 42}}
-    """
-    from rayplex.actors.writer import STATE_DIR
-
-    return ControlBook(os.path.join(os.fspath(logdir), STATE_DIR, CONTROL_FILE))
 
 
 def flatten_params(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -472,21 +377,3 @@ class RunsMixin:
             self._keep_alive = _KeepAlive(self, status, float(interval))
             self._keep_alive.start()
         return earlier + signals
-
-
-def match_clients(clients: list[str], patterns: list[str]) -> list[str]:
-    """The client ids matching any :mod:`fnmatch` pattern, sorted.
-
-    Example:
-        >>> match_clients(["agent/1", "agent/2", "learner/main"], ["agent/*"])
-        ['agent/1', 'agent/2']
-    """
-    return sorted(c for c in clients if any(fnmatch.fnmatchcase(c, p) for p in patterns))
-
-
-def check_client(client: Any) -> str:
-    """``client`` if it is a valid client id (``ValueError`` otherwise)."""
-    if not isinstance(client, str):
-        raise TypeError(f"a client id is a str such as 'agent/3', got {type(client).__name__}")
-    split_client_id(client)
-    return client

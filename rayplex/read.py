@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import json
 import math
 import os
 import stat
-import struct
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -30,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Union, overload
 
 from rayplex.artifacts import ArtifactInfo, ArtifactStore
-from rayplex.tfrecord import NotRegularFileError, open_regular
+from rayplex.logdir_codec import event_files, file_events, read_params_tree, scalar_of
 from rayplex.tfrecord import read_records as iter_event_records
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -56,6 +54,11 @@ __all__ = [
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+# The decoding primitives live in rayplex.logdir_codec (the hub uses them too); these names stay
+# for the modules that import them from here.
+_event_files = event_files
+_scalar_of = scalar_of
 
 # ----------------------------------------------------------------------------- logdir layout
 
@@ -97,31 +100,6 @@ def check_logdir(logdir: PathLike) -> Path:
             f"{str(path)!r} is not a rayplex logdir: it has no tensorboard/ subdirectory{hint}"
         )
     return path
-
-
-def _is_regular(path: str | os.PathLike[str]) -> bool:
-    """True for a regular file (or a symlink to one); ``stat`` never blocks, unlike ``open``."""
-    try:
-        return stat.S_ISREG(os.stat(path).st_mode)
-    except OSError:
-        return False
-
-
-def _event_files(tensorboard_dir: Path) -> dict[str, list[Path]]:
-    """``{run: [event files in name order]}``; the run is the directory relative to ``tensorboard/``.
-
-    Event files directly in ``tensorboard/`` belong to run ``"."``, as TensorBoard names it.
-    Only regular files count: a FIFO or device named like an event file is not an event file.
-    """
-    runs: dict[str, list[Path]] = {}
-    for dirpath, dirnames, filenames in os.walk(tensorboard_dir):
-        dirnames.sort()
-        names = sorted(name for name in filenames
-                       if "tfevents" in name and _is_regular(os.path.join(dirpath, name)))
-        if names:
-            rel = os.path.relpath(dirpath, tensorboard_dir).replace(os.sep, "/")
-            runs[rel] = [Path(dirpath, name) for name in names]
-    return runs
 
 
 def _group_of(run: str) -> str:
@@ -180,73 +158,16 @@ def iter_events(
         >>> for run, event in iter_events("/tmp/exp1"):  # doctest: +SKIP
         ...     print(run, event.step, [v.tag for v in event.summary.value])
     """
-    from google.protobuf.message import DecodeError
-    from tensorboardX.proto.event_pb2 import Event
-
     runs = _event_files(check_logdir(logdir) / "tensorboard")
     for name in sorted(runs):
         if not _matches(name, run) or (group is not None and _group_of(name) != group):
             continue
         for path in runs[name]:
-            try:
-                for payload in iter_event_records(path):
-                    try:
-                        event = Event.FromString(payload)
-                    except DecodeError:
-                        continue
-                    yield name, event
-            except NotRegularFileError:  # replaced by a FIFO or device since it was listed
-                continue
+            for event in file_events(path):
+                yield name, event
 
 
 # ----------------------------------------------------------------------------- values
-
-# TensorProto dtypes (tensorflow/core/framework/types.proto) that a scalar may have.
-_DT_FLOAT, _DT_DOUBLE, _DT_INT32, _DT_UINT8, _DT_INT16, _DT_INT8 = 1, 2, 3, 4, 5, 6
-_DT_INT64, _DT_BOOL, _DT_BFLOAT16, _DT_HALF = 9, 10, 14, 19
-_CONTENT_FORMAT = {
-    _DT_FLOAT: "<f", _DT_DOUBLE: "<d", _DT_HALF: "<e", _DT_INT32: "<i", _DT_INT64: "<q",
-    _DT_INT16: "<h", _DT_INT8: "<b", _DT_UINT8: "<B", _DT_BOOL: "<?",
-}
-
-
-def _tensor_scalar(tensor: Any) -> float | None:
-    """The first element of a numeric ``TensorProto`` as a float, or None if it has none."""
-    dtype = tensor.dtype
-    content = tensor.tensor_content
-    if content:
-        if dtype == _DT_BFLOAT16:
-            return struct.unpack("<f", b"\0\0" + content[:2])[0] if len(content) >= 2 else None
-        fmt = _CONTENT_FORMAT.get(dtype)
-        if fmt is None or len(content) < struct.calcsize(fmt):
-            return None
-        return float(struct.unpack_from(fmt, content)[0])
-    if dtype == _DT_FLOAT and tensor.float_val:
-        return float(tensor.float_val[0])
-    if dtype == _DT_DOUBLE and tensor.double_val:
-        return float(tensor.double_val[0])
-    if dtype == _DT_HALF and tensor.half_val:
-        return float(struct.unpack("<e", struct.pack("<H", tensor.half_val[0] & 0xFFFF))[0])
-    if dtype == _DT_BFLOAT16 and tensor.half_val:
-        return float(struct.unpack("<f", struct.pack("<I", (tensor.half_val[0] & 0xFFFF) << 16))[0])
-    if dtype in (_DT_INT32, _DT_INT16, _DT_INT8, _DT_UINT8) and tensor.int_val:
-        return float(tensor.int_val[0])
-    if dtype == _DT_INT64 and tensor.int64_val:
-        return float(tensor.int64_val[0])
-    if dtype == _DT_BOOL and tensor.bool_val:
-        return float(tensor.bool_val[0])
-    return None
-
-
-def _scalar_of(value: Summary.Value) -> float | None:
-    """The scalar held by a ``Summary.Value``, or None if it holds something else."""
-    kind = value.WhichOneof("value")
-    if kind == "simple_value":
-        return float(value.simple_value)
-    if kind == "tensor" and value.metadata.plugin_data.plugin_name == "scalars":
-        return _tensor_scalar(value.tensor)
-    return None
-
 
 _KIND_NAMES = {
     "simple_value": "scalar", "histo": "histogram", "image": "image", "audio": "audio",
@@ -423,51 +344,7 @@ def read_params(logdir: PathLike, *,
         >>> read_params("/tmp/exp1")  # doctest: +SKIP
         {'learner/main': {'Args': {'lr': 0.001}}}
     """
-    root = check_logdir(logdir) / "params"
-    params: dict[str, dict[str, Any]] = {}
-    if not root.is_dir():
-        return params
-    for group_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        for path in sorted(group_dir.glob("*.json")):
-            if not _is_regular(path):
-                continue
-            client = f"{group_dir.name}/{path.stem}"
-            try:
-                data = _params_file(path)
-            except NotRegularFileError:  # replaced by a FIFO or device since it was listed
-                continue
-            except ValueError as exc:
-                if errors is None:
-                    raise
-                errors[client] = str(exc)
-                continue
-            params[client] = data
-    return params
-
-
-def _params_file(path: Path) -> dict[str, Any]:
-    """One client's params: a JSON object.
-
-    Raises:
-        ValueError: naming the file, for anything else (text that is not JSON, another JSON
-            value, nesting deeper than Python's json reads, a file that cannot be read).
-        NotRegularFileError: if it is no longer a regular file.
-    """
-    where = f"params file {str(path)!r}"
-    try:
-        with open_regular(path) as file:
-            data = json.loads(file.read().decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{where} is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise ValueError(f"{where} is nested too deeply to read") from None
-    except NotRegularFileError:
-        raise
-    except OSError as exc:
-        raise ValueError(f"{where} cannot be read: {exc.strerror or exc}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{where} holds a {type(data).__name__}, not a JSON object")
-    return data
+    return read_params_tree(check_logdir(logdir) / "params", errors)
 
 
 def list_artifacts(logdir: PathLike) -> list[ArtifactInfo]:

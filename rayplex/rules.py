@@ -36,6 +36,7 @@ Example:
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import numbers
 import os
@@ -429,3 +430,58 @@ def validate_log_line(line: object) -> None:
             problem = str(exc)
     if problem is not None:
         raise ValueError(f"bad text-log line from {client!r}: {problem}")
+
+
+# ------------------------------------------------------------------- heartbeats and signals
+
+CONTROL_FILE = "control.json"
+"""Heartbeats and pending signals, in the logdir's ``.rayplex/`` (kept by the hub's
+:class:`rayplex.actors.control.ControlBook`)."""
+
+_SIGNAL = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
+def check_client_id(client: object) -> str:
+    """``client`` if it is a valid client id ``<group>/<name>`` of any group, registered or
+    not (what ``ping`` and ``signal`` name); see :func:`split_client_id`.
+
+    Example:
+        >>> check_client_id("agent/3")
+        'agent/3'
+
+    Raises:
+        TypeError: if ``client`` is not a str.
+        ValueError: if it is not a valid client id.
+    """
+    if not isinstance(client, str):
+        raise TypeError(f"a client id is a str such as 'agent/3', got {type(client).__name__}")
+    split_client_id(client)
+    return client
+
+
+def check_signal(sig: object) -> str:
+    """A signal name (``hub.signal(client, sig)``): 1-64 letters, digits, ``_ . -``.
+
+    Example:
+        >>> check_signal("stop")
+        'stop'
+
+    Raises:
+        TypeError: if ``sig`` is not a str.
+        ValueError: for any other string (the message shows it).
+    """
+    if not isinstance(sig, str):
+        raise TypeError(f"a signal is a str such as 'stop' or 'pause', got {type(sig).__name__}")
+    if not _SIGNAL.fullmatch(sig):
+        raise ValueError(f"a signal is 1-64 letters, digits, '_', '.' or '-', got {sig!r}")
+    return sig
+
+
+def match_clients(clients: list[str], patterns: list[str]) -> list[str]:
+    """The client ids matching any :mod:`fnmatch` pattern, sorted.
+
+    Example:
+        >>> match_clients(["agent/1", "agent/2", "learner/main"], ["agent/*"])
+        ['agent/1', 'agent/2']
+    """
+    return sorted(c for c in clients if any(fnmatch.fnmatchcase(c, p) for p in patterns))

@@ -215,10 +215,10 @@ def test_every_setting_exists() -> None:
 
 def test_every_hub_request_is_described() -> None:
     """The request table lists every request/response operation the hub answers."""
-    from rayplex.actors.hub import _REQUESTS
+    from rayplex.actors.requests import REQUESTS
 
     text = doc_text()
-    absent = sorted(name for name in _REQUESTS if f"`{name}`" not in text)
+    absent = sorted(name for name in REQUESTS if f"`{name}`" not in text)
     assert not absent, f"hub requests missing from docs/architecture.md: {absent}"
 
 

@@ -15,14 +15,10 @@ import pytest
 import ray
 
 import rayplex
+from rayplex.actors.control import ControlBook, read_control
 from rayplex.handle import signal as send_signal  # rayplex.signal once exported
-from rayplex.logger_runs import (
-    ControlBook,
-    check_signal,
-    flatten_params,
-    match_clients,
-    read_control,
-)
+from rayplex.logger_runs import flatten_params
+from rayplex.rules import check_signal, match_clients
 from tests.fixtures import shared_experiment  # noqa: F401  (one hub for this module)
 
 pytestmark = pytest.mark.filterwarnings("ignore:rayplex. group .* is not registered")

@@ -1,5 +1,8 @@
 """The hub's transactional writer: validates a node call's batches, appends them and journals
-the transaction; undoes it on any exception; quarantines what can never be written.
+the transaction; undoes it on any exception; quarantines what can never be written. It is the
+only client of the journal: the summaries' transactions, the requests' appends, intents and
+records of applied request ids (:mod:`rayplex.actors.requests`) and the files requests replace
+(params, projector files, JSON exports) all go through it.
 
 A plain object (no Ray): ``HubWriter(logdir)`` is all a test needs.
 
@@ -19,18 +22,22 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from rayplex import rules
 from rayplex.actors.claim import LogdirClaim, LogdirLost
 from rayplex.actors.journal import Journal, file_sizes, undo_files
 from rayplex.actors.logfiles import LogFiles
+from rayplex.actors.state import REGISTRY_FILE, load_registry, save_registry
+from rayplex.actors.summaries import Summary
 from rayplex.atomic import atomic_write_bytes
 from rayplex.config import config
+from rayplex.encode import ScalarTemplate, tag_header
 from rayplex.errors import LogdirConflictError
 from rayplex.events import WriterPool
-from rayplex.records import Batch, Partial
+from rayplex.groups import GroupRegistry
+from rayplex.records import Ack, Batch, Partial
 from rayplex.textlog import LogLine, parse_level
 
 log = logging.getLogger("rayplex.hub")
@@ -40,13 +47,16 @@ QUARANTINE_DIR = "quarantine"
 JOURNAL_MAX_BYTES = 64 * 2**20
 """The journal is compacted into one snapshot once it grows past this."""
 
+T = TypeVar("T")
+
 
 class Unwritable(Exception):
     """A batch that no retry can write (malformed or refused by the rules)."""
 
 
 class HubWriter:
-    """Owns every file under ``logdir`` that the data path appends to, and the journal.
+    """Owns every file under ``logdir`` that the data path appends to, the journal, and the
+    transactions of the hub's requests.
 
     It claims the logdir (:mod:`rayplex.actors.claim`) before it opens anything or reads the
     journal, and checks the claim before every write: a logdir deleted or replaced under it
@@ -87,6 +97,7 @@ class HubWriter:
                                           summary_hold_s=cfg.effective_summary_hold_s)
         self.last_seq: dict[str, int] = self.state.last_seq
         self.pending_undo: dict[str, int] = dict(self.state.pending_undo)
+        self._committed_cache: dict[str, int] = {}  # committed_sizes' last answer, absolute paths
 
     def _prepare_dirs(self) -> bool:
         try:
@@ -116,7 +127,7 @@ class HubWriter:
                 raise ValueError("batch without a sender id and sequence number")
             for chunk in batch.chunks:
                 group, _ = rules.split_client_id(chunk.client_id)
-                _check_run(chunk.run, group)
+                check_run(chunk.run, group)
                 if not isinstance(chunk.blob, bytes) or not isinstance(chunk.count, int):
                     raise ValueError(f"chunk of {chunk.client_id!r} is not bytes with a count")
             for line in batch.logs:
@@ -125,6 +136,29 @@ class HubWriter:
                 _check_partial(partial)
         except (ValueError, TypeError, AttributeError) as exc:
             raise Unwritable(str(exc)) from exc
+
+    def refuse(self, batch: Batch, registry: GroupRegistry, experiment: str) -> Ack | None:
+        """The answer to a batch of a node call that is not to be written, or ``None`` for one
+        to write: a batch of another experiment than ``experiment`` (the hub's actor id: a
+        batch for an earlier hub of the same name), a duplicate
+        (committed before: dropped), one encoded with another registry than ``registry`` (the
+        sender encodes again with the registry answered: the hub never routes), and one that
+        breaks the rules (:meth:`check`: quarantined and journalled as done)."""
+        if batch.experiment and experiment and batch.experiment != experiment:
+            return Ack(batch.sender, batch.seq, wrong_experiment=True)
+        stale = batch.registry_stamp != registry.stamp
+        if batch.seq <= self.last_seq.get(batch.sender, -1):
+            self.counters["duplicates_dropped"] += 1
+            return Ack(batch.sender, batch.seq, duplicate=True, registry_stamp=registry.stamp,
+                       registry=registry if stale else None)
+        if stale:
+            return Ack(batch.sender, batch.seq, stale=True, registry_stamp=registry.stamp,
+                       registry=registry)
+        try:
+            self.check(batch)
+        except Unwritable as exc:
+            return self.quarantine_and_commit(batch, str(exc))
+        return None
 
     def quarantine(self, batch: Batch, reason: str) -> None:
         """Keep ``batch`` whole under ``.rayplex/quarantine/`` (as JSON data), never to be
@@ -152,7 +186,58 @@ class HubWriter:
                       f"{str(batch.sender)[:8]} ({batch.record_count()} records): {reason}; kept "
                       f"at {os.path.relpath(path, self.logdir)}, never retried")
 
+    def quarantine_and_commit(self, batch: Batch, reason: str) -> Ack:
+        """:meth:`quarantine` ``batch`` and journal it as done, like a committed batch: it is
+        never retried, and its resends are dropped as duplicates. Returns its answer."""
+        self.quarantine(batch, reason)
+        try:
+            self.journal.commit([(batch.sender, batch.seq)], [], [])
+            self.last_seq[batch.sender] = max(batch.seq, self.last_seq.get(batch.sender, -1))
+        except OSError as exc:
+            log.error("hub: could not journal a quarantined batch: %s", exc)
+        return Ack(batch.sender, batch.seq, rejected=max(1, batch.record_count()))
+
     # ------------------------------------------------------------ transaction
+    def write_or_quarantine(self, batches: list[Batch], partials: list[Partial],
+                            stamp: tuple[str, int]) -> list[tuple[Batch, Ack]]:
+        """Write ``batches`` (encoded with the registry ``stamp``) with ``partials`` and their
+        own as one transaction (:meth:`write_batches`), then add the partials to the summary
+        book; if that fails for a reason other than the disk, write one batch at a time so
+        that only the batch that cannot be written is quarantined. Answers every batch."""
+        if not batches and not partials:
+            return []
+        own = [p for b in batches for p in b.partials]
+        try:
+            self.write_batches(batches, partials + own)
+        except OSError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            self.hub_line(logging.ERROR, f"could not write {len(batches)} batches (data kept "
+                          f"by the senders, who retry): {error}")
+            return [(b, Ack(b.sender, b.seq, registry_stamp=stamp, error=error)) for b in batches]
+        except Exception as exc:
+            if len(batches) == 1 and not partials:
+                return [(batches[0], self.quarantine_and_commit(
+                    batches[0], f"{type(exc).__name__}: {exc}"))]
+            if not batches:  # the merged partials alone cannot be written: a bug, say so
+                log.exception("hub %s: dropped merged summary partials", self.claim.name)
+                return []
+            results = self.write_or_quarantine([], partials, stamp)
+            for batch in batches:
+                results += self.write_or_quarantine([batch], [], stamp)
+            return results
+        self._add_partials(partials + own)
+        return [(b, Ack(b.sender, b.seq, registry_stamp=stamp)) for b in batches]
+
+    def _add_partials(self, partials: list[Partial]) -> None:
+        assert self.state.book is not None
+        now = time.time()
+        for partial in partials:
+            if not self.state.book.add(partial, now):
+                self.hub_line(
+                    logging.WARNING, f"refused a store_metrics partial of group "
+                    f"{partial.group!r} step {partial.step}: that step's summary was pruned "
+                    "long ago (counted in info()['summaries_refused'])")
+
     def write_batches(self, batches: list[Batch], partials: list[Partial]) -> dict[str, int]:
         """Write ``batches`` and commit them with ``partials`` as one journalled transaction.
 
@@ -200,24 +285,46 @@ class HubWriter:
             self.counters["lines_written"] += len(lines)
             return offsets
 
-    def write_summaries(self, planned: list[tuple[str, tuple[str, int], bytes]]) -> None:
-        """Write summary points — ``(run, (group, step), framed records)`` each, routed and
-        encoded by the hub's summary schedule — as one journalled transaction."""
+    def write_summaries(self, due: list[Summary], registry: GroupRegistry) -> None:
+        """Write the summary points ``due`` (taken from the summary book), routed and encoded
+        with ``registry``, as one journalled transaction; on failure hand them back to the
+        book (:meth:`~rayplex.actors.summaries.SummaryBook.mark_dirty`) and raise."""
         with self.lock:
-            if not planned:
+            if not due:
                 return
-            self.settle()
-            runs = list(dict.fromkeys(run for run, _, _ in planned))
-            writers = {run: self.pool.get(run) for run in runs}
-            offsets = {w.path: w.bytes_written for w in writers.values()}
-            with self._undone_on_error(offsets, runs):
-                self.journal.begin(offsets, [])
-                for run, _, blob in planned:
-                    writers[run].write(blob)
-                for writer in writers.values():
-                    writer.flush()
-                self.journal.written([key for _, key, _ in planned])
-            self._written()
+            now = time.time()
+            planned = []
+            for group, step, values, _ in due:
+                route = registry.summary_route(group)
+                blob = b"".join(ScalarTemplate(tag_header(route.tag(tag))).record(now, step, value)
+                                for tag, value in values.items())
+                planned.append((route.run, (group, step), blob))
+            try:
+                self._write_planned(planned)
+            except BaseException:
+                assert self.state.book is not None
+                self.state.book.mark_dirty([(g, s) for g, s, _, _ in due])
+                raise
+            for group, step, _, flagged in due:
+                if flagged:
+                    self.hub_line(
+                        logging.WARNING, f"late store_metrics partial for group {group!r} step "
+                        f"{step} (from a worker declared silent, or one that joined late): wrote "
+                        "a second point at that step over all values")
+
+    def _write_planned(self, planned: list[tuple[str, tuple[str, int], bytes]]) -> None:
+        self.settle()
+        runs = list(dict.fromkeys(run for run, _, _ in planned))
+        writers = {run: self.pool.get(run) for run in runs}
+        offsets = {w.path: w.bytes_written for w in writers.values()}
+        with self._undone_on_error(offsets, runs):
+            self.journal.begin(offsets, [])
+            for run, _, blob in planned:
+                writers[run].write(blob)
+            for writer in writers.values():
+                writer.flush()
+            self.journal.written([key for _, key, _ in planned])
+        self._written()
 
     @contextlib.contextmanager
     def _undone_on_error(self, offsets: dict[str, int], runs: list[str]) -> Iterator[None]:
@@ -233,6 +340,133 @@ class HubWriter:
         finally:
             self.pool.release_all()
 
+    # --------------------------------------------------------------- registry
+    def load_registry(self) -> GroupRegistry | None:
+        """The group registry this logdir's hub saved last (``None`` if none or unreadable)."""
+        return load_registry(os.path.join(self.state_dir, REGISTRY_FILE))
+
+    def save_registry(self, registry: GroupRegistry) -> None:
+        """Save the group registry for the next incarnation (a disk problem is noted, not
+        raised: the registry in memory stays the one answered)."""
+        if self.lost() is not None:
+            return
+        try:
+            save_registry(os.path.join(self.state_dir, REGISTRY_FILE), registry)
+        except OSError as exc:
+            self._note_problem(exc)
+
+    # --------------------------------------------------------------- requests
+    def applied(self, request_id: str) -> bool:
+        """Whether request ``request_id`` was applied (and journalled as such)."""
+        return request_id in self.state.applied_requests
+
+    def commit_request(self, request_id: str) -> None:
+        """Journal an applied request, so that Ray's replay of it is answered, not applied.
+
+        Raises:
+            OSError: if it cannot be journalled.
+        """
+        with self.lock:
+            self.journal.commit([], [], [request_id])
+            self.state.applied_requests.add(request_id)
+            self.state.intents.pop(request_id, None)
+
+    def append_request(self, request_id: str, path: str, append: Callable[[], T]) -> T:
+        """``append()``, which appends to the one file ``path``, as one journalled transaction
+        that records ``request_id`` as applied when it commits; on any exception the file is
+        cut back to its size before (or kept pending undo if the cut fails)."""
+        with self.lock:
+            self.settle()
+            offsets = {path: os.path.getsize(path) if os.path.isfile(path) else 0}
+            self.journal.begin(offsets, [])
+            try:
+                result = append()
+                self.journal.commit([], [], [request_id])
+            except BaseException:
+                _, failed = undo_files(offsets)
+                self.journal.abort(failed or None)
+                self.pending_undo.update(failed)
+                raise
+            self.state.applied_requests.add(request_id)
+            return result
+
+    def intent(self, request_id: str) -> str | None:
+        """The path request ``request_id`` intended to change, if it began and never
+        committed (:meth:`intend`)."""
+        return self.state.intents.get(request_id)
+
+    def intend(self, request_id: str, path: str) -> None:
+        """Journal that request ``request_id`` is about to change ``path`` in a way its replay
+        cannot simply apply again (a move, a copy refusing an existing target).
+
+        Raises:
+            OSError: if it cannot be journalled (then do not apply the request).
+        """
+        with self.lock:
+            self.journal.intend(request_id, path)
+            self.state.intend(request_id, path)
+
+    def forget_intent(self, request_id: str) -> None:
+        """The intended change was refused (nothing to answer on a replay)."""
+        self.state.intents.pop(request_id, None)
+
+    def replace_file(self, path: str, data: bytes) -> None:
+        """Replace ``path`` (a params file, a projector file, a JSON export) with ``data``
+        atomically, making its directory if needed, once this writer may write.
+
+        Raises:
+            LogdirLost: the logdir was deleted, replaced or taken.
+            OSError: the file cannot be written.
+        """
+        self.own()
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        atomic_write_bytes(path, data)
+
+    def ensure_event_file(self, run: str) -> None:
+        """Open an event file in ``run`` if it has none (TensorBoard lists only runs with one)."""
+        with self.lock:
+            run_dir = os.path.join(self.tensorboard_dir, run)
+            if not any("tfevents" in name for name in os.listdir(run_dir)):
+                self.pool.get(run).flush()
+
+    # ------------------------------------------------------------- forwarding
+    def committed_sizes(self) -> dict[str, int]:
+        """``{path relative to the logdir: size}`` of every event file, each size ending on
+        committed data, which no undo will cut (a file waiting for an undo counts only up to
+        it). What a forwarder may read.
+
+        The directory walk and a first ``stat`` run outside the lock, so a large logdir never
+        holds up a write. Under the lock, only files whose size differs from the last answer
+        are measured again: a file the size it had when last committed holds no uncommitted
+        byte (a transaction only appends, and an undo only cuts back to a committed size).
+        """
+        seen: dict[str, int] = {}
+        for dirpath, _, filenames in os.walk(self.tensorboard_dir):
+            for name in filenames:
+                if "tfevents" in name:
+                    path = os.path.join(dirpath, name)
+                    try:
+                        seen[path] = os.path.getsize(path)
+                    except OSError:
+                        continue
+        known = self._committed_cache
+        with self.lock:
+            pending = {os.path.abspath(p): s for p, s in self.pending_undo.items()}
+            sizes: dict[str, int] = {}
+            for path, size in seen.items():
+                if known.get(path) != size:
+                    try:
+                        size = os.path.getsize(path)
+                    except OSError:
+                        continue
+                sizes[path] = size
+            self._committed_cache = dict(sizes)
+            for path, cap in pending.items():
+                if path in sizes:
+                    sizes[path] = min(sizes[path], cap)
+        return {os.path.relpath(p, self.logdir).replace(os.sep, "/"): n for p, n in sizes.items()}
+
+    # ------------------------------------------------------------------ claim
     def lost(self) -> str | None:
         """Why this writer may no longer write under its logdir (deleted, replaced, closed),
         else ``None``. Two stats: checked before each write and before an acknowledgement."""
@@ -355,7 +589,9 @@ class HubWriter:
                 self.claim.release()
 
 
-def _check_run(run: object, group: str) -> None:
+def check_run(run: object, group: str) -> None:
+    """Raise ``ValueError`` unless ``run`` is a run of ``group`` (``<group>[/...]`` or
+    ``hparams/<group>/<name>``) made of valid parts."""
     if not isinstance(run, str):
         raise ValueError(f"run must be a str, got {type(run).__name__}")
     parts = run.split("/")
