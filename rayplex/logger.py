@@ -40,7 +40,7 @@ from rayplex.items import (
 from rayplex.items import nbytes as item_nbytes
 from rayplex.logger_files import FilesMixin
 from rayplex.logger_projector import ProjectorMixin
-from rayplex.logger_runs import RunsMixin
+from rayplex.logger_jobs import RunsMixin
 from rayplex.records import Partial
 from rayplex.rules import check_step, split_client_id, to_float, validate_logger_name, validate_tag
 from rayplex.session import Session, session_for

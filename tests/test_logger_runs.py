@@ -16,7 +16,7 @@ import ray
 
 import rayplex
 from rayplex.handle import signal as send_signal  # rayplex.signal once exported
-from rayplex.logger_runs import (
+from rayplex.logger_jobs import (
     ControlBook,
     check_signal,
     flatten_params,
