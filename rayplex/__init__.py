@@ -11,6 +11,7 @@ Example:
 from rayplex import forward
 from rayplex.decorators import current_logger, logged
 from rayplex.errors import (
+    ExperimentClosedError,
     FlushTimeoutError,
     HubNotFoundError,
     HubWriteError,
@@ -38,6 +39,7 @@ __version__ = _version()
 
 __all__ = [
     "Color",
+    "ExperimentClosedError",
     "FlushTimeoutError",
     "HubHandle",
     "HubNotFoundError",

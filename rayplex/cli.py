@@ -309,8 +309,9 @@ def _ago(seconds: float) -> str:
 def _job_rows(logdir: str, now: float) -> list[tuple[str, ...]]:
     """One row per client with a job status or a heartbeat: client, job status, ping status,
     last seen, host."""
-    from rayplex.logger_runs import CONTROL_FILE, read_control
+    from rayplex.actors.control import read_control
     from rayplex.read import read_params
+    from rayplex.rules import CONTROL_FILE
 
     try:
         beats = read_control(logdir).heartbeats

@@ -5,6 +5,7 @@
     RayplexError
      ├── HubNotFoundError        no hub with that name: call rayplex.init(logdir) first
      ├── LogdirConflictError     that name writes to another logdir, or another live hub owns it
+     ├── ExperimentClosedError   the Logger's experiment was shut down: get a new Logger
      ├── FlushTimeoutError       the hub did not acknowledge within the flush timeout
      ├── HubWriteError           the hub cannot write (disk full, permissions): data kept, retried
      ├── NoCurrentLoggerError    rayplex.current_logger() outside a @rayplex.logged task or actor
@@ -28,6 +29,13 @@ class HubNotFoundError(RayplexError):
 class LogdirConflictError(RayplexError):
     """``rayplex.init`` asked for a logdir other than the one the running hub of that name
     writes to, or for a logdir that another live hub owns (it holds ``.rayplex/lock``)."""
+
+
+class ExperimentClosedError(RayplexError):
+    """A log call, ``flush()`` or file call of a Logger whose experiment was shut down (here,
+    elsewhere, or replaced by a new hub of that name). What it logged before is on disk or
+    counted in ``stats()["dropped"]``; call :func:`rayplex.get_logger` again after
+    :func:`rayplex.init`."""
 
 
 class FlushTimeoutError(RayplexError, TimeoutError):

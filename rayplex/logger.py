@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import io
 import logging
 import math
 import numbers
@@ -18,15 +17,14 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-import cloudpickle
 import numpy as np
 import ray
 
 from rayplex import media
-from rayplex.artifacts import decode_chunks, safe_relpath
+from rayplex.artifact_client import ARTIFACT_VERBS, ArtifactClient
 from rayplex.config import config
 from rayplex.encode import simple_value
 from rayplex.errors import RayplexError
@@ -38,9 +36,8 @@ from rayplex.items import (
     line_nbytes,
 )
 from rayplex.items import nbytes as item_nbytes
-from rayplex.logger_files import FilesMixin
+from rayplex.logger_jobs import JobsMixin
 from rayplex.logger_projector import ProjectorMixin
-from rayplex.logger_runs import RunsMixin
 from rayplex.records import Partial
 from rayplex.rules import check_step, split_client_id, to_float, validate_logger_name, validate_tag
 from rayplex.session import Session, session_for
@@ -65,7 +62,7 @@ def _walltime(walltime: Any) -> float:
     return seconds
 
 
-class Logger(FilesMixin, RunsMixin, ProjectorMixin):
+class Logger(JobsMixin, ProjectorMixin):
     """Logs one client's scalars, histograms, text and more into the experiment's hub.
 
     Make one with :func:`rayplex.get_logger` or receive one from ``@rayplex.logged``. A Logger
@@ -86,9 +83,8 @@ class Logger(FilesMixin, RunsMixin, ProjectorMixin):
         self.hub = hub
         self.echo = echo
         self._session = session
-        self._put: Any = None
-        self._put_scalar: Any = None
-        session.bind(self)
+        self._artifacts = ArtifactClient(client_id, session.call)
+        session.before_flush(self._write_row)
         self._steps: dict[str, int] = {}
         self._tags_ok: set[str] = set()
         self._window = MetricsWindow()
@@ -124,7 +120,7 @@ class Logger(FilesMixin, RunsMixin, ProjectorMixin):
             self._check_tag(tag)
         item = _new(Value, (self.client_id, tag, self._next_step(tag, step), _walltime(walltime),
                             payload))
-        self._put(item, item_nbytes(item))
+        self._session.put(item, item_nbytes(item))
 
     # ---------------------------------------------------------- TensorBoard
     def add_scalar(self, tag: str, value: Any, step: int | None = None,
@@ -151,8 +147,8 @@ class Logger(FilesMixin, RunsMixin, ProjectorMixin):
         elif type(step) is not int or not -9223372036854775808 <= step <= 9223372036854775807:
             step = check_step(step)
         self._steps[tag] = step
-        self._put_scalar((self.client_id, tag, step,  # a Scalar's fields as a plain tuple
-                          time.time() if walltime is None else _walltime(walltime), value))
+        self._session.put_scalar((self.client_id, tag, step,  # a Scalar's fields, a plain tuple
+                                  time.time() if walltime is None else _walltime(walltime), value))
 
     def add_scalars(self, scalars: Mapping[str, Any], step: int | None = None,
                     walltime: float | None = None) -> None:
@@ -261,11 +257,11 @@ class Logger(FilesMixin, RunsMixin, ProjectorMixin):
         wt = time.time()
         for tag, payload in values:
             item = FixedValue(self.client_id, tag, 0, wt, payload, run)
-            self._put(item, item_nbytes(item))
+            self._session.put(item, item_nbytes(item))
         for tag, value in metrics.items():
             payload = simple_value(to_float(value, f"metrics[{tag!r}]"))
             item = FixedValue(self.client_id, tag, 0, wt, payload, run)
-            self._put(item, item_nbytes(item))
+            self._session.put(item, item_nbytes(item))
 
     # ------------------------------------------------- ML-Logger conveniences
     def log(self, metrics: Mapping[str, Any] | None = None, *, step: int | None = None,
@@ -458,7 +454,7 @@ class Logger(FilesMixin, RunsMixin, ProjectorMixin):
                 for stat, value in partial.summary(names).items():
                     self.add_scalar(f"{key}/{stat}", value, step=step)
         item = PartialItem(Partial(self.group, step, names, window, clients=(self.client_id,)))
-        self._put(item, item_nbytes(item))
+        self._session.put(item, item_nbytes(item))
 
     # ------------------------------------------------------ timers, counters
     def start(self, *keys: str) -> Any:
@@ -554,210 +550,115 @@ class Logger(FilesMixin, RunsMixin, ProjectorMixin):
         self._emit(logging.INFO, "timing <%s>: %s", (key, text))
 
     # -------------------------------------------------------------- artifacts
+    # One-line façades over this client's ArtifactClient, where files are built, checked and
+    # sent as one hub request each (the docstrings are the client's, copied below the class).
     def _artifact(self, path: str, client: str | None = None) -> str:
-        owner = self.client_id if client is None else client
-        split_client_id(owner)
-        return f"{owner}/{safe_relpath(path)}"
+        return self._artifacts.path(path, client)
 
     def _call_hub(self, method: str, *args: Any) -> Any:
         """A request/response operation at the hub, applied exactly once (request ids)."""
         return self._session.call(method, *args)
 
-    def save_bytes(self, data: bytes, path: str, append: bool = False) -> str:
-        """Store raw bytes at ``artifacts/<group>/<name>/<path>``; returns the path on the hub.
-
-        Raises:
-            ValueError: if ``path`` is absolute, has ``..``, or resolves outside the store.
-        """
-        rel = self._artifact(path)
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"data must be bytes, got {type(data).__name__}")
-        return str(self._call_hub("save_artifact", rel, bytes(data), append))
-
     def _append_rows(self, path: str, rows: list[bytes], framed: bool) -> str:
-        """Append several rows to ``path`` in one hub request: framed chunks (a pickle file,
-        as ``save_pkl(append=True)`` writes one) or raw bytes (JSON lines)."""
-        rel = self._artifact(path)
-        if framed:
-            return str(self._call_hub("append_chunks", rel, rows))
-        return str(self._call_hub("append_artifact", rel, b"".join(rows)))
+        return self._artifacts.append_rows(path, rows, framed)
+
+    def save_bytes(self, data: bytes, path: str, append: bool = False) -> str:
+        return self._artifacts.save_bytes(data, path, append)
 
     def load_bytes(self, path: str, client: str | None = None) -> bytes:
-        """Read back what ``client`` stored at ``path`` (``None``: this client).
-
-        ``path`` is always relative to that one client's directory: another client's file is
-        read only when it is named, ``client="learner/main"``, never because a path happens to
-        start with a client id (resume code that tries its own not-yet-saved checkpoint gets
-        ``FileNotFoundError``, not a stranger's file).
-
-        Raises:
-            FileNotFoundError: if nothing is stored there.
-            ValueError: for an invalid path or client id.
-        """
-        return bytes(self._call_hub("load_artifact", self._artifact(path, client)))
+        return self._artifacts.load_bytes(path, client)
 
     def save_pkl(self, obj: Any, path: str, append: bool = False) -> str:
-        """Pickle ``obj`` (cloudpickle) to ``path``; ``append=True`` adds one chunk, and
-        :meth:`load_pkl` then returns the list of every appended object.
-
-        Example:
-            >>> log.save_pkl({"epoch": 3}, "checkpoints/latest.pkl")  # doctest: +SKIP
-        """
-        return self.save_bytes(cloudpickle.dumps(obj), path, append)
+        return self._artifacts.save_pkl(obj, path, append)
 
     def load_pkl(self, path: str, client: str | None = None) -> Any:
-        """Load what :meth:`save_pkl` stored; any worker may read another client's by naming
-        it, ``client="learner/main"`` (a path is always relative to one client's directory).
-
-        Example:
-            >>> log.load_pkl("checkpoints/latest.pkl", client="learner/main")  # doctest: +SKIP
-        """
-        data = self.load_bytes(path, client)
-        chunks, end, problem = decode_chunks(data)
-        if chunks and problem is None and end == len(data):
-            return [cloudpickle.loads(chunk) for chunk in chunks]
-        return cloudpickle.loads(data)
+        return self._artifacts.load_pkl(path, client)
 
     def save_text(self, text: str, path: str) -> str:
-        """Store ``text`` (UTF-8) at ``path``."""
-        if not isinstance(text, str):
-            raise TypeError(f"text must be a str, got {type(text).__name__}")
-        return self.save_bytes(text.encode("utf-8"), path)
+        return self._artifacts.save_text(text, path)
 
     def save_module(self, module: Any, path: str) -> str:
-        """Store a torch module's ``state_dict`` (or a state dict) at ``path``."""
-        torch = _torch()
-        buf = io.BytesIO()
-        state = module.state_dict() if hasattr(module, "state_dict") else module
-        torch.save(state, buf)
-        return self.save_bytes(buf.getvalue(), path)
+        return self._artifacts.save_module(module, path)
 
     def load_module(self, module: Any, path: str, client: str | None = None) -> Any:
-        """Load a state dict saved by :meth:`save_module` into ``module``; returns it."""
-        torch = _torch()
-        state = torch.load(io.BytesIO(self.load_bytes(path, client)), map_location="cpu")
-        if hasattr(module, "load_state_dict"):
-            module.load_state_dict(state)
-            return module
-        return state
+        return self._artifacts.load_module(module, path, client)
 
     def save_image(self, image: Any, path: str, dataformats: str | None = None,
                    normalize: Any = None, cmap: Any = None) -> str:
-        """Store an image file (format from the extension; PNG by default).
-
-        ``dataformats=None`` reads a 2-d array as grayscale (``"HW"``) and a 3-d one as
-        ``"HWC"``; one-channel images are stored as grayscale. ``normalize``: True,
-        ``"grid"`` or ``"individual"`` stretch each channel's min..max to the full range (a
-        constant image becomes black), ``(lo, hi)`` stretches that range. ``cmap`` (a
-        matplotlib colour map such as ``"cool"``) colours one-channel data (stored as RGBA).
-
-        Example:
-            >>> log.save_image(np.random.rand(32, 32), "pics/noise.png")  # doctest: +SKIP
-            >>> log.save_image(depth, "pics/depth.png", normalize=True, cmap="cool")  # doctest: +SKIP
-
-        Raises:
-            ValueError: for a shape, dtype, ``normalize`` or colour map that does not fit.
-        """
-        pixels = media.image_file_pixels(image, dataformats, normalize, cmap)
-        ext = os.path.splitext(path)[1].lower() or ".png"
-        return self.save_bytes(media.encode_image_file(pixels, ext), path)
+        return self._artifacts.save_image(image, path, dataformats, normalize, cmap)
 
     def save_video(self, frames: Any, path: str, fps: float = 20.0,
                    dataformats: str | None = None) -> str:
-        """Store a video file: mp4 through imageio-ffmpeg when installed, else a GIF (the
-        extension then becomes ``.gif``, with a warning).
-
-        ``dataformats=None`` reads a 3-d stack (or a list of 2-d frames) as grayscale
-        ``"THW"`` and a 4-d one as ``"THWC"``.
-
-        Example:
-            >>> log.save_video(np.random.rand(10, 32, 32), "clips/noise.gif", fps=5)  # doctest: +SKIP
-        """
-        pixels = media.video_pixels(frames, dataformats)
-        root, ext = os.path.splitext(path)
-        if ext.lower() in (".mp4", ".mov", ".avi", ".mkv", ""):
-            try:
-                import imageio.v3 as iio
-                import imageio_ffmpeg  # noqa: F401
-
-                if pixels.shape[3] == 1:  # ffmpeg encoders take RGB
-                    pixels = np.repeat(pixels, 3, axis=3)
-                data = iio.imwrite("<bytes>", pixels, extension=ext.lower() or ".mp4", fps=fps)
-                return self.save_bytes(data, path if ext else path + ".mp4")
-            except ImportError:
-                warnings.warn("imageio-ffmpeg is not installed: saving a GIF instead "
-                              "(pip install 'rayplex[media]')", stacklevel=2)
-                path = root + ".gif"
-        return self.save_bytes(media.encode_gif(pixels, fps), path)
+        return self._artifacts.save_video(frames, path, fps, dataformats)
 
     def make_video(self, files: str | Sequence[str], key: str, fps: float = 20.0,
                    order: str | int | None = "ascending") -> str | None:
-        """Assemble images stored by this client into a video stored at ``key``.
-
-        ``files`` is a glob pattern over this client's artifacts (``"frames/*.png"``; the
-        matches are sorted by ``order``: ``"ascending"``/1, ``"descending"``/-1, None keeps the
-        store's order) or a list of paths, used in its own order. Frames must have one size;
-        the format follows ``key`` as in :meth:`save_video`.
-
-        Example:
-            >>> log.make_video("frames/*.png", key="videos/run.gif", fps=10)  # doctest: +SKIP
-
-        Returns:
-            The stored path, or None when nothing matched.
-
-        Raises:
-            ValueError: for an unknown ``order`` or frames of different sizes.
-            FileNotFoundError: for a listed path that is not stored.
-        """
-        if isinstance(files, str):
-            if order not in ("ascending", 1, "descending", -1, None):
-                raise ValueError(f"order must be 'ascending', 'descending' or None, got {order!r}")
-            names = list(self.glob(files))
-            if order in ("ascending", 1):
-                names.sort()
-            elif order in ("descending", -1):
-                names.sort(reverse=True)
-        else:
-            names = list(files)
-            for name in names:
-                if not isinstance(name, str):
-                    raise TypeError(f"make_video takes a glob or a list of paths, got an item "
-                                    f"{type(name).__name__}")
-        if not names:
-            return None
-        import imageio.v3 as iio
-
-        images = [iio.imread(self.load_bytes(name)) for name in names]
-        return self.save_video(media.stack_frames(images, names), key, fps=fps,
-                               dataformats="THWC")
+        return self._artifacts.make_video(files, key, fps, order)
 
     def savefig(self, path: str, fig: Any = None, **savefig_kwargs: Any) -> str:
-        """Store a matplotlib figure (default: the current one) in the format of the extension."""
-        try:
-            import matplotlib.pyplot as plt
-        except ImportError as exc:
-            raise ImportError("savefig needs matplotlib: pip install 'rayplex[media]'") from exc
-        figure = plt.gcf() if fig is None else fig
-        buf = io.BytesIO()
-        fmt = os.path.splitext(path)[1].lstrip(".").lower() or "png"
-        figure.savefig(buf, format=fmt, **savefig_kwargs)
-        return self.save_bytes(buf.getvalue(), path)
+        return self._artifacts.savefig(path, fig, **savefig_kwargs)
 
     def upload_file(self, local_path: str | os.PathLike[str], path: str | None = None) -> str:
-        """Copy a file of this worker's machine into the artifact store (default: its name).
+        return self._artifacts.upload_file(local_path, path)
 
-        A ``path`` ending in ``/`` is a directory, as in ML-Logger: ``upload_file(p, "files/")``
-        stores ``files/<basename of p>``.
-        """
-        local = os.fspath(local_path)
-        with open(local, "rb") as f:
-            data = f.read()
-        name = os.path.basename(local)
-        if path is None:
-            path = name
-        elif path.endswith("/"):
-            path += name
-        return self.save_bytes(data, path)
+    def remove(self, *paths: str) -> list[str]:
+        return self._artifacts.remove(*paths)
+
+    def move(self, source: str, to: str) -> str:
+        return self._artifacts.move(source, to)
+
+    def duplicate(self, source: str, to: str, exists_ok: bool = True) -> str:
+        return self._artifacts.duplicate(source, to, exists_ok)
+
+    def glob(self, query: str, wd: str | None = None) -> list[str]:
+        return self._artifacts.glob(query, wd)
+
+    def save_json(self, data: Any, file: str) -> str:
+        return self._artifacts.save_json(data, file)
+
+    def load_json(self, *keys: str, client: str | None = None) -> Any:
+        return self._artifacts.load_json(*keys, client=client)
+
+    def log_jsonl(self, data: Any, key: str) -> str:
+        return self._artifacts.log_jsonl(data, key)
+
+    def load_jsonl(self, *keys: str, start: int | None = None, stop: int | None = None,
+                   client: str | None = None) -> list[Any]:
+        return self._artifacts.load_jsonl(*keys, start=start, stop=stop, client=client)
+
+    def save_yaml(self, data: Any, file: str) -> str:
+        return self._artifacts.save_yaml(data, file)
+
+    def load_yaml(self, *keys: str, Loader: Any = None, client: str | None = None) -> Any:  # noqa: N803
+        return self._artifacts.load_yaml(*keys, Loader=Loader, client=client)
+
+    def upload_dir(self, dir_path: str | os.PathLike[str], target: str,
+                   excludes: Iterable[str] = (), archive: str = "tar") -> str:
+        return self._artifacts.upload_dir(dir_path, target, excludes, archive)
+
+    def download_dir(self, source_path: str, to: str | os.PathLike[str],
+                     unpack: str = "tar", client: str | None = None,
+                     max_bytes: int | None = None) -> list[str]:
+        return self._artifacts.download_dir(source_path, to, unpack, client, max_bytes)
+
+    def save_torch(self, obj: Any, *keys: str, path: str | None = None) -> str:
+        return self._artifacts.save_torch(obj, *keys, path=path)
+
+    def load_torch(self, *keys: str, path: str | None = None, map_location: Any = None,
+                   client: str | None = None, **kwargs: Any) -> Any:
+        return self._artifacts.load_torch(*keys, path=path, map_location=map_location,
+                                          client=client, **kwargs)
+
+    torch_save = save_torch
+    torch_load = load_torch
+
+    def torch_jit_save(self, obj: Any, *keys: str, path: str | None = None) -> str:
+        return self._artifacts.torch_jit_save(obj, *keys, path=path)
+
+    def torch_jit_load(self, *keys: str, path: str | None = None, map_location: Any = None,
+                       client: str | None = None) -> Any:
+        return self._artifacts.torch_jit_load(*keys, path=path, map_location=map_location,
+                                              client=client)
 
     # ------------------------------------------------------------ Loggerplex
     def _emit(self, level: int, msg: Any, args: tuple[Any, ...], exc_info: Any = None,
@@ -771,7 +672,7 @@ class Logger(FilesMixin, RunsMixin, ProjectorMixin):
         # stacklevel 3: the stack ends at the caller of info() etc., not in rayplex.
         line = build_line(level, msg, args, self.client_id, self._session.node_id[:8],
                           os.getpid(), logger, exc_info, stack_info, stacklevel=3)
-        self._put(Line(line), line_nbytes(line))
+        self._session.put(Line(line), line_nbytes(line))
         if self.echo:
             sys.stderr.write(format_line(line))
 
@@ -821,8 +722,7 @@ class Logger(FilesMixin, RunsMixin, ProjectorMixin):
             FlushTimeoutError: if the hub did not acknowledge within ``timeout`` seconds
                 (default ``RAYPLEX_FLUSH_TIMEOUT_S``); the data stays buffered and is resent.
         """
-        self._write_row()
-        self._session.flush(timeout)
+        self._session.flush(timeout)  # writes the pending log() row first (before_flush)
 
     def stats(self) -> dict[str, int]:
         """Delivery counters of this process: batches sent, acked, retried, records, queued."""
@@ -840,6 +740,9 @@ def _fine_level_method(level: int, name: str) -> Any:
 
 for _name, _level in FINE_LEVELS.items():
     setattr(Logger, _name.lower(), _fine_level_method(_level, _name.lower()))
+
+for _name in ARTIFACT_VERBS:  # the façades document what their client method does
+    getattr(Logger, _name).__doc__ = getattr(ArtifactClient, _name).__doc__
 
 
 class LogHandler(logging.Handler):
@@ -862,19 +765,11 @@ class LogHandler(logging.Handler):
             return
         try:
             item = Line(tuple(line_from_record(record, logger.client_id, session.node_id[:8])))
-            logger._put(item, item_nbytes(item))
+            session.put(item, item_nbytes(item))
             if logger.echo:
                 sys.stderr.write(format_line(item.line))
         except Exception:
             self.handleError(record)
-
-
-def _torch() -> Any:
-    try:
-        import torch
-    except ImportError as exc:
-        raise ImportError("save_module/load_module need torch: pip install 'rayplex[torch]'") from exc
-    return torch
 
 
 def _jsonable(value: Any) -> Any:
@@ -921,7 +816,7 @@ def get_logger(client_id: str, hub: str | None = None, echo: bool = False) -> Lo
     the group registry, once per process, then it goes on with the groups it knows.
 
     A Logger belongs to the experiment it was made for: once that experiment is shut down,
-    its log calls raise :class:`~rayplex.errors.RayplexError`.
+    its log calls raise :class:`~rayplex.errors.ExperimentClosedError`.
 
     Example:
         >>> log = rayplex.get_logger("agent/3")  # doctest: +SKIP
@@ -942,13 +837,13 @@ def get_logger(client_id: str, hub: str | None = None, echo: bool = False) -> Lo
         )
     session = session_for(hub)
     logger = session.loggers.get(client_id)
-    if logger is not None:
+    if isinstance(logger, Logger):
         logger.echo = logger.echo or echo
         return logger
     with _loggers_lock:
         route = session.encoder.registry.route(client_id)  # ValueError for a bad id in its group
         logger = session.loggers.get(client_id)
-        if logger is None:
+        if not isinstance(logger, Logger):
             group = client_id.split("/", 1)[0]
             if (not route.registered and group not in session.warned_groups
                     and ray.get_runtime_context().get_task_id() is None):

@@ -1,10 +1,11 @@
-"""ML-Logger's artifact-store conveniences on :class:`rayplex.Logger` (files, JSON, YAML, dirs).
+"""The worker side's file rules for the artifact store: path checks, tar archives, JSON lines.
 
-Every path is relative to the client's own directory ``artifacts/<group>/<name>/`` and goes
-through :func:`rayplex.artifacts.safe_relpath`; ML-Logger's absolute (``/x``) and server-root
-(``//x``) paths and its cloud targets (``s3://``, ``gs://``, ``file://``) are refused by design:
-everything stays under the logdir. Each call that changes the store is one hub request, applied
-once (request ids) and atomically (see :class:`rayplex.artifacts.ArtifactStore`).
+Pure functions used by :class:`rayplex.artifact_client.ArtifactClient` (the one object behind
+the Logger's file calls) and by the ML-Logger compat layer. Every path is relative to the
+client's own directory ``artifacts/<group>/<name>/`` and goes through
+:func:`rayplex.artifacts.safe_relpath`; ML-Logger's absolute (``/x``) and server-root (``//x``)
+paths and its cloud targets (``s3://``, ``gs://``, ``file://``) are refused by design:
+everything stays under the logdir.
 
 Directories travel as tar archives built and unpacked on the worker: :func:`pack_dir` and
 :func:`unpack_tar`, which checks every member and the unpacked size before it writes anything,
@@ -26,7 +27,6 @@ Example:
 from __future__ import annotations
 
 import fnmatch
-import glob as _glob
 import io
 import json
 import os
@@ -35,12 +35,12 @@ import shutil
 import tarfile
 import tempfile
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rayplex.artifacts import TEMP_PREFIX, safe_relpath
 from rayplex.config import config
 
-__all__ = ["FilesMixin", "check_path", "pack_dir", "unpack_tar"]
+__all__ = ["check_path", "join_keys", "json_default", "jsonl_line", "pack_dir", "unpack_tar"]
 
 _REFUSED_SCHEMES = ("s3://", "gs://", "file://", "http://", "https://")
 _TAR_MODES = {"tar": "w", "gztar": "w:gz", "bztar": "w:bz2", "xztar": "w:xz"}
@@ -75,7 +75,7 @@ def check_path(path: Any, what: str = "path") -> str:
     return path
 
 
-def _join(keys: Iterable[Any], path: str | None = None) -> str:
+def join_keys(keys: Iterable[Any], path: str | None = None) -> str:
     """ML-Logger's ``pJoin``: the non-empty keys joined by ``/``."""
     parts = [k for k in (*keys, path) if k]
     if not parts:
@@ -266,283 +266,19 @@ def _merge(staging: str, dest: str, members: list[tarfile.TarInfo]) -> None:
 
 
 def jsonl_line(data: Any) -> bytes:
-    """One JSON line as :meth:`FilesMixin.log_jsonl` appends it (``None`` is ``{}``).
+    """One JSON line as :meth:`rayplex.artifact_client.ArtifactClient.log_jsonl` appends it
+    (``None`` is ``{}``).
 
     Example:
         >>> jsonl_line({"step": 1}).decode().rstrip()
         '{"step": 1}'
     """
-    return (json.dumps({} if data is None else data, default=_json_default) + "\n").encode()
+    return (json.dumps({} if data is None else data, default=json_default) + "\n").encode()
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
     """Numpy scalars and arrays as plain numbers and lists; anything else is an error."""
     item = getattr(value, "tolist", None)
     if callable(item) and type(value).__module__ == "numpy":
         return item()
     raise TypeError(f"{type(value).__name__} is not JSON serializable: {value!r:.80}")
-
-
-class FilesMixin:
-    """File operations in the artifact store, confined to it, atomic and applied once."""
-
-    if TYPE_CHECKING:
-        client_id: str
-
-        def _call_hub(self, method: str, *args: Any) -> Any: ...
-        def _artifact(self, path: str, client: str | None = None) -> str: ...
-        def save_bytes(self, data: bytes, path: str, append: bool = False) -> str: ...
-        def load_bytes(self, path: str, client: str | None = None) -> bytes: ...
-
-    # ------------------------------------------------------------ files, dirs
-    def remove(self, *paths: str) -> list[str]:
-        """Remove files and directories of this client; a path with ``*`` is a glob, ``""``
-        everything this client stored. Missing paths are not an error.
-
-        Example:
-            >>> log.remove("checkpoints", "videos/*.mp4")  # doctest: +SKIP
-            ['checkpoints', 'videos/a.mp4']
-
-        Returns:
-            The paths that were removed (relative to this client's directory).
-
-        Raises:
-            ValueError: for an absolute, ``//``, ``..`` or otherwise invalid path (nothing is
-                removed).
-        """
-        for path in paths:
-            if path not in ("", "."):
-                check_path(path)
-        if not paths:
-            return []
-        # A pattern is expanded by a query first (beside the hub's writes, bounded), so the
-        # removal itself, on the write path, names plain paths (a matched name holding a '*'
-        # is escaped, and matches only itself).
-        targets: list[str] = []
-        for path in paths:
-            if "*" in path and path not in ("", "."):
-                targets.extend(_glob.escape(m) if "*" in m else m for m in self.glob(path))
-            else:
-                targets.append(path)
-        if not targets:
-            return []
-        return list(self._call_hub("remove_artifacts", self.client_id, targets))
-
-    def move(self, source: str, to: str) -> str:
-        """Rename a file or directory of this client (as :func:`shutil.move`: into ``to`` if
-        that is a directory). Atomic: a reader sees it at one place or the other.
-
-        Returns:
-            The new path on the hub.
-
-        Raises:
-            FileNotFoundError: if ``source`` does not exist.
-            FileExistsError: if a directory is in the way.
-            ValueError: for an invalid path, or ``to`` inside ``source``.
-        """
-        src = self._artifact(check_path(source, "source"))
-        dst = self._artifact(check_path(to, "to"))
-        return str(self._call_hub("move_artifact", src, dst))
-
-    def duplicate(self, source: str, to: str, exists_ok: bool = True) -> str:
-        """Copy a file or directory of this client to ``to``; a directory copy is merged into
-        an existing ``to`` when ``exists_ok`` (ML-Logger's default).
-
-        Returns:
-            The copy's path on the hub.
-
-        Raises:
-            FileNotFoundError: if ``source`` does not exist.
-            FileExistsError: if ``to`` exists and ``exists_ok`` is false.
-            ValueError: for an invalid path, or ``to`` inside ``source``.
-        """
-        src = self._artifact(check_path(source, "source"))
-        dst = self._artifact(check_path(to, "to"))
-        return str(self._call_hub("duplicate_artifact", src, dst, bool(exists_ok)))
-
-    def glob(self, query: str, wd: str | None = None) -> list[str]:
-        """Paths of this client's files and directories matching ``query`` (``**`` recurses),
-        relative to its directory or to ``wd`` below it, sorted, as ML-Logger answers.
-
-        Example:
-            >>> log.glob("**/*.pkl")  # doctest: +SKIP
-            ['checkpoints/1.pkl', 'checkpoints/2.pkl']
-
-        Raises:
-            ValueError: for an absolute, ``//`` or ``..`` query or ``wd`` (the server's root
-                and file system are refused by design).
-        """
-        check_path(query, "glob query")
-        base = self._artifact(check_path(wd, "wd")) if wd else self.client_id
-        return [str(p) for p in self._call_hub("glob_artifacts", query, base)]
-
-    # ------------------------------------------------------------- JSON, YAML
-    def save_json(self, data: Any, file: str) -> str:
-        """Store ``data`` as a JSON file (replacing it; numpy values become numbers).
-
-        Raises:
-            TypeError: for a value JSON cannot hold.
-        """
-        text = json.dumps(data, default=_json_default)
-        return self.save_bytes(text.encode("utf-8"), check_path(file, "file"))
-
-    def load_json(self, *keys: str, client: str | None = None) -> Any:
-        """What :meth:`save_json` stored (path keys joined by ``/``, as ML-Logger).
-
-        Raises:
-            FileNotFoundError: if nothing is stored there.
-            ValueError: if the file is not JSON.
-        """
-        return json.loads(self.load_bytes(_join(keys), client).decode("utf-8"))
-
-    def log_jsonl(self, data: Any, key: str) -> str:
-        """Append ``data`` as one JSON line to the text file ``key`` (``None`` is ``{}``, as
-        ML-Logger); each line lands once and whole.
-
-        Example:
-            >>> log.log_jsonl({"step": 1, "loss": 0.5}, "rows.jsonl")  # doctest: +SKIP
-        """
-        rel = self._artifact(check_path(key, "key"))
-        return str(self._call_hub("append_artifact", rel, jsonl_line(data)))
-
-    def load_jsonl(self, *keys: str, start: int | None = None, stop: int | None = None,
-                   client: str | None = None) -> list[Any]:
-        """Every line :meth:`log_jsonl` appended, parsed, as a list (``[start:stop]``).
-
-        Raises:
-            FileNotFoundError: if nothing is stored there.
-            ValueError: for a line that is not JSON (the message gives its number).
-        """
-        text = self.load_bytes(_join(keys), client).decode("utf-8")
-        rows = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"line {number} of {_join(keys)!r} is not JSON: {exc}") from None
-        return rows[start:stop]
-
-    def save_yaml(self, data: Any, file: str) -> str:
-        """Store ``data`` as YAML (``yaml.safe_dump``: plain data only, so that
-        :meth:`load_yaml` reads it back without running code).
-
-        Raises:
-            TypeError: for a value that is not plain data (str, number, list, dict, ...).
-        """
-        import yaml
-
-        try:
-            text = yaml.safe_dump(data)
-        except yaml.representer.RepresenterError as exc:
-            raise TypeError(f"save_yaml stores plain data only: {exc}") from None
-        return self.save_bytes(text.encode("utf-8"), check_path(file, "file"))
-
-    def load_yaml(self, *keys: str, Loader: Any = None, client: str | None = None) -> Any:  # noqa: N803
-        """What :meth:`save_yaml` stored, read with ``yaml.SafeLoader`` unless another
-        ``Loader`` is asked for (ML-Logger's argument; an unsafe one is the caller's choice)."""
-        import yaml
-
-        return yaml.load(self.load_bytes(_join(keys), client).decode("utf-8"),  # noqa: S506
-                         Loader=Loader or yaml.SafeLoader)
-
-    # ------------------------------------------------------------ directories
-    def upload_dir(self, dir_path: str | os.PathLike[str], target: str,
-                   excludes: Iterable[str] = (), archive: str = "tar") -> str:
-        """Store a local directory of this worker as one tar archive ``target``.
-
-        Example:
-            >>> log.upload_dir(".", "code.tar", excludes=["*.pyc", ".git"])  # doctest: +SKIP
-
-        Returns:
-            The archive's path on the hub.
-
-        Raises:
-            NotADirectoryError: if ``dir_path`` is not a directory.
-            ValueError: for an invalid ``target`` or ``archive``.
-        """
-        check_path(target, "target")
-        return self.save_bytes(pack_dir(dir_path, excludes, archive), target)
-
-    def download_dir(self, source_path: str, to: str | os.PathLike[str],
-                     unpack: str = "tar", client: str | None = None,
-                     max_bytes: int | None = None) -> list[str]:
-        """Unpack a stored tar archive (from :meth:`upload_dir`) into the local directory
-        ``to`` of this worker, after checking every member (:func:`unpack_tar`): all of it
-        or nothing.
-
-        Args:
-            max_bytes: The most the files may unpack to; default ``RAYPLEX_MAX_UNPACK_MB``
-                (:attr:`rayplex.config.Config.max_unpack_mb`, 4096 MiB).
-
-        Returns:
-            The extracted member names.
-
-        Raises:
-            FileNotFoundError: if nothing is stored at ``source_path``.
-            ValueError: for an unsafe member or an archive past ``max_bytes`` (nothing is
-                extracted), or ``unpack`` other than ``"tar"``.
-        """
-        if unpack != "tar":
-            raise ValueError(f"download_dir unpacks tar archives only, got unpack={unpack!r}")
-        data = self.load_bytes(check_path(source_path, "source_path"), client)
-        return unpack_tar(data, to, max_bytes)
-
-    # ------------------------------------------------------------------- torch
-    def save_torch(self, obj: Any, *keys: str, path: str | None = None) -> str:
-        """Store any object with ``torch.save`` (a whole module, tensors, a dict of them).
-
-        Example:
-            >>> log.save_torch(model, "modules", "policy.pt")  # doctest: +SKIP
-        """
-        torch = _torch()
-        rel = _join(keys, path)
-        buf = io.BytesIO()
-        torch.save(obj, buf)
-        return self.save_bytes(buf.getvalue(), rel)
-
-    torch_save = save_torch
-
-    def load_torch(self, *keys: str, path: str | None = None, map_location: Any = None,
-                   client: str | None = None, **kwargs: Any) -> Any:
-        """Load what :meth:`save_torch` stored, with ``torch.load``. torch's own default,
-        ``weights_only=True``, unpickles tensors and plain containers only; a whole module needs
-        ``weights_only=False``, which runs the pickle's code: pass it only for files you trust.
-        """
-        torch = _torch()
-        data = self.load_bytes(_join(keys, path), client)
-        return torch.load(io.BytesIO(data), map_location=map_location, **kwargs)
-
-    torch_load = load_torch
-
-    # ------------------------------------------------------------- TorchScript
-    def torch_jit_save(self, obj: Any, *keys: str, path: str | None = None) -> str:
-        """Store ``obj`` as TorchScript (``torch.jit.script`` unless it is scripted already).
-
-        Example:
-            >>> log.torch_jit_save(model, "models", "policy.pt")  # doctest: +SKIP
-        """
-        torch = _torch()
-        rel = _join(keys, path)
-        scripted = obj if isinstance(obj, (torch.jit.ScriptModule, torch.jit.ScriptFunction)) \
-            else torch.jit.script(obj)
-        buf = io.BytesIO()
-        torch.jit.save(scripted, buf)
-        return self.save_bytes(buf.getvalue(), rel)
-
-    def torch_jit_load(self, *keys: str, path: str | None = None, map_location: Any = None,
-                       client: str | None = None) -> Any:
-        """Load what :meth:`torch_jit_save` stored (``torch.jit.load``)."""
-        torch = _torch()
-        data = self.load_bytes(_join(keys, path), client)
-        return torch.jit.load(io.BytesIO(data), map_location=map_location)
-
-
-def _torch() -> Any:
-    try:
-        import torch
-    except ImportError as exc:
-        raise ImportError("save_torch/load_torch/torch_jit_save/torch_jit_load need torch: "
-                          "pip install 'rayplex[torch]'") from exc
-    return torch

@@ -26,8 +26,6 @@ class ProjectorMixin:
         client_id: str
         _session: Session
 
-        def _call_hub(self, method: str, *args: Any) -> Any: ...
-
         def flush(self, timeout: float | None = None) -> None: ...
 
     def _routed_call(self, method: str, args: Callable[[Route], tuple[Any, ...]]) -> Any:
@@ -37,7 +35,7 @@ class ProjectorMixin:
         for _ in range(_ROUTE_TRIES):
             registry = encoder.registry
             route = registry.route(self.client_id)
-            answer = self._call_hub(method, self.client_id, registry.stamp, route.run,
+            answer = self._session.call(method, self.client_id, registry.stamp, route.run,
                                     *args(route))
             if isinstance(answer, dict) and "stale" in answer:
                 encoder.adopt(answer["stale"])

@@ -4,13 +4,16 @@ A session owns what a process needs to log into one experiment: the experiment's
 (hub name and hub incarnation), the group registry, the byte-bounded buffer
 (:mod:`rayplex.buffer`), the encoder (:mod:`rayplex.encoder`), the sender
 (:mod:`rayplex.sender`), the flush thread, and the cache of Loggers. A Logger validates,
-builds one item and calls :meth:`Session.put`; request/response operations (artifacts,
-params) go through :meth:`Session.call`, which carries a request id the hub applies once.
+builds one item and calls :attr:`Session.put` (a scalar: :attr:`Session.put_scalar`);
+request/response operations (artifacts, params) go through :meth:`Session.call`, which carries
+a request id the hub applies once. What must reach the buffer before a flush (a Logger's
+pending ``log()`` row) is registered with :meth:`Session.before_flush`: the session never
+knows what a Logger is.
 
 A session belongs to one experiment. Once that experiment is shut down (here; elsewhere, seen
 within a tick of the flush thread when its node buffer is stopped for good, see
 :mod:`rayplex.sender`; or through the hub's answer), every log call and ``flush()`` raises
-:class:`~rayplex.errors.RayplexError`, and what is still queued is counted as dropped with one
+:class:`~rayplex.errors.ExperimentClosedError`, and what is still queued is counted as dropped with one
 warning; a new ``get_logger`` after ``rayplex.init`` makes a new session.
 """
 
@@ -22,7 +25,8 @@ import tempfile
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import ray
 
@@ -30,14 +34,17 @@ from rayplex import actors
 from rayplex.buffer import Buffer
 from rayplex.config import config
 from rayplex.encoder import Encoder
-from rayplex.errors import FlushTimeoutError, HubWriteError, RayplexError, request_error
+from rayplex.errors import (
+    ExperimentClosedError,
+    FlushTimeoutError,
+    HubWriteError,
+    RayplexError,
+    request_error,
+)
 from rayplex.groups import GroupRegistry
 from rayplex.items import SCALAR_NBYTES
 from rayplex.records import Ack
 from rayplex.sender import Sender
-
-if TYPE_CHECKING:
-    from rayplex.logger import Logger
 
 log = logging.getLogger("rayplex")
 
@@ -82,7 +89,14 @@ class Session:
         self.encoder = Encoder(known[1] if known is not None and known[0] == self.experiment
                                else GroupRegistry())
         self.log_level = logging.INFO
-        self.loggers: dict[str, Logger] = {}
+        self.loggers: dict[str, object] = {}
+        """The Loggers made for this session, by client id (kept by :func:`rayplex.get_logger`)."""
+        self._before_flush: list[Callable[[], None]] = []
+        self.put: Callable[[Any, int], None] = self.buffer.put
+        """Queue one item of ``nbytes`` (``put(item, nbytes)``); raises
+        :class:`~rayplex.errors.ExperimentClosedError` once the experiment is gone."""
+        self.put_scalar: Callable[[Any], None] = self.buffer.put_fixed
+        """Queue one scalar (a plain tuple of a Scalar's fields, at ``SCALAR_NBYTES``)."""
         self.warned_groups: set[str] = set()
         self.verified_at = time.monotonic()
         self.closed: str | None = None
@@ -108,38 +122,45 @@ class Session:
         atexit.register(self._at_exit)
 
     # ------------------------------------------------------------ caller side
-    def bind(self, logger: Logger) -> None:
-        """Give ``logger`` the puts it calls: straight into the buffer while the session is
-        open (one call less on the hot path; scalars with ``Buffer.put_fixed``); a closed
-        session swaps them for ones that raise (see :meth:`close`)."""
+    def _route_puts(self) -> None:
+        """Point :attr:`put` and :attr:`put_scalar` where they go now: straight into the
+        buffer while the session is open (no call of ours on the hot path; scalars with
+        ``Buffer.put_fixed``), to :meth:`_closed_put` once it is closed. Called again after
+        the buffer is replaced."""
         if self.closed is not None:
-            logger._put = logger._put_scalar = self._closed_put
+            self.put = self.put_scalar = self._closed_put
         else:
-            logger._put, logger._put_scalar = self.buffer.put, self.buffer.put_fixed
+            self.put, self.put_scalar = self.buffer.put, self.buffer.put_fixed
 
     def _closed_put(self, *_: Any) -> None:
-        raise RayplexError(self.closed or "the rayplex session is closed")
+        raise ExperimentClosedError(self.closed or "the rayplex session is closed")
 
     def _seal(self) -> None:
-        """From now on every Logger of this session raises at its next log call."""
-        for logger in list(self.loggers.values()):
-            self.bind(logger)
+        """From now on every put of this session raises: each Logger's next log call."""
+        self._route_puts()
+
+    def before_flush(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` at the start of every :meth:`flush`, before the flush marker is
+        queued (a Logger puts its pending ``log()`` row there)."""
+        self._before_flush.append(callback)
 
     def check_open(self) -> None:
+        """Raise :class:`~rayplex.errors.ExperimentClosedError` if the experiment is gone."""
         if self.closed is not None:
-            raise RayplexError(self.closed)
+            raise ExperimentClosedError(self.closed)
 
     def flush(self, timeout: float | None = None) -> None:
         """Block until everything put before this call is written by the hub.
 
         Raises:
-            RayplexError: if the experiment was shut down, or a spill file was lost.
+            ExperimentClosedError: if the experiment was shut down.
+            RayplexError: if a spill file was lost.
             HubWriteError: if the hub reports it cannot write (the data is kept and resent).
             FlushTimeoutError: if the hub did not acknowledge within ``timeout`` seconds.
         """
         self.check_open()
-        for logger in list(self.loggers.values()):
-            logger._write_row()
+        for callback in list(self._before_flush):
+            callback()
         marker = _FlushMarker()
         self.buffer.put_marker(marker)
         self._wake.set()
@@ -148,7 +169,7 @@ class Session:
         failures_before = self.sender.failures
         while not marker.done.wait(min(0.05, max(0.0, deadline - time.monotonic()))):
             if self.closed is not None:
-                raise RayplexError(self.closed)
+                raise ExperimentClosedError(self.closed)
             if self.sender.failing is not None and self.sender.failures > failures_before:
                 raise HubWriteError(
                     f"rayplex hub {self.hub_name!r} cannot write: {self.sender.failing}; the "
@@ -158,7 +179,7 @@ class Session:
                     f"rayplex hub {self.hub_name!r} did not acknowledge within {limit:.0f} s; "
                     "the data stays buffered and is resent when the hub is reachable")
         if self.closed is not None:  # e.g. the hub answered that the experiment is gone
-            raise RayplexError(self.closed)
+            raise ExperimentClosedError(self.closed)
         error = self.buffer.take_error()
         if error is not None:
             raise RayplexError(f"rayplex: {error}")

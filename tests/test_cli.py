@@ -127,8 +127,9 @@ def test_ls_shows_artifacts_log_files_and_params(logdir, capsys):
 
 
 def test_ls_shows_each_clients_job_status_and_when_it_was_last_seen(tmp_path, capsys):
+    from rayplex.actors.control import ControlBook
     from rayplex.actors.writer import STATE_DIR
-    from rayplex.logger_runs import CONTROL_FILE, ControlBook
+    from rayplex.rules import CONTROL_FILE
 
     root = tmp_path / "exp"
     (root / "tensorboard").mkdir(parents=True)
@@ -719,7 +720,7 @@ def test_every_command_refuses_a_url_logdir_in_one_line(argv, tmp_path, monkeypa
 def test_ls_of_a_logdir_with_a_100000_deep_control_file_lists_everything_else(logdir, tmp_path,
                                                                                capsys):
     from rayplex.actors.writer import STATE_DIR
-    from rayplex.logger_runs import CONTROL_FILE
+    from rayplex.rules import CONTROL_FILE
 
     root = tmp_path / "exp"
     shutil.copytree(logdir, root)

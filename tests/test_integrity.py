@@ -341,7 +341,7 @@ def test_a_line_no_rule_allows_is_quarantined_and_counted_by_its_sender(experime
     log = rayplex.get_logger("learner/poison")
     log.add_scalar("x", 1.0, step=0)
     # the strangest input the buffer accepts: a line whose logger name is not a str
-    log._put(Line((time.time(), 20, "learner/poison", "n", 1, 7, "m", None)), 300)
+    log._session.put(Line((time.time(), 20, "learner/poison", "n", 1, 7, "m", None)), 300)
     log.flush()
     log.add_scalar("x", 2.0, step=1)
     log.flush()

@@ -17,7 +17,7 @@ import ray
 import rayplex
 from rayplex.actors.control import ControlBook, read_control
 from rayplex.handle import signal as send_signal  # rayplex.signal once exported
-from rayplex.logger_runs import flatten_params
+from rayplex.logger_jobs import flatten_params
 from rayplex.rules import check_signal, match_clients
 from tests.fixtures import shared_experiment  # noqa: F401  (one hub for this module)
 

@@ -109,7 +109,7 @@ def _logger_with_bound(client, policy):
     old = session.buffer
     session.buffer = Buffer(BOUND, policy, "", 120.0, "test", wake=session._wake.set,
                             wake_bytes=BOUND // 4, fixed_nbytes=SCALAR_NBYTES)
-    session.bind(log)  # Loggers put straight into their session's buffer
+    session._route_puts()  # Loggers put through their session, straight into its buffer
     assert not len(old)
     return log, session
 

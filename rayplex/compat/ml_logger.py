@@ -1462,7 +1462,7 @@ class ML_Logger:  # noqa: N801 - ML-Logger's name
         # ML-Logger's job_* are log_params(job={..., "status": s, "<s>Time": now}, **params):
         # the native call stores them as rayplex params (job status in `rayplex ls`, get_exps);
         # the same entry, with the same time, is appended to the prefix's parameters.pkl.
-        from rayplex.logger_runs import JOB_STATUSES
+        from rayplex.logger_jobs import JOB_STATUSES
 
         mappings = {k: v for k, v in params.items() if isinstance(v, Mapping)}
         stored = self._delegate(f"job_{status}")(metrify(dict(job or {})), **metrify(mappings))

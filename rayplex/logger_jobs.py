@@ -1,4 +1,7 @@
-"""ML-Logger's run bookkeeping on :class:`rayplex.Logger`: errors, job status, git, heartbeats.
+"""ML-Logger's job bookkeeping on :class:`rayplex.Logger`: errors, job status, git, heartbeats.
+
+(ML-Logger calls a job a "run"; in rayplex a run is a TensorBoard directory, so here it is a
+job.)
 
 Where things are kept:
 
@@ -6,28 +9,15 @@ Where things are kept:
   to the artifact ``error.log`` (ML-Logger's default name);
 * the job status is a ``job`` namespace in the client's params
   (``params/<group>/<name>.json``), next to what ``log_params`` stored, so that
-  :meth:`RunsMixin.get_exps` and ``rayplex ls`` read both at once;
+  :meth:`JobsMixin.get_exps` and ``rayplex ls`` read both at once;
 * heartbeats (``ping``) and the signals a driver sent (``hub.signal(client, "stop")``) are hub
-  state, kept as JSON in ``.rayplex/control.json`` by :class:`ControlBook`.
+  state, kept as JSON in ``.rayplex/control.json`` by :class:`rayplex.actors.control.ControlBook`.
 
 A signal is handed out once: the first ping of that client after it was sent returns it. Each
 ping carries a token of its own, and the hub remembers what it answered to the last tokens, so
 that a ping Ray replays after a hub restart answers the same signals again instead of losing
 them.
 
-Example:
-    >>> import tempfile, os
-    >>> book = ControlBook(os.path.join(tempfile.mkdtemp(), "control.json"))
-    >>> book.signal("agent/3", "stop")
-    ['stop']
-    >>> book.ping("agent/3", "running", "token-1", {}, now=100.0)
-    ['stop']
-    >>> book.ping("agent/3", "running", "token-1", {}, now=100.0)  # a replay: same answer
-    ['stop']
-    >>> book.ping("agent/3", "running", "token-2", {}, now=101.0)
-    []
-    >>> ControlBook(book.path).heartbeats["agent/3"]["time"]
-    101.0
 """
 
 from __future__ import annotations
@@ -44,14 +34,13 @@ import uuid
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from rayplex.actors.control import ControlBook, read_control
-from rayplex.rules import CONTROL_FILE, check_signal
-
 if TYPE_CHECKING:
     import pandas
 
-__all__ = ["CONTROL_FILE", "JOB_STATUSES", "ControlBook", "RunsMixin", "check_signal",
-           "flatten_params", "read_control"]
+    from rayplex.artifact_client import ArtifactClient
+    from rayplex.session import Session
+
+__all__ = ["JOB_STATUSES", "JobsMixin", "flatten_params"]
 
 log = logging.getLogger("rayplex")
 
@@ -108,9 +97,9 @@ def _git(directory: str | os.PathLike[str], *args: str) -> str | None:
 
 class _KeepAlive(threading.Thread):
     """Pings every ``interval`` seconds with the last status; keeps the signals it receives
-    for the next :meth:`RunsMixin.ping` to return (as ML-Logger's background duplex)."""
+    for the next :meth:`JobsMixin.ping` to return (as ML-Logger's background duplex)."""
 
-    def __init__(self, owner: RunsMixin, status: str, interval: float) -> None:
+    def __init__(self, owner: JobsMixin, status: str, interval: float) -> None:
         super().__init__(name=f"rayplex-ping-{owner.client_id}", daemon=True)
         self.owner = owner
         self.status = status
@@ -135,17 +124,17 @@ class _KeepAlive(threading.Thread):
         return taken
 
 
-class RunsMixin:
-    """Job status, captured errors, git state and heartbeats of one client."""
+class JobsMixin:
+    """Job status, captured errors, git state and heartbeats of one client (ML-Logger's verbs,
+    kept on the Logger for drop-in use; see docs/migration.md)."""
 
     _keep_alive: _KeepAlive | None = None
 
-    if TYPE_CHECKING:
-        client_id: str
+    client_id: str
+    _session: Session  # hub requests: params, experiments, pings
+    _artifacts: ArtifactClient  # error.log, index.diff
 
-        def _call_hub(self, method: str, *args: Any) -> Any: ...
-        def _artifact(self, path: str, client: str | None = None) -> str: ...
-        def save_text(self, text: str, path: str) -> str: ...
+    if TYPE_CHECKING:  # the Logger's text log
         def error(self, msg: Any, *args: Any, **kw: Any) -> None: ...
         def warning(self, msg: Any, *args: Any, **kw: Any) -> None: ...
 
@@ -165,13 +154,13 @@ class RunsMixin:
         Raises:
             ValueError: if ``file`` is not a valid artifact path (before the block runs).
         """
-        rel = self._artifact(file)
+        self._artifacts.path(file)
         try:
             yield
         except Exception as exc:
             text = traceback.format_exc()
             self.error("Exception occurred: %s", exc, exc_info=exc)
-            self._call_hub("append_artifact", rel, f"Exception occurred {exc}\n{text}\n".encode())
+            self._artifacts.append_bytes(file, f"Exception occurred {exc}\n{text}\n".encode())
             if reraise:
                 raise
 
@@ -188,7 +177,7 @@ class RunsMixin:
                                 f"{type(value).__name__}")
         entry = {**dict(job or {}), "status": status, JOB_STATUSES[status]: _utcnow()}
         params = {"job": entry, **namespaces}
-        return dict(self._call_hub("save_params", self.client_id, _jsonable(params)))
+        return dict(self._session.call("save_params", self.client_id, _jsonable(params)))
 
     def job_created(self, job: Mapping[str, Any] | None = None, **params: Any) -> dict[str, Any]:
         """Set this client's job status to ``created`` (see :meth:`job_started`)."""
@@ -254,7 +243,7 @@ class RunsMixin:
             if not isinstance(pattern, str) or not pattern:
                 raise TypeError(f"get_exps takes client-id patterns such as 'agent/*', got "
                                 f"{pattern!r}")
-        found = self._call_hub("read_experiments", list(patterns) or ["*"])
+        found = self._session.call("read_experiments", list(patterns) or ["*"])
         rows = []
         for client in sorted(found):
             params, heartbeat = found[client]
@@ -288,7 +277,7 @@ class RunsMixin:
         Raises:
             ValueError: if ``diff_filename`` is not a valid artifact path.
         """
-        self._artifact(diff_filename)
+        self._artifacts.path(diff_filename)
         if not isinstance(ref, str) or ref.startswith("-"):
             raise ValueError(f"ref must be a git revision such as 'HEAD', got {ref!r}")
         if verbose:
@@ -298,7 +287,7 @@ class RunsMixin:
             self.warning("not storing the git diff: %s is not in a git repository (or git is "
                          "missing)", os.path.realpath(diff_directory))
             return None
-        self.save_text(patch, diff_filename)
+        self._artifacts.save_text(patch, diff_filename)
         return patch
 
     def git_rev(self, branch: str = "HEAD", directory: str | os.PathLike[str] = ".") -> str | None:
@@ -337,13 +326,13 @@ class RunsMixin:
                "branch": None if branch is None else branch.strip(),
                "tags": self.git_tags(directory)}
         self.diff(directory, diff_filename)
-        return dict(self._call_hub("save_params", self.client_id, {"git": git}))
+        return dict(self._session.call("save_params", self.client_id, {"git": git}))
 
     # --------------------------------------------------------------- heartbeat
     def _ping_hub(self, status: str) -> list[str]:
         info = {"hostname": socket.gethostname(), "pid": os.getpid()}
         token = uuid.uuid4().hex
-        return [str(s) for s in self._call_hub("ping", self.client_id, status, token, info)]
+        return [str(s) for s in self._session.call("ping", self.client_id, status, token, info)]
 
     def ping(self, status: str = "running", interval: float | None = None) -> list[str]:
         """Tell the hub this client is alive (``rayplex ls`` shows the status and when it was
