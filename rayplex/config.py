@@ -45,6 +45,9 @@ CALLBACK_FLUSH_TIMEOUT_S = 5.0
 the data buffered (it is resent), the callback goes on."""
 TUNE_END_FLUSH_TIMEOUT_S = 30.0
 """Longest the Tune callback waits for the hub when the experiment ends."""
+ROWS_QUEUE_SHARE = 4
+"""The ML-Logger compat row writer queues at most ``RAYPLEX_MAX_BUFFER_MB`` / this, in bytes
+(64 MiB of the default 256)."""
 ROWS_REQUEST_BYTES = 8 * 2**20
 """One append request of the ML-Logger compat row writer carries at most about this much."""
 HUB_ANSWER_TIMEOUT_S = 10.0
