@@ -712,15 +712,13 @@ class ML_Logger:  # noqa: N801 - ML-Logger's name
             return rl
         with self._lock:
             hub = self._connect()
-            import ray
-
             import rayplex
+            from rayplex.groups import GroupSpec
 
             group = cid.split("/", 1)[0]
-            if group not in self._registered:
-                registry, _ = ray.get(hub.actor.hello.remote())
-                if not registry.route(cid).registered:
-                    hub.register_normal_group(group)
+            if group not in self._registered:  # bounded: a wedged hub is HubNotFoundError
+                if not hub.registry().route(cid).registered:
+                    hub.register(GroupSpec.normal(group))
                 self._registered.add(group)
             rl = rayplex.get_logger(cid, hub=hub.name)
             self._clients[cid] = rl
@@ -880,12 +878,12 @@ class ML_Logger:  # noqa: N801 - ML-Logger's name
             if not row or cid is None:
                 self._clear_row()
                 return
+            rl = self._logger(cid)  # raises with the row still pending (nothing lost)
             step = self._row_step if self._row_step is not None else self._next_step(cid)
             hidden = set(self._row_hidden) | self._hidden_metrics
             summary_keys, file = set(self._row_summary), self._row_file
             self._clear_row()
             self._last_step[cid] = step
-            rl = self._logger(cid)
             scalars = {}
             for key, value in row.items():
                 if key == "step" or key in summary_keys:
