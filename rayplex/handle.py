@@ -63,6 +63,21 @@ class HubHandle:
         info = _answer(actor.info.remote(), hub, "info", timeout)
         return cls(hub, str(info["logdir"]), actor)
 
+    @staticmethod
+    def live_owner(logdir: str | os.PathLike[str]) -> str | None:
+        """The name of the live hub that owns ``logdir`` on this machine, or ``None``; needs
+        no Ray and creates nothing.
+
+        Example:
+            >>> import tempfile
+            >>> HubHandle.live_owner(tempfile.mkdtemp()) is None
+            True
+        """
+        from rayplex.actors.claim import holder
+
+        owner = holder(os.path.realpath(os.path.expanduser(os.fspath(logdir))))
+        return None if owner is None else str(owner.get("name", "?"))
+
     def registry(self, timeout: float | None = None) -> GroupRegistry:
         """The hub's group registry (how client ids route to runs), also remembered for this
         process's loggers.

@@ -130,9 +130,9 @@ def test_mlflow_holds_every_scalar_summary_and_param_with_the_event_files_steps_
     assert tags["agent/3"]["rayplex.client"] == "agent/3"
     assert tags["agent/3"]["rayplex.group"] == "agent"
     assert tags["agent/summary"]["rayplex.summary"] == "true"
-    assert params["agent/3"]["Args.client"] == "agent/3"
-    assert params["learner"]["main/Args.client"] == "learner/main"
-    assert params["learner"]["aux/Args.lr"] == "0.001"
+    assert params["agent/3"]["Args/client"] == "agent/3"
+    assert params["learner"]["main/Args/client"] == "learner/main"
+    assert params["learner"]["aux/Args/lr"] == "0.001"
 
 
 def test_a_killed_forwarder_resumes_from_its_cursor_without_loss_or_mlflow_duplicates(

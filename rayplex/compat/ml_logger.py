@@ -56,10 +56,11 @@ import numpy as np
 
 from rayplex.compat._rows import RowWriter
 from rayplex.logger_files import jsonl_line
+from rayplex.nested import deep_merge, flatten
 
 # The same Color and percent as rayplex.Logger's printed tables (percent shows two decimals:
 # "85.00%", where ML-Logger's README shows "85.0%").
-from rayplex.terminal import Color, percent
+from rayplex.terminal import Color, color_enabled, percent
 
 __all__ = [
     "LOGGER_USER",
@@ -105,21 +106,18 @@ _PRINT_KEY_WIDTH = 20
 
 
 # ------------------------------------------------------------------ colours and formats
-_ANSI = {"grey": 90, "gray": 90, "red": 31, "green": 32, "yellow": 33, "blue": 34,
-         "magenta": 35, "cyan": 36, "white": 37, "brown": 33}
-
-
-def _use_colour() -> bool:
-    if os.environ.get("NO_COLOR"):
-        return False
-    return bool(os.environ.get("FORCE_COLOR")) or sys.stdout.isatty()
-
-
 def _coloured(text: str, colour: str | None) -> str:
-    code = _ANSI.get(colour or "")
-    if code is None or not _use_colour():
+    """``text`` in ``colour`` when stdout is a terminal: the colour names and the terminal rule
+    are rayplex.terminal's (:class:`Color`, :func:`color_enabled`); ``FORCE_COLOR`` also
+    colours a pipe, as termcolor (ML-Logger's) does."""
+    style = Color(None, colour).style
+    forced = bool(os.environ.get("FORCE_COLOR")) and not os.environ.get("NO_COLOR")
+    if style is None or not (forced or color_enabled(sys.stdout)):
         return text
-    return f"\x1b[{code}m{text}\x1b[0m"
+    from rich.color import ColorSystem
+    from rich.style import Style
+
+    return Style.parse(style).render(text, color_system=ColorSystem.STANDARD)
 
 
 def ms(v: float) -> str:
@@ -1056,8 +1054,8 @@ class ML_Logger:  # noqa: N801 - ML-Logger's name
             chunks = []
         merged: dict[str, Any] = {}
         for chunk in chunks:
-            _deep_merge(merged, chunk)
-        flat = _dot_flatten(merged)
+            merged = deep_merge(merged, chunk)
+        flat = flatten(merged, sep=".")  # ML-Logger's dotted look-up: "Args.lr"
 
         def value(key: str) -> Any:
             if key in flat:
@@ -1545,24 +1543,6 @@ def _prefix_pattern(pattern: str) -> str:
     if not parts or all(p in ("*", "**") for p in parts):
         return "*"
     return ".".join("*" if p == "**" else p for p in parts) + "/" + CLIENT_NAME
-
-
-def _deep_merge(into: dict[str, Any], new: Mapping[str, Any]) -> None:
-    for key, value in new.items():
-        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
-            _deep_merge(into[key], value)
-        else:
-            into[key] = dict(value) if isinstance(value, Mapping) else value
-
-
-def _dot_flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            out.update(_dot_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 atexit.register(_flush_all_at_exit)

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rayplex.atomic import atomic_write_bytes
+from rayplex.nested import flatten
 from rayplex.tfrecord import RECORD_OVERHEAD, iter_records, open_regular
 
 log = logging.getLogger("rayplex.forward")
@@ -228,17 +229,12 @@ def event_files(logdir: str, sizes: dict[str, int]) -> list[tuple[str, str, int]
 
 
 def flatten_params(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested params as flat ``a.b.c`` keys with string values (what trackers store).
+    """Nested params as flat keys (:func:`rayplex.nested.flatten`'s rule: joined with ``/``,
+    ``None`` and ``{}`` kept) with string values (what trackers store; JSON but for text).
 
     Example:
-        >>> flatten_params({"Args": {"lr": 0.001, "layers": [64, 64]}})
-        {'Args.lr': '0.001', 'Args.layers': '[64, 64]'}
+        >>> flatten_params({"Args": {"lr": 0.001, "layers": [64, 64], "opt": {}}})
+        {'Args/lr': '0.001', 'Args/layers': '[64, 64]', 'Args/opt': '{}'}
     """
-    out: dict[str, str] = {}
-    for key, value in params.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(flatten_params(value, name + "."))
-        else:
-            out[name] = value if isinstance(value, str) else json.dumps(value, default=repr)
-    return out
+    return {name: value if isinstance(value, str) else json.dumps(value, default=repr)
+            for name, value in flatten(params, prefix=prefix).items()}
