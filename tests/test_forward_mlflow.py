@@ -280,10 +280,10 @@ def test_tags_and_job_statuses_mlflow_refuses_never_wedge_forwarding(ray_session
                 for run, tags in event_contents(hub.logdir).items()}
     metrics, params, tags = mlflow_contents(tracking, hub.logdir)
     assert metrics == expected and len(expected) == 2
-    assert params["learner"]["main/job.status"] == "started"
-    assert tags["learner"]["rayplex.param.main/job.status"] == "completed"
-    assert params["agent/0"]["job.status"] == "started"
-    assert tags["agent/0"]["rayplex.param.job.status"] == "completed"
+    assert params["learner"]["main/job/status"] == "started"
+    assert tags["learner"]["rayplex.param.main/job/status"] == "completed"
+    assert params["agent/0"]["job/status"] == "started"
+    assert tags["agent/0"]["rayplex.param.job/status"] == "completed"
     all_log = os.path.join(hub.logdir, "logs", "all.log")
     assert not os.path.exists(all_log) or "forwarding is delayed" not in read_text(all_log)
     assert shutdown_s < 50, f"the shutdown drain took {shutdown_s:.0f} s"

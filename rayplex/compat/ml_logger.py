@@ -712,8 +712,9 @@ class ML_Logger:  # noqa: N801 - ML-Logger's name
             hub = self._connect()
             import rayplex
             from rayplex.groups import GroupSpec
+            from rayplex.rules import split_client_id
 
-            group = cid.split("/", 1)[0]
+            group, _ = split_client_id(cid)
             if group not in self._registered:  # bounded: a wedged hub is HubNotFoundError
                 if not hub.registry().route(cid).registered:
                     hub.register(GroupSpec.normal(group))
