@@ -19,7 +19,7 @@ PURE_MODULES = [
     "rayplex.logger_files", "rayplex.logger_runs", "rayplex.compat.ml_logger",
     "rayplex.projector", "rayplex.compat.tensorplex", "rayplex.compat._rows",
     "rayplex.forward", "rayplex.forward.follow", "rayplex.forward.trackers", "rayplex.integrations._common",
-    "rayplex.integrations.train",
+    "rayplex.integrations.train", "rayplex.nested",
 ]
 
 
