@@ -50,6 +50,11 @@ ROWS_QUEUE_SHARE = 4
 (64 MiB of the default 256)."""
 ROWS_REQUEST_BYTES = 8 * 2**20
 """One append request of the ML-Logger compat row writer carries at most about this much."""
+TENSORPLEX_GROUPS_WAIT_S = 5.0
+"""How long a Tensorplex client that found its hub waits for the server's groups to be
+registered (the hub's name is taken before its constructor ran), then goes on."""
+TENSORPLEX_POLL_S = 0.2
+"""How often a Tensorplex client waiting for its Ray cluster or hub looks again."""
 HUB_ANSWER_TIMEOUT_S = 10.0
 """Longest a public :class:`rayplex.HubHandle` query (``registry()``, ``connect``) waits for
 the hub to answer before it raises; a wedged hub never wedges the caller."""

@@ -63,7 +63,7 @@ from typing import Any
 import ray
 
 import rayplex
-from rayplex.config import config
+from rayplex.config import TENSORPLEX_GROUPS_WAIT_S, TENSORPLEX_POLL_S, config
 from rayplex.errors import HubNotFoundError
 from rayplex.groups import GroupSpec
 from rayplex.handle import HubHandle
@@ -78,8 +78,8 @@ LOGGERPLEX_GROUP = "loggerplex"
 """The group of a Loggerplex id without ``/``: ``"agent2"`` logs as ``loggerplex/agent2``
 (``logs/loggerplex/agent2.log``). The servers register it as a normal group."""
 
-_GROUPS_WAIT_S = 5.0
-_POLL_S = 0.2
+_GROUPS_WAIT_S = TENSORPLEX_GROUPS_WAIT_S
+_POLL_S = TENSORPLEX_POLL_S
 
 _ready: set[str] = set()
 """Hubs this process already waited for."""
