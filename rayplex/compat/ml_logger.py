@@ -54,6 +54,7 @@ from typing import Any
 import cloudpickle
 import numpy as np
 
+from rayplex.artifacts import safe_relpath
 from rayplex.compat._rows import RowWriter
 from rayplex.logger_files import jsonl_line
 from rayplex.nested import deep_merge, flatten
@@ -894,7 +895,7 @@ class ML_Logger:  # noqa: N801 - ML-Logger's name
                 rl.add_scalars(scalars, step=step)
             plain = {k: metrify(v) for k, v in row.items()}
             target = file or self.metric_filename
-            rl._artifact(target)  # a bad path fails here, not on the row thread
+            safe_relpath(target)  # a bad path fails here, not on the row thread
             if target.endswith(".jsonl"):
                 self._rows.put(rl, target, jsonl_line(plain), framed=False)
             else:
