@@ -26,6 +26,39 @@ NAMESPACE = "rayplex"
 DEFAULT_HUB = "default"
 OVERFLOW_POLICIES = ("spill", "drop_oldest", "block")
 
+RETRY_START_BACKOFF_S = 0.05
+"""The first wait of every retry back-off (:class:`rayplex.nested.Backoff`); each failure
+doubles it, up to ``RAYPLEX_RETRY_MAX_BACKOFF_S`` (or the caller's own bound)."""
+FORWARD_START_BACKOFF_S = 0.5
+"""The first wait after a tracker (MLflow, W&B) failed; doubles up to the tracker's
+``retry_max_s``."""
+FORWARD_IDLE_POLL_S = 0.5
+"""How often an idle forwarder asks the hub for its committed sizes (a directory walk under
+the hub's writer lock: cheap, but not free)."""
+FORWARD_MAX_BYTES = 4 * 2**20
+"""Event-file bytes a forwarder reads per round: what bounds the forwarder's memory."""
+FORWARD_MAX_CAUSES = 100
+"""Distinct refusal causes a forwarder keeps in ``counters["refused_causes"]`` (more are
+summed under ``"other"``)."""
+CALLBACK_FLUSH_TIMEOUT_S = 5.0
+"""Longest a Tune/Train/RLlib callback waits for the hub when it flushes; a slower hub keeps
+the data buffered (it is resent), the callback goes on."""
+TUNE_END_FLUSH_TIMEOUT_S = 30.0
+"""Longest the Tune callback waits for the hub when the experiment ends."""
+ROWS_QUEUE_SHARE = 4
+"""The ML-Logger compat row writer queues at most ``RAYPLEX_MAX_BUFFER_MB`` / this, in bytes
+(64 MiB of the default 256)."""
+ROWS_REQUEST_BYTES = 8 * 2**20
+"""One append request of the ML-Logger compat row writer carries at most about this much."""
+TENSORPLEX_GROUPS_WAIT_S = 5.0
+"""How long a Tensorplex client that found its hub waits for the server's groups to be
+registered (the hub's name is taken before its constructor ran), then goes on."""
+TENSORPLEX_POLL_S = 0.2
+"""How often a Tensorplex client waiting for its Ray cluster or hub looks again."""
+HUB_ANSWER_TIMEOUT_S = 10.0
+"""Longest a public :class:`rayplex.HubHandle` query (``registry()``, ``connect``) waits for
+the hub to answer before it raises; a wedged hub never wedges the caller."""
+
 
 @dataclass(frozen=True)
 class Config:

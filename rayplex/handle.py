@@ -6,15 +6,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import ray
 
 from rayplex import actors
-from rayplex.config import config
-from rayplex.errors import HubNotFoundError, LogdirConflictError
-from rayplex.groups import GroupSpec
+from rayplex.config import HUB_ANSWER_TIMEOUT_S, config
+from rayplex.errors import HubNotFoundError, LogdirConflictError, request_error
+from rayplex.groups import GroupRegistry, GroupSpec
 from rayplex.session import (
     end_session,
     existing_session,
@@ -45,8 +46,70 @@ class HubHandle:
     def __repr__(self) -> str:
         return f"HubHandle(name={self.name!r}, logdir={self.logdir!r})"
 
-    def _register(self, spec: GroupSpec) -> HubHandle:
+    @classmethod
+    def connect(cls, name: str | None = None, timeout: float | None = None) -> HubHandle:
+        """The handle of the running experiment ``name`` (default ``RAYPLEX_HUB``), found
+        without starting anything: what the compat modules and integrations use to join an
+        experiment started elsewhere.
+
+        Raises:
+            HubNotFoundError: if no such hub runs, or it does not answer within ``timeout``
+                seconds (default ``HUB_ANSWER_TIMEOUT_S``, 10 s).
+            ValueError: if ``name`` is not a valid experiment name.
+        """
+        from rayplex.rules import validate_part
+
+        hub = validate_part(name or config().hub, "experiment name")
+        actor = actors.get_hub(hub)
+        info = _answer(actor.info.remote(), hub, "info", timeout)
+        return cls(hub, str(info["logdir"]), actor)
+
+    @staticmethod
+    def live_owner(logdir: str | os.PathLike[str]) -> str | None:
+        """The name of the live hub that owns ``logdir`` on this machine, or ``None``; needs
+        no Ray and creates nothing.
+
+        Example:
+            >>> import tempfile
+            >>> HubHandle.live_owner(tempfile.mkdtemp()) is None
+            True
+        """
+        from rayplex.actors.claim import holder
+
+        owner = holder(os.path.realpath(os.path.expanduser(os.fspath(logdir))))
+        return None if owner is None else str(owner.get("name", "?"))
+
+    def registry(self, timeout: float | None = None) -> GroupRegistry:
+        """The hub's group registry (how client ids route to runs), also remembered for this
+        process's loggers.
+
+        Example:
+            >>> hub.registry().route("learner/main").registered  # doctest: +SKIP
+            True
+
+        Raises:
+            HubNotFoundError: if the hub does not answer within ``timeout`` seconds (default
+                ``HUB_ANSWER_TIMEOUT_S``, 10 s): a wedged hub never wedges the caller.
+        """
+        registry, _ = _answer(self.actor.hello.remote(), self.name, "hello", timeout)
+        remember_registry(self.name, registry)
+        return registry  # type: ignore[no-any-return]
+
+    def register(self, spec: GroupSpec, timeout: float | None = None) -> HubHandle:
+        """Add or replace the group ``spec`` (:meth:`register_normal_group` and its siblings
+        are this with a spec made for you).
+
+        Raises:
+            HubNotFoundError: if the hub does not answer within ``timeout`` seconds (default
+                ``HUB_ANSWER_TIMEOUT_S``).
+        """
         # so that get_logger here checks against the new groups without asking the hub again
+        remember_registry(self.name, _answer(self.actor.register_group.remote(spec), self.name,
+                                             "register_group", timeout))
+        return self
+
+    def _register(self, spec: GroupSpec) -> HubHandle:
+        # register_*_group wait as long as the hub takes (their documented behaviour)
         remember_registry(self.name, ray.get(self.actor.register_group.remote(spec)))
         return self
 
@@ -93,6 +156,36 @@ class HubHandle:
     def signal(self, client: str, sig: str) -> list[str]:
         """Same as :func:`rayplex.signal` for this experiment."""
         return signal(client, sig, self.name)
+
+    def export_json(self, json_dir: str, timeout: float | None = None) -> None:
+        """Write every run's committed scalars as ``<logdir>/<json_dir>/<run with / as .>.json``,
+        each ``{tag: [[wall_time, step, value], ...]}`` (Tensorplex's export). Flush first for
+        what was just logged.
+
+        Raises:
+            ValueError: if ``json_dir`` is not a relative directory of valid names, or is in one
+                of rayplex's own trees (``tensorboard``, ``logs``, ``artifacts``, ``params``).
+            HubNotFoundError: if the hub does not answer within ``timeout`` seconds (default
+                ``RAYPLEX_FLUSH_TIMEOUT_S``).
+        """
+        request_id = f"handle:{uuid.uuid4().hex}"
+        ok, result = _answer(self.actor.request.remote(request_id, "export_json", (json_dir,)),
+                             self.name, "export_json",
+                             config().flush_timeout_s if timeout is None else timeout)
+        if not ok:
+            raise request_error(*result)
+
+
+def _answer(ref: Any, name: str, what: str, timeout: float | None) -> Any:
+    """``ray.get(ref)`` bounded by ``timeout`` (default ``HUB_ANSWER_TIMEOUT_S``)."""
+    limit = HUB_ANSWER_TIMEOUT_S if timeout is None else timeout
+    try:
+        return ray.get(ref, timeout=limit)
+    except ray.exceptions.GetTimeoutError:
+        raise HubNotFoundError(f"rayplex hub {name!r} did not answer {what} within "
+                               f"{limit:g} s (stopped or overloaded?)") from None
+    except ray.exceptions.RayActorError as exc:
+        raise HubNotFoundError(f"rayplex hub {name!r} is gone: {exc}") from None
 
 
 def init(logdir: str | os.PathLike[str], name: str | None = None, *,

@@ -38,6 +38,7 @@ from rayplex.items import (
 from rayplex.items import nbytes as item_nbytes
 from rayplex.logger_jobs import JobsMixin
 from rayplex.logger_projector import ProjectorMixin
+from rayplex.nested import flatten
 from rayplex.records import Partial
 from rayplex.rules import check_step, split_client_id, to_float, validate_logger_name, validate_tag
 from rayplex.session import Session, session_for
@@ -344,11 +345,11 @@ class Logger(JobsMixin, ProjectorMixin):
         plain = {k: _jsonable(v) for k, v in namespaces.items()}
         merged = self._call_hub("save_params", self.client_id, plain)
         flat = {k: v if isinstance(v, (bool, int, float, str)) else str(v)
-                for k, v in _flatten(merged).items()}
+                for k, v in flatten(merged).items()}
         if flat:
             self.add_hparams(flat, {})
         if print:
-            cells = {k: v for k, v in _flatten(namespaces).items() if isinstance(v, Color)}
+            cells = {k: v for k, v in flatten(namespaces).items() if isinstance(v, Color)}
             print_table(f"{self.client_id} parameters", {k: cells.get(k, v) for k, v in flat.items()})
         return dict(merged)
 
@@ -552,6 +553,18 @@ class Logger(JobsMixin, ProjectorMixin):
     # -------------------------------------------------------------- artifacts
     # One-line façades over this client's ArtifactClient, where files are built, checked and
     # sent as one hub request each (the docstrings are the client's, copied below the class).
+    @property
+    def artifacts(self) -> ArtifactClient:
+        """This client's artifact client: every ``save_*``/``load_*``/file method below is one
+        statement over it, and it has the batched forms the Logger does not repeat
+        (``append_rows``, ``append_bytes``, ``path``).
+
+        Example:
+            >>> logger.artifacts.append_bytes("notes.txt", b"one line\\n")  # doctest: +SKIP
+            'agent/3/notes.txt'
+        """
+        return self._artifacts
+
     def _artifact(self, path: str, client: str | None = None) -> str:
         return self._artifacts.path(path, client)
 
@@ -784,17 +797,6 @@ def _jsonable(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return repr(value)
-
-
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(_flatten(value, name + "."))
-        elif value is not None:
-            out[name] = value
-    return out
 
 
 _loggers_lock = threading.Lock()

@@ -34,13 +34,15 @@ import uuid
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from rayplex.nested import flatten
+
 if TYPE_CHECKING:
     import pandas
 
     from rayplex.artifact_client import ArtifactClient
     from rayplex.session import Session
 
-__all__ = ["JOB_STATUSES", "JobsMixin", "flatten_params"]
+__all__ = ["JOB_STATUSES", "JobsMixin"]
 
 log = logging.getLogger("rayplex")
 
@@ -60,22 +62,6 @@ def _check_status(status: Any) -> str:
         raise ValueError(f"ping status must be 1-{_MAX_STATUS} printable characters, got "
                          f"{status[:80]!r}")
     return status
-
-
-def flatten_params(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested params as one level with dotted keys, as ML-Logger's ``dot_flatten``.
-
-    Example:
-        >>> flatten_params({"Args": {"lr": 0.1, "net": {"depth": 3}}, "seed": 1})
-        {'Args.lr': 0.1, 'Args.net.depth': 3, 'seed': 1}
-    """
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping) and value:
-            out.update(flatten_params(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _utcnow() -> str:
@@ -248,7 +234,7 @@ class JobsMixin:
         for client in sorted(found):
             params, heartbeat = found[client]
             row: dict[str, Any] = {"client": client, "job.status": None}
-            row.update(flatten_params(params))
+            row.update(flatten(params, sep="."))  # ML-Logger's dotted columns
             row["ping.status"] = heartbeat.get("status") if heartbeat else None
             row["ping.time"] = heartbeat.get("time") if heartbeat else None
             rows.append(row)

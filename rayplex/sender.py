@@ -1,7 +1,8 @@
 """The sender: ships one batch to this node's buffer actor and returns the hub's answer,
-retrying with back-off (0.05 s doubling to ``RAYPLEX_RETRY_MAX_BACKOFF_S``) until an answer
-comes or the session is closed. It also carries the session's other node-buffer calls
-(hello, flush requests, request/response calls), so one module owns that conversation.
+retrying with back-off (:class:`rayplex.nested.Backoff`: 0.05 s doubling to
+``RAYPLEX_RETRY_MAX_BACKOFF_S``) until an answer comes or the session is closed. It also
+carries the session's other node-buffer calls (hello, flush requests, request/response
+calls), so one module owns that conversation.
 
 It is also how a process learns that its experiment was shut down elsewhere: the node buffer
 it talks to restarts forever, and only ``rayplex.shutdown`` kills it for good. So once the
@@ -25,8 +26,9 @@ from typing import Any
 import ray
 
 from rayplex import actors
-from rayplex.config import NAMESPACE, config
+from rayplex.config import NAMESPACE
 from rayplex.errors import RayplexError
+from rayplex.nested import Backoff
 from rayplex.records import Ack, Batch
 
 log = logging.getLogger("rayplex")
@@ -132,7 +134,7 @@ class Sender:
     def send(self, batch: Batch) -> Ack | None:
         """The hub's acknowledgement of ``batch``; ``None`` if the session stopped or the
         experiment ended (:attr:`ended`) first."""
-        backoff = 0.05
+        backoff = Backoff()
         attempts = 0
         pending: Any = None
         pending_id: str | None = None
@@ -164,15 +166,13 @@ class Sender:
                     log.warning("rayplex: batch %d not acknowledged (%s); retrying", batch.seq, exc)
                 if isinstance(exc, ValueError):
                     self._forget()
-                time.sleep(backoff)  # back-off between resends, not synchronisation
-                backoff = min(backoff * 2, config().retry_max_backoff_s)
+                backoff.sleep()  # back-off between resends, not synchronisation
                 continue
             if ack.error is not None:
                 self.failing = ack.error
                 self.failures += 1
                 self.counters["retried"] += 1
-                time.sleep(backoff)
-                backoff = min(backoff * 2, config().retry_max_backoff_s)
+                backoff.sleep()
                 continue
             if ack.retry:  # the hub asked for a resend (e.g. to apply partials exactly once)
                 self.counters["retried"] += 1
@@ -185,7 +185,7 @@ class Sender:
         """A request/response call to the hub through the node buffer, retried with the same
         ``request_id`` until answered (the hub applies each request once)."""
         deadline = time.monotonic() + timeout
-        backoff = 0.05
+        backoff = Backoff()
         while True:
             try:
                 ref = self.node_buffer().call.remote(request_id, method, args)
@@ -201,8 +201,7 @@ class Sender:
                     raise FlushTimeoutError(
                         f"rayplex hub {self.hub_name!r} did not answer {method} within "
                         f"{timeout:.0f} s") from exc
-                time.sleep(backoff)
-                backoff = min(backoff * 2, config().retry_max_backoff_s)
+                backoff.sleep()
 
     def flush_requested(self) -> int | None:
         """The round of a flush request from ``rayplex.flush``/``shutdown`` elsewhere, if one

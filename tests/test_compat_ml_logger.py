@@ -1004,6 +1004,28 @@ def test_logging_rows_never_waits_on_a_stopped_hub_and_flush_appends_them_in_ord
     assert got[150] == {"step": 150, "loss": 150.0, "note": "row 150"}
 
 
+def test_a_stopped_hub_never_wedges_the_caller_and_the_row_is_kept(ml, exp):
+    """A new prefix needs the hub's group registry: a hub that does not answer is a clear
+    HubNotFoundError within the hub answer timeout, never a caller blocked for good; the row
+    stays pending and is written once the hub answers again."""
+    from rayplex.config import HUB_ANSWER_TIMEOUT_S
+
+    ml.log(step=0, loss=0.0, flush=True)
+    ml.flush()  # connected
+    pid = exp.info()["pid"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        def log_new_prefix() -> None:
+            with ml.Prefix("fresh"), pytest.raises(rayplex.HubNotFoundError, match="answer"):
+                ml.log(step=1, loss=1.0, flush=True)
+        returns_within(HUB_ANSWER_TIMEOUT_S + 30, log_new_prefix)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    with ml.Prefix("fresh"):
+        ml.flush()
+        assert [row["step"] for row in ml.load_pkl("metrics.pkl")] == [1]
+
+
 def test_a_request_after_queued_rows_sees_them(ml):
     for step in range(50):
         ml.log(step=step, loss=float(step), file="rows.jsonl")

@@ -296,9 +296,9 @@ def test_mlflow_refusals_are_isolated_reported_once_and_never_retried(tmp_path, 
         assert gone.info.lifecycle_stage == "deleted"
         assert _history(client, gone.info.run_id, "agent/ok") == _expected("", range(20))
         [learner] = _runs_of(client, "learner")
-        assert learner.data.params == {"main/job.status": "started", "main/lr": "0.1",
+        assert learner.data.params == {"main/job/status": "started", "main/lr": "0.1",
                                        "main/batch": "64"}
-        assert learner.data.tags["rayplex.param.main/job.status"] == "completed"
+        assert learner.data.tags["rayplex.param.main/job/status"] == "completed"
         counters = forwarder.counters
         assert counters["failures"] == 0 and counters["problem"] is None
         assert counters["forwarded"] == 40 + 60 + 20 + 40

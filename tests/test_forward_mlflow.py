@@ -130,9 +130,9 @@ def test_mlflow_holds_every_scalar_summary_and_param_with_the_event_files_steps_
     assert tags["agent/3"]["rayplex.client"] == "agent/3"
     assert tags["agent/3"]["rayplex.group"] == "agent"
     assert tags["agent/summary"]["rayplex.summary"] == "true"
-    assert params["agent/3"]["Args.client"] == "agent/3"
-    assert params["learner"]["main/Args.client"] == "learner/main"
-    assert params["learner"]["aux/Args.lr"] == "0.001"
+    assert params["agent/3"]["Args/client"] == "agent/3"
+    assert params["learner"]["main/Args/client"] == "learner/main"
+    assert params["learner"]["aux/Args/lr"] == "0.001"
 
 
 def test_a_killed_forwarder_resumes_from_its_cursor_without_loss_or_mlflow_duplicates(
@@ -280,10 +280,10 @@ def test_tags_and_job_statuses_mlflow_refuses_never_wedge_forwarding(ray_session
                 for run, tags in event_contents(hub.logdir).items()}
     metrics, params, tags = mlflow_contents(tracking, hub.logdir)
     assert metrics == expected and len(expected) == 2
-    assert params["learner"]["main/job.status"] == "started"
-    assert tags["learner"]["rayplex.param.main/job.status"] == "completed"
-    assert params["agent/0"]["job.status"] == "started"
-    assert tags["agent/0"]["rayplex.param.job.status"] == "completed"
+    assert params["learner"]["main/job/status"] == "started"
+    assert tags["learner"]["rayplex.param.main/job/status"] == "completed"
+    assert params["agent/0"]["job/status"] == "started"
+    assert tags["agent/0"]["rayplex.param.job/status"] == "completed"
     all_log = os.path.join(hub.logdir, "logs", "all.log")
     assert not os.path.exists(all_log) or "forwarding is delayed" not in read_text(all_log)
     assert shutdown_s < 50, f"the shutdown drain took {shutdown_s:.0f} s"

@@ -79,8 +79,8 @@ def test_wandb_holds_every_scalar_and_summary_at_its_own_step_with_row_wall_time
             assert round(item["_timestamp"] * 1000) == min(mine)  # a row's one wall time
     assert runs["agent/3"][0] == "agent"
     assert runs["learner"][0] == "learner"
-    assert runs["agent/3"][1]["Args.client"] == "agent/3"
-    assert runs["learner"][1]["main/Args.lr"] == 0.001
+    assert runs["agent/3"][1]["Args/client"] == "agent/3"
+    assert runs["learner"][1]["main/Args/lr"] == 0.001
 
 
 def test_a_killed_wandb_forwarder_loses_nothing_and_repeats_only_identical_rows(

@@ -17,7 +17,7 @@ import ray
 import rayplex
 from rayplex.actors.control import ControlBook, read_control
 from rayplex.handle import signal as send_signal  # rayplex.signal once exported
-from rayplex.logger_jobs import flatten_params
+from rayplex.nested import flatten
 from rayplex.rules import check_signal, match_clients
 from tests.fixtures import shared_experiment  # noqa: F401  (one hub for this module)
 
@@ -91,8 +91,8 @@ def test_signal_names_are_short_plain_words(bad):
 
 
 def test_flatten_params_and_match_clients():
-    assert flatten_params({"a": {"b": {"c": 1}, "d": []}, "e": {}}) == {"a.b.c": 1, "a.d": [],
-                                                                         "e": {}}
+    assert flatten({"a": {"b": {"c": 1}, "d": []}, "e": {}}, sep=".") == {"a.b.c": 1, "a.d": [],
+                                                                          "e": {}}
     assert match_clients(["agent/10", "agent/2", "learner/x"], ["agent/*", "nope"]) == [
         "agent/10", "agent/2"]
 

@@ -73,6 +73,7 @@ LOGGER_METHODS = {
                      "walltime=None"),
     "add_scalar": "tag, value, step=None, walltime=None",
     "add_scalars": "scalars, step=None, walltime=None",
+    "artifacts": None,  # the ArtifactClient every artifact method is one statement over
     "add_text": "tag, text, step=None, walltime=None",
     "add_video": "tag, frames, step=None, fps=4.0, walltime=None, dataformats='THWC'",
     "capture_error": "file='error.log', reraise=False",

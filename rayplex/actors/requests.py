@@ -54,6 +54,7 @@ from rayplex.logdir_codec import (
     read_params_tree,
     scalar_of,
 )
+from rayplex.nested import deep_merge
 from rayplex.rules import check_client_id, match_clients, split_client_id, validate_part
 
 
@@ -241,7 +242,7 @@ class SaveParams(Request):
         """Merge ``params`` into ``params/<group>/<name>.json`` (a replay merges the same
         values again: idempotent); return the merged object."""
         merged = _stored_params(ctx, client_id)
-        _deep_merge(merged, params)
+        merged = deep_merge(merged, params)
         ctx.writer.replace_file(params_path(ctx.writer.logdir, client_id), encode_params(merged))
         ctx.writer.commit_request(request_id)
         return merged
@@ -255,14 +256,6 @@ def _stored_params(ctx: RequestContext, client_id: str) -> dict[str, Any]:
     """What ``params/<group>/<name>.json`` holds (empty if nothing was stored)."""
     path = params_path(ctx.writer.logdir, client_id)
     return decode_params(path) if os.path.isfile(path) else {}
-
-
-def _deep_merge(into: dict[str, Any], new: dict[str, Any]) -> None:
-    for key, value in new.items():
-        if isinstance(value, dict) and isinstance(into.get(key), dict):
-            _deep_merge(into[key], value)
-        else:
-            into[key] = value
 
 
 class ReadExperiments(Request):

@@ -3,14 +3,15 @@ caller's thread: a row is queued, and one background thread appends what queued 
 in one hub request, in order. ``flush()`` waits until everything queued is appended.
 
 A log call therefore never waits on the hub (as rayplex's own log calls); the queue is bounded
-in bytes (a full queue makes ``put`` wait, so memory stays bounded while the hub is away). An
+in bytes, under the worker's buffer bound: a quarter of ``RAYPLEX_MAX_BUFFER_MB`` (a full queue
+makes ``put`` wait, so memory stays bounded while the hub is away). An
 append that fails (the hub is unreachable or cannot write) is kept at the head of the queue and
 retried with back-off; ``flush()`` raises the failure while it lasts.
 
 Example:
     >>> written = []
-    >>> class Target:  # stands in for a rayplex Logger
-    ...     def _append_rows(self, path, rows, framed):
+    >>> class Target:  # stands in for a Logger's ArtifactClient (logger.artifacts)
+    ...     def append_rows(self, path, rows, framed):
     ...         written.append((path, len(rows), framed))
     >>> rows = RowWriter()
     >>> t = Target()
@@ -27,13 +28,15 @@ import threading
 import time
 from typing import Any
 
-from rayplex.config import config
+from rayplex.config import ROWS_QUEUE_SHARE, ROWS_REQUEST_BYTES, config
 from rayplex.errors import FlushTimeoutError
+from rayplex.nested import Backoff
 
-MAX_QUEUED_BYTES = 64 * 2**20
-"""A full queue makes the next row wait (the hub is away or slower than the rows)."""
-MAX_REQUEST_BYTES = 8 * 2**20
-"""One append request carries at most about this much."""
+
+def max_queued_bytes() -> int:
+    """The queue's bound in bytes: ``RAYPLEX_MAX_BUFFER_MB`` / ``ROWS_QUEUE_SHARE``; a full
+    queue makes the next row wait (the hub is away or slower than the rows)."""
+    return config().max_buffer_bytes // ROWS_QUEUE_SHARE
 
 
 class RowWriter:
@@ -48,9 +51,11 @@ class RowWriter:
         self._thread: threading.Thread | None = None
 
     def put(self, target: Any, path: str, row: bytes, framed: bool) -> None:
-        """Queue one row for ``target._append_rows(path, [...], framed)``."""
+        """Queue one row for ``target.append_rows(path, [...], framed)`` (``target`` is a Logger's
+        :attr:`rayplex.Logger.artifacts`)."""
         with self._cond:
-            while self._queued_bytes + len(row) > MAX_QUEUED_BYTES and self._queue:
+            bound = max_queued_bytes()
+            while self._queued_bytes + len(row) > bound and self._queue:
                 self._cond.wait(1.0)
             self._queue.append((target, path, framed, row))
             self._queued_bytes += len(row)
@@ -80,8 +85,14 @@ class RowWriter:
                                             "they stay queued and are retried")
                 self._cond.wait(min(left, 0.5))
 
+    @property
+    def queued_bytes(self) -> int:
+        """The bytes of the rows queued (not yet being appended)."""
+        with self._cond:
+            return self._queued_bytes
+
     def _run(self) -> None:
-        backoff = 0.05
+        backoff = Backoff()
         while True:
             with self._cond:
                 while not self._queue:
@@ -90,7 +101,7 @@ class RowWriter:
                 self._busy = True
             try:
                 for target, path, framed, rows in _group(batch):
-                    target._append_rows(path, rows, framed)
+                    target.append_rows(path, rows, framed)
                     batch = batch[len(rows):]
             except BaseException as exc:  # kept and retried: nothing already logged is lost
                 with self._cond:
@@ -99,10 +110,9 @@ class RowWriter:
                     self._error = exc
                     self._busy = False
                     self._cond.notify_all()
-                time.sleep(backoff)  # back-off between retries, not synchronisation
-                backoff = min(backoff * 2, config().retry_max_backoff_s)
+                backoff.sleep()  # back-off between retries, not synchronisation
                 continue
-            backoff = 0.05
+            backoff.reset()
             with self._cond:
                 self._busy = False
                 self._cond.notify_all()
@@ -110,7 +120,7 @@ class RowWriter:
     def _take(self) -> list[tuple[Any, str, bool, bytes]]:
         size, n = 0, 0
         for _, _, _, row in self._queue:
-            if n and size + len(row) > MAX_REQUEST_BYTES:
+            if n and size + len(row) > min(ROWS_REQUEST_BYTES, max_queued_bytes()):
                 break
             size += len(row)
             n += 1

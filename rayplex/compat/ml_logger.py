@@ -54,12 +54,14 @@ from typing import Any
 import cloudpickle
 import numpy as np
 
+from rayplex.artifacts import safe_relpath
 from rayplex.compat._rows import RowWriter
 from rayplex.logger_files import jsonl_line
+from rayplex.nested import deep_merge, flatten
 
 # The same Color and percent as rayplex.Logger's printed tables (percent shows two decimals:
 # "85.00%", where ML-Logger's README shows "85.0%").
-from rayplex.terminal import Color, percent
+from rayplex.terminal import Color, color_enabled, percent
 
 __all__ = [
     "LOGGER_USER",
@@ -105,21 +107,18 @@ _PRINT_KEY_WIDTH = 20
 
 
 # ------------------------------------------------------------------ colours and formats
-_ANSI = {"grey": 90, "gray": 90, "red": 31, "green": 32, "yellow": 33, "blue": 34,
-         "magenta": 35, "cyan": 36, "white": 37, "brown": 33}
-
-
-def _use_colour() -> bool:
-    if os.environ.get("NO_COLOR"):
-        return False
-    return bool(os.environ.get("FORCE_COLOR")) or sys.stdout.isatty()
-
-
 def _coloured(text: str, colour: str | None) -> str:
-    code = _ANSI.get(colour or "")
-    if code is None or not _use_colour():
+    """``text`` in ``colour`` when stdout is a terminal: the colour names and the terminal rule
+    are rayplex.terminal's (:class:`Color`, :func:`color_enabled`); ``FORCE_COLOR`` also
+    colours a pipe, as termcolor (ML-Logger's) does."""
+    style = Color(None, colour).style
+    forced = bool(os.environ.get("FORCE_COLOR")) and not os.environ.get("NO_COLOR")
+    if style is None or not (forced or color_enabled(sys.stdout)):
         return text
-    return f"\x1b[{code}m{text}\x1b[0m"
+    from rich.color import ColorSystem
+    from rich.style import Style
+
+    return Style.parse(style).render(text, color_system=ColorSystem.STANDARD)
 
 
 def ms(v: float) -> str:
@@ -712,15 +711,14 @@ class ML_Logger:  # noqa: N801 - ML-Logger's name
             return rl
         with self._lock:
             hub = self._connect()
-            import ray
-
             import rayplex
+            from rayplex.groups import GroupSpec
+            from rayplex.rules import split_client_id
 
-            group = cid.split("/", 1)[0]
-            if group not in self._registered:
-                registry, _ = ray.get(hub.actor.hello.remote())
-                if not registry.route(cid).registered:
-                    hub.register_normal_group(group)
+            group, _ = split_client_id(cid)
+            if group not in self._registered:  # bounded: a wedged hub is HubNotFoundError
+                if not hub.registry().route(cid).registered:
+                    hub.register(GroupSpec.normal(group))
                 self._registered.add(group)
             rl = rayplex.get_logger(cid, hub=hub.name)
             self._clients[cid] = rl
@@ -880,12 +878,12 @@ class ML_Logger:  # noqa: N801 - ML-Logger's name
             if not row or cid is None:
                 self._clear_row()
                 return
+            rl = self._logger(cid)  # raises with the row still pending (nothing lost)
             step = self._row_step if self._row_step is not None else self._next_step(cid)
             hidden = set(self._row_hidden) | self._hidden_metrics
             summary_keys, file = set(self._row_summary), self._row_file
             self._clear_row()
             self._last_step[cid] = step
-            rl = self._logger(cid)
             scalars = {}
             for key, value in row.items():
                 if key == "step" or key in summary_keys:
@@ -897,11 +895,11 @@ class ML_Logger:  # noqa: N801 - ML-Logger's name
                 rl.add_scalars(scalars, step=step)
             plain = {k: metrify(v) for k, v in row.items()}
             target = file or self.metric_filename
-            rl._artifact(target)  # a bad path fails here, not on the row thread
+            safe_relpath(target)  # a bad path fails here, not on the row thread
             if target.endswith(".jsonl"):
-                self._rows.put(rl, target, jsonl_line(plain), framed=False)
+                self._rows.put(rl.artifacts, target, jsonl_line(plain), framed=False)
             else:
-                self._rows.put(rl, target, cloudpickle.dumps(plain), framed=True)
+                self._rows.put(rl.artifacts, target, cloudpickle.dumps(plain), framed=True)
             if not silent:
                 table = format_tabular(row, sorted(hidden))
                 if table:
@@ -1058,8 +1056,8 @@ class ML_Logger:  # noqa: N801 - ML-Logger's name
             chunks = []
         merged: dict[str, Any] = {}
         for chunk in chunks:
-            _deep_merge(merged, chunk)
-        flat = _dot_flatten(merged)
+            merged = deep_merge(merged, chunk)
+        flat = flatten(merged, sep=".")  # ML-Logger's dotted look-up: "Args.lr"
 
         def value(key: str) -> Any:
             if key in flat:
@@ -1194,8 +1192,7 @@ class ML_Logger:  # noqa: N801 - ML-Logger's name
     def _append_text(self, path: str, text: str) -> None:
         # The hub's raw append (as Logger.log_jsonl and capture_error use): one journalled
         # transaction, applied once.
-        rl = self._requests()
-        rl._call_hub("append_artifact", rl._artifact(path), text.encode("utf-8"))
+        self._requests().artifacts.append_bytes(path, text.encode("utf-8"))
 
     def load_text(self, *keys: str) -> str | None:
         """The text stored at the path; None if there is none."""
@@ -1547,24 +1544,6 @@ def _prefix_pattern(pattern: str) -> str:
     if not parts or all(p in ("*", "**") for p in parts):
         return "*"
     return ".".join("*" if p == "**" else p for p in parts) + "/" + CLIENT_NAME
-
-
-def _deep_merge(into: dict[str, Any], new: Mapping[str, Any]) -> None:
-    for key, value in new.items():
-        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
-            _deep_merge(into[key], value)
-        else:
-            into[key] = dict(value) if isinstance(value, Mapping) else value
-
-
-def _dot_flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            out.update(_dot_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 atexit.register(_flush_all_at_exit)

@@ -63,14 +63,12 @@ from typing import Any
 import ray
 
 import rayplex
-from rayplex import actors
-from rayplex.config import config
+from rayplex.config import TENSORPLEX_GROUPS_WAIT_S, TENSORPLEX_POLL_S, config
 from rayplex.errors import HubNotFoundError
 from rayplex.groups import GroupSpec
 from rayplex.handle import HubHandle
 from rayplex.logger import Logger
 from rayplex.rules import split_client_id
-from rayplex.session import remember_registry
 from rayplex.textlog import FINE_LEVELS, parse_level
 
 __all__ = ["LOGGERPLEX_GROUP", "Loggerplex", "LoggerplexClient", "Tensorplex",
@@ -80,8 +78,8 @@ LOGGERPLEX_GROUP = "loggerplex"
 """The group of a Loggerplex id without ``/``: ``"agent2"`` logs as ``loggerplex/agent2``
 (``logs/loggerplex/agent2.log``). The servers register it as a normal group."""
 
-_GROUPS_WAIT_S = 5.0
-_POLL_S = 0.2
+_GROUPS_WAIT_S = TENSORPLEX_GROUPS_WAIT_S
+_POLL_S = TENSORPLEX_POLL_S
 
 _ready: set[str] = set()
 """Hubs this process already waited for."""
@@ -102,10 +100,7 @@ def live_owner(folder: str | os.PathLike[str]) -> str | None:
         >>> live_owner(tempfile.mkdtemp()) is None
         True
     """
-    from rayplex.actors.claim import holder
-
-    owner = holder(os.path.realpath(os.path.expanduser(os.fspath(folder))))
-    return None if owner is None else str(owner.get("name", "?"))
+    return HubHandle.live_owner(folder)
 
 
 def _init_ray_for_client(deadline: float) -> None:
@@ -137,7 +132,7 @@ def _connect(experiment: str | None) -> str:
         return name
     while True:
         try:
-            hub = actors.get_hub(name)
+            hub = HubHandle.connect(name, timeout=max(_POLL_S, deadline - time.monotonic()))
             break
         except HubNotFoundError:
             if time.monotonic() >= deadline:
@@ -152,16 +147,14 @@ def _connect(experiment: str | None) -> str:
     # from its first call (a later change is handled by the session anyway).
     empty_until: float | None = None
     while True:
-        try:
-            registry, _ = ray.get(hub.hello.remote(),
-                                  timeout=max(_POLL_S, deadline - time.monotonic()))
-        except Exception:  # not up within the wait, or restarting: the session retries
+        try:  # registry() also hands it to get_logger, to check ids against these groups
+            registry = hub.registry(timeout=max(_POLL_S, deadline - time.monotonic()))
+        except HubNotFoundError:  # not up within the wait, or restarting: the session retries
             break
         now = time.monotonic()
         if empty_until is None:
             empty_until = min(deadline, now + _GROUPS_WAIT_S)
         if registry.groups or now >= empty_until:
-            remember_registry(name, registry)  # get_logger checks ids against these groups
             break
         time.sleep(_POLL_S)
     _ready.add(name)
@@ -226,7 +219,7 @@ class Tensorplex:
     def _add(self, spec: GroupSpec) -> Tensorplex:
         self.groups.append(spec)
         if self.hub is not None:
-            self.hub._register(spec)
+            self.hub.register(spec)
         return self
 
     def register_normal_group(self, name: str) -> Tensorplex:
@@ -269,7 +262,7 @@ class Tensorplex:
             hub = rayplex.init(self.root_folder, self.experiment, log_level="INFO9")
             hub.register_normal_group(LOGGERPLEX_GROUP)
             for spec in self.groups:
-                hub._register(spec)
+                hub.register(spec)
             self.hub = hub
         return self.hub
 
@@ -305,7 +298,8 @@ class TensorplexClient:
         split_client_id(client_id)
         self.client_id = client_id
         self.host, self.port = host, port
-        self.logger: Logger = rayplex.get_logger(client_id, _connect(experiment))
+        self.experiment = _connect(experiment)
+        self.logger: Logger = rayplex.get_logger(client_id, self.experiment)
         TensorplexClient._ids.add(client_id)
 
     def __repr__(self) -> str:
@@ -359,7 +353,7 @@ class TensorplexClient:
                 ``params``).
         """
         self.logger.flush()
-        self.logger._call_hub("export_json", json_dir)
+        HubHandle.connect(self.logger.hub).export_json(json_dir)
 
     def flush(self) -> None:
         """Everything this process logged is on disk when this returns."""
@@ -369,7 +363,7 @@ class TensorplexClient:
         """Flush, then print ``<run> done`` for each run this process's clients wrote to
         (Tensorplex prints its ``done`` list in the server's terminal)."""
         self.logger.flush()
-        registry = self.logger._session.encoder.registry  # the hub's, after the flush
+        registry = HubHandle.connect(self.experiment).registry()  # the hub's, after the flush
         for run in sorted({registry.route(c).run for c in TensorplexClient._ids}):
             print(run, "done", flush=True)
 

@@ -24,29 +24,26 @@ from typing import Any
 
 from rayplex.actors.state import read_bounded, registry_from_json
 from rayplex.actors.writer import STATE_DIR
+from rayplex.config import (
+    FORWARD_IDLE_POLL_S,
+    FORWARD_MAX_BYTES,
+    FORWARD_MAX_CAUSES,
+    FORWARD_START_BACKOFF_S,
+)
 from rayplex.forward.follow import (
     Cursor,
     Image,
     Point,
     decode,
     event_files,
-    flatten_params,
     read_committed,
 )
 from rayplex.forward.trackers import Connection, Refused, RunGone, Tracker, run_tags
 from rayplex.groups import NORMAL
+from rayplex.nested import Backoff, flatten_text
 
 log = logging.getLogger("rayplex.forward")
 
-MAX_BYTES = 4 * 2**20
-"""Event-file bytes read per round: what bounds the forwarder's memory."""
-BACKOFF_START_S = 0.5
-MAX_CAUSES = 100
-"""Distinct refusal causes kept in ``counters["refused_causes"]`` (more are summed under
-``"other"``)."""
-IDLE_POLL_S = 0.5
-"""How often an idle forwarder asks the hub for its committed sizes (a directory walk under
-the hub's writer lock: cheap, but not free)."""
 
 
 def cursor_path(logdir: str, tracker: Tracker) -> str:
@@ -65,13 +62,14 @@ class Forwarder:
     """
 
     def __init__(self, logdir: str, tracker: Tracker, committed: Callable[[], dict[str, int]],
-                 say: Callable[[int, str], None], max_bytes: int = MAX_BYTES) -> None:
+                 say: Callable[[int, str], None], max_bytes: int = FORWARD_MAX_BYTES) -> None:
         self.logdir = logdir
         self.tracker = tracker
         self.committed = committed
         self.say = say
         self.max_bytes = max_bytes
         self.backoff_max_s = float(tracker.retry_max_s)
+        self._backoff = Backoff(FORWARD_START_BACKOFF_S, self.backoff_max_s)
         self.path = cursor_path(logdir, tracker)
         self.cursor, damage = Cursor.recover(self.path)
         self.connection: Connection | None = None
@@ -193,7 +191,7 @@ class Forwarder:
             self.counters["refused"] += item.count
             cause = (f"run {run}: not forwarded ({item.error})" if item.kind == "run" else
                      f"run {run}: {item.kind} {item.key!r}: {item.error.split(':', 1)[0]}")
-            if cause not in causes and len(causes) >= MAX_CAUSES:
+            if cause not in causes and len(causes) >= FORWARD_MAX_CAUSES:
                 cause = "other"
             first = cause not in causes
             causes[cause] = causes.get(cause, 0) + item.count
@@ -231,7 +229,7 @@ class Forwarder:
             group, name = client.split("/", 1)
             shared = kinds.get(group, NORMAL) == NORMAL
             run = group if shared else client
-            flat = flatten_params(params, f"{name}/" if shared else "")
+            flat = flatten_text(params, f"{name}/" if shared else "")
             entry = out.setdefault(run, ({}, {}))
             entry[0].update(flat)
             entry[1][client] = digest
@@ -266,7 +264,7 @@ class Forwarder:
         busy = self.attempt()
         if busy is None:
             return self.backoff_s
-        return 0.0 if busy else IDLE_POLL_S
+        return 0.0 if busy else FORWARD_IDLE_POLL_S
 
     def attempt(self) -> bool | None:
         """One round with error handling: whether it forwarded something, ``None`` if it
@@ -278,7 +276,7 @@ class Forwarder:
             problem = f"{type(exc).__name__}: {str(exc)[:300]}"
             first = self.counters["problem"] is None
             self.counters["problem"] = problem
-            self.backoff_s = min(self.backoff_max_s, max(BACKOFF_START_S, self.backoff_s * 2))
+            self.backoff_s = self._backoff.next()
             if first:
                 self.say(logging.WARNING, f"forwarder {self.tracker.key}: the tracker failed "
                          f"({problem}); forwarding is delayed, nothing is lost; retrying with "
@@ -291,6 +289,7 @@ class Forwarder:
             was, self.counters["problem"] = self.counters["problem"], None
             self.say(logging.WARNING, f"forwarder {self.tracker.key}: the tracker accepts data "
                      f"again (earlier: {was})")
+        self._backoff.reset()
         self.backoff_s = 0.0
         return busy
 

@@ -225,20 +225,3 @@ def event_files(logdir: str, sizes: dict[str, int]) -> list[tuple[str, str, int]
             continue
         out.append((rel, "/".join(parts[1:-1]), size))
     return out
-
-
-def flatten_params(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested params as flat ``a.b.c`` keys with string values (what trackers store).
-
-    Example:
-        >>> flatten_params({"Args": {"lr": 0.001, "layers": [64, 64]}})
-        {'Args.lr': '0.001', 'Args.layers': '[64, 64]'}
-    """
-    out: dict[str, str] = {}
-    for key, value in params.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(flatten_params(value, name + "."))
-        else:
-            out[name] = value if isinstance(value, str) else json.dumps(value, default=repr)
-    return out

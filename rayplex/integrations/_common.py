@@ -17,15 +17,14 @@ from typing import Any
 
 import numpy as np
 
+from rayplex.config import CALLBACK_FLUSH_TIMEOUT_S
 from rayplex.errors import RayplexError
 from rayplex.handle import HubHandle
 from rayplex.rules import MAX_TAG_LENGTH
 
 log = logging.getLogger("rayplex")
 
-FLUSH_TIMEOUT_S = 5.0
-"""Longest a callback waits for the hub when it flushes; a slower hub keeps the data buffered
-(it is resent), the callback goes on."""
+FLUSH_TIMEOUT_S = CALLBACK_FLUSH_TIMEOUT_S
 
 
 def connect(logdir: str | os.PathLike[str] | None, hub: str | None) -> HubHandle:
@@ -40,19 +39,13 @@ def connect(logdir: str | os.PathLike[str] | None, hub: str | None) -> HubHandle
     import ray
 
     import rayplex
-    from rayplex import actors
-    from rayplex.config import config
-    from rayplex.rules import validate_part
 
     if logdir is not None:
         return rayplex.init(logdir, name=hub)
     if not ray.is_initialized():
         raise RayplexError("no logdir given and Ray is not initialized: pass a logdir, or call "
                            "rayplex.init(logdir) before creating the callback")
-    name = validate_part(hub or config().hub, "experiment name")
-    actor = actors.get_hub(name)
-    info = ray.get(actor.info.remote())
-    return HubHandle(name, str(info["logdir"]), actor)
+    return HubHandle.connect(hub)
 
 
 def is_number(value: Any) -> bool:

@@ -35,6 +35,7 @@ from ray.exceptions import RayError
 from ray.tune.logger import LoggerCallback
 
 import rayplex
+from rayplex.config import TUNE_END_FLUSH_TIMEOUT_S
 from rayplex.errors import RayplexError
 from rayplex.groups import GroupRegistry, GroupSpec, Route
 from rayplex.integrations._common import (
@@ -56,7 +57,7 @@ TRIALS_BIN = "all"
 
 _NOT_SCALARS = frozenset({"config"})
 
-END_FLUSH_TIMEOUT_S = 30.0
+END_FLUSH_TIMEOUT_S = TUNE_END_FLUSH_TIMEOUT_S
 """Longest the end of a sweep, or the first look at the logdir after a restore, waits for the
 hub; the data of a slower hub stays buffered."""
 
