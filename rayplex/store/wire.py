@@ -89,7 +89,7 @@ def _masked_crcs(rows: U8) -> npt.NDArray[np.uint32]:
 def _walk(blob: bytes, pos: int, limit: int, lengths: dict[int, int]) -> tuple[list[int], int]:
     """Record starts from ``pos`` on, one by one (at most ``limit``), learning their lengths
     (``{length: masked header CRC}``); returns them and the offset after the last."""
-    n, out = len(blob), []
+    n, out = len(blob), list[int]()
     while len(out) < limit and n - pos >= _HEADER:
         header = blob[pos:pos + 8]
         length = _U64.unpack(header)[0]
