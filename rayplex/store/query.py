@@ -219,12 +219,21 @@ def _row_groups(meta: Any, filters: _Filter) -> list[int]:
     return out
 
 
+def _member(column: Any, names: frozenset[str]) -> np.ndarray[Any, Any]:
+    """Which rows of a dictionary column hold one of ``names`` (looked up once per distinct
+    value)."""
+    out = []
+    for chunk in column.chunks:
+        lut = np.array([v in names for v in chunk.dictionary.to_pylist()] or [False])
+        out.append(lut[chunk.indices.to_numpy(zero_copy_only=False)])
+    return np.concatenate(out) if out else np.zeros(0, bool)
+
+
 def _read(path: Path, columns: list[str], filters: _Filter) -> Any:
     """The rows of one segment file that ``filters`` wants: row groups skipped by their
     statistics (files are sorted by tag), the rest filtered in memory; ``run`` and ``tag``
     read as dictionaries. The footer comes from the process's cache."""
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     meta = _footer(path)
@@ -237,10 +246,9 @@ def _read(path: Path, columns: list[str], filters: _Filter) -> Any:
             file.schema_arrow.empty_table().select(need)
     if table.num_rows == 0:
         return table.select(columns)
-    mask = pc.is_in(table.column("tag"), value_set=pa.array(sorted(filters.tags), pa.string()))
+    mask = _member(table.column("tag"), filters.tags)
     if filters.runs is not None:
-        mask = pc.and_(mask, pc.is_in(table.column("run"),
-                                      value_set=pa.array(sorted(filters.runs), pa.string())))
+        mask &= _member(table.column("run"), filters.runs)
     key = table.column(filters.key).to_numpy()
     level = table.column("level").to_numpy() if filters.key == "bucket" else None
     wanted = np.zeros(len(key), bool)
@@ -249,7 +257,7 @@ def _read(path: Path, columns: list[str], filters: _Filter) -> Any:
         if level is not None and lv is not None:
             hit &= level == lv
         wanted |= hit
-    mask = np.asarray(mask.to_numpy(zero_copy_only=False)) & wanted
+    mask &= wanted
     return table.select(columns).filter(pa.array(mask))
 
 
