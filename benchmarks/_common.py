@@ -241,43 +241,17 @@ def has_module(name: str) -> bool:
 _U64 = struct.Struct("<Q")
 
 
-def _skip_varint(buf: bytes, pos: int) -> int:
-    while buf[pos] & 0x80:
-        pos += 1
-    return pos + 1
-
-
-def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, pos
-        shift += 7
-
-
 def _event_has_summary(payload: bytes) -> bool:
-    """True if the serialized ``Event`` carries a ``summary`` (field 5)."""
-    pos, end = 0, len(payload)
-    while pos < end:
-        key, pos = _read_varint(payload, pos)
-        field, wire = key >> 3, key & 7
-        if field == 5:
-            return True
-        if wire == 0:
-            pos = _skip_varint(payload, pos)
-        elif wire == 1:
-            pos += 8
-        elif wire == 2:
-            length, pos = _read_varint(payload, pos)
-            pos += length
-        elif wire == 5:
-            pos += 4
-        else:
-            return False
-    return False
+    """True if the serialized ``Event`` carries a ``summary`` (field 5), parsed by protobuf
+    (the ``tensorboard`` package's compiled ``Event``; the store's indexer parses the same
+    way): one decoder, not a hand-written twin."""
+    from google.protobuf.message import DecodeError
+    from tensorboard.compat.proto.event_pb2 import Event
+
+    try:
+        return bool(Event.FromString(payload).HasField("summary"))
+    except DecodeError:
+        return False
 
 
 _RECORD_OVERHEAD = 16  # u64 length + crc(length) + crc(payload) around each payload

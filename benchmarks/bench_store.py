@@ -1,15 +1,25 @@
-"""The columnar store: indexing points/s, read_series latency (cold and warm) and a SQL query,
-against rayplex.read_scalars of one tag, on a generated logdir (no Ray needed).
+"""The columnar store at issue 23's scale, side by side in one run (no Ray needed).
 
-The logdir has rayplex's layout (``tensorboard/<group>/<i>/events...``): ``--runs`` runs of
-``--tags`` tags of ``--steps`` steps each, one scalar per record as rayplex writes them.
+Three logdirs with rayplex's layout (``tensorboard/<group>/<run>/events...``), written with
+rayplex's own encoder (:func:`rayplex.encode.scalar_records`, the hub's path), values in
+[0, 1) with one planted spike (1e6) in one run at one step of the first tag:
 
-Cold means the first call in a fresh Python process (imports included, interpreter start
-excluded); warm the median of repeated calls in one process.
+- **wide**: 1,000 workers x 4 tags x 5,000 steps (20M points)
+- **long**: 16 runs x 2 tags x 1,000,000 steps (32M points)
+- **many**: 3,000 Tune-like trials x 2 tags x 300 steps (1.8M points)
+
+``--scale`` multiplies the runs of wide and many and the steps of long (1 = the issue's
+scale). For each logdir: indexing (points/s), store size / event-file size, ``read_series``
+of one tag over all runs at 1,000 buckets cold (a fresh process: the first call, and the
+process's imports too), warm and zoomed to 1% of the steps (medians), whether the spike's
+bucket has max = 1e6 at each zoom; then, each in its own process with a time limit:
+``rayplex.read_scalars`` of that tag (today's reader), tbparse, and TensorBoard's own data
+loader (``EventMultiplexer`` with its default sampling: time until all runs are served,
+points per series, spike kept or not), with peak RSS.
 
 Example:
-    python benchmarks/bench_store.py                       # 200 runs x 4 tags x 5,000 steps
-    python benchmarks/bench_store.py --runs 20 --steps 1000
+    python benchmarks/bench_store.py --scale 0.05
+    python benchmarks/bench_store.py --scale 1 --baselines read_scalars,tensorboard
 """
 
 from __future__ import annotations
@@ -17,150 +27,254 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
-import struct
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from _common import median, print_table, temp_logdir, write_json  # noqa: E402
 
-from rayplex.tfrecord import frame  # noqa: E402
+SPIKE = 1e6
 
 
-def _varint(n: int) -> bytes:
-    n &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
+@dataclass(frozen=True)
+class Spec:
+    """One logdir: ``runs`` runs of ``group``, ``tags`` x ``steps`` points each."""
+
+    name: str
+    group: str
+    runs: int
+    tags: list[str]
+    steps: int
+
+    @property
+    def points(self) -> int:
+        return self.runs * len(self.tags) * self.steps
+
+    @property
+    def spike(self) -> tuple[str, int]:
+        """(run, step) of the planted spike (in the first tag)."""
+        return f"{self.group}/{self.runs // 2}", (self.steps * 2) // 3
+
+    def run_dir(self, i: int) -> str:
+        return f"{self.group}/{i}"
 
 
-def _event(step: int, wall_time: float, tag: bytes, value: float) -> bytes:
-    """A serialized ``Event`` with one ``simple_value`` (protobuf wire format by hand)."""
-    val = b"\x0a" + _varint(len(tag)) + tag + b"\x15" + struct.pack("<f", value)
-    summary = b"\x0a" + _varint(len(val)) + val
-    return (b"\x09" + struct.pack("<d", wall_time) + b"\x10" + _varint(step)
-            + b"\x2a" + _varint(len(summary)) + summary)
+def specs(scale: float) -> dict[str, Spec]:
+    def n(x: float) -> int:
+        return max(1, round(x * scale))
+
+    return {
+        "wide": Spec("wide", "agent", n(1000), ["agent/reward/0", "agent/metric_1",
+                                                "agent/metric_2", "agent/metric_3"], 5000),
+        "long": Spec("long", "long", 16, ["long/loss", "long/reward"], n(1_000_000)),
+        "many": Spec("many", "tune", n(3000), ["tune/reward", "tune/loss"], 300),
+    }
 
 
-def generate(logdir: str, runs: int, tags: int, steps: int) -> int:
-    """Write the logdir; return the event files' total size."""
+def generate(logdir: str, spec: Spec, block: int = 200_000) -> int:
+    """Write the logdir's event files (rayplex's encoder); return their total size."""
     import numpy as np
 
+    from rayplex.encode import file_version_record, scalar_records, scalar_tail, tag_header
+
     rng = np.random.default_rng(0)
+    tails = [scalar_tail(tag_header(t)) for t in spec.tags]
+    k = len(spec.tags)
+    spike_run, spike_step = spec.spike
     total = 0
-    names = [f"agent/reward/{t}".encode() if t == 0 else f"agent/metric_{t}".encode()
-             for t in range(tags)]
-    for run in range(runs):
-        directory = os.path.join(logdir, "tensorboard", "agent", str(run))
+    for i in range(spec.runs):
+        directory = os.path.join(logdir, "tensorboard", spec.run_dir(i))
         os.makedirs(directory)
-        values = rng.normal(size=(steps, tags)).cumsum(axis=0)
-        chunks = [frame(b"\x09" + struct.pack("<d", 1.7e9) + b"\x1a\x0ebrain.Event:2")]
-        for step in range(steps):
-            wall = 1.7e9 + step * 0.01
-            for t in range(tags):
-                chunks.append(frame(_event(step, wall, names[t], float(values[step, t]))))
         path = os.path.join(directory, "events.out.tfevents.1700000000.bench")
         with open(path, "wb") as f:
-            f.write(b"".join(chunks))
+            f.write(file_version_record(1.7e9))
+            for lo in range(0, spec.steps, max(1, block // k)):
+                hi = min(spec.steps, lo + max(1, block // k))
+                steps = np.repeat(np.arange(lo, hi, dtype=np.int64), k)
+                values = rng.random(len(steps))
+                if spec.run_dir(i) == spike_run and lo <= spike_step < hi:
+                    values[(spike_step - lo) * k] = SPIKE
+                tail_index = np.tile(np.arange(k), hi - lo)
+                f.write(scalar_records(tails, tail_index, 1.7e9 + steps * 0.01, steps, values))
         total += os.path.getsize(path)
     return total
 
 
+# ----------------------------------------------------------------------------- children
+
 _COLD = """
 import json, sys, time
-t = time.perf_counter()
+t0 = time.perf_counter()
 import rayplex
-df = rayplex.read_series(sys.argv[1], "agent/reward/0", buckets=1000, refresh=False)
-print(json.dumps({"seconds": time.perf_counter() - t, "rows": len(df)}))
+t1 = time.perf_counter()
+df = rayplex.read_series(sys.argv[1], sys.argv[2], buckets=1000, refresh=False)
+t2 = time.perf_counter()
+print(json.dumps({"call_s": t2 - t1, "with_imports_s": t2 - t0, "rows": len(df)}))
 """
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=200)
-    parser.add_argument("--tags", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=5000)
-    parser.add_argument("--repeats", type=int, default=5, help="warm calls (median)")
-    parser.add_argument("--read-scalars-repeats", type=int, default=1)
-    args = parser.parse_args()
+def _baseline(name: str, logdir: str, tag: str, spike_run: str) -> dict[str, Any]:
+    """Run one reader (in this child process); what it served."""
+    t = time.perf_counter()
+    if name == "read_scalars":
+        import rayplex
 
+        rows = rayplex.read_scalars(logdir, tag=tag)
+        seconds = time.perf_counter() - t
+        values = [r.value for r in rows if r.run == spike_run]
+        return {"seconds": seconds, "points": len(rows), "spike": SPIKE in values}
+    if name == "tbparse":
+        from tbparse import SummaryReader
+
+        df = SummaryReader(os.path.join(logdir, "tensorboard"), pivot=False,
+                           extra_columns={"dir_name"}).scalars
+        seconds = time.perf_counter() - t
+        df = df[df.tag == tag]
+        spike = bool((df[df.dir_name == spike_run].value == SPIKE).any())
+        return {"seconds": seconds, "points": len(df), "spike": spike}
+    if name == "tensorboard":
+        from tensorboard.backend.event_processing import plugin_event_multiplexer as pem
+
+        mux = pem.EventMultiplexer()  # TensorBoard's defaults: 1,000 sampled scalars a series
+        mux.AddRunsFromDirectory(os.path.join(logdir, "tensorboard"))
+        mux.Reload()
+        seconds = time.perf_counter() - t
+        runs = mux.Runs()
+        served = [len(mux.Tensors(run, tag)) for run in runs if tag in mux.Runs()[run].get(
+            "tensors", [])]
+        import numpy as np
+        from tensorboard.util import tensor_util
+
+        spike = any(float(np.asarray(tensor_util.make_ndarray(e.tensor_proto))) == SPIKE
+                    for e in mux.Tensors(spike_run, tag))
+        return {"seconds": seconds, "points": sum(served), "runs": len(served),
+                "points_per_series": median([float(s) for s in served]), "spike": spike}
+    raise ValueError(name)
+
+
+def _child(argv: list[str], timeout: float) -> dict[str, Any]:
+    """Run this script's ``--child`` mode; its JSON plus peak RSS, or why it did not finish."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path[:2])}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    try:
+        done = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", *argv],
+                              capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {"error": f"over {timeout:.0f} s"}
+    if done.returncode:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr else "failed"}
+    out: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if peak > before:
+        out["peak_rss_mb"] = peak / 1024
+    return out
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def _spike_seen(frame: Any, spec: Spec) -> bool:
+    run, step = spec.spike
+    hit = frame[(frame.run == run) & (frame.step_lo <= step) & (frame.step_hi >= step)]
+    return len(hit) == 1 and float(hit["max"].iloc[0]) == SPIKE
+
+
+def bench_one(spec: Spec, args: argparse.Namespace) -> dict[str, Any]:
     import rayplex
 
-    logdir = temp_logdir("bench_store_")
+    logdir = temp_logdir(f"bench_store_{spec.name}_")
     try:
         t = time.perf_counter()
-        event_bytes = generate(logdir, args.runs, args.tags, args.steps)
+        event_bytes = generate(logdir, spec)
         gen_s = time.perf_counter() - t
-        points = args.runs * args.tags * args.steps
-
         t = time.perf_counter()
         report = rayplex.index(logdir)
         index_s = time.perf_counter() - t
-        assert report.points == points, (report.points, points)
-        t = time.perf_counter()
-        rayplex.index(logdir)
-        noop_s = time.perf_counter() - t
+        assert report.points == spec.points, (report.points, spec.points)
+        tag = spec.tags[0]
+        out: dict[str, Any] = {
+            "points": spec.points, "runs": spec.runs, "generate_s": gen_s,
+            "event_mb": event_bytes / 1e6, "store_mb": report.store_bytes / 1e6,
+            "store_ratio": report.ratio, "index_s": index_s,
+            "index_points_per_s": spec.points / index_s,
+        }
+        cold = [_child(["cold", logdir, tag], args.timeout) for _ in range(args.cold)]
+        out["read_series_cold_s"] = median([c["call_s"] for c in cold if "call_s" in c])
+        out["read_series_cold_with_imports_s"] = median(
+            [c["with_imports_s"] for c in cold if "with_imports_s" in c])
 
-        cold = []
-        for _ in range(3):
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path[:2])}
-            done = subprocess.run([sys.executable, "-c", _COLD, logdir], capture_output=True,
-                                  text=True, check=True, env=env)
-            cold.append(json.loads(done.stdout)["seconds"])
-
-        def timed(fn):  # type: ignore[no-untyped-def]
-            out = []
+        def timed(**kw: Any) -> tuple[float, Any]:
+            times, frame = [], None
             for _ in range(args.repeats):
                 t0 = time.perf_counter()
-                result = fn()
-                out.append(time.perf_counter() - t0)
-            return median(out), result
+                frame = rayplex.read_series(logdir, tag, buckets=1000, refresh=False, **kw)
+                times.append(time.perf_counter() - t0)
+            return median(times), frame
 
-        warm_s, frame_all = timed(lambda: rayplex.read_series(
-            logdir, "agent/reward/0", buckets=1000, refresh=False))
-        assert frame_all["count"].sum() == args.runs * args.steps
-        zoom_s, _ = timed(lambda: rayplex.read_series(
-            logdir, "agent/reward/0", buckets=1000, steps=(args.steps // 3, args.steps // 2),
-            refresh=False))
-        refresh_s, _ = timed(lambda: rayplex.read_series(logdir, "agent/reward/0", buckets=1000))
-        sql_s, best = timed(lambda: rayplex.sql(
-            logdir, "SELECT arg_max(run, value) AS run, max(value) AS best FROM scalars "
-                    "WHERE tag = 'agent/reward/0'", refresh=False))
-        rs = []
-        for _ in range(args.read_scalars_repeats):
-            t = time.perf_counter()
-            rows = rayplex.read_scalars(logdir, tag="agent/reward/0")
-            rs.append(time.perf_counter() - t)
-        assert len(rows) == args.runs * args.steps
-
-        results = {
-            "points": points, "event_bytes": event_bytes, "store_bytes": report.store_bytes,
-            "store_ratio": report.ratio, "generate_s": gen_s, "index_s": index_s,
-            "index_points_per_s": points / index_s, "index_noop_s": noop_s,
-            "read_series_cold_s": median(cold), "read_series_warm_s": warm_s,
-            "read_series_zoom_warm_s": zoom_s, "read_series_with_refresh_check_s": refresh_s,
-            "read_series_rows": len(frame_all), "sql_argmax_s": sql_s,
-            "read_scalars_one_tag_s": median(rs),
-        }
-        print_table(["measure", "value"], [(k, v) for k, v in results.items()],
-                    title=f"store: {args.runs} runs x {args.tags} tags x {args.steps} steps")
-        write_json("store", vars(args), results, notes=[
-            "cold: first read_series in a fresh process (imports included)",
-            "warm: median of --repeats calls in one process",
-            f"sql argmax answer: {best.values.tolist()}",
-        ])
+        out["read_series_warm_s"], frame = timed()
+        assert frame["count"].sum() == spec.runs * spec.steps
+        out["rows"] = len(frame)
+        spike_ok = [_spike_seen(frame, spec)]
+        _, step = spec.spike
+        width = max(1, spec.steps // 100)
+        lo = min(max(0, step - width // 2), spec.steps - width)
+        out["read_series_zoom_1pct_s"], zoomed = timed(steps=(lo, lo + width - 1))
+        spike_ok.append(_spike_seen(zoomed, spec))
+        for b in (1, 7, 100, 5000):
+            spike_ok.append(_spike_seen(rayplex.read_series(
+                logdir, tag, buckets=b, refresh=False), spec))
+        out["spike_kept_every_zoom"] = all(spike_ok)
+        t = time.perf_counter()
+        rayplex.read_series(logdir, tag, buckets=1000)  # refresh=True: stats the event files
+        out["read_series_with_refresh_check_s"] = time.perf_counter() - t
+        for name in args.baselines:
+            got = _child(["baseline", name, logdir, tag, spec.spike[0]], args.timeout)
+            for key, value in got.items():
+                out[f"{name}_{key}"] = value
+        return out
     finally:
         shutil.rmtree(logdir, ignore_errors=True)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        if sys.argv[2] == "cold":
+            sys.argv = ["cold", *sys.argv[3:]]
+            exec(_COLD)  # noqa: S102 - our own fixed snippet
+            return
+        print(json.dumps(_baseline(*sys.argv[3:7])))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", type=float, default=0.05, help="1 = the issue's scale")
+    parser.add_argument("--logdirs", default="wide,long,many")
+    parser.add_argument("--baselines", default="read_scalars,tbparse,tensorboard",
+                        help="comma-separated; '' for none")
+    parser.add_argument("--repeats", type=int, default=7, help="warm calls (median)")
+    parser.add_argument("--cold", type=int, default=3, help="fresh processes (median)")
+    parser.add_argument("--timeout", type=float, default=900.0, help="per child process, s")
+    args = parser.parse_args()
+    args.baselines = [b for b in args.baselines.split(",") if b]
+    load = os.getloadavg()
+    chosen = specs(args.scale)
+    results = {name: bench_one(chosen[name], args) for name in args.logdirs.split(",")}
+    keys = list(dict.fromkeys(k for r in results.values() for k in r))
+    print_table(["measure", *results], [(k, *(r.get(k, "") for r in results.values()))
+                                        for k in keys],
+                title=f"store, scale {args.scale} (load avg at start {load[0]:.1f}, "
+                      f"end {os.getloadavg()[0]:.1f}, {os.cpu_count()} cores)")
+    write_json("store", {**vars(args), "load_start": load, "load_end": os.getloadavg()},
+               results, notes=[
+                   "cold: first read_series in a fresh process (call alone; and with imports)",
+                   "warm / zoom: median of --repeats calls in one process",
+                   "tensorboard: EventMultiplexer, default size guidance (sampled series)",
+               ])
 
 
 if __name__ == "__main__":

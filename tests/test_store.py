@@ -542,3 +542,71 @@ def test_readers_see_whole_commits_while_an_indexer_appends_and_compacts(tmp_pat
     assert all(n % 20 == 0 for n in seen) and seen == sorted(seen), seen
     assert rayplex.read_series(tmp_path, "t", refresh=False)["count"].sum() == 260
     assert len(Manifest.load(rayplex.store.format.Layout.of(tmp_path)).segments) < 13
+
+
+# ----------------------------------------------------------------------------- bulk decoder
+
+
+def _reference_scalars(blob: bytes) -> list[tuple[str, int, float, float]]:
+    """What read_scalars takes from the records: one by one, protobuf and read._scalar_of."""
+    from tensorboard.compat.proto.event_pb2 import Event
+
+    from rayplex.read import _scalar_of
+    from rayplex.tfrecord import iter_records
+
+    out = []
+    for payload in iter_records(blob):
+        event = Event.FromString(payload)
+        for value in event.summary.value:
+            scalar = _scalar_of(value)
+            if scalar is not None:
+                out.append((value.tag, event.step, event.wall_time, scalar))
+    return out
+
+
+@settings(max_examples=12, deadline=None)
+@given(data=st.data())
+def test_bulk_decoder_agrees_with_protobuf_record_by_record(data):
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    from rayplex.encode import file_version_record, scalar_records, scalar_tail, tag_header
+    from rayplex.store.wire import decode_chunk
+    from rayplex.tfrecord import frame
+
+    tags = data.draw(st.lists(st.text(min_size=1, max_size=40), min_size=1, max_size=4,
+                              unique=True), label="tags")
+    parts = [file_version_record(1.0)]
+    for _ in range(data.draw(st.integers(1, 6), label="blocks")):
+        if data.draw(st.booleans(), label="template block"):  # the hub's records
+            n = data.draw(st.integers(1, 80))
+            steps = np.array(data.draw(st.lists(st.sampled_from(
+                [0, 1, 127, 128, 16_383, 16_384, 1 << 21, 1 << 40, -1, -(1 << 40)]),
+                min_size=n, max_size=n)), np.int64)
+            index = np.array(data.draw(st.lists(st.integers(0, len(tags) - 1), min_size=n,
+                                                max_size=n)), np.int64)
+            values = np.array(data.draw(st.lists(st.floats(-1e6, 1e6, width=32), min_size=n,
+                                                 max_size=n)))
+            parts.append(scalar_records([scalar_tail(tag_header(t)) for t in tags], index,
+                                        1.7e9 + np.arange(n), steps, values))
+        else:  # several values in one event, step 0 omitted, other kinds: the general path
+            values = [Summary.Value(tag=t, simple_value=float(i)) for i, t in enumerate(tags)]
+            values.append(Summary.Value(tag="text", tensor={"dtype": 7, "string_val": [b"x"]}))
+            event = Event(step=data.draw(st.integers(0, 5)), wall_time=2.5,
+                          summary=Summary(value=values))
+            parts.append(frame(event.SerializeToString()))
+    blob = b"".join(parts)
+    if data.draw(st.booleans(), label="damage"):
+        cut = data.draw(st.integers(0, len(blob) - 1), label="at")
+        if data.draw(st.booleans(), label="torn"):
+            blob = blob[:cut]
+        else:
+            blob = blob[:cut] + bytes([blob[cut] ^ 0x40]) + blob[cut + 1:]
+    chunk = decode_chunk(blob)
+    got = [(chunk.tags[t], s, w, v) for t, s, w, v in zip(
+        chunk.tag.tolist(), chunk.step.tolist(), chunk.wall_time.tolist(), chunk.value.tolist(),
+        strict=True)]
+    assert got == _reference_scalars(blob)
+    from rayplex.tfrecord import iter_records
+
+    assert chunk.used == sum(len(p) + 16 for p in iter_records(blob))

@@ -5,7 +5,10 @@ The store of a logdir is the directory ``store/`` in it::
     store/MANIFEST.json          which segments exist, and how far each event file was read
     store/LOCK                   held (flock) by the one indexer at work
     store/seg-00000001.parquet   raw points: run, tag, step, wall_time, value, seq
+                                 (sorted by tag, run, step, seq)
     store/pyr-00000001.parquet   their pyramid: run, tag, level, bucket, first/last/min/max/count/sum
+                                 (sorted by tag, level, run, bucket; a tag's rows are contiguous,
+                                 so row-group statistics skip the others)
 
 Segment files are immutable once written. The manifest is the commit point: it is replaced
 atomically (:mod:`rayplex.atomic`) and lists the segments that exist together with the cursor
@@ -40,6 +43,7 @@ from pathlib import Path
 from typing import Any, Union
 
 __all__ = [
+    "CATALOG_KEY",
     "EXTRA_HINT",
     "FORMAT_VERSION",
     "LEVELS",
@@ -66,6 +70,10 @@ LEVELS = tuple(range(LEVEL_STRIDE, 63, LEVEL_STRIDE))
 RAW_COLUMNS = ("run", "tag", "step", "wall_time", "value", "seq")
 PYRAMID_COLUMNS = ("run", "tag", "level", "bucket", "first_step", "first_seq", "first",
                    "last_step", "last_seq", "last", "min", "max", "count", "sum")
+CATALOG_KEY = "rayplex.series"
+"""Schema metadata key of a pyramid file: JSON ``{"run": [...], "tag": [...], "first_step":
+[...], "last_step": [...]}``, one entry per series in the segment (files written before it
+existed lack it: readers then take the catalogue from the top level)."""
 SEGMENT_FILE = re.compile(r"^(seg|pyr)-(\d{8,})\.parquet$")
 EXTRA_HINT = 'pip install "rayplex[store]"'
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import signal
 import time
@@ -38,6 +39,7 @@ import numpy as np
 
 from rayplex.atomic import TEMP_PREFIX, atomic_write_bytes, fsync_dir
 from rayplex.store.format import (
+    CATALOG_KEY,
     LOCK,
     SEGMENT_FILE,
     Layout,
@@ -48,9 +50,9 @@ from rayplex.store.format import (
     raw_schema,
     require_store_deps,
 )
-from rayplex.store.pyramid import Buckets
-from rayplex.store.wire import event_scalars
-from rayplex.tfrecord import RECORD_OVERHEAD, NotRegularFileError, iter_records, open_regular
+from rayplex.store.pyramid import F64, I64, Buckets
+from rayplex.store.wire import Chunk, decode_chunk
+from rayplex.tfrecord import NotRegularFileError, open_regular
 
 __all__ = ["IndexReport", "compact", "index"]
 
@@ -129,41 +131,24 @@ def _locked(store: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _records(path: Path, start: int, stop: int) -> Iterator[tuple[int, list[bytes]]]:
-    """``(offset after them, payloads)`` for the whole, CRC-valid records of ``path`` in
-    ``[start, stop)``, chunk by chunk; ends at a torn or broken record."""
+def _chunks(path: Path, start: int, stop: int) -> Iterator[tuple[int, Chunk]]:
+    """``(offset, chunk)`` for the whole, CRC-valid records of ``path`` in ``[start, stop)``,
+    a few MB at a time, decoded in bulk; ends at a torn or broken record."""
     with open_regular(path) as file:
-        pos, chunk = start, _CHUNK
+        pos, size = start, _CHUNK
         while pos < stop:
             file.seek(pos)
-            want = min(chunk, stop - pos)
+            want = min(size, stop - pos)
             blob = file.read(want)
-            payloads = list(iter_records(blob))
-            used = sum(len(p) for p in payloads) + RECORD_OVERHEAD * len(payloads)
-            if not payloads:
+            chunk = decode_chunk(blob)
+            if not chunk.used:
                 if len(blob) == want and want < stop - pos:
-                    chunk *= 2  # one record larger than a chunk
+                    size *= 2  # one record larger than a chunk
                     continue
                 return
-            pos += used
-            chunk = _CHUNK
-            yield pos, payloads
-
-
-def _scalars(run: str, payloads: list[bytes], cols: dict[str, list[Any]]) -> None:
-    runs, tags, steps, walls, values = (cols[c] for c in ("run", "tag", "step", "wall_time",
-                                                          "value"))
-    for payload in payloads:
-        event = event_scalars(payload)
-        if event is None:
-            continue
-        step, wall_time, scalars = event
-        for tag, value in scalars:
-            runs.append(run)
-            tags.append(tag)
-            steps.append(step)
-            walls.append(wall_time)
-            values.append(value)
+            yield pos, chunk
+            pos += chunk.used
+            size = _CHUNK
 
 
 def _write_parquet(table: Any, path: Path) -> int:
@@ -178,42 +163,71 @@ def _write_parquet(table: Any, path: Path) -> int:
     return os.path.getsize(path)
 
 
-def _pyramid_table(raw: Any) -> tuple[Any, int]:
-    """The pyramid of a raw table sorted by (run, tag, step, seq), and its top level."""
-    import pyarrow as pa
+def _codes(column: Any) -> tuple[I64, list[str]]:
+    """``(code, names)``: each row's rank among the sorted distinct names of a string column."""
     import pyarrow.compute as pc
 
+    encoded = pc.dictionary_encode(column).combine_chunks()
+    names = encoded.dictionary.to_pylist()
+    rank = np.empty(len(names), np.int64)
+    rank[np.argsort(np.array(names, dtype=object), kind="stable")] = np.arange(len(names))
+    codes = rank[encoded.indices.to_numpy(zero_copy_only=False)] if len(names) else np.zeros(
+        0, np.int64)
+    return codes, sorted(names)
+
+
+def _sort_raw(raw: Any) -> tuple[Any, I64, I64]:
+    """``raw`` sorted by (tag, run, step, seq), and each row's tag and run code."""
+    tag, _ = _codes(raw.column("tag"))
+    run, runs = _codes(raw.column("run"))
+    order = np.lexsort((raw.column("seq").to_numpy(), raw.column("step").to_numpy(),
+                        tag * max(1, len(runs)) + run))
+    if len(order) and (np.diff(order) != 1).any():
+        raw = raw.take(order)
+        tag, run = tag[order], run[order]
+    return raw, tag, run
+
+
+def _pyramid_table(raw: Any, tag: I64, run: I64) -> tuple[Any, int]:
+    """The pyramid of a raw table sorted by (tag, run, step, seq) (``tag`` and ``run`` its
+    codes), sorted by (tag, level, run, bucket), and its top level. Its schema metadata holds
+    the segment's catalogue: each series' run, tag, first and last step."""
+    import pyarrow as pa
+
     n = raw.num_rows
-    run = raw.column("run").to_numpy(zero_copy_only=False)
-    tag = raw.column("tag").to_numpy(zero_copy_only=False)
     change = np.r_[True, (run[1:] != run[:-1]) | (tag[1:] != tag[:-1])] if n else np.zeros(0, bool)
     series = np.cumsum(change) - 1
     heads = np.flatnonzero(change)
-    points = Buckets.from_points(series, raw.column("step").to_numpy(), raw.column("seq").to_numpy(),
+    step = raw.column("step").to_numpy()
+    points = Buckets.from_points(series, step, raw.column("seq").to_numpy(),
                                  raw.column("value").to_numpy())
     levels = points.levels(stop_at=len(heads))
+    run_names, tag_names = raw.column("run").take(heads), raw.column("tag").take(heads)
     parts = []
     for level, rows in levels:
-        columns = {"run": pc.take(raw.column("run"), pa.array(heads[rows.series])),
-                   "tag": pc.take(raw.column("tag"), pa.array(heads[rows.series])),
+        columns = {"run": run_names.take(rows.series), "tag": tag_names.take(rows.series),
                    "level": np.full(len(rows), level, np.int8), "bucket": rows.bucket}
         for name in ("first_step", "first_seq", "first", "last_step", "last_seq", "last", "min",
                      "max", "count", "sum"):
             columns[name] = getattr(rows, name)
-        parts.append(pa.table(columns, schema=pyramid_schema()))
-    table = pa.concat_tables(parts).sort_by([("run", "ascending"), ("tag", "ascending"),
-                                             ("level", "ascending"), ("bucket", "ascending")])
+        parts.append((pa.table(columns, schema=pyramid_schema()), tag[heads][rows.series], level))
+    table = pa.concat_tables([p[0] for p in parts])
+    key = np.concatenate([p[1] * 64 + p[2] for p in parts]) if parts else np.zeros(0, np.int64)
+    table = table.take(np.argsort(key, kind="stable"))
+    ends = np.r_[heads[1:], n] - 1 if n else np.zeros(0, np.int64)
+    catalog = {"run": run_names.to_pylist(), "tag": tag_names.to_pylist(),
+               "first_step": step[heads].tolist(), "last_step": step[ends].tolist()}
+    table = table.replace_schema_metadata({CATALOG_KEY: json.dumps(catalog)})
     return table, levels[-1][0] if levels else 2
 
 
 def _write_segment(layout: Layout, seg_id: int, raw: Any, sources: list[list[Any]]) -> Segment:
     """Write a segment's two files (uncommitted until the manifest lists them)."""
-    raw = raw.sort_by([("run", "ascending"), ("tag", "ascending"), ("step", "ascending"),
-                       ("seq", "ascending")])
+    raw, tag, run = _sort_raw(raw)
     segment = Segment(seg_id, raw.num_rows, 0, 0, 2, sources)
     segment.raw_bytes = _write_parquet(raw, layout.store / segment.raw)
     _stage("raw-written")
-    pyramid, segment.top = _pyramid_table(raw)
+    pyramid, segment.top = _pyramid_table(raw, tag, run)
     segment.pyr_bytes = _write_parquet(pyramid, layout.store / segment.pyr)
     _stage("pyramid-written")
     fsync_dir(layout.store)
@@ -258,26 +272,42 @@ class _Builder:
 
     def __init__(self, manifest: Manifest) -> None:
         self.manifest = manifest
-        self.cols: dict[str, list[Any]] = {"run": [], "tag": [], "step": [], "wall_time": [],
-                                           "value": []}
+        self.runs: dict[str, int] = {}
+        self.tags: dict[str, int] = {}
+        self.parts: list[tuple[int, I64, I64, F64, F64]] = []
+        self.rows = 0
         self.sources: dict[str, list[int]] = {}
         self.cursors: dict[str, int] = {}
 
-    @property
-    def rows(self) -> int:
-        return len(self.cols["step"])
-
-    def add(self, run: str, key: str, start: int, end: int, payloads: list[bytes]) -> None:
-        _scalars(run, payloads, self.cols)
+    def add(self, run: str, key: str, start: int, chunk: Chunk) -> None:
+        """Add a chunk's scalars, read from ``key``'s bytes ``[start, start + chunk.used)``."""
+        end = start + chunk.used
+        if len(chunk):
+            ids = np.array([self.tags.setdefault(t, len(self.tags)) for t in chunk.tags],
+                           np.int64)
+            self.parts.append((self.runs.setdefault(run, len(self.runs)), ids[chunk.tag],
+                               chunk.step, chunk.wall_time, chunk.value))
+            self.rows += len(chunk)
         self.sources.setdefault(key, [start, end])[1] = end
         self.cursors[key] = end
 
     def table(self, first_seq: int) -> Any:
         import pyarrow as pa
 
-        cols: dict[str, Any] = dict(self.cols)
-        cols["seq"] = np.arange(first_seq, first_seq + self.rows, dtype=np.int64)
-        return pa.table(cols, schema=raw_schema())
+        def names(ids: I64, table: dict[str, int]) -> Any:
+            return pa.DictionaryArray.from_arrays(
+                pa.array(ids, pa.int32()), pa.array(list(table), pa.string())).dictionary_decode()
+
+        run = np.concatenate([np.full(len(p[2]), p[0], np.int64) for p in self.parts]) \
+            if self.parts else np.zeros(0, np.int64)
+        cols = [np.concatenate([p[i] for p in self.parts]) if self.parts else np.zeros(0)
+                for i in range(1, 5)]
+        return pa.table({
+            "run": names(run, self.runs), "tag": names(cols[0].astype(np.int64), self.tags),
+            "step": cols[1].astype(np.int64), "wall_time": cols[2].astype(np.float64),
+            "value": cols[3].astype(np.float64),
+            "seq": np.arange(first_seq, first_seq + self.rows, dtype=np.int64),
+        }, schema=raw_schema())
 
     def commit(self, layout: Layout) -> int:
         """Write what was collected (if anything) and commit it with the cursors."""
@@ -304,8 +334,8 @@ def _rebuild(layout: Layout, manifest: Manifest, segment: Segment) -> None:
     for key, start, end in segment.sources:
         if key not in paths:
             continue
-        for _, payloads in _records(paths[key], start, end):
-            _scalars(runs[key], payloads, raw_rows.cols)
+        for at, chunk in _chunks(paths[key], start, end):
+            raw_rows.add(runs[key], key, at, chunk)
     # The seqs of the torn segment are lost with it: give the points new ones (after all
     # others), so that ties at one step still resolve in reading order.
     table = raw_rows.table(manifest.next_seq)
@@ -465,18 +495,20 @@ def index(
                 report.shrunk.append(key)
                 continue
             try:
-                at = start
-                for _, payloads in _records(path, start, size):
-                    for i in range(0, len(payloads), segment_rows):
-                        piece = payloads[i:i + segment_rows]
-                        end = at + sum(map(len, piece)) + RECORD_OVERHEAD * len(piece)
-                        builder.add(run, key, at, end, piece)
-                        report.bytes_read += end - at
-                        at = end
-                        if progress is not None:
-                            progress(report.bytes_read, todo)
-                        if builder.rows >= segment_rows:
-                            report.segments += builder.commit(layout)
+                for at, chunk in _chunks(path, start, size):
+                    while len(chunk) > segment_rows - builder.rows:  # cut at a record
+                        records = int(chunk.record[segment_rows - builder.rows]) or 1
+                        head, chunk = chunk.split(records)
+                        builder.add(run, key, at, head)
+                        report.bytes_read += head.used
+                        at += head.used
+                        report.segments += builder.commit(layout)
+                    builder.add(run, key, at, chunk)
+                    report.bytes_read += chunk.used
+                    if progress is not None:
+                        progress(report.bytes_read, todo)
+                    if builder.rows >= segment_rows:
+                        report.segments += builder.commit(layout)
             except (NotRegularFileError, FileNotFoundError):
                 continue  # replaced or removed since it was listed
         report.segments += builder.commit(layout)

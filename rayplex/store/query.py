@@ -18,12 +18,21 @@ import json
 import operator
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
-from rayplex.store.format import Layout, Manifest, PathLike, Segment, require_store_deps
-from rayplex.store.indexer import index, pending_bytes, segment_ok
+from rayplex.store.format import (
+    CATALOG_KEY,
+    Layout,
+    Manifest,
+    PathLike,
+    Segment,
+    require_store_deps,
+)
+from rayplex.store.indexer import index, pending_bytes
 from rayplex.store.pyramid import Buckets, Plan, plan
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -95,7 +104,7 @@ def _refresh(layout: Layout, refresh: bool) -> Manifest:
         try:
             manifest = Manifest.load(layout)
             if not layout.manifest.exists() or pending_bytes(layout, manifest) or any(
-                    not segment_ok(layout, seg) for seg in manifest.segments):
+                    not _segment_ok(layout, seg) for seg in manifest.segments):
                 index(layout.logdir)
         except OSError as exc:  # e.g. a read-only logdir: read what is there
             if isinstance(exc, FileNotFoundError):
@@ -109,11 +118,44 @@ def _refresh(layout: Layout, refresh: bool) -> Manifest:
     return Manifest.load(layout)
 
 
+_FOOTERS: dict[tuple[str, int, int], Any] = {}
+"""Open Parquet footers of segment files, by (path, size, mtime): segments are immutable, so a
+footer read once serves every later query of the process."""
+
+
+def _footer(path: Path) -> Any:
+    """The Parquet metadata of ``path`` (cached); raises if it does not open."""
+    import pyarrow.parquet as pq
+
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    meta = _FOOTERS.get(key)
+    if meta is None:
+        meta = pq.read_metadata(path)
+        if len(_FOOTERS) > 4096:
+            _FOOTERS.clear()
+        _FOOTERS[key] = meta
+    return meta
+
+
+def _segment_ok(layout: Layout, seg: Segment) -> bool:
+    """:func:`rayplex.store.indexer.segment_ok`, with footers cached."""
+    try:
+        for name, size in ((seg.raw, seg.raw_bytes), (seg.pyr, seg.pyr_bytes)):
+            path = layout.store / name
+            if path.stat().st_size != size:
+                return False
+            _footer(path)
+    except Exception:  # noqa: BLE001 - any failure to open means torn
+        return False
+    return True
+
+
 def _readable(layout: Layout, manifest: Manifest, skipped: list[str]) -> list[Segment]:
     """The segments of ``manifest`` that open. A missing file may be one a compaction just
     replaced: the manifest is re-read then (a few times) before anything counts as torn."""
     for _ in range(_RETRIES):
-        bad = [seg for seg in manifest.segments if not segment_ok(layout, seg)]
+        bad = [seg for seg in manifest.segments if not _segment_ok(layout, seg)]
         if not bad:
             return list(manifest.segments)
         latest = Manifest.load(layout)
@@ -127,98 +169,209 @@ def _readable(layout: Layout, manifest: Manifest, skipped: list[str]) -> list[Se
     return [seg for seg in manifest.segments if seg not in bad]
 
 
-def _read(path: Any, columns: list[str], filters: Any) -> Any:
+@dataclass(frozen=True)
+class _Filter:
+    """Rows wanted from a segment file: ``tag`` in ``tags`` (and ``run`` in ``runs`` unless
+    None), and ``key`` (``bucket`` of pyramid rows, ``step`` of raw ones) in one of ``ranges``
+    ``(level, first, end)`` (``level`` None for raw rows)."""
+
+    tags: frozenset[str]
+    runs: frozenset[str] | None
+    key: str
+    ranges: tuple[tuple[int | None, int, int], ...]
+
+
+def _stats(meta: Any, name: str) -> list[tuple[Any, Any]]:
+    """(min, max) of column ``name`` in each row group (None, None where unknown)."""
+    schema = meta.schema
+    index = [schema.column(i).name for i in range(len(schema))].index(name)
+    out = []
+    for rg in range(meta.num_row_groups):
+        st = meta.row_group(rg).column(index).statistics
+        out.append((st.min, st.max) if st is not None and st.has_min_max else (None, None))
+    return out
+
+
+def _row_groups(meta: Any, filters: _Filter) -> list[int]:
+    """The row groups whose statistics do not rule them out."""
+    tags = _stats(meta, "tag")
+    keys = _stats(meta, filters.key)
+    levels = _stats(meta, "level") if filters.key == "bucket" else None
+    lo_tag, hi_tag = min(filters.tags), max(filters.tags)
+    out = []
+    for rg in range(meta.num_row_groups):
+        tmin, tmax = tags[rg]
+        if tmin is not None and (tmax < lo_tag or tmin > hi_tag or not any(
+                tmin <= t <= tmax for t in filters.tags)):
+            continue
+        kmin, kmax = keys[rg]
+        ok = False
+        for level, first, end in filters.ranges:
+            if levels is not None and levels[rg][0] is not None and level is not None and not (
+                    levels[rg][0] <= level <= levels[rg][1]):
+                continue
+            if kmin is not None and (kmax < first or kmin >= end):
+                continue
+            ok = True
+            break
+        if ok:
+            out.append(rg)
+    return out
+
+
+def _member(column: Any, names: frozenset[str]) -> np.ndarray[Any, Any]:
+    """Which rows of a dictionary column hold one of ``names`` (looked up once per distinct
+    value)."""
+    out = []
+    for chunk in column.chunks:
+        lut = np.array([v in names for v in chunk.dictionary.to_pylist()] or [False])
+        out.append(lut[chunk.indices.to_numpy(zero_copy_only=False)])
+    return np.concatenate(out) if out else np.zeros(0, bool)
+
+
+def _read(path: Path, columns: list[str], filters: _Filter) -> Any:
+    """The rows of one segment file that ``filters`` wants: row groups skipped by their
+    statistics (files are sorted by tag), the rest filtered in memory; ``run`` and ``tag``
+    read as dictionaries. The footer comes from the process's cache."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    return pq.read_table(path, columns=columns, filters=filters)
+    meta = _footer(path)
+    groups = _row_groups(meta, filters)
+    need = list(dict.fromkeys([*columns, "tag", filters.key,
+                               *(["run"] if filters.runs is not None else []),
+                               *(["level"] if filters.key == "bucket" else [])]))
+    with pq.ParquetFile(path, metadata=meta, read_dictionary=["run", "tag"]) as file:
+        table = file.read_row_groups(groups, columns=need) if groups else \
+            file.schema_arrow.empty_table().select(need)
+    if table.num_rows == 0:
+        return table.select(columns)
+    mask = _member(table.column("tag"), filters.tags)
+    if filters.runs is not None:
+        mask &= _member(table.column("run"), filters.runs)
+    key = table.column(filters.key).to_numpy()
+    level = table.column("level").to_numpy() if filters.key == "bucket" else None
+    wanted = np.zeros(len(key), bool)
+    for lv, first, end in filters.ranges:
+        hit = (key >= first) & (key < end)
+        if level is not None and lv is not None:
+            hit &= level == lv
+        wanted |= hit
+    mask &= wanted
+    return table.select(columns).filter(pa.array(mask))
 
 
 # ----------------------------------------------------------------------------- read_series
 
 
+def _segment_catalog(layout: Layout, seg: Segment) -> tuple[list[str], list[str], list[int],
+                                                            list[int]]:
+    """(runs, tags, first steps, last steps) of the series of one segment."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    meta = _footer(layout.store / seg.pyr).metadata or {}
+    raw = meta.get(CATALOG_KEY.encode())
+    if raw is not None:
+        cat = json.loads(raw)
+        return cat["run"], cat["tag"], cat["first_step"], cat["last_step"]
+    table = pq.read_table(layout.store / seg.pyr, columns=["run", "tag", "first_step",
+                                                          "last_step"],
+                          filters=pc.field("level") == seg.top)  # written before the catalogue
+    cols = [table.column(c).to_pylist() for c in ("run", "tag", "first_step", "last_step")]
+    return cols[0], cols[1], cols[2], cols[3]
+
+
 def _catalog(layout: Layout, segments: list[Segment], runs: list[str] | None,
              tags: list[str]) -> dict[tuple[str, str], list[int]]:
-    """``{(run, tag): [first step, last step]}`` of the matching series, from each segment's
-    top pyramid level (about one row per series)."""
-    import pyarrow.compute as pc
-
+    """``{(run, tag): [first step, last step]}`` of the matching series."""
     found: dict[tuple[str, str], list[int]] = {}
+    verdict: dict[tuple[str, str], bool] = {}
     for seg in segments:
-        table = _read(layout.store / seg.pyr, ["run", "tag", "first_step", "last_step"],
-                      pc.field("level") == seg.top)
-        cols = [table.column(c).to_pylist() for c in ("run", "tag", "first_step", "last_step")]
-        for run, tag, lo, hi in zip(*cols, strict=True):
+        for run, tag, lo, hi in zip(*_segment_catalog(layout, seg), strict=True):
             key = (run, tag)
+            ok = verdict.get(key)
+            if ok is None:
+                ok = verdict[key] = _matches(tag, tags) and _matches(run, runs)
+            if not ok:
+                continue
             span = found.get(key)
             if span is None:
-                if _matches(tag, tags) and _matches(run, runs):
-                    found[key] = [lo, hi]
+                found[key] = [lo, hi]
             else:
                 span[0], span[1] = min(span[0], lo), max(span[1], hi)
     return found
 
 
 def _series_ids(table: Any, ids: dict[tuple[str, str], int]) -> np.ndarray[Any, Any]:
-    """Series id of each row (-1 for a series not asked for)."""
-    import pyarrow.compute as pc
+    """Series id of each row (-1 for a series not asked for); only the distinct run and tag
+    names are looked up."""
+    import pyarrow as pa
 
-    key = pc.binary_join_element_wise(table.column("run"), table.column("tag"), "\x00")
-    encoded = pc.dictionary_encode(key).combine_chunks()
-    lookup = np.array([ids.get(tuple(k.split("\x00", 1)), -1)
-                       for k in encoded.dictionary.to_pylist()], np.int64)
-    if len(lookup) == 0:
+    if table.num_rows == 0:
         return np.zeros(0, np.int64)
-    out: np.ndarray[Any, Any] = lookup[encoded.indices.to_numpy(zero_copy_only=False)]
+
+    def codes(name: str) -> tuple[np.ndarray[Any, Any], list[str]]:
+        column = table.column(name)
+        if not pa.types.is_dictionary(column.type):
+            column = column.dictionary_encode()
+        column = column.unify_dictionaries().combine_chunks()
+        return column.indices.to_numpy(zero_copy_only=False), column.dictionary.to_pylist()
+
+    run_idx, run_names = codes("run")
+    tag_idx, tag_names = codes("tag")
+    lookup = np.array([[ids.get((r, t), -1) for t in tag_names] for r in run_names], np.int64)
+    out: np.ndarray[Any, Any] = lookup[run_idx, tag_idx]
     return out
 
 
-def _segment_rows(layout: Layout, seg: Segment, query: Plan, series_runs: list[str],
-                  series_tags: list[str], ids: dict[tuple[str, str], int]) -> Buckets:
-    """The rows of one segment the plan needs, folded into output buckets."""
-    import pyarrow.compute as pc
+_NAMES = ["first_step", "first_seq", "first", "last_step", "last_seq", "last", "min", "max",
+          "count", "sum"]
 
-    in_series = pc.field("run").isin(sorted(set(series_runs))) & pc.field("tag").isin(
-        sorted(set(series_tags)))
-    raw_ranges, pyr_ranges = [], []
-    for level, first, end in query.runs():
-        if level == 0:
-            raw_ranges.append((pc.field("step") >= first) & (pc.field("step") < end))
-        else:
-            own = min(level, seg.top)
-            shift = level - own
-            pyr_ranges.append((pc.field("level") == own) & (pc.field("bucket") >= first << shift)
-                              & (pc.field("bucket") < end << shift))
+
+def _rows(layout: Layout, segments: list[Segment], query: Plan, keys: list[tuple[str, str]],
+          ids: dict[tuple[str, str], int]) -> Buckets:
+    """Every level bucket and raw point the plan needs, of all segments, in (series, step)
+    order (``bucket`` = the step a row starts at)."""
+    tags = frozenset(k[1] for k in keys)
+    runs = frozenset(k[0] for k in keys)
+    if len(runs) == len({r for r, _ in ids}) and len(runs) > 256:
+        runs = None  # type: ignore[assignment]
+    plan_runs = query.runs()
+    raw = tuple((None, first, end) for level, first, end in plan_runs if level == 0)
     parts = []
-    names = ["first_step", "first_seq", "first", "last_step", "last_seq", "last", "min", "max",
-             "count", "sum"]
-    if pyr_ranges:
-        table = _read(layout.store / seg.pyr, ["run", "tag", "level", "bucket", *names],
-                      in_series & _any(pyr_ranges))
-        series = _series_ids(table, ids)
-        keep = series >= 0
-        cols = {n: table.column(n).to_numpy()[keep] for n in names}
-        start = table.column("bucket").to_numpy()[keep] << table.column("level").to_numpy()[
-            keep].astype(np.int64)
-        rows = Buckets(series[keep], start, **cols)
-        parts.append(rows.combine(rows.series, query.out_bucket(start)))
-    if raw_ranges:
-        table = _read(layout.store / seg.raw, ["run", "tag", "step", "seq", "value"],
-                      in_series & _any(raw_ranges))
-        series = _series_ids(table, ids)
-        keep = series >= 0
-        step = table.column("step").to_numpy()[keep]
-        rows = Buckets.from_points(series[keep], step, table.column("seq").to_numpy()[keep],
-                                   table.column("value").to_numpy()[keep])
-        parts.append(rows.combine(rows.series, query.out_bucket(step)))
-    merged = Buckets.concat(parts)
-    return merged.combine(merged.series, merged.bucket)
-
-
-def _any(exprs: list[Any]) -> Any:
-    out = exprs[0]
-    for e in exprs[1:]:
-        out = out | e
-    return out
+    for seg in segments:
+        ranges = []
+        for level, first, end in plan_runs:
+            if level:
+                own = min(level, seg.top)
+                shift = level - own
+                ranges.append((own, first << shift, end << shift))
+        if ranges:
+            table = _read(layout.store / seg.pyr, ["run", "tag", "level", "bucket", *_NAMES],
+                          _Filter(tags, runs, "bucket", tuple(ranges)))
+            series = _series_ids(table, ids)
+            keep = series >= 0
+            cols = {n: table.column(n).to_numpy()[keep] for n in _NAMES}
+            start = table.column("bucket").to_numpy()[keep] << table.column(
+                "level").to_numpy()[keep].astype(np.int64)
+            parts.append(Buckets(series[keep], start, **cols))
+        if raw:
+            table = _read(layout.store / seg.raw, ["run", "tag", "step", "seq", "value"],
+                          _Filter(tags, runs, "step", raw))
+            series = _series_ids(table, ids)
+            keep = series >= 0
+            parts.append(Buckets.from_points(
+                series[keep], table.column("step").to_numpy()[keep],
+                table.column("seq").to_numpy()[keep], table.column("value").to_numpy()[keep]))
+    rows = Buckets.concat(parts)
+    if len(rows) > 1:  # into (series, step) order: mostly a merge of sorted runs
+        span = query.hi - query.lo + 2
+        if len(ids) * span < (1 << 62):
+            key = rows.series * span + (rows.bucket - query.lo)
+            if (np.diff(key) < 0).any():
+                rows = rows.take(np.argsort(key, kind="stable"))
+    return rows
 
 
 def _series_schema() -> Any:
@@ -310,7 +463,7 @@ def _read_series(layout: Layout, manifest: Manifest, tags: list[str], runs: list
     skipped: list[str] = []
     segments = _readable(layout, manifest, skipped)
     found = _catalog(layout, segments, runs, tags)
-    keys = sorted(found)
+    keys = sorted(found, key=lambda k: (k[1], k[0]))  # (tag, run): the order of the files
     ids = {key: i for i, key in enumerate(keys)}
     if zoom is not None:
         lo, hi = zoom
@@ -319,17 +472,20 @@ def _read_series(layout: Layout, manifest: Manifest, tags: list[str], runs: list
     result = Buckets.concat([])
     if found:
         query = plan(lo, hi, n)
-        series_runs, series_tags = [k[0] for k in keys], [k[1] for k in keys]
-        for seg in segments:
-            part = _segment_rows(layout, seg, query, series_runs, series_tags, ids)
-            if len(part):
-                both = Buckets.concat([result, part])
-                result = both.combine(both.series, both.bucket)
-    names = np.array([k[0] for k in keys] or [""], dtype=object)
-    tag_names = np.array([k[1] for k in keys] or [""], dtype=object)
+        rows = _rows(layout, segments, query, keys, ids)
+        result = rows.combine(rows.series, query.out_bucket(rows.bucket))
+        if len({k[1] for k in keys}) > 1:  # answer in (run, tag) order
+            order = sorted(range(len(keys)), key=lambda i: keys[i])
+            rank = np.empty(len(keys), np.int64)
+            rank[order] = np.arange(len(keys))
+            result = result.take(np.argsort(rank[result.series], kind="stable"))
+    def names(i: int) -> Any:
+        return pa.DictionaryArray.from_arrays(
+            pa.array(result.series, pa.int32()),
+            pa.array([k[i] for k in keys], pa.string())).dictionary_decode()
+
     table = pa.table({
-        "run": pa.array(names[result.series], pa.string()),
-        "tag": pa.array(tag_names[result.series], pa.string()),
+        "run": names(0), "tag": names(1),
         "step_lo": result.first_step, "step_hi": result.last_step,
         "first": result.first, "last": result.last, "min": result.min, "max": result.max,
         "count": result.count,
