@@ -82,7 +82,8 @@ def _store_points(logdir):
     out = collections.Counter()
     for segment in Manifest.load(layout).segments:
         table = pq.read_table(layout.store / segment.raw, columns=["run", "tag", "step", "value"])
-        out.update(zip(*(table.column(c).to_pylist() for c in ("run", "tag", "step", "value"))))
+        out.update(zip(*(table.column(c).to_pylist() for c in ("run", "tag", "step", "value")),
+                       strict=True))
     return out
 
 

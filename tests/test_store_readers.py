@@ -129,6 +129,7 @@ def test_export_to_stdout_from_the_store(logdir):
 def test_export_of_nothing_still_says_so_with_a_store(logdir):
     rayplex.index(logdir)
     with pytest.raises(ValueError, match="no scalars match --tag 'nope'"):
-        from rayplex.cli import _export as export, build_parser
+        from rayplex.cli import _export as export
+        from rayplex.cli import build_parser
 
         export(build_parser().parse_args(["export", logdir, "--tag", "nope"]))
