@@ -13,8 +13,13 @@ until the store covers everything committed.
 Write-path cost, same run, feed on vs off: the achieved scalars/s from the first log call to
 the end of ``flush()``, and the workers' time per ``add_scalars`` call (median over calls).
 
+Readers (``--readers RUNSxTAGSxSTEPS``, no Ray): on a generated logdir (``bench_store.generate``),
+``rayplex export --format parquet`` and ``read_scalars`` of one tag, from the store vs from the
+event files (the store moved aside), each in a fresh process: seconds and peak RSS.
+
     python benchmarks/bench_store_live.py                          # 100k, 200k, max; ~3 min
     python benchmarks/bench_store_live.py --rates 100000 --seconds 5
+    python benchmarks/bench_store_live.py --rates --readers 200x4x5000
 """
 
 from __future__ import annotations
@@ -139,14 +144,66 @@ def run_one(rate: float, store: bool, args: argparse.Namespace) -> dict:
     }
 
 
+_READER = """
+import json, sys, time
+t = time.perf_counter()
+import rayplex
+from rayplex.cli import main
+if sys.argv[2] == "export":
+    main(["export", sys.argv[1], "--format", "parquet", "-o", sys.argv[3]])
+else:
+    rows = rayplex.read_scalars(sys.argv[1], tag="agent/reward/0")
+# VmHWM: this process's own peak (ru_maxrss would include the parent's at fork)
+peak = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
+print(json.dumps({"seconds": time.perf_counter() - t, "peak_rss_mb": int(peak) / 1024}))
+"""
+
+
+def readers(spec: str) -> list[dict]:
+    import subprocess
+    import sys
+
+    from bench_store import generate
+
+    import rayplex
+
+    runs, tags, steps = (int(x) for x in spec.split("x"))
+    logdir = C.temp_logdir("store-readers")
+    size = generate(logdir, runs, tags, steps)
+    rayplex.index(logdir)
+    out = os.path.join(logdir, "out.parquet")
+    rows = []
+    for source in ("store", "events"):
+        if source == "events":
+            os.rename(os.path.join(logdir, "store"), os.path.join(logdir, "store.aside"))
+        for what in ("export", "read_scalars"):
+            done = subprocess.run([sys.executable, "-c", _READER, logdir, what, out],
+                                  capture_output=True, text=True, check=True)
+            row = {"points": runs * tags * steps, "event_mb": size / 2**20, "source": source,
+                   "call": what, **json.loads(done.stdout.strip().splitlines()[-1])}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    shutil.rmtree(logdir, ignore_errors=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rates", type=float, nargs="+", default=[100_000, 200_000, 0])
+    parser.add_argument("--rates", type=float, nargs="*", default=[100_000, 200_000, 0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--tags", type=int, default=50)
     parser.add_argument("--reps", type=int, default=1)
+    parser.add_argument("--readers", default="", metavar="RUNSxTAGSxSTEPS")
     args = parser.parse_args()
+    if args.readers:
+        found = readers(args.readers)
+        C.print_table(["points", "source", "call", "seconds", "peak RSS MB"],
+                      [[r["points"], r["source"], r["call"], r["seconds"], r["peak_rss_mb"]]
+                       for r in found], title="export / read_scalars: store vs event files")
+        C.write_json("store_readers", args, found)
+    if not args.rates:
+        return
     C.start_ray()
     rows = []
     for rate in args.rates:

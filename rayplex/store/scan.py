@@ -114,9 +114,15 @@ class StoreScan:
             if not parts:
                 continue
             table = pa.concat_tables(parts)
-            keys = pa.array([f"{run}\0{tag}" for run, tag in batch])
-            joined = pc.binary_join_element_wise(table.column("run"), table.column("tag"), "\0")
-            table = table.filter(pc.is_in(joined, value_set=keys)).sort_by(_SORT)
+            runs_in, tags_in = sorted({r for r, _ in batch}), sorted({t for _, t in batch})
+            keep = pc.and_(pc.is_in(table.column("run"), value_set=pa.array(runs_in)),
+                           pc.is_in(table.column("tag"), value_set=pa.array(tags_in)))
+            if len(runs_in) * len(tags_in) != len(batch):  # not every pair: match pairs
+                keys = pa.array([f"{run}\0{tag}" for run, tag in batch])
+                joined = pc.binary_join_element_wise(table.column("run"), table.column("tag"),
+                                                     "\0")
+                keep = pc.and_(keep, pc.is_in(joined, value_set=keys))
+            table = table.filter(keep).sort_by(_SORT)
             yield table.select(COLUMNS)
 
 
