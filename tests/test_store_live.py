@@ -183,3 +183,39 @@ def test_shutdown_stops_the_feed(ray_session, tmp_path):
     rayplex.shutdown(hub.name)
     assert not _feed_running()
     assert _compare(str(tmp_path / "exp")) == (1, 0, 0)
+
+
+def test_follower_reads_only_what_is_committed_as_a_plain_object(tmp_path):
+    """StoreFollower without Ray: ``committed`` is a plain function over real event files."""
+    from tensorboardX import SummaryWriter
+
+    from rayplex.store.follower import StoreFollower
+
+    logdir = tmp_path / "exp"
+    with SummaryWriter(str(logdir / "tensorboard" / "learner")) as w:
+        for step in range(10):
+            w.add_scalar("main/loss", float(step), step)
+    (path,) = (logdir / "tensorboard" / "learner").iterdir()
+    key = f"tensorboard/learner/{path.name}"
+    full = path.stat().st_size
+    sizes = {key: full - 1}  # the hub has not committed the last record yet
+    lines = []
+    follower = StoreFollower(str(logdir), lambda: sizes, lambda level, text: lines.append(text))
+    assert follower.round() is True
+    assert follower.counters["points"] == 9  # the uncommitted record is not read
+    assert follower.round() is False  # nothing new committed
+    sizes[key] = full
+    assert follower.drain(30) is True
+    assert follower.counters["points"] == 10
+    assert _store_points(str(logdir)) == _event_points(str(logdir))
+
+    def broken():
+        raise ConnectionError("hub restarting")
+
+    follower.committed = broken
+    follower._done = None
+    assert follower.attempt() is None and follower.attempt() is None
+    assert follower.counters["failures"] == 2 and len(lines) == 1  # said once
+    follower.committed = lambda: sizes
+    assert follower.attempt() is True and follower.counters["problem"] is None
+    assert follower.attempt() is False and follower.counters["points"] == 10  # nothing twice

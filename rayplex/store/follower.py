@@ -26,10 +26,13 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["IDLE_POLL_S", "StoreFollower", "event_limits", "store_available"]
+__all__ = ["IDLE_POLL_S", "MIN_ROUND_S", "StoreFollower", "event_limits", "store_available"]
 
 IDLE_POLL_S = 0.2
 """How long the feed waits when the hub committed nothing new since its last round."""
+MIN_ROUND_S = 0.25
+"""Rounds start at most this often while the hub commits: fewer, larger segments and fewer
+calls to the hub, for at most this much more lag."""
 BACKOFF_MAX_S = 5.0
 """The longest wait after a failed round (it doubles from 0.1 s up to this)."""
 EVENT_ROOT = "tensorboard/"
@@ -121,12 +124,19 @@ class StoreFollower:
         return busy
 
     def run(self, stop: threading.Event) -> None:
-        """Rounds until ``stop`` is set: back to back while the hub commits, every
-        :data:`IDLE_POLL_S` when it does not."""
+        """Rounds until ``stop`` is set: one every :data:`MIN_ROUND_S` (or back to back when
+        a round takes longer) while the hub commits, every :data:`IDLE_POLL_S` when it does
+        not."""
         while not stop.is_set():
+            started = time.monotonic()
             busy = self.attempt()
-            wait = self.backoff_s if busy is None else 0.0 if busy else IDLE_POLL_S
-            if wait:
+            if busy is None:
+                wait = self.backoff_s
+            elif busy:
+                wait = MIN_ROUND_S - (time.monotonic() - started)
+            else:
+                wait = IDLE_POLL_S
+            if wait > 0:
                 stop.wait(wait)
 
     def drain(self, timeout: float) -> bool:
