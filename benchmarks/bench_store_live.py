@@ -36,10 +36,10 @@ import ray
 
 
 @ray.remote(num_cpus=0)
-def worker(i: int, rate: float, seconds: float, tags: int, start_at: float) -> dict:
+def worker(hub: str, i: int, rate: float, seconds: float, tags: int, start_at: float) -> dict:
     import rayplex
 
-    log = rayplex.get_logger(f"worker/{i}")
+    log = rayplex.get_logger(f"worker/{i}", hub=hub)
     names = [f"m{j}" for j in range(tags)]
     time.sleep(max(0.0, start_at - time.time()))
     t0 = time.perf_counter()
@@ -95,7 +95,7 @@ def run_one(rate: float, store: bool, args: argparse.Namespace) -> dict:
     hub = rayplex.init(logdir, name=f"bench{int(time.time() * 1000) % 10**8}")
     actor = hub.actor
     start_at = time.time() + 2.0
-    refs = [worker.remote(i, rate / args.workers if rate else 0, args.seconds, args.tags,
+    refs = [worker.remote(hub.name, i, rate / args.workers if rate else 0, args.seconds, args.tags,
                           start_at) for i in range(args.workers)]
     samples: list[tuple[float, int, int]] = []
     stop = threading.Event()
