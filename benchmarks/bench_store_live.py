@@ -95,6 +95,7 @@ def run_one(rate: float, store: bool, args: argparse.Namespace) -> dict:
     hub = rayplex.init(logdir, name=f"bench{int(time.time() * 1000) % 10**8}")
     actor = hub.actor
     start_at = time.time() + 2.0
+    start_mono = time.monotonic() + 2.0
     refs = [worker.remote(hub.name, i, rate / args.workers if rate else 0, args.seconds, args.tags,
                           start_at) for i in range(args.workers)]
     samples: list[tuple[float, int, int]] = []
@@ -109,6 +110,7 @@ def run_one(rate: float, store: bool, args: argparse.Namespace) -> dict:
     sampler.start()
     results = ray.get(refs)
     ended = time.time()
+    ended_mono = time.monotonic()
     rayplex.flush(hub.name)
     flushed = time.time()
     stop.set()
@@ -128,7 +130,7 @@ def run_one(rate: float, store: bool, args: argparse.Namespace) -> dict:
                        .info.remote())
     rayplex.shutdown(hub.name)
     scalars = sum(r["scalars"] for r in results)
-    lags = _lags([s for s in samples if s[0] <= time.monotonic()])
+    lags = _lags([s for s in samples if start_mono <= s[0] <= ended_mono])  # while logging
     shutil.rmtree(logdir, ignore_errors=True)
     return {
         "target_per_s": rate, "store": store, "scalars": scalars,
