@@ -51,8 +51,10 @@ def _feed():
     return ray.get_actor(store_feed_name("default"), namespace="rayplex")
 
 
-def _feed_pid(deadline_s=60.0, other_than=None):
-    """The feed's pid once it answers (a restarted one: a pid other than ``other_than``)."""
+def _feed_pid(deadline_s=300.0, other_than=None):
+    """The feed's pid once it answers (a restarted one: a pid other than ``other_than``). Ray
+    starts a new worker process for it: on a machine shared by many test sessions that took
+    over a minute, hence the long deadline (it returns as soon as the feed answers)."""
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         try:
