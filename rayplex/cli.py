@@ -17,9 +17,11 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import difflib
 import io
+import itertools
 import json
 import math
 import os
@@ -363,6 +365,56 @@ def _write_parquet(rows: ScalarTable, path: str) -> None:
     pyarrow.parquet.write_table(table, path)
 
 
+def _export_tables(tables: Iterator[Any], fmt: str,
+                   output: str | None) -> tuple[int, int, int] | None:
+    """Write the store's tables as they come (a Parquet row group, CSV or JSON lines per
+    table): bounded memory. ``(rows, runs, tags)``, or None if there is no row (then the
+    event-file path says why)."""
+    import pyarrow
+    import pyarrow.parquet
+
+    first = next(tables, None)
+    if first is None or first.num_rows == 0:
+        return None
+    rows, runs, tags = 0, set(), set()
+    schema = pyarrow.schema([("run", pyarrow.string()), ("tag", pyarrow.string()),
+                             ("step", pyarrow.int64()), ("wall_time", pyarrow.float64()),
+                             ("value", pyarrow.float64())])
+    with contextlib.ExitStack() as stack:
+        writer: Any = None
+        out: TextIO = sys.stdout
+        if fmt == "parquet":
+            assert output is not None
+            writer = stack.enter_context(pyarrow.parquet.ParquetWriter(output, schema))
+        elif output:
+            out = stack.enter_context(open(output, "w", encoding="utf-8", newline=""))
+        csv_writer = csv.writer(out, lineterminator="\n")
+        if fmt == "csv":
+            csv_writer.writerow(schema.names)
+        elif fmt == "json":
+            out.write("[")
+        for table in itertools.chain([first], tables):
+            runs.update(table.column("run").unique().to_pylist())
+            tags.update(table.column("tag").unique().to_pylist())
+            if writer is not None:
+                writer.write_table(table.cast(schema))
+            else:
+                columns = [table.column(name).to_pylist() for name in schema.names]
+                if fmt == "csv":
+                    csv_writer.writerows(zip(*columns, strict=True))
+                else:
+                    for row in zip(*columns, strict=True):
+                        out.write((", " if rows else "")
+                                  + json.dumps(dict(zip(schema.names, row, strict=True))))
+                        rows += 1
+                    continue
+            rows += table.num_rows
+        if fmt == "json":
+            out.write("]\n")
+        out.flush()
+    return rows, len(runs), len(tags)
+
+
 def _export(args: argparse.Namespace) -> int:
     fmt = args.format
     if fmt is None:
@@ -370,6 +422,16 @@ def _export(args: argparse.Namespace) -> int:
         fmt = suffix if suffix in _FORMATS else "csv"
     if fmt == "parquet" and not args.output:
         raise ValueError("--format parquet writes a file: give -o FILE")
+    from rayplex.read import stored_scalars
+
+    with stored_scalars(args.logdir, args.group, args.tag, args.run) as tables:
+        if tables is not None:
+            written = _export_tables(tables, fmt, args.output)
+            if written is not None:
+                if args.output:
+                    print(f"wrote {written[0]:,} rows ({written[1]} runs, {written[2]} tags) "
+                          f"to {args.output}", file=sys.stderr)
+                return 0
     rows = _select(args)
     if fmt == "parquet":
         _write_parquet(rows, args.output)

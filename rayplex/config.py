@@ -116,6 +116,11 @@ class Config:
     """The longest one file query may walk at the hub before it is refused with an error
     (``RAYPLEX_QUERY_TIMEOUT_S``)."""
 
+    store: bool = True
+    """Feed the columnar store ``logdir/store/`` live with every committed scalar, from a store
+    feed actor next to the hub (``RAYPLEX_STORE``; ``0`` turns it off). Without the ``[store]``
+    extra (pyarrow, duckdb) there is no feed whatever this says."""
+
     @property
     def max_buffer_bytes(self) -> int:
         return max(2**20, int(self.max_buffer_mb * 2**20))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -239,6 +240,7 @@ def init(logdir: str | os.PathLike[str], name: str | None = None, *,
         )
     mark_used(name)
     _start_forwarders(name, path, node_id, trackers)
+    _start_store_feed(name, path, node_id)
     return HubHandle(name, path, actor)
 
 
@@ -268,6 +270,37 @@ def _start_forwarders(name: str, path: str, node_id: str, trackers: list[Any]) -
     handles = [get_or_create_forwarder(name, path, t, node_id) for t in trackers]
     if handles:  # constructed (the tracker itself is reached in the background)
         ray.get([h.info.remote() for h in handles])
+
+
+def _start_store_feed(name: str, path: str, node_id: str) -> None:
+    """The live store feed next to the hub, unless ``RAYPLEX_STORE=0`` or the ``[store]``
+    extra is missing."""
+    from rayplex.store.follower import store_available
+
+    if config().store and store_available():
+        from rayplex.actors.store_feed import get_or_create_store_feed
+
+        get_or_create_store_feed(name, path, node_id)
+
+
+def _stop_store_feed(name: str, timeout: float) -> None:
+    """After the hub closed: index what is left (within ``timeout``), then stop the feed."""
+    from rayplex.actors.store_feed import store_feed_name
+
+    try:
+        handle = ray.get_actor(store_feed_name(name), namespace="rayplex")
+    except ValueError:
+        return
+    done = _get_all([handle.drain.remote(timeout)], timeout + 10)[0]
+    if done is not True:
+        log.warning("rayplex: the store of %r did not catch up within %.0f s (%s); its manifest "
+                    "keeps its place: rayplex.index(logdir) or the next rayplex.init resumes it",
+                    name, timeout, done)
+    _get_all([handle.stop.remote()], 70)
+    ray.kill(handle, no_restart=True)
+    deadline = time.monotonic() + timeout  # a following init must not get the dying feed back
+    while store_feed_name(name) in actors.list_rayplex_actors() and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def _forwarders(name: str) -> list[Any]:
@@ -466,6 +499,7 @@ def shutdown(name: str | None = None, timeout: float = _GLOBAL_FLUSH_TIMEOUT_S, 
         for nb in _node_buffers(hub_name):
             ray.kill(nb, no_restart=True)
         _stop_forwarders(hub_name, timeout)
+        _stop_store_feed(hub_name, timeout)
         ray.kill(hub, no_restart=True)
         _wait_until_gone(hub_name, timeout)
 

@@ -312,9 +312,42 @@ def read_scalars(
         >>> [(r.step, r.value) for r in rows]  # doctest: +SKIP
         [(10, 0.30000001192092896)]
     """
-    table = ScalarTable(_scalar_rows(logdir, group, tag, run))
-    table.sort(key=lambda row: (row.run, row.tag, row.step, row.wall_time))
+    with stored_scalars(logdir, group, tag, run) as tables:
+        if tables is not None:
+            table = ScalarTable(row for part in tables for row in _arrow_rows(part))
+        else:
+            table = ScalarTable(_scalar_rows(logdir, group, tag, run))
+            table.sort(key=lambda row: (row.run, row.tag, row.step, row.wall_time))
     return table.to_pandas() if as_frame else table
+
+
+def _arrow_rows(table: Any) -> Iterator[ScalarRow]:
+    columns = [table.column(name).to_pylist() for name in ScalarRow._fields]
+    return map(ScalarRow._make, zip(*columns, strict=True))
+
+
+@contextlib.contextmanager
+def stored_scalars(logdir: PathLike, group: str | None = None, tag: str | None = None,
+                   run: str | None = None) -> Iterator[Iterator[Any] | None]:
+    """The rows :func:`read_scalars` gives, as Arrow tables (columns ``run, tag, step,
+    wall_time, value``) in the same order, read batch by batch from the columnar store —
+    or None when the store is absent or not current (then read the event files): see
+    :mod:`rayplex.store.scan` for what current means.
+
+    Example:
+        >>> with stored_scalars("/tmp/exp1", tag="loss") as tables:  # doctest: +SKIP
+        ...     rows = 0 if tables is None else sum(t.num_rows for t in tables)
+    """
+    from rayplex.store.scan import open_current
+
+    scan = open_current(logdir)
+    if scan is None:
+        yield None
+        return
+    with scan:
+        yield scan.tables(
+            runs=lambda name: _matches(name, run) and (group is None or _group_of(name) == group),
+            tags=lambda name: _matches(name, tag))
 
 
 # ----------------------------------------------------------------------------- params, artifacts

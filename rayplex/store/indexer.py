@@ -30,7 +30,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -429,6 +429,7 @@ def index(
     progress: Progress | None = None,
     compaction: bool = True,
     segment_rows: int = SEGMENT_ROWS,
+    limits: Mapping[str, int] | None = None,
 ) -> IndexReport:
     """Build or extend the columnar store of a logdir (rayplex's, or any TensorBoard logdir).
 
@@ -443,6 +444,9 @@ def index(
         progress: Called with (bytes read, bytes to read) as it goes.
         compaction: Merge small segments at the end (see :func:`compact`).
         segment_rows: Points per segment (bounds memory).
+        limits: Read each event file only up to this byte (keys as the manifest's cursors:
+            paths relative to the event root); files not in it are left alone. The live feed
+            passes the hub's committed sizes (:mod:`rayplex.store.follower`).
 
     Returns:
         An :class:`IndexReport`.
@@ -483,6 +487,11 @@ def index(
         for _, key, path in files:
             with contextlib.suppress(OSError):
                 sizes[key] = path.stat().st_size
+            if limits is not None and key in sizes:
+                if key in limits:
+                    sizes[key] = min(sizes[key], limits[key])
+                else:
+                    del sizes[key]
         report.event_bytes = sum(sizes.values())
         todo = sum(max(0, size - manifest.cursors.get(key, 0)) for key, size in sizes.items())
         builder = _Builder(manifest)

@@ -17,7 +17,7 @@ import fnmatch
 import json
 import operator
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
@@ -501,14 +501,6 @@ def _read_series(layout: Layout, manifest: Manifest, tags: list[str], runs: list
 # ----------------------------------------------------------------------------- sql
 
 
-def _flatten(prefix: str, value: Any) -> Iterator[tuple[str, str]]:
-    if isinstance(value, dict) and value:
-        for k, v in value.items():
-            yield from _flatten(f"{prefix}/{k}" if prefix else str(k), v)
-    else:
-        yield prefix, value if isinstance(value, str) else json.dumps(value)
-
-
 def _quote(path: str) -> str:
     return "'" + path.replace("'", "''") + "'"
 
@@ -540,10 +532,11 @@ def _connect(layout: Layout, segments: list[Segment]) -> Any:
                     "WHERE false")
     con.execute(_CREATE_VIEWS)
     if layout.rayplex:
+        from rayplex.nested import flatten_text
         from rayplex.read import read_params
 
         rows = [(client, key, value) for client, params in read_params(layout.logdir).items()
-                for key, value in _flatten("", params)]
+                for key, value in flatten_text(params).items()]
         if rows:
             con.executemany("INSERT INTO params VALUES (?, ?, ?)", rows)
     con.execute(f"SET allowed_paths = [{', '.join(_quote(f) for f in files)}]")

@@ -1,0 +1,81 @@
+"""The store feed actor: one per experiment, named ``store:<hub>`` in namespace ``rayplex``,
+detached, restarting forever, on the hub's node (it reads the hub's files). A plain class;
+:func:`get_or_create_store_feed` makes it an actor. A thread of its own runs
+:class:`rayplex.store.follower.StoreFollower` rounds; a restarted actor resumes from the
+store's manifest.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from rayplex.config import NAMESPACE
+from rayplex.store.follower import StoreFollower
+
+log = logging.getLogger("rayplex.store")
+
+HUB_CALL_TIMEOUT_S = 30.0
+
+
+def store_feed_name(hub: str) -> str:
+    return f"store:{hub}"
+
+
+class StoreFeedActor:
+    """Feeds ``logdir/store/`` with what the hub of experiment ``hub`` commits."""
+
+    def __init__(self, hub: str, logdir: str) -> None:
+        from rayplex.actors import get_hub
+
+        self.hub = get_hub(hub)
+        self.follower = StoreFollower(logdir, self._committed, self._say)
+        self._stop = threading.Event()
+        self._loop = threading.Thread(target=self.follower.run, args=(self._stop,),
+                                      name="rayplex-store-feed", daemon=True)
+        self._loop.start()
+
+    def _committed(self) -> Mapping[str, int]:
+        from rayplex.actors.hub import QUERY_GROUP
+
+        # On the hub's query threads: the call never waits in line with (or delays) writes.
+        ref = self.hub.committed_sizes.options(concurrency_group=QUERY_GROUP).remote()
+        return dict(ray.get(ref, timeout=HUB_CALL_TIMEOUT_S))
+
+    def _say(self, level: int, message: str) -> None:
+        log.log(level, message)
+        try:  # never wait on the hub for a warning line
+            self.hub.forwarder_line.remote(level, message)
+        except Exception as exc:
+            log.warning("store feed: could not send a line to the hub: %s", exc)
+
+    def info(self) -> dict[str, Any]:
+        """The counters (rounds, points, segments, failures, problem, last_commit) and pid."""
+        return {**self.follower.counters, "pid": os.getpid()}
+
+    def drain(self, timeout: float) -> bool:
+        """Index everything the hub committed so far; True when done in ``timeout``."""
+        return self.follower.drain(timeout)
+
+    def stop(self) -> None:
+        """Stop the loop (after its current round)."""
+        self._stop.set()
+        self._loop.join(timeout=60)
+
+
+def get_or_create_store_feed(hub: str, logdir: str, node_id: str) -> Any:
+    """The store feed of experiment ``hub``, created on ``node_id`` if it does not exist."""
+    return (
+        ray.remote(StoreFeedActor)
+        .options(name=store_feed_name(hub), namespace=NAMESPACE, get_if_exists=True,
+                 lifetime="detached", num_cpus=0, max_restarts=-1, max_task_retries=0,
+                 max_concurrency=4,
+                 scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False))
+        .remote(hub, logdir)
+    )

@@ -1,0 +1,152 @@
+"""The live store feed: follow the event files the hub has committed into ``logdir/store/``.
+
+A :class:`StoreFollower` asks the hub what it has committed (``Hub.committed_sizes``: each
+event file's size up to its last committed byte, which no undo will cut) and calls
+:func:`rayplex.store.index` with those sizes as limits. The store's manifest is the durable
+cursor: the indexer commits new segments and advanced cursors in one atomic rename, so a
+follower killed at any point resumes where the last commit left off and loses or duplicates
+nothing. It never reads past a committed size, so a transaction the hub undoes never reaches
+the store.
+
+It runs in the store feed actor (:mod:`rayplex.actors.store_feed`), a process of its own next
+to the hub: the Parquet encoding never competes with the hub's write thread.
+
+Example:
+    >>> follower = StoreFollower("/tmp/exp1", lambda: {})  # doctest: +SKIP
+    >>> follower.round()  # doctest: +SKIP
+    False
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+__all__ = ["IDLE_POLL_S", "MIN_ROUND_S", "StoreFollower", "event_limits", "store_available"]
+
+IDLE_POLL_S = 0.2
+"""How long the feed waits when the hub committed nothing new since its last round."""
+MIN_ROUND_S = 0.25
+"""Rounds start at most this often while the hub commits: fewer, larger segments and fewer
+calls to the hub, for at most this much more lag."""
+BACKOFF_MAX_S = 5.0
+"""The longest wait after a failed round (it doubles from 0.1 s up to this)."""
+EVENT_ROOT = "tensorboard/"
+"""Where a rayplex logdir keeps its event files: the store's cursors are relative to it."""
+
+Say = Callable[[int, str], None]
+
+
+def store_available() -> bool:
+    """True if pyarrow, duckdb and pandas are installed (``pip install "rayplex[store]"``);
+    looks them up without importing them."""
+    from importlib.util import find_spec
+
+    return all(find_spec(name) is not None for name in ("pyarrow", "duckdb", "pandas"))
+
+
+def event_limits(committed: Mapping[str, int]) -> dict[str, int]:
+    """The hub's committed sizes (paths relative to the logdir) as the indexer's limits (paths
+    relative to the event root ``tensorboard/``).
+
+    Example:
+        >>> event_limits({"tensorboard/a/events.out.tfevents.1": 40, "logs/x.log": 9})
+        {'a/events.out.tfevents.1': 40}
+    """
+    return {key[len(EVENT_ROOT):]: int(size) for key, size in committed.items()
+            if key.startswith(EVENT_ROOT)}
+
+
+class StoreFollower:
+    """Feeds the store of ``logdir`` with what ``committed()`` says the hub has committed.
+
+    ``round`` and ``drain`` are serialised by :attr:`lock`; :attr:`counters` tells rounds,
+    points, segments, failures, the last problem and the time of the last commit.
+    """
+
+    def __init__(self, logdir: str, committed: Callable[[], Mapping[str, int]],
+                 say: Say | None = None) -> None:
+        self.logdir = os.path.abspath(logdir)
+        self.committed = committed
+        self.say = say or (lambda level, message: logging.getLogger("rayplex.store").log(
+            level, message))
+        self.lock = threading.Lock()
+        self.backoff_s = 0.0
+        self._done: dict[str, int] | None = None
+        self.counters: dict[str, Any] = {"rounds": 0, "points": 0, "segments": 0,
+                                         "compacted": 0, "failures": 0, "problem": None,
+                                         "last_commit": None, "cursor_bytes": 0}
+
+    def round(self) -> bool:
+        """Index what the hub committed since the last round; False if it committed nothing
+        new (then the store holds every committed scalar)."""
+        from rayplex.store.indexer import index
+
+        with self.lock:
+            if not os.path.isdir(os.path.join(self.logdir, EVENT_ROOT)):
+                return False  # the hub has not made its logdir yet
+            limits = event_limits(self.committed())
+            if limits == self._done:
+                return False
+            report = index(self.logdir, limits=limits)
+            self._done = limits
+            counters = self.counters
+            counters["rounds"] += 1
+            counters["points"] += report.points
+            counters["segments"] += report.segments
+            counters["compacted"] += report.compacted
+            counters["cursor_bytes"] = sum(limits.values())
+            counters["last_commit"] = time.time()
+            return True
+
+    def attempt(self) -> bool | None:
+        """One round with error handling: whether it found something new, ``None`` if it
+        failed (the next waits ``backoff_s``, doubling up to :data:`BACKOFF_MAX_S`)."""
+        try:
+            busy = self.round()
+        except Exception as exc:
+            self.counters["failures"] += 1
+            problem = f"{type(exc).__name__}: {str(exc)[:300]}"
+            if self.counters["problem"] is None:
+                self.say(logging.WARNING, f"store feed: a round failed ({problem}); the store "
+                         "falls behind, nothing is lost; retrying with back-off")
+            self.counters["problem"] = problem
+            self.backoff_s = min(BACKOFF_MAX_S, max(0.1, self.backoff_s * 2))
+            return None
+        if self.counters["problem"] is not None:
+            self.say(logging.WARNING, "store feed: rounds succeed again")
+            self.counters["problem"] = None
+        self.backoff_s = 0.0
+        return busy
+
+    def run(self, stop: threading.Event) -> None:
+        """Rounds until ``stop`` is set: one every :data:`MIN_ROUND_S` (or back to back when
+        a round takes longer) while the hub commits, every :data:`IDLE_POLL_S` when it does
+        not."""
+        while not stop.is_set():
+            started = time.monotonic()
+            busy = self.attempt()
+            if busy is None:
+                wait = self.backoff_s
+            elif busy:
+                wait = MIN_ROUND_S - (time.monotonic() - started)
+            else:
+                wait = IDLE_POLL_S
+            if wait > 0:
+                stop.wait(wait)
+
+    def drain(self, timeout: float) -> bool:
+        """Index everything committed so far, here and now; True when done, False if
+        ``timeout`` passed first (the manifest keeps its place for the next start)."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            busy = self.attempt()
+            if busy is False:
+                return True
+            if busy is None:
+                time.sleep(min(self.backoff_s, left))
+        return False
