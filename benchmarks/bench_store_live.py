@@ -124,7 +124,7 @@ def run_one(rate: float, store: bool, args: argparse.Namespace) -> dict:
         catch_up = time.monotonic() - t0
     feed = {}
     if store:
-        from rayplex.actors.store_feed import store_feed_name
+        from rayplex.store.feed import store_feed_name
 
         feed = ray.get(ray.get_actor(store_feed_name(hub.name), namespace="rayplex")
                        .info.remote())

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from rayplex.rules import split_client_id as split_client_id  # re-exported for older imports
 from rayplex.rules import validate_group_name
@@ -220,3 +221,63 @@ class GroupRegistry:
             )
         return Route(client_id, f"{group}/{name}", group, "/" + _clean(bin_name), True)
 
+
+REGISTRY_FORMAT = "rayplex-registry"
+_REGISTRY_VERSION = 1
+
+
+# --------------------------------------------------------- the registry as JSON
+def registry_to_json(registry: GroupRegistry) -> dict[str, Any]:
+    """The registry as a JSON object; a combined group's ``bin_fn`` is left out.
+
+    Example:
+        >>> data = registry_to_json(GroupRegistry(epoch="e").with_group(GroupSpec.normal("learner")))
+        >>> data["version"], data["groups"]
+        (1, [{'name': 'learner', 'kind': 'normal', 'bin_size': 1}])
+    """
+    return {
+        "format": REGISTRY_FORMAT,
+        "v": _REGISTRY_VERSION,
+        "epoch": registry.epoch,
+        "version": registry.version,
+        "groups": [{"name": spec.name, "kind": spec.kind, "bin_size": spec.bin_size}
+                   for spec in registry.groups.values()],
+    }
+
+
+def registry_from_json(data: object) -> GroupRegistry:
+    """Rebuild a registry from :func:`registry_to_json` output, checking every field.
+
+    A combined group comes back with ``bin_fn=None`` (clients binned by their own name) and the
+    same version: this is an exact codec; :func:`load_registry` bumps the version.
+
+    Raises:
+        ValueError: if ``data`` is not a well-formed registry of this format and version.
+    """
+    if not isinstance(data, dict) or data.get("format") != REGISTRY_FORMAT:
+        raise ValueError("not a rayplex registry (no 'format': 'rayplex-registry')")
+    if data.get("v") != _REGISTRY_VERSION:
+        raise ValueError(f"unsupported registry format version {data.get('v')!r:.40}")
+    epoch, version, groups = data.get("epoch"), data.get("version"), data.get("groups")
+    if not isinstance(epoch, str) or len(epoch) > 256:
+        raise ValueError("registry epoch must be a short string")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise ValueError("registry version must be a non-negative int")
+    if not isinstance(groups, list):
+        raise ValueError("registry groups must be a list")
+    specs: dict[str, GroupSpec] = {}
+    for item in groups:
+        if not isinstance(item, dict):
+            raise ValueError("a registry group must be an object")
+        try:
+            name = validate_group_name(item.get("name"), internal=True)
+        except TypeError as exc:
+            raise ValueError(str(exc)) from None
+        kind, bin_size = item.get("kind"), item.get("bin_size")
+        if kind not in (NORMAL, INDEXED, COMBINED):
+            raise ValueError(f"group {name!r}: unknown kind {kind!r:.40}")
+        if (not isinstance(bin_size, int) or isinstance(bin_size, bool) or bin_size < 1
+                or (kind != INDEXED and bin_size != 1)):
+            raise ValueError(f"group {name!r}: bad bin_size {bin_size!r:.40}")
+        specs[name] = GroupSpec(name, kind, bin_size, None)
+    return GroupRegistry(specs, version, epoch)

@@ -265,7 +265,7 @@ def _check_forward(forward: Sequence[Any] | None) -> list[Any]:
 
 
 def _start_forwarders(name: str, path: str, node_id: str, trackers: list[Any]) -> None:
-    from rayplex.actors.forwarder import get_or_create_forwarder
+    from rayplex.forward.actor import get_or_create_forwarder
 
     handles = [get_or_create_forwarder(name, path, t, node_id) for t in trackers]
     if handles:  # constructed (the tracker itself is reached in the background)
@@ -278,14 +278,14 @@ def _start_store_feed(name: str, path: str, node_id: str) -> None:
     from rayplex.store.follower import store_available
 
     if config().store and store_available():
-        from rayplex.actors.store_feed import get_or_create_store_feed
+        from rayplex.store.feed import get_or_create_store_feed
 
         get_or_create_store_feed(name, path, node_id)
 
 
 def _stop_store_feed(name: str, timeout: float) -> None:
     """After the hub closed: index what is left (within ``timeout``), then stop the feed."""
-    from rayplex.actors.store_feed import store_feed_name
+    from rayplex.store.feed import store_feed_name
 
     try:
         handle = ray.get_actor(store_feed_name(name), namespace="rayplex")
@@ -309,7 +309,7 @@ def _forwarders(name: str) -> list[Any]:
 
 def _named_forwarders(name: str) -> list[tuple[str, Any]]:
     """``(tracker key, actor handle)`` of every live forwarder of experiment ``name``."""
-    from rayplex.actors.forwarder import forwarder_name
+    from rayplex.forward.actor import forwarder_name
 
     prefix = forwarder_name(name)
     handles = []

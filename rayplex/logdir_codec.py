@@ -207,3 +207,21 @@ def scalar_of(value: Summary.Value) -> float | None:
     if kind == "tensor" and value.metadata.plugin_data.plugin_name == "scalars":
         return _tensor_scalar(value.tensor)
     return None
+
+
+MAX_STATE_BYTES = 256 * 2**20
+"""A state file larger than this is not read (a hostile file must not exhaust memory)."""
+
+
+def read_bounded(path: str, limit: int = MAX_STATE_BYTES) -> bytes:
+    """The contents of ``path``, refusing a file larger than ``limit`` bytes.
+
+    Raises:
+        OSError: if it cannot be read.
+        ValueError: if it is larger than ``limit``.
+    """
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{path} is larger than {limit} bytes")
+    return data

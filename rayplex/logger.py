@@ -20,7 +20,6 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import ray
 
 from rayplex import media
@@ -38,7 +37,7 @@ from rayplex.items import (
 from rayplex.items import nbytes as item_nbytes
 from rayplex.logger_jobs import JobsMixin
 from rayplex.logger_projector import ProjectorMixin
-from rayplex.nested import flatten
+from rayplex.nested import flatten, jsonable
 from rayplex.records import Partial
 from rayplex.rules import check_step, split_client_id, to_float, validate_logger_name, validate_tag
 from rayplex.session import Session, session_for
@@ -342,7 +341,7 @@ class Logger(JobsMixin, ProjectorMixin):
         for key, value in namespaces.items():
             if not isinstance(value, Mapping):
                 raise TypeError(f"log_params({key}=...) takes a mapping, got {type(value).__name__}")
-        plain = {k: _jsonable(v) for k, v in namespaces.items()}
+        plain = {k: jsonable(v) for k, v in namespaces.items()}
         merged = self._call_hub("save_params", self.client_id, plain)
         flat = {k: v if isinstance(v, (bool, int, float, str)) else str(v)
                 for k, v in flatten(merged).items()}
@@ -783,20 +782,6 @@ class LogHandler(logging.Handler):
                 sys.stderr.write(format_line(item.line))
         except Exception:
             self.handleError(record)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Color):
-        return _jsonable(value.value)
-    if isinstance(value, (np.generic, np.ndarray)):  # 0-d arrays become numbers
-        return _jsonable(value.tolist())
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return repr(value)
 
 
 _loggers_lock = threading.Lock()

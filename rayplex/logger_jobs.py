@@ -34,7 +34,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from rayplex.nested import flatten
+from rayplex.nested import flatten, jsonable
 
 if TYPE_CHECKING:
     import pandas
@@ -153,8 +153,6 @@ class JobsMixin:
     # -------------------------------------------------------------- job status
     def _job(self, status: str, job: Mapping[str, Any] | None,
              namespaces: Mapping[str, Any]) -> dict[str, Any]:
-        from rayplex.logger import _jsonable
-
         if job is not None and not isinstance(job, Mapping):
             raise TypeError(f"job must be a mapping, got {type(job).__name__}")
         for key, value in namespaces.items():
@@ -163,7 +161,7 @@ class JobsMixin:
                                 f"{type(value).__name__}")
         entry = {**dict(job or {}), "status": status, JOB_STATUSES[status]: _utcnow()}
         params = {"job": entry, **namespaces}
-        return dict(self._session.call("save_params", self.client_id, _jsonable(params)))
+        return dict(self._session.call("save_params", self.client_id, jsonable(params)))
 
     def job_created(self, job: Mapping[str, Any] | None = None, **params: Any) -> dict[str, Any]:
         """Set this client's job status to ``created`` (see :meth:`job_started`)."""

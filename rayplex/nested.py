@@ -26,9 +26,12 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from rayplex.config import RETRY_START_BACKOFF_S, config
+import numpy as np
 
-__all__ = ["SEP", "Backoff", "deep_merge", "flatten", "flatten_text"]
+from rayplex.config import RETRY_START_BACKOFF_S, config
+from rayplex.terminal import Color
+
+__all__ = ["SEP", "Backoff", "deep_merge", "flatten", "flatten_text", "jsonable"]
 
 SEP = "/"
 """The separator of flattened keys."""
@@ -67,6 +70,29 @@ def flatten_text(tree: Mapping[Any, Any], prefix: str = "") -> dict[str, str]:
     """
     return {name: value if isinstance(value, str) else json.dumps(value, default=repr)
             for name, value in flatten(tree, prefix=prefix).items()}
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as what JSON holds, the way params are stored: mapping keys as ``str``,
+    tuples as lists, a :class:`rayplex.Color` as its value, numpy scalars and arrays as Python
+    numbers and lists, ``None``/bool/int/float/str as they are, anything else as its ``repr``.
+
+    Example:
+        >>> import numpy as np
+        >>> jsonable({"lr": np.float32(0.5), 1: (1, 2), "f": print})
+        {'lr': 0.5, '1': [1, 2], 'f': '<built-in function print>'}
+    """
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, Color):
+        return jsonable(value.value)
+    if isinstance(value, (np.generic, np.ndarray)):  # 0-d arrays become numbers
+        return jsonable(value.tolist())
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)
 
 
 def deep_merge(base: Mapping[Any, Any], new: Mapping[Any, Any]) -> dict[Any, Any]:

@@ -233,7 +233,7 @@ class Session:
 
     # -------------------------------------------------------- flush thread
     def _learn(self, timeout: float) -> None:
-        """Adopt the registry and log level from the node buffer's answer to hello, waiting at
+        """Adopt the registry and log level from the hub's answer to hello, waiting at
         most ``timeout`` (0: only if it is there already)."""
         if self._hello_ref is None:
             return

@@ -140,8 +140,8 @@ def test_a_killed_forwarder_resumes_from_its_cursor_without_loss_or_mlflow_dupli
     import ray
 
     import rayplex
-    from rayplex.actors.forwarder import forwarder_name
     from rayplex.forward import MLflow
+    from rayplex.forward.actor import forwarder_name
 
     tracker = MLflow(tracking_uri=tracking, experiment="rayplex-test")
     hub = start(tmp_path, tracker, name="fwdkill")

@@ -88,8 +88,8 @@ def test_a_killed_wandb_forwarder_loses_nothing_and_repeats_only_identical_rows(
     import ray
 
     import rayplex
-    from rayplex.actors.forwarder import forwarder_name
     from rayplex.forward import WandB
+    from rayplex.forward.actor import forwarder_name
     from tests.test_forward_mlflow import _answers, wait_for
 
     directory = str(tmp_path / "wandb")

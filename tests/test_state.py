@@ -16,11 +16,9 @@ from rayplex.actors.state import (
     load_registry,
     partial_from_json,
     partial_to_json,
-    registry_from_json,
-    registry_to_json,
     save_registry,
 )
-from rayplex.groups import COMBINED, GroupRegistry, GroupSpec
+from rayplex.groups import COMBINED, GroupRegistry, GroupSpec, registry_from_json, registry_to_json
 from rayplex.records import Partial
 from rayplex.stats import PartialStats
 

@@ -548,17 +548,17 @@ def test_readers_see_whole_commits_while_an_indexer_appends_and_compacts(tmp_pat
 
 
 def _reference_scalars(blob: bytes) -> list[tuple[str, int, float, float]]:
-    """What read_scalars takes from the records: one by one, protobuf and read._scalar_of."""
+    """What read_scalars takes from the records: one by one, protobuf and logdir_codec.scalar_of."""
     from tensorboard.compat.proto.event_pb2 import Event
 
-    from rayplex.read import _scalar_of
+    from rayplex.logdir_codec import scalar_of
     from rayplex.tfrecord import iter_records
 
     out = []
     for payload in iter_records(blob):
         event = Event.FromString(payload)
         for value in event.summary.value:
-            scalar = _scalar_of(value)
+            scalar = scalar_of(value)
             if scalar is not None:
                 out.append((value.tag, event.step, event.wall_time, scalar))
     return out

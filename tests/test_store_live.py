@@ -15,9 +15,9 @@ import pytest
 import ray
 
 import rayplex
-from rayplex.actors.store_feed import store_feed_name
 from rayplex.config import reload_config
 from rayplex.read import _scalar_rows, stored_scalars
+from rayplex.store.feed import store_feed_name
 from rayplex.store.follower import event_limits, store_available
 from rayplex.store.format import Layout, Manifest
 from tests.conftest import tb_scalars

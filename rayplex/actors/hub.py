@@ -22,8 +22,9 @@ from typing import Any
 
 from rayplex.actors.control import ControlBook
 from rayplex.actors.faults import STALL_S, FaultWatch
+from rayplex.actors.names import QUERY_GROUP
 from rayplex.actors.partials import select_partials
-from rayplex.actors.requests import QUERIES, QUERY_GROUP, REQUESTS, RequestContext, answer
+from rayplex.actors.requests import QUERIES, REQUESTS, RequestContext, answer
 from rayplex.actors.summaries import SummaryBook
 from rayplex.actors.writer import HubWriter
 from rayplex.artifacts import ArtifactStore

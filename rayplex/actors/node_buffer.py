@@ -131,7 +131,8 @@ class NodeBuffer:
     async def call(self, request_id: str, method: str, args: tuple[Any, ...]) -> Any:
         """A worker's request/response call (artifacts, params), forwarded to the hub; a query
         (``glob``) on the hub's query threads, beside its writes."""
-        from rayplex.actors.hub import QUERIES, QUERY_GROUP
+        from rayplex.actors.names import QUERY_GROUP
+        from rayplex.actors.requests import QUERIES
 
         group = {"concurrency_group": QUERY_GROUP} if method in QUERIES else {}
         request = self._hub_handle().request.options(max_task_retries=0, **group)
@@ -151,7 +152,7 @@ class NodeBuffer:
 
     def _hub_handle(self) -> Any:
         if self._hub is None:
-            from rayplex.actors import get_hub
+            from rayplex.actors.names import get_hub
 
             self._hub = get_hub(self.hub_name)
         return self._hub

@@ -417,7 +417,3 @@ REQUESTS: dict[str, type[Request]] = {
 QUERIES = frozenset(name for name, request in REQUESTS.items() if request.query)
 """Requests that only read the artifact store: no writer lock, no request id to remember."""
 
-QUERY_GROUP = "queries"
-"""The hub's concurrency group (threads of their own, :func:`rayplex.actors.get_or_create_hub`)
-on which the node buffers send :data:`QUERIES`, so that a query never waits for a write nor a
-write for a query."""

@@ -32,7 +32,8 @@ import os
 from typing import Any
 
 from rayplex.atomic import atomic_write_bytes as atomic_write
-from rayplex.groups import COMBINED, INDEXED, NORMAL, GroupRegistry, GroupSpec
+from rayplex.groups import COMBINED, GroupRegistry, registry_from_json, registry_to_json
+from rayplex.logdir_codec import read_bounded
 from rayplex.records import Partial
 from rayplex.rules import check_step, split_client_id, validate_group_name, validate_metric_key
 from rayplex.stats import PartialStats
@@ -43,68 +44,6 @@ REGISTRY_FILE = "registry.json"
 """The registered groups, under ``logdir/.rayplex``."""
 LEGACY_REGISTRY_FILE = "registry.pkl"
 """Written by older versions; never read (it would be unpickled)."""
-REGISTRY_FORMAT = "rayplex-registry"
-_REGISTRY_VERSION = 1
-MAX_STATE_BYTES = 256 * 2**20
-"""A state file larger than this is not read (a hostile file must not exhaust memory)."""
-
-
-# ----------------------------------------------------------------- registry
-def registry_to_json(registry: GroupRegistry) -> dict[str, Any]:
-    """The registry as a JSON object; a combined group's ``bin_fn`` is left out.
-
-    Example:
-        >>> from rayplex.groups import GroupSpec
-        >>> data = registry_to_json(GroupRegistry(epoch="e").with_group(GroupSpec.normal("learner")))
-        >>> data["version"], data["groups"]
-        (1, [{'name': 'learner', 'kind': 'normal', 'bin_size': 1}])
-    """
-    return {
-        "format": REGISTRY_FORMAT,
-        "v": _REGISTRY_VERSION,
-        "epoch": registry.epoch,
-        "version": registry.version,
-        "groups": [{"name": spec.name, "kind": spec.kind, "bin_size": spec.bin_size}
-                   for spec in registry.groups.values()],
-    }
-
-
-def registry_from_json(data: object) -> GroupRegistry:
-    """Rebuild a registry from :func:`registry_to_json` output, checking every field.
-
-    A combined group comes back with ``bin_fn=None`` (clients binned by their own name) and the
-    same version: this is an exact codec; :func:`load_registry` bumps the version.
-
-    Raises:
-        ValueError: if ``data`` is not a well-formed registry of this format and version.
-    """
-    if not isinstance(data, dict) or data.get("format") != REGISTRY_FORMAT:
-        raise ValueError("not a rayplex registry (no 'format': 'rayplex-registry')")
-    if data.get("v") != _REGISTRY_VERSION:
-        raise ValueError(f"unsupported registry format version {data.get('v')!r:.40}")
-    epoch, version, groups = data.get("epoch"), data.get("version"), data.get("groups")
-    if not isinstance(epoch, str) or len(epoch) > 256:
-        raise ValueError("registry epoch must be a short string")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
-        raise ValueError("registry version must be a non-negative int")
-    if not isinstance(groups, list):
-        raise ValueError("registry groups must be a list")
-    specs: dict[str, GroupSpec] = {}
-    for item in groups:
-        if not isinstance(item, dict):
-            raise ValueError("a registry group must be an object")
-        try:
-            name = validate_group_name(item.get("name"), internal=True)
-        except TypeError as exc:
-            raise ValueError(str(exc)) from None
-        kind, bin_size = item.get("kind"), item.get("bin_size")
-        if kind not in (NORMAL, INDEXED, COMBINED):
-            raise ValueError(f"group {name!r}: unknown kind {kind!r:.40}")
-        if (not isinstance(bin_size, int) or isinstance(bin_size, bool) or bin_size < 1
-                or (kind != INDEXED and bin_size != 1)):
-            raise ValueError(f"group {name!r}: bad bin_size {bin_size!r:.40}")
-        specs[name] = GroupSpec(name, kind, bin_size, None)
-    return GroupRegistry(specs, version, epoch)
 
 
 def save_registry(path: str, registry: GroupRegistry) -> None:
@@ -207,19 +146,5 @@ def statistics_from_json(data: object) -> PartialStats:
 
 
 # -------------------------------------------------------------------- files
-def read_bounded(path: str, limit: int = MAX_STATE_BYTES) -> bytes:
-    """The contents of ``path``, refusing a file larger than ``limit`` bytes.
-
-    Raises:
-        OSError: if it cannot be read.
-        ValueError: if it is larger than ``limit``.
-    """
-    with open(path, "rb") as f:
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise ValueError(f"{path} is larger than {limit} bytes")
-    return data
-
-
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)

@@ -9,7 +9,7 @@ Example:
            retry_max_s=30.0, artifact_location=None)
 
 Pass them to ``rayplex.init(logdir, forward=[...])``; each gets a forwarder actor of its own
-(:mod:`rayplex.actors.forwarder`), so a slow tracker never delays another one. MLflow and W&B
+(:mod:`rayplex.forward.actor`), so a slow tracker never delays another one. MLflow and W&B
 are optional extras (``pip install rayplex[mlflow]``), imported only inside the forwarder.
 """
 

@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from rayplex.actors.state import read_bounded, registry_from_json
 from rayplex.actors.writer import STATE_DIR
 from rayplex.config import (
     FORWARD_IDLE_POLL_S,
@@ -39,7 +38,8 @@ from rayplex.forward.follow import (
     read_committed,
 )
 from rayplex.forward.trackers import Connection, Refused, RunGone, Tracker, run_tags
-from rayplex.groups import NORMAL
+from rayplex.groups import NORMAL, registry_from_json
+from rayplex.logdir_codec import read_bounded
 from rayplex.nested import Backoff, flatten_text
 
 log = logging.getLogger("rayplex.forward")

@@ -191,7 +191,7 @@ def decode(run: str, payloads: list[bytes]) -> tuple[list[Point], list[Image]]:
     from google.protobuf.message import DecodeError
     from tensorboardX.proto.event_pb2 import Event
 
-    from rayplex.read import _scalar_of  # the one place that knows a scalar's encodings
+    from rayplex.logdir_codec import scalar_of  # the one place that knows a scalar's encodings
 
     points: list[Point] = []
     images: list[Image] = []
@@ -208,7 +208,7 @@ def decode(run: str, payloads: list[bytes]) -> tuple[list[Point], list[Image]]:
                 images.append(Image(run, value.tag, int(event.step), float(event.wall_time),
                                     bytes(value.image.encoded_image_string)))
                 continue
-            scalar = _scalar_of(value)
+            scalar = scalar_of(value)
             if scalar is not None:
                 points.append(Point(run, value.tag, int(event.step), float(event.wall_time),
                                     scalar))

@@ -8,7 +8,7 @@ follower killed at any point resumes where the last commit left off and loses or
 nothing. It never reads past a committed size, so a transaction the hub undoes never reaches
 the store.
 
-It runs in the store feed actor (:mod:`rayplex.actors.store_feed`), a process of its own next
+It runs in the store feed actor (:mod:`rayplex.store.feed`), a process of its own next
 to the hub: the Parquet encoding never competes with the hub's write thread.
 
 Example:

@@ -166,10 +166,10 @@ class Layout:
     def event_files(self) -> list[tuple[str, str, Path]]:
         """``(run, key, path)`` of every event file, by run then name; ``key`` (the file's path
         relative to the event root) names its cursor."""
-        from rayplex.read import _event_files
+        from rayplex.logdir_codec import event_files
 
         out = []
-        for run, paths in sorted(_event_files(self.events).items()):
+        for run, paths in sorted(event_files(self.events).items()):
             if not self.rayplex and (run == STORE_DIR or run.startswith(STORE_DIR + "/")):
                 continue  # our own directory, in a logdir that is also the event root
             for path in paths:

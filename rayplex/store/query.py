@@ -532,10 +532,11 @@ def _connect(layout: Layout, segments: list[Segment]) -> Any:
                     "WHERE false")
     con.execute(_CREATE_VIEWS)
     if layout.rayplex:
+        from rayplex.logdir_codec import read_params_tree
         from rayplex.nested import flatten_text
-        from rayplex.read import read_params
 
-        rows = [(client, key, value) for client, params in read_params(layout.logdir).items()
+        stored = read_params_tree(Path(layout.logdir) / "params")
+        rows = [(client, key, value) for client, params in stored.items()
                 for key, value in flatten_text(params).items()]
         if rows:
             con.executemany("INSERT INTO params VALUES (?, ?, ?)", rows)

@@ -15,7 +15,7 @@ about 10 µs each. Here a whole chunk is handled with numpy:
    against :func:`rayplex.encode.scalar_tail` of that tag (one codec for both directions).
 3. **The general path.** Every other record (step 0, several values, tensor-valued scalars of
    the ``scalars`` plugin, other events) is parsed by protobuf (the ``tensorboard`` package's
-   compiled ``Event``, upb) and its scalars taken by :func:`rayplex.read._scalar_of`, exactly as
+   compiled ``Event``, upb) and its scalars taken by :func:`rayplex.logdir_codec.scalar_of`, exactly as
    :func:`rayplex.read_scalars` takes them. A record that is intact but not an ``Event`` is
    skipped, as there.
 
@@ -256,7 +256,7 @@ def _general(payload: bytes) -> tuple[int, float, list[tuple[str, float]]] | Non
     global _EVENT
     from google.protobuf.message import DecodeError
 
-    from rayplex.read import _scalar_of
+    from rayplex.logdir_codec import scalar_of
 
     if _EVENT is None:
         from tensorboard.compat.proto.event_pb2 import Event
@@ -268,7 +268,7 @@ def _general(payload: bytes) -> tuple[int, float, list[tuple[str, float]]] | Non
         return None
     out = []
     for value in event.summary.value:
-        scalar = _scalar_of(value)
+        scalar = scalar_of(value)
         if scalar is not None:
             out.append((value.tag, scalar))
     return event.step, event.wall_time, out

@@ -14,9 +14,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from rayplex.config import NAMESPACE
+from rayplex.actors import QUERY_GROUP, detached, get_hub
 from rayplex.store.follower import StoreFollower
 
 log = logging.getLogger("rayplex.store")
@@ -32,8 +31,6 @@ class StoreFeedActor:
     """Feeds ``logdir/store/`` with what the hub of experiment ``hub`` commits."""
 
     def __init__(self, hub: str, logdir: str) -> None:
-        from rayplex.actors import get_hub
-
         self.hub = get_hub(hub)
         self.follower = StoreFollower(logdir, self._committed, self._say)
         self._stop = threading.Event()
@@ -42,8 +39,6 @@ class StoreFeedActor:
         self._loop.start()
 
     def _committed(self) -> Mapping[str, int]:
-        from rayplex.actors.hub import QUERY_GROUP
-
         # On the hub's query threads: the call never waits in line with (or delays) writes.
         ref = self.hub.committed_sizes.options(concurrency_group=QUERY_GROUP).remote()
         return dict(ray.get(ref, timeout=HUB_CALL_TIMEOUT_S))
@@ -73,9 +68,7 @@ def get_or_create_store_feed(hub: str, logdir: str, node_id: str) -> Any:
     """The store feed of experiment ``hub``, created on ``node_id`` if it does not exist."""
     return (
         ray.remote(StoreFeedActor)
-        .options(name=store_feed_name(hub), namespace=NAMESPACE, get_if_exists=True,
-                 lifetime="detached", num_cpus=0, max_restarts=-1, max_task_retries=0,
-                 max_concurrency=4,
-                 scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False))
+        .options(**{**detached(store_feed_name(hub), node_id), "max_task_retries": 0},
+                 max_concurrency=4)
         .remote(hub, logdir)
     )

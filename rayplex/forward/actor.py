@@ -12,9 +12,8 @@ import threading
 from typing import Any
 
 import ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from rayplex.config import NAMESPACE
+from rayplex.actors import detached, get_hub
 from rayplex.forward.core import Forwarder
 from rayplex.forward.trackers import Tracker
 
@@ -32,8 +31,6 @@ class ForwarderActor:
     """Follows the hub of experiment ``hub`` writing ``logdir`` and feeds ``tracker``."""
 
     def __init__(self, hub: str, logdir: str, tracker: Tracker) -> None:
-        from rayplex.actors import get_hub
-
         self.hub = get_hub(hub)
         self.forwarder = Forwarder(logdir, tracker, self._committed, self._say)
         self._stop = threading.Event()
@@ -85,9 +82,7 @@ def get_or_create_forwarder(hub: str, logdir: str, tracker: Tracker, node_id: st
     """The forwarder of experiment ``hub`` to ``tracker``, created on ``node_id`` if needed."""
     return (
         ray.remote(ForwarderActor)
-        .options(name=forwarder_name(hub, tracker.key), namespace=NAMESPACE,
-                 get_if_exists=True, lifetime="detached", num_cpus=0, max_restarts=-1,
-                 max_task_retries=0, max_concurrency=4,
-                 scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False))
+        .options(**{**detached(forwarder_name(hub, tracker.key), node_id), "max_task_retries": 0},
+                 max_concurrency=4)
         .remote(hub, logdir, tracker)
     )
