@@ -456,8 +456,10 @@ while not os.path.exists(leave) and time.monotonic() < deadline:  # stay alive: 
 
 def _wait_for_file(path, seconds, proc=None):
     def there():
+        if os.path.exists(path):
+            return True
         assert proc is None or proc.poll() is None, proc.communicate()
-        return os.path.exists(path)
+        return False
 
     wait_for(there, seconds, f"{path} to appear", interval=0.02)
 
