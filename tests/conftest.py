@@ -4,8 +4,11 @@ and readers that go through TensorBoard's own event loader (never through rayple
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import os
+import pathlib
+import re
 import tempfile
 import threading
 import time
@@ -15,6 +18,56 @@ import pytest
 
 os.environ.setdefault("RAYPLEX_FLUSH_INTERVAL_S", "0.2")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+# ------------------------------------------------------------------ pytest-xdist (``-n 2``)
+# ``.ci/run`` spreads the tests over two processes, each with a Ray of its own (``ray_session``).
+# A test file whose tests share a module-scoped fixture (its one hub, a logdir built once) goes
+# whole to one worker, so it is set up once; every other test goes alone to whichever worker is
+# free. The files' text says which is which (the controller does not collect the tests);
+# tests/test_ci_setup.py checks that against the fixtures the tests really use.
+_MODULE_STATE = re.compile(r"""scope=["'](module|class|package)["']|shared_experiment""")
+
+
+def shares_module_state(item: pytest.Item) -> bool:
+    """Whether ``item`` uses a fixture set up once per module (or class, or package)."""
+    info = getattr(item, "_fixtureinfo", None)
+    return info is not None and any(
+        fixturedef.scope in ("module", "class", "package")
+        for fixturedefs in info.name2fixturedefs.values() for fixturedef in fixturedefs)
+
+
+@functools.cache
+def file_shares_module_state(path: str) -> bool:
+    """Whether the test file at ``path`` defines or imports a module-scoped fixture."""
+    return bool(_MODULE_STATE.search(pathlib.Path(path).read_text(encoding="utf-8")))
+
+
+def xdist_scope(rootpath: str, nodeid: str) -> str:
+    """The unit of work xdist hands to one worker: the file, or the test alone."""
+    path = nodeid.split("::", 1)[0]
+    return path if file_shares_module_state(os.path.join(rootpath, path)) else nodeid
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``-n N`` (xdist's default ``--dist load``) schedules by ``xdist_scope``, the units in
+    collection order, in which ``pytest_collection_modifyitems`` put the slow tests first (so
+    that no long test starts last); any other ``--dist`` is xdist's own."""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_scope(str(config.rootpath), nodeid)
+
+    config.option.loadscopereorder = False
+    return Scheduling(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # every worker sorts alike: same collection
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session")
@@ -93,6 +146,20 @@ def tb_values(logdir):
     return out
 
 
+def wait_for(condition, timeout, what, interval=0.05):
+    """Poll ``condition`` until it returns something truthy and return that; fail naming
+    ``what`` (and the last value seen) if it has not after ``timeout`` seconds. The one
+    deadline loop of the tests: waiting on a condition, never a bare ``time.sleep``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; last: {value!r}")
+        time.sleep(interval)  # polling the condition
+
+
 def returns_within(seconds, fn):
     """Run ``fn`` in a thread and return its result or raise its exception; fail instead of
     hanging if it has not returned after ``seconds``."""
@@ -132,10 +199,7 @@ def stalled_hub(hub, limit_s=120.0):
         open(released, "w").close()
 
     ref = hub.actor.__ray_call__.remote(stall)
-    deadline = time.monotonic() + 60
-    while not os.path.exists(started):
-        assert time.monotonic() < deadline, "the hub did not start the stall"
-        time.sleep(0.01)
+    wait_for(lambda: os.path.exists(started), 60, "the hub to start the stall", interval=0.01)
     try:
         yield release
     finally:

@@ -20,7 +20,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 from collections import defaultdict
@@ -31,6 +30,7 @@ import pytest
 import rayplex
 from rayplex.board import Board, start_board
 from rayplex.cli import main
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -94,14 +94,17 @@ def _get(board: Board, route: str, **query: str):
 
 def _eventually(fetch, done, what: str, deadline_s: float = DEADLINE_S):
     """Call ``fetch`` until ``done(result)``; fail with the last result after the deadline."""
-    deadline = time.monotonic() + deadline_s
-    while True:
-        result = fetch()
-        if done(result):
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} not seen within {deadline_s:g} s; last answer: {result!r}")
-        time.sleep(0.2)
+    last: list = []
+
+    def answered():
+        last[:] = [fetch()]
+        return done(last[0])
+
+    try:
+        wait_for(answered, deadline_s, what, interval=0.2)
+    except AssertionError:
+        pytest.fail(f"{what} not seen within {deadline_s:g} s; last answer: {last[0]!r}")
+    return last[0]
 
 
 def _runs_loaded(board: Board) -> list[str]:

@@ -23,17 +23,7 @@ from tests import conftest
 
 tb_scalars: Callable[[str], Any] = conftest.tb_scalars
 stalled_hub: Any = conftest.stalled_hub
-
-
-def _until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+_until: Callable[..., Any] = conftest.wait_for
 
 
 def _node_buffer(hub_name: str) -> Any:

@@ -10,21 +10,11 @@ import time
 
 import pytest
 
-from tests.conftest import tb_values
+from tests.conftest import tb_values, wait_for
 
 mlflow = pytest.importorskip("mlflow")
 
 NORMAL, INDEXED, COMBINED = "learner", "agent", "eval"
-
-
-def wait_for(condition, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def read_text(path):
@@ -147,10 +137,10 @@ def test_a_killed_forwarder_resumes_from_its_cursor_without_loss_or_mlflow_dupli
     hub = start(tmp_path, tracker, name="fwdkill")
     actor = ray.get_actor(forwarder_name(hub.name, tracker.key), namespace="rayplex")
     log_from_workers(hub.name, CLIENTS[:4], steps=10)
-    wait_for(lambda: ray.get(actor.info.remote())["forwarded"] > 0, what="a first round")
+    wait_for(lambda: ray.get(actor.info.remote())["forwarded"] > 0, timeout=60, what="a first round")
     ray.kill(actor, no_restart=False)  # mid-run: Ray restarts it; it resumes from the cursor
     log_from_workers(hub.name, CLIENTS[:4], steps=10, offset=100.0)
-    wait_for(lambda: _answers(actor), what="the restarted forwarder")
+    wait_for(lambda: _answers(actor), timeout=60, what="the restarted forwarder")
     rayplex.shutdown(hub.name, timeout=120)
     metrics, _, _ = mlflow_contents(tracking, hub.logdir)
     assert metrics == event_contents(hub.logdir)  # every point once: no loss, no duplicate
@@ -166,7 +156,7 @@ def test_a_locked_tracker_is_reported_within_slow_call_s_and_loses_nothing_once_
     tracker = MLflow(tracking_uri=tracking, experiment="rayplex-test", slow_call_s=2.0)
     hub = start(tmp_path, tracker, name="fwdlock")
     log_from_workers(hub.name, CLIENTS[:2], steps=5)
-    wait_for(lambda: _forwarder_info(hub.name)["forwarded"] > 0, what="a first round")
+    wait_for(lambda: _forwarder_info(hub.name)["forwarded"] > 0, timeout=60, what="a first round")
     lock = sqlite3.connect(tracking[len("sqlite:///"):], timeout=1)
     lock.execute("BEGIN EXCLUSIVE")
     try:

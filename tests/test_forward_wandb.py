@@ -90,17 +90,18 @@ def test_a_killed_wandb_forwarder_loses_nothing_and_repeats_only_identical_rows(
     import rayplex
     from rayplex.forward import WandB
     from rayplex.forward.actor import forwarder_name
-    from tests.test_forward_mlflow import _answers, wait_for
+    from tests.conftest import wait_for
+    from tests.test_forward_mlflow import _answers
 
     directory = str(tmp_path / "wandb")
     tracker = WandB(project="rayplex-test", mode="offline", dir=directory)
     hub = start(tmp_path, tracker, name="fwdwbkill")
     actor = ray.get_actor(forwarder_name(hub.name, tracker.key), namespace="rayplex")
     log_from_workers(hub.name, CLIENTS[:4], steps=6)
-    wait_for(lambda: ray.get(actor.info.remote())["forwarded"] > 0, what="a first round")
+    wait_for(lambda: ray.get(actor.info.remote())["forwarded"] > 0, 60, what="a first round")
     ray.kill(actor, no_restart=False)
     log_from_workers(hub.name, CLIENTS[:4], steps=6, offset=100.0)
-    wait_for(lambda: _answers(actor), what="the restarted forwarder")
+    wait_for(lambda: _answers(actor), 60, what="the restarted forwarder")
     rayplex.shutdown(hub.name, timeout=120)
     expected = event_contents(hub.logdir)
     points, rows, _ = wandb_contents(directory)

@@ -13,7 +13,7 @@ import time
 import pytest
 
 import rayplex
-from tests.conftest import returns_within, tb_scalars
+from tests.conftest import returns_within, tb_scalars, wait_for
 
 
 @pytest.fixture(autouse=True)
@@ -455,11 +455,13 @@ while not os.path.exists(leave) and time.monotonic() < deadline:  # stay alive: 
 
 
 def _wait_for_file(path, seconds, proc=None):
-    deadline = time.monotonic() + seconds
-    while not os.path.exists(path):
+    def there():
+        if os.path.exists(path):
+            return True
         assert proc is None or proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, f"{path} did not appear within {seconds} s"
-        time.sleep(0.02)  # polling for the other process's mark
+        return False
+
+    wait_for(there, seconds, f"{path} to appear", interval=0.02)
 
 
 def test_a_shutdown_from_another_driver_ends_this_driver_s_loggers_within_the_bound(
@@ -542,10 +544,7 @@ def test_flush_is_not_held_by_an_actor_logging_every_millisecond_and_covers_what
 
     chatty = Chatty.remote()
     running = chatty.run.remote()
-    deadline = time.monotonic() + 60
-    while ray.get(chatty.count.remote()) < 2_000:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)  # polling the actor's progress
+    wait_for(lambda: ray.get(chatty.count.remote()) >= 2_000, 60, "2000 lines logged")
     took = []
     for _ in range(3):
         before = ray.get(chatty.count.remote())  # logged before the flush was asked

@@ -19,19 +19,10 @@ from rayplex.actors.control import ControlBook, read_control
 from rayplex.handle import signal as send_signal  # rayplex.signal once exported
 from rayplex.nested import flatten
 from rayplex.rules import check_signal, match_clients
+from tests.conftest import wait_for
 from tests.fixtures import shared_experiment  # noqa: F401  (one hub for this module)
 
 pytestmark = pytest.mark.filterwarnings("ignore:rayplex. group .* is not registered")
-
-
-def _until(condition, seconds=30.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"not true within {seconds} s")
 
 
 def _params(logdir, client):
@@ -223,9 +214,11 @@ def test_ping_with_an_interval_keeps_pinging_and_buffers_signals_for_the_next_ca
     log = rayplex.get_logger("agent/8")
     assert log.ping("training", interval=0.2) == []
     first = read_control(experiment.logdir).heartbeats["agent/8"]["time"]
-    _until(lambda: read_control(experiment.logdir).heartbeats["agent/8"]["time"] > first)
+    wait_for(lambda: read_control(experiment.logdir).heartbeats["agent/8"]["time"] > first, 30,
+             "a newer heartbeat")
     send_signal("agent/8", "stop")
-    _until(lambda: "agent/8" not in read_control(experiment.logdir).signals)  # the thread took it
+    wait_for(lambda: "agent/8" not in read_control(experiment.logdir).signals, 30,
+             "the signal taken")  # the thread took it
     assert log.ping("training") == ["stop"]
     assert log.ping("training") == []
 

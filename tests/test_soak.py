@@ -26,6 +26,7 @@ from tests import conftest
 
 tb_scalars: Callable[[str], Any] = conftest.tb_scalars
 tb_values: Callable[[str], Any] = conftest.tb_values
+wait_for: Callable[..., Any] = conftest.wait_for
 
 HUB = "soak"
 WORKERS = 16
@@ -137,17 +138,18 @@ def _info(hub: rayplex.HubHandle) -> dict[str, Any] | None:
 
 def _wait_for_progress(hub: rayplex.HubHandle, timeout: float = 90.0) -> None:
     """Poll until one hub incarnation writes more records than when first seen."""
-    deadline = time.monotonic() + timeout
-    base: tuple[int, int] | None = None
-    while time.monotonic() < deadline:
+    base: list[tuple[int, int]] = []
+
+    def progressed() -> bool:
         info = _info(hub)
-        if info is not None:
-            if base is None or base[0] != info["pid"]:
-                base = (info["pid"], info["records_written"])
-            elif info["records_written"] > base[1]:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"the hub made no progress within {timeout:.0f} s: {_info(hub)}")
+        if info is None:
+            return False
+        if not base or base[0][0] != info["pid"]:
+            base[:] = [(info["pid"], info["records_written"])]
+            return False
+        return bool(info["records_written"] > base[0][1])
+
+    wait_for(progressed, timeout, "the hub's progress")
 
 
 def _kill_hub(hub: rayplex.HubHandle) -> None:
@@ -218,10 +220,7 @@ def test_sixteen_workers_lose_and_duplicate_nothing_under_kills_a_stall_and_a_fu
         disk_seen = False
         started = time.monotonic()
         try:
-            deadline = time.monotonic() + 120
-            while ray.get(flag.count.remote()) < WORKERS:
-                assert time.monotonic() < deadline, "the workers did not start"
-                time.sleep(0.05)
+            wait_for(lambda: ray.get(flag.count.remote()) >= WORKERS, 120, "the workers to start")
             ray.get(flag.start.remote())
             _wait_for_progress(hub, timeout=120)
             for fault in faults:

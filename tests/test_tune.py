@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections import defaultdict
 from types import SimpleNamespace
 
@@ -21,7 +20,7 @@ import pytest
 import rayplex
 from rayplex.integrations._common import int_step, numeric_items
 from tests import tune_restore_driver as crash
-from tests.conftest import tb_scalars, tb_values
+from tests.conftest import tb_scalars, tb_values, wait_for
 
 HUB = "tune-test"
 ITERS = 5
@@ -271,14 +270,14 @@ def test_replayed_iterations_are_written_once_across_a_driver_crash_and_tuner_re
     logdir = str(tmp_path / "exp")
     first = _start_driver("fit", tmp_path)
     try:
-        deadline = time.monotonic() + 300
-        while True:  # kill once every trial has results on disk, mid-way
+        def mid_way():  # kill once every trial has results on disk, mid-way
             on_disk = _iterations_on_disk(logdir)
             if len(on_disk) == len(crash.XS) and min(on_disk.values()) >= KILL_AFTER:
-                break
+                return on_disk
             assert first.poll() is None, (tmp_path / "fit.err").read_text()[-6000:]
-            assert time.monotonic() < deadline, f"no results flowing: {dict(on_disk)}"
-            time.sleep(0.05)  # polling the logdir
+            return None
+
+        on_disk = wait_for(mid_way, 300, "results of every trial on disk")
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=60)
     finally:
