@@ -216,21 +216,6 @@ class _LogStore:
             store.counts = np.frombuffer(zlib.decompress(blob), dtype=dtype).astype(np.int64)
         return store
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"offset": self.offset, "counts": self.counts.tolist()}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> _LogStore:
-        store = cls()
-        counts = np.asarray(data["counts"], dtype=np.int64).reshape(-1)
-        if counts.size and (counts < 0).any():
-            raise ValueError("bucket counts must be non-negative")
-        nonzero = np.flatnonzero(counts)
-        if nonzero.size:
-            store.offset = int(data["offset"]) + int(nonzero[0])
-            store.counts = counts[nonzero[0] : nonzero[-1] + 1].copy()
-        return store
-
 
 class PartialStats:
     """Mergeable statistics of a stream of floats.
@@ -611,57 +596,10 @@ class PartialStats:
         self._pos = _LogStore.decode(pos)
         self._neg = _LogStore.decode(neg)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-able dict (infinite min/max become ``Infinity`` with :mod:`json`)."""
-        self._fold()
-        return {
-            "version": _STATE_VERSION,
-            "relative_accuracy": self.RELATIVE_ACCURACY,
-            "finite_count": self._n,
-            "finite_mean": self._mean,
-            "finite_m2": self._m2,
-            "min": self._min,
-            "max": self._max,
-            "nan_count": self._nan,
-            "pos_inf_count": self._pinf,
-            "neg_inf_count": self._ninf,
-            "zero_count": self._zero,
-            "positive": self._pos.to_dict(),
-            "negative": self._neg.to_dict(),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> PartialStats:
-        """Rebuild a partial from :meth:`to_dict` output.
-
-        Raises:
-            ValueError: If the version or relative accuracy does not match this class.
-        """
-        if data.get("version") != _STATE_VERSION:
-            raise ValueError(f"unsupported PartialStats dict version {data.get('version')!r}")
-        if float(data["relative_accuracy"]) != cls.RELATIVE_ACCURACY:
-            raise ValueError(
-                f"relative_accuracy {data['relative_accuracy']} does not match "
-                f"{cls.__name__}.RELATIVE_ACCURACY={cls.RELATIVE_ACCURACY}"
-            )
-        new = cls()
-        new._n = int(data["finite_count"])
-        new._mean = float(data["finite_mean"])
-        new._m2 = float(data["finite_m2"])
-        new._min = float(data["min"])
-        new._max = float(data["max"])
-        new._nan = int(data["nan_count"])
-        new._pinf = int(data["pos_inf_count"])
-        new._ninf = int(data["neg_inf_count"])
-        new._zero = int(data["zero_count"])
-        new._pos = _LogStore.from_dict(data["positive"])
-        new._neg = _LogStore.from_dict(data["negative"])
-        return new
-
     def to_json(self) -> dict[str, Any]:
         """Return a strict-JSON form (no ``NaN``/``Infinity`` tokens) that round-trips exactly.
 
-        Unlike :meth:`to_dict` it keeps the sketch stores as they are (offset and counts,
+        It keeps the sketch stores as they are (offset and counts,
         narrowest dtype, zlib, base64), so a partial that saw a million values stays a few KB,
         and ``from_json(to_json())`` has the same state bit for bit. This is what the hub
         journals: data, never a pickle.
