@@ -487,7 +487,7 @@ def test_a_shutdown_from_another_driver_ends_this_driver_s_loggers_within_the_bo
         assert report["raised_at"] is not None, report
         assert "shut down" in report["error"]
         assert report["raised_at"] - shut_down_at <= config().flush_interval_s + 5
-        assert report["flush_error"].startswith("RayplexError") and report["flush_s"] < 5
+        assert report["flush_error"].startswith("ExperimentClosedError") and report["flush_s"] < 5
         on_disk = len(_steps(hub.logdir, "learner", "other/x"))
         # every record is on disk or counted as dropped (a batch the hub wrote just before the
         # kill whose answer was lost is counted too: never silent, at most one batch twice)
