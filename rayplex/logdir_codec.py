@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rayplex.layout import params_path as _params_path
 from rayplex.rules import split_client_id
 from rayplex.tfrecord import NotRegularFileError, open_regular, read_records
 
@@ -53,7 +54,7 @@ def params_path(logdir: str | os.PathLike[str], client_id: str) -> str:
         ValueError, TypeError: if ``client_id`` is not a valid client id.
     """
     group, name = split_client_id(client_id)
-    return os.path.join(os.fspath(logdir), "params", group, f"{name}.json")
+    return _params_path(logdir, group, name)
 
 
 def encode_params(params: dict[str, Any]) -> bytes:

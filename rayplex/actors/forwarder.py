@@ -14,14 +14,12 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from rayplex.config import NAMESPACE
+from rayplex.config import FORWARD_WATCH_PERIOD_S, HUB_CALL_TIMEOUT_S, NAMESPACE
 from rayplex.forward.core import Forwarder
 from rayplex.forward.trackers import Tracker
 
 log = logging.getLogger("rayplex.forward")
 
-WATCH_PERIOD_S = 1.0
-HUB_CALL_TIMEOUT_S = 30.0
 
 
 def forwarder_name(hub: str, key: str = "") -> str:
@@ -60,7 +58,7 @@ class ForwarderActor:
                 self._stop.wait(wait)
 
     def _watching(self) -> None:
-        while not self._stop.wait(WATCH_PERIOD_S):
+        while not self._stop.wait(FORWARD_WATCH_PERIOD_S):
             self.forwarder.watch()
 
     def info(self) -> dict[str, Any]:

@@ -32,21 +32,18 @@ import os
 from typing import Any
 
 from rayplex.atomic import atomic_write_bytes as atomic_write
+from rayplex.config import MAX_STATE_BYTES
 from rayplex.groups import COMBINED, INDEXED, NORMAL, GroupRegistry, GroupSpec
+from rayplex.layout import LEGACY_REGISTRY_FILE as LEGACY_REGISTRY_FILE  # tests use these
+from rayplex.layout import REGISTRY_FILE as REGISTRY_FILE
 from rayplex.records import Partial
 from rayplex.rules import check_step, split_client_id, validate_group_name, validate_metric_key
 from rayplex.stats import PartialStats
 
 log = logging.getLogger("rayplex.hub")
 
-REGISTRY_FILE = "registry.json"
-"""The registered groups, under ``logdir/.rayplex``."""
-LEGACY_REGISTRY_FILE = "registry.pkl"
-"""Written by older versions; never read (it would be unpickled)."""
 REGISTRY_FORMAT = "rayplex-registry"
 _REGISTRY_VERSION = 1
-MAX_STATE_BYTES = 256 * 2**20
-"""A state file larger than this is not read (a hostile file must not exhaust memory)."""
 
 
 # ----------------------------------------------------------------- registry

@@ -16,12 +16,11 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from rayplex.config import NAMESPACE
+from rayplex.config import HUB_CALL_TIMEOUT_S, NAMESPACE
 from rayplex.store.follower import StoreFollower
 
 log = logging.getLogger("rayplex.store")
 
-HUB_CALL_TIMEOUT_S = 30.0
 
 
 def store_feed_name(hub: str) -> str:

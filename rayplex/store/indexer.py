@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from rayplex.atomic import TEMP_PREFIX, atomic_write_bytes, fsync_dir
+from rayplex.config import COMPACT_BELOW, COMPACT_MIN, SEGMENT_ROWS
 from rayplex.store.format import (
     CATALOG_KEY,
     LOCK,
@@ -56,12 +57,6 @@ from rayplex.tfrecord import NotRegularFileError, open_regular
 
 __all__ = ["IndexReport", "compact", "index"]
 
-SEGMENT_ROWS = 1_000_000
-"""Points per segment while indexing (bounds the indexer's memory)."""
-COMPACT_BELOW = 250_000
-"""Segments with fewer points are merged by compaction ..."""
-COMPACT_MIN = 8
-"""... once there are at least this many of them."""
 _CHUNK = 4 << 20
 _ROW_GROUP = 65_536
 _KILL_ENV = "RAYPLEX_STORE_KILL_AT"
