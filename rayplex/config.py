@@ -128,6 +128,19 @@ CLI_ROWS_SHOWN = 30
 CLI_MAX_PLOTS = 12
 """Charts in one ``rayplex plot`` image."""
 
+STORE_QUERY_RETRIES = 3
+"""A store query retries this many times when a compaction replaced the files it was reading."""
+PROJECTOR_ROUTE_TRIES = 5
+"""``add_embedding`` asks for its run's route at most this many times (the registry may change)."""
+INDEX_READ_CHUNK_BYTES = 4 << 20
+"""The indexer reads event files in pieces this large."""
+STORE_ROW_GROUP_ROWS = 65_536
+"""Rows per Parquet row group in the store's segments."""
+EVENT_READ_CHUNK_BYTES = 1 << 20
+"""Event files are read in pieces this large."""
+ARTIFACT_COPY_BUFSIZE = 1 << 20
+"""Artifact files are copied and read in pieces this large."""
+
 
 @dataclass(frozen=True)
 class Config:

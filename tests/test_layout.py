@@ -110,15 +110,14 @@ LAYOUT_NAMES = {
 layout name."""
 
 ALLOWED = {
-    ("actors/writer.py", "logs"),  # a quarantined batch's JSON field
     ("board.py", "tensorboard"),  # the tensorboard package and program, not the directory
     ("cli.py", "artifacts"),  # the title and a column label of `rayplex ls`'s table
-    ("forward/follow.py", "params"),  # a forward cursor's JSON field
 }
 """``(module, name)`` pairs where the string is not a path (each checked by hand)."""
 
 
-def _docstrings(tree: ast.AST) -> set[int]:
+def _not_paths(tree: ast.AST) -> set[int]:
+    """Docstrings (prose) and JSON keys (``{"logs": ...}``, ``data["params"]``)."""
     ids = set()
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -127,6 +126,10 @@ def _docstrings(tree: ast.AST) -> set[int]:
                 if (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)
                         and isinstance(stmt.value.value, str)):
                     ids.add(id(stmt.value))  # a docstring, or an attribute docstring
+        if isinstance(node, ast.Dict):
+            ids.update(id(key) for key in node.keys if key is not None)
+        if isinstance(node, ast.Subscript):
+            ids.add(id(node.slice))
     return ids
 
 
@@ -138,7 +141,7 @@ def layout_literals() -> list[tuple[str, int, str]]:
         if rel == "layout.py":
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        prose = _docstrings(tree)
+        prose = _not_paths(tree)
         for node in ast.walk(tree):
             if (isinstance(node, ast.Constant) and isinstance(node.value, str)
                     and id(node) not in prose):
@@ -165,7 +168,8 @@ def test_the_scan_finds_a_spelled_out_name(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------------------ tunables
 
-TUNABLE_NAME = re.compile(r"(_S|_MB|_BYTES)$|TIMEOUT|INTERVAL|(^|_)MAX(_|$)")
+TUNABLE_NAME = re.compile(
+    r"(_S|_MB|_BYTES|_BUFSIZE|_CHUNK|_TRIES|_RETRIES|_ROW_GROUP)$|TIMEOUT|INTERVAL|(^|_)MAX(_|$)")
 """Names of module constants that are tunables: they live in ``rayplex/config.py``."""
 
 PROTOCOL = {
