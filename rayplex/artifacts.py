@@ -79,7 +79,7 @@ from pathlib import Path
 
 from rayplex.atomic import TEMP_PREFIX as ATOMIC_TEMP_PREFIX
 from rayplex.atomic import atomic_write_bytes, atomic_writer, fsync_dir
-from rayplex.config import config
+from rayplex.config import ARTIFACT_COPY_BUFSIZE, config
 
 __all__ = [
     "CLIENT_DEPTH",
@@ -107,7 +107,6 @@ TEMP_PREFIX = ATOMIC_TEMP_PREFIX
 _LEN = struct.Struct("<Q")
 _CRC = struct.Struct("<I")
 _RECORD_OVERHEAD = _LEN.size + _CRC.size  # 12 bytes
-_COPY_BUFSIZE = 1 << 20
 _DRIVE_RE = re.compile(r"^[A-Za-z]:")
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_BINARY = getattr(os, "O_BINARY", 0)
@@ -318,7 +317,7 @@ def _write_all(fd: int, data: bytes) -> None:
 def _read_all(fd: int) -> bytes:
     pieces: list[bytes] = []
     while True:
-        piece = os.read(fd, _COPY_BUFSIZE)
+        piece = os.read(fd, ARTIFACT_COPY_BUFSIZE)
         if not piece:
             return b"".join(pieces)
         pieces.append(piece)
@@ -1132,7 +1131,7 @@ class ArtifactStore:
                              "artifact root or its client's directory")
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(source, "rb") as fin, atomic_writer(target) as fout:
-            shutil.copyfileobj(fin, fout, _COPY_BUFSIZE)
+            shutil.copyfileobj(fin, fout, ARTIFACT_COPY_BUFSIZE)
         self._forget(target)
 
     def _copy_tree(self, source: Path, target: Path, src_norm: str) -> None:

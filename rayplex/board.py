@@ -229,9 +229,10 @@ def start_board(
         'http://127.0.0.1:40123/'
         >>> board.stop()  # doctest: +SKIP
     """
+    from rayplex.layout import tensorboard_dir as tensorboard_of
     from rayplex.read import check_logdir
 
-    tensorboard_dir = check_logdir(logdir) / "tensorboard"
+    tensorboard_dir = Path(tensorboard_of(check_logdir(logdir)))
     _program()  # not installed: say so before anything else
     try:
         # Checked first: otherwise the probe below could be answered by whoever holds the port.

@@ -93,14 +93,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import IO, Any
 
-from rayplex.config import OVERFLOW_POLICIES
+from rayplex.config import BUFFER_WARN_EVERY_S, OVERFLOW_POLICIES, SPILL_RETRY_S
 
 log = logging.getLogger("rayplex")
 
-SPILL_RETRY_S = 10.0
-"""After a failed spill, the buffer blocks instead of spilling for this long, then tries again."""
-WARN_EVERY_S = 60.0
-"""Repeated warnings of one kind (records dropped) are logged at most this often."""
 
 _GIL_ENABLED: bool = getattr(sys, "_is_gil_enabled", lambda: True)()
 _OPEN_FLAGS = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -647,7 +643,7 @@ class Buffer:
     def _warn_every(self, key: str, msg: str, *args: Any) -> None:
         now = time.monotonic()
         last = self._warned.get(key)
-        if last is None or now - last >= WARN_EVERY_S:
+        if last is None or now - last >= BUFFER_WARN_EVERY_S:
             self._warned[key] = now
             log.warning(msg, *args)
 

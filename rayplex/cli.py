@@ -33,11 +33,11 @@ from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
+from rayplex.config import CLI_MAX_PLOTS, CLI_ROWS_SHOWN
+
 if TYPE_CHECKING:  # pragma: no cover
     from rayplex.read import ScalarTable
 
-_ROWS_SHOWN = 30  # per table in `rayplex ls`, unless --all
-_MAX_PLOTS = 12  # charts in one `rayplex plot` image
 _FORMATS = ("csv", "json", "parquet")
 COMMANDS = ("demo", "board", "ls", "export", "plot", "tail", "index")
 # Groups rayplex writes itself (rules.RESERVED_GROUPS), explained under `rayplex ls`'s groups table.
@@ -167,8 +167,10 @@ def view_commands(logdir: str) -> list[str]:
         >>> view_commands("/tmp/my exp")
         ["rayplex board '/tmp/my exp'", "tensorboard --logdir '/tmp/my exp/tensorboard'"]
     """
+    from rayplex.layout import tensorboard_dir
+
     return [f"rayplex board {shlex.quote(logdir)}",
-            f"tensorboard --logdir {shlex.quote(os.path.join(logdir, 'tensorboard'))}"]
+            f"tensorboard --logdir {shlex.quote(tensorboard_dir(logdir))}"]
 
 
 # ----------------------------------------------------------------------------- board
@@ -211,7 +213,7 @@ def _ls(args: argparse.Namespace) -> int:
 
     summary = summarize(args.logdir)
     console = _console()
-    limit = None if args.all else _ROWS_SHOWN
+    limit = None if args.all else CLI_ROWS_SHOWN
 
     def show(table: Table, rows: list[tuple[str, ...]], what: str) -> None:
         for row in rows[:limit]:
@@ -312,8 +314,8 @@ def _job_rows(logdir: str, now: float) -> list[tuple[str, ...]]:
     """One row per client with a job status or a heartbeat: client, job status, ping status,
     last seen, host."""
     from rayplex.actors.control import read_control
+    from rayplex.layout import CONTROL_FILE
     from rayplex.read import read_params
-    from rayplex.rules import CONTROL_FILE
 
     try:
         beats = read_control(logdir).heartbeats
@@ -466,10 +468,10 @@ def _plot(args: argparse.Namespace) -> int:
         steps.append(row.step)
         values.append(row.value)
     tags = sorted(curves, key=natural_key)
-    if len(tags) > _MAX_PLOTS:
-        print(f"rayplex plot: {len(tags)} tags match; drawing the first {_MAX_PLOTS} "
+    if len(tags) > CLI_MAX_PLOTS:
+        print(f"rayplex plot: {len(tags)} tags match; drawing the first {CLI_MAX_PLOTS} "
               f"(narrow --tag to choose)", file=sys.stderr)
-        tags = tags[:_MAX_PLOTS]
+        tags = tags[:CLI_MAX_PLOTS]
     ncols = min(3, len(tags))
     nrows = math.ceil(len(tags) / ncols)
     figure = Figure(figsize=(5.5 * ncols, 3.8 * nrows), layout="constrained")
@@ -505,12 +507,15 @@ def _last_records(lines: Iterable[str], count: int) -> list[str]:
 
 
 def _tail(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from rayplex import tail, textlog
+    from rayplex.layout import all_log_path
     from rayplex.read import check_logdir
     from rayplex.terminal import color_enabled, escape_controls
     from rayplex.tfrecord import NotRegularFileError, open_regular
 
-    path = check_logdir(args.logdir) / "logs" / "all.log"
+    path = Path(all_log_path(check_logdir(args.logdir)))
     if args.level is not None:
         textlog.parse_level(args.level)  # a bad level is an error before anything prints
     tty = sys.stdout.isatty()
@@ -692,7 +697,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Groups, runs, tags (last step, points), artifacts, text logs and sizes.",
     )
     _add_logdir(ls)
-    ls.add_argument("--all", action="store_true", help=f"show every row (default: {_ROWS_SHOWN} per table)")
+    ls.add_argument("--all", action="store_true",
+                    help=f"show every row (default: {CLI_ROWS_SHOWN} per table)")
     ls.set_defaults(func=_ls)
 
     export = command(

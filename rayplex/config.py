@@ -60,6 +60,88 @@ HUB_ANSWER_TIMEOUT_S = 10.0
 the hub to answer before it raises; a wedged hub never wedges the caller."""
 
 
+# ---------------------------------------------------------------- internal tunables
+# Module constants (no environment variable): timeouts, intervals and bounds of rayplex's own
+# threads and files, kept here so that every tunable has one home.
+
+HUB_CALL_TIMEOUT_S = 30.0
+"""Longest a hub-side helper actor (a forwarder, the store feed) waits for one call to its hub."""
+FORWARD_WATCH_PERIOD_S = 1.0
+"""How often a forwarder actor's watcher thread checks its forwarder (stalled calls, warnings)."""
+STALL_S = 1.0
+"""A hub call that waited or ran this much longer than usual counts as a stall."""
+MAX_STATE_BYTES = 256 * 2**20
+"""A hub state file larger than this is not read (a hostile file must not exhaust memory)."""
+TAKEOVER_WAIT_S = 2.0
+"""How long a hub waits for another hub's lock on a logdir (a holder whose process is just exiting)."""
+RESTART_WAIT_S = 30.0
+"""How long a restarted hub waits for the lock of its own predecessor (same actor id)."""
+CLAIM_POLL_S = 0.02
+"""How often a hub waiting for a logdir's lock tries again."""
+JOURNAL_MAX_BYTES = 64 * 2**20
+"""The hub's journal is compacted into one snapshot once it grows past this."""
+CONTROL_MAX_ANSWERS = 1024
+"""Ping tokens whose answers a replayed ping can still get."""
+MAX_APPLIED_REQUESTS = 100_000
+"""Ids of applied artifact/params requests the journal remembers (the most recent ones): a request
+replayed after more than this many newer requests were applied would be applied again."""
+MAX_INTENTS = 10_000
+"""Intents of unrecorded moves/copies the journal remembers (the most recent ones)."""
+COMPACTION_RETRY_S = 30.0
+"""After a failed journal compaction, the next attempt waits this long."""
+SPILL_RETRY_S = 10.0
+"""After a failed spill, a worker's buffer blocks instead of spilling for this long, then tries again."""
+BUFFER_WARN_EVERY_S = 60.0
+"""A worker's buffer logs repeated warnings of one kind (records dropped) at most this often."""
+GLOBAL_FLUSH_TIMEOUT_S = 30.0
+"""The default timeout of ``rayplex.flush()`` and ``rayplex.shutdown()``."""
+KEY_CACHE_MAX = 65536
+"""Metric keys a process remembers as checked (a log call checks each key once)."""
+SEGMENT_ROWS = 1_000_000
+"""Points per store segment while indexing (bounds the indexer's memory)."""
+COMPACT_BELOW = 250_000
+"""Store segments with fewer points are merged by compaction ..."""
+COMPACT_MIN = 8
+"""... once there are at least this many of them."""
+BATCH_POINTS = 500_000
+"""The most points (about 40 MB) one batch of runs holds while the store is read."""
+STORE_IDLE_POLL_S = 0.2
+"""How long the store feed waits when the hub committed nothing new since its last round."""
+STORE_MIN_ROUND_S = 0.25
+"""The store feed's rounds start at most this often while the hub commits: fewer, larger
+segments and fewer calls to the hub, for at most this much more lag."""
+STORE_BACKOFF_MAX_S = 5.0
+"""The store feed's longest wait after a failed round (it doubles from 0.1 s up to this)."""
+FLUSH_REQUEST_POLL_S = 0.1
+"""A worker's sender thread looks for a flush request from elsewhere at least this often."""
+NODE_BUFFER_START_S = 5.0
+"""How long the first session on a node waits for the node buffer it started to register it
+(a new actor process); later sessions find it running."""
+VERIFY_EVERY_S = 0.2
+"""A process checks at most this often that its session's hub was not replaced."""
+SENDER_WAIT_SLICE_S = 1.0
+"""A pending submission is waited for in slices this long, to notice a closing session."""
+GIT_TIMEOUT_S = 30.0
+"""Longest a ``git`` command run for ML-Logger's git helpers may take."""
+CLI_ROWS_SHOWN = 30
+"""Rows per table in ``rayplex ls``, unless ``--all``."""
+CLI_MAX_PLOTS = 12
+"""Charts in one ``rayplex plot`` image."""
+
+STORE_QUERY_RETRIES = 3
+"""A store query retries this many times when a compaction replaced the files it was reading."""
+PROJECTOR_ROUTE_TRIES = 5
+"""``add_embedding`` asks for its run's route at most this many times (the registry may change)."""
+INDEX_READ_CHUNK_BYTES = 4 << 20
+"""The indexer reads event files in pieces this large."""
+STORE_ROW_GROUP_ROWS = 65_536
+"""Rows per Parquet row group in the store's segments."""
+EVENT_READ_CHUNK_BYTES = 1 << 20
+"""Event files are read in pieces this large."""
+ARTIFACT_COPY_BUFSIZE = 1 << 20
+"""Artifact files are copied and read in pieces this large."""
+
+
 @dataclass(frozen=True)
 class Config:
     """Settings shared by workers, node buffers and the hub."""

@@ -14,7 +14,7 @@ from typing import Any
 import ray
 
 from rayplex import actors
-from rayplex.config import HUB_ANSWER_TIMEOUT_S, config
+from rayplex.config import GLOBAL_FLUSH_TIMEOUT_S, HUB_ANSWER_TIMEOUT_S, config
 from rayplex.errors import HubNotFoundError, LogdirConflictError, request_error
 from rayplex.groups import GroupRegistry, GroupSpec
 from rayplex.session import (
@@ -27,7 +27,6 @@ from rayplex.session import (
 
 log = logging.getLogger("rayplex")
 
-_GLOBAL_FLUSH_TIMEOUT_S = 30.0
 
 
 class HubHandle:
@@ -381,9 +380,9 @@ def _check_owner(path: str, name: str) -> None:
     """Refuse early a logdir that another live hub owns (its ``.rayplex/owner.json``); the
     hub's own lock (:mod:`rayplex.actors.claim`) decides a race."""
     from rayplex.actors.claim import read_owner
-    from rayplex.actors.writer import STATE_DIR
+    from rayplex.layout import state_dir
 
-    owner = read_owner(os.path.join(path, STATE_DIR)) or {}
+    owner = read_owner(state_dir(path)) or {}
     if "name" not in owner or "actor" not in owner:
         return  # no owner, or not readable: the hub takes it over
     owner_name, owner_actor = str(owner["name"]), str(owner["actor"])
@@ -443,7 +442,7 @@ def _flush_one(name: str, timeout: float) -> list[str]:
     return late
 
 
-def flush(name: str | None = None, timeout: float = _GLOBAL_FLUSH_TIMEOUT_S) -> None:
+def flush(name: str | None = None, timeout: float = GLOBAL_FLUSH_TIMEOUT_S) -> None:
     """Write out everything logged so far: this process (pending ``log()`` rows too), every
     live sender on every node (tasks, actors, other drivers: asked through their node buffer,
     all at once), and the hub. Returns within about ``timeout`` + 5 s; senders that did not
@@ -461,7 +460,7 @@ def flush(name: str | None = None, timeout: float = _GLOBAL_FLUSH_TIMEOUT_S) -> 
         _flush_one(hub_name, timeout)
 
 
-def shutdown(name: str | None = None, timeout: float = _GLOBAL_FLUSH_TIMEOUT_S, *,
+def shutdown(name: str | None = None, timeout: float = GLOBAL_FLUSH_TIMEOUT_S, *,
              all: bool = False) -> None:  # noqa: A002 - the documented keyword
     """Flush, then stop the hub and node buffers of the experiments this process initialised
     or logged to (``name``: that one; ``all=True``: every experiment in the cluster). Loggers

@@ -27,6 +27,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rayplex.config import MAX_STATE_BYTES
+from rayplex.layout import params_path as _params_path
 from rayplex.rules import split_client_id
 from rayplex.tfrecord import NotRegularFileError, open_regular, read_records
 
@@ -53,7 +55,7 @@ def params_path(logdir: str | os.PathLike[str], client_id: str) -> str:
         ValueError, TypeError: if ``client_id`` is not a valid client id.
     """
     group, name = split_client_id(client_id)
-    return os.path.join(os.fspath(logdir), "params", group, f"{name}.json")
+    return _params_path(logdir, group, name)
 
 
 def encode_params(params: dict[str, Any]) -> bytes:
@@ -207,10 +209,6 @@ def scalar_of(value: Summary.Value) -> float | None:
     if kind == "tensor" and value.metadata.plugin_data.plugin_name == "scalars":
         return _tensor_scalar(value.tensor)
     return None
-
-
-MAX_STATE_BYTES = 256 * 2**20
-"""A state file larger than this is not read (a hostile file must not exhaust memory)."""
 
 
 def read_bounded(path: str, limit: int = MAX_STATE_BYTES) -> bytes:

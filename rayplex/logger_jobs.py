@@ -34,6 +34,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from rayplex.config import GIT_TIMEOUT_S
 from rayplex.nested import flatten, jsonable
 
 if TYPE_CHECKING:
@@ -52,7 +53,6 @@ JOB_STATUSES = {"created": "createTime", "requested": "requestTime", "started": 
 """ML-Logger's job life cycle: status -> the key of its UTC time in the ``job`` params."""
 
 _MAX_STATUS = 200
-_GIT_TIMEOUT_S = 30.0
 
 
 def _check_status(status: Any) -> str:
@@ -73,7 +73,7 @@ def _git(directory: str | os.PathLike[str], *args: str) -> str | None:
     repository, no tags) or is not installed. No shell: paths are never interpreted."""
     try:
         done = subprocess.run(["git", *args], cwd=os.fspath(directory), capture_output=True,
-                              timeout=_GIT_TIMEOUT_S, check=False)
+                              timeout=GIT_TIMEOUT_S, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
     if done.returncode != 0:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from rayplex import projector
 from rayplex.atomic import atomic_write_bytes
+from rayplex.config import PROJECTOR_ROUTE_TRIES
 from rayplex.errors import RayplexError
 from rayplex.groups import Route
 from rayplex.rules import check_step, validate_tag
@@ -16,7 +17,6 @@ from rayplex.rules import check_step, validate_tag
 if TYPE_CHECKING:
     from rayplex.session import Session
 
-_ROUTE_TRIES = 5
 
 
 class ProjectorMixin:
@@ -32,7 +32,7 @@ class ProjectorMixin:
         """A hub request that depends on this client's route: routed here with the registry
         this process holds; if the hub's is newer it answers with it and we route again."""
         encoder = self._session.encoder
-        for _ in range(_ROUTE_TRIES):
+        for _ in range(PROJECTOR_ROUTE_TRIES):
             registry = encoder.registry
             route = registry.route(self.client_id)
             answer = self._session.call(method, self.client_id, registry.stamp, route.run,

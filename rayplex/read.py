@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Union, overload
 
 from rayplex.artifacts import ArtifactInfo, ArtifactStore
+from rayplex.layout import TENSORBOARD, artifacts_dir, logs_dir, params_dir, tensorboard_dir
 from rayplex.logdir_codec import event_files, file_events, read_params_tree, scalar_of
 from rayplex.tfrecord import read_records as iter_event_records
 
@@ -92,9 +93,9 @@ def check_logdir(logdir: PathLike) -> Path:
         raise FileNotFoundError(f"logdir {str(path)!r} does not exist")
     if not path.is_dir():
         raise FileNotFoundError(f"logdir {str(path)!r} is not a directory")
-    if not (path / "tensorboard").is_dir():
+    if not os.path.isdir(tensorboard_dir(path)):
         hint = ""
-        if path.name == "tensorboard" or any("tfevents" in p.name for p in path.iterdir()):
+        if path.name == TENSORBOARD or any("tfevents" in p.name for p in path.iterdir()):
             hint = f" (this looks like the tensorboard/ folder itself: pass {str(path.parent)!r})"
         raise FileNotFoundError(
             f"{str(path)!r} is not a rayplex logdir: it has no tensorboard/ subdirectory{hint}"
@@ -130,7 +131,7 @@ def list_runs(logdir: PathLike) -> list[str]:
         >>> list_runs("/tmp/exp1")  # doctest: +SKIP
         ['agent/0', 'agent/1', 'eval/stochastic-1', 'learner']
     """
-    return sorted(_event_files(check_logdir(logdir) / "tensorboard"))
+    return sorted(_event_files(Path(tensorboard_dir(check_logdir(logdir)))))
 
 
 # ----------------------------------------------------------------------------- event files
@@ -158,7 +159,7 @@ def iter_events(
         >>> for run, event in iter_events("/tmp/exp1"):  # doctest: +SKIP
         ...     print(run, event.step, [v.tag for v in event.summary.value])
     """
-    runs = _event_files(check_logdir(logdir) / "tensorboard")
+    runs = _event_files(Path(tensorboard_dir(check_logdir(logdir))))
     for name in sorted(runs):
         if not _matches(name, run) or (group is not None and _group_of(name) != group):
             continue
@@ -377,7 +378,7 @@ def read_params(logdir: PathLike, *,
         >>> read_params("/tmp/exp1")  # doctest: +SKIP
         {'learner/main': {'Args': {'lr': 0.001}}}
     """
-    return read_params_tree(check_logdir(logdir) / "params", errors)
+    return read_params_tree(params_dir(check_logdir(logdir)), errors)
 
 
 def list_artifacts(logdir: PathLike) -> list[ArtifactInfo]:
@@ -397,7 +398,7 @@ def list_artifacts(logdir: PathLike) -> list[ArtifactInfo]:
         >>> [a.path for a in list_artifacts("/tmp/exp1")]  # doctest: +SKIP
         ['learner/main/model.pkl']
     """
-    root = check_logdir(logdir) / "artifacts"
+    root = Path(artifacts_dir(check_logdir(logdir)))
     if not root.is_dir():
         return []
     return ArtifactStore(root).list()
@@ -507,7 +508,7 @@ def _tree_bytes(root: Path) -> int:
 
 
 def _log_files(root: Path) -> list[FileSummary]:
-    logs = root / "logs"
+    logs = Path(logs_dir(root))
     files: list[FileSummary] = []
     if not logs.is_dir():
         return files
@@ -580,7 +581,7 @@ def summarize(logdir: PathLike) -> LogdirSummary:
         (['agent', 'eval', 'learner'], [('main/loss', 99)])
     """
     root = check_logdir(logdir)
-    files = _event_files(root / "tensorboard")
+    files = _event_files(Path(tensorboard_dir(root)))
 
     # (run, tag) -> [kind, points, first_step, last_step, last_wall_time, last_value]
     tags: dict[tuple[str, str], list[Any]] = {}

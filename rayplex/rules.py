@@ -44,6 +44,9 @@ import re
 
 import numpy as np
 
+from rayplex.layout import ALL_LOG as ALL_LOG  # a layout name; group names may not take it
+from rayplex.layout import CONTROL_FILE as CONTROL_FILE  # kept importable: tests use it
+
 STEP_MIN = -(2**63)
 STEP_MAX = 2**63 - 1
 
@@ -51,8 +54,6 @@ MAX_PART_LENGTH = 128
 MAX_TAG_LENGTH = 1024
 MAX_LOGGER_NAME_LENGTH = 256
 
-ALL_LOG = "all.log"
-"""The combined text log in ``logs/``; its backups are ``all.log.1``, ``all.log.2``, ..."""
 RESERVED_GROUPS = frozenset({"hparams", "rayplex", "system"})
 RESERVED_NAMES = frozenset({"summary"})
 HUB_CLIENT_ID = "rayplex/hub"
@@ -434,9 +435,6 @@ def validate_log_line(line: object) -> None:
 
 # ------------------------------------------------------------------- heartbeats and signals
 
-CONTROL_FILE = "control.json"
-"""Heartbeats and pending signals, in the logdir's ``.rayplex/`` (kept by the hub's
-:class:`rayplex.actors.control.ControlBook`)."""
 
 _SIGNAL = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 

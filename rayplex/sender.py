@@ -26,15 +26,13 @@ from typing import Any
 import ray
 
 from rayplex import actors
-from rayplex.config import NAMESPACE
+from rayplex.config import NAMESPACE, SENDER_WAIT_SLICE_S
 from rayplex.errors import RayplexError
 from rayplex.nested import Backoff
 from rayplex.records import Ack, Batch
 
 log = logging.getLogger("rayplex")
 
-_WAIT_SLICE_S = 1.0
-"""A pending submission is waited for in slices this long, to notice a closing session."""
 
 
 class Sender:
@@ -146,7 +144,7 @@ class Sender:
                     self.counters["sent"] += 1
                     pending = self.node_buffer().submit.remote(batch, self.pid)
                     pending_id = self._node_buffer_id
-                ack: Ack = ray.get(pending, timeout=_WAIT_SLICE_S)
+                ack: Ack = ray.get(pending, timeout=SENDER_WAIT_SLICE_S)
                 pending = None
                 self._answered(pending_id)
             except ray.exceptions.GetTimeoutError:

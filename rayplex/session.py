@@ -32,7 +32,7 @@ import ray
 
 from rayplex import actors
 from rayplex.buffer import Buffer
-from rayplex.config import config
+from rayplex.config import FLUSH_REQUEST_POLL_S, NODE_BUFFER_START_S, VERIFY_EVERY_S, config
 from rayplex.encoder import Encoder
 from rayplex.errors import (
     ExperimentClosedError,
@@ -49,10 +49,6 @@ from rayplex.sender import Sender
 log = logging.getLogger("rayplex")
 
 
-_FLUSH_REQUEST_POLL_S = 0.1
-_NODE_BUFFER_START_S = 5.0
-"""How long the first session on a node waits for the node buffer it started to register it
-(a new actor process); later sessions find it running."""
 
 
 class _FlushMarker:
@@ -113,7 +109,7 @@ class Session:
         registered = self.sender.register()
         ray.wait([self._hello_ref, registered], num_returns=2, timeout=cfg.get_logger_timeout_s)
         if self.sender.created_node_buffer:  # a new actor process: give it time to start
-            ray.wait([registered], timeout=_NODE_BUFFER_START_S)
+            ray.wait([registered], timeout=NODE_BUFFER_START_S)
         self.sender.flush_requested()
         self._learn(0)
         self._thread = threading.Thread(target=self._run, name=f"rayplex-flush-{hub_name}",
@@ -256,7 +252,7 @@ class Session:
     def _run(self) -> None:
         # Ticks often enough to answer a flush request from elsewhere within ~0.1 s (a local
         # check, no call), ships every flush interval, or at once when woken.
-        tick = min(self._interval, _FLUSH_REQUEST_POLL_S)
+        tick = min(self._interval, FLUSH_REQUEST_POLL_S)
         last_ship = time.monotonic()
         while not self._stopping:
             woken = self._wake.wait(tick)
@@ -378,7 +374,6 @@ _used: set[str] = set()
 """Experiments this process initialised or logged to: what ``rayplex.shutdown()`` stops."""
 
 
-_VERIFY_EVERY_S = 0.2
 
 
 def session_for(hub_name: str, verify: bool = True) -> Session:
@@ -387,7 +382,7 @@ def session_for(hub_name: str, verify: bool = True) -> Session:
     with a cluster look-up at most every 0.2 s, unless ``verify`` is false)."""
     session = _sessions.get(hub_name)
     if session is not None and session.closed is None:
-        if not verify or time.monotonic() - session.verified_at < _VERIFY_EVERY_S:
+        if not verify or time.monotonic() - session.verified_at < VERIFY_EVERY_S:
             return session
         if not _replaced(session):
             session.verified_at = time.monotonic()

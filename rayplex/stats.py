@@ -62,6 +62,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from rayplex.config import KEY_CACHE_MAX
 from rayplex.rules import to_float, validate_metric_key
 
 __all__ = [
@@ -741,7 +742,6 @@ def _flatten(value: Any) -> list[float]:
 
 _KEYS_OK: set[str] = set()
 """Keys that passed :func:`_check_key` (a log call must stay cheap: check each key once)."""
-_KEYS_OK_MAX = 65536
 
 
 def _check_key(key: object) -> None:
@@ -749,7 +749,7 @@ def _check_key(key: object) -> None:
         validate_metric_key(key)
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"store_metrics key {key!r:.80}: {exc}") from None
-    if len(_KEYS_OK) < _KEYS_OK_MAX:
+    if len(_KEYS_OK) < KEY_CACHE_MAX:
         _KEYS_OK.add(key)  # type: ignore[arg-type]
 
 

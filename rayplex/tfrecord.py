@@ -32,6 +32,8 @@ from typing import BinaryIO, Union
 
 import google_crc32c
 
+from rayplex.config import EVENT_READ_CHUNK_BYTES
+
 __all__ = [
     "MASK_DELTA",
     "NotRegularFileError",
@@ -55,7 +57,6 @@ _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
 _HEADER = 12
 _FOOTER = 4
-_READ_CHUNK = 1 << 20
 
 
 class NotRegularFileError(OSError):
@@ -221,7 +222,7 @@ def read_records(path: PathLike) -> Iterator[bytes]:
                 continue
             if end < 0 or remaining <= 0:
                 return
-            want = _READ_CHUNK
+            want = EVENT_READ_CHUNK_BYTES
             if len(buffer) - pos >= 8:  # read a large record whole instead of chunk by chunk
                 length: int = _U64.unpack_from(buffer, pos)[0]
                 want = max(want, _HEADER + length + _FOOTER - (len(buffer) - pos))

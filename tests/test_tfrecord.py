@@ -81,7 +81,7 @@ def test_a_bogus_length_beyond_the_data_stops_reading_without_allocating_it(tmp_
 
 
 def test_reading_a_file_gives_what_reading_its_bytes_gives(tmp_path, monkeypatch):
-    monkeypatch.setattr(tfrecord, "_READ_CHUNK", 7)  # records straddle many reads
+    monkeypatch.setattr(tfrecord, "EVENT_READ_CHUNK_BYTES", 7)  # records straddle many reads
     payloads = [b"a" * n for n in (0, 1, 5, 30, 100)] + [os.urandom(1000)]
     blob = b"".join(frame(p) for p in payloads) + frame(b"torn")[:-3]
     path = tmp_path / "events.out.tfevents.1"

@@ -36,20 +36,13 @@ import threading
 import time
 from typing import Any
 
+from rayplex import layout
 from rayplex.atomic import atomic_write_bytes
+from rayplex.config import CLAIM_POLL_S, RESTART_WAIT_S, TAKEOVER_WAIT_S
 from rayplex.errors import LogdirConflictError
 
 log = logging.getLogger("rayplex.hub")
 
-LOCK_FILE = "lock"
-"""``.rayplex/lock``: the live hub holds an exclusive ``flock`` on it."""
-OWNER_FILE = "owner.json"
-"""``.rayplex/owner.json``: which hub took the lock last (name, actor id, pid)."""
-TAKEOVER_WAIT_S = 2.0
-"""How long a hub waits for another hub's lock (a holder whose process is just exiting)."""
-RESTART_WAIT_S = 30.0
-"""How long a restarted hub waits for the lock of its own predecessor (same actor id)."""
-_POLL_S = 0.02
 
 _held: set[int] = set()
 """Lock descriptors held by this process; a forked child closes its copies."""
@@ -76,7 +69,7 @@ def _file_id(st: os.stat_result) -> tuple[int, int]:
 def read_owner(state_dir: str) -> dict[str, Any] | None:
     """What ``owner.json`` says (``None`` if it is missing or unreadable)."""
     try:
-        with open(os.path.join(state_dir, OWNER_FILE), encoding="utf-8") as f:
+        with open(os.path.join(state_dir, layout.OWNER_FILE), encoding="utf-8") as f:
             owner = json.load(f)
     except (OSError, ValueError):
         return None
@@ -87,11 +80,9 @@ def holder(logdir: str) -> dict[str, Any] | None:
     """The owner record of the live hub holding ``logdir``'s lock on this machine, or ``None``
     if no live hub holds it. Creates nothing; probes with a shared lock released at once (a
     hub starting meanwhile waits it out)."""
-    from rayplex.actors.writer import STATE_DIR
-
-    state_dir = os.path.join(logdir, STATE_DIR)
+    state_dir = layout.state_dir(logdir)
     try:
-        fd = os.open(os.path.join(state_dir, LOCK_FILE), os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(layout.lock_path(logdir), os.O_RDONLY | os.O_CLOEXEC)
     except (FileNotFoundError, NotADirectoryError):
         return None
     try:
@@ -111,7 +102,7 @@ class LogdirClaim:
     def __init__(self, logdir: str, state_dir: str, name: str, identity: str = "") -> None:
         self.logdir = logdir
         self.state_dir = state_dir
-        self.lock_path = os.path.join(state_dir, LOCK_FILE)
+        self.lock_path = os.path.join(state_dir, layout.LOCK_FILE)
         self.name = name
         self.identity = identity
         self.lost: str | None = None
@@ -152,7 +143,7 @@ class LogdirClaim:
                     deadline = time.monotonic() + (RESTART_WAIT_S if mine else TAKEOVER_WAIT_S)
                 if time.monotonic() >= deadline:
                     raise LogdirConflictError(self._conflict()) from None
-                time.sleep(_POLL_S)  # waiting for the holder to exit (bounded above)
+                time.sleep(CLAIM_POLL_S)  # waiting for the holder to exit (bounded above)
                 continue
             except BaseException:
                 os.close(fd)
@@ -173,7 +164,7 @@ class LogdirClaim:
         self._fd, self._ids = fd, ids
         _held.add(fd)
         owner = {"name": self.name, "actor": self.identity, "pid": os.getpid()}
-        atomic_write_bytes(os.path.join(self.state_dir, OWNER_FILE), json.dumps(owner).encode())
+        atomic_write_bytes(os.path.join(self.state_dir, layout.OWNER_FILE), json.dumps(owner).encode())
 
     def _open(self) -> int:
         flags = os.O_RDONLY | os.O_CLOEXEC

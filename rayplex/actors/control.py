@@ -32,13 +32,12 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from rayplex.actors.writer import STATE_DIR
 from rayplex.atomic import atomic_write_bytes
-from rayplex.rules import CONTROL_FILE
+from rayplex.config import CONTROL_MAX_ANSWERS
+from rayplex.layout import control_path
 
 log = logging.getLogger("rayplex")
 
-_MAX_ANSWERS = 1024  # ping tokens whose answers a replay can still get
 
 
 class ControlBook:
@@ -75,7 +74,7 @@ class ControlBook:
         handed = self.signals.pop(client, [])
         self.heartbeats[client] = {**info, "status": status, "time": now}
         self.answers[token] = handed
-        while len(self.answers) > _MAX_ANSWERS:
+        while len(self.answers) > CONTROL_MAX_ANSWERS:
             del self.answers[next(iter(self.answers))]
         self.save()
         return list(handed)
@@ -105,4 +104,4 @@ def read_control(logdir: str | os.PathLike[str]) -> ControlBook:
         >>> read_control("/tmp/exp1").heartbeats  # doctest: +SKIP
         {'agent/3': {'status': 'running', 'time': 1764560000.0, 'hostname': 'n1', 'pid': 42}}
     """
-    return ControlBook(os.path.join(os.fspath(logdir), STATE_DIR, CONTROL_FILE))
+    return ControlBook(control_path(logdir))

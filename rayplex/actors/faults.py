@@ -27,10 +27,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from rayplex.config import STALL_S
 from rayplex.records import Ack, NodeCall
-
-STALL_S = 1.0
-"""A call that waited or ran this much longer than usual counts as a stall."""
 
 
 class FaultWatch:

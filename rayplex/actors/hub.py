@@ -21,18 +21,19 @@ import time
 from typing import Any
 
 from rayplex.actors.control import ControlBook
-from rayplex.actors.faults import STALL_S, FaultWatch
+from rayplex.actors.faults import FaultWatch
 from rayplex.actors.names import QUERY_GROUP
 from rayplex.actors.partials import select_partials
 from rayplex.actors.requests import QUERIES, REQUESTS, RequestContext, answer
 from rayplex.actors.summaries import SummaryBook
 from rayplex.actors.writer import HubWriter
 from rayplex.artifacts import ArtifactStore
-from rayplex.config import config
+from rayplex.config import STALL_S, config
 from rayplex.errors import HubWriteError
 from rayplex.groups import GroupRegistry, GroupSpec
+from rayplex.layout import artifacts_dir, control_path
 from rayplex.records import Ack, Batch, NodeCall
-from rayplex.rules import CONTROL_FILE, check_client_id, check_signal
+from rayplex.rules import check_client_id, check_signal
 
 __all__ = ["QUERIES", "QUERY_GROUP", "Hub"]
 
@@ -67,8 +68,8 @@ class Hub:
         self.registry = self.writer.load_registry() or GroupRegistry(epoch=os.urandom(8).hex())
         assert self.writer.state.book is not None
         self.summaries: SummaryBook = self.writer.state.book
-        self.artifacts = ArtifactStore(os.path.join(logdir, "artifacts"))
-        self.control = ControlBook(os.path.join(self.writer.state_dir, CONTROL_FILE))
+        self.artifacts = ArtifactStore(artifacts_dir(logdir))
+        self.control = ControlBook(control_path(logdir))
         self.context = RequestContext(self.writer, self.artifacts, self.control,
                                       lambda: self.registry)
         self.calls = 0

@@ -50,19 +50,13 @@ from rayplex.actors.state import partial_from_json, partial_to_json
 from rayplex.actors.summaries import SummaryBook
 from rayplex.artifacts import decode_chunks, encode_chunk
 from rayplex.atomic import atomic_write_bytes as atomic_write
+from rayplex.config import COMPACTION_RETRY_S, MAX_APPLIED_REQUESTS, MAX_INTENTS
 from rayplex.records import Partial
 
 log = logging.getLogger("rayplex.hub")
 
 JOURNAL_FORMAT = "rayplex-journal"
 _VERSION = 1
-MAX_APPLIED_REQUESTS = 100_000
-"""Ids of applied artifact/params requests remembered (the most recent ones): a request replayed
-after more than this many newer requests were applied would be applied again."""
-MAX_INTENTS = 10_000
-"""Intents of unrecorded moves/copies remembered (the most recent ones)."""
-COMPACTION_RETRY_S = 30.0
-"""After a failed compaction, the next attempt waits this long."""
 
 BatchId = tuple[str, int]
 

@@ -45,6 +45,7 @@ from rayplex.actors.writer import HubWriter, check_run
 from rayplex.artifacts import ArtifactStore
 from rayplex.errors import CALLER_ERRORS
 from rayplex.groups import GroupRegistry
+from rayplex.layout import RESERVED_TREES, params_dir
 from rayplex.logdir_codec import (
     decode_params,
     encode_params,
@@ -263,7 +264,7 @@ class ReadExperiments(Request):
     def apply(ctx: RequestContext, request_id: str, patterns: list[str]
               ) -> dict[str, tuple[dict[str, Any], dict[str, Any] | None]]:
         """``{client: (params, last heartbeat)}`` of the clients matching a pattern."""
-        params = read_params_tree(os.path.join(ctx.writer.logdir, "params"))
+        params = read_params_tree(params_dir(ctx.writer.logdir))
         beats = ctx.control.heartbeats
         return {c: (params.get(c, {}), beats.get(c))
                 for c in match_clients(sorted(set(params) | set(beats)), list(patterns))}
@@ -339,7 +340,7 @@ class ExportJson(Request):
             raise ValueError(f"json_dir must be a relative directory name, got {json_dir!r}")
         parts = [validate_part(p, f"part of json_dir {json_dir!r}") for p in
                  json_dir.rstrip("/").split("/")]
-        if parts[0] in ("tensorboard", "logs", "artifacts", "params"):
+        if parts[0] in RESERVED_TREES:
             raise ValueError(f"json_dir {json_dir!r} is inside rayplex's own {parts[0]}/ tree")
         target = _confined(ctx.writer.logdir, *parts)
         os.makedirs(target, exist_ok=True)

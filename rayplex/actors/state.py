@@ -33,6 +33,8 @@ from typing import Any
 
 from rayplex.atomic import atomic_write_bytes as atomic_write
 from rayplex.groups import COMBINED, GroupRegistry, registry_from_json, registry_to_json
+from rayplex.layout import LEGACY_REGISTRY_FILE as LEGACY_REGISTRY_FILE  # tests use these
+from rayplex.layout import REGISTRY_FILE as REGISTRY_FILE
 from rayplex.logdir_codec import read_bounded
 from rayplex.records import Partial
 from rayplex.rules import check_step, split_client_id, validate_group_name, validate_metric_key
@@ -40,10 +42,6 @@ from rayplex.stats import PartialStats
 
 log = logging.getLogger("rayplex.hub")
 
-REGISTRY_FILE = "registry.json"
-"""The registered groups, under ``logdir/.rayplex``."""
-LEGACY_REGISTRY_FILE = "registry.pkl"
-"""Written by older versions; never read (it would be unpickled)."""
 
 
 def save_registry(path: str, registry: GroupRegistry) -> None:

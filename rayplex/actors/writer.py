@@ -25,27 +25,24 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from rayplex import rules
+from rayplex import layout, rules
 from rayplex.actors.claim import LogdirClaim, LogdirLost
 from rayplex.actors.journal import Journal, file_sizes, undo_files
 from rayplex.actors.logfiles import LogFiles
-from rayplex.actors.state import REGISTRY_FILE, load_registry, save_registry
+from rayplex.actors.state import load_registry, save_registry
 from rayplex.actors.summaries import Summary
 from rayplex.atomic import atomic_write_bytes
-from rayplex.config import config
+from rayplex.config import JOURNAL_MAX_BYTES, config
 from rayplex.encode import ScalarTemplate, tag_header
 from rayplex.errors import LogdirConflictError
 from rayplex.events import WriterPool
 from rayplex.groups import GroupRegistry
+from rayplex.layout import STATE_DIR as STATE_DIR  # kept importable: tests use it
 from rayplex.records import Ack, Batch, Partial
 from rayplex.textlog import LogLine, parse_level
 
 log = logging.getLogger("rayplex.hub")
 
-STATE_DIR = ".rayplex"
-QUARANTINE_DIR = "quarantine"
-JOURNAL_MAX_BYTES = 64 * 2**20
-"""The journal is compacted into one snapshot once it grows past this."""
 
 T = TypeVar("T")
 
@@ -71,8 +68,8 @@ class HubWriter:
         self.logdir = logdir
         self.experiment = experiment
         self.level = parse_level(log_level)
-        self.tensorboard_dir = os.path.join(logdir, "tensorboard")
-        self.state_dir = os.path.join(logdir, STATE_DIR)
+        self.tensorboard_dir = layout.tensorboard_dir(logdir)
+        self.state_dir = layout.state_dir(logdir)
         self.lock = threading.RLock()
         self.problem: str | None = None
         """The last disk problem (e.g. no space), until a write succeeds again."""
@@ -90,7 +87,7 @@ class HubWriter:
                                fsync=config().fsync)
         self.logs = self._open_logs()
         cfg = config()
-        self.journal = Journal(os.path.join(self.state_dir, "journal"), fsync=cfg.fsync,
+        self.journal = Journal(layout.journal_path(logdir), fsync=cfg.fsync,
                                root=logdir)
         self.state = self.journal.recover(cfg.effective_summary_delay_s, time.time(),
                                           cfg.effective_summary_silent_s,
@@ -115,7 +112,7 @@ class HubWriter:
         self.problem = text
 
     def _open_logs(self) -> LogFiles:
-        return LogFiles(os.path.join(self.logdir, "logs"), max_bytes=config().log_max_bytes or None,
+        return LogFiles(layout.logs_dir(self.logdir), max_bytes=config().log_max_bytes or None,
                         level=self.level)
 
     # ------------------------------------------------------------- validation
@@ -173,7 +170,7 @@ class HubWriter:
             "logs": [repr(line) for line in batch.logs],
             "partials": [repr(p) for p in batch.partials],
         }
-        path = os.path.join(self.state_dir, QUARANTINE_DIR,
+        path = os.path.join(layout.quarantine_dir(self.logdir),
                             f"{_safe_name(str(batch.sender))}-{int(batch.seq)}.json")
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -343,7 +340,7 @@ class HubWriter:
     # --------------------------------------------------------------- registry
     def load_registry(self) -> GroupRegistry | None:
         """The group registry this logdir's hub saved last (``None`` if none or unreadable)."""
-        return load_registry(os.path.join(self.state_dir, REGISTRY_FILE))
+        return load_registry(layout.registry_path(self.logdir))
 
     def save_registry(self, registry: GroupRegistry) -> None:
         """Save the group registry for the next incarnation (a disk problem is noted, not
@@ -351,7 +348,7 @@ class HubWriter:
         if self.lost() is not None:
             return
         try:
-            save_registry(os.path.join(self.state_dir, REGISTRY_FILE), registry)
+            save_registry(layout.registry_path(self.logdir), registry)
         except OSError as exc:
             self._note_problem(exc)
 
@@ -547,9 +544,9 @@ class HubWriter:
     def _log_paths(self, lines: list[Any]) -> list[str]:
         if not lines:
             return []
-        root = os.path.join(self.logdir, "logs")
+        root = layout.logs_dir(self.logdir)
         clients = {line[2] for line in lines}
-        return [os.path.join(root, "all.log")] + [
+        return [layout.all_log_path(self.logdir)] + [
             os.path.join(root, *client.split("/", 1)) + ".log" for client in clients]
 
     def hub_line(self, level: int, message: str) -> None:

@@ -14,13 +14,12 @@ from typing import Any
 import ray
 
 from rayplex.actors import detached, get_hub
+from rayplex.config import FORWARD_WATCH_PERIOD_S, HUB_CALL_TIMEOUT_S
 from rayplex.forward.core import Forwarder
 from rayplex.forward.trackers import Tracker
 
 log = logging.getLogger("rayplex.forward")
 
-WATCH_PERIOD_S = 1.0
-HUB_CALL_TIMEOUT_S = 30.0
 
 
 def forwarder_name(hub: str, key: str = "") -> str:
@@ -57,7 +56,7 @@ class ForwarderActor:
                 self._stop.wait(wait)
 
     def _watching(self) -> None:
-        while not self._stop.wait(WATCH_PERIOD_S):
+        while not self._stop.wait(FORWARD_WATCH_PERIOD_S):
             self.forwarder.watch()
 
     def info(self) -> dict[str, Any]:

@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from rayplex.actors.writer import STATE_DIR
 from rayplex.config import (
     FORWARD_IDLE_POLL_S,
     FORWARD_MAX_BYTES,
@@ -39,6 +38,7 @@ from rayplex.forward.follow import (
 )
 from rayplex.forward.trackers import Connection, Refused, RunGone, Tracker, run_tags
 from rayplex.groups import NORMAL, registry_from_json
+from rayplex.layout import forward_cursor_path, registry_path
 from rayplex.logdir_codec import read_bounded
 from rayplex.nested import Backoff, flatten_text
 
@@ -48,7 +48,7 @@ log = logging.getLogger("rayplex.forward")
 
 def cursor_path(logdir: str, tracker: Tracker) -> str:
     """``<logdir>/.rayplex/forward-<tracker key>.json``."""
-    return os.path.join(logdir, STATE_DIR, f"forward-{tracker.key}.json")
+    return forward_cursor_path(logdir, tracker.key)
 
 
 class Forwarder:
@@ -237,7 +237,7 @@ class Forwarder:
 
     def _group_kinds(self) -> dict[str, str]:
         """``{group: kind}`` from the hub's registry file (read again when it changes)."""
-        path = os.path.join(self.logdir, STATE_DIR, "registry.json")
+        path = registry_path(self.logdir)
         try:
             stamp = os.stat(path).st_mtime_ns
             if stamp != self._kinds_stamp:

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rayplex.atomic import atomic_write_bytes
+from rayplex.layout import TENSORBOARD
 from rayplex.tfrecord import RECORD_OVERHEAD, iter_records, open_regular
 
 log = logging.getLogger("rayplex.forward")
@@ -221,7 +222,7 @@ def event_files(logdir: str, sizes: dict[str, int]) -> list[tuple[str, str, int]
     out = []
     for rel, size in sorted(sizes.items()):
         parts = rel.split("/")
-        if len(parts) < 3 or parts[0] != "tensorboard" or "tfevents" not in parts[-1]:
+        if len(parts) < 3 or parts[0] != TENSORBOARD or "tfevents" not in parts[-1]:
             continue
         out.append((rel, "/".join(parts[1:-1]), size))
     return out

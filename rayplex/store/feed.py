@@ -16,11 +16,11 @@ from typing import Any
 import ray
 
 from rayplex.actors import QUERY_GROUP, detached, get_hub
+from rayplex.config import HUB_CALL_TIMEOUT_S
 from rayplex.store.follower import StoreFollower
 
 log = logging.getLogger("rayplex.store")
 
-HUB_CALL_TIMEOUT_S = 30.0
 
 
 def store_feed_name(hub: str) -> str:

@@ -26,16 +26,12 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["IDLE_POLL_S", "MIN_ROUND_S", "StoreFollower", "event_limits", "store_available"]
+from rayplex.config import STORE_BACKOFF_MAX_S, STORE_IDLE_POLL_S, STORE_MIN_ROUND_S
+from rayplex.layout import TENSORBOARD
 
-IDLE_POLL_S = 0.2
-"""How long the feed waits when the hub committed nothing new since its last round."""
-MIN_ROUND_S = 0.25
-"""Rounds start at most this often while the hub commits: fewer, larger segments and fewer
-calls to the hub, for at most this much more lag."""
-BACKOFF_MAX_S = 5.0
-"""The longest wait after a failed round (it doubles from 0.1 s up to this)."""
-EVENT_ROOT = "tensorboard/"
+__all__ = ["StoreFollower", "event_limits", "store_available"]
+
+EVENT_ROOT = TENSORBOARD + "/"
 """Where a rayplex logdir keeps its event files: the store's cursors are relative to it."""
 
 Say = Callable[[int, str], None]
@@ -105,7 +101,7 @@ class StoreFollower:
 
     def attempt(self) -> bool | None:
         """One round with error handling: whether it found something new, ``None`` if it
-        failed (the next waits ``backoff_s``, doubling up to :data:`BACKOFF_MAX_S`)."""
+        failed (the next waits ``backoff_s``, doubling up to :data:`STORE_BACKOFF_MAX_S`)."""
         try:
             busy = self.round()
         except Exception as exc:
@@ -115,7 +111,7 @@ class StoreFollower:
                 self.say(logging.WARNING, f"store feed: a round failed ({problem}); the store "
                          "falls behind, nothing is lost; retrying with back-off")
             self.counters["problem"] = problem
-            self.backoff_s = min(BACKOFF_MAX_S, max(0.1, self.backoff_s * 2))
+            self.backoff_s = min(STORE_BACKOFF_MAX_S, max(0.1, self.backoff_s * 2))
             return None
         if self.counters["problem"] is not None:
             self.say(logging.WARNING, "store feed: rounds succeed again")
@@ -124,8 +120,8 @@ class StoreFollower:
         return busy
 
     def run(self, stop: threading.Event) -> None:
-        """Rounds until ``stop`` is set: one every :data:`MIN_ROUND_S` (or back to back when
-        a round takes longer) while the hub commits, every :data:`IDLE_POLL_S` when it does
+        """Rounds until ``stop`` is set: one every :data:`STORE_MIN_ROUND_S` (or back to back when
+        a round takes longer) while the hub commits, every :data:`STORE_IDLE_POLL_S` when it does
         not."""
         while not stop.is_set():
             started = time.monotonic()
@@ -133,9 +129,9 @@ class StoreFollower:
             if busy is None:
                 wait = self.backoff_s
             elif busy:
-                wait = MIN_ROUND_S - (time.monotonic() - started)
+                wait = STORE_MIN_ROUND_S - (time.monotonic() - started)
             else:
-                wait = IDLE_POLL_S
+                wait = STORE_IDLE_POLL_S
             if wait > 0:
                 stop.wait(wait)
 

@@ -42,6 +42,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
+from rayplex.layout import MANIFEST, STORE_DIR, TENSORBOARD
+
 __all__ = [
     "CATALOG_KEY",
     "EXTRA_HINT",
@@ -61,8 +63,6 @@ __all__ = [
 PathLike = Union[str, "os.PathLike[str]"]
 
 FORMAT_VERSION = 1
-STORE_DIR = "store"
-MANIFEST = "MANIFEST.json"
 LOCK = "LOCK"
 LEVEL_STRIDE = 2
 LEVELS = tuple(range(LEVEL_STRIDE, 63, LEVEL_STRIDE))
@@ -154,8 +154,8 @@ class Layout:
             raise FileNotFoundError(f"logdir {str(path)!r} does not exist")
         if not path.is_dir():
             raise FileNotFoundError(f"logdir {str(path)!r} is not a directory")
-        rayplex = (path / "tensorboard").is_dir()
-        events = path / "tensorboard" if rayplex else path
+        rayplex = (path / TENSORBOARD).is_dir()
+        events = path / TENSORBOARD if rayplex else path
         return cls(path, events, path / STORE_DIR, rayplex)
 
     @property

@@ -38,6 +38,13 @@ from typing import Any
 import numpy as np
 
 from rayplex.atomic import TEMP_PREFIX, atomic_write_bytes, fsync_dir
+from rayplex.config import (
+    COMPACT_BELOW,
+    COMPACT_MIN,
+    INDEX_READ_CHUNK_BYTES,
+    SEGMENT_ROWS,
+    STORE_ROW_GROUP_ROWS,
+)
 from rayplex.store.format import (
     CATALOG_KEY,
     LOCK,
@@ -56,14 +63,6 @@ from rayplex.tfrecord import NotRegularFileError, open_regular
 
 __all__ = ["IndexReport", "compact", "index"]
 
-SEGMENT_ROWS = 1_000_000
-"""Points per segment while indexing (bounds the indexer's memory)."""
-COMPACT_BELOW = 250_000
-"""Segments with fewer points are merged by compaction ..."""
-COMPACT_MIN = 8
-"""... once there are at least this many of them."""
-_CHUNK = 4 << 20
-_ROW_GROUP = 65_536
 _KILL_ENV = "RAYPLEX_STORE_KILL_AT"
 
 Progress = Callable[[int, int], None]
@@ -135,7 +134,7 @@ def _chunks(path: Path, start: int, stop: int) -> Iterator[tuple[int, Chunk]]:
     """``(offset, chunk)`` for the whole, CRC-valid records of ``path`` in ``[start, stop)``,
     a few MB at a time, decoded in bulk; ends at a torn or broken record."""
     with open_regular(path) as file:
-        pos, size = start, _CHUNK
+        pos, size = start, INDEX_READ_CHUNK_BYTES
         while pos < stop:
             file.seek(pos)
             want = min(size, stop - pos)
@@ -148,7 +147,7 @@ def _chunks(path: Path, start: int, stop: int) -> Iterator[tuple[int, Chunk]]:
                 return
             yield pos, chunk
             pos += chunk.used
-            size = _CHUNK
+            size = INDEX_READ_CHUNK_BYTES
 
 
 def _write_parquet(table: Any, path: Path) -> int:
@@ -156,7 +155,7 @@ def _write_parquet(table: Any, path: Path) -> int:
     import pyarrow.parquet as pq
 
     with open(path, "xb") as f:
-        pq.write_table(table, f, compression="zstd", row_group_size=_ROW_GROUP,
+        pq.write_table(table, f, compression="zstd", row_group_size=STORE_ROW_GROUP_ROWS,
                        use_dictionary=["run", "tag"], write_statistics=True)
         f.flush()
         os.fsync(f.fileno())

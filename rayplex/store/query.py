@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
+from rayplex.config import STORE_QUERY_RETRIES
 from rayplex.store.format import (
     CATALOG_KEY,
     Layout,
@@ -42,7 +43,6 @@ __all__ = ["SERIES_COLUMNS", "StoreWarning", "read_series", "sql"]
 
 SERIES_COLUMNS = ("run", "tag", "step_lo", "step_hi", "first", "last", "min", "max", "count")
 Patterns = Union[str, Sequence[str], None]
-_RETRIES = 3
 
 
 class StoreWarning(UserWarning):
@@ -154,7 +154,7 @@ def _segment_ok(layout: Layout, seg: Segment) -> bool:
 def _readable(layout: Layout, manifest: Manifest, skipped: list[str]) -> list[Segment]:
     """The segments of ``manifest`` that open. A missing file may be one a compaction just
     replaced: the manifest is re-read then (a few times) before anything counts as torn."""
-    for _ in range(_RETRIES):
+    for _ in range(STORE_QUERY_RETRIES):
         bad = [seg for seg in manifest.segments if not _segment_ok(layout, seg)]
         if not bad:
             return list(manifest.segments)
@@ -446,11 +446,11 @@ def read_series(
     require_store_deps("rayplex.read_series")
     layout = Layout.of(logdir)
     manifest = _refresh(layout, refresh)
-    for attempt in range(_RETRIES):
+    for attempt in range(STORE_QUERY_RETRIES):
         try:
             return _read_series(layout, manifest, tags, run_patterns, n, zoom, as_arrow)
         except FileNotFoundError:  # a compaction removed a segment meanwhile: read again
-            if attempt == _RETRIES - 1:
+            if attempt == STORE_QUERY_RETRIES - 1:
                 raise
             manifest = Manifest.load(layout)
     raise AssertionError("unreachable")  # pragma: no cover
@@ -532,10 +532,11 @@ def _connect(layout: Layout, segments: list[Segment]) -> Any:
                     "WHERE false")
     con.execute(_CREATE_VIEWS)
     if layout.rayplex:
+        from rayplex.layout import params_dir
         from rayplex.logdir_codec import read_params_tree
         from rayplex.nested import flatten_text
 
-        stored = read_params_tree(Path(layout.logdir) / "params")
+        stored = read_params_tree(params_dir(layout.logdir))
         rows = [(client, key, value) for client, params in stored.items()
                 for key, value in flatten_text(params).items()]
         if rows:
@@ -615,14 +616,14 @@ def sql(logdir: PathLike, query: str, *, refresh: bool = True) -> pandas.DataFra
 
     layout = Layout.of(logdir)
     manifest = _refresh(layout, refresh)
-    for attempt in range(_RETRIES):
+    for attempt in range(STORE_QUERY_RETRIES):
         skipped: list[str] = []
         con = None
         try:
             con = _connect(layout, _readable(layout, manifest, skipped))
             frame = con.execute(query).df()
         except duckdb.IOException:  # a compaction removed a segment meanwhile: read again
-            if attempt == _RETRIES - 1:
+            if attempt == STORE_QUERY_RETRIES - 1:
                 raise
             manifest = Manifest.load(layout)
             continue

@@ -27,12 +27,11 @@ import os
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
+from rayplex.config import BATCH_POINTS
 from rayplex.store.format import Layout, Manifest, PathLike
 
 __all__ = ["BATCH_POINTS", "COLUMNS", "StoreScan", "open_current"]
 
-BATCH_POINTS = 500_000
-"""The most points (about 40 MB) one batch of runs holds while reading."""
 COLUMNS = ["run", "tag", "step", "wall_time", "value"]
 _SORT = [("run", "ascending"), ("tag", "ascending"), ("step", "ascending"),
          ("wall_time", "ascending"), ("seq", "ascending")]
