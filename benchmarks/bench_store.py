@@ -1,7 +1,7 @@
 """The columnar store at issue 23's scale, side by side in one run (no Ray needed).
 
 Three logdirs with rayplex's layout (``tensorboard/<group>/<run>/events...``), written with
-rayplex's own encoder (:func:`rayplex.encode.scalar_records`, the hub's path), values in
+rayplex's own encoder (:func:`rayplex.event_bytes.scalar_records`, the hub's path), values in
 [0, 1) with one planted spike (1e6) in one run at one step of the first tag:
 
 - **wide**: 1,000 workers x 4 tags x 5,000 steps (20M points)
@@ -82,7 +82,7 @@ def generate(logdir: str, spec: Spec, block: int = 200_000) -> int:
     """Write the logdir's event files (rayplex's encoder); return their total size."""
     import numpy as np
 
-    from rayplex.encode import file_version_record, scalar_records, scalar_tail, tag_header
+    from rayplex.event_bytes import file_version_record, scalar_records, scalar_tail, tag_header
 
     rng = np.random.default_rng(0)
     tails = [scalar_tail(tag_header(t)) for t in spec.tags]

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from rayplex.encode import ScalarTemplate, event_record, scalar_records, scalar_tail, tag_header
+from rayplex.event_bytes import ScalarTemplate, event_record, scalar_records, scalar_tail, tag_header
 from rayplex.groups import GroupRegistry, Route
 from rayplex.items import FixedValue, Item, Line, PartialItem, Scalar, Value
 from rayplex.records import Batch, Chunk
@@ -124,7 +124,7 @@ class Encoder:
 
 class _ChunkBuilder:
     """One chunk while a batch is encoded: scalars as columns (encoded together by
-    :func:`rayplex.encode.scalar_records`), other values as ready records."""
+    :func:`rayplex.event_bytes.scalar_records`), other values as ready records."""
 
     __slots__ = ("tag_ids", "tails", "scalar_tags", "wall_times", "steps", "values", "records")
 

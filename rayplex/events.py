@@ -8,7 +8,7 @@ sequence number), which is the order TensorBoard reads them in.
 
 Example:
     >>> import tempfile
-    >>> from rayplex.encode import ScalarTemplate, tag_header
+    >>> from rayplex.event_bytes import ScalarTemplate, tag_header
     >>> w = EventWriter(tempfile.mkdtemp())
     >>> w.write(ScalarTemplate(tag_header("loss")).record(0.0, 1, 0.5))
     >>> w.close()
@@ -26,7 +26,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 
-from rayplex.encode import file_version_record
+from rayplex.event_bytes import file_version_record
 from rayplex.files import apply_to_all
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ class WriterPool:
 
     Example:
         >>> import tempfile
-        >>> from rayplex.encode import ScalarTemplate, tag_header
+        >>> from rayplex.event_bytes import ScalarTemplate, tag_header
         >>> pool = WriterPool(tempfile.mkdtemp(), max_open=2)
         >>> record = ScalarTemplate(tag_header("loss")).record(0.0, 1, 0.5)
         >>> writers = {run: pool.get(run) for run in ("a", "b", "c")}  # all three stay open

@@ -25,8 +25,8 @@ import ray
 from rayplex import media
 from rayplex.artifact_client import ARTIFACT_VERBS, ArtifactClient
 from rayplex.config import config
-from rayplex.encode import simple_value
 from rayplex.errors import RayplexError
+from rayplex.event_bytes import simple_value
 from rayplex.items import (
     FixedValue,
     Line,

@@ -3,7 +3,7 @@
 Every ``*_value`` function validates its input on the caller's side (wrong type: ``TypeError``;
 wrong shape, dtype or range: ``ValueError`` naming what it got) and returns the serialized
 ``tensorboardX.proto.summary_pb2.Summary.Value`` **with the tag field unset**. The tag is
-prepended later (:func:`rayplex.encode.event_record`), which is valid protobuf because fields
+prepended later (:func:`rayplex.event_bytes.event_record`), which is valid protobuf because fields
 may come in any order. Values that TensorBoard recognises through plugin metadata (text,
 PR curves, hparams) carry that ``metadata`` exactly as tensorboardX writes it.
 

@@ -25,7 +25,7 @@ import pytest
 from rayplex import cli
 from rayplex.actors.logfiles import LogFiles
 from rayplex.cli import main
-from rayplex.encode import ScalarTemplate, tag_header
+from rayplex.event_bytes import ScalarTemplate, tag_header
 from rayplex.events import EventWriter
 from rayplex.read import ScalarRow, read_scalars
 from rayplex.tail import follow
@@ -453,7 +453,7 @@ def test_ls_shows_foreign_tags_literally_without_markup_or_control_characters(tm
     from tensorboardX.proto.event_pb2 import Event
     from tensorboardX.proto.summary_pb2 import Summary
 
-    from rayplex.encode import frame
+    from rayplex.event_bytes import frame
 
     root = tmp_path / "exp"
     run = root / "tensorboard" / "other"

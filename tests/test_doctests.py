@@ -8,7 +8,7 @@ import importlib
 import pytest
 
 PURE_MODULES = [
-    "rayplex.rules", "rayplex.errors", "rayplex.groups", "rayplex.encode", "rayplex.tfrecord",
+    "rayplex.rules", "rayplex.errors", "rayplex.groups", "rayplex.event_bytes", "rayplex.tfrecord",
     "rayplex.encoder",
     "rayplex.items", "rayplex.atomic", "rayplex.buffer", "rayplex.stats", "rayplex.textlog",
     "rayplex.records", "rayplex.config", "rayplex.artifacts", "rayplex.events",

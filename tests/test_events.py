@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rayplex.encode import ScalarTemplate, tag_header
+from rayplex.event_bytes import ScalarTemplate, tag_header
 from rayplex.events import EventWriter, WriterPool, default_max_open, event_file_name
 
 REPO = str(Path(__file__).resolve().parent.parent)
@@ -173,7 +173,7 @@ def test_the_default_max_open_is_a_quarter_of_the_soft_fd_limit():
 
 _UNDER_A_LOW_FD_LIMIT = r"""
 import json, resource, sys
-from rayplex.encode import ScalarTemplate, tag_header
+from rayplex.event_bytes import ScalarTemplate, tag_header
 from rayplex.events import EventWriter, WriterPool
 
 _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -27,7 +27,7 @@ from tensorboardX.proto import summary_pb2
 from tensorboardX.utils import convert_to_HWC
 
 from rayplex import media
-from rayplex.encode import tag_header
+from rayplex.event_bytes import tag_header
 from rayplex.media import (
     audio_value,
     encode_gif,

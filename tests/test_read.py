@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pytest
 
 import rayplex
-from rayplex.encode import frame
+from rayplex.event_bytes import frame
 from rayplex.read import (
     ScalarRow,
     ScalarTable,
@@ -212,7 +212,7 @@ def test_tensor_scalars_written_by_other_tools_are_read_too(tmp_path):
 
 def _logdir_with_fifos(tmp_path):
     """A logdir with one real scalar and a FIFO wherever a reader looks for a file."""
-    from rayplex.encode import ScalarTemplate, tag_header
+    from rayplex.event_bytes import ScalarTemplate, tag_header
     from rayplex.events import EventWriter
 
     logdir = _plain_logdir(tmp_path)

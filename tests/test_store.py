@@ -570,7 +570,7 @@ def test_bulk_decoder_agrees_with_protobuf_record_by_record(data):
     from tensorboard.compat.proto.event_pb2 import Event
     from tensorboard.compat.proto.summary_pb2 import Summary
 
-    from rayplex.encode import file_version_record, scalar_records, scalar_tail, tag_header
+    from rayplex.event_bytes import file_version_record, scalar_records, scalar_tail, tag_header
     from rayplex.store.wire import decode_chunk
     from rayplex.tfrecord import frame
 

@@ -33,8 +33,8 @@ from rayplex.actors.state import load_registry, save_registry
 from rayplex.actors.summaries import Summary
 from rayplex.atomic import atomic_write_bytes
 from rayplex.config import JOURNAL_MAX_BYTES, config
-from rayplex.encode import ScalarTemplate, tag_header
 from rayplex.errors import LogdirConflictError
+from rayplex.event_bytes import ScalarTemplate, tag_header
 from rayplex.events import WriterPool
 from rayplex.groups import GroupRegistry
 from rayplex.layout import STATE_DIR as STATE_DIR  # kept importable: tests use it

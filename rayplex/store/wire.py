@@ -8,11 +8,11 @@ about 10 µs each. Here a whole chunk is handled with numpy:
    same length), with a per-record walk where lengths vary. Every header and payload checksum
    is verified (CRC-32C over all records of one length at once); the chunk ends at the first
    torn or broken record, as :func:`rayplex.tfrecord.iter_records` ends.
-2. **The fast path.** A payload that is byte for byte what :class:`rayplex.encode.ScalarTemplate`
+2. **The fast path.** A payload that is byte for byte what :class:`rayplex.event_bytes.ScalarTemplate`
    writes (``wall_time``, ``step``, one ``Summary.Value`` with a ``simple_value``: tensorboardX
    and ``torch.utils.tensorboard`` write the same bytes for a scalar at a step > 0) is decoded
    from its columns: the tail between the step and the float names the tag, and is checked
-   against :func:`rayplex.encode.scalar_tail` of that tag (one codec for both directions).
+   against :func:`rayplex.event_bytes.scalar_tail` of that tag (one codec for both directions).
 3. **The general path.** Every other record (step 0, several values, tensor-valued scalars of
    the ``scalars`` plugin, other events) is parsed by protobuf (the ``tensorboard`` package's
    compiled ``Event``, upb) and its scalars taken by :func:`rayplex.logdir_codec.scalar_of`, exactly as
@@ -20,7 +20,7 @@ about 10 µs each. Here a whole chunk is handled with numpy:
    skipped, as there.
 
 Example:
-    >>> from rayplex.encode import scalar_record, tag_header
+    >>> from rayplex.event_bytes import scalar_record, tag_header
     >>> blob = b"".join(scalar_record(tag_header("loss"), 1.5, s, s / 4) for s in range(1, 4))
     >>> chunk = decode_chunk(blob)
     >>> chunk.used == len(blob), chunk.tags, chunk.step.tolist(), chunk.value.tolist()
@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from rayplex.encode import scalar_tail, tag_header
+from rayplex.event_bytes import scalar_tail, tag_header
 from rayplex.tfrecord import MASK_DELTA, masked_crc
 
 __all__ = ["Chunk", "decode_chunk", "frame_records"]

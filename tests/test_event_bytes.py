@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rayplex.encode import (
+from rayplex.event_bytes import (
     ScalarTemplate,
     file_version_record,
     iter_records,
