@@ -31,7 +31,7 @@ import numpy as np
 from rayplex.config import RETRY_START_BACKOFF_S, config
 from rayplex.terminal import Color
 
-__all__ = ["SEP", "Backoff", "deep_merge", "flatten", "flatten_text", "jsonable"]
+__all__ = ["SEP", "Backoff", "deep_merge", "drain", "flatten", "flatten_text", "jsonable"]
 
 SEP = "/"
 """The separator of flattened keys."""
@@ -79,8 +79,8 @@ def jsonable(value: Any) -> Any:
 
     Example:
         >>> import numpy as np
-        >>> jsonable({"lr": np.float32(0.5), 1: (1, 2), "f": print})
-        {'lr': 0.5, '1': [1, 2], 'f': '<built-in function print>'}
+        >>> jsonable({"lr": np.float32(0.5), 1: (1, 2), "f": len})
+        {'lr': 0.5, '1': [1, 2], 'f': '<built-in function len>'}
     """
     if isinstance(value, Mapping):
         return {str(k): jsonable(v) for k, v in value.items()}
@@ -164,3 +164,25 @@ class Backoff:
     def reset(self) -> None:
         """Start again from ``start`` (after a success)."""
         self._next = self.start
+
+
+def drain(attempt: Callable[[], bool | None], backoff_s: Callable[[], float], timeout: float,
+          wait: Callable[[float], Any] = time.sleep) -> bool:
+    """Call ``attempt`` until it says there is nothing left (``False``), for at most ``timeout``
+    seconds; after a failed round (``None``) wait ``backoff_s()`` (cut short by the deadline).
+    True when done, False if ``timeout`` passed first. The followers' (forwarders', store
+    feed's) "catch up now".
+
+    Example:
+        >>> rounds = iter([True, None, False])
+        >>> drain(lambda: next(rounds), lambda: 0.0, timeout=5)
+        True
+    """
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        busy = attempt()
+        if busy is False:
+            return True
+        if busy is None:
+            wait(min(backoff_s(), left))
+    return False

@@ -18,11 +18,13 @@ from rayplex.actors.names import (
     get_hub,
     hub_actor_name,
     node_buffer_name,
+    say_to_hub,
 )
 from rayplex.config import NAMESPACE
 
 __all__ = ["QUERY_GROUP", "actor_identity", "detached", "get_hub", "get_or_create_hub",
-           "get_or_create_node_buffer", "hub_actor_name", "list_rayplex_actors", "node_buffer_name"]
+           "get_or_create_node_buffer", "hub_actor_name", "list_rayplex_actors", "node_buffer_name",
+           "say_to_hub"]
 
 
 def get_or_create_hub(hub: str, logdir: str, node_id: str, log_level: str = "INFO") -> Any:

@@ -6,6 +6,7 @@ creates or finds an actor uses (the hub's and the node buffers' get-or-create in
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import ray
@@ -65,3 +66,13 @@ def actor_identity(handle: Any) -> str:
     actor of the same name): what ties a Logger to one experiment. Ray has no public accessor
     on a handle, so this is the one place that reads ``_actor_id``."""
     return str(handle._actor_id.hex())
+
+
+def say_to_hub(hub: Any, log: logging.Logger, level: int, message: str) -> None:
+    """Log ``message`` on ``log`` here and send it to the hub's own log (``logs/hub.log``)
+    without waiting: how a follower of the hub (a forwarder, the store feed) reports problems."""
+    log.log(level, message)
+    try:  # never wait on the hub for a warning line
+        hub.forwarder_line.remote(level, message)
+    except Exception as exc:
+        log.warning("could not send a line to the hub: %s", exc)

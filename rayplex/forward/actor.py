@@ -13,7 +13,7 @@ from typing import Any
 
 import ray
 
-from rayplex.actors import detached, get_hub
+from rayplex.actors import detached, get_hub, say_to_hub
 from rayplex.config import FORWARD_WATCH_PERIOD_S, HUB_CALL_TIMEOUT_S
 from rayplex.forward.core import Forwarder
 from rayplex.forward.trackers import Tracker
@@ -43,11 +43,7 @@ class ForwarderActor:
         return dict(ray.get(self.hub.committed_sizes.remote(), timeout=HUB_CALL_TIMEOUT_S))
 
     def _say(self, level: int, message: str) -> None:
-        log.log(level, message)
-        try:  # never wait on the hub for a warning line
-            self.hub.forwarder_line.remote(level, message)
-        except Exception as exc:
-            log.warning("forwarder: could not send a line to the hub: %s", exc)
+        say_to_hub(self.hub, log, level, message)
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -40,7 +40,7 @@ from rayplex.forward.trackers import Connection, Refused, RunGone, Tracker, run_
 from rayplex.groups import NORMAL, registry_from_json
 from rayplex.layout import forward_cursor_path, registry_path
 from rayplex.logdir_codec import read_bounded
-from rayplex.nested import Backoff, flatten_text
+from rayplex.nested import Backoff, drain, flatten_text
 
 log = logging.getLogger("rayplex.forward")
 
@@ -296,14 +296,7 @@ class Forwarder:
     def drain(self, timeout: float, wait: Callable[[float], Any] = time.sleep) -> bool:
         """Forward everything committed so far, retrying failed rounds with the same back-off
         as the loop; True when done, False if ``timeout`` passed first."""
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            busy = self.attempt()
-            if busy is False:
-                return True
-            if busy is None:
-                wait(min(self.backoff_s, left))
-        return False
+        return drain(self.attempt, lambda: self.backoff_s, timeout, wait)
 
     def _sync_calls(self) -> None:
         if self.connection is not None:

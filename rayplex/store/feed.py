@@ -15,7 +15,7 @@ from typing import Any
 
 import ray
 
-from rayplex.actors import QUERY_GROUP, detached, get_hub
+from rayplex.actors import QUERY_GROUP, detached, get_hub, say_to_hub
 from rayplex.config import HUB_CALL_TIMEOUT_S
 from rayplex.store.follower import StoreFollower
 
@@ -44,11 +44,7 @@ class StoreFeedActor:
         return dict(ray.get(ref, timeout=HUB_CALL_TIMEOUT_S))
 
     def _say(self, level: int, message: str) -> None:
-        log.log(level, message)
-        try:  # never wait on the hub for a warning line
-            self.hub.forwarder_line.remote(level, message)
-        except Exception as exc:
-            log.warning("store feed: could not send a line to the hub: %s", exc)
+        say_to_hub(self.hub, log, level, message)
 
     def info(self) -> dict[str, Any]:
         """The counters (rounds, points, segments, failures, problem, last_commit) and pid."""

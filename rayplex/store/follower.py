@@ -28,6 +28,7 @@ from typing import Any
 
 from rayplex.config import STORE_BACKOFF_MAX_S, STORE_IDLE_POLL_S, STORE_MIN_ROUND_S
 from rayplex.layout import TENSORBOARD
+from rayplex.nested import drain
 
 __all__ = ["StoreFollower", "event_limits", "store_available"]
 
@@ -138,11 +139,4 @@ class StoreFollower:
     def drain(self, timeout: float) -> bool:
         """Index everything committed so far, here and now; True when done, False if
         ``timeout`` passed first (the manifest keeps its place for the next start)."""
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            busy = self.attempt()
-            if busy is False:
-                return True
-            if busy is None:
-                time.sleep(min(self.backoff_s, left))
-        return False
+        return drain(self.attempt, lambda: self.backoff_s, timeout)

@@ -622,10 +622,13 @@ def sql(logdir: PathLike, query: str, *, refresh: bool = True) -> pandas.DataFra
         try:
             con = _connect(layout, _readable(layout, manifest, skipped))
             frame = con.execute(query).df()
-        except duckdb.IOException:  # a compaction removed a segment meanwhile: read again
-            if attempt == STORE_QUERY_RETRIES - 1:
+        except (duckdb.IOException, duckdb.PermissionException):
+            # A compaction removed a segment meanwhile (DuckDB, its file gone, takes the name for
+            # a glob it may not expand): read the new manifest again. Anything else is raised.
+            latest = Manifest.load(layout)
+            if attempt == STORE_QUERY_RETRIES - 1 or latest == manifest:
                 raise
-            manifest = Manifest.load(layout)
+            manifest = latest
             continue
         finally:
             if con is not None:
