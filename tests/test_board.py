@@ -348,7 +348,7 @@ def test_tensorboard_shows_the_demos_images_text_and_hparams(demo_board):
 
     experiment = _post(demo_board, "data/plugin/hparams/experiment", {"experimentName": ""})
     names = {info["name"] for info in experiment["hparamInfos"]}
-    assert {"Args.workers", "Args.evaluators", "Args.seconds"} <= names, names
+    assert {"Args/workers", "Args/evaluators", "Args/seconds"} <= names, names
 
 
 def test_the_demos_scalars_page_shows_the_grouped_charts(demo_board, tmp_path):

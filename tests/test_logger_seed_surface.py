@@ -195,7 +195,7 @@ def test_log_params_print_shows_coloured_cells_and_stores_the_values(
     log = rayplex.get_logger("learner/params2")
     log.log_params(Args={"eps": Color(0.25, "yellow", percent), "name": "ppo"}, print=True)
     out = capsys.readouterr().out
-    assert "25.00%" in out and "Args.eps" in out and "ppo" in out
+    assert "25.00%" in out and "Args/eps" in out and "ppo" in out
     assert rayplex.read_params(experiment.logdir)["learner/params2"] == {
         "Args": {"eps": 0.25, "name": "ppo"}}
 
