@@ -56,11 +56,6 @@ __all__ = [
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-# The decoding primitives live in rayplex.logdir_codec (the hub uses them too); these names stay
-# for the modules that import them from here.
-_event_files = event_files
-_scalar_of = scalar_of
-
 # ----------------------------------------------------------------------------- logdir layout
 
 
@@ -131,7 +126,7 @@ def list_runs(logdir: PathLike) -> list[str]:
         >>> list_runs("/tmp/exp1")  # doctest: +SKIP
         ['agent/0', 'agent/1', 'eval/stochastic-1', 'learner']
     """
-    return sorted(_event_files(Path(tensorboard_dir(check_logdir(logdir)))))
+    return sorted(event_files(Path(tensorboard_dir(check_logdir(logdir)))))
 
 
 # ----------------------------------------------------------------------------- event files
@@ -159,7 +154,7 @@ def iter_events(
         >>> for run, event in iter_events("/tmp/exp1"):  # doctest: +SKIP
         ...     print(run, event.step, [v.tag for v in event.summary.value])
     """
-    runs = _event_files(Path(tensorboard_dir(check_logdir(logdir))))
+    runs = event_files(Path(tensorboard_dir(check_logdir(logdir))))
     for name in sorted(runs):
         if not _matches(name, run) or (group is not None and _group_of(name) != group):
             continue
@@ -263,7 +258,7 @@ def _scalar_rows(
         for value in event.summary.value:
             if not _matches(value.tag, tag):
                 continue
-            scalar = _scalar_of(value)
+            scalar = scalar_of(value)
             if scalar is not None:
                 yield ScalarRow(run_name, value.tag, event.step, event.wall_time, scalar)
 
@@ -581,7 +576,7 @@ def summarize(logdir: PathLike) -> LogdirSummary:
         (['agent', 'eval', 'learner'], [('main/loss', 99)])
     """
     root = check_logdir(logdir)
-    files = _event_files(Path(tensorboard_dir(root)))
+    files = event_files(Path(tensorboard_dir(root)))
 
     # (run, tag) -> [kind, points, first_step, last_step, last_wall_time, last_value]
     tags: dict[tuple[str, str], list[Any]] = {}
@@ -597,7 +592,7 @@ def summarize(logdir: PathLike) -> LogdirSummary:
             if (step, wall_time) >= (entry[3], entry[4]):
                 entry[3], entry[4] = step, wall_time
                 if entry[0] == "scalar":
-                    entry[5] = _scalar_of(value)
+                    entry[5] = scalar_of(value)
     tag_summaries = [
         TagSummary(run, tag, kind, points, first, last, value)
         for (run, tag), (kind, points, first, last, _wall, value) in sorted(tags.items())
