@@ -564,15 +564,9 @@ class Logger(JobsMixin, ProjectorMixin):
         """
         return self._artifacts
 
-    def _artifact(self, path: str, client: str | None = None) -> str:
-        return self._artifacts.path(path, client)
-
     def _call_hub(self, method: str, *args: Any) -> Any:
         """A request/response operation at the hub, applied exactly once (request ids)."""
         return self._session.call(method, *args)
-
-    def _append_rows(self, path: str, rows: list[bytes], framed: bool) -> str:
-        return self._artifacts.append_rows(path, rows, framed)
 
     def save_bytes(self, data: bytes, path: str, append: bool = False) -> str:
         return self._artifacts.save_bytes(data, path, append)
