@@ -7,6 +7,7 @@ import contextlib
 import errno
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -38,6 +39,7 @@ IMAGE_EVERY = 5
 PKL_EVERY = 10
 VALUE_BASE = 1_000_000
 TMPFS_SIZE = "128m"
+_LATE_AGENT = re.compile(r"late store_metrics partial for group 'agent' step (\d+)")
 
 
 class _Flag:
@@ -304,9 +306,15 @@ def _check(logdir: str, results: list[dict[str, Any]], pickles: dict[int, Any],
             want_counts[int(step)] += n
     points = scalars.get("agent/summary", {}).get("reward/count", [])
     per_step = Counter(s for s, _ in points)
+    last = dict(points)  # file order: a step's last point is the one TensorBoard shows
+    # A worker whose first summary came more than twice the hold after a step's first partial
+    # (a 2-core machine under load, a fault early on) makes the documented second point at
+    # that step, over all values, with a WARNING naming it: each such point is accounted for.
+    with open(os.path.join(logdir, "logs", "all.log"), encoding="utf-8") as f:
+        late_steps = Counter(int(m.group(1)) for line in f if (m := _LATE_AGENT.search(line)))
     missing_steps = sorted(set(want_counts) - set(per_step))
-    twice = sorted(s for s, n in per_step.items() if n > 1)
-    wrong = sorted(s for s, v in points if per_step[s] == 1 and v != want_counts.get(s))
+    twice = sorted(s for s, n in per_step.items() if n > 1 + late_steps[s])
+    wrong = sorted(s for s in per_step if last[s] != want_counts.get(s))
     report["summary steps"] = (len(want_counts), len(missing_steps), len(twice))
 
     lost_pkl = dup_pkl = 0
@@ -320,8 +328,7 @@ def _check(logdir: str, results: list[dict[str, Any]], pickles: dict[int, Any],
         if not lost and not dup and got != want:
             misordered.append(i)
     report["appended objects"] = (sum(len(r["pickled"]) for r in results), lost_pkl, dup_pkl)
-    with open(os.path.join(logdir, "logs", "all.log"), encoding="utf-8") as f:
-        late = sum(1 for line in f if "late store_metrics partial" in line)
+    late = sum(late_steps.values())
 
     checked = sum(c for c, _, _ in report.values())
     lost_all = sum(lo for _, lo, _ in report.values())
@@ -343,8 +350,8 @@ def _check(logdir: str, results: list[dict[str, Any]], pickles: dict[int, Any],
         f"lines in all.log lost/duplicated: {report['all.log lines']}")
     assert not missing_steps and not twice and not wrong, (
         f"summary steps: {len(missing_steps)} missing (first {missing_steps[:5]}), "
-        f"{len(twice)} with two or more points (first {twice[:5]}), {len(wrong)} with a wrong "
-        f"count (first {[(s, dict(points).get(s), want_counts[s]) for s in wrong[:5]]})")
+        f"{len(twice)} with more points than late-partial warnings (first {twice[:5]}), "
+        f"{len(wrong)} with a wrong count (first {[(s, last.get(s), want_counts[s]) for s in wrong[:5]]})")
     assert (lost_pkl, dup_pkl, misordered) == (0, 0, []), (
         f"appended objects: {lost_pkl} lost, {dup_pkl} duplicated, out of order in "
         f"workers {misordered}")
