@@ -44,7 +44,7 @@ COMMANDS = ("demo", "board", "ls", "export", "plot", "tail", "index")
 _OWN_GROUPS = {
     "hparams": "HParams sessions of add_hparams/log_params, run hparams/<group>/<name>",
     "rayplex": "the hub's own log lines (client rayplex/hub, logs/rayplex/hub.log)",
-    "system": "rayplex's own counters",
+    "system": "node telemetry of the node buffers, run system/<node> (RAYPLEX_TELEMETRY_S)",
 }
 
 

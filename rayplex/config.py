@@ -198,6 +198,10 @@ class Config:
     """The longest one file query may walk at the hub before it is refused with an error
     (``RAYPLEX_QUERY_TIMEOUT_S``)."""
 
+    telemetry_s: float = 10.0
+    """How often each node buffer samples the processes that log through it and its node
+    (``RAYPLEX_TELEMETRY_S``); ``0`` switches telemetry off."""
+
     store: bool = True
     """Feed the columnar store ``logdir/store/`` live with every committed scalar, from a store
     feed actor next to the hub (``RAYPLEX_STORE``; ``0`` turns it off). Without the ``[store]``

@@ -57,6 +57,7 @@ JOURNAL_FILE = "journal"
 OWNER_FILE = "owner.json"
 """``.rayplex/owner.json``: which hub took the lock last (name, actor id, pid)."""
 LOCK_FILE = "lock"
+STARTED_FILE = "started.json"
 QUARANTINE_DIR = "quarantine"
 CONTROL_FILE = "control.json"
 """``.rayplex/control.json``: heartbeats (ping) and pending signals."""
@@ -134,6 +135,12 @@ def journal_path(logdir: StrPath) -> str:
 def owner_path(logdir: StrPath) -> str:
     """``logdir/.rayplex/owner.json``: which hub owns the logdir."""
     return os.path.join(logdir, STATE_DIR, OWNER_FILE)
+
+
+def started_path(logdir: StrPath) -> str:
+    """``logdir/.rayplex/started.json``: when the experiment's first hub started (telemetry's
+    steps count seconds from it)."""
+    return os.path.join(logdir, STATE_DIR, STARTED_FILE)
 
 
 def lock_path(logdir: StrPath) -> str:

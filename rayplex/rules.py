@@ -54,7 +54,12 @@ MAX_PART_LENGTH = 128
 MAX_TAG_LENGTH = 1024
 MAX_LOGGER_NAME_LENGTH = 256
 
-RESERVED_GROUPS = frozenset({"hparams", "rayplex", "system"})
+SYSTEM_GROUP = "system"
+"""The group of the node buffers' telemetry: run ``system/<node>`` holds a node's figures."""
+TELEMETRY_SENDER = "telemetry:"
+"""How a node buffer's telemetry batches name their sender: the only batches whose chunks may
+use :data:`SYSTEM_GROUP`."""
+RESERVED_GROUPS = frozenset({"hparams", "rayplex", SYSTEM_GROUP})
 RESERVED_NAMES = frozenset({"summary"})
 HUB_CLIENT_ID = "rayplex/hub"
 """The client id of the hub's own text-log lines (internal: users may not take it)."""

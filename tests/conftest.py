@@ -18,6 +18,9 @@ import pytest
 
 os.environ.setdefault("RAYPLEX_FLUSH_INTERVAL_S", "0.2")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# Telemetry (a sample every 10 s by default) would add sys/ tags and system/<node> runs to any
+# test that outlives one period; tests/test_telemetry.py turns it on for itself.
+os.environ.setdefault("RAYPLEX_TELEMETRY_S", "0")
 
 
 # ------------------------------------------------------------------ pytest-xdist (``-n 2``)

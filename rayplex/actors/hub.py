@@ -33,7 +33,7 @@ from rayplex.errors import HubWriteError
 from rayplex.groups import GroupRegistry, GroupSpec
 from rayplex.layout import artifacts_dir, control_path
 from rayplex.records import Ack, Batch, NodeCall
-from rayplex.rules import check_client_id, check_signal
+from rayplex.rules import SYSTEM_GROUP, check_client_id, check_signal
 
 __all__ = ["QUERIES", "QUERY_GROUP", "Hub"]
 
@@ -64,6 +64,7 @@ class Hub:
         self.started = time.time()
         # claims the logdir (or raises LogdirConflictError) before it reads the journal
         self.writer = HubWriter(logdir, self.experiment, log_level, name)
+        self.experiment_started = self.writer.experiment_started(self.started)
         self.lock = self.writer.lock
         self.registry = self.writer.load_registry() or GroupRegistry(epoch=os.urandom(8).hex())
         assert self.writer.state.book is not None
@@ -73,7 +74,7 @@ class Hub:
         self.context = RequestContext(self.writer, self.artifacts, self.control,
                                       lambda: self.registry)
         self.calls = 0
-        self._unregistered_seen: set[str] = set()
+        self._unregistered_seen: set[str] = {SYSTEM_GROUP}  # telemetry: never registered
         self.faults = FaultWatch(_ray_context("get_node_id"))
         undone = self.writer.state.undone
         if undone:
@@ -119,7 +120,8 @@ class Hub:
     def info(self) -> dict[str, Any]:
         """What ``rayplex.status()`` shows."""
         return {"name": self.name, "logdir": self.logdir, "experiment": self.experiment,
-                "pid": os.getpid(), "started": self.started, "clients": len(self.writer.clients),
+                "pid": os.getpid(), "started": self.started,
+                "experiment_started": self.experiment_started, "clients": len(self.writer.clients),
                 "calls": self.calls, "log_level": self.log_level, "runs": self.writer.pool.runs(),
                 "problem": self.writer.problem, "summaries_refused": self.summaries.refused,
                 **self.writer.counters}

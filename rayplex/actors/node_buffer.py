@@ -12,6 +12,12 @@ It also keeps the list of this node's senders (they register on their first call
 (:meth:`NodeBuffer.flush_senders`), and bounds what it holds in bytes
 (``RAYPLEX_NODE_BUFFER_MB``): beyond it, senders wait.
 
+Every ``RAYPLEX_TELEMETRY_S`` seconds it samples those senders' processes and its node
+(:mod:`rayplex.telemetry`) and sends the figures to the hub as a batch of its own, routed like
+the workers' (so the hub's exactly-once applies): each client's process metrics as tags
+``sys/<name>`` of its run, the node's in run ``system/<node>``; the step is whole seconds since
+the experiment started. A sample the hub does not acknowledge is dropped (counted), not resent.
+
 This is a plain class; :func:`rayplex.actors.get_or_create_node_buffer` makes it an actor.
 """
 
@@ -28,6 +34,8 @@ from typing import Any
 from rayplex.actors.partials import merge_partials
 from rayplex.config import config
 from rayplex.records import Ack, Batch, NodeCall
+from rayplex.rules import TELEMETRY_SENDER
+from rayplex.telemetry import NODE_GROUP, TelemetrySampler, telemetry_batch
 
 log = logging.getLogger("rayplex.node_buffer")
 
@@ -52,6 +60,11 @@ class NodeBuffer:
         self._flush_round = 0
         self._flushed: dict[str, int] = {}
         self._flush_event: asyncio.Event | None = None
+        self._clients: dict[str, set[str]] = {}  # sender -> the client ids it logged for
+        self._telemetry: asyncio.Task[None] | None = None
+        self._telemetry_seq = 0
+        self.telemetry_samples = 0
+        self.telemetry_dropped = 0
         self.forwarded_calls = 0
         self.forwarded_batches = 0
         self.peak_bytes = 0
@@ -66,6 +79,8 @@ class NodeBuffer:
             "held_bytes": self._pending_bytes + self._in_flight_bytes,
             "peak_bytes": self.peak_bytes,
             "max_bytes": self._max_bytes,
+            "telemetry_samples": self.telemetry_samples,
+            "telemetry_dropped": self.telemetry_dropped,
         }
 
     # ----------------------------------------------------------------- senders
@@ -76,6 +91,7 @@ class NodeBuffer:
     def bye(self, sender: str) -> None:
         self._senders.pop(sender, None)
         self._flushed.pop(sender, None)
+        self._clients.pop(sender, None)
 
     async def wait_flush_request(self, sender: str, pid: int, after_round: int) -> int:
         """Return when a flush round newer than ``after_round`` is requested."""
@@ -114,6 +130,10 @@ class NodeBuffer:
         """Forward ``batch`` to the hub (merged with others); return the hub's acknowledgement."""
         if pid:
             self._senders.setdefault(batch.sender, pid)
+            clients = self._clients.setdefault(batch.sender, set())
+            clients.update(chunk.client_id for chunk in batch.chunks)
+            clients.update(line[2] for line in batch.logs)
+        self._start_telemetry()
         size = batch.nbytes()
         while self._pending_bytes + self._in_flight_bytes + size > self._max_bytes and (
                 self._pending or self._in_flight_bytes):
@@ -187,6 +207,66 @@ class NodeBuffer:
             for (_, future), ack in zip(items, acks, strict=True):
                 if not future.done():
                     future.set_result(ack)
+
+
+    # --------------------------------------------------------------- telemetry
+    def _start_telemetry(self) -> None:
+        if self._telemetry is None and config().telemetry_s > 0:
+            self._telemetry = asyncio.get_running_loop().create_task(self._telemetry_loop())
+
+    async def _telemetry_loop(self) -> None:
+        interval = config().telemetry_s
+        while True:
+            await asyncio.sleep(interval)  # the sampling period
+            try:
+                hub = await self._hub_handle().info.remote()
+                registry = (await self._hub_handle().hello.remote())[0]
+                break
+            except Exception as exc:  # the hub is restarting: ask again next period
+                self._hub = None
+                log.info("node buffer %s: telemetry waits for the hub: %r", self.node_id[:8], exc)
+        sampler = TelemetrySampler(hub["logdir"] if os.path.isdir(hub["logdir"]) else None)
+        node_run = f"{NODE_GROUP}/{_node_label(self.node_id)}"
+        while True:
+            await asyncio.sleep(interval)  # the sampling period
+            now = time.time()
+            by_pid = sampler.processes(sorted(set(self._senders.values())))
+            processes = {client: by_pid[pid] for sender, pid in self._senders.items()
+                         if pid in by_pid for client in sorted(self._clients.get(sender, ()))}
+            node = sampler.node()
+            step = int(now - hub["experiment_started"])
+            self._telemetry_seq += 1
+            try:
+                ack = None
+                for _ in range(2):  # once more if the groups changed meanwhile
+                    batch = telemetry_batch(registry, processes, node_run, node, step, now,
+                                            f"{TELEMETRY_SENDER}{self._id}", self._telemetry_seq,
+                                            hub["experiment"])
+                    ack = await self.submit(batch)
+                    if not (ack.stale and ack.registry is not None):
+                        break
+                    registry = ack.registry
+            except Exception as exc:  # the hub is restarting: this sample is not resent
+                log.info("node buffer %s: telemetry sample dropped: %r", self.node_id[:8], exc)
+                self.telemetry_dropped += 1
+                continue
+            assert ack is not None
+            if ack.error or ack.retry or ack.stale or ack.rejected or ack.wrong_experiment:
+                self.telemetry_dropped += 1
+            else:
+                self.telemetry_samples += 1
+
+
+def _node_label(node_id: str) -> str:
+    """``<ip>-<node id's first 8 hex digits>``: readable, and distinct for several Ray nodes
+    on one machine."""
+    try:
+        import ray
+
+        ip = str(ray.util.get_node_ip_address())  # type: ignore[no-untyped-call]
+    except Exception:  # a plain object outside Ray
+        ip = "local"
+    return f"{ip}-{node_id[:8]}"
 
 
 def _pid_alive(pid: int) -> bool:

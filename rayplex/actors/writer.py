@@ -122,8 +122,10 @@ class HubWriter:
         try:
             if not isinstance(batch.sender, str) or not isinstance(batch.seq, int):
                 raise ValueError("batch without a sender id and sequence number")
+            telemetry = batch.sender.startswith(rules.TELEMETRY_SENDER)
             for chunk in batch.chunks:
-                group, _ = rules.split_client_id(chunk.client_id)
+                system = telemetry and chunk.client_id.startswith(rules.SYSTEM_GROUP + "/")
+                group, _ = rules.split_client_id(chunk.client_id, internal=system)
                 check_run(chunk.run, group)
                 if not isinstance(chunk.blob, bytes) or not isinstance(chunk.count, int):
                     raise ValueError(f"chunk of {chunk.client_id!r} is not bytes with a count")
@@ -351,6 +353,24 @@ class HubWriter:
             save_registry(layout.registry_path(self.logdir), registry)
         except OSError as exc:
             self._note_problem(exc)
+
+    def experiment_started(self, now: float) -> float:
+        """When this logdir's first hub started (``time.time()``): read back, or ``now`` saved
+        as such (a disk problem is noted; ``now`` is answered)."""
+        path = layout.started_path(self.logdir)
+        try:
+            with open(path, encoding="utf-8") as f:
+                started = json.load(f)["started"]
+            if isinstance(started, (int, float)) and not isinstance(started, bool):
+                return float(started)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        if self.lost() is None:
+            try:
+                atomic_write_bytes(path, json.dumps({"started": now}).encode())
+            except OSError as exc:
+                self._note_problem(exc)
+        return now
 
     # --------------------------------------------------------------- requests
     def applied(self, request_id: str) -> bool:
