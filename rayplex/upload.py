@@ -102,7 +102,10 @@ class Uploader:
             for rel, off, end in streams:
                 self._ship("stream", rel, off, end, _read_range(self._local(rel), off, end))
             for rel in immutables:
-                data = _read_range(self._local(rel), 0, None)
+                try:
+                    data = _read_range(self._local(rel), 0, None)
+                except FileNotFoundError:
+                    continue  # compacted away since the walk: the manifest no longer needs it
                 self._ship("immutable", rel, 0, len(data), data)
             for rel, data in states:
                 if rel == MANIFEST_REL and not self._segments_up(data):
@@ -224,6 +227,9 @@ class Uploader:
             busy = self.round(force)
         except Exception as exc:
             self.counters["failures"] += 1
+            now = time.monotonic()
+            self.waiting_since = self.waiting_since or now
+            self.counters["lag_s"] = round(now - self.waiting_since, 3)
             problem = f"{type(exc).__name__}: {remote.redact(str(exc))[:300]}"
             if self.counters["problem"] is None:
                 self.say(logging.WARNING, f"uploader: a round failed ({problem}); the bucket "
