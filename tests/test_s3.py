@@ -189,8 +189,13 @@ def test_an_s3_logdir_is_uploaded_once_and_read_back_from_the_bucket(s3_env: S3)
     assert sorted(steps) == list(range(300)) and set(steps.values()) == {1}
     counts = assert_each_object_put_once(s3, "roundtrip")
     assert counts["objects"] >= 8
-    staging = os.path.join(hub.logdir, "logs", "all.log")
-    assert s3.secret not in open(staging).read()
+    # Security: no credential in the staging directory, the synced copy or the bucket.
+    for root in (hub.logdir, remote.cache_dir(target)):
+        for dirpath, _, names in os.walk(root):
+            for name in names:
+                with open(os.path.join(dirpath, name), "rb") as f:
+                    data = f.read()
+                assert s3.secret.encode() not in data and s3.key.encode() not in data, name
 
 
 def test_wrong_credentials_are_a_clear_error_at_init_not_a_hang(s3_env: S3) -> None:
@@ -305,7 +310,8 @@ def test_a_sigkill_mid_upload_loses_duplicates_and_rewrites_nothing(
     killed: set[int] = set()
     for _ in range(2):
         before = _until(lambda: _upload_info(hub.name).get("objects", 0), 60, "uploads")
-        _until(lambda: _upload_info(hub.name).get("objects", 0) > before, 60, "more uploads")
+        _until(lambda b=before: _upload_info(hub.name).get("objects", 0) > b, 60,
+               "more uploads")
         pid = _until(lambda: (p := _pid_of(get)) not in killed and p, 60, f"the {victim}")
         os.kill(pid, signal.SIGKILL)
         killed.add(pid)
