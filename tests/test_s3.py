@@ -151,7 +151,8 @@ def _upload_info(name: str) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- round trip
 
 
-def test_an_s3_logdir_is_uploaded_once_and_read_back_from_the_bucket(s3_env: S3) -> None:
+def test_an_s3_logdir_is_uploaded_once_and_read_back_from_the_bucket(
+        s3_env: S3, capsys: pytest.CaptureFixture[str]) -> None:
     s3 = s3_env
     uri = s3.uri("roundtrip")
     hub = rayplex.init(uri, name="s3roundtrip", filesystem=s3.filesystem())
@@ -180,6 +181,12 @@ def test_an_s3_logdir_is_uploaded_once_and_read_back_from_the_bucket(s3_env: S3)
     assert [row.step for row in scalars] == list(range(300))
     assert rayplex.sql(uri, "SELECT count(*) AS n FROM scalars WHERE tag = 'main/loss'"
                        )["n"][0] == 300
+    from rayplex.cli import main
+
+    assert main(["ls", uri]) == 0 and "learner/main" in capsys.readouterr().out
+    assert main(["tail", uri]) == 0 and "the learner says hello" in capsys.readouterr().out
+    assert main(["export", uri, "--tag", "main/loss"]) == 0
+    assert capsys.readouterr().out.count("main/loss") == 300
     from tests.conftest import tb_events
 
     target = remote.resolve(uri)
