@@ -225,6 +225,30 @@ def test_an_unresolvable_scheme_is_refused_at_init_and_writes_nothing_local(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
+def test_the_readme_s3_example_runs_against_the_server(s3: S3, tmp_path: Any) -> None:
+    """The README's s3:// block, in a driver of its own whose environment holds the
+    credentials (as a user's would: Ray's processes on the node inherit it)."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    code = re.search(r"<!-- s3-example -->\n```text\n(.*?)^```", readme, re.M | re.S)
+    assert code is not None
+    script = code.group(1).replace("my-bucket", BUCKET).replace(
+        "127.0.0.1:9000", f"{s3.host}:{s3.port}")
+    env = {**os.environ, "RAY_ADDRESS": "local", "AWS_ACCESS_KEY_ID": s3.key,
+           "AWS_SECRET_ACCESS_KEY": s3.secret, "RAYPLEX_STAGING_DIR": str(tmp_path / "st")}
+    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "main/loss" in done.stdout
+    assert_each_object_put_once(s3, "exp1")
+    assert s3.secret not in done.stderr + done.stdout
+
+
 # ----------------------------------------------------------------------------- faults
 
 
