@@ -221,7 +221,7 @@ def init(logdir: str | os.PathLike[str], name: str | None = None, *,
         TypeError: if ``logdir`` is not a path, or ``forward`` holds something that is not a
             ``rayplex.forward.MLflow`` / ``rayplex.forward.WandB``.
     """
-    from rayplex.remote import probe, resolve, staging_dir
+    from rayplex.remote import hydrate, probe, resolve, staging_dir
     from rayplex.rules import validate_part
     from rayplex.textlog import parse_level
 
@@ -238,6 +238,7 @@ def init(logdir: str | os.PathLike[str], name: str | None = None, *,
     if target is not None:
         probe(target)
         logdir = staging_dir(target)
+        hydrate(target, logdir)  # a new node or a cleaned temp dir: start from the bucket
     path = os.path.realpath(os.path.expanduser(os.fspath(logdir)))
     _check_logdir(path)
     if not ray.is_initialized():

@@ -51,7 +51,7 @@ from rayplex import layout
 from rayplex.atomic import TEMP_PREFIX
 from rayplex.config import config
 
-__all__ = ["JOURNAL", "Target", "UploadJournal", "cache_dir", "is_uri", "kind_of",
+__all__ = ["JOURNAL", "Target", "UploadJournal", "cache_dir", "hydrate", "is_uri", "kind_of",
            "object_key", "parse_key", "probe", "redact", "resolve", "staging_dir", "sync"]
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+)://")
@@ -441,6 +441,48 @@ def sync(target: Target, dest: str) -> dict[str, int]:
             if have != len(data) or _read(local) != data:
                 atomic_write_bytes(local, data)
     return fetched
+
+
+def hydrate(target: Target, staging: str) -> int:
+    """Prepare the staging directory of a logdir whose bucket already holds one, when this node
+    has no upload journal for it (a new node, a cleaned temp directory): copy the bucket into
+    ``staging`` (:func:`sync`) and journal every object found as uploaded, so that the hub
+    appends after what is there and no object is ever PUT again with other bytes. Returns the
+    number of objects found (0: nothing to do).
+
+    Raises:
+        ValueError: the bucket cannot be listed (said without credentials).
+    """
+    journal_path = os.path.join(staging, *JOURNAL.split("/"))
+    if os.path.exists(journal_path):
+        return 0
+    objects = _call(lambda: list_objects(target), PROBE_TIMEOUT_S * 4, "list the bucket",
+                    target)
+    found = {key: size for key, size in objects.items()
+             if kind_of(parse_key(key)[0]) is not None}
+    if not found:
+        return 0
+    sync(target, staging)
+    journal = UploadJournal(journal_path)
+    book = journal.load()  # the bucket's mirror of its journal, if any
+    for rel, parts in _files(found):
+        local = os.path.join(staging, *rel.split("/"))
+        if not os.path.isfile(local):
+            continue
+        data = _read(local)
+        kind = kind_of(rel)
+        last = parts[-1][1]
+        if kind == "stream" and book.ends.get(rel, 0) < len(data):
+            off = book.ends.get(rel, 0)
+            journal.intend(last, "stream", rel, off, len(data), sha(data[off:]))
+            journal.done(last)
+        elif kind == "immutable" and rel not in book.immutables:
+            journal.intend(rel, "immutable", rel, 0, len(data), sha(data))
+            journal.done(rel)
+        elif kind == "state" and book.states.get(rel) != sha(data):
+            journal.intend(rel, "state", rel, 0, len(data), sha(data))
+            journal.done(rel)
+    return len(found)
 
 
 def _read(path: str) -> bytes:

@@ -160,3 +160,38 @@ def test_a_segment_waits_for_its_age_or_size_unless_drained(tmp_path: Path) -> N
     assert up.round(force=True) is True
     assert (tmp_path / "bucket" / "logs" / "all.log").read_bytes() == b"x" * 50
     assert os.path.getsize(staging / ".rayplex" / "uploads.jsonl") > 0
+
+
+def test_a_new_staging_directory_starts_from_the_bucket_and_rewrites_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hub's node is gone (its staging directory with it): the next init hydrates a new
+    staging directory from the bucket, and the hub appends after what is there."""
+    first, second, bucket = tmp_path / "node1", tmp_path / "node2", tmp_path / "bucket"
+    target = remote.resolve(f"file://{bucket}")
+    assert target is not None
+    puts = _Puts(monkeypatch)
+
+    def log_lines(staging: Path, lines: list[str]) -> dict[str, int]:
+        path = staging / "logs" / "all.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            f.writelines(line + "\n" for line in lines)
+        (staging / "params").mkdir(exist_ok=True)
+        (staging / "params" / "p.json").write_text(json.dumps({"n": len(lines)}))
+        return {"logs/all.log": path.stat().st_size}
+
+    committed = log_lines(first, ["a", "b"])
+    assert Uploader(str(first), target, lambda: committed, segment_s=1e9).drain(10)
+    assert remote.hydrate(target, str(first)) == 0  # a journal here: nothing to do
+    assert remote.hydrate(target, str(second)) > 0
+    assert (second / "logs" / "all.log").read_text() == "a\nb\n"
+    committed = log_lines(second, ["c"])
+    assert Uploader(str(second), target, lambda: committed, segment_s=1e9).drain(10)
+    keys = [key for key, _ in puts.keys]
+    twice = {k for k in keys if keys.count(k) > 1}
+    assert all(remote.kind_of(k) == "state" for k in twice), twice  # params: replaced whole
+    assert [k for k in keys if k.startswith("logs/")] == [
+        "logs/all.log", "logs/all.log.part-0000000000000004"]
+    copy = tmp_path / "copy"
+    remote.sync(target, str(copy))
+    assert (copy / "logs" / "all.log").read_text() == "a\nb\nc\n"

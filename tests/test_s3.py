@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import time
 from collections import Counter
@@ -194,6 +195,19 @@ def test_an_s3_logdir_is_uploaded_once_and_read_back_from_the_bucket(
     steps = Counter(e.step for run, e in tb_events(remote.cache_dir(target)) if run == "learner"
                     for v in e.summary.value if v.tag == "main/loss")
     assert sorted(steps) == list(range(300)) and set(steps.values()) == {1}
+    assert_each_object_put_once(s3, "roundtrip")
+    # The hub's node is gone with its staging directory: a new init starts from the bucket.
+    shutil.rmtree(hub.logdir)
+    hub = rayplex.init(uri, name="s3roundtrip", filesystem=s3.filesystem())
+    log = rayplex.get_logger("learner/main", hub=hub.name)
+    for step in range(300, 350):
+        log.add_scalar("loss", 1.0 / (step + 1), step=step)
+    log.info("the learner is back")
+    rayplex.shutdown(hub.name)
+    assert [row.step for row in rayplex.read_scalars(uri, tag="main/loss")] == list(range(350))
+    assert main(["tail", uri]) == 0
+    out = capsys.readouterr().out
+    assert out.index("the learner says hello") < out.index("the learner is back")
     counts = assert_each_object_put_once(s3, "roundtrip")
     assert counts["objects"] >= 8
     # Security: no credential in the staging directory, the synced copy or the bucket.
