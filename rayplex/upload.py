@@ -244,8 +244,11 @@ class Uploader:
         return busy
 
     def drain(self, timeout: float) -> bool:
-        """Ship everything committed so far; True when the bucket has it within ``timeout``."""
-        return drain(lambda: self.attempt(force=True), lambda: self.backoff_s, timeout)
+        """Ship everything committed so far; True when the bucket has it within ``timeout``.
+        One forced round that succeeds is enough (it ships all that was committed when it
+        began): workers that keep logging never hold a drain up."""
+        return drain(lambda: None if self.attempt(force=True) is None else False,
+                     lambda: self.backoff_s, timeout)
 
     def run(self, stop: threading.Event) -> None:
         """Rounds until ``stop`` is set."""
