@@ -18,9 +18,9 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -39,7 +39,6 @@ __all__ = ["Uploader", "UploaderActor", "get_or_create_uploader", "uploader_name
 log = logging.getLogger("rayplex.upload")
 
 Say = Callable[[int, str], None]
-_SEGMENT_NAME = re.compile(rb"(?:seg|pyr)-\d{8,}\.parquet")
 MANIFEST_REL = f"{STORE_DIR}/{MANIFEST}"
 
 
@@ -84,7 +83,7 @@ class Uploader:
         with self.lock:
             self._finish_pending()
             states = self._changed_states()
-            immutables = self._new_immutables()
+            immutables = self._new_immutables(states)
             streams = self._stream_ranges()
             waiting = sum(end - off for _, off, end in streams)
             self.counters["lag_bytes"] = waiting
@@ -183,9 +182,11 @@ class Uploader:
                 rels.append(os.path.relpath(path, self.staging).replace(os.sep, "/"))
         return sorted(rels)
 
-    def _new_immutables(self) -> list[str]:
-        return [rel for rel in self._walk() if remote.kind_of(rel) == "immutable"
-                and rel not in self.book.immutables]
+    def _new_immutables(self, states: list[tuple[str, bytes]]) -> list[str]:
+        """The store segments the manifest snapshot names that are not up yet (never the
+        small ones compaction already merged away: the live store writes one every round)."""
+        manifest = next((data for rel, data in states if rel == MANIFEST_REL), None)
+        return [rel for rel in _segment_files(manifest) if rel not in self.book.immutables]
 
     def _changed_states(self) -> list[tuple[str, bytes]]:
         out = []
@@ -201,8 +202,7 @@ class Uploader:
         return out
 
     def _segments_up(self, manifest: bytes) -> bool:
-        names = {m.decode() for m in _SEGMENT_NAME.findall(manifest)}
-        return all(f"{STORE_DIR}/{name}" in self.book.immutables for name in names)
+        return all(rel in self.book.immutables for rel in _segment_files(manifest))
 
     def _mirror_journal(self) -> bool:
         """Ship the journal's new lines as a segment of its own (its place in the bucket is
@@ -255,6 +255,19 @@ class Uploader:
         while not stop.is_set():
             busy = self.attempt()
             stop.wait(self.backoff_s if busy is None else STORE_IDLE_POLL_S * 5)
+
+
+def _segment_files(manifest: bytes | None) -> list[str]:
+    """The store files (``store/seg-N.parquet``, ``store/pyr-N.parquet``) a manifest names."""
+    from rayplex.store.format import Segment
+
+    if not manifest:
+        return []
+    try:
+        segments = [Segment(**seg) for seg in json.loads(manifest)["segments"]]
+    except (ValueError, KeyError, TypeError):
+        return []  # torn or foreign: not shipped as a manifest either (see _segments_up)
+    return [f"{STORE_DIR}/{name}" for seg in segments for name in (seg.raw, seg.pyr)]
 
 
 def _read_range(path: str, off: int, end: int | None) -> bytes:
