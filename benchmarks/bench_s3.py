@@ -41,14 +41,21 @@ def server() -> tuple[Any, Any, str]:
     return srv, client, endpoint
 
 
+KINDS: dict[str, int] = {}
+
+
 def versions(client: Any, prefix: str) -> tuple[int, int, int, int]:
-    """(objects, PUTs, bytes PUT, bytes stored: the latest versions) under ``prefix``."""
+    """(objects, PUTs, bytes PUT, bytes stored: the latest versions) under ``prefix``; the PUTs
+    by top-level directory go to :data:`KINDS`."""
     keys, puts, size, latest = set(), 0, 0, 0
+    KINDS.clear()
     for page in client.get_paginator("list_object_versions").paginate(Bucket=BUCKET,
                                                                       Prefix=prefix):
         for v in page.get("Versions", []):
             keys.add(v["Key"])
             puts += 1
+            top = v["Key"][len(prefix):].split("/")[0]
+            KINDS[top] = KINDS.get(top, 0) + 1
             size += int(v["Size"])
             latest += int(v["Size"]) if v["IsLatest"] else 0
     return len(keys), puts, size, latest
@@ -124,6 +131,7 @@ def main() -> None:
     try:
         rp = run_rayplex(endpoint, args.workers, args.rate, args.seconds)
         rp_objects, rp_puts, rp_bytes, rp_stored = versions(client, "rayplex/")
+        rp["puts_by_tree"] = dict(KINDS)
         tb = run_tbx(endpoint, args.workers, args.rate, args.seconds, args.tbx_flush_s)
         tb_objects, tb_puts, tb_bytes, tb_stored = versions(client, "tbx/")
     finally:
