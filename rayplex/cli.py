@@ -3,9 +3,10 @@
 Every command but ``demo`` reads a finished (or live) logdir from disk and needs no Ray. A bad
 logdir, a missing optional package or an empty selection is one line on stderr and exit code 1;
 a usage error (unknown command or option, with a did-you-mean) exits with 2; success with 0.
-A URL logdir (``s3://...``) is such an error in every command, checked before anything starts
-(:func:`rayplex.rules.local_logdir`); in ``ls``, a client whose files cannot be read is an error
-row and the rest is listed.
+A logdir on object storage (a URI ``pyarrow.fs`` resolves: ``s3://...``) is read from a local
+copy synced from the bucket first (:func:`rayplex.remote.readable`; ``board`` says so); a
+``scheme://`` it cannot resolve is such an error, checked before anything starts; in ``ls``,
+a client whose files cannot be read is an error row and the rest is listed.
 Runs and tags are listed in natural order (``agent/2`` before ``agent/10``). Colour only on a
 terminal, and never when ``NO_COLOR`` is set.
 
@@ -758,9 +759,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if getattr(args, "logdir", None) is not None:
+            from rayplex.remote import resolve
             from rayplex.rules import local_logdir
 
-            local_logdir(args.logdir)  # before anything starts (demo: Ray; board: TensorBoard)
+            if resolve(args.logdir) is None:  # before anything starts (demo: Ray; board: TB)
+                local_logdir(args.logdir)
+            elif args.command == "board":
+                from rayplex.remote import cache_dir
+
+                target = resolve(args.logdir)
+                assert target is not None
+                print(f"rayplex board: TensorBoard reads a synced local copy of {target.uri} "
+                      f"in {cache_dir(target)} (synced now; run again to sync what came since)",
+                      file=sys.stderr)
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130

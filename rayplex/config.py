@@ -201,6 +201,15 @@ class Config:
     telemetry_s: float = 10.0
     """How often each node buffer samples the processes that log through it and its node
     (``RAYPLEX_TELEMETRY_S``); ``0`` switches telemetry off."""
+    staging_dir: str = ""
+    """Where the hub of a logdir on object storage (``s3://...``) writes before the uploader
+    copies it to the bucket, and where readers keep their synced copies
+    (``RAYPLEX_STAGING_DIR``); default ``<system temp>/rayplex-staging``."""
+    upload_segment_s: float = 30.0
+    """The uploader ships committed data at least this often: no segment waits longer
+    (``RAYPLEX_UPLOAD_SEGMENT_S``); ``flush()`` and ``shutdown()`` ship at once."""
+    upload_segment_mb: float = 16.0
+    """The uploader ships early once this many MiB are waiting (``RAYPLEX_UPLOAD_SEGMENT_MB``)."""
 
     store: bool = True
     """Feed the columnar store ``logdir/store/`` live with every committed scalar, from a store

@@ -42,6 +42,9 @@ class HubHandle:
         self.logdir = logdir
         self.actor = actor
         """The hub's Ray ``ActorHandle`` (for operators and tests)."""
+        self.uri: str | None = None
+        """The logdir on object storage (credentials removed), else ``None``; then
+        :attr:`logdir` is its staging directory on the hub's node."""
 
     def __repr__(self) -> str:
         return f"HubHandle(name={self.name!r}, logdir={self.logdir!r})"
@@ -189,12 +192,19 @@ def _answer(ref: Any, name: str, what: str, timeout: float | None) -> Any:
 
 
 def init(logdir: str | os.PathLike[str], name: str | None = None, *,
-         log_level: str = "INFO", forward: Sequence[Any] | None = None) -> HubHandle:
+         log_level: str = "INFO", forward: Sequence[Any] | None = None,
+         filesystem: Any = None) -> HubHandle:
     """Get or create the hub of experiment ``name`` writing under ``logdir``.
 
     Starts a local Ray if none is initialized. Idempotent for the same logdir. The hub runs
-    on this driver's node, so ``logdir`` is a path on this machine. The logdir and options are
-    checked here, in the driver, before anything starts.
+    on this driver's node, so a plain ``logdir`` is a path on this machine. A URI that
+    ``pyarrow.fs`` resolves (``s3://bucket/exp``, ``gs://...``, ``file:///...``, with query
+    parameters such as ``?endpoint_override=host:port&scheme=http``) or ``logdir`` inside an
+    explicit ``filesystem`` (a ``pyarrow.fs.FileSystem``) is a logdir on object storage: the
+    hub writes into a staging directory on this node (:func:`rayplex.remote.staging_dir`) and
+    an uploader next to it ships immutable objects, each once (:mod:`rayplex.upload`);
+    :attr:`HubHandle.uri` names the bucket. The logdir and options are checked here, in the
+    driver, before anything starts (a bucket: listed and written, within seconds).
 
     Example:
         >>> import ray, rayplex, tempfile
@@ -205,24 +215,30 @@ def init(logdir: str | os.PathLike[str], name: str | None = None, *,
     Raises:
         LogdirConflictError: if a hub of that name already writes to another logdir, or another
             live hub owns this logdir.
-        ValueError: if ``name`` or ``log_level`` is invalid, ``logdir`` is a URL
-            (``s3://...``: object storage is not supported yet) or a file, or cannot be created.
+        ValueError: if ``name`` or ``log_level`` is invalid, ``logdir`` is a ``scheme://``
+            that ``pyarrow.fs`` cannot resolve, a bucket that cannot be listed and written
+            (wrong credentials, no answer within seconds), a file, or cannot be created.
         TypeError: if ``logdir`` is not a path, or ``forward`` holds something that is not a
             ``rayplex.forward.MLflow`` / ``rayplex.forward.WandB``.
     """
-    from rayplex.rules import local_logdir, validate_part
+    from rayplex.remote import hydrate, probe, resolve, staging_dir
+    from rayplex.rules import validate_part
     from rayplex.textlog import parse_level
 
     name = validate_part(name or config().hub, "experiment name")
     if not isinstance(logdir, (str, os.PathLike)):
         raise TypeError(f"logdir must be a path, got {type(logdir).__name__}")
-    local_logdir(logdir)
+    target = resolve(logdir, filesystem)
     try:
         parse_level(log_level)
     except (ValueError, TypeError, KeyError) as exc:
         raise ValueError(f"log_level {log_level!r} is not a level name such as 'INFO', "
                          "'DEBUG' or 'INFO5'") from exc
     trackers = _check_forward(forward)
+    if target is not None:
+        probe(target)
+        logdir = staging_dir(target)
+        hydrate(target, logdir)  # a new node or a cleaned temp dir: start from the bucket
     path = os.path.realpath(os.path.expanduser(os.fspath(logdir)))
     _check_logdir(path)
     if not ray.is_initialized():
@@ -240,7 +256,15 @@ def init(logdir: str | os.PathLike[str], name: str | None = None, *,
     mark_used(name)
     _start_forwarders(name, path, node_id, trackers)
     _start_store_feed(name, path, node_id)
-    return HubHandle(name, path, actor)
+    handle = HubHandle(name, path, actor)
+    if target is not None:
+        from rayplex.upload import get_or_create_uploader
+
+        cfg = config()
+        get_or_create_uploader(name, path, target, node_id, cfg.upload_segment_s,
+                               int(cfg.upload_segment_mb * 2**20))
+        handle.uri = target.uri
+    return handle
 
 
 def _check_forward(forward: Sequence[Any] | None) -> list[Any]:
@@ -300,6 +324,49 @@ def _stop_store_feed(name: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout  # a following init must not get the dying feed back
     while store_feed_name(name) in actors.list_rayplex_actors() and time.monotonic() < deadline:
         time.sleep(0.02)
+
+
+def _uploader(name: str) -> Any:
+    from rayplex.upload import uploader_name
+
+    try:
+        return ray.get_actor(uploader_name(name), namespace="rayplex")
+    except ValueError:
+        return None
+
+
+def _drain_uploader(name: str, timeout: float) -> list[str]:
+    """Upload what the hub committed (logdirs on object storage); what is still pending
+    after ``timeout``, as words for the caller's warning."""
+    handle = _uploader(name)
+    if handle is None:
+        return []
+    done = _get_all([handle.drain.remote(timeout)], timeout + 10)[0]
+    if done is True:
+        return []
+    info = _get_all([handle.info.remote()], 10)[0]
+    pending = (f"{info.get('lag_bytes', '?')} bytes, {info.get('problem') or 'no error'}"
+               if isinstance(info, dict) else repr(info))
+    return [f"uploader (still pending: {pending})"]
+
+
+def _stop_uploader(name: str, timeout: float) -> None:
+    """After the hub closed and the store feed stopped: upload the rest, stop the uploader."""
+    late = _drain_uploader(name, timeout)
+    if late:
+        log.warning("rayplex: %r did not reach its bucket within %.0f s: %s; the staging "
+                    "directory and its upload journal keep it: the next rayplex.init on this "
+                    "URI uploads the rest", name, timeout, late[0])
+    handle = _uploader(name)
+    if handle is not None:
+        from rayplex.upload import uploader_name
+
+        _get_all([handle.stop.remote()], 70)
+        ray.kill(handle, no_restart=True)
+        deadline = time.monotonic() + timeout  # a following init must not get it back
+        while (uploader_name(name) in actors.list_rayplex_actors()
+               and time.monotonic() < deadline):
+            time.sleep(0.02)
 
 
 def _forwarders(name: str) -> list[Any]:
@@ -436,6 +503,7 @@ def _flush_one(name: str, timeout: float) -> list[str]:
         else:
             late.append("node buffer (no answer)")
     ray.get(hub.flush.remote(), timeout=timeout + 5)
+    late += _drain_uploader(name, timeout)
     if late:
         log.warning("rayplex: flushed experiment %r, but these senders did not answer within "
                     "%.0f s: %s", name, timeout, ", ".join(sorted(late)))
@@ -499,6 +567,7 @@ def shutdown(name: str | None = None, timeout: float = GLOBAL_FLUSH_TIMEOUT_S, *
             ray.kill(nb, no_restart=True)
         _stop_forwarders(hub_name, timeout)
         _stop_store_feed(hub_name, timeout)
+        _stop_uploader(hub_name, timeout)
         ray.kill(hub, no_restart=True)
         _wait_until_gone(hub_name, timeout)
 
@@ -530,6 +599,9 @@ def status() -> list[dict[str, Any]]:
         try:
             info = ray.get(actors.get_hub(hub_name).info.remote(), timeout=10)
             info["forwarders"] = _get_all([h.info.remote() for h in _forwarders(hub_name)], 10)
+            uploader = _uploader(hub_name)
+            if uploader is not None:
+                info["upload"] = _get_all([uploader.info.remote()], 10)[0]
             result.append(info)
         except Exception as exc:
             result.append({"name": hub_name, "error": repr(exc)})

@@ -72,8 +72,10 @@ def check_logdir(logdir: PathLike) -> Path:
         FileNotFoundError: If ``logdir`` does not exist, is not a directory or has no
             ``tensorboard/`` subdirectory (the message says which, and suggests the parent when
             given the ``tensorboard/`` folder itself).
-        ValueError: If ``logdir`` is a URL (``s3://...``: :func:`rayplex.rules.local_logdir`);
-            every reader checks its logdir here.
+        ValueError: If ``logdir`` is a ``scheme://`` that ``pyarrow.fs`` cannot resolve or a
+            bucket that cannot be listed. A logdir on object storage is read from a local
+            copy synced from the bucket first (:func:`rayplex.remote.readable`); every reader
+            checks its logdir here.
 
     Example:
         >>> check_logdir("/nonexistent")
@@ -81,9 +83,10 @@ def check_logdir(logdir: PathLike) -> Path:
         ...
         FileNotFoundError: logdir '/nonexistent' does not exist
     """
+    from rayplex.remote import readable
     from rayplex.rules import local_logdir
 
-    path = Path(os.path.abspath(os.path.expanduser(local_logdir(logdir))))
+    path = Path(os.path.abspath(os.path.expanduser(local_logdir(readable(logdir)))))
     if not path.exists():
         raise FileNotFoundError(f"logdir {str(path)!r} does not exist")
     if not path.is_dir():

@@ -164,10 +164,11 @@ def group_name_for(text: str) -> str:
 
 def local_logdir(logdir: str | os.PathLike[str]) -> str:
     """A logdir as a local path: ``scheme://...`` (``s3://``, ``gs://``, ``file://``,
-    ``hdfs://`` ...) is refused until rayplex supports object storage; ``rayplex.init``, the
-    readers and every CLI command check this first, so such a string never becomes a local
-    directory named ``s3:``. A path with a colon but no ``://`` (``C:\\runs``, ``runs:1/exp``)
-    stays a path, as does a one-letter "scheme" (a Windows drive, ``C://runs``).
+    ``hdfs://`` ...) is refused here, so such a string never becomes a local directory named
+    ``s3:``; ``rayplex.init``, the readers and the CLI resolve a URI first
+    (:func:`rayplex.remote.resolve`: object storage) and call this only on what is a path.
+    A path with a colon but no ``://`` (``C:\\runs``, ``runs:1/exp``) stays a path, as
+    does a one-letter "scheme" (a Windows drive, ``C://runs``).
 
     Example:
         >>> local_logdir("runs:1/exp")
@@ -175,7 +176,7 @@ def local_logdir(logdir: str | os.PathLike[str]) -> str:
         >>> local_logdir("s3://bucket/exp")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: logdir 's3://bucket/exp' is a URL: object storage is not supported yet; ...
+        ValueError: logdir 's3://bucket/exp' is a URL (object storage), not a local path; ...
 
     Raises:
         TypeError: if ``logdir`` is not a str or path.
@@ -188,8 +189,8 @@ def local_logdir(logdir: str | os.PathLike[str]) -> str:
         raise TypeError(f"logdir must be a str path, got {type(path).__name__}")
     if _URL.match(path):
         raise ValueError(
-            f"logdir {path!r} is a URL: object storage is not supported yet; pass a local "
-            "directory (or a mounted file system's path)")
+            f"logdir {path!r} is a URL (object storage), not a local path; pass it to "
+            "rayplex.init or a reader, which resolve it with pyarrow.fs")
     return path
 
 

@@ -261,6 +261,11 @@ class Hub:
         <rayplex.actors.writer.HubWriter.committed_sizes>`."""
         return self.writer.committed_sizes()
 
+    def committed_files(self) -> dict[str, int]:
+        """What the uploader may ship: :meth:`HubWriter.committed_files
+        <rayplex.actors.writer.HubWriter.committed_files>`."""
+        return self.writer.committed_files()
+
     def forwarder_line(self, level: int, message: str) -> None:
         """A forwarder's warning, in ``logs/all.log`` as the hub's own line."""
         self.writer.hub_line(level, str(message)[:2000])

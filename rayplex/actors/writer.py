@@ -483,6 +483,25 @@ class HubWriter:
                     sizes[path] = min(sizes[path], cap)
         return {os.path.relpath(p, self.logdir).replace(os.sep, "/"): n for p, n in sizes.items()}
 
+    def committed_files(self) -> dict[str, int]:
+        """:meth:`committed_sizes` and, measured under the lock (so between transactions),
+        the size of every text log and artifact file, capped by a pending undo: what the
+        uploader (:mod:`rayplex.upload`) may ship of the files that only grow."""
+        sizes = self.committed_sizes()
+        with self.lock:
+            pending = {os.path.abspath(p): s for p, s in self.pending_undo.items()}
+            for tree in (layout.logs_dir(self.logdir), layout.artifacts_dir(self.logdir)):
+                for dirpath, _, filenames in os.walk(tree):
+                    for name in filenames:
+                        path = os.path.join(dirpath, name)
+                        try:
+                            size = os.path.getsize(path)
+                        except OSError:
+                            continue
+                        rel = os.path.relpath(path, self.logdir).replace(os.sep, "/")
+                        sizes[rel] = min(size, pending.get(os.path.abspath(path), size))
+        return sizes
+
     # ------------------------------------------------------------------ claim
     def lost(self) -> str | None:
         """Why this writer may no longer write under its logdir (deleted, replaced, closed),

@@ -140,6 +140,9 @@ class Layout:
     def of(cls, logdir: PathLike) -> Layout:
         """The layout of ``logdir``.
 
+        A logdir on object storage is its local copy, synced from the bucket now
+        (:func:`rayplex.remote.readable`).
+
         Raises:
             FileNotFoundError: If ``logdir`` does not exist or is not a directory.
 
@@ -149,7 +152,9 @@ class Layout:
             ...
             FileNotFoundError: logdir '/nonexistent' does not exist
         """
-        path = Path(os.path.abspath(os.path.expanduser(os.fspath(logdir))))
+        from rayplex.remote import readable
+
+        path = Path(os.path.abspath(os.path.expanduser(readable(logdir))))
         if not path.exists():
             raise FileNotFoundError(f"logdir {str(path)!r} does not exist")
         if not path.is_dir():

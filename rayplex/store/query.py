@@ -16,6 +16,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import operator
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -96,6 +97,14 @@ def _check_steps(steps: Any) -> tuple[int, int] | None:
 
 
 # ----------------------------------------------------------------------------- store access
+
+
+def is_uri(logdir: PathLike) -> bool:
+    """A logdir on object storage: its store is read as the bucket holds it (never indexed
+    into the local copy, which the next sync overwrites)."""
+    from rayplex.remote import is_uri as remote_uri
+
+    return remote_uri(os.fspath(logdir))
 
 
 def _refresh(layout: Layout, refresh: bool) -> Manifest:
@@ -445,7 +454,7 @@ def read_series(
     zoom = _check_steps(steps)
     require_store_deps("rayplex.read_series")
     layout = Layout.of(logdir)
-    manifest = _refresh(layout, refresh)
+    manifest = _refresh(layout, refresh and not is_uri(logdir))  # a bucket's copy: as uploaded
     for attempt in range(STORE_QUERY_RETRIES):
         try:
             return _read_series(layout, manifest, tags, run_patterns, n, zoom, as_arrow)
@@ -615,7 +624,7 @@ def sql(logdir: PathLike, query: str, *, refresh: bool = True) -> pandas.DataFra
     import duckdb
 
     layout = Layout.of(logdir)
-    manifest = _refresh(layout, refresh)
+    manifest = _refresh(layout, refresh and not is_uri(logdir))  # a bucket's copy: as uploaded
     for attempt in range(STORE_QUERY_RETRIES):
         skipped: list[str] = []
         con = None

@@ -1,0 +1,162 @@
+"""What a logdir on object storage costs in requests and bytes: rayplex's uploader against
+tensorboardX's S3 writer (one ``SummaryWriter("s3://...")`` per worker), both writing to a local
+S3-compatible server (moto's, versioning on: every PUT that landed is a version, counted with
+its size).
+
+W workers log R scalars/s each for T seconds. tensorboardX re-uploads each worker's whole event
+file at every flush (``flush_secs``), so its bytes grow with the square of the run's length;
+rayplex uploads each committed byte once (segments every ``RAYPLEX_UPLOAD_SEGMENT_S``).
+Both are scaled to one hour and to the issue's 500 workers (rayplex: one run per worker, so its
+PUTs scale with the workers; tensorboardX: PUTs per writer x workers, bytes by its formula).
+
+    python benchmarks/bench_s3.py --workers 8 --rate 10 --seconds 60 --tbx-flush-s 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from typing import Any
+
+BUCKET = "rayplex-bench"
+
+
+def server() -> tuple[Any, Any, str]:
+    import logging
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    srv = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    srv.start()
+    host, port = srv.get_host_and_port()
+    endpoint = f"{host}:{port}"
+    client = boto3.client("s3", endpoint_url=f"http://{endpoint}", region_name="us-east-1")
+    client.create_bucket(Bucket=BUCKET)
+    client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    return srv, client, endpoint
+
+
+KINDS: dict[str, int] = {}
+
+
+def versions(client: Any, prefix: str) -> tuple[int, int, int, int]:
+    """(objects, PUTs, bytes PUT, bytes stored: the latest versions) under ``prefix``; the PUTs
+    by top-level directory go to :data:`KINDS`."""
+    keys, puts, size, latest = set(), 0, 0, 0
+    KINDS.clear()
+    for page in client.get_paginator("list_object_versions").paginate(Bucket=BUCKET,
+                                                                      Prefix=prefix):
+        for v in page.get("Versions", []):
+            keys.add(v["Key"])
+            puts += 1
+            top = v["Key"][len(prefix):].split("/")[0]
+            KINDS[top] = KINDS.get(top, 0) + 1
+            size += int(v["Size"])
+            latest += int(v["Size"]) if v["IsLatest"] else 0
+    return len(keys), puts, size, latest
+
+
+def run_rayplex(endpoint: str, workers: int, rate: float, seconds: float) -> dict[str, Any]:
+    import ray
+
+    import rayplex
+
+    @ray.remote(num_cpus=0)
+    def worker(i: int) -> int:
+        log = rayplex.get_logger(f"agent/{i}", hub="bench-s3")
+        n, start = 0, time.monotonic()
+        while time.monotonic() - start < seconds:
+            log.add_scalar("x", float(n), step=n)
+            n += 1
+            time.sleep(max(0.0, start + n / rate - time.monotonic()))
+        log.flush(timeout=120)
+        return n
+
+    uri = f"s3://{BUCKET}/rayplex?endpoint_override={endpoint}&scheme=http&region=us-east-1"
+    hub = rayplex.init(uri, name="bench-s3")
+    hub.register_indexed_group("agent", 1)
+    scalars = sum(ray.get([worker.remote(i) for i in range(workers)]))
+    rayplex.shutdown("bench-s3")
+    stored = sum(os.path.getsize(os.path.join(d, f))
+                 for d, _, fs in os.walk(os.path.join(hub.logdir, "tensorboard")) for f in fs)
+    return {"scalars": scalars, "event_bytes_stored": stored}
+
+
+def run_tbx(endpoint: str, workers: int, rate: float, seconds: float,
+            flush_s: float) -> dict[str, Any]:
+    import threading
+
+    from tensorboardX import SummaryWriter
+
+    os.environ["S3_ENDPOINT"] = f"http://{endpoint}"
+    counts = [0] * workers
+
+    def worker(i: int) -> None:
+        w = SummaryWriter(f"s3://{BUCKET}/tbx/w{i}", flush_secs=flush_s)
+        n, start = 0, time.monotonic()
+        while time.monotonic() - start < seconds:
+            w.add_scalar("x", float(n), n)
+            n += 1
+            time.sleep(max(0.0, start + n / rate - time.monotonic()))
+        w.close()
+        counts[i] = n
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {"scalars": sum(counts)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--rate", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--tbx-flush-s", type=float, default=10.0)
+    args = parser.parse_args()
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+    os.environ.setdefault("RAYPLEX_STAGING_DIR", tempfile.mkdtemp(prefix="bench-s3-"))
+    import ray
+
+    ray.init(address="local", include_dashboard=False, configure_logging=False)
+    srv, client, endpoint = server()
+    try:
+        rp = run_rayplex(endpoint, args.workers, args.rate, args.seconds)
+        rp_objects, rp_puts, rp_bytes, rp_stored = versions(client, "rayplex/")
+        rp["puts_by_tree"] = dict(KINDS)
+        tb = run_tbx(endpoint, args.workers, args.rate, args.seconds, args.tbx_flush_s)
+        tb_objects, tb_puts, tb_bytes, tb_stored = versions(client, "tbx/")
+    finally:
+        srv.stop()
+        ray.shutdown()
+    hour = 3600.0 / args.seconds
+    flushes_per_hour = 3600.0 / args.tbx_flush_s
+    result = {
+        "workers": args.workers, "rate": args.rate, "seconds": args.seconds,
+        "rayplex": {**rp, "objects": rp_objects, "puts": rp_puts, "bytes_put": rp_bytes,
+                    "bytes_stored": rp_stored,
+                    "bytes_put_per_byte_stored": round(rp_bytes / max(1, rp_stored), 3),
+                    "puts_per_hour_500_workers": round(rp_puts * hour * 500 / args.workers)},
+        "tensorboardX": {**tb, "objects": tb_objects, "puts": tb_puts, "bytes_put": tb_bytes,
+                         "bytes_stored": tb_stored,
+                         "bytes_put_per_byte_stored": round(tb_bytes / max(1, tb_stored), 3),
+                         "flush_secs": args.tbx_flush_s,
+                         "puts_per_hour_500_workers": round(500 * flushes_per_hour),
+                         # each flush PUTs the whole file, which grows linearly: over an hour
+                         # the bytes PUT are about (flushes + 1) / 2 times the final file
+                         "bytes_put_per_byte_stored_after_1h": round((flushes_per_hour + 1) / 2,
+                                                                     1)},
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

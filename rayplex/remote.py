@@ -1,0 +1,509 @@
+"""A logdir on object storage, each rule in one place: which ``scheme://`` strings are remote
+logdirs and how they resolve (:func:`resolve`, through ``pyarrow.fs``), where a remote logdir
+is staged and cached on this node (:func:`staging_dir`, :func:`cache_dir`), how local files
+map to objects (:func:`kind_of`, :func:`object_key`, :func:`parse_key`), the upload journal's
+format (:class:`UploadJournal`), and reading a bucket back into a local copy (:func:`sync`).
+
+The hub writes a remote logdir exactly as a local one, into a **staging directory** on its
+node; the uploader (:mod:`rayplex.upload`) copies it into the bucket as objects that are
+never rewritten:
+
+- a **stream** (an event file, a text log, an artifact: files that only grow) goes up in
+  segments, each its committed bytes ``[offset, end)`` since the last one: the first under the
+  file's own name, the next ones under ``<name>.part-<offset, 16 digits>``. Each segment of an
+  event file is itself a valid event file, and the names sort in write order, so TensorBoard
+  reading ``gs://`` (or a synced copy) sees every record once;
+- an **immutable** file (the store's ``seg-*``/``pyr-*`` Parquet segments) goes up once;
+- a **state** file (params, the registry, the store's manifest, projector files) is small and
+  replaced whole when its bytes change (a PUT is atomic).
+
+The upload journal (``<staging>/.rayplex/uploads.jsonl``, mirrored to the bucket as a stream
+of its own) has one JSON line per step: ``{"op": "intent", "key", "src", "off", "end",
+"sha"}`` before a PUT, ``{"op": "done", "key"}`` after it. A process killed in between finds
+the intent on restart: the object is there with the intended size (done) or it is PUT again
+with the same bytes (the same ``src[off:end]``). Credentials never appear in a key, a journal
+line, an error or a log line (:func:`redact`).
+
+Example:
+    >>> object_key("tensorboard/a/events.out.tfevents.1", 0)
+    'tensorboard/a/events.out.tfevents.1'
+    >>> object_key("tensorboard/a/events.out.tfevents.1", 4096)
+    'tensorboard/a/events.out.tfevents.1.part-0000000000004096'
+    >>> parse_key('logs/all.log.part-0000000000000010')
+    ('logs/all.log', 10)
+    >>> kind_of("store/seg-00000001.parquet"), kind_of("params/agent/0.json")
+    ('immutable', 'state')
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from rayplex import layout
+from rayplex.atomic import TEMP_PREFIX
+from rayplex.config import config
+
+__all__ = ["JOURNAL", "Target", "UploadJournal", "cache_dir", "hydrate", "is_uri", "kind_of",
+           "object_key", "parse_key", "probe", "redact", "resolve", "staging_dir", "sync"]
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+)://")
+_PART = re.compile(r"^(.*)\.part-(\d{16})$")
+_SEGMENT = re.compile(r"^(seg|pyr)-\d{8,}\.parquet$")
+JOURNAL = f"{layout.STATE_DIR}/uploads.jsonl"
+"""The upload journal, relative to the staging directory (and its mirror in the bucket)."""
+STATE_FILES = frozenset({f"{layout.STATE_DIR}/{layout.REGISTRY_FILE}"})
+"""The files of ``.rayplex/`` that go to the bucket (the rest is the hub's private state)."""
+PROBE_TIMEOUT_S = 15.0
+"""How long :func:`probe` waits for the bucket to answer ``rayplex.init``."""
+
+
+def is_uri(logdir: object) -> bool:
+    """Whether ``logdir`` is a ``scheme://`` string (a one-letter scheme is a Windows drive).
+
+    Example:
+        >>> is_uri("s3://b/x"), is_uri("C://runs"), is_uri("runs:1/x")
+        (True, False, False)
+    """
+    return isinstance(logdir, str) and bool(_SCHEME.match(logdir))
+
+
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)[^/@\s'\"]*@")
+_SECRET_VALUE = re.compile(
+    r"(\b[A-Za-z_]*(?:key|secret|token|password|credential|signature|sas)[A-Za-z_]*=)"
+    r"[^&\s'\")]+", re.I)
+
+
+def redact(text: str) -> str:
+    """``text`` (a URI, or an error message quoting one) without credentials: no
+    ``user:password@`` after a scheme and no value of a parameter that names a key, secret,
+    token or password.
+
+    Example:
+        >>> redact("s3://AKIA:s3cr3t@bkt/exp?endpoint_override=h:9&secret_key=zz")
+        's3://***@bkt/exp?endpoint_override=h:9&secret_key=***'
+    """
+    return _SECRET_VALUE.sub(r"\1***", _USERINFO.sub(r"\1***@", text))
+
+
+@dataclass(frozen=True)
+class Target:
+    """A resolved remote logdir: the ``pyarrow.fs`` filesystem, the root path in it, and the
+    URI as shown to people (:func:`redact`-ed)."""
+
+    fs: Any = field(repr=False)
+    root: str
+    uri: str
+
+    @property
+    def key(self) -> str:
+        """What names this logdir on a node: the filesystem type and the root (so one bucket
+        path reached through two endpoints' URIs is one staging directory)."""
+        return f"{self.fs.type_name}://{self.root}"
+
+    def path(self, key: str) -> str:
+        """The filesystem path of object ``key`` (relative to the root)."""
+        return f"{self.root}/{key}" if key else self.root
+
+
+def resolve(logdir: str | os.PathLike[str], filesystem: Any = None) -> Target | None:
+    """``None`` for a plain local path; else the :class:`Target` of a ``scheme://`` URI that
+    ``pyarrow.fs.FileSystem.from_uri`` resolves (query parameters such as
+    ``?endpoint_override=127.0.0.1:9000&scheme=http`` included), or of ``logdir`` inside an
+    explicit ``filesystem`` (a ``pyarrow.fs.FileSystem``; a ``scheme://`` prefix is dropped).
+    A ``file://`` URI is a remote logdir too (staged and uploaded: the way to try it locally).
+
+    Example:
+        >>> resolve("/tmp/exp") is None
+        True
+        >>> resolve("nosuch://b/x")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: logdir 'nosuch://b/x' is not a storage URI pyarrow.fs can open ...
+
+    Raises:
+        TypeError: ``filesystem`` is not a ``pyarrow.fs.FileSystem``.
+        ValueError: the scheme cannot be resolved (or pyarrow is missing).
+    """
+    path = os.fspath(logdir)
+    if filesystem is None and not is_uri(path):
+        return None
+    try:
+        import pyarrow.fs as pafs
+    except ImportError as exc:
+        raise ValueError(f"logdir {redact(path)!r} is on object storage, which needs pyarrow: "
+                         'pip install "rayplex[store]"') from exc
+    if filesystem is not None:
+        if not isinstance(filesystem, pafs.FileSystem):
+            raise TypeError("filesystem= takes a pyarrow.fs.FileSystem, got "
+                            f"{type(filesystem).__name__}")
+        root = _SCHEME.sub("", path.split("?", 1)[0]) if is_uri(path) else path
+        return Target(filesystem, root.rstrip("/"), redact(path))
+    try:
+        fs, root = pafs.FileSystem.from_uri(path)
+    except Exception as exc:
+        raise ValueError(
+            f"logdir {redact(path)!r} is not a storage URI pyarrow.fs can open "
+            f"({type(exc).__name__}: {redact(str(exc))[:200]}); pass a local directory, a URI "
+            "such as s3://bucket/exp, gs://bucket/exp or file:///abs/dir, or filesystem=")\
+            from None
+    return Target(fs, str(root).rstrip("/"), redact(path))
+
+
+def _root_dir() -> str:
+    return config().staging_dir or os.path.join(tempfile.gettempdir(), "rayplex-staging")
+
+
+def _slug(target: Target) -> str:
+    digest = hashlib.sha256(target.key.encode()).hexdigest()[:16]
+    tail = re.sub(r"[^A-Za-z0-9._-]+", "_", target.root.rstrip("/").rsplit("/", 1)[-1])[-40:]
+    return f"{tail or 'root'}-{digest}"
+
+
+def staging_dir(target: Target) -> str:
+    """Where the hub writes remote logdir ``target`` on this node:
+    ``RAYPLEX_STAGING_DIR`` (default ``<tmp>/rayplex-staging``) ``/<name>-<hash of the URI>``.
+
+    Example:
+        >>> import pyarrow.fs
+        >>> staging_dir(Target(pyarrow.fs.LocalFileSystem(), "/b/exp", "file:///b/exp"))  # doctest: +ELLIPSIS
+        '.../rayplex-staging/exp-...'
+    """
+    return os.path.join(_root_dir(), _slug(target))
+
+
+def cache_dir(target: Target) -> str:
+    """Where readers on this node keep their synced copy of ``target`` (:func:`sync`)."""
+    return os.path.join(_root_dir(), "cache", _slug(target))
+
+
+def kind_of(rel: str) -> str | None:
+    """How the staged file ``rel`` (``/``-separated, relative to the logdir) goes to the
+    bucket: ``"stream"``, ``"immutable"``, ``"state"``, or ``None`` (never: the hub's private
+    state, temp files, the upload journal, which is mirrored on its own).
+
+    Example:
+        >>> [kind_of(p) for p in ("logs/all.log", "artifacts/a/b.pkl", ".rayplex/journal",
+        ...                       "store/MANIFEST.json", "store/LOCK", "tensorboard/a/.tmp-1f")]
+        ['stream', 'stream', None, 'state', None, None]
+    """
+    parts = rel.split("/")
+    if parts[-1].startswith(TEMP_PREFIX) or _PART.match(parts[-1]):
+        return None
+    if parts[0] == layout.STATE_DIR:
+        return "state" if rel in STATE_FILES else None
+    if parts[0] == layout.TENSORBOARD:
+        return "stream" if "tfevents" in parts[-1] else "state"
+    if parts[0] in (layout.LOGS, layout.ARTIFACTS):
+        return "stream"
+    if parts[0] == layout.STORE_DIR:  # its segments and manifest (not its lock)
+        if len(parts) == 2 and _SEGMENT.match(parts[1]):
+            return "immutable"
+        return "state" if rel == f"{layout.STORE_DIR}/{layout.MANIFEST}" else None
+    return "state"
+
+
+def object_key(rel: str, offset: int) -> str:
+    """The object holding the segment of stream ``rel`` that starts at byte ``offset``."""
+    return rel if offset == 0 else f"{rel}.part-{offset:016d}"
+
+
+def parse_key(key: str) -> tuple[str, int]:
+    """``(file, offset)`` of an object key (offset 0 for a whole file or a first segment)."""
+    match = _PART.match(key)
+    return (match.group(1), int(match.group(2))) if match else (key, 0)
+
+
+def sha(data: bytes) -> str:
+    """The digest the journal keeps of an object's bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
+# ----------------------------------------------------------------------------- journal
+
+
+@dataclass
+class Book:
+    """What the journal says: each stream's uploaded end, each state file's uploaded digest,
+    the immutables uploaded, and the intents not yet done (in order)."""
+
+    ends: dict[str, int] = field(default_factory=dict)
+    states: dict[str, str] = field(default_factory=dict)
+    immutables: set[str] = field(default_factory=set)
+    pending: dict[str, dict[str, Any]] = field(default_factory=dict)
+    objects: int = 0
+    bytes: int = 0
+
+
+class UploadJournal:
+    """The append-only upload journal at ``path`` (see the module docstring). ``intend`` and
+    ``done`` append one line each, flushed and fsynced; :meth:`load` replays it (a torn last
+    line, from a kill mid-write, is ignored)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.lock = threading.Lock()
+        self.book = Book()
+
+    def load(self) -> Book:
+        """Replay the journal into a fresh :class:`Book`."""
+        book = Book()
+        try:
+            with open(self.path, "rb") as f:
+                lines = f.read().split(b"\n")
+        except FileNotFoundError:
+            lines = []
+        for raw in lines:
+            try:
+                entry = json.loads(raw)
+            except ValueError:
+                continue  # an empty or torn line
+            if entry.get("op") == "intent":
+                book.pending[entry["key"]] = entry
+            elif entry.get("op") == "done" and entry["key"] in book.pending:
+                self._apply(book, book.pending.pop(entry["key"]))
+        self.book = book
+        return book
+
+    @staticmethod
+    def _apply(book: Book, entry: dict[str, Any]) -> None:
+        kind = entry.get("kind", "stream")
+        if kind == "stream":
+            book.ends[entry["src"]] = max(book.ends.get(entry["src"], 0), int(entry["end"]))
+        elif kind == "state":
+            book.states[entry["src"]] = entry["sha"]
+        else:
+            book.immutables.add(entry["src"])
+        book.objects += 1
+        book.bytes += int(entry["end"]) - int(entry["off"])
+
+    def _append(self, entry: dict[str, Any]) -> None:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        with open(self.path, "ab") as f:
+            f.write(json.dumps(entry, sort_keys=True).encode() + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def intend(self, key: str, kind: str, src: str, off: int, end: int, digest: str) -> None:
+        """Journal that object ``key`` is about to be PUT with ``src[off:end]`` (digest)."""
+        entry = {"op": "intent", "key": key, "kind": kind, "src": src, "off": off, "end": end,
+                 "sha": digest}
+        with self.lock:
+            self._append(entry)
+            self.book.pending[key] = entry
+
+    def done(self, key: str) -> None:
+        """Journal that object ``key`` is in the bucket."""
+        with self.lock:
+            self._append({"op": "done", "key": key})
+            self._apply(self.book, self.book.pending.pop(key))
+
+
+# ----------------------------------------------------------------------------- bucket I/O
+
+
+def _call(fn: Any, timeout: float, what: str, target: Target) -> Any:
+    """``fn()`` in a thread, waited for at most ``timeout`` seconds (a filesystem that retries
+    a dead endpoint for minutes must not hang ``init``); errors come back redacted."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, name="rayplex-probe", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise ValueError(f"logdir {target.uri!r}: the storage did not answer {what} within "
+                         f"{timeout:.0f} s (endpoint, network or credentials?)")
+    if "error" in box:
+        exc = box["error"]
+        raise ValueError(f"logdir {target.uri!r}: cannot {what} ({type(exc).__name__}: "
+                         f"{redact(str(exc))[:300]}); check the credentials (environment, "
+                         "config files, instance role or filesystem=) and the bucket") from None
+    return box.get("value")
+
+
+def probe(target: Target, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """Check in ``timeout`` seconds that ``target`` can be listed and written: one small
+    object (``.rayplex/probe``, always the same bytes) is written, read back and listed.
+
+    Raises:
+        ValueError: it cannot (wrong credentials, no bucket, no answer), said without
+            credentials.
+    """
+    import pyarrow.fs as pafs
+
+    def run() -> None:
+        path = target.path(f"{layout.STATE_DIR}/probe")
+        info = target.fs.get_file_info(path)
+        if info.type != pafs.FileType.File:  # written once per logdir: never rewritten
+            put(target, f"{layout.STATE_DIR}/probe", b"rayplex\n")
+        target.fs.get_file_info(pafs.FileSelector(target.path(layout.STATE_DIR)))
+
+    _call(run, timeout, "list and write the bucket", target)
+
+
+def put(target: Target, key: str, data: bytes) -> None:
+    """PUT ``data`` as object ``key`` (one atomic object)."""
+    path = target.path(key)
+    parent = path.rsplit("/", 1)[0]
+    if target.fs.type_name == "local":
+        target.fs.create_dir(parent, recursive=True)
+    with target.fs.open_output_stream(path) as f:
+        f.write(data)
+
+
+def object_size(target: Target, key: str) -> int | None:
+    """The size of object ``key``, ``None`` if there is none."""
+    import pyarrow.fs as pafs
+
+    info = target.fs.get_file_info(target.path(key))
+    return int(info.size) if info.type == pafs.FileType.File else None
+
+
+def list_objects(target: Target) -> dict[str, int]:
+    """``{key: size}`` of every object under the root."""
+    import pyarrow.fs as pafs
+
+    selector = pafs.FileSelector(target.root, recursive=True, allow_not_found=True)
+    prefix = target.root.rstrip("/") + "/"
+    return {info.path[len(prefix):] if info.path.startswith(prefix) else info.path: int(info.size)
+            for info in target.fs.get_file_info(selector) if info.type == pafs.FileType.File}
+
+
+def _files(objects: dict[str, int]) -> Iterator[tuple[str, list[tuple[int, str, int]]]]:
+    """Objects grouped by file: ``(file, [(offset, key, size), ...] sorted by offset)``."""
+    by_file: dict[str, list[tuple[int, str, int]]] = {}
+    for key, size in objects.items():
+        rel, offset = parse_key(key)
+        by_file.setdefault(rel, []).append((offset, key, size))
+    for rel in sorted(by_file):
+        yield rel, sorted(by_file[rel])
+
+
+def sync(target: Target, dest: str) -> dict[str, int]:
+    """Bring the bucket's copy of the logdir into the local directory ``dest``, incrementally:
+    a stream's new segments are appended (only while they are contiguous), an immutable file
+    is fetched once, a state file whenever its size or bytes changed. Returns counts
+    (``objects``, ``bytes``). Files are replaced atomically; a reader of ``dest`` sees whole
+    files.
+
+    Raises:
+        ValueError: the bucket cannot be listed (said without credentials).
+    """
+    from rayplex.atomic import atomic_write_bytes
+
+    objects = _call(lambda: list_objects(target), PROBE_TIMEOUT_S * 4, "list the bucket",
+                    target)
+    fetched = {"objects": 0, "bytes": 0}
+
+    def get(key: str) -> bytes:
+        with target.fs.open_input_stream(target.path(key)) as f:
+            data: bytes = f.read()
+        fetched["objects"] += 1
+        fetched["bytes"] += len(data)
+        return data
+
+    for rel, parts in _files(objects):
+        kind = kind_of(rel) if rel != JOURNAL else "stream"
+        if rel == f"{layout.STATE_DIR}/probe" or kind is None:
+            continue
+        local = os.path.join(dest, *rel.split("/"))
+        os.makedirs(os.path.dirname(local), exist_ok=True)
+        have = os.path.getsize(local) if os.path.isfile(local) else -1
+        if kind == "stream":
+            have = max(have, 0)
+            for offset, key, size in parts:
+                if offset < have:
+                    continue
+                if offset > have:
+                    break  # a gap: a later segment before an earlier one arrived
+                data = get(key)
+                with open(local, "ab") as f:
+                    f.write(data)
+                have += size
+        elif kind == "immutable":
+            if have != parts[0][2]:
+                atomic_write_bytes(local, get(parts[0][1]))
+        else:
+            data = get(parts[0][1])
+            if have != len(data) or _read(local) != data:
+                atomic_write_bytes(local, data)
+    return fetched
+
+
+def hydrate(target: Target, staging: str) -> int:
+    """Prepare the staging directory of a logdir whose bucket already holds one, when this node
+    has no upload journal for it (a new node, a cleaned temp directory): copy the bucket into
+    ``staging`` (:func:`sync`) and journal every object found as uploaded, so that the hub
+    appends after what is there and no object is ever PUT again with other bytes. Returns the
+    number of objects found (0: nothing to do).
+
+    Raises:
+        ValueError: the bucket cannot be listed (said without credentials).
+    """
+    journal_path = os.path.join(staging, *JOURNAL.split("/"))
+    if os.path.exists(journal_path):
+        return 0
+    objects = _call(lambda: list_objects(target), PROBE_TIMEOUT_S * 4, "list the bucket",
+                    target)
+    found = {key: size for key, size in objects.items()
+             if kind_of(parse_key(key)[0]) is not None}
+    if not found:
+        return 0
+    sync(target, staging)
+    journal = UploadJournal(journal_path)
+    book = journal.load()  # the bucket's mirror of its journal, if any
+    for rel, parts in _files(found):
+        local = os.path.join(staging, *rel.split("/"))
+        if not os.path.isfile(local):
+            continue
+        data = _read(local)
+        kind = kind_of(rel)
+        last = parts[-1][1]
+        if kind == "stream" and book.ends.get(rel, 0) < len(data):
+            off = book.ends.get(rel, 0)
+            journal.intend(last, "stream", rel, off, len(data), sha(data[off:]))
+            journal.done(last)
+        elif kind == "immutable" and rel not in book.immutables:
+            journal.intend(rel, "immutable", rel, 0, len(data), sha(data))
+            journal.done(rel)
+        elif kind == "state" and book.states.get(rel) != sha(data):
+            journal.intend(rel, "state", rel, 0, len(data), sha(data))
+            journal.done(rel)
+    return len(found)
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def readable(logdir: str | os.PathLike[str]) -> str:
+    """A logdir a reader can open on this node: a local path as it is; a remote logdir's
+    synced local copy (:func:`sync` into :func:`cache_dir`), brought up to date now.
+
+    Raises:
+        ValueError: an unresolvable ``scheme://`` or an unreachable bucket.
+    """
+    target = resolve(logdir)
+    if target is None:
+        return os.fspath(logdir)
+    dest = cache_dir(target)
+    os.makedirs(dest, exist_ok=True)
+    sync(target, dest)
+    if not os.path.isdir(layout.tensorboard_dir(dest)):
+        raise FileNotFoundError(f"logdir {target.uri!r} holds no rayplex logdir (yet): no "
+                                "tensorboard/ objects under it")
+    return dest

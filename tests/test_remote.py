@@ -1,0 +1,197 @@
+"""A logdir on object storage, the pure parts (no Ray): resolving a URI, the object keys, the
+upload journal, and the uploader as a plain object shipping to a ``file://`` bucket, killed
+between its journal lines (issue 26). The S3 tests with Ray are in ``test_s3.py``."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pyarrow")
+
+from rayplex import remote  # noqa: E402
+from rayplex.upload import Uploader  # noqa: E402
+
+
+def test_a_plain_path_is_not_remote_and_a_file_uri_is() -> None:
+    assert remote.resolve("/tmp/exp") is None
+    assert remote.resolve("runs:1/exp") is None
+    target = remote.resolve("file:///tmp/some/exp")
+    assert target is not None and target.root == "/tmp/some/exp"
+    assert target.fs.type_name == "local"
+
+
+@pytest.mark.parametrize("uri", ["nosuch://bucket/exp", "az://c/x", "https://host/x"])
+def test_an_unresolvable_scheme_is_a_clear_value_error(uri: str) -> None:
+    with pytest.raises(ValueError, match=f"{uri!r} is not a storage URI pyarrow.fs can open"):
+        remote.resolve(uri)
+
+
+def test_an_explicit_filesystem_takes_the_path_inside_it(tmp_path: Path) -> None:
+    import pyarrow.fs as pafs
+
+    target = remote.resolve(f"s3://{tmp_path}/exp", pafs.LocalFileSystem())
+    assert target is not None and target.root == f"{tmp_path}/exp"
+    with pytest.raises(TypeError, match="pyarrow.fs.FileSystem"):
+        remote.resolve("s3://b/x", filesystem="not a filesystem")
+
+
+def test_credentials_never_show_in_the_uri_people_see() -> None:
+    uri = "s3://AKIAXXSECRETID:wJalrSECRETKEY@bkt/exp?endpoint_override=h:1&secret_key=wJalr2"
+    shown = remote.redact(uri)
+    assert "AKIAXXSECRETID" not in shown and "wJalr" not in shown and "bkt/exp" in shown
+    with pytest.raises(ValueError) as info:  # an error that quotes the URI quotes it redacted
+        remote.resolve(uri.replace("s3://", "nosuch://"))
+    assert "SECRET" not in str(info.value) and "wJalr" not in str(info.value)
+
+
+def test_keys_sort_in_write_order_and_parse_back() -> None:
+    rel = "tensorboard/a/events.out.tfevents.1.host.2.0"
+    keys = [remote.object_key(rel, off) for off in (0, 9, 100, 12_345_678)]
+    assert keys == sorted(keys)
+    assert [remote.parse_key(k) for k in keys] == [(rel, 0), (rel, 9), (rel, 100), (rel, 12_345_678)]
+    assert all("tfevents" in k for k in keys)  # TensorBoard reads every segment as an event file
+
+
+def test_the_journal_replays_done_and_pending_and_ignores_a_torn_line(tmp_path: Path) -> None:
+    journal = remote.UploadJournal(str(tmp_path / "j.jsonl"))
+    journal.intend("logs/all.log", "stream", "logs/all.log", 0, 10, "h1")
+    journal.done("logs/all.log")
+    journal.intend("logs/all.log.part-0000000000000010", "stream", "logs/all.log", 10, 25, "h2")
+    with open(journal.path, "ab") as f:
+        f.write(b'{"op": "done", "key": "logs/all')  # killed mid-line
+    book = remote.UploadJournal(journal.path).load()
+    assert book.ends == {"logs/all.log": 10} and book.objects == 1
+    assert list(book.pending) == ["logs/all.log.part-0000000000000010"]
+
+
+def _bucket_versions(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+class _Puts:
+    """Every PUT the uploader makes, recorded (a file:// bucket has no request log)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.keys: list[tuple[str, bytes]] = []
+        self.fail_after: int | None = None
+        self.landed = False  # killed after the object landed (before its done line)
+        real = remote.put
+
+        def put(target: remote.Target, key: str, data: bytes) -> None:
+            if self.fail_after is not None and len(self.keys) >= self.fail_after:
+                if self.landed:
+                    real(target, key, data)
+                    self.keys.append((key, data))
+                raise SystemExit("killed mid-upload")  # what a SIGKILL leaves: no done line
+            real(target, key, data)
+            self.keys.append((key, data))
+
+        monkeypatch.setattr(remote, "put", put)
+
+
+def test_an_uploader_killed_between_put_and_journal_resumes_without_rewriting_anything(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    staging, bucket = tmp_path / "staging", tmp_path / "bucket"
+    events = staging / "tensorboard" / "run" / "events.out.tfevents.1.h.1.0"
+    events.parent.mkdir(parents=True)
+    log = staging / "logs" / "all.log"
+    log.parent.mkdir(parents=True)
+    params = staging / "params" / "learner" / "main.json"
+    params.parent.mkdir(parents=True)
+    target = remote.resolve(f"file://{bucket}")
+    assert target is not None
+    committed: dict[str, int] = {}
+
+    def write(i: int) -> None:
+        with open(events, "ab") as f:
+            f.write(bytes([i]) * 100)
+        with open(log, "ab") as f:
+            f.write(f"line {i}\n".encode())
+        params.write_text(json.dumps({"i": i}))
+        committed.update({"tensorboard/run/events.out.tfevents.1.h.1.0": events.stat().st_size,
+                          "logs/all.log": log.stat().st_size})
+
+    puts = _Puts(monkeypatch)
+    write(0)
+    assert Uploader(str(staging), target, lambda: committed, segment_s=1e9).drain(10)
+    write(1)
+    committed["logs/all.log"] -= 3  # the hub committed only part of it: only that goes up
+    puts.fail_after = len(puts.keys) + 1
+    with pytest.raises(SystemExit):
+        Uploader(str(staging), target, lambda: committed, segment_s=1e9).round(force=True)
+    write(2)
+    puts.landed = True
+    puts.fail_after = len(puts.keys) + 1
+    with pytest.raises(SystemExit):
+        Uploader(str(staging), target, lambda: committed, segment_s=1e9).round(force=True)
+    write(3)
+    puts.fail_after = None
+    again = Uploader(str(staging), target, lambda: committed, segment_s=1e9)
+    assert again.drain(10) and not again.book.pending
+    keys = [key for key, _ in puts.keys if not key.startswith(".rayplex/uploads")]
+    streams = [k for k in keys if remote.kind_of(remote.parse_key(k)[0]) == "stream"]
+    assert len(streams) == len(set(streams)), "a segment was uploaded twice"
+    got = _bucket_versions(bucket)
+    assert b"".join(v for k, v in sorted(got.items()) if k.startswith("tensorboard/")) == \
+        events.read_bytes()
+    remote.sync(target, str(tmp_path / "copy"))
+    copy = tmp_path / "copy"
+    assert (copy / "logs" / "all.log").read_bytes() == log.read_bytes()[:committed["logs/all.log"]]
+    assert (copy / "tensorboard" / "run" / events.name).read_bytes() == events.read_bytes()
+    assert json.loads((copy / "params" / "learner" / "main.json").read_text()) == {"i": 3}
+    journal = (copy / ".rayplex" / "uploads.jsonl").read_bytes()
+    assert journal == (staging / ".rayplex" / "uploads.jsonl").read_bytes()  # mirrored whole
+
+
+def test_a_segment_waits_for_its_age_or_size_unless_drained(tmp_path: Path) -> None:
+    staging = tmp_path / "staging"
+    (staging / "logs").mkdir(parents=True)
+    (staging / "logs" / "all.log").write_bytes(b"x" * 50)
+    target = remote.resolve(f"file://{tmp_path / 'bucket'}")
+    assert target is not None
+    up = Uploader(str(staging), target, lambda: {"logs/all.log": 50}, segment_s=1e9,
+                  segment_bytes=100)
+    assert up.round() is False and up.counters["lag_bytes"] == 50
+    assert not (tmp_path / "bucket" / "logs").exists()
+    assert up.round(force=True) is True
+    assert (tmp_path / "bucket" / "logs" / "all.log").read_bytes() == b"x" * 50
+    assert os.path.getsize(staging / ".rayplex" / "uploads.jsonl") > 0
+
+
+def test_a_new_staging_directory_starts_from_the_bucket_and_rewrites_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hub's node is gone (its staging directory with it): the next init hydrates a new
+    staging directory from the bucket, and the hub appends after what is there."""
+    first, second, bucket = tmp_path / "node1", tmp_path / "node2", tmp_path / "bucket"
+    target = remote.resolve(f"file://{bucket}")
+    assert target is not None
+    puts = _Puts(monkeypatch)
+
+    def log_lines(staging: Path, lines: list[str]) -> dict[str, int]:
+        path = staging / "logs" / "all.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            f.writelines(line + "\n" for line in lines)
+        (staging / "params").mkdir(exist_ok=True)
+        (staging / "params" / "p.json").write_text(json.dumps({"n": len(lines)}))
+        return {"logs/all.log": path.stat().st_size}
+
+    committed = log_lines(first, ["a", "b"])
+    assert Uploader(str(first), target, lambda: committed, segment_s=1e9).drain(10)
+    assert remote.hydrate(target, str(first)) == 0  # a journal here: nothing to do
+    assert remote.hydrate(target, str(second)) > 0
+    assert (second / "logs" / "all.log").read_text() == "a\nb\n"
+    committed = log_lines(second, ["c"])
+    assert Uploader(str(second), target, lambda: committed, segment_s=1e9).drain(10)
+    keys = [key for key, _ in puts.keys]
+    twice = {k for k in keys if keys.count(k) > 1}
+    assert all(remote.kind_of(k) == "state" for k in twice), twice  # params: replaced whole
+    assert [k for k in keys if k.startswith("logs/")] == [
+        "logs/all.log", "logs/all.log.part-0000000000000004"]
+    copy = tmp_path / "copy"
+    remote.sync(target, str(copy))
+    assert (copy / "logs" / "all.log").read_text() == "a\nb\nc\n"

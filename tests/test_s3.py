@@ -1,0 +1,369 @@
+"""A logdir on object storage against a real S3-compatible server on 127.0.0.1 (moto's
+server, with credentials checked and bucket versioning on, so that every PUT that landed is a
+version the tests can count): uploaded once, read back from the bucket, and the faults of
+issue 26 — the server down while workers log, the uploader and the hub SIGKILLed mid-upload,
+wrong credentials."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+pytest.importorskip("pyarrow")
+pytest.importorskip("moto.server")
+
+import ray  # noqa: E402
+
+import rayplex  # noqa: E402
+from rayplex import remote  # noqa: E402
+from rayplex.config import reload_config  # noqa: E402
+
+REGION = "us-east-1"
+BUCKET = "rayplex-test"
+
+
+class S3:
+    """The module's server: its address, the one valid key pair, and the bucket's versions."""
+
+    def __init__(self) -> None:
+        import boto3
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.server.start()
+        self.host, self.port = self.server.get_host_and_port()
+        self.endpoint = f"http://{self.host}:{self.port}"
+        # Credentials are checked from the 4th request on: the first three make the key.
+        from moto import settings
+        from moto.core.authorization import ActionAuthenticatorMixin
+
+        settings.INITIAL_NO_AUTH_ACTION_COUNT = 3  # type: ignore[assignment]
+        ActionAuthenticatorMixin.request_count = 0
+        iam = boto3.client("iam", endpoint_url=self.endpoint, region_name=REGION,
+                           aws_access_key_id="x", aws_secret_access_key="x")
+        iam.create_user(UserName="rayplex")
+        key = iam.create_access_key(UserName="rayplex")["AccessKey"]
+        iam.put_user_policy(UserName="rayplex", PolicyName="all", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17",
+             "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+        self.key, self.secret = key["AccessKeyId"], key["SecretAccessKey"]
+        self.client = boto3.client("s3", endpoint_url=self.endpoint, region_name=REGION,
+                                   aws_access_key_id=self.key, aws_secret_access_key=self.secret)
+        self.client.create_bucket(Bucket=BUCKET)
+        self.client.put_bucket_versioning(Bucket=BUCKET,
+                                          VersioningConfiguration={"Status": "Enabled"})
+
+    def uri(self, prefix: str) -> str:
+        return (f"s3://{BUCKET}/{prefix}?endpoint_override={self.host}:{self.port}"
+                f"&scheme=http&region={REGION}")
+
+    def filesystem(self, key: str | None = None, secret: str | None = None) -> Any:
+        import pyarrow.fs as pafs
+
+        return pafs.S3FileSystem(access_key=key or self.key, secret_key=secret or self.secret,
+                                 endpoint_override=f"{self.host}:{self.port}", scheme="http",
+                                 region=REGION)
+
+    def versions(self, prefix: str) -> dict[str, list[str]]:
+        """``{key relative to prefix: [ETag of each version, oldest first]}``: every PUT that
+        landed."""
+        out: dict[str, list[tuple[Any, str]]] = {}
+        for page in self.client.get_paginator("list_object_versions").paginate(
+                Bucket=BUCKET, Prefix=prefix + "/"):
+            for v in page.get("Versions", []):
+                out.setdefault(v["Key"][len(prefix) + 1:], []).append(
+                    (v["LastModified"], v["ETag"]))
+        return {k: [etag for _, etag in sorted(vs)] for k, vs in out.items()}
+
+    def restart(self) -> None:
+        """Start the server again on the same port (its buckets live on in this process)."""
+        from moto.server import ThreadedMotoServer
+
+        self.server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)
+        self.server.start()
+
+
+@pytest.fixture(scope="module")
+def s3(ray_session: Any) -> Any:
+    server = S3()
+    yield server
+    server.server.stop()
+
+
+@pytest.fixture
+def s3_env(s3: S3, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> S3:
+    """The driver's credentials (the readers' URI resolves with them: the environment, as a
+    user's would) and a staging directory of the test's own."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret)
+    monkeypatch.setenv("RAYPLEX_STAGING_DIR", str(tmp_path / "staging"))
+    reload_config()
+    yield s3
+    monkeypatch.undo()
+    reload_config()
+
+
+def assert_each_object_put_once(s3: S3, prefix: str) -> dict[str, int]:
+    """No segment or immutable object was PUT twice; a state object (replaced whole) never
+    twice with the same bytes. Returns the counts for the report."""
+    versions = s3.versions(prefix)
+    twice, same = [], []
+    for key, etags in versions.items():
+        rel = remote.parse_key(key)[0]
+        kind = "journal" if rel == remote.JOURNAL else remote.kind_of(rel)
+        if kind == "state":
+            if len(set(etags)) != len(etags):
+                same.append(key)
+        elif len(etags) != 1:
+            twice.append(key)
+    assert not twice, f"objects PUT more than once: {twice}"
+    assert not same, f"state objects PUT again with the same bytes: {same}"
+    return {"objects": len(versions), "puts": sum(len(v) for v in versions.values())}
+
+
+def _until(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def _upload_info(name: str) -> dict[str, Any]:
+    for info in rayplex.status():
+        if info.get("name") == name:
+            upload = info.get("upload")
+            return dict(upload) if isinstance(upload, dict) else {"error": repr(upload)}
+    return {}
+
+
+# ----------------------------------------------------------------------------- round trip
+
+
+def test_an_s3_logdir_is_uploaded_once_and_read_back_from_the_bucket(
+        s3_env: S3, capsys: pytest.CaptureFixture[str]) -> None:
+    s3 = s3_env
+    uri = s3.uri("roundtrip")
+    hub = rayplex.init(uri, name="s3roundtrip", filesystem=s3.filesystem())
+    assert hub.uri is not None and "roundtrip" in hub.uri and s3.secret not in hub.uri
+    hub.register_indexed_group("agent", 2)
+    log = rayplex.get_logger("learner/main", hub=hub.name)
+    for step in range(200):
+        log.add_scalar("loss", 1.0 / (step + 1), step=step)
+    log.info("the learner says hello")
+    log.log_params(Args={"lr": 0.1})
+    log.save_pkl({"w": [1, 2, 3]}, "weights.pkl")
+    agent = rayplex.get_logger("agent/1", hub=hub.name)
+    agent.add_scalars({"reward": 1.0, "len": 3.0}, step=0)
+    rayplex.flush(hub.name)
+    # In the bucket now (flush waited for the upload), read back through the URI.
+    assert len(rayplex.read_scalars(uri, tag="main/loss")) == 200
+    assert rayplex.read_params(uri)["learner/main"] == {"Args": {"lr": 0.1}}
+    assert [a.path for a in rayplex.list_artifacts(uri)] == ["learner/main/weights.pkl"]
+    info = _upload_info(hub.name)
+    assert info["objects"] > 0 and info["lag_bytes"] == 0 and "staging_bytes" in info
+    assert s3.secret not in json.dumps(info) and s3.key not in json.dumps(info)
+    for step in range(200, 300):
+        log.add_scalar("loss", 1.0 / (step + 1), step=step)
+    rayplex.shutdown(hub.name)
+    scalars = rayplex.read_scalars(uri, tag="main/loss")
+    assert [row.step for row in scalars] == list(range(300))
+    assert rayplex.sql(uri, "SELECT count(*) AS n FROM scalars WHERE tag = 'main/loss'"
+                       )["n"][0] == 300
+    from rayplex.cli import main
+
+    assert main(["ls", uri]) == 0 and "learner/main" in capsys.readouterr().out
+    assert main(["tail", uri]) == 0 and "the learner says hello" in capsys.readouterr().out
+    assert main(["export", uri, "--tag", "main/loss"]) == 0
+    assert capsys.readouterr().out.count("main/loss") == 300
+    from tests.conftest import tb_events
+
+    target = remote.resolve(uri)
+    assert target is not None
+    steps = Counter(e.step for run, e in tb_events(remote.cache_dir(target)) if run == "learner"
+                    for v in e.summary.value if v.tag == "main/loss")
+    assert sorted(steps) == list(range(300)) and set(steps.values()) == {1}
+    assert_each_object_put_once(s3, "roundtrip")
+    # The hub's node is gone with its staging directory: a new init starts from the bucket.
+    shutil.rmtree(hub.logdir)
+    hub = rayplex.init(uri, name="s3roundtrip", filesystem=s3.filesystem())
+    log = rayplex.get_logger("learner/main", hub=hub.name)
+    for step in range(300, 350):
+        log.add_scalar("loss", 1.0 / (step + 1), step=step)
+    log.info("the learner is back")
+    rayplex.shutdown(hub.name)
+    assert [row.step for row in rayplex.read_scalars(uri, tag="main/loss")] == list(range(350))
+    assert main(["tail", uri]) == 0
+    out = capsys.readouterr().out
+    assert out.index("the learner says hello") < out.index("the learner is back")
+    counts = assert_each_object_put_once(s3, "roundtrip")
+    assert counts["objects"] >= 8
+    # Security: no credential in the staging directory, the synced copy or the bucket.
+    for root in (hub.logdir, remote.cache_dir(target)):
+        for dirpath, _, names in os.walk(root):
+            for name in names:
+                with open(os.path.join(dirpath, name), "rb") as f:
+                    data = f.read()
+                assert s3.secret.encode() not in data and s3.key.encode() not in data, name
+
+
+def test_wrong_credentials_are_a_clear_error_at_init_not_a_hang(s3_env: S3) -> None:
+    s3 = s3_env
+    started = time.monotonic()
+    with pytest.raises(ValueError, match="cannot list and write the bucket") as info:
+        rayplex.init(s3.uri("wrongkey"), name="s3wrong",
+                     filesystem=s3.filesystem("AKIAWRONGWRONGWRONG", "not-the-secret-at-all"))
+    assert time.monotonic() - started < remote.PROBE_TIMEOUT_S + 5
+    assert "not-the-secret-at-all" not in str(info.value)
+    assert "s3wrong" not in [i.get("name") for i in rayplex.status()]
+    assert s3.versions("wrongkey") == {}
+
+
+def test_an_unresolvable_scheme_is_refused_at_init_and_writes_nothing_local(
+        ray_session: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="not a storage URI pyarrow.fs can open"):
+        rayplex.init("nosuch://bucket/exp", name="s3nosuch")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_the_readme_s3_example_runs_against_the_server(s3: S3, tmp_path: Any) -> None:
+    """The README's s3:// block, in a driver of its own whose environment holds the
+    credentials (as a user's would: Ray's processes on the node inherit it)."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    code = re.search(r"<!-- s3-example -->\n```text\n(.*?)^```", readme, re.M | re.S)
+    assert code is not None
+    script = code.group(1).replace("my-bucket", BUCKET).replace(
+        "127.0.0.1:9000", f"{s3.host}:{s3.port}")
+    env = {**os.environ, "RAY_ADDRESS": "local", "AWS_ACCESS_KEY_ID": s3.key,
+           "AWS_SECRET_ACCESS_KEY": s3.secret, "RAYPLEX_STAGING_DIR": str(tmp_path / "st")}
+    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "main/loss" in done.stdout
+    assert_each_object_put_once(s3, "exp1")
+    assert s3.secret not in done.stderr + done.stdout
+
+
+# ----------------------------------------------------------------------------- faults
+
+
+@ray.remote(num_cpus=0)
+def _log_steadily(hub: str, i: int, steps: int, pace_s: float) -> tuple[int, float]:
+    log = rayplex.get_logger(f"agent/{i}", hub=hub)
+    longest = 0.0
+    for step in range(steps):
+        started = time.perf_counter()
+        log.add_scalar("x", float(step), step=step)
+        longest = max(longest, time.perf_counter() - started)
+        time.sleep(pace_s)
+    log.flush(timeout=120)
+    return steps, longest
+
+
+def _exactly_once(s3: S3, uri: str, prefix: str, workers: int, steps: int) -> dict[str, int]:
+    rows = rayplex.read_scalars(uri, group="agent")
+    per = Counter((row.run, row.step) for row in rows)
+    want = {(f"agent/{i}", s) for i in range(workers) for s in range(steps)}
+    lost = want - set(per)
+    twice = [k for k, n in per.items() if n > 1]
+    assert not lost and not twice, f"lost {len(lost)}, duplicated {len(twice)}"
+    counts = assert_each_object_put_once(s3, prefix)
+    return {**counts, "scalars": len(rows)}
+
+
+@pytest.mark.slow
+def test_the_server_down_while_8_workers_log_delays_the_bucket_not_the_workers(
+        s3_env: S3, monkeypatch: pytest.MonkeyPatch) -> None:
+    s3 = s3_env
+    monkeypatch.setenv("RAYPLEX_UPLOAD_SEGMENT_S", "0.3")
+    reload_config()
+    uri, workers, steps, outage_s = s3.uri("outage"), 8, 120, 15.0
+    hub = rayplex.init(uri, name="s3outage", filesystem=s3.filesystem())
+    hub.register_indexed_group("agent", 1)
+    refs = [_log_steadily.remote(hub.name, i, steps, 0.2) for i in range(workers)]
+    _until(lambda: _upload_info(hub.name).get("objects", 0) > 2, 60, "the first uploads")
+    s3.server.stop()
+    down = time.monotonic()
+    lag = _until(lambda: (i := _upload_info(hub.name)).get("problem") and i, 30,
+                 "the uploader to notice the outage")
+    time.sleep(max(0.0, outage_s - (time.monotonic() - down)))  # the outage itself
+    behind = _upload_info(hub.name)
+    s3.restart()
+    results = ray.get(refs, timeout=300)
+    assert all(n == steps for n, _ in results)
+    longest = max(t for _, t in results)
+    assert longest < 0.5, f"add_scalar waited {longest:.2f} s during the outage"
+    assert behind.get("lag_s", 0) >= outage_s / 2, behind  # the lag grew while down
+    rayplex.flush(hub.name)
+    after = _upload_info(hub.name)
+    assert after["lag_bytes"] == 0 and after["problem"] is None
+    rayplex.shutdown(hub.name)
+    counts = _exactly_once(s3, uri, "outage", workers, steps)
+    print(f"outage {outage_s:.0f} s: lag seen {behind.get('lag_bytes')} bytes "
+          f"{behind.get('lag_s')} s (problem: {lag['problem'][:60]}); longest add_scalar "
+          f"{longest * 1e3:.1f} ms; {counts}")
+
+
+def _pid_of(get: Callable[[], dict[str, Any]]) -> int | None:
+    try:
+        return int(get()["pid"])
+    except Exception:
+        return None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("victim", ["uploader", "hub"])
+def test_a_sigkill_mid_upload_loses_duplicates_and_rewrites_nothing(
+        victim: str, s3_env: S3, monkeypatch: pytest.MonkeyPatch) -> None:
+    s3 = s3_env
+    monkeypatch.setenv("RAYPLEX_UPLOAD_SEGMENT_S", "0.1")
+    reload_config()
+    prefix = f"kill-{victim}"
+    uri, workers, steps = s3.uri(prefix), 4, 150
+    hub = rayplex.init(uri, name=f"s3kill{victim}", filesystem=s3.filesystem())
+    hub.register_indexed_group("agent", 1)
+    from rayplex.upload import uploader_name
+
+    def uploader_info() -> dict[str, Any]:
+        actor = ray.get_actor(uploader_name(hub.name), namespace="rayplex")
+        return dict(ray.get(actor.info.remote(), timeout=10))
+
+    def hub_info() -> dict[str, Any]:
+        return dict(ray.get(hub.actor.info.remote(), timeout=10))
+
+    get = uploader_info if victim == "uploader" else hub_info
+    refs = [_log_steadily.remote(hub.name, i, steps, 0.1) for i in range(workers)]
+    killed: set[int] = set()
+    for _ in range(2):
+        before = _until(lambda: _upload_info(hub.name).get("objects", 0), 60, "uploads")
+        _until(lambda b=before: _upload_info(hub.name).get("objects", 0) > b, 60,
+               "more uploads")
+        pid = _until(lambda: (p := _pid_of(get)) not in killed and p, 60, f"the {victim}")
+        os.kill(pid, signal.SIGKILL)
+        killed.add(pid)
+        _until(lambda: (p := _pid_of(get)) not in killed and p, 60, f"the {victim} to restart")
+    assert len(ray.wait(refs, num_returns=workers, timeout=0)[0]) < workers, \
+        "the workers finished before the second kill: make them slower"
+    assert [n for n, _ in ray.get(refs, timeout=300)] == [steps] * workers
+    rayplex.shutdown(hub.name)
+    counts = _exactly_once(s3, uri, prefix, workers, steps)
+    print(f"{victim} SIGKILLed twice: {counts}")
