@@ -55,6 +55,9 @@ TENSORPLEX_GROUPS_WAIT_S = 5.0
 registered (the hub's name is taken before its constructor ran), then goes on."""
 TENSORPLEX_POLL_S = 0.2
 """How often a Tensorplex client waiting for its Ray cluster or hub looks again."""
+PROBE_TIMEOUT_S = 15.0
+"""How long ``rayplex.init`` of a logdir on object storage waits for the bucket to be listed
+and written (wrong credentials, an unreachable endpoint: a ``ValueError`` then)."""
 HUB_ANSWER_TIMEOUT_S = 10.0
 """Longest a public :class:`rayplex.HubHandle` query (``registry()``, ``connect``) waits for
 the hub to answer before it raises; a wedged hub never wedges the caller."""

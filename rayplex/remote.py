@@ -49,7 +49,7 @@ from typing import Any
 
 from rayplex import layout
 from rayplex.atomic import TEMP_PREFIX
-from rayplex.config import config
+from rayplex.config import PROBE_TIMEOUT_S, config
 
 __all__ = ["JOURNAL", "Target", "UploadJournal", "cache_dir", "hydrate", "is_uri", "kind_of",
            "object_key", "parse_key", "probe", "redact", "resolve", "staging_dir", "sync"]
@@ -61,8 +61,6 @@ JOURNAL = f"{layout.STATE_DIR}/uploads.jsonl"
 """The upload journal, relative to the staging directory (and its mirror in the bucket)."""
 STATE_FILES = frozenset({f"{layout.STATE_DIR}/{layout.REGISTRY_FILE}"})
 """The files of ``.rayplex/`` that go to the bucket (the rest is the hub's private state)."""
-PROBE_TIMEOUT_S = 15.0
-"""How long :func:`probe` waits for the bucket to answer ``rayplex.init``."""
 
 
 def is_uri(logdir: object) -> bool:
