@@ -25,7 +25,6 @@ import itertools
 import json
 import math
 import os
-import re
 import shlex
 import sys
 import time

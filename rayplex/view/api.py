@@ -50,7 +50,7 @@ LINE_RUNS_MAX = 200
 LIVE_WITHIN_S = 120.0
 """A run whose last point is younger than this is shown as ``running``."""
 REFRESH_EVERY_S = 1.0
-"""The store is brought up to date at most this often (``rayplex.index`` when files grew)."""
+"""The store is brought up to date this often (``rayplex.index`` when event files grew)."""
 LOG_TAIL_BYTES = 4 << 20
 """Only the last bytes of a text log are read for its tail."""
 LOG_LINES_MAX = 2000
@@ -180,27 +180,53 @@ def catalog(logdir: str | os.PathLike[str], *, refresh: bool = True) -> dict[str
         "last_wall_time": float(r.last_wall_time), "points": int(r.points),
         "state": "running" if now - float(r.last_wall_time) < LIVE_WITHIN_S else "finished",
     } for r in runs.itertuples(index=False)]
-    run_rows.sort(key=lambda r: natural_key(r["run"]))
+    run_rows.sort(key=lambda r: natural_key(str(r["run"])))
     tag_rows = [{"tag": str(t.tag), "runs": int(t.runs), "first_step": int(t.first_step),
                  "last_step": int(t.last_step)} for t in tags.itertuples(index=False)]
-    tag_rows.sort(key=lambda t: natural_key(t["tag"]))
+    tag_rows.sort(key=lambda t: natural_key(str(t["tag"])))
     return {"runs": run_rows, "tags": tag_rows}
 
 
+@dataclass
+class _Rows:
+    """One tag's rows of :func:`rayplex.read_series` as numpy columns; ``run`` holds indices
+    into ``names``; ``width`` is the output bucket width read_series used (0: one bucket)."""
+
+    names: list[str]
+    run: np.ndarray[Any, Any]
+    cols: dict[str, np.ndarray[Any, Any]]
+    width: int
+
+
 def _read(logdir: str | os.PathLike[str], tag: str, runs: list[str] | None, all_runs: int,
-          buckets: int, steps: tuple[int, int] | None) -> Any:
-    """``read_series`` of ``runs`` (None: all); a large subset is read whole and filtered
-    (one pattern per run would cost more than the rows)."""
+          buckets: int, steps: tuple[int, int] | None) -> _Rows:
+    """``read_series`` of ``runs`` (None: all) as numpy columns; a large subset is read whole
+    and filtered (one glob pattern per run would cost more than the rows)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     from rayplex.store import read_series
+    from rayplex.store.pyramid import plan
 
     few = runs is not None and len(runs) <= LINE_RUNS_MAX and len(runs) < all_runs
-    frame = read_series(logdir, tag, runs=[literal_pattern(r) for r in runs] if few and runs
-                        else None, buckets=buckets, steps=steps, refresh=False)
+    table = read_series(logdir, tag, runs=[literal_pattern(r) for r in runs] if few and runs
+                        else None, buckets=buckets, steps=steps, refresh=False, as_arrow=True)
+    width = 0
+    if table.num_rows:
+        lo, hi = steps if steps else (pc.min(table["step_lo"]).as_py(),
+                                      pc.max(table["step_hi"]).as_py())
+        width = plan(lo, hi, buckets).width
     if runs is not None and not few:
-        frame = frame[frame["run"].isin(set(runs))]
+        table = table.filter(pc.is_in(table["run"], value_set=pa.array(runs, pa.string())))
     elif runs == []:
-        frame = frame.iloc[0:0]
-    return frame
+        table = table.slice(0, 0)
+    encoded = pc.dictionary_encode(table["run"]).combine_chunks() if table.num_rows else None
+    names = encoded.dictionary.to_pylist() if encoded is not None else []
+    run = (encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+           if encoded is not None else np.zeros(0, np.int64))
+    cols = {name: table[name].to_numpy() for name in
+            ("step_lo", "step_hi", "first", "last", "min", "max", "count")}
+    return _Rows(names, run, cols, width)
 
 
 def series_answer(logdir: str | os.PathLike[str], known: Mapping[str, Any],
@@ -217,48 +243,57 @@ def series_answer(logdir: str | os.PathLike[str], known: Mapping[str, Any],
         raise BadRequest(f"more than {LINE_RUNS_MAX} runs: ask for a band")
     buckets = _buckets(request.get("buckets", 1000))
     steps = _steps(request.get("steps"))
-    frame = _read(logdir, tag, runs, len(known["runs"]), buckets, steps)
+    rows = _read(logdir, tag, runs, len(known["runs"]), buckets, steps)
     out = []
-    for run, rows in frame.groupby("run", sort=False):
-        out.append({"run": str(run), "step_lo": _ints(rows["step_lo"]),
-                    "step_hi": _ints(rows["step_hi"]), "first": _floats(rows["first"]),
-                    "last": _floats(rows["last"]), "min": _floats(rows["min"]),
-                    "max": _floats(rows["max"]), "count": _ints(rows["count"])})
+    order = np.argsort(rows.run, kind="stable")  # rows come by run already; keep step order
+    run = rows.run[order]
+    cuts = np.flatnonzero(np.diff(run)) + 1
+    for part in np.split(order, cuts) if len(order) else []:
+        c = {name: col[part] for name, col in rows.cols.items()}
+        out.append({"run": rows.names[int(rows.run[part[0]])],
+                    "step_lo": _ints(c["step_lo"]), "step_hi": _ints(c["step_hi"]),
+                    "first": _floats(c["first"]), "last": _floats(c["last"]),
+                    "min": _floats(c["min"]), "max": _floats(c["max"]),
+                    "count": _ints(c["count"])})
+    out.sort(key=lambda r: natural_key(str(r["run"])))
     return {"tag": tag, "mode": "lines", "steps": list(steps) if steps else None,
-            "buckets": buckets, "runs": out,
-            "range": robust_range(frame["min"].to_numpy(), frame["max"].to_numpy())}
+            "buckets": buckets, "width": rows.width, "runs": out,
+            "range": robust_range(rows.cols["min"], rows.cols["max"])}
 
 
 def band_answer(logdir: str | os.PathLike[str], known: Mapping[str, Any],
                 request: Mapping[str, Any]) -> dict[str, Any]:
-    """The selected runs of one tag as a band: per step bucket, the min of the runs' minima,
-    the max of their maxima (the envelope: every spike stays in it), the median of their last
-    values, and how many runs have points there. Same request as :func:`series_answer`."""
+    """The selected runs of one tag as a band: per output bucket (the buckets
+    :func:`rayplex.read_series` aligns across runs), the min of the runs' minima, the max of
+    their maxima (the envelope: every spike stays in it), the median of their last values, and
+    how many runs have points there. Same request as :func:`series_answer`."""
     tag = _tag(request.get("tag"), known["tags"])
     runs = _runs(request.get("runs"), known["runs"])
     buckets = _buckets(request.get("buckets", 1000))
     steps = _steps(request.get("steps"))
-    frame = _read(logdir, tag, runs, len(known["runs"]), buckets, steps)
+    rows = _read(logdir, tag, runs, len(known["runs"]), buckets, steps)
+    c = rows.cols
     answer: dict[str, Any] = {"tag": tag, "mode": "band", "steps": list(steps) if steps else None,
-                              "buckets": buckets, "x": [], "min": [], "max": [], "median": [],
-                              "runs": [], "step_hi": []}
-    if frame.empty:
-        answer["range"] = robust_range([], [])
-        return answer
-    step_lo = frame["step_lo"].to_numpy(np.int64)
-    lo, hi = (steps if steps else (int(step_lo.min()), int(frame["step_hi"].max())))
-    width = max(1, -(-(hi - lo + 1) // buckets))
-    slot = (step_lo - lo) // width
-    frame = frame.assign(slot=slot)
-    grouped = frame.groupby("slot", sort=True)
-    table = grouped.agg(min=("min", "min"), max=("max", "max"), median=("last", "median"),
-                        runs=("run", "nunique"), step_lo=("step_lo", "min"),
-                        step_hi=("step_hi", "max"))
-    answer.update(x=_ints(table["step_lo"]), step_hi=_ints(table["step_hi"]),
-                  min=_floats(table["min"]), max=_floats(table["max"]),
-                  median=_floats(table["median"]), runs=_ints(table["runs"]),
-                  members=int(frame["run"].nunique()),
-                  range=robust_range(frame["min"].to_numpy(), frame["max"].to_numpy()))
+                              "buckets": buckets, "width": rows.width,
+                              "members": len(set(rows.run.tolist())),
+                              "range": robust_range(c["min"], c["max"])}
+    slot = c["step_lo"] // rows.width if rows.width else np.zeros(len(rows.run), np.int64)
+    last = np.where(np.isnan(c["last"]), np.inf, c["last"])
+    order = np.lexsort((last, slot))
+    slot = slot[order]
+    starts = np.flatnonzero(np.r_[True, np.diff(slot) != 0]) if len(slot) else np.zeros(0, int)
+    sizes = np.diff(np.r_[starts, len(slot)])
+    if len(slot):
+        sorted_last = c["last"][order]
+        median = (sorted_last[starts + (sizes - 1) // 2] + sorted_last[starts + sizes // 2]) / 2
+        answer.update(
+            x=_ints(np.minimum.reduceat(c["step_lo"][order], starts)),
+            step_hi=_ints(np.maximum.reduceat(c["step_hi"][order], starts)),
+            min=_floats(np.fmin.reduceat(c["min"][order], starts)),
+            max=_floats(np.fmax.reduceat(c["max"][order], starts)),
+            median=_floats(median), runs=_ints(sizes))
+    else:
+        answer.update(x=[], step_hi=[], min=[], max=[], median=[], runs=[])
     return answer
 
 
@@ -315,41 +350,63 @@ class _Known:
 
 
 class Source:
-    """One logdir as the server sees it: brings the store up to date at most every
-    :data:`REFRESH_EVERY_S` (an incremental :func:`rayplex.index` when an event file grew) and
-    caches the catalog per store version. Thread-safe."""
+    """One logdir as the server sees it: the catalog cached per store version, and a thread
+    (:meth:`start`) that brings the store up to date every :data:`REFRESH_EVERY_S` (an
+    incremental :func:`rayplex.index` when an event file grew), off the requests' path.
+    Thread-safe."""
 
     def __init__(self, logdir: str | os.PathLike[str]) -> None:
         self.logdir = os.path.abspath(os.fspath(logdir))
-        self._lock = threading.Lock()
-        self._checked = 0.0
         self._known: _Known | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.refresh_errors = 0
+
+    def refresh(self) -> bool:
+        """Index what the event files gained (if anything); True if it indexed."""
+        from rayplex.store.format import Layout, Manifest
+        from rayplex.store.indexer import index, pending_bytes
+
+        with self._lock:
+            layout = Layout.of(self.logdir)
+            if layout.manifest.exists() and not pending_bytes(layout, Manifest.load(layout)):
+                return False
+            index(self.logdir)
+            return True
+
+    def start(self, every_s: float = REFRESH_EVERY_S) -> None:
+        """Refresh in a daemon thread until :meth:`stop`."""
+        def loop() -> None:
+            while not self._stop.wait(every_s):
+                try:
+                    self.refresh()
+                except Exception as exc:  # noqa: BLE001 - e.g. a read-only logdir: show what is there
+                    self.refresh_errors += 1
+                    if self.refresh_errors == 1:
+                        import warnings
+
+                        warnings.warn(f"rayplex view cannot update the store of "
+                                      f"{self.logdir!r}: {exc}", RuntimeWarning, stacklevel=1)
+
+        self._thread = threading.Thread(target=loop, name="rayplex-view-refresh", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the refresh thread (waits for a refresh under way)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
 
     def version(self) -> str:
         """The store's version: changes whenever its manifest is replaced (new points)."""
         from rayplex.store.format import Layout
 
-        with self._lock:
-            now = time.monotonic()
-            if now - self._checked >= REFRESH_EVERY_S:
-                self._checked = now
-                self._refresh()
-            try:
-                st = Layout.of(self.logdir).manifest.stat()
-            except FileNotFoundError:
-                return "none"
-            return f"{st.st_mtime_ns}-{st.st_size}-{st.st_ino}"
-
-    def _refresh(self) -> None:
-        from rayplex.store.format import Layout, Manifest
-        from rayplex.store.indexer import index, pending_bytes
-
-        layout = Layout.of(self.logdir)
-        if not layout.manifest.exists() or pending_bytes(layout, Manifest.load(layout)):
-            try:
-                index(self.logdir)
-            except OSError:  # e.g. a read-only logdir: show what is there
-                pass
+        try:
+            st = Layout.of(self.logdir).manifest.stat()
+        except FileNotFoundError:
+            return "none"
+        return f"{st.st_mtime_ns}-{st.st_size}-{st.st_ino}"
 
     def known(self) -> _Known:
         """The catalog of the current store version (computed once per version)."""

@@ -112,6 +112,9 @@ def create_app(logdir: str, *, loopback_only: bool = True) -> Any:
             raise BadRequest("lines must be an int") from None
         return source.logs(query.get("client") or None, query.get("level") or None, lines)
 
+    async def no_icon(request: Request) -> Response:
+        return Response(status_code=204)
+
     async def page(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
 
@@ -135,14 +138,17 @@ def create_app(logdir: str, *, loopback_only: bool = True) -> Any:
     middleware = [Middleware(Headers)]
     if loopback_only:
         middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=LOOPBACK_NAMES))
-    return Starlette(routes=[
+    app = Starlette(routes=[
         Route("/", page),
+        Route("/favicon.ico", no_icon),
         Route("/api/catalog", guarded(catalog)),
         Route("/api/version", guarded(version)),
         Route("/api/series", guarded(series), methods=["POST"]),
         Route("/api/logs", guarded(logs)),
         Mount("/static", StaticFiles(directory=STATIC)),
     ], middleware=middleware)
+    app.state.source = source
+    return app
 
 
 def open_socket(host: str, port: int) -> socket.socket:
@@ -193,8 +199,10 @@ def serve(logdir: str, *, host: str = "127.0.0.1", port: int = 0, open_browser: 
         webbrowser.open(url)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
+    app.state.source.start()
     try:
         server.run(sockets=[sock])
     finally:
+        app.state.source.stop()
         sock.close()
     return 0
