@@ -139,26 +139,33 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"done: {result.clients} clients wrote {result.records:,} records "
           f"({_size(result.bytes)}) in {result.seconds:.1f} s, {rate:,.0f} records/s")
     print(f"logdir: {result.logdir}")
-    print("view it with either of:")
+    print("view it with any of:")
     for line in view_commands(result.logdir):
         print(f"  {line}")
     sys.stdout.flush()
+    if args.view:
+        return _serve_view(result.logdir, args.host, args.port or 0, open_browser=False)
     if args.board:
-        return _serve(result.logdir, args.host, args.port)
+        return _serve(result.logdir, args.host, 6006 if args.port is None else args.port)
     return 0
 
 
 def view_commands(logdir: str) -> list[str]:
-    """The one-line shell commands that show ``logdir`` in TensorBoard, quoted for pasting.
+    """The one-line shell commands that show ``logdir`` (TensorBoard, then rayplex's viewer),
+    quoted for pasting.
 
     Example:
-        >>> view_commands("/tmp/my exp")
-        ["rayplex board '/tmp/my exp'", "tensorboard --logdir '/tmp/my exp/tensorboard'"]
+        >>> for line in view_commands("/tmp/my exp"):
+        ...     print(line)
+        rayplex board '/tmp/my exp'
+        tensorboard --logdir '/tmp/my exp/tensorboard'
+        rayplex view '/tmp/my exp'
     """
     from rayplex.layout import tensorboard_dir
 
     return [f"rayplex board {shlex.quote(logdir)}",
-            f"tensorboard --logdir {shlex.quote(tensorboard_dir(logdir))}"]
+            f"tensorboard --logdir {shlex.quote(tensorboard_dir(logdir))}",
+            f"rayplex view {shlex.quote(logdir)}"]
 
 
 # ----------------------------------------------------------------------------- board
@@ -195,13 +202,17 @@ def _board(args: argparse.Namespace) -> int:
 
 
 def _view(args: argparse.Namespace) -> int:
+    return _serve_view(args.logdir, args.host, args.port, open_browser=args.open)
+
+
+def _serve_view(logdir: str, host: str, port: int, open_browser: bool) -> int:
     """``rayplex view LOGDIR``: index the logdir if it has no store yet, then serve the page."""
     from rayplex.board import Stopped, stop_on_signals
     from rayplex.store.format import Layout, require_store_deps
     from rayplex.view.server import serve
 
     require_store_deps("rayplex view")
-    layout = Layout.of(args.logdir)
+    layout = Layout.of(logdir)
     if not layout.manifest.exists():
         print(f"rayplex view: indexing {layout.logdir} (once; the store is kept up to date "
               "from then on)", file=sys.stderr, flush=True)
@@ -212,8 +223,7 @@ def _view(args: argparse.Namespace) -> int:
     # arrives here as KeyboardInterrupt, SIGTERM/SIGHUP as Stopped; both are a clean stop.
     with stop_on_signals():
         try:
-            return serve(str(layout.logdir), host=args.host, port=args.port,
-                         open_browser=args.open)
+            return serve(str(layout.logdir), host=host, port=port, open_browser=open_browser)
         except (KeyboardInterrupt, Stopped):
             return 0
 
@@ -697,8 +707,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--address", default=None,
                       help="join this Ray cluster (default: start a local Ray)")
     demo.add_argument("--board", action="store_true", help="then serve the logdir with TensorBoard")
-    demo.add_argument("--port", type=int, default=6006, help="TensorBoard's port with --board")
-    demo.add_argument("--host", default="127.0.0.1", help="TensorBoard's address with --board")
+    demo.add_argument("--view", action="store_true",
+                      help="then serve the logdir with rayplex view (the web viewer)")
+    demo.add_argument("--port", type=int, default=None,
+                      help="the port with --board (default 6006) or --view (default: a free one)")
+    demo.add_argument("--host", default="127.0.0.1", help="the address to bind with --board or --view")
     demo.set_defaults(func=_demo)
 
     board = command(

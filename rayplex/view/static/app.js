@@ -323,7 +323,7 @@ function draw(chart) {
   chart.plot = new uPlot(opts, data, chart.plotBox);
   chart.plot.over.addEventListener("dblclick", () => { if (state.zoom) { state.zoom = null; writeURL(); refreshCharts(); } });
   const n = answer.mode === "band" ? `band of ${answer.members} runs (min-max, median)` : `${answer.runs.length} runs`;
-  chart.note.replaceChildren(el("span", null, `${n}${marks.length ? `, ${marks.length} buckets beyond the range (▲▼)` : ""}`));
+  chart.note.replaceChildren(el("span", null, `${n}${marks.length ? `, ${marks.length} bucket${marks.length > 1 ? "s" : ""} beyond the range (▲▼)` : ""}`));
   if (answer.range && answer.range.clipped) {
     const button = el("button", "full", state.full ? "robust range" : "full range");
     button.type = "button";
