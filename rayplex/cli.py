@@ -710,7 +710,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--view", action="store_true",
                       help="then serve the logdir with rayplex view (the web viewer)")
     demo.add_argument("--port", type=int, default=None,
-                      help="the port with --board (default 6006) or --view (default: a free one)")
+                      help="the port with --board (default: 6006) or --view (default: a free one)")
     demo.add_argument("--host", default="127.0.0.1", help="the address to bind with --board or --view")
     demo.set_defaults(func=_demo)
 
