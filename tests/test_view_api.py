@@ -5,6 +5,7 @@ server process stopped by Ctrl-C and SIGTERM)."""
 from __future__ import annotations
 
 import doctest
+import json
 import os
 import re
 import signal
@@ -183,6 +184,28 @@ def test_the_store_is_brought_up_to_date_and_the_version_changes(tmp_path):
     assert source.known().runs["agent/1"]["last_step"] == 11
 
 
+def test_the_params_table_has_each_runs_flattened_params_and_last_values(tmp_path):
+    root = tmp_path / "exp"
+    write_runs(root / "tensorboard", 2, 20)
+    write_run(root / "tensorboard", "learner", ["loss"], np.arange(5), lambda t, s: 1.0 / (s + 1))
+    (root / "params" / "agent").mkdir(parents=True)
+    (root / "params" / "learner").mkdir(parents=True)
+    (root / "params" / "agent" / "1.json").write_text('{"Args": {"lr": 0.1, "net": [64, 64]}}')
+    (root / "params" / "learner" / "main.json").write_text('{"Args": {"lr": 0.5}}')
+    source = Source(root)
+    source.refresh()
+    answer = source.params()
+    assert answer["keys"] == ["Args/lr", "Args/net"]
+    assert answer["tags"] == ["loss", "train/reward"]
+    rows = {r["run"]: r for r in answer["rows"]}
+    assert list(rows) == ["agent/0", "agent/1", "learner"]
+    assert rows["agent/1"]["params"] == {"Args/lr": "0.1", "Args/net": "[64, 64]"}
+    assert rows["agent/0"]["params"] == {}
+    assert rows["learner"]["client"] == "learner/main"  # a normal group's client -> its run
+    assert rows["learner"]["last"] == {"loss": pytest.approx(0.2)}
+    assert rows["agent/1"]["last"]["train/reward"] == pytest.approx(value_of(1, 19), rel=1e-6)
+
+
 # ----------------------------------------------------------------------------- text logs
 
 
@@ -321,6 +344,36 @@ def test_view_on_a_non_loopback_host_warns(tmp_path):
         proc.terminate()
         assert proc.wait(timeout=30) == 0
         assert "warning: serving on 0.0.0.0" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.slow
+def test_demo_view_serves_the_demos_logdir(tmp_path):
+    """``rayplex demo --view``: the demo runs (its own local Ray), then the viewer serves its
+    logdir, indexed, until SIGTERM."""
+    logdir = tmp_path / "demo"
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS",)}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.Popen([sys.executable, "-m", "rayplex.cli", "demo", "--seconds", "3",
+                             "--workers", "4", "--evaluators", "2", "--logdir", str(logdir),
+                             "--view"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, cwd=str(tmp_path))
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "rayplex view: http://" in line:
+                break
+        url = re.search(r"http://\S+", lines[-1])
+        assert url, "".join(lines)
+        assert lines[-2].strip() == f"rayplex view {logdir}"  # the commands end with it
+        with urllib.request.urlopen(url.group(0) + "api/catalog", timeout=60) as response:
+            runs = {r["run"] for r in json.load(response)["runs"]}
+        assert {"agent/0", "agent/3"} <= runs, runs
+        proc.terminate()
+        assert proc.wait(timeout=60) == 0
     finally:
         if proc.poll() is None:
             proc.kill()

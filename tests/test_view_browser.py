@@ -256,18 +256,46 @@ def test_a_run_name_and_a_log_line_made_of_markup_show_as_text(page, server):
 # ----------------------------------------------------------------------------- live
 
 
-def test_a_point_appended_while_the_page_is_open_appears(page, tmp_path):
-    root = tmp_path / "live"
-    write_runs(root, 3, 50)
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """A rayplex-layout logdir: agent/0..2 (50 steps) with params, and its server."""
+    root = tmp_path_factory.mktemp("view-small") / "exp"
+    write_runs(root / "tensorboard", 3, 50)
+    for i in range(3):
+        (root / "params" / "agent").mkdir(parents=True, exist_ok=True)
+        (root / "params" / "agent" / f"{i}.json").write_text(
+            json.dumps({"Args": {"lr": [0.3, 0.1, 0.2][i], "name": f"<i>{i}</i>"}}))
     rayplex.index(root)
-    live = _Server(root)
-    try:
-        _open(page, live.url)
-        _chart(page, "train/reward", "c.answer.runs.length === 3", "the chart")
-        write_run(root, "agent/1", ["train/reward"], np.array([60]), lambda tag, s: s * 0 + 77.0)
-        chart = _chart(page, "train/reward", "c.max === 77 && c", "the appended point")
-        run = next(r for r in chart["answer"]["runs"] if r["run"] == "agent/1")
-        assert run["step_hi"][-1] == 60 and run["last"][-1] == 77.0
-        assert page.text_content("#count").startswith("3 of 3")
-    finally:
-        live.stop()
+    running = _Server(root)
+    yield root, running
+    running.stop()
+
+
+def test_the_params_table_sorts_and_selects_runs(page, small):
+    _, server = small
+    _open(page, server.url)
+    page.click("#params summary")
+    _until(page, "document.querySelectorAll('#params-table tbody tr').length === 3", "the table")
+    heads = page.eval_on_selector_all("#params-table th", "ths => ths.map(t => t.dataset.column)")
+    assert heads == ["run", "param:Args/lr", "param:Args/name", "last:train/reward"]
+    page.click("#params-table th[data-column='param:Args/lr']")
+    order = page.eval_on_selector_all("#params-table tbody tr", "rs => rs.map(r => r.dataset.run)")
+    assert order == ["agent/1", "agent/2", "agent/0"]  # lr 0.1, 0.2, 0.3
+    assert page.locator("#params-table i").count() == 0  # a markup param value is text
+    assert "<i>1</i>" in page.text_content("#params-table tbody tr:first-child")
+    page.click("#sel-none")
+    page.click("#params-table tbody tr[data-run='agent/2']")
+    chart = _chart(page, "train/reward", "c.answer.runs.length === 1 && c", "the one run")
+    assert chart["answer"]["runs"][0]["run"] == "agent/2"
+
+
+def test_a_point_appended_while_the_page_is_open_appears(page, small):
+    root, live = small
+    _open(page, live.url)
+    _chart(page, "train/reward", "c.answer.runs.length === 3", "the chart")
+    write_run(root / "tensorboard", "agent/1", ["train/reward"], np.array([60]),
+              lambda tag, s: s * 0 + 77.0)
+    chart = _chart(page, "train/reward", "c.max === 77 && c", "the appended point")
+    run = next(r for r in chart["answer"]["runs"] if r["run"] == "agent/1")
+    assert run["step_hi"][-1] == 60 and run["last"][-1] == 77.0
+    assert page.text_content("#count").startswith("3 of 3")

@@ -37,6 +37,7 @@ __all__ = [
     "catalog",
     "literal_pattern",
     "log_tail",
+    "params_answer",
     "robust_range",
     "series_answer",
 ]
@@ -177,8 +178,9 @@ def catalog(logdir: str | os.PathLike[str], *, refresh: bool = True) -> dict[str
     now = time.time()
     run_rows = [{
         "run": str(r.run), "group": str(r.group), "last_step": int(r.last_step),
-        "last_wall_time": float(r.last_wall_time), "points": int(r.points),
+        "last_wall_time": _floats([r.last_wall_time])[0], "points": int(r.points),
         "state": "running" if now - float(r.last_wall_time) < LIVE_WITHIN_S else "finished",
+        # (NaN compares false: a run without a wall time counts as finished)
     } for r in runs.itertuples(index=False)]
     run_rows.sort(key=lambda r: natural_key(str(r["run"])))
     tag_rows = [{"tag": str(t.tag), "runs": int(t.runs), "first_step": int(t.first_step),
@@ -297,6 +299,42 @@ def band_answer(logdir: str | os.PathLike[str], known: Mapping[str, Any],
     return answer
 
 
+PARAM_TAGS_MAX = 40
+"""The params table shows the last value of at most this many tags (the first, in natural order)."""
+
+
+def params_answer(logdir: str | os.PathLike[str], known: Mapping[str, Any]) -> dict[str, Any]:
+    """The sweep table: one row per run with its client's params (flattened, from the ``params``
+    view of :func:`rayplex.sql`) and the last value of each tag (one-bucket
+    :func:`rayplex.read_series`). A client's params go to its run: the run named like the client
+    (``agent/3``), else its group's run (``learner`` for ``learner/main``)."""
+    from rayplex.store import read_series, sql
+
+    params = sql(logdir, "SELECT run AS client, key, value FROM params", refresh=False)
+    runs = known["runs"]
+    by_run: dict[str, dict[str, Any]] = {}
+    keys: set[str] = set()
+    for client, key, value in params.itertuples(index=False):
+        client, key = str(client), str(key)
+        run = client if client in runs or client.split("/")[0] not in runs else \
+            client.split("/")[0]
+        row = by_run.setdefault(run, {"run": run, "client": client, "params": {}, "last": {}})
+        row["params"].setdefault(key, str(value))
+        keys.add(key)
+    tags = sorted(known["tags"], key=natural_key)[:PARAM_TAGS_MAX]
+    if tags:
+        last = read_series(logdir, [literal_pattern(t) for t in tags], buckets=1, refresh=False,
+                           as_arrow=True)
+        for run, tag, value in zip(last["run"].to_pylist(), last["tag"].to_pylist(),
+                                   _floats(last["last"].to_numpy()), strict=True):
+            by_run.setdefault(run, {"run": run, "client": None, "params": {}, "last": {}})
+            by_run[run]["last"][tag] = value
+    rows = sorted(by_run.values(), key=lambda r: natural_key(str(r["run"])))
+    for row in rows:
+        row["has_scalars"] = row["run"] in runs
+    return {"keys": sorted(keys, key=natural_key), "tags": tags, "rows": rows}
+
+
 def log_tail(logdir: str | os.PathLike[str], *, client: str | None = None,
              level: str | None = None, lines: int = 200) -> dict[str, Any]:
     """The last ``lines`` lines of ``logs/all.log`` (of one client or group, at or above a
@@ -358,6 +396,7 @@ class Source:
     def __init__(self, logdir: str | os.PathLike[str]) -> None:
         self.logdir = os.path.abspath(os.fspath(logdir))
         self._known: _Known | None = None
+        self._params: tuple[str, dict[str, Any]] | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -433,6 +472,15 @@ class Source:
         answer = make(self.logdir, self._context(), request)
         answer["version"] = self.known().version
         return answer
+
+    def params(self) -> dict[str, Any]:
+        """:func:`params_answer` of the current store version (computed once per version)."""
+        known = self.known()
+        cached = self._params
+        if cached is None or cached[0] != known.version:
+            cached = (known.version, params_answer(self.logdir, self._context()))
+            self._params = cached
+        return cached[1]
 
     def logs(self, client: str | None, level: str | None, lines: int) -> dict[str, Any]:
         """:func:`log_tail` of this logdir."""

@@ -3,7 +3,8 @@ answers of :mod:`rayplex.view.api`, nothing else.
 
 Routes: ``GET /`` (the page), ``GET /static/...`` (its ES modules, CSS and the vendored uPlot),
 ``GET /api/catalog`` (runs and tags), ``GET /api/version`` (the store's version, for polling),
-``POST /api/series`` (lines or a band of one tag), ``GET /api/logs`` (a text-log tail).
+``POST /api/series`` (lines or a band of one tag), ``GET /api/params`` (the sweep table),
+``GET /api/logs`` (a text-log tail).
 Every answer carries a Content-Security-Policy that allows only the page's own scripts and
 requests; bound to a loopback address, requests naming another host are refused (DNS
 rebinding).
@@ -104,6 +105,9 @@ def create_app(logdir: str, *, loopback_only: bool = True) -> Any:
             raise BadRequest("the request body is not JSON") from None
         return source.series(parsed)
 
+    def params(request: Request, body: bytes) -> Any:
+        return source.params()
+
     def logs(request: Request, body: bytes) -> Any:
         query = request.query_params
         try:
@@ -145,6 +149,7 @@ def create_app(logdir: str, *, loopback_only: bool = True) -> Any:
         Route("/api/version", guarded(version)),
         Route("/api/series", guarded(series), methods=["POST"]),
         Route("/api/logs", guarded(logs)),
+        Route("/api/params", guarded(params)),
         Mount("/static", StaticFiles(directory=STATIC)),
     ], middleware=middleware)
     app.state.source = source
@@ -186,7 +191,9 @@ def serve(logdir: str, *, host: str = "127.0.0.1", port: int = 0, open_browser: 
     import uvicorn
 
     out = out or sys.stdout
-    app = create_app(logdir, loopback_only=is_loopback(host))
+    # Starlette's host check cannot parse an IPv6 Host header ("[::1]:8080"): checked for IPv4
+    # loopback and localhost only.
+    app = create_app(logdir, loopback_only=is_loopback(host) and ":" not in host)
     sock = open_socket(host, port)
     url = url_of(sock, host)
     if not is_loopback(host):

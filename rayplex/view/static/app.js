@@ -452,7 +452,10 @@ async function poll() {
   if (!state.paused) {
     try {
       const { version } = await getJSON("/api/version");
-      if (version !== state.version) await loadCatalog();
+      if (version !== state.version) {
+        await loadCatalog();
+        if ($("params").open) await loadParams();
+      }
       $("status").textContent = `live · ${new Date().toLocaleTimeString()}`;
     } catch (err) {
       $("status").textContent = `offline: ${err.message}`;
@@ -476,6 +479,72 @@ async function loadLogs() {
   } catch (err) {
     $("log-status").textContent = `error: ${err.message}`;
   }
+}
+
+// ----------------------------------------------------------------------------- params table
+
+const PARAM_ROWS_MAX = 2000;
+const paramsView = { answer: null, sortKey: "run", sortDir: 1 };
+
+function cellValue(row, column) {
+  if (column === "run") return row.run;
+  if (column.startsWith("param:")) return row.params[column.slice(6)];
+  return row.last[column.slice(5)];
+}
+
+function compareCells(a, b) {
+  const x = Number(a), y = Number(b);
+  if (a !== undefined && b !== undefined && a !== null && b !== null && a !== "" && b !== "" && !Number.isNaN(x) && !Number.isNaN(y)) return x - y;
+  if (a === undefined || a === null) return 1;
+  if (b === undefined || b === null) return -1;
+  return String(a).localeCompare(String(b), undefined, { numeric: true });
+}
+
+async function loadParams() {
+  try {
+    paramsView.answer = await getJSON("/api/params");
+    renderParams();
+  } catch (err) {
+    $("params-status").textContent = `error: ${err.message}`;
+  }
+}
+
+function renderParams() {
+  const answer = paramsView.answer;
+  if (!answer) return;
+  const columns = ["run", ...answer.keys.map((k) => `param:${k}`), ...answer.tags.map((t) => `last:${t}`)];
+  const head = el("tr");
+  for (const column of columns) {
+    const label = column === "run" ? "run" : column.slice(column.indexOf(":") + 1);
+    const th = el("th", null, label + (paramsView.sortKey === column ? (paramsView.sortDir > 0 ? " ▲" : " ▼") : ""));
+    th.dataset.column = column;
+    th.title = column.startsWith("last:") ? `last value of ${label}` : label;
+    th.addEventListener("click", () => {
+      paramsView.sortDir = paramsView.sortKey === column ? -paramsView.sortDir : 1;
+      paramsView.sortKey = column;
+      renderParams();
+    });
+    head.append(th);
+  }
+  $("params-table").tHead.replaceChildren(head);
+  const rows = [...answer.rows].sort((a, b) => paramsView.sortDir * compareCells(cellValue(a, paramsView.sortKey), cellValue(b, paramsView.sortKey)));
+  const body = document.createDocumentFragment();
+  for (const row of rows.slice(0, PARAM_ROWS_MAX)) {
+    const tr = el("tr", state.selected.has(row.run) ? "selected" : null);
+    tr.dataset.run = row.run;
+    for (const column of columns) {
+      const v = cellValue(row, column);
+      tr.append(el("td", null, v === undefined || v === null ? "" : (typeof v === "number" ? fmt(v) : v)));
+    }
+    if (row.has_scalars) tr.addEventListener("click", () => {
+      if (state.selected.has(row.run)) state.selected.delete(row.run); else state.selected.add(row.run);
+      selectionChanged();
+      renderParams();
+    });
+    body.append(tr);
+  }
+  $("params-table").tBodies[0].replaceChildren(body);
+  $("params-status").textContent = `${answer.rows.length} runs${answer.rows.length > PARAM_ROWS_MAX ? ` (first ${PARAM_ROWS_MAX} shown)` : ""}; click a header to sort, a row to select its run`;
 }
 
 // ----------------------------------------------------------------------------- wiring
@@ -508,6 +577,7 @@ function wire() {
   $("reset-zoom").addEventListener("click", () => { state.zoom = null; writeURL(); refreshCharts(); });
   $("pause").addEventListener("change", () => { state.paused = $("pause").checked; });
   $("logs").addEventListener("toggle", () => { if ($("logs").open) loadLogs(); });
+  $("params").addEventListener("toggle", () => { if ($("params").open) loadParams(); });
   $("log-client").addEventListener("change", loadLogs);
   $("log-level").addEventListener("change", loadLogs);
 }
