@@ -95,6 +95,26 @@ def test_a_zoom_reads_finer_buckets_of_only_its_steps(logdir, source):
     assert run["step_lo"][0] >= 100 and run["step_hi"][-1] <= 119
 
 
+def test_since_sends_only_the_buckets_from_the_one_holding_that_step(logdir, source):
+    full = series_answer(logdir, _known(source), {"tag": "train/reward", "runs": ["agent/7"],
+                                                  "buckets": 30})
+    width = full["width"]
+    since = full["runs"][0]["step_lo"][-3] + 1  # inside the third-last bucket
+    part = series_answer(logdir, _known(source), {"tag": "train/reward", "runs": ["agent/7"],
+                                                  "buckets": 30, "since": since})
+    assert part["since"] == since and part["width"] == width
+    assert part["runs"][0]["step_lo"] == full["runs"][0]["step_lo"][-3:]
+    assert part["runs"][0]["max"] == full["runs"][0]["max"][-3:]
+    assert part["range"] == full["range"]  # the y-range still covers every bucket
+    band = band_answer(logdir, _known(source), {"tag": "train/reward", "runs": None,
+                                                "buckets": 30, "since": since})
+    whole = band_answer(logdir, _known(source), {"tag": "train/reward", "runs": None,
+                                                 "buckets": 30})
+    assert band["x"] == whole["x"][-3:] and band["median"] == whole["median"][-3:]
+    with pytest.raises(BadRequest, match="since"):
+        source.series({"tag": "train/reward", "runs": None, "band": True, "since": "x"})
+
+
 def test_a_band_is_the_envelope_and_median_of_the_runs_buckets(logdir, source):
     runs = [f"agent/{i}" for i in range(12)]
     band = band_answer(logdir, _known(source), {"tag": "train/reward", "runs": runs,

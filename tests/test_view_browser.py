@@ -291,6 +291,9 @@ def test_the_params_table_sorts_and_selects_runs(page, small):
 
 def test_a_point_appended_while_the_page_is_open_appears(page, small):
     root, live = small
+    sent: list[dict] = []
+    page.on("request", lambda r: sent.append(json.loads(r.post_data))
+            if r.url.endswith("/api/series") else None)
     _open(page, live.url)
     _chart(page, "train/reward", "c.answer.runs.length === 3", "the chart")
     write_run(root / "tensorboard", "agent/1", ["train/reward"], np.array([60]),
@@ -299,3 +302,9 @@ def test_a_point_appended_while_the_page_is_open_appears(page, small):
     run = next(r for r in chart["answer"]["runs"] if r["run"] == "agent/1")
     assert run["step_hi"][-1] == 60 and run["last"][-1] == 77.0
     assert page.text_content("#count").startswith("3 of 3")
+    # Fetched incrementally: from the last bucket seen on, merged into what the page had.
+    assert page.evaluate("window.__rayplexView.incremental") >= 1
+    assert any(r.get("since") is not None for r in sent)
+    others = [r for r in chart["answer"]["runs"] if r["run"] != "agent/1"]
+    assert [r["step_hi"][-1] for r in others] == [49, 49]
+    assert all(r["step_lo"] == sorted(r["step_lo"]) for r in chart["answer"]["runs"])

@@ -231,13 +231,34 @@ def _read(logdir: str | os.PathLike[str], tag: str, runs: list[str] | None, all_
     return _Rows(names, run, cols, width)
 
 
+def _since(value: Any) -> int | None:
+    if value is None:
+        return None
+    try:
+        return check_step(value)
+    except (TypeError, ValueError) as exc:
+        raise BadRequest(f"since: {exc}") from None
+
+
+def _from_bucket(rows: _Rows, since: int | None) -> _Rows:
+    """Only the output buckets from the one holding step ``since`` on (a live page's update:
+    what it has not seen, and the last bucket it saw, which may have grown)."""
+    if since is None or not rows.width:
+        return rows
+    keep = rows.cols["step_lo"] // rows.width >= since // rows.width
+    return _Rows(rows.names, rows.run[keep], {k: v[keep] for k, v in rows.cols.items()},
+                 rows.width)
+
+
 def series_answer(logdir: str | os.PathLike[str], known: Mapping[str, Any],
                   request: Mapping[str, Any]) -> dict[str, Any]:
     """Each selected run's M4 buckets of one tag (``first, last, min, max, count`` with
     ``step_lo, step_hi``), and the chart's y-ranges (:func:`robust_range`).
 
     ``request``: ``{"tag": str, "runs": [names] | null, "buckets": int, "steps": [lo, hi] |
-    null}``; ``known``: the catalog's ``{"runs": {name: ...}, "tags": {tag: ...}}``.
+    null, "since": step | null}``; ``known``: the catalog's ``{"runs": {name: ...}, "tags":
+    {tag: ...}}``. With ``since``, only the buckets from the one holding that step on are sent
+    (the y-ranges still cover all): a live page fetches what it has not seen.
     """
     tag = _tag(request.get("tag"), known["tags"])
     runs = _runs(request.get("runs"), known["runs"])
@@ -245,7 +266,10 @@ def series_answer(logdir: str | os.PathLike[str], known: Mapping[str, Any],
         raise BadRequest(f"more than {LINE_RUNS_MAX} runs: ask for a band")
     buckets = _buckets(request.get("buckets", 1000))
     steps = _steps(request.get("steps"))
+    since = _since(request.get("since"))
     rows = _read(logdir, tag, runs, len(known["runs"]), buckets, steps)
+    y_range = robust_range(rows.cols["min"], rows.cols["max"])
+    rows = _from_bucket(rows, since)
     out = []
     order = np.argsort(rows.run, kind="stable")  # rows come by run already; keep step order
     run = rows.run[order]
@@ -259,8 +283,8 @@ def series_answer(logdir: str | os.PathLike[str], known: Mapping[str, Any],
                     "count": _ints(c["count"])})
     out.sort(key=lambda r: natural_key(str(r["run"])))
     return {"tag": tag, "mode": "lines", "steps": list(steps) if steps else None,
-            "buckets": buckets, "width": rows.width, "runs": out,
-            "range": robust_range(rows.cols["min"], rows.cols["max"])}
+            "buckets": buckets, "width": rows.width, "runs": out, "range": y_range,
+            "since": since if since is not None and rows.width else None}
 
 
 def band_answer(logdir: str | os.PathLike[str], known: Mapping[str, Any],
@@ -273,12 +297,15 @@ def band_answer(logdir: str | os.PathLike[str], known: Mapping[str, Any],
     runs = _runs(request.get("runs"), known["runs"])
     buckets = _buckets(request.get("buckets", 1000))
     steps = _steps(request.get("steps"))
+    since = _since(request.get("since"))
     rows = _read(logdir, tag, runs, len(known["runs"]), buckets, steps)
-    c = rows.cols
     answer: dict[str, Any] = {"tag": tag, "mode": "band", "steps": list(steps) if steps else None,
                               "buckets": buckets, "width": rows.width,
                               "members": len(set(rows.run.tolist())),
-                              "range": robust_range(c["min"], c["max"])}
+                              "range": robust_range(rows.cols["min"], rows.cols["max"]),
+                              "since": since if since is not None and rows.width else None}
+    rows = _from_bucket(rows, since)
+    c = rows.cols
     slot = c["step_lo"] // rows.width if rows.width else np.zeros(len(rows.run), np.int64)
     last = np.where(np.isnan(c["last"]), np.inf, c["last"])
     order = np.lexsort((last, slot))

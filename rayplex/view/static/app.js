@@ -14,7 +14,7 @@ const state = {
   paused: false,
 };
 const charts = new Map();  // tag -> {el, plot, answer, markers, seq}
-const view = { state, charts: {}, requests: 0, renders: 0, ready: false, error: null };
+const view = { state, charts: {}, requests: 0, renders: 0, incremental: 0, ready: false, error: null };
 window.__rayplexView = view;
 
 // ----------------------------------------------------------------------------- helpers
@@ -201,6 +201,61 @@ async function load(chart) {
   } catch (err) {
     chart.note.textContent = `error: ${err.message}`;
     view.error = String(err);
+  }
+}
+
+const RUN_KEYS = ["step_lo", "step_hi", "first", "last", "min", "max", "count"];
+const BAND_KEYS = ["x", "step_hi", "min", "max", "median", "runs"];
+
+function cutAt(columns, keys, position, cut, width) {
+  // The rows of `columns` whose output bucket is before `cut` (their step / width).
+  const keep = position.map((step, i) => (Math.floor(step / width) < cut ? i : -1)).filter((i) => i >= 0);
+  const out = {};
+  for (const k of keys) out[k] = keep.map((i) => columns[k][i]);
+  return out;
+}
+
+async function update(chart) {
+  // Live: fetch only the buckets from the last one seen on, and merge them in.
+  const old = chart.answer;
+  const runs = selectedRuns();
+  if (!old || state.zoom || !old.width || !runs.length || (old.mode === "band") !== (runs.length > BAND_ABOVE)) return load(chart);
+  const lasts = old.mode === "band" ? [old.x[old.x.length - 1]] : old.runs.map((r) => r.step_lo[r.step_lo.length - 1]);
+  const since = Math.min(...lasts.filter((v) => v !== undefined));
+  if (!Number.isFinite(since)) return load(chart);
+  const all = runs.length === state.runs.length;
+  const request = { tag: chart.tag, runs: all ? null : runs, buckets: CHART_W, steps: null, band: old.mode === "band", since };
+  const seq = ++chart.seq;
+  let answer;
+  try { answer = await getJSON("/api/series", request); } catch (err) { return load(chart); }
+  if (seq !== chart.seq) return;
+  if (answer.since === null) { chart.answer = answer; draw(chart); return; }
+  if (answer.width !== old.width) return load(chart);
+  const cut = Math.floor(answer.since / answer.width);
+  let merged;
+  if (old.mode === "band") {
+    merged = { ...answer, ...cutAt(old, BAND_KEYS, old.x, cut, old.width) };
+    for (const k of BAND_KEYS) merged[k] = merged[k].concat(answer[k]);
+  } else {
+    const fresh = new Map(answer.runs.map((r) => [r.run, r]));
+    const mergedRuns = old.runs.map((r) => {
+      const kept = { run: r.run, ...cutAt(r, RUN_KEYS, r.step_lo, cut, old.width) };
+      const add = fresh.get(r.run);
+      fresh.delete(r.run);
+      if (add) for (const k of RUN_KEYS) kept[k] = kept[k].concat(add[k]);
+      return kept;
+    });
+    merged = { ...answer, runs: mergedRuns.concat([...fresh.values()]) };
+  }
+  merged.since = null;
+  view.incremental += 1;
+  chart.answer = merged;
+  draw(chart);
+}
+
+function updateCharts() {
+  for (const chart of charts.values()) {
+    if (chart.shown) update(chart); else chart.answer = null;
   }
 }
 
@@ -416,6 +471,7 @@ async function loadCatalog() {
   state.catalog = catalog;
   state.version = catalog.version;
   const known = new Set(state.runs.map((r) => r.run));
+  const selectionBefore = [...state.selected].join("\n");
   state.runs = catalog.runs;
   catalog.runs.forEach((r, i) => state.colors.set(r.run, colorOf(i)));
   $("logdir").textContent = catalog.logdir;
@@ -444,6 +500,7 @@ async function loadCatalog() {
   }
   renderRows();
   if (first || tagsBefore !== catalog.tags.map((t) => t.tag).join("\n")) layoutCharts();
+  else if (selectionBefore === [...state.selected].join("\n")) updateCharts();
   else refreshCharts();
   writeURL();
 }
