@@ -42,7 +42,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--enable-precise-memory-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _until(page: Any, script: str, deadline_s: float = 600.0) -> Any:
+def _until(page: Any, script: str, deadline_s: float = 300.0) -> Any:
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         value = page.evaluate(script)
@@ -88,7 +88,9 @@ def bench_view(browser: Any, wide: str, many: str, spec: Spec, repeats: int) -> 
             lo, hi = chart["argmax"]
             spike_ok.append(chart["max"] == SPIKE and lo <= spec.spike[1] <= hi)
             renders = page.evaluate("window.__rayplexView.renders")
-            box = page.locator(f".chart[data-tag='{tag}'] .u-over").bounding_box()
+            over = page.locator(f".chart[data-tag='{tag}'] .u-over")
+            over.scroll_into_view_if_needed()
+            box = over.bounding_box()
             y = box["y"] + box["height"] / 2
             page.mouse.move(box["x"] + box["width"] * 0.4, y)
             page.mouse.down()

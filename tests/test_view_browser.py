@@ -212,7 +212,9 @@ def test_few_selected_runs_are_lines_and_a_zoom_fetches_finer_buckets(page, serv
     assert chart["max"] == SPIKE[3]
     assert _non_background_pixels(page, "train/reward") > 500
     before = chart["answer"]["width"]
-    box = page.locator(".chart[data-tag='train/reward'] .u-over").bounding_box()
+    over = page.locator(".chart[data-tag='train/reward'] .u-over")
+    over.scroll_into_view_if_needed()
+    box = over.bounding_box()
     y = box["y"] + box["height"] / 2
     page.mouse.move(box["x"] + box["width"] * 0.4, y)
     page.mouse.down()
