@@ -82,9 +82,10 @@ def bench_view(browser: Any, wide: str, many: str, spec: Spec, repeats: int) -> 
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             t0 = time.perf_counter()
             page.goto(url)
-            _until(page, f"window.__rayplexView && window.__rayplexView.charts[{tag!r}]")
+            _until(page, "window.__rayplexView && Object.keys(window.__rayplexView.charts).length")
             first.append(time.perf_counter() - t0)
-            chart = page.evaluate(f"window.__rayplexView.charts[{tag!r}]")
+            page.locator(f".chart[data-tag='{tag}']").scroll_into_view_if_needed()
+            chart = _until(page, f"window.__rayplexView.charts[{tag!r}]")
             lo, hi = chart["argmax"]
             spike_ok.append(chart["max"] == SPIKE and lo <= spec.spike[1] <= hi)
             renders = page.evaluate("window.__rayplexView.renders")

@@ -217,6 +217,9 @@ def test_few_selected_runs_are_lines_and_a_zoom_fetches_finer_buckets(page, serv
     box = over.bounding_box()
     y = box["y"] + box["height"] / 2
     page.mouse.move(box["x"] + box["width"] * 0.4, y)
+    hover = _until(page, "document.querySelector(\".chart[data-tag='train/reward'] .hover\")"
+                         ".textContent", "the hover text")
+    assert re.fullmatch(r"agent/73\d step \d+: [-+.\de]+( \(bucket .*\))?", hover), hover
     page.mouse.down()
     page.mouse.move(box["x"] + box["width"] * 0.6, y, steps=8)
     page.mouse.up()
@@ -232,12 +235,14 @@ def test_few_selected_runs_are_lines_and_a_zoom_fetches_finer_buckets(page, serv
 
 
 def test_the_url_reproduces_the_view(page, server):
-    _open(page, server.url + "#filter=%5Eagent%2F5%5Cd%24&sel=*&zoom=20%2C80&smooth=0.6")
+    _open(page, server.url + "#filter=%5Eagent%2F5%5Cd%24&sel=*&zoom=20%2C80&smooth=0.6&logy=1")
     chart = _chart(page, "train/reward", "c.answer.steps && c", "the chart of the linked view")
     assert chart["answer"]["steps"] == [20, 80]
     assert [r["run"] for r in chart["answer"]["runs"]] == [f"agent/5{i}" for i in range(10)]
     assert page.input_value("#smooth") == "0.6"
     assert page.input_value("#filter") == r"^agent/5\d$"
+    assert page.is_checked("#logy")
+    assert _non_background_pixels(page, "train/reward") > 500
 
 
 # ----------------------------------------------------------------------------- escaping

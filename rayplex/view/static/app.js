@@ -151,7 +151,7 @@ function layoutCharts() {
       const chart = charts.get(e.target.dataset.tag);
       if (chart) { chart.shown = e.isIntersecting; if (chart.shown && !chart.answer) load(chart); }
     }
-  }, { rootMargin: "300px" });
+  }, { root: document.querySelector("main"), rootMargin: "300px" });
   for (const [name, tags] of sections) {
     const section = el("section", "tags");
     section.append(el("h2", null, name || "(no section)"));
