@@ -1,4 +1,4 @@
-"""The ``rayplex`` command: ``demo | board | ls | export | plot | tail | index``.
+"""The ``rayplex`` command: ``demo | board | view | ls | export | plot | tail | index``.
 
 Every command but ``demo`` reads a finished (or live) logdir from disk and needs no Ray. A bad
 logdir, a missing optional package or an empty selection is one line on stderr and exit code 1;
@@ -26,7 +26,6 @@ import itertools
 import json
 import math
 import os
-import re
 import shlex
 import sys
 import time
@@ -35,12 +34,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from rayplex.config import CLI_MAX_PLOTS, CLI_ROWS_SHOWN
+from rayplex.rules import natural_key as natural_key  # one order of names: the CLI's and the viewer's
 
 if TYPE_CHECKING:  # pragma: no cover
     from rayplex.read import ScalarTable
 
 _FORMATS = ("csv", "json", "parquet")
-COMMANDS = ("demo", "board", "ls", "export", "plot", "tail", "index")
+COMMANDS = ("demo", "board", "view", "ls", "export", "plot", "tail", "index")
 # Groups rayplex writes itself (rules.RESERVED_GROUPS), explained under `rayplex ls`'s groups table.
 _OWN_GROUPS = {
     "hparams": "HParams sessions of add_hparams/log_params, run hparams/<group>/<name>",
@@ -83,18 +83,6 @@ def _plain(text: str) -> str:
     from rayplex.terminal import escape_controls
 
     return escape(escape_controls(text))
-
-
-def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
-    """Sort key that orders digit runs by value: ``agent/2`` before ``agent/10``, ``8-15``
-    before ``16-23``.
-
-    Example:
-        >>> sorted(["agent/10", "agent/2", "agent/reward/16-23", "agent/reward/8-15"], key=natural_key)
-        ['agent/2', 'agent/10', 'agent/reward/8-15', 'agent/reward/16-23']
-    """
-    return tuple((0, int(part)) if part.isdigit() else (1, part)
-                 for part in re.split(r"(\d+)", text) if part)
 
 
 def _console() -> Any:
@@ -152,26 +140,33 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"done: {result.clients} clients wrote {result.records:,} records "
           f"({_size(result.bytes)}) in {result.seconds:.1f} s, {rate:,.0f} records/s")
     print(f"logdir: {result.logdir}")
-    print("view it with either of:")
+    print("view it with any of:")
     for line in view_commands(result.logdir):
         print(f"  {line}")
     sys.stdout.flush()
+    if args.view:
+        return _serve_view(result.logdir, args.host, args.port or 0, open_browser=False)
     if args.board:
-        return _serve(result.logdir, args.host, args.port)
+        return _serve(result.logdir, args.host, 6006 if args.port is None else args.port)
     return 0
 
 
 def view_commands(logdir: str) -> list[str]:
-    """The one-line shell commands that show ``logdir`` in TensorBoard, quoted for pasting.
+    """The one-line shell commands that show ``logdir`` (TensorBoard, then rayplex's viewer),
+    quoted for pasting.
 
     Example:
-        >>> view_commands("/tmp/my exp")
-        ["rayplex board '/tmp/my exp'", "tensorboard --logdir '/tmp/my exp/tensorboard'"]
+        >>> for line in view_commands("/tmp/my exp"):
+        ...     print(line)
+        rayplex board '/tmp/my exp'
+        tensorboard --logdir '/tmp/my exp/tensorboard'
+        rayplex view '/tmp/my exp'
     """
     from rayplex.layout import tensorboard_dir
 
     return [f"rayplex board {shlex.quote(logdir)}",
-            f"tensorboard --logdir {shlex.quote(tensorboard_dir(logdir))}"]
+            f"tensorboard --logdir {shlex.quote(tensorboard_dir(logdir))}",
+            f"rayplex view {shlex.quote(logdir)}"]
 
 
 # ----------------------------------------------------------------------------- board
@@ -202,6 +197,36 @@ def _serve(logdir: str, host: str, port: int) -> int:
 
 def _board(args: argparse.Namespace) -> int:
     return _serve(args.logdir, args.host, args.port)
+
+
+# ----------------------------------------------------------------------------- view
+
+
+def _view(args: argparse.Namespace) -> int:
+    return _serve_view(args.logdir, args.host, args.port, open_browser=args.open)
+
+
+def _serve_view(logdir: str, host: str, port: int, open_browser: bool) -> int:
+    """``rayplex view LOGDIR``: index the logdir if it has no store yet, then serve the page."""
+    from rayplex.board import Stopped, stop_on_signals
+    from rayplex.store.format import Layout, require_store_deps
+    from rayplex.view.server import serve
+
+    require_store_deps("rayplex view")
+    layout = Layout.of(logdir)
+    if not layout.manifest.exists():
+        print(f"rayplex view: indexing {layout.logdir} (once; the store is kept up to date "
+              "from then on)", file=sys.stderr, flush=True)
+        report = _index_logdir(str(layout.logdir), quiet=False)
+        print(f"rayplex view: indexed {report.points:,} points in {report.seconds:.1f} s",
+              file=sys.stderr, flush=True)
+    # uvicorn stops gracefully on SIGINT/SIGTERM and then raises the signal again: Ctrl-C
+    # arrives here as KeyboardInterrupt, SIGTERM/SIGHUP as Stopped; both are a clean stop.
+    with stop_on_signals():
+        try:
+            return serve(str(layout.logdir), host=host, port=port, open_browser=open_browser)
+        except (KeyboardInterrupt, Stopped):
+            return 0
 
 
 # ----------------------------------------------------------------------------- ls
@@ -595,33 +620,38 @@ def _count(text: str) -> int:
 # ----------------------------------------------------------------------------- index
 
 
-def _index(args: argparse.Namespace) -> int:
-    """``rayplex index LOGDIR``: build or extend the columnar store, with a progress bar."""
+def _index_logdir(logdir: str, quiet: bool, compaction: bool = True) -> Any:
+    """:func:`rayplex.store.index` with a progress bar on stderr (on a terminal, unless
+    ``quiet``); its :class:`~rayplex.store.IndexReport`."""
     from rich.console import Console
 
     from rayplex.store import index
 
     console = Console(stderr=True)  # the bar on stderr, the summary line on stdout
-    if args.quiet or not console.is_terminal:
-        report = index(args.logdir, compaction=not args.no_compact)
-    else:
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
+    if quiet or not console.is_terminal:
+        return index(logdir, compaction=compaction)
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
 
-        with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                      TransferSpeedColumn(), TimeRemainingColumn(), console=console,
-                      transient=True) as bar:
-            task = bar.add_task("indexing", total=None)
+    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), TimeRemainingColumn(), console=console,
+                  transient=True) as bar:
+        task = bar.add_task("indexing", total=None)
 
-            def progress(done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total)
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
 
-            report = index(args.logdir, progress=progress, compaction=not args.no_compact)
+        return index(logdir, progress=progress, compaction=compaction)
+
+
+def _index(args: argparse.Namespace) -> int:
+    """``rayplex index LOGDIR``: build or extend the columnar store, with a progress bar."""
+    report = _index_logdir(args.logdir, args.quiet, compaction=not args.no_compact)
     if not args.quiet:
         notes = []
         if report.orphans_removed:
@@ -678,8 +708,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--address", default=None,
                       help="join this Ray cluster (default: start a local Ray)")
     demo.add_argument("--board", action="store_true", help="then serve the logdir with TensorBoard")
-    demo.add_argument("--port", type=int, default=6006, help="TensorBoard's port with --board")
-    demo.add_argument("--host", default="127.0.0.1", help="TensorBoard's address with --board")
+    demo.add_argument("--view", action="store_true",
+                      help="then serve the logdir with rayplex view (the web viewer)")
+    demo.add_argument("--port", type=int, default=None,
+                      help="the port with --board (default: 6006) or --view (default: a free one)")
+    demo.add_argument("--host", default="127.0.0.1", help="the address to bind with --board or --view")
     demo.set_defaults(func=_demo)
 
     board = command(
@@ -692,6 +725,22 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--host", default="127.0.0.1",
                        help="address to bind; 0.0.0.0 serves other machines too")
     board.set_defaults(func=_board)
+
+    view = command(
+        "view", help="a live web page of every run's scalars (thousands of runs, every spike)",
+        description="Serve a page with the run table and one chart per tag of LOGDIR, read "
+                    "from its columnar store (indexed first if there is none; kept up to date "
+                    "while the page is open), and print its URL. Works on a live or finished "
+                    "rayplex logdir and on any TensorBoard logdir; no Ray, no network access. "
+                    "Ctrl-C or SIGTERM stops it. Needs pip install \"rayplex[view]\".",
+    )
+    view.add_argument("logdir", help="a rayplex logdir or any TensorBoard logdir")
+    view.add_argument("--port", type=int, default=0, help="port to serve on (default: a free one)")
+    view.add_argument("--host", default="127.0.0.1",
+                      help="address to bind; any other than loopback serves other machines "
+                           "(with a warning: the page has no login)")
+    view.add_argument("--open", action="store_true", help="open the page in a web browser")
+    view.set_defaults(func=_view)
 
     ls = command(
         "ls", help="an experiment at a glance",

@@ -489,3 +489,15 @@ def match_clients(clients: list[str], patterns: list[str]) -> list[str]:
         ['agent/1', 'agent/2']
     """
     return sorted(c for c in clients if any(fnmatch.fnmatchcase(c, p) for p in patterns))
+
+
+def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key that orders digit runs by value: ``agent/2`` before ``agent/10``, ``8-15``
+    before ``16-23``.
+
+    Example:
+        >>> sorted(["agent/10", "agent/2", "agent/reward/16-23", "agent/reward/8-15"], key=natural_key)
+        ['agent/2', 'agent/10', 'agent/reward/8-15', 'agent/reward/16-23']
+    """
+    return tuple((0, int(part)) if part.isdigit() else (1, part)
+                 for part in re.split(r"(\d+)", text) if part)

@@ -502,6 +502,7 @@ def test_version_prints_the_package_version(capsys):
     ("demo", ["(default: ./rayplex_logs/demo)", "(default: 40)", "(default: 8)", "(default: 20.0)",
               "(default: start a local Ray)", "(default: 6006)", "(default: 127.0.0.1)"]),
     ("board", ["(default: 6006)", "(default: 127.0.0.1)"]),
+    ("view", ["(default: a free one)", "(default: 127.0.0.1)"]),
     ("ls", ["(default: 30 per table)"]),
     ("export", ["(default: from -o's suffix, else csv)", "(default: stdout)"]),
     ("plot", ["(default: scalars.png)", "(default: 100)"]),
@@ -532,7 +533,7 @@ def test_an_unknown_word_lists_the_commands(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["xyzzy"])
     assert exit_.value.code == 2
-    assert "unknown command 'xyzzy' (choose from demo, board, ls, export, plot, tail, index)" in (
+    assert "unknown command 'xyzzy' (choose from demo, board, view, ls, export, plot, tail, index)" in (
         capsys.readouterr().err)
 
 

@@ -53,7 +53,7 @@ REPO = str(Path(__file__).resolve().parent.parent)
 
 
 @pytest.mark.slow
-def test_the_demo_piped_is_quiet_and_ends_with_two_whole_view_commands(tmp_path):
+def test_the_demo_piped_is_quiet_and_ends_with_three_whole_view_commands(tmp_path):
     """What a newcomer sees: no Ray noise, no warning, no traceback; the last lines are the
     commands to paste, each whole on its own line (nothing wraps them when piped)."""
     logdir = tmp_path / "a logdir with spaces and a rather long name to tempt any line wrapping"
@@ -67,8 +67,9 @@ def test_the_demo_piped_is_quiet_and_ends_with_two_whole_view_commands(tmp_path)
     for noise in ("warning", "traceback", "(raylet)", "token authentication", "worker processes"):
         assert noise not in out.lower(), out
     lines = out.rstrip("\n").splitlines()
-    assert lines[-2:] == [f"  rayplex board {shlex.quote(str(logdir))}",
-                          f"  tensorboard --logdir {shlex.quote(str(logdir / 'tensorboard'))}"], out
+    assert lines[-3:] == [f"  rayplex board {shlex.quote(str(logdir))}",
+                          f"  tensorboard --logdir {shlex.quote(str(logdir / 'tensorboard'))}",
+                          f"  rayplex view {shlex.quote(str(logdir))}"], out
     assert lines[0].startswith("rayplex demo: ") and str(logdir) in lines[0]
     assert any(line.startswith("done: 49 clients wrote ") and "records/s" in line
                for line in lines), out

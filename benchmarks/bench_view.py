@@ -1,0 +1,210 @@
+"""``rayplex view`` in a real headless Chromium, next to TensorBoard on the same logdir.
+
+The logdirs are bench_store.py's (rayplex's layout and encoder, one planted spike of 1e6):
+**wide** (1,000 workers x 4 tags x 5,000 steps at ``--scale 1``) and **many** (3,000 trials of 20
+steps at every scale, for the filter). Measured, ``--repeats`` times each (medians):
+
+- rayplex view: time from navigation until the first chart is painted; a zoom (a drag over
+  the middle 20 %) until the finer chart is painted; a regex filter over the many logdir's runs
+  until the list is redrawn (in the page: the filter is applied synchronously); the server's
+  RSS; the page's JS heap; whether the spike's bucket is the chart's maximum.
+- TensorBoard (``--tensorboard``): time from navigation until a scalar chart has a line; how
+  many runs its run selector shows enabled; whether the spike survives its sampling (its
+  scalars route for the spike's run).
+
+Needs the Debian ``chromium`` and ``pip install -e ".[test]"`` (playwright, tensorboard).
+
+Example:
+    python benchmarks/bench_view.py --scale 0.1
+    python benchmarks/bench_view.py --scale 1 --tensorboard
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from _common import median, print_table, temp_logdir, write_json  # noqa: E402
+from bench_store import SPIKE, Spec, generate, specs  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--enable-precise-memory-info"]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _until(page: Any, script: str, deadline_s: float = 300.0) -> Any:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        value = page.evaluate(script)
+        if value:
+            return value
+        page.wait_for_timeout(10)
+    raise TimeoutError(script)
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _start_view(logdir: str) -> tuple[subprocess.Popen[str], str]:
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, "-m", "rayplex.cli", "view", logdir],
+                            stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    match = re.search(r"http://\S+", line)
+    if match is None:
+        proc.kill()
+        raise RuntimeError(f"rayplex view printed {line!r}")
+    return proc, match.group(0)
+
+
+def bench_view(browser: Any, wide: str, many: str, spec: Spec, repeats: int) -> dict[str, Any]:
+    tag = spec.tags[0]
+    proc, url = _start_view(wide)
+    first, zoom, heap, spike_ok = [], [], [], []
+    try:
+        for _ in range(repeats):
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            t0 = time.perf_counter()
+            page.goto(url)
+            _until(page, "window.__rayplexView && Object.keys(window.__rayplexView.charts).length")
+            first.append(time.perf_counter() - t0)
+            page.locator(f".chart[data-tag='{tag}']").scroll_into_view_if_needed()
+            chart = _until(page, f"window.__rayplexView.charts[{tag!r}]")
+            lo, hi = chart["argmax"]
+            spike_ok.append(chart["max"] == SPIKE and lo <= spec.spike[1] <= hi)
+            renders = page.evaluate("window.__rayplexView.renders")
+            over = page.locator(f".chart[data-tag='{tag}'] .u-over")
+            over.scroll_into_view_if_needed()
+            box = over.bounding_box()
+            y = box["y"] + box["height"] / 2
+            page.mouse.move(box["x"] + box["width"] * 0.4, y)
+            page.mouse.down()
+            page.mouse.move(box["x"] + box["width"] * 0.6, y, steps=4)
+            t0 = time.perf_counter()
+            page.mouse.up()
+            _until(page, f"window.__rayplexView.charts[{tag!r}].answer.steps && "
+                         f"window.__rayplexView.renders > {renders}")
+            zoom.append(time.perf_counter() - t0)
+            heap.append(page.evaluate("performance.memory.usedJSHeapSize") / 2**20)
+            page.close()
+        rss = _rss_mb(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    filters = []
+    proc, url = _start_view(many)
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        _until(page, "window.__rayplexView && window.__rayplexView.ready")
+        runs = page.evaluate("window.__rayplexView.state.runs.length")
+        for i in range(repeats):
+            filters.append(page.evaluate("""(pattern) => {
+                const input = document.getElementById('filter');
+                const t0 = performance.now();
+                input.value = pattern;
+                input.dispatchEvent(new Event('input'));
+                return (performance.now() - t0) / 1000; }""", f"/{i + 1}\\d*$"))
+        page.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    return {"first_chart_s": median(first), "zoom_repaint_s": median(zoom),
+            "filter_s": median(filters), "filter_runs": runs, "server_rss_mb": rss,
+            "js_heap_mb": median(heap), "spike_is_max": all(spike_ok)}
+
+
+def bench_tensorboard(browser: Any, wide: str, spec: Spec) -> dict[str, Any]:
+    import json
+    import urllib.parse
+    import urllib.request
+
+    from rayplex.board import start_board
+
+    spike_run, spike_step = spec.spike
+    with start_board(wide, port=0) as board:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        t0 = time.perf_counter()
+        page.goto(board.url + "#scalars")
+        shown = None
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            shown = page.evaluate("""() => [...document.querySelectorAll('path.line')]
+                .filter(p => (p.getAttribute('d') || '').length > 1).length""")
+            if shown:
+                break
+            page.wait_for_timeout(100)
+        seconds = time.perf_counter() - t0
+        enabled = page.evaluate("""() => [...document.querySelectorAll(
+            'tb-data-table-body mat-checkbox input, .run-selector input[type=checkbox]')]
+            .filter(c => c.checked).length""")
+        page.close()
+        query = urllib.parse.urlencode({"run": spike_run, "tag": spec.tags[0]})
+        with urllib.request.urlopen(board.url + "data/plugin/scalars/scalars?" + query,
+                                    timeout=600) as r:
+            points = json.load(r)
+    return {"first_chart_s": seconds if shown else None, "lines_drawn": shown,
+            "runs_enabled_by_default": enabled, "points_served": len(points),
+            "spike_kept": any(step == spike_step and value == SPIKE for _, step, value in points)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--scale", type=float, default=0.1, help="1 = the issue's scale")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tensorboard", action="store_true", help="also measure TensorBoard")
+    args = parser.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    import rayplex
+
+    all_specs = specs(args.scale)
+    wide_spec, many_spec = all_specs["wide"], all_specs["many"]
+    # The filter is measured on 3,000 runs at every scale (20 steps each: cheap to write).
+    many_spec = Spec(many_spec.name, many_spec.group, 3000, many_spec.tags[:1], 20)
+    wide, many = temp_logdir("view-wide"), temp_logdir("view-many")
+    try:
+        t0 = time.perf_counter()
+        generate(wide, wide_spec)
+        generate(many, many_spec)
+        rayplex.index(wide)
+        rayplex.index(many)
+        prepared = time.perf_counter() - t0
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+            try:
+                view = bench_view(browser, wide, many, wide_spec, args.repeats)
+                board = bench_tensorboard(browser, wide, wide_spec) if args.tensorboard else {}
+            finally:
+                browser.close()
+    finally:
+        shutil.rmtree(wide, ignore_errors=True)
+        shutil.rmtree(many, ignore_errors=True)
+    rows = [(k, v, board.get(k, "")) for k, v in view.items()]
+    rows += [(k, "", v) for k, v in board.items() if k not in view]
+    print_table(["measure", "rayplex view", "TensorBoard"], rows,
+                title=f"wide: {wide_spec.runs} runs x {len(wide_spec.tags)} tags x "
+                      f"{wide_spec.steps} steps ({wide_spec.points:,} points; written and "
+                      f"indexed in {prepared:.0f} s); filter over {many_spec.runs} runs")
+    write_json("view", vars(args), {"view": view, "tensorboard": board,
+                                    "wide_points": wide_spec.points, "many_runs": many_spec.runs})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,519 @@
+"""The viewer's JSON answers, computed from the store: plain functions and one cache, no server.
+
+Every answer is built from :func:`rayplex.read_series` and :func:`rayplex.sql` with fixed
+queries; nothing from a request becomes SQL or a path. A request's tag and runs must be ones the
+store lists (and pass :func:`rayplex.rules.validate_tag`), its steps :func:`rayplex.rules.check_step`;
+anything else is a :class:`BadRequest`. Run names go to :func:`rayplex.read_series` as glob
+patterns that match only themselves (:func:`literal_pattern`).
+
+Example:
+    >>> source = Source("/tmp/exp1")  # doctest: +SKIP
+    >>> source.series({"tag": "loss", "runs": ["agent/2"], "buckets": 400})  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rayplex.rules import check_step, natural_key, validate_tag
+
+__all__ = [
+    "BAND_ABOVE",
+    "BadRequest",
+    "Source",
+    "band_answer",
+    "catalog",
+    "literal_pattern",
+    "log_tail",
+    "params_answer",
+    "robust_range",
+    "series_answer",
+]
+
+BAND_ABOVE = 50
+"""More selected runs than this are drawn as a band (min-max envelope and median)."""
+MAX_BUCKETS = 4000
+"""The most buckets one request may ask for per series."""
+LINE_RUNS_MAX = 200
+"""The most runs one ``series`` request may draw as lines (more: ask for a band)."""
+LIVE_WITHIN_S = 120.0
+"""A run whose last point is younger than this is shown as ``running``."""
+REFRESH_EVERY_S = 1.0
+"""The store is brought up to date this often (``rayplex.index`` when event files grew)."""
+LOG_TAIL_BYTES = 4 << 20
+"""Only the last bytes of a text log are read for its tail."""
+LOG_LINES_MAX = 2000
+ROBUST_QUANTILE = 0.01
+ROBUST_PAD = 0.1
+
+
+class BadRequest(ValueError):
+    """A request the viewer refuses (unknown run or tag, malformed steps or buckets): HTTP 400."""
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def literal_pattern(name: str) -> str:
+    """A glob pattern that matches exactly ``name`` (``*``, ``?`` and ``[`` made literal).
+
+    Example:
+        >>> literal_pattern("agent[1]*")
+        'agent[[]1][*]'
+        >>> import fnmatch
+        >>> fnmatch.fnmatchcase("agent[1]*", literal_pattern("agent[1]*"))
+        True
+    """
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+def _tag(value: Any, known: Iterable[str]) -> str:
+    try:
+        tag = validate_tag(value)
+    except (TypeError, ValueError) as exc:
+        raise BadRequest(str(exc)) from None
+    if tag not in known:
+        raise BadRequest(f"no tag {tag!r} in this logdir")
+    return tag
+
+
+def _runs(value: Any, known: Mapping[str, Any]) -> list[str] | None:
+    """``None`` (every run) or the requested runs, each one the store lists."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(r, str) for r in value):
+        raise BadRequest("runs must be null (all) or a list of run names")
+    unknown = [r for r in value if r not in known]
+    if unknown:
+        raise BadRequest(f"no run {unknown[0]!r} in this logdir")
+    return list(dict.fromkeys(value))
+
+
+def _steps(value: Any) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) != 2:
+        raise BadRequest("steps must be null or [lo, hi]")
+    try:
+        lo, hi = check_step(value[0]), check_step(value[1])
+    except (TypeError, ValueError) as exc:
+        raise BadRequest(str(exc)) from None
+    if lo > hi:
+        raise BadRequest(f"steps must have lo <= hi, got [{lo}, {hi}]")
+    return lo, hi
+
+
+def _buckets(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_BUCKETS:
+        raise BadRequest(f"buckets must be an int in 1..{MAX_BUCKETS}, got {value!r}")
+    return value
+
+
+# ----------------------------------------------------------------------------- numbers
+
+
+def _floats(values: Any) -> list[float | None]:
+    """JSON numbers: NaN and infinities become null (JSON has none)."""
+    array = np.asarray(values, dtype=np.float64)
+    return [float(v) if math.isfinite(v) else None for v in array.tolist()]
+
+
+def _ints(values: Any) -> list[int]:
+    return [int(v) for v in np.asarray(values, dtype=np.int64).tolist()]
+
+
+def robust_range(mins: Sequence[float] | np.ndarray[Any, Any],
+                 maxs: Sequence[float] | np.ndarray[Any, Any]) -> dict[str, Any]:
+    """The y-range a chart shows by default, and the full one.
+
+    ``robust`` spans the 1st percentile of the buckets' minima to the 99th of their maxima,
+    widened by 10 % of that span on each side and cut to the full range: a lone spike falls
+    outside it (and is marked at the chart's edge), a family of curves stays whole.
+
+    Example:
+        >>> r = robust_range([0.0] * 200, [1.0] * 199 + [1000.0])
+        >>> r["full"], r["robust"], r["clipped"]
+        ([0.0, 1000.0], [0.0, 1.1], True)
+        >>> robust_range([0.0, 1.0], [1.0, 2.0])["clipped"]
+        False
+    """
+    lo_all = np.asarray(mins, dtype=np.float64)
+    hi_all = np.asarray(maxs, dtype=np.float64)
+    lo_all = lo_all[np.isfinite(lo_all)]
+    hi_all = hi_all[np.isfinite(hi_all)]
+    if not len(lo_all) or not len(hi_all):
+        return {"full": None, "robust": None, "clipped": False}
+    full = [float(lo_all.min()), float(hi_all.max())]
+    lo_q = float(np.quantile(lo_all, ROBUST_QUANTILE))
+    hi_q = float(np.quantile(hi_all, 1 - ROBUST_QUANTILE))
+    pad = (hi_q - lo_q) * ROBUST_PAD or abs(hi_q) * ROBUST_PAD or 1.0
+    robust = [max(full[0], lo_q - pad), min(full[1], hi_q + pad)]
+    return {"full": full, "robust": robust, "clipped": robust != full}
+
+
+# ----------------------------------------------------------------------------- answers
+
+
+def catalog(logdir: str | os.PathLike[str], *, refresh: bool = True) -> dict[str, Any]:
+    """Every run (last step, last wall time, points, state) and every tag (runs, step span),
+    from two fixed :func:`rayplex.sql` queries. Runs and tags in natural order."""
+    from rayplex.store import sql
+
+    runs = sql(logdir, 'SELECT run, "group", last_step, last_wall_time, points FROM runs',
+               refresh=refresh)
+    tags = sql(logdir, "SELECT tag, count(DISTINCT run) AS runs, min(step) AS first_step, "
+                       "max(step) AS last_step FROM scalars GROUP BY tag", refresh=False)
+    now = time.time()
+    run_rows = [{
+        "run": str(r.run), "group": str(r.group), "last_step": int(r.last_step),
+        "last_wall_time": _floats([r.last_wall_time])[0], "points": int(r.points),
+        "state": "running" if now - float(r.last_wall_time) < LIVE_WITHIN_S else "finished",
+        # (NaN compares false: a run without a wall time counts as finished)
+    } for r in runs.itertuples(index=False)]
+    run_rows.sort(key=lambda r: natural_key(str(r["run"])))
+    tag_rows = [{"tag": str(t.tag), "runs": int(t.runs), "first_step": int(t.first_step),
+                 "last_step": int(t.last_step)} for t in tags.itertuples(index=False)]
+    tag_rows.sort(key=lambda t: natural_key(str(t["tag"])))
+    return {"runs": run_rows, "tags": tag_rows}
+
+
+@dataclass
+class _Rows:
+    """One tag's rows of :func:`rayplex.read_series` as numpy columns; ``run`` holds indices
+    into ``names``; ``width`` is the output bucket width read_series used (0: one bucket)."""
+
+    names: list[str]
+    run: np.ndarray[Any, Any]
+    cols: dict[str, np.ndarray[Any, Any]]
+    width: int
+
+
+def _read(logdir: str | os.PathLike[str], tag: str, runs: list[str] | None, all_runs: int,
+          buckets: int, steps: tuple[int, int] | None) -> _Rows:
+    """``read_series`` of ``runs`` (None: all) as numpy columns; a large subset is read whole
+    and filtered (one glob pattern per run would cost more than the rows)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from rayplex.store import read_series
+    from rayplex.store.pyramid import plan
+
+    few = runs is not None and len(runs) <= LINE_RUNS_MAX and len(runs) < all_runs
+    table = read_series(logdir, tag, runs=[literal_pattern(r) for r in runs] if few and runs
+                        else None, buckets=buckets, steps=steps, refresh=False, as_arrow=True)
+    width = 0
+    if table.num_rows:
+        lo, hi = steps if steps else (pc.min(table["step_lo"]).as_py(),
+                                      pc.max(table["step_hi"]).as_py())
+        width = plan(lo, hi, buckets).width
+    if runs is not None and not few:
+        table = table.filter(pc.is_in(table["run"], value_set=pa.array(runs, pa.string())))
+    elif runs == []:
+        table = table.slice(0, 0)
+    encoded = pc.dictionary_encode(table["run"]).combine_chunks() if table.num_rows else None
+    names = encoded.dictionary.to_pylist() if encoded is not None else []
+    run = (encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+           if encoded is not None else np.zeros(0, np.int64))
+    cols = {name: table[name].to_numpy() for name in
+            ("step_lo", "step_hi", "first", "last", "min", "max", "count")}
+    return _Rows(names, run, cols, width)
+
+
+def _since(value: Any) -> int | None:
+    if value is None:
+        return None
+    try:
+        return check_step(value)
+    except (TypeError, ValueError) as exc:
+        raise BadRequest(f"since: {exc}") from None
+
+
+def _from_bucket(rows: _Rows, since: int | None) -> _Rows:
+    """Only the output buckets from the one holding step ``since`` on (a live page's update:
+    what it has not seen, and the last bucket it saw, which may have grown)."""
+    if since is None or not rows.width:
+        return rows
+    keep = rows.cols["step_lo"] // rows.width >= since // rows.width
+    return _Rows(rows.names, rows.run[keep], {k: v[keep] for k, v in rows.cols.items()},
+                 rows.width)
+
+
+def series_answer(logdir: str | os.PathLike[str], known: Mapping[str, Any],
+                  request: Mapping[str, Any]) -> dict[str, Any]:
+    """Each selected run's M4 buckets of one tag (``first, last, min, max, count`` with
+    ``step_lo, step_hi``), and the chart's y-ranges (:func:`robust_range`).
+
+    ``request``: ``{"tag": str, "runs": [names] | null, "buckets": int, "steps": [lo, hi] |
+    null, "since": step | null}``; ``known``: the catalog's ``{"runs": {name: ...}, "tags":
+    {tag: ...}}``. With ``since``, only the buckets from the one holding that step on are sent
+    (the y-ranges still cover all): a live page fetches what it has not seen.
+    """
+    tag = _tag(request.get("tag"), known["tags"])
+    runs = _runs(request.get("runs"), known["runs"])
+    if (len(known["runs"]) if runs is None else len(runs)) > LINE_RUNS_MAX:
+        raise BadRequest(f"more than {LINE_RUNS_MAX} runs: ask for a band")
+    buckets = _buckets(request.get("buckets", 1000))
+    steps = _steps(request.get("steps"))
+    since = _since(request.get("since"))
+    rows = _read(logdir, tag, runs, len(known["runs"]), buckets, steps)
+    y_range = robust_range(rows.cols["min"], rows.cols["max"])
+    rows = _from_bucket(rows, since)
+    out = []
+    order = np.argsort(rows.run, kind="stable")  # rows come by run already; keep step order
+    run = rows.run[order]
+    cuts = np.flatnonzero(np.diff(run)) + 1
+    for part in np.split(order, cuts) if len(order) else []:
+        c = {name: col[part] for name, col in rows.cols.items()}
+        out.append({"run": rows.names[int(rows.run[part[0]])],
+                    "step_lo": _ints(c["step_lo"]), "step_hi": _ints(c["step_hi"]),
+                    "first": _floats(c["first"]), "last": _floats(c["last"]),
+                    "min": _floats(c["min"]), "max": _floats(c["max"]),
+                    "count": _ints(c["count"])})
+    out.sort(key=lambda r: natural_key(str(r["run"])))
+    return {"tag": tag, "mode": "lines", "steps": list(steps) if steps else None,
+            "buckets": buckets, "width": rows.width, "runs": out, "range": y_range,
+            "since": since if since is not None and rows.width else None}
+
+
+def band_answer(logdir: str | os.PathLike[str], known: Mapping[str, Any],
+                request: Mapping[str, Any]) -> dict[str, Any]:
+    """The selected runs of one tag as a band: per output bucket (the buckets
+    :func:`rayplex.read_series` aligns across runs), the min of the runs' minima, the max of
+    their maxima (the envelope: every spike stays in it), the median of their last values, and
+    how many runs have points there. Same request as :func:`series_answer`."""
+    tag = _tag(request.get("tag"), known["tags"])
+    runs = _runs(request.get("runs"), known["runs"])
+    buckets = _buckets(request.get("buckets", 1000))
+    steps = _steps(request.get("steps"))
+    since = _since(request.get("since"))
+    rows = _read(logdir, tag, runs, len(known["runs"]), buckets, steps)
+    answer: dict[str, Any] = {"tag": tag, "mode": "band", "steps": list(steps) if steps else None,
+                              "buckets": buckets, "width": rows.width,
+                              "members": len(set(rows.run.tolist())),
+                              "range": robust_range(rows.cols["min"], rows.cols["max"]),
+                              "since": since if since is not None and rows.width else None}
+    rows = _from_bucket(rows, since)
+    c = rows.cols
+    slot = c["step_lo"] // rows.width if rows.width else np.zeros(len(rows.run), np.int64)
+    last = np.where(np.isnan(c["last"]), np.inf, c["last"])
+    order = np.lexsort((last, slot))
+    slot = slot[order]
+    starts = np.flatnonzero(np.r_[True, np.diff(slot) != 0]) if len(slot) else np.zeros(0, int)
+    sizes = np.diff(np.r_[starts, len(slot)])
+    if len(slot):
+        sorted_last = c["last"][order]
+        median = (sorted_last[starts + (sizes - 1) // 2] + sorted_last[starts + sizes // 2]) / 2
+        answer.update(
+            x=_ints(np.minimum.reduceat(c["step_lo"][order], starts)),
+            step_hi=_ints(np.maximum.reduceat(c["step_hi"][order], starts)),
+            min=_floats(np.fmin.reduceat(c["min"][order], starts)),
+            max=_floats(np.fmax.reduceat(c["max"][order], starts)),
+            median=_floats(median), runs=_ints(sizes))
+    else:
+        answer.update(x=[], step_hi=[], min=[], max=[], median=[], runs=[])
+    return answer
+
+
+PARAM_TAGS_MAX = 40
+"""The params table shows the last value of at most this many tags (the first, in natural order)."""
+
+
+def params_answer(logdir: str | os.PathLike[str], known: Mapping[str, Any]) -> dict[str, Any]:
+    """The sweep table: one row per run with its client's params (flattened, from the ``params``
+    view of :func:`rayplex.sql`) and the last value of each tag (one-bucket
+    :func:`rayplex.read_series`). A client's params go to its run: the run named like the client
+    (``agent/3``), else its group's run (``learner`` for ``learner/main``)."""
+    from rayplex.store import read_series, sql
+
+    params = sql(logdir, "SELECT run AS client, key, value FROM params", refresh=False)
+    runs = known["runs"]
+    by_run: dict[str, dict[str, Any]] = {}
+    keys: set[str] = set()
+    for client, key, value in params.itertuples(index=False):
+        client, key = str(client), str(key)
+        run = client if client in runs or client.split("/")[0] not in runs else \
+            client.split("/")[0]
+        row = by_run.setdefault(run, {"run": run, "client": client, "params": {}, "last": {}})
+        row["params"].setdefault(key, str(value))
+        keys.add(key)
+    tags = sorted(known["tags"], key=natural_key)[:PARAM_TAGS_MAX]
+    if tags:
+        last = read_series(logdir, [literal_pattern(t) for t in tags], buckets=1, refresh=False,
+                           as_arrow=True)
+        for run, tag, value in zip(last["run"].to_pylist(), last["tag"].to_pylist(),
+                                   _floats(last["last"].to_numpy()), strict=True):
+            by_run.setdefault(run, {"run": run, "client": None, "params": {}, "last": {}})
+            by_run[run]["last"][tag] = value
+    rows = sorted(by_run.values(), key=lambda r: natural_key(str(r["run"])))
+    for row in rows:
+        row["has_scalars"] = row["run"] in runs
+    return {"keys": sorted(keys, key=natural_key), "tags": tags, "rows": rows}
+
+
+def log_tail(logdir: str | os.PathLike[str], *, client: str | None = None,
+             level: str | None = None, lines: int = 200) -> dict[str, Any]:
+    """The last ``lines`` lines of ``logs/all.log`` (of one client or group, at or above a
+    level), read from at most its last :data:`LOG_TAIL_BYTES`; ``{"lines": [...]}``."""
+    from rayplex.layout import all_log_path
+    from rayplex.rules import validate_group_name
+    from rayplex.tail import filter_lines
+    from rayplex.textlog import parse_level
+    from rayplex.tfrecord import open_regular
+
+    if isinstance(lines, bool) or not isinstance(lines, int) or not 1 <= lines <= LOG_LINES_MAX:
+        raise BadRequest(f"lines must be an int in 1..{LOG_LINES_MAX}")
+    try:
+        if client:
+            group, _, name = client.partition("/")
+            validate_group_name(group, internal=True, what="group")
+            if name:
+                from rayplex.rules import validate_client_name
+
+                validate_client_name(name, internal=True)
+        if level:
+            parse_level(level)
+    except (TypeError, ValueError) as exc:
+        raise BadRequest(str(exc)) from None
+    path = Path(all_log_path(logdir))
+    try:
+        binary = open_regular(path)
+    except FileNotFoundError:
+        return {"lines": [], "exists": False}
+    with binary:
+        size = binary.seek(0, os.SEEK_END)
+        binary.seek(max(0, size - LOG_TAIL_BYTES))
+        text = binary.read().decode("utf-8", errors="replace")
+    rows = text.splitlines()
+    if size > LOG_TAIL_BYTES and rows:
+        rows = rows[1:]  # the first line may be cut
+    kept: deque[str] = deque(filter_lines(rows, client=client or None, level=level or None),
+                             maxlen=lines)
+    return {"lines": list(kept), "exists": True}
+
+
+# ----------------------------------------------------------------------------- the cache
+
+
+@dataclass
+class _Known:
+    version: str
+    answer: dict[str, Any]
+    runs: dict[str, Any]
+    tags: dict[str, Any]
+
+
+class Source:
+    """One logdir as the server sees it: the catalog cached per store version, and a thread
+    (:meth:`start`) that brings the store up to date every :data:`REFRESH_EVERY_S` (an
+    incremental :func:`rayplex.index` when an event file grew), off the requests' path.
+    Thread-safe."""
+
+    def __init__(self, logdir: str | os.PathLike[str]) -> None:
+        self.logdir = os.path.abspath(os.fspath(logdir))
+        self._known: _Known | None = None
+        self._params: tuple[str, dict[str, Any]] | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.refresh_errors = 0
+
+    def refresh(self) -> bool:
+        """Index what the event files gained (if anything); True if it indexed."""
+        from rayplex.store.format import Layout, Manifest
+        from rayplex.store.indexer import index, pending_bytes
+
+        with self._lock:
+            layout = Layout.of(self.logdir)
+            if layout.manifest.exists() and not pending_bytes(layout, Manifest.load(layout)):
+                return False
+            index(self.logdir)
+            return True
+
+    def start(self, every_s: float = REFRESH_EVERY_S) -> None:
+        """Refresh in a daemon thread until :meth:`stop`."""
+        def loop() -> None:
+            while not self._stop.wait(every_s):
+                try:
+                    self.refresh()
+                except Exception as exc:  # noqa: BLE001 - e.g. a read-only logdir: show what is there
+                    self.refresh_errors += 1
+                    if self.refresh_errors == 1:
+                        import warnings
+
+                        warnings.warn(f"rayplex view cannot update the store of "
+                                      f"{self.logdir!r}: {exc}", RuntimeWarning, stacklevel=1)
+
+        self._thread = threading.Thread(target=loop, name="rayplex-view-refresh", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the refresh thread (waits for a refresh under way)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def version(self) -> str:
+        """The store's version: changes whenever its manifest is replaced (new points)."""
+        from rayplex.store.format import Layout
+
+        try:
+            st = Layout.of(self.logdir).manifest.stat()
+        except FileNotFoundError:
+            return "none"
+        return f"{st.st_mtime_ns}-{st.st_size}-{st.st_ino}"
+
+    def known(self) -> _Known:
+        """The catalog of the current store version (computed once per version)."""
+        version = self.version()
+        known = self._known
+        if known is None or known.version != version:
+            answer = catalog(self.logdir, refresh=False)
+            answer["version"] = version
+            answer["logdir"] = self.logdir
+            known = _Known(version, answer, {r["run"]: r for r in answer["runs"]},
+                           {t["tag"]: t for t in answer["tags"]})
+            self._known = known
+        return known
+
+    def _context(self) -> dict[str, Any]:
+        known = self.known()
+        return {"runs": known.runs, "tags": known.tags}
+
+    def series(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """:func:`series_answer` (or :func:`band_answer` when ``request["band"]``)."""
+        if not isinstance(request, Mapping):
+            raise BadRequest("the request body must be a JSON object")
+        make = band_answer if request.get("band") else series_answer
+        answer = make(self.logdir, self._context(), request)
+        answer["version"] = self.known().version
+        return answer
+
+    def params(self) -> dict[str, Any]:
+        """:func:`params_answer` of the current store version (computed once per version)."""
+        known = self.known()
+        cached = self._params
+        if cached is None or cached[0] != known.version:
+            cached = (known.version, params_answer(self.logdir, self._context()))
+            self._params = cached
+        return cached[1]
+
+    def logs(self, client: str | None, level: str | None, lines: int) -> dict[str, Any]:
+        """:func:`log_tail` of this logdir."""
+        return log_tail(self.logdir, client=client, level=level, lines=lines)
+
+
+def dumps(answer: Any) -> bytes:
+    """Compact JSON (answers hold no NaN: :func:`_floats` made them null)."""
+    return json.dumps(answer, separators=(",", ":"), allow_nan=False).encode()

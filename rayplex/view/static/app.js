@@ -1,0 +1,644 @@
+// rayplex view: the run table, one chart per tag, live polling. Plain ES module, no build step.
+// Every name from the logdir is put into the page with textContent, never as HTML.
+import uPlot from "/static/vendor/uplot/uPlot.esm.js";
+
+const ROW = 22;            // px per run row (the list is virtual: only visible rows exist)
+const BAND_ABOVE = 50;     // more selected runs: a band (min-max envelope + median)
+const POLL_MS = 2000;      // live polling, at most this often
+const CHART_W = 550, CHART_H = 260;
+
+const $ = (id) => document.getElementById(id);
+const state = {
+  catalog: null, version: null, runs: [], colors: new Map(), visible: [],
+  selected: new Set(), filter: "", group: "", zoom: null, smooth: 0, full: false, logy: false,
+  paused: false,
+};
+const charts = new Map();  // tag -> {el, plot, answer, markers, seq}
+const view = { state, charts: {}, requests: 0, renders: 0, incremental: 0, ready: false, error: null };
+window.__rayplexView = view;
+
+// ----------------------------------------------------------------------------- helpers
+
+function el(tag, cls, text) {
+  const node = document.createElement(tag);
+  if (cls) node.className = cls;
+  if (text !== undefined) node.textContent = String(text);
+  return node;
+}
+
+function colorOf(index) {
+  return `hsl(${(index * 137.508) % 360}, 65%, 45%)`;
+}
+
+async function getJSON(url, body) {
+  view.requests += 1;
+  const init = body === undefined ? {} : {
+    method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body)};
+  const response = await fetch(url, init);
+  const answer = await response.json();
+  if (!response.ok) throw new Error(answer.error || response.statusText);
+  return answer;
+}
+
+function filterRegex() {
+  try { return state.filter ? new RegExp(state.filter, "i") : null; }
+  catch (e) { return /$^/; }
+}
+
+function applyFilter() {
+  const re = filterRegex();
+  state.visible = state.runs.filter((r) =>
+    (!state.group || r.group === state.group) && (!re || re.test(r.run)));
+  $("filter").classList.toggle("bad", re !== null && re.source === "$^");
+}
+
+function selectedRuns() {
+  return state.runs.filter((r) => state.selected.has(r.run)).map((r) => r.run);
+}
+
+// ----------------------------------------------------------------------------- URL state
+
+function writeURL() {
+  const p = new URLSearchParams();
+  if (state.filter) p.set("filter", state.filter);
+  if (state.group) p.set("group", state.group);
+  const sel = selectedRuns();
+  const visible = state.visible.map((r) => r.run);
+  if (sel.length === visible.length && visible.every((r) => state.selected.has(r))) p.set("sel", "*");
+  else p.set("sel", sel.join("\n"));
+  if (state.zoom) p.set("zoom", state.zoom.join(","));
+  if (state.smooth) p.set("smooth", String(state.smooth));
+  if (state.full) p.set("full", "1");
+  if (state.logy) p.set("logy", "1");
+  history.replaceState(null, "", "#" + p.toString());
+}
+
+function readURL() {
+  const p = new URLSearchParams(location.hash.slice(1));
+  state.filter = p.get("filter") || "";
+  state.group = p.get("group") || "";
+  const zoom = (p.get("zoom") || "").split(",").map(Number);
+  state.zoom = zoom.length === 2 && zoom.every(Number.isFinite) ? zoom : null;
+  state.smooth = Math.min(0.99, Math.max(0, Number(p.get("smooth")) || 0));
+  state.full = p.get("full") === "1";
+  state.logy = p.get("logy") === "1";
+  return p.has("sel") ? p.get("sel") : "*";
+}
+
+// ----------------------------------------------------------------------------- run table
+
+function renderRows() {
+  const list = $("runlist");
+  $("runspacer").style.height = `${state.visible.length * ROW}px`;
+  const first = Math.max(0, Math.floor(list.scrollTop / ROW) - 5);
+  const last = Math.min(state.visible.length, first + Math.ceil(list.clientHeight / ROW) + 10);
+  const rows = $("runrows");
+  rows.style.transform = `translateY(${first * ROW}px)`;
+  rows.replaceChildren();
+  for (let i = first; i < last; i++) {
+    const run = state.visible[i];
+    const row = el("div", "run");
+    row.dataset.index = String(i);
+    const box = el("input");
+    box.type = "checkbox";
+    box.checked = state.selected.has(run.run);
+    const swatch = el("span", "swatch");
+    swatch.style.background = state.colors.get(run.run);
+    const name = el("span", "name", run.run);
+    name.title = run.run;
+    const step = el("span", "step", run.last_step);
+    step.title = `last step ${run.last_step}, last point ${new Date(run.last_wall_time * 1000).toLocaleString()}`;
+    const st = el("span", `state-${run.state}`, run.state === "running" ? "●" : "");
+    st.title = run.state;
+    row.append(box, swatch, name, step, st);
+    row.addEventListener("click", () => {
+      if (state.selected.has(run.run)) state.selected.delete(run.run);
+      else state.selected.add(run.run);
+      selectionChanged();
+    });
+    rows.append(row);
+  }
+  $("count").textContent = `${state.visible.length} of ${state.runs.length} runs shown, ${state.selected.size} selected`;
+}
+
+function selectionChanged() {
+  renderRows();
+  writeURL();
+  refreshCharts();
+}
+
+// ----------------------------------------------------------------------------- charts
+
+function sectionOf(tag) {
+  const cut = tag.indexOf("/");
+  return cut > 0 ? tag.slice(0, cut) : "";
+}
+
+function layoutCharts() {
+  const root = $("charts");
+  root.replaceChildren();
+  for (const c of charts.values()) if (c.plot) c.plot.destroy();
+  charts.clear();
+  view.charts = {};
+  const sections = new Map();
+  for (const t of state.catalog.tags) {
+    const name = sectionOf(t.tag);
+    if (!sections.has(name)) sections.set(name, []);
+    sections.get(name).push(t.tag);
+  }
+  const observer = new IntersectionObserver((entries) => {
+    for (const e of entries) {
+      const chart = charts.get(e.target.dataset.tag);
+      if (chart) { chart.shown = e.isIntersecting; if (chart.shown && !chart.answer) load(chart); }
+    }
+  }, { root: document.querySelector("main"), rootMargin: "300px" });
+  for (const [name, tags] of sections) {
+    const section = el("section", "tags");
+    section.append(el("h2", null, name || "(no section)"));
+    const grid = el("div", "grid");
+    for (const tag of tags) {
+      const box = el("div", "chart");
+      box.dataset.tag = tag;
+      const title = el("div", "title", tag);
+      title.title = tag;
+      const note = el("div", "note");
+      const plotBox = el("div", "plot");
+      const hover = el("div", "hover");
+      box.append(title, note, plotBox, hover);
+      grid.append(box);
+      const chart = { tag, box, note, plotBox, hover, plot: null, answer: null, seq: 0, shown: false };
+      charts.set(tag, chart);
+      observer.observe(box);
+    }
+    section.append(grid);
+    root.append(section);
+  }
+}
+
+function refreshCharts() {
+  for (const chart of charts.values()) {
+    chart.answer = null;
+    if (chart.shown) load(chart);
+  }
+}
+
+async function load(chart) {
+  const runs = selectedRuns();
+  const seq = ++chart.seq;
+  if (!runs.length) {
+    if (chart.plot) { chart.plot.destroy(); chart.plot = null; }
+    chart.note.textContent = "no run selected";
+    return;
+  }
+  const all = runs.length === state.runs.length;
+  const band = runs.length > BAND_ABOVE;
+  const request = { tag: chart.tag, runs: all ? null : runs, buckets: CHART_W, steps: state.zoom, band };
+  try {
+    const answer = await getJSON("/api/series", request);
+    if (seq !== chart.seq) return;  // a newer request is on its way
+    chart.answer = answer;
+    draw(chart);
+  } catch (err) {
+    chart.note.textContent = `error: ${err.message}`;
+    view.error = String(err);
+  }
+}
+
+const RUN_KEYS = ["step_lo", "step_hi", "first", "last", "min", "max", "count"];
+const BAND_KEYS = ["x", "step_hi", "min", "max", "median", "runs"];
+
+function cutAt(columns, keys, position, cut, width) {
+  // The rows of `columns` whose output bucket is before `cut` (their step / width).
+  const keep = position.map((step, i) => (Math.floor(step / width) < cut ? i : -1)).filter((i) => i >= 0);
+  const out = {};
+  for (const k of keys) out[k] = keep.map((i) => columns[k][i]);
+  return out;
+}
+
+async function update(chart) {
+  // Live: fetch only the buckets from the last one seen on, and merge them in.
+  const old = chart.answer;
+  const runs = selectedRuns();
+  if (!old || state.zoom || !old.width || !runs.length || (old.mode === "band") !== (runs.length > BAND_ABOVE)) return load(chart);
+  const lasts = old.mode === "band" ? [old.x[old.x.length - 1]] : old.runs.map((r) => r.step_lo[r.step_lo.length - 1]);
+  const since = Math.min(...lasts.filter((v) => v !== undefined));
+  if (!Number.isFinite(since)) return load(chart);
+  const all = runs.length === state.runs.length;
+  const request = { tag: chart.tag, runs: all ? null : runs, buckets: CHART_W, steps: null, band: old.mode === "band", since };
+  const seq = ++chart.seq;
+  let answer;
+  try { answer = await getJSON("/api/series", request); } catch (err) { return load(chart); }
+  if (seq !== chart.seq) return;
+  if (answer.since === null) { chart.answer = answer; draw(chart); return; }
+  if (answer.width !== old.width) return load(chart);
+  const cut = Math.floor(answer.since / answer.width);
+  let merged;
+  if (old.mode === "band") {
+    merged = { ...answer, ...cutAt(old, BAND_KEYS, old.x, cut, old.width) };
+    for (const k of BAND_KEYS) merged[k] = merged[k].concat(answer[k]);
+  } else {
+    const fresh = new Map(answer.runs.map((r) => [r.run, r]));
+    const mergedRuns = old.runs.map((r) => {
+      const kept = { run: r.run, ...cutAt(r, RUN_KEYS, r.step_lo, cut, old.width) };
+      const add = fresh.get(r.run);
+      fresh.delete(r.run);
+      if (add) for (const k of RUN_KEYS) kept[k] = kept[k].concat(add[k]);
+      return kept;
+    });
+    merged = { ...answer, runs: mergedRuns.concat([...fresh.values()]) };
+  }
+  merged.since = null;
+  view.incremental += 1;
+  chart.answer = merged;
+  draw(chart);
+}
+
+function updateCharts() {
+  for (const chart of charts.values()) {
+    if (chart.shown) update(chart); else chart.answer = null;
+  }
+}
+
+function ema(values, weight) {
+  // TensorBoard's debiased exponential moving average; nulls stay null.
+  const out = new Array(values.length);
+  let last = 0, n = 0;
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (v === null || v === undefined) { out[i] = null; continue; }
+    last = last * weight + (1 - weight) * v;
+    n += 1;
+    out[i] = last / (1 - Math.pow(weight, n));
+  }
+  return out;
+}
+
+function linesData(answer) {
+  // M4 buckets drawn as first -> min -> max -> last within the bucket's step span.
+  const xs = new Set();
+  const points = answer.runs.map((r) => {
+    const pts = [];
+    for (let i = 0; i < r.step_lo.length; i++) {
+      const lo = r.step_lo[i], hi = r.step_hi[i], c = r.count[i];
+      if (c <= 1 || hi === lo) { pts.push([lo, r.last[i]]); continue; }
+      pts.push([lo, r.first[i]]);
+      if (c > 2) {
+        const minFirst = true;
+        const a = lo + (hi - lo) / 3, b = lo + 2 * (hi - lo) / 3;
+        pts.push([a, minFirst ? r.min[i] : r.max[i]], [b, minFirst ? r.max[i] : r.min[i]]);
+      }
+      pts.push([hi, r.last[i]]);
+    }
+    for (const [x] of pts) xs.add(x);
+    return pts;
+  });
+  const x = Float64Array.from(xs).sort();
+  const at = new Map();
+  x.forEach((v, i) => at.set(v, i));
+  const ys = points.map((pts) => {
+    const y = new Array(x.length).fill(null);
+    for (const [px, py] of pts) y[at.get(px)] = py;
+    return y;
+  });
+  return { x, ys };
+}
+
+function yRange(answer) {
+  const r = answer.range;
+  if (!r || !r.full) return null;
+  return state.full ? r.full : r.robust;
+}
+
+function outliers(answer) {
+  // Buckets whose max (or min) is outside the shown range: marked at the chart's edge.
+  const range = yRange(answer);
+  const marks = [];
+  if (!range) return marks;
+  const [lo, hi] = range;
+  const add = (x0, x1, mn, mx) => {
+    if (mx !== null && mx > hi) marks.push({ x: (x0 + x1) / 2, edge: "top", value: mx });
+    if (mn !== null && mn < lo) marks.push({ x: (x0 + x1) / 2, edge: "bottom", value: mn });
+  };
+  if (answer.mode === "band") {
+    for (let i = 0; i < answer.x.length; i++) add(answer.x[i], answer.step_hi[i], answer.min[i], answer.max[i]);
+  } else {
+    for (const r of answer.runs) for (let i = 0; i < r.step_lo.length; i++) add(r.step_lo[i], r.step_hi[i], r.min[i], r.max[i]);
+  }
+  return marks;
+}
+
+function draw(chart) {
+  const answer = chart.answer;
+  const range = yRange(answer);
+  const marks = outliers(answer);
+  let data, series, bands;
+  if (answer.mode === "band") {
+    const x = Float64Array.from(answer.x);
+    const median = state.smooth ? ema(answer.median, state.smooth) : answer.median;
+    data = [x, answer.min, answer.max, median];
+    series = [{}, { label: "min", stroke: "rgba(40,90,200,0.35)", width: 1 },
+      { label: "max", stroke: "rgba(40,90,200,0.35)", width: 1 },
+      { label: "median", stroke: "rgb(20,60,160)", width: 1.5 }];
+    bands = [{ series: [2, 1], fill: "rgba(40,90,200,0.15)" }];
+  } else {
+    const { x, ys } = linesData(answer);
+    data = [x];
+    series = [{}];
+    answer.runs.forEach((r, i) => {
+      const color = state.colors.get(r.run) || "#888";
+      if (state.smooth) {
+        data.push(ys[i]);
+        series.push({ label: r.run, stroke: color, width: 1, alpha: 0.25 });
+        data.push(ema(ys[i], state.smooth));
+        series.push({ label: r.run, stroke: color, width: 1.5 });
+      } else {
+        data.push(ys[i]);
+        series.push({ label: r.run, stroke: color, width: 1.25 });
+      }
+    });
+  }
+  for (const s of series.slice(1)) { s.spanGaps = true; s.points = { show: false }; }
+  const opts = {
+    width: CHART_W, height: CHART_H, legend: { show: false },
+    scales: { x: { time: false }, y: {
+      distr: state.logy ? 3 : 1,
+      range: (u, dmin, dmax) => range && !state.logy ? [range[0] - 1e-9 * Math.abs(range[0]), range[1] + 1e-9 * Math.abs(range[1])] : [dmin, dmax],
+    } },
+    cursor: { drag: { x: true, y: false, setScale: false }, focus: { prox: 20 } },
+    focus: { alpha: 0.35 },
+    series, bands,
+    hooks: {
+      draw: [(u) => drawMarks(u, marks)],
+      setSelect: [(u) => zoomTo(u)],
+      setCursor: [(u) => hoverText(chart, u)],
+    },
+  };
+  if (chart.plot) chart.plot.destroy();
+  chart.plotBox.replaceChildren();
+  chart.plot = new uPlot(opts, data, chart.plotBox);
+  chart.plot.over.addEventListener("dblclick", () => { if (state.zoom) { state.zoom = null; writeURL(); refreshCharts(); } });
+  const n = answer.mode === "band" ? `band of ${answer.members} runs (min-max, median)` : `${answer.runs.length} runs`;
+  chart.note.replaceChildren(el("span", null, `${n}${marks.length ? `, ${marks.length} bucket${marks.length > 1 ? "s" : ""} beyond the range (▲▼)` : ""}`));
+  if (answer.range && answer.range.clipped) {
+    const button = el("button", "full", state.full ? "robust range" : "full range");
+    button.type = "button";
+    button.addEventListener("click", () => setFull(!state.full));
+    chart.note.append(button);
+  }
+  let max = null, argmax = null;
+  const consider = (v, lo, hi) => { if (v !== null && (max === null || v > max)) { max = v; argmax = [lo, hi]; } };
+  if (answer.mode === "band") answer.max.forEach((v, i) => consider(v, answer.x[i], answer.step_hi[i]));
+  else for (const r of answer.runs) r.max.forEach((v, i) => consider(v, r.step_lo[i], r.step_hi[i]));
+  view.charts[chart.tag] = { mode: answer.mode, answer, marks, max, argmax, yRange: range,
+    shownScale: [chart.plot.scales.y.min, chart.plot.scales.y.max] };
+  view.renders += 1;
+}
+
+function drawMarks(u, marks) {
+  const ctx = u.ctx;
+  ctx.save();
+  ctx.fillStyle = "#d1242f";
+  const s = 5 * devicePixelRatio;
+  for (const m of marks) {
+    const x = u.valToPos(m.x, "x", true);
+    if (x < u.bbox.left || x > u.bbox.left + u.bbox.width) continue;
+    const y = m.edge === "top" ? u.bbox.top : u.bbox.top + u.bbox.height;
+    const d = m.edge === "top" ? s : -s;
+    ctx.beginPath();
+    ctx.moveTo(x - s / 2, y + d);
+    ctx.lineTo(x + s / 2, y + d);
+    ctx.lineTo(x, y);
+    ctx.closePath();
+    ctx.fill();
+  }
+  ctx.restore();
+}
+
+function zoomTo(u) {
+  if (u.select.width < 3) return;
+  const lo = Math.floor(u.posToVal(u.select.left, "x"));
+  const hi = Math.ceil(u.posToVal(u.select.left + u.select.width, "x"));
+  u.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
+  if (hi <= lo) return;
+  state.zoom = [lo, hi];
+  writeURL();
+  refreshCharts();
+}
+
+function hoverText(chart, u) {
+  const idx = u.cursor.idx;
+  const answer = chart.answer;
+  if (idx === null || idx === undefined || !answer) { chart.hover.textContent = ""; return; }
+  const x = u.data[0][idx];
+  if (answer.mode === "band") {
+    chart.hover.textContent = `step ${answer.x[idx]}-${answer.step_hi[idx]}: median ${fmt(answer.median[idx])}, min ${fmt(answer.min[idx])}, max ${fmt(answer.max[idx])}, ${answer.runs[idx]} runs`;
+    return;
+  }
+  const top = u.posToVal(u.cursor.top, "y");
+  let best = null;
+  for (const r of answer.runs) {
+    for (let i = 0; i < r.step_lo.length; i++) {
+      if (r.step_lo[i] <= x && x <= r.step_hi[i]) {
+        const d = Math.abs((r.last[i] ?? Infinity) - top);
+        if (!best || d < best.d) best = { d, r, i };
+        break;
+      }
+    }
+  }
+  if (!best) { chart.hover.textContent = ""; return; }
+  const { r, i } = best;
+  const span = r.count[i] > 1 ? ` (bucket ${r.step_lo[i]}-${r.step_hi[i]}: min ${fmt(r.min[i])}, max ${fmt(r.max[i])})` : "";
+  chart.hover.textContent = `${r.run} step ${r.step_hi[i]}: ${fmt(r.last[i])}${span}`;
+}
+
+function fmt(v) {
+  return v === null || v === undefined ? "—" : Number(v).toPrecision(6);
+}
+
+function setFull(full) {
+  state.full = full;
+  $("full").checked = full;
+  writeURL();
+  for (const c of charts.values()) if (c.answer) draw(c);
+}
+
+// ----------------------------------------------------------------------------- catalog, live
+
+async function loadCatalog() {
+  const catalog = await getJSON("/api/catalog");
+  const first = state.catalog === null;
+  const tagsBefore = state.catalog ? state.catalog.tags.map((t) => t.tag).join("\n") : null;
+  state.catalog = catalog;
+  state.version = catalog.version;
+  const known = new Set(state.runs.map((r) => r.run));
+  const selectionBefore = [...state.selected].join("\n");
+  state.runs = catalog.runs;
+  catalog.runs.forEach((r, i) => state.colors.set(r.run, colorOf(i)));
+  $("logdir").textContent = catalog.logdir;
+  const groups = [...new Set(catalog.runs.map((r) => r.group))];
+  const groupSelect = $("group");
+  const chosen = state.group;
+  groupSelect.replaceChildren(el("option", null, "all groups"));
+  groupSelect.firstChild.value = "";
+  for (const g of groups) { const o = el("option", null, g); o.value = g; groupSelect.append(o); }
+  groupSelect.value = chosen;
+  if (first) {
+    const sel = readURL();
+    $("filter").value = state.filter;
+    groupSelect.value = state.group;
+    $("smooth").value = String(state.smooth);
+    $("smooth-value").textContent = String(state.smooth);
+    $("full").checked = state.full;
+    $("logy").checked = state.logy;
+    applyFilter();
+    if (sel === "*") state.visible.forEach((r) => state.selected.add(r.run));
+    else for (const name of sel.split("\n")) if (name) state.selected.add(name);
+  } else {
+    applyFilter();
+    // New runs join the selection when every visible run was selected.
+    for (const r of state.runs) if (!known.has(r.run) && selectedRuns().length >= known.size) state.selected.add(r.run);
+  }
+  renderRows();
+  if (first || tagsBefore !== catalog.tags.map((t) => t.tag).join("\n")) layoutCharts();
+  else if (selectionBefore === [...state.selected].join("\n")) updateCharts();
+  else refreshCharts();
+  writeURL();
+}
+
+async function poll() {
+  if (!state.paused) {
+    try {
+      const { version } = await getJSON("/api/version");
+      if (version !== state.version) {
+        await loadCatalog();
+        if ($("params").open) await loadParams();
+      }
+      $("status").textContent = `live · ${new Date().toLocaleTimeString()}`;
+    } catch (err) {
+      $("status").textContent = `offline: ${err.message}`;
+    }
+    if ($("logs").open && $("log-follow").checked) await loadLogs();
+  }
+  setTimeout(poll, POLL_MS);
+}
+
+async function loadLogs() {
+  const p = new URLSearchParams({ lines: "500" });
+  const client = $("log-client").value.trim();
+  if (client) p.set("client", client);
+  if ($("log-level").value) p.set("level", $("log-level").value);
+  try {
+    const answer = await getJSON("/api/logs?" + p.toString());
+    const pre = $("log-lines");
+    pre.textContent = answer.exists ? answer.lines.join("\n") : "(no logs/all.log in this logdir)";
+    if ($("log-follow").checked) pre.scrollTop = pre.scrollHeight;
+    $("log-status").textContent = `${answer.lines.length} lines`;
+  } catch (err) {
+    $("log-status").textContent = `error: ${err.message}`;
+  }
+}
+
+// ----------------------------------------------------------------------------- params table
+
+const PARAM_ROWS_MAX = 2000;
+const paramsView = { answer: null, sortKey: "run", sortDir: 1 };
+
+function cellValue(row, column) {
+  if (column === "run") return row.run;
+  if (column.startsWith("param:")) return row.params[column.slice(6)];
+  return row.last[column.slice(5)];
+}
+
+function compareCells(a, b) {
+  const x = Number(a), y = Number(b);
+  if (a !== undefined && b !== undefined && a !== null && b !== null && a !== "" && b !== "" && !Number.isNaN(x) && !Number.isNaN(y)) return x - y;
+  if (a === undefined || a === null) return 1;
+  if (b === undefined || b === null) return -1;
+  return String(a).localeCompare(String(b), undefined, { numeric: true });
+}
+
+async function loadParams() {
+  try {
+    paramsView.answer = await getJSON("/api/params");
+    renderParams();
+  } catch (err) {
+    $("params-status").textContent = `error: ${err.message}`;
+  }
+}
+
+function renderParams() {
+  const answer = paramsView.answer;
+  if (!answer) return;
+  const columns = ["run", ...answer.keys.map((k) => `param:${k}`), ...answer.tags.map((t) => `last:${t}`)];
+  const head = el("tr");
+  for (const column of columns) {
+    const label = column === "run" ? "run" : column.slice(column.indexOf(":") + 1);
+    const th = el("th", null, label + (paramsView.sortKey === column ? (paramsView.sortDir > 0 ? " ▲" : " ▼") : ""));
+    th.dataset.column = column;
+    th.title = column.startsWith("last:") ? `last value of ${label}` : label;
+    th.addEventListener("click", () => {
+      paramsView.sortDir = paramsView.sortKey === column ? -paramsView.sortDir : 1;
+      paramsView.sortKey = column;
+      renderParams();
+    });
+    head.append(th);
+  }
+  $("params-table").tHead.replaceChildren(head);
+  const rows = [...answer.rows].sort((a, b) => paramsView.sortDir * compareCells(cellValue(a, paramsView.sortKey), cellValue(b, paramsView.sortKey)));
+  const body = document.createDocumentFragment();
+  for (const row of rows.slice(0, PARAM_ROWS_MAX)) {
+    const tr = el("tr", state.selected.has(row.run) ? "selected" : null);
+    tr.dataset.run = row.run;
+    for (const column of columns) {
+      const v = cellValue(row, column);
+      tr.append(el("td", null, v === undefined || v === null ? "" : (typeof v === "number" ? fmt(v) : v)));
+    }
+    if (row.has_scalars) tr.addEventListener("click", () => {
+      if (state.selected.has(row.run)) state.selected.delete(row.run); else state.selected.add(row.run);
+      selectionChanged();
+      renderParams();
+    });
+    body.append(tr);
+  }
+  $("params-table").tBodies[0].replaceChildren(body);
+  $("params-status").textContent = `${answer.rows.length} runs${answer.rows.length > PARAM_ROWS_MAX ? ` (first ${PARAM_ROWS_MAX} shown)` : ""}; click a header to sort, a row to select its run`;
+}
+
+// ----------------------------------------------------------------------------- wiring
+
+function wire() {
+  $("runlist").addEventListener("scroll", renderRows, { passive: true });
+  window.addEventListener("resize", renderRows);
+  $("filter").addEventListener("input", () => {
+    state.filter = $("filter").value; applyFilter(); renderRows(); writeURL();
+  });
+  $("group").addEventListener("change", () => {
+    state.group = $("group").value; applyFilter(); renderRows(); writeURL();
+  });
+  $("sel-all").addEventListener("click", () => { state.runs.forEach((r) => state.selected.add(r.run)); selectionChanged(); });
+  $("sel-none").addEventListener("click", () => { state.selected.clear(); selectionChanged(); });
+  $("sel-filtered").addEventListener("click", () => {
+    state.selected = new Set(state.visible.map((r) => r.run)); selectionChanged();
+  });
+  $("smooth").addEventListener("input", () => {
+    state.smooth = Number($("smooth").value);
+    $("smooth-value").textContent = state.smooth.toFixed(2);
+    writeURL();
+    for (const c of charts.values()) if (c.answer) draw(c);
+  });
+  $("full").addEventListener("change", () => setFull($("full").checked));
+  $("logy").addEventListener("change", () => {
+    state.logy = $("logy").checked; writeURL();
+    for (const c of charts.values()) if (c.answer) draw(c);
+  });
+  $("reset-zoom").addEventListener("click", () => { state.zoom = null; writeURL(); refreshCharts(); });
+  $("pause").addEventListener("change", () => { state.paused = $("pause").checked; });
+  $("logs").addEventListener("toggle", () => { if ($("logs").open) loadLogs(); });
+  $("params").addEventListener("toggle", () => { if ($("params").open) loadParams(); });
+  $("log-client").addEventListener("change", loadLogs);
+  $("log-level").addEventListener("change", loadLogs);
+}
+
+wire();
+loadCatalog().then(() => { view.ready = true; setTimeout(poll, POLL_MS); })
+  .catch((err) => { view.error = String(err); $("status").textContent = `error: ${err.message}`; });

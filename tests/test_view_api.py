@@ -1,0 +1,399 @@
+"""``rayplex view`` without a browser: the JSON answers (pure functions over the store, no
+server, no Ray), the HTTP app's security (Starlette's test client) and the command (a real
+server process stopped by Ctrl-C and SIGTERM)."""
+
+from __future__ import annotations
+
+import doctest
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import rayplex
+from rayplex.cli import main
+from rayplex.view import api
+from rayplex.view.api import BadRequest, Source, band_answer, log_tail, series_answer
+from tests.view_logdir import value_of, write_run, write_runs
+
+pytest.importorskip("duckdb")
+pytest.importorskip("starlette")
+
+SPIKE = (7, "train/reward", 123, 5000.0)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def logdir(tmp_path_factory):
+    """A TensorBoard logdir: agent/0..agent/11 (two tags, 300 steps, a spike in agent/7), a run
+    named like markup, and runs whose names are glob patterns."""
+    root = tmp_path_factory.mktemp("view") / "tb"
+    write_runs(root, 12, 300, tags=("train/reward", "train/loss"), spike=SPIKE)
+    for odd in ("<img src=x onerror=window.__pwned=1>", "glob[1]", "glob1", "glob*"):
+        write_run(root, odd, ["train/reward"], np.arange(10), lambda tag, s: s * 1.0)
+    rayplex.index(root)
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def source(logdir):
+    return Source(logdir)
+
+
+def _known(source):
+    known = source.known()
+    return {"runs": known.runs, "tags": known.tags}
+
+
+# ----------------------------------------------------------------------------- answers
+
+
+def test_the_catalog_lists_every_run_in_natural_order_with_its_last_step(source):
+    runs = source.known().answer["runs"]
+    names = [r["run"] for r in runs]
+    agents = [n for n in names if n.startswith("agent/")]
+    assert agents == [f"agent/{i}" for i in range(12)]  # agent/2 before agent/10
+    assert len(names) == 16
+    by_name = {r["run"]: r for r in runs}
+    assert by_name["agent/3"]["last_step"] == 299
+    assert by_name["agent/3"]["points"] == 600
+    assert by_name["agent/3"]["state"] == "finished"
+    assert {t["tag"]: t["runs"] for t in source.known().answer["tags"]} == {
+        "train/loss": 12, "train/reward": 16}
+
+
+def test_series_are_read_series_buckets_and_keep_the_spike_as_the_maximum(logdir, source):
+    answer = series_answer(logdir, _known(source),
+                           {"tag": "train/reward", "runs": ["agent/7", "agent/2"], "buckets": 20})
+    assert [r["run"] for r in answer["runs"]] == ["agent/2", "agent/7"]
+    frame = rayplex.read_series(logdir, "train/reward", runs="agent/7", buckets=20)
+    seven = answer["runs"][1]
+    assert seven["max"] == pytest.approx(frame["max"].tolist())
+    assert seven["step_lo"] == frame["step_lo"].tolist()
+    top = int(np.argmax(seven["max"]))
+    assert seven["max"][top] == 5000.0
+    assert seven["step_lo"][top] <= SPIKE[2] <= seven["step_hi"][top]
+    # The spike is outside the robust y-range (so it gets a mark) and inside the full one.
+    assert answer["range"]["clipped"]
+    assert answer["range"]["robust"][1] < 5000.0 == answer["range"]["full"][1]
+
+
+def test_a_zoom_reads_finer_buckets_of_only_its_steps(logdir, source):
+    wide = series_answer(logdir, _known(source), {"tag": "train/loss", "runs": ["agent/1"],
+                                                  "buckets": 10})
+    zoom = series_answer(logdir, _known(source), {"tag": "train/loss", "runs": ["agent/1"],
+                                                  "buckets": 10, "steps": [100, 119]})
+    assert wide["width"] > zoom["width"] == 2
+    run = zoom["runs"][0]
+    assert run["step_lo"][0] >= 100 and run["step_hi"][-1] <= 119
+
+
+def test_since_sends_only_the_buckets_from_the_one_holding_that_step(logdir, source):
+    full = series_answer(logdir, _known(source), {"tag": "train/reward", "runs": ["agent/7"],
+                                                  "buckets": 30})
+    width = full["width"]
+    since = full["runs"][0]["step_lo"][-3] + 1  # inside the third-last bucket
+    part = series_answer(logdir, _known(source), {"tag": "train/reward", "runs": ["agent/7"],
+                                                  "buckets": 30, "since": since})
+    assert part["since"] == since and part["width"] == width
+    assert part["runs"][0]["step_lo"] == full["runs"][0]["step_lo"][-3:]
+    assert part["runs"][0]["max"] == full["runs"][0]["max"][-3:]
+    assert part["range"] == full["range"]  # the y-range still covers every bucket
+    band = band_answer(logdir, _known(source), {"tag": "train/reward", "runs": None,
+                                                "buckets": 30, "since": since})
+    whole = band_answer(logdir, _known(source), {"tag": "train/reward", "runs": None,
+                                                 "buckets": 30})
+    assert band["x"] == whole["x"][-3:] and band["median"] == whole["median"][-3:]
+    with pytest.raises(BadRequest, match="since"):
+        source.series({"tag": "train/reward", "runs": None, "band": True, "since": "x"})
+
+
+def test_a_band_is_the_envelope_and_median_of_the_runs_buckets(logdir, source):
+    runs = [f"agent/{i}" for i in range(12)]
+    band = band_answer(logdir, _known(source), {"tag": "train/reward", "runs": runs,
+                                                "buckets": 30})
+    frame = rayplex.read_series(logdir, "train/reward", runs="agent/*", buckets=30)
+    width = band["width"]
+    frame["slot"] = frame["step_lo"] // width
+    expected = frame.groupby("slot").agg(min=("min", "min"), max=("max", "max"),
+                                         median=("last", "median"), runs=("run", "nunique"))
+    assert band["min"] == pytest.approx(expected["min"].tolist())
+    assert band["max"] == pytest.approx(expected["max"].tolist())
+    assert band["median"] == pytest.approx(expected["median"].tolist())
+    assert band["runs"] == expected["runs"].tolist() == [12] * len(band["x"])
+    assert band["members"] == 12
+    assert max(band["max"]) == 5000.0  # the spike stays in the envelope
+    # Run i's curve is i/100 + 0.01 step: the median of 12 runs' last values at the end.
+    last = band["step_hi"][-1]
+    assert band["median"][-1] == pytest.approx(np.median([value_of(i, last) for i in range(12)]),
+                                               rel=1e-6)
+
+
+def test_a_band_of_every_run_reads_them_all(logdir, source):
+    band = band_answer(logdir, _known(source), {"tag": "train/reward", "runs": None,
+                                                "buckets": 5})
+    assert band["members"] == 16
+
+
+def test_a_run_named_like_a_glob_pattern_selects_only_itself(logdir, source):
+    for name in ("glob[1]", "glob*"):
+        answer = series_answer(logdir, _known(source), {"tag": "train/reward", "runs": [name],
+                                                        "buckets": 5})
+        assert [r["run"] for r in answer["runs"]] == [name]
+
+
+@pytest.mark.parametrize("request_, message", [
+    ({"tag": "../../etc/passwd", "runs": None}, "no tag"),
+    ({"tag": "train/reward\x00", "runs": None}, "NUL"),
+    ({"tag": 3, "runs": None}, "must be a str"),
+    ({"tag": "train/reward", "runs": ["../../etc"]}, "no run"),
+    ({"tag": "train/reward", "runs": "agent/*"}, "list of run names"),
+    ({"tag": "train/reward", "runs": ["agent/1"], "steps": [5, 1]}, "lo <= hi"),
+    ({"tag": "train/reward", "runs": ["agent/1"], "steps": [0, 2**64]}, "out of range"),
+    ({"tag": "train/reward", "runs": ["agent/1"], "steps": "0,5"}, "steps must be"),
+    ({"tag": "train/reward", "runs": ["agent/1"], "buckets": 0}, "buckets"),
+    ({"tag": "train/reward", "runs": ["agent/1"], "buckets": True}, "buckets"),
+    ({"tag": "train/reward'; DROP TABLE scalars; --", "runs": None}, "no tag"),
+])
+def test_a_malformed_or_foreign_request_is_refused(logdir, source, request_, message):
+    with pytest.raises(BadRequest, match=re.escape(message)):
+        source.series(request_)
+
+
+def test_more_runs_than_lines_can_show_must_ask_for_a_band(logdir, source, monkeypatch):
+    monkeypatch.setattr(api, "LINE_RUNS_MAX", 3)
+    with pytest.raises(BadRequest, match="band"):
+        source.series({"tag": "train/reward", "runs": None})
+    assert source.series({"tag": "train/reward", "runs": None, "band": True})["members"] == 16
+
+
+def test_robust_range_marks_a_lone_spike_and_keeps_a_family_of_curves():
+    robust = api.robust_range([0.0] * 500, [1.0] * 499 + [1e6])
+    assert robust["clipped"] and robust["robust"][1] < 2 and robust["full"][1] == 1e6
+    family = api.robust_range(np.arange(100.0), np.arange(100.0) + 1)
+    assert not family["clipped"]
+    assert api.robust_range([float("nan")], [float("inf")])["full"] is None
+
+
+def test_the_modules_docstring_examples_run():
+    from rayplex.view import server
+
+    for module in (api, server):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.failed == 0, module.__name__
+
+
+def test_the_store_is_brought_up_to_date_and_the_version_changes(tmp_path):
+    root = tmp_path / "tb"
+    write_runs(root, 2, 10)
+    source = Source(root)
+    assert source.version() == "none"
+    assert source.refresh() is True  # no store yet: indexed
+    before = source.version()
+    assert source.refresh() is False  # nothing new
+    write_run(root, "agent/1", ["train/reward"], np.array([10, 11]), lambda t, s: s * 2.0)
+    assert source.refresh() is True
+    assert source.version() != before
+    assert source.known().runs["agent/1"]["last_step"] == 11
+
+
+def test_the_params_table_has_each_runs_flattened_params_and_last_values(tmp_path):
+    root = tmp_path / "exp"
+    write_runs(root / "tensorboard", 2, 20)
+    write_run(root / "tensorboard", "learner", ["loss"], np.arange(5), lambda t, s: 1.0 / (s + 1))
+    (root / "params" / "agent").mkdir(parents=True)
+    (root / "params" / "learner").mkdir(parents=True)
+    (root / "params" / "agent" / "1.json").write_text('{"Args": {"lr": 0.1, "net": [64, 64]}}')
+    (root / "params" / "learner" / "main.json").write_text('{"Args": {"lr": 0.5}}')
+    source = Source(root)
+    source.refresh()
+    answer = source.params()
+    assert answer["keys"] == ["Args/lr", "Args/net"]
+    assert answer["tags"] == ["loss", "train/reward"]
+    rows = {r["run"]: r for r in answer["rows"]}
+    assert list(rows) == ["agent/0", "agent/1", "learner"]
+    assert rows["agent/1"]["params"] == {"Args/lr": "0.1", "Args/net": "[64, 64]"}
+    assert rows["agent/0"]["params"] == {}
+    assert rows["learner"]["client"] == "learner/main"  # a normal group's client -> its run
+    assert rows["learner"]["last"] == {"loss": pytest.approx(0.2)}
+    assert rows["agent/1"]["last"]["train/reward"] == pytest.approx(value_of(1, 19), rel=1e-6)
+
+
+# ----------------------------------------------------------------------------- text logs
+
+
+def _write_log(logdir: str) -> None:
+    from rayplex.textlog import LogLine, format_line
+
+    os.makedirs(os.path.join(logdir, "logs"), exist_ok=True)
+    with open(os.path.join(logdir, "logs", "all.log"), "w", encoding="utf-8") as f:
+        for i in range(50):
+            f.write(format_line(LogLine(float(i), 40 if i % 10 == 0 else 20, f"agent/{i % 3}",
+                                        "n", 1, "l", f"line {i} <b onmouseover=x>bold</b>")))
+
+
+def test_the_log_tail_keeps_the_last_lines_of_a_client_at_a_level(tmp_path):
+    _write_log(str(tmp_path))
+    assert len(log_tail(tmp_path, lines=5)["lines"]) == 5
+    errors = log_tail(tmp_path, level="ERROR", lines=100)["lines"]
+    assert [int(re.search(r"line (\d+)", x).group(1)) for x in errors] == [0, 10, 20, 30, 40]
+    one = log_tail(tmp_path, client="agent/1", lines=100)["lines"]
+    assert one and all(" agent/1 " in line for line in one)
+    assert log_tail(tmp_path / "nothing", lines=3) == {"lines": [], "exists": False}
+    for bad in ({"client": "../x"}, {"level": "LOUD"}, {"lines": 0}):
+        with pytest.raises(BadRequest):
+            log_tail(tmp_path, **bad)
+
+
+# ----------------------------------------------------------------------------- HTTP app
+
+
+@pytest.fixture(scope="module")
+def client(logdir):
+    from starlette.testclient import TestClient
+
+    from rayplex.view.server import create_app
+
+    with TestClient(create_app(logdir), base_url="http://127.0.0.1") as test_client:
+        yield test_client
+
+
+def test_the_app_serves_its_page_with_a_strict_content_security_policy(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "<script type=\"module\"" in page.text
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "default-src 'none'" in policy
+    assert client.get("/static/vendor/uplot/uPlot.esm.js").status_code == 200
+    assert client.get("/api/catalog").json()["runs"]
+
+
+def test_the_app_serves_no_file_outside_its_static_folder(client, logdir):
+    for path in ("/static/../api.py", "/static/%2e%2e/api.py", "/static/..%2fapi.py",
+                 "/static/../../../../etc/passwd", f"/static/{logdir}/store/MANIFEST.json"):
+        response = client.get(path)
+        assert response.status_code == 404, path
+        assert "import" not in response.text and "root:" not in response.text
+
+
+def test_the_app_refuses_bad_requests_with_400(client):
+    assert client.post("/api/series", content=b"{not json").status_code == 400
+    response = client.post("/api/series", json={"tag": "../x", "runs": None})
+    assert response.status_code == 400 and "no tag" in response.json()["error"]
+    assert client.get("/api/series").status_code == 405
+    assert client.get("/api/logs", params={"client": "../../x"}).status_code == 400
+
+
+def test_a_loopback_server_refuses_other_host_names(logdir):
+    from starlette.testclient import TestClient
+
+    from rayplex.view.server import create_app
+
+    with TestClient(create_app(logdir), base_url="http://evil.example") as other:
+        assert other.get("/api/catalog").status_code == 400
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def test_view_help_and_usage_errors(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["view", "--help"])
+    assert exit_.value.code == 0
+    assert "--port" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        main(["view"])
+    assert exit_.value.code == 2
+    with pytest.raises(SystemExit) as exit_:
+        main(["veiw", "/tmp"])
+    assert exit_.value.code == 2
+    assert "did you mean 'view'" in capsys.readouterr().err
+
+
+def test_view_of_a_missing_or_remote_logdir_is_an_error(tmp_path, capsys):
+    assert main(["view", str(tmp_path / "nope")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["view", "s3://bucket/exp"]) == 1
+
+
+def _start_view(logdir: str, *extra: str) -> tuple[subprocess.Popen[str], str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, "-m", "rayplex.cli", "view", logdir, *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    line = proc.stdout.readline()
+    match = re.search(r"http://\S+", line)
+    if match is None:
+        proc.kill()
+        pytest.fail(f"no URL printed: {line!r} {proc.stderr.read()!r}")
+    return proc, match.group(0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_view_indexes_a_tensorboard_logdir_serves_it_and_stops_cleanly(tmp_path, sig):
+    root = tmp_path / "tb"
+    write_runs(root, 3, 50)
+    proc, url = _start_view(str(root))
+    try:
+        assert url.startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(url + "api/catalog", timeout=30) as response:
+            assert b"agent/2" in response.read()
+        assert (root / "store" / "MANIFEST.json").exists()  # indexed before serving
+        proc.send_signal(sig)
+        code = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 0, proc.stderr.read()
+    assert "indexing" in proc.stderr.read()
+
+
+@pytest.mark.slow
+def test_view_on_a_non_loopback_host_warns(tmp_path):
+    root = tmp_path / "tb"
+    write_runs(root, 1, 5)
+    rayplex.index(root)
+    proc, url = _start_view(str(root), "--host", "0.0.0.0")
+    try:
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
+        assert "warning: serving on 0.0.0.0" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.slow
+def test_demo_view_serves_the_demos_logdir(tmp_path):
+    """``rayplex demo --view``: the demo runs (its own local Ray), then the viewer serves its
+    logdir, indexed, until SIGTERM."""
+    logdir = tmp_path / "demo"
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS",)}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.Popen([sys.executable, "-m", "rayplex.cli", "demo", "--seconds", "3",
+                             "--workers", "4", "--evaluators", "2", "--logdir", str(logdir),
+                             "--view"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, cwd=str(tmp_path))
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "rayplex view: http://" in line:
+                break
+        url = re.search(r"http://\S+", lines[-1])
+        assert url, "".join(lines)
+        assert lines[-2].strip() == f"rayplex view {logdir}"  # the commands end with it
+        with urllib.request.urlopen(url.group(0) + "api/catalog", timeout=60) as response:
+            runs = {r["run"] for r in json.load(response)["runs"]}
+        assert {"agent/0", "agent/3"} <= runs, runs
+        proc.terminate()
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
