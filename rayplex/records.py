@@ -24,6 +24,9 @@ class Chunk:
     blob: bytes
     count: int
     """Number of events in ``blob``."""
+    digest: tuple[Any, ...] = ()
+    """Per tag of its scalars: count, last step and value, finite min/max, first NaN/inf
+    (:data:`rayplex.watch.Digest`): what the hub's watch rules read, instead of the bytes."""
 
 
 @dataclass

@@ -10,7 +10,10 @@ only if none of them was applied before (:func:`rayplex.actors.partials.select_p
 It also keeps the list of this node's senders (they register on their first call), so that
 ``rayplex.flush()`` / ``shutdown()`` can ask every live sender to ship what it holds
 (:meth:`NodeBuffer.flush_senders`), and bounds what it holds in bytes
-(``RAYPLEX_NODE_BUFFER_MB``): beyond it, senders wait.
+(``RAYPLEX_NODE_BUFFER_MB``): beyond it, senders wait. Every ``WATCH_POLL_S`` it checks that
+their processes live, and tells the hub which started, closed their session, or vanished
+without closing it (twice in a row: the ``crashed`` watch rule), in one ``node_senders``
+request, only when something changed.
 
 This is a plain class; :func:`rayplex.actors.get_or_create_node_buffer` makes it an actor.
 """
@@ -26,7 +29,7 @@ import warnings
 from typing import Any
 
 from rayplex.actors.partials import merge_partials
-from rayplex.config import config
+from rayplex.config import WATCH_POLL_S, config
 from rayplex.records import Ack, Batch, NodeCall
 
 log = logging.getLogger("rayplex.node_buffer")
@@ -55,6 +58,12 @@ class NodeBuffer:
         self.forwarded_calls = 0
         self.forwarded_batches = 0
         self.peak_bytes = 0
+        self._told: dict[str, int] = {}  # senders the hub heard of, with their pids
+        self._closed: list[str] = []  # said bye since the last report
+        self._missing: set[str] = set()  # pid not alive at the last check
+        self._gone: dict[str, int] = {}  # vanished without bye, not reported yet
+        self._reports = 0
+        self._watcher: asyncio.Task[None] | None = None
 
     def info(self) -> dict[str, Any]:
         return {
@@ -74,12 +83,63 @@ class NodeBuffer:
         self._senders[sender] = pid
 
     def bye(self, sender: str) -> None:
-        self._senders.pop(sender, None)
+        if self._senders.pop(sender, None) is not None:
+            self._closed.append(sender)
         self._flushed.pop(sender, None)
+        self._missing.discard(sender)
+
+    def _vanished(self, sender: str) -> None:
+        """A sender whose process died without saying bye."""
+        pid = self._senders.pop(sender, None)
+        self._flushed.pop(sender, None)
+        self._missing.discard(sender)
+        if pid is not None:
+            self._gone[sender] = pid
+
+    def _watch(self) -> None:
+        """Start the sender check (from a coroutine: it needs the running loop)."""
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.get_running_loop().create_task(self._watch_senders())
+
+    async def _watch_senders(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_POLL_S)
+            try:
+                await self.report_senders()
+            except Exception as exc:  # the hub restarts: told again next round
+                self._hub = None
+                log.info("node buffer %s: could not report its senders: %r", self.node_id[:8],
+                         exc)
+
+    async def report_senders(self) -> None:
+        """Check the senders' processes; tell the hub what changed since the last report."""
+        for sender, pid in list(self._senders.items()):
+            if _pid_alive(pid):
+                self._missing.discard(sender)
+            elif sender in self._missing:  # twice: a bye sent just before exit has had time
+                self._vanished(sender)
+            else:
+                self._missing.add(sender)
+        new = {s: p for s, p in {**self._senders, **self._gone}.items() if self._told.get(s) != p}
+        if not (new or self._closed or self._gone):
+            return
+        closed, gone = list(self._closed), dict(self._gone)
+        self._reports += 1
+        request = self._hub_handle().request.options(max_task_retries=0)
+        await request.remote(f"{self._id}:senders:{self._reports}", "node_senders",
+                             (self.node_id, new, closed, gone))
+        self._told.update(new)
+        for sender in gone:
+            self._told.pop(sender, None)
+            self._gone.pop(sender, None)
+        for sender in closed:
+            self._told.pop(sender, None)
+        self._closed = self._closed[len(closed):]
 
     async def wait_flush_request(self, sender: str, pid: int, after_round: int) -> int:
         """Return when a flush round newer than ``after_round`` is requested."""
         self._senders[sender] = pid
+        self._watch()
         while self._flush_round <= after_round:
             if self._flush_event is None or self._flush_event.is_set():
                 self._flush_event = asyncio.Event()
@@ -105,7 +165,7 @@ class NodeBuffer:
             await asyncio.sleep(0.02)  # polling the senders' answers, bounded by the deadline
         for sender, pid in list(self._senders.items()):
             if not _pid_alive(pid):
-                self.bye(sender)
+                self._vanished(sender)
         await self.flush()
         return [f"pid:{self._senders[s]}" for s in waiting if s in self._senders]
 
@@ -114,6 +174,7 @@ class NodeBuffer:
         """Forward ``batch`` to the hub (merged with others); return the hub's acknowledgement."""
         if pid:
             self._senders.setdefault(batch.sender, pid)
+            self._watch()
         size = batch.nbytes()
         while self._pending_bytes + self._in_flight_bytes + size > self._max_bytes and (
                 self._pending or self._in_flight_bytes):
