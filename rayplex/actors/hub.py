@@ -254,8 +254,8 @@ class Hub:
                 if (batch.sender, batch.seq) in defer:
                     answers[id(batch)] = Ack(batch.sender, batch.seq, retry=True)
             writable = [b for b in fresh if (b.sender, b.seq) not in defer]
-            if self.watchbook.rules:  # before the write: a replay finds its alerts journalled
-                self._raise(self.watchbook.observe(writable, call.ray_node, time.time()))
+            # before the write: a replay of the call finds its alerts journalled
+            self._raise(self.watchbook.observe(writable, call.ray_node, time.time()))
             for batch, ack in self.writer.write_or_quarantine(writable, partials,
                                                               self.registry.stamp):
                 answers[id(batch)] = ack

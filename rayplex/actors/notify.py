@@ -52,9 +52,14 @@ class Notifier:
     Args:
         say: Called with ``(level, message)`` when a POST is finally dropped (the hub writes it
             to ``logs/all.log``).
+        attempts, backoff_s, timeout_s: Tries per POST, the first back-off (doubled after each
+            failure) and each try's timeout.
     """
 
-    def __init__(self, say: Callable[[int, str], None] | None = None) -> None:
+    def __init__(self, say: Callable[[int, str], None] | None = None,
+                 attempts: int = WEBHOOK_ATTEMPTS, backoff_s: float = 0.5,
+                 timeout_s: float = WEBHOOK_TIMEOUT_S) -> None:
+        self.attempts, self.backoff_s, self.timeout_s = attempts, backoff_s, timeout_s
         self._queue: queue.Queue[tuple[Webhook, Alert] | None] = queue.Queue(WEBHOOK_QUEUE)
         self._say = say
         self._last: dict[tuple[str, str, str], float] = {}
@@ -95,22 +100,22 @@ class Notifier:
 
     def _post(self, url: str, body: dict[str, Any]) -> None:
         data = json.dumps(body).encode("utf-8")
-        delay = 0.5
-        for attempt in range(1, WEBHOOK_ATTEMPTS + 1):
+        delay = self.backoff_s
+        for attempt in range(1, self.attempts + 1):
             request = urllib.request.Request(url, data=data, method="POST",
                                              headers={"Content-Type": "application/json"})
             try:
-                with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_S) as answer:
+                with urllib.request.urlopen(request, timeout=self.timeout_s) as answer:
                     answer.read()
                 self.counters["posted"] += 1
                 return
             except Exception as exc:  # refused, hung, 4xx/5xx: try again later
                 error = exc
-            if attempt < WEBHOOK_ATTEMPTS:
+            if attempt < self.attempts:
                 time.sleep(delay)  # this thread's own back-off; no write waits on it
                 delay *= 2
         self.counters["failed"] += 1
-        text = f"webhook {url[:80]}: dropped an alert after {WEBHOOK_ATTEMPTS} attempts: {error}"
+        text = f"webhook {url[:80]}: dropped an alert after {self.attempts} attempts: {error}"
         if self._say is not None:
             self._say(logging.WARNING, text)
         else:

@@ -9,7 +9,7 @@ vanished), so that the hub appends each alert once through its journal, whatever
 Cheap on the write path: a batch is read through its chunks' digests (one entry per tag and
 flush, computed by the worker, :data:`rayplex.watch.Digest`), never its bytes; the rules that
 apply to a tag are found once per new tag (``fnmatch``), then by a dict lookup. With no rule
-declared, :meth:`observe` returns at once.
+declared, :meth:`observe` only notes each client's last record and step.
 
 Alerts are edge-triggered per rule and client (per tag for ``nan`` and ``threshold``): one
 alert when the condition starts; the next once it cleared and holds again.
@@ -87,9 +87,9 @@ class WatchBook:
 
     # ------------------------------------------------------------- write path
     def observe(self, batches: Iterable[Batch], node: str, now: float) -> list[tuple[str, Alert]]:
-        """Read the digests of ``batches`` (about to be written); return the alerts raised."""
-        if not self.rules:
-            return []
+        """Read the digests of ``batches`` (about to be written); return the alerts raised.
+        Each client's last record and step are kept with no rule declared too, so that a rule
+        declared later knows them."""
         found: list[tuple[str, Alert]] = []
         clients = self.clients
         by_tag = self._by_tag
