@@ -39,7 +39,7 @@ from rayplex.watch import Alert, Rule, lagging, outliers, tag_matches
 
 __all__ = ["ClientState", "WatchBook"]
 
-_TAG_RULES = ("nan", "threshold", "outlier")
+_TAG_RULES = ("nan", "threshold")
 
 
 @dataclass
@@ -53,7 +53,7 @@ class ClientState:
     state: str = "running"
     """``running``, ``finished`` (its process closed its session), ``silent`` or ``crashed``."""
     latest: dict[str, float] = field(default_factory=dict)
-    """Latest value per tag that an ``outlier`` rule watches."""
+    """Latest value per tag (what ``outlier`` rules compare)."""
 
 
 class WatchBook:
@@ -106,6 +106,7 @@ class WatchBook:
                         tag, step = entry[0], entry[2]
                         if client.last_step is None or step > client.last_step:
                             client.last_step = step
+                        client.latest[tag] = entry[3]
                         rules = by_tag.get(tag)
                         if rules is None:
                             rules = self._rules_for(tag)
@@ -124,7 +125,7 @@ class WatchBook:
                now: float, found: list[tuple[str, Alert]]) -> None:
         tag, count, step, value, low, high, bad, bad_step, bad_value = entry
         for rule in rules:
-            if not rule.applies_to(name):
+            if rule.group and not name.startswith(rule.group + "/"):
                 continue
             key = (rule.name, name, tag)
             if rule.kind == "nan":
@@ -138,8 +139,6 @@ class WatchBook:
                     self._active.discard(key)
             elif rule.kind == "threshold":
                 self._threshold(rule, key, name, client, entry, where, now, found)
-            elif rule.kind == "outlier" and math.isfinite(value):
-                client.latest[tag] = value
 
     def _threshold(self, rule: Rule, key: tuple[str, str, str], name: str, client: ClientState,
                    entry: Any, where: str, now: float, found: list[tuple[str, Alert]]) -> None:
