@@ -532,7 +532,7 @@ def test_an_unknown_word_lists_the_commands(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["xyzzy"])
     assert exit_.value.code == 2
-    assert "unknown command 'xyzzy' (choose from demo, board, ls, export, plot, tail, index)" in (
+    assert "unknown command 'xyzzy' (choose from demo, board, ls, export, plot, tail, index, alerts)" in (
         capsys.readouterr().err)
 
 

@@ -260,3 +260,17 @@ def test_a_hanging_or_refusing_webhook_never_blocks_submit():
         notifier.close()
         hang.close()
         refused.close()
+
+
+def test_rayplex_alerts_prints_one_line_per_alert(tmp_path, capsys):
+    from rayplex.cli import main
+
+    (tmp_path / "tensorboard").mkdir()
+    assert main(["alerts", str(tmp_path)]) == 0 and capsys.readouterr().out == ""
+    alert = watch.Alert("step_lag(agent, 50)", "agent", "agent/11", "a693ad6fbfa1cafe", 42, 100,
+                        None, 300.0, 1.5, "step_lag(agent, 50): agent/11: at step 100")
+    (tmp_path / "alerts.jsonl").write_text(json.dumps(watch.alert_to_json(alert)) + "\n")
+    assert main(["alerts", str(tmp_path)]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.split("  ")[1:] == ["step_lag(agent, 50)", "agent/11", "a693ad6fbfa1", "42",
+                                    "100", "-", "300", "step_lag(agent, 50): agent/11: at step 100"]
