@@ -163,7 +163,7 @@ class _ChunkBuilder:
             tag_ids = np.asarray(self.scalar_tags)
             steps = np.asarray(self.steps, dtype=np.int64)
             values = np.asarray(self.values, dtype=np.float64)
-            summary = digest(list(self.tag_ids), tag_ids, steps, values)
+            summary = digest(list(self.tag_ids), self.scalar_tags, self.steps, self.values)
             try:
                 scalars = scalar_records(self.tails, tag_ids,
                                          np.asarray(self.wall_times, dtype=np.float64),

@@ -416,9 +416,14 @@ that the hub evaluates rules per tag and flush, not per scalar: one entry per ta
 step -1 if none)."""
 
 
+SMALL_DIGEST = 48
+"""Up to this many scalars a digest is computed in plain Python (numpy's fixed cost is
+larger)."""
+
+
 def digest(tags: list[str], tag_ids: Any, steps: Any, values: Any) -> Digest:
-    """The :data:`Digest` of scalars given as columns (numpy arrays: ``tag_ids`` index
-    ``tags``), computed at once per tag.
+    """The :data:`Digest` of scalars given as columns (sequences or numpy arrays: ``tag_ids``
+    index ``tags``), computed at once per tag (with numpy beyond ``SMALL_DIGEST`` scalars).
 
     Example:
         >>> import numpy as np
@@ -426,8 +431,17 @@ def digest(tags: list[str], tag_ids: Any, steps: Any, values: Any) -> Digest:
         ...        np.array([0.5, 1e-3, np.nan]))
         (('loss', 2, 2, nan, 0.5, 0.5, 1, 2, nan), ('lr', 1, 1, 0.001, 0.001, 0.001, 0, -1, 0.0))
     """
+    if len(steps) <= SMALL_DIGEST:
+        return _small_digest(tags, tag_ids, steps, values)
+    return _numpy_digest(tags, tag_ids, steps, values)
+
+
+def _numpy_digest(tags: list[str], tag_ids: Any, steps: Any, values: Any) -> Digest:
+    """:func:`digest` with numpy, for many scalars."""
     import numpy as np
 
+    tag_ids, steps, values = (np.asarray(tag_ids), np.asarray(steps, dtype=np.int64),
+                              np.asarray(values, dtype=np.float64))
     order = np.argsort(tag_ids, kind="stable")
     sorted_ids = tag_ids[order]
     starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
@@ -450,3 +464,24 @@ def digest(tags: list[str], tag_ids: Any, steps: Any, values: Any) -> Digest:
         out.append((tags[int(sorted_ids[lo])], hi - lo, int(steps[last]), float(values[last]),
                     float(lows[k]), float(highs[k]), int(bad[k]), bad_step, bad_value))
     return tuple(out)
+
+
+def _small_digest(tags: list[str], tag_ids: Any, steps: Any, values: Any) -> Digest:
+    """:func:`digest` in plain Python, for a few scalars."""
+    acc: dict[int, list[Any]] = {}
+    for t, step, value in zip(tag_ids, steps, values, strict=True):
+        t, step, value = int(t), int(step), float(value)
+        row = acc.get(t)
+        if row is None:
+            row = acc[t] = [0, step, value, math.nan, math.nan, 0, -1, 0.0]
+        row[0] += 1
+        row[1], row[2] = step, value
+        if math.isfinite(value):
+            row[3] = value if not row[3] <= value else row[3]
+            row[4] = value if not row[4] >= value else row[4]
+        else:
+            if not row[5]:
+                row[6], row[7] = step, value
+            row[5] += 1
+    return tuple((tags[t], r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7])
+                 for t, r in sorted(acc.items()))

@@ -274,3 +274,18 @@ def test_rayplex_alerts_prints_one_line_per_alert(tmp_path, capsys):
     (line,) = capsys.readouterr().out.splitlines()
     assert line.split("  ")[1:] == ["step_lag(agent, 50)", "agent/11", "a693ad6fbfa1", "42",
                                     "100", "-", "300", "step_lag(agent, 50): agent/11: at step 100"]
+
+
+def test_the_python_and_numpy_digests_agree():
+    rng = np.random.default_rng(7)
+    for n in (1, 5, watch.SMALL_DIGEST + 1, 500):
+        ids = rng.integers(0, 3, n)
+        steps = np.arange(n, dtype=np.int64)
+        values = rng.normal(size=n)
+        values[rng.random(n) < 0.1] = np.nan
+        values[rng.random(n) < 0.05] = -np.inf
+        small = watch._small_digest(["a", "b", "c"], ids.tolist(), steps.tolist(), values.tolist())
+        big = watch._numpy_digest(["a", "b", "c"], ids, steps, values)
+        assert [e[0] for e in small] == [e[0] for e in big]
+        assert np.array_equal(np.array([e[1:] for e in small], float),
+                              np.array([e[1:] for e in big], float), equal_nan=True)

@@ -66,7 +66,7 @@ class WatchBook:
         """``{sender: (node, pid)}`` as the node buffers reported them."""
         self.closed: set[str] = set()
         self.gone: set[str] = set()
-        self._by_tag: dict[str, list[Rule]] = {}
+        self._by_tag: dict[str, list[tuple[Rule, str]]] = {}  # tag -> (rule, group prefix)
         self._active: set[tuple[str, str, str]] = set()  # (rule, client, tag) holding now
         self._streaks: dict[tuple[str, str, str], int] = {}
         self.errors = 0
@@ -80,8 +80,9 @@ class WatchBook:
         self.rules[rule.name] = rule
         self._by_tag.clear()
 
-    def _rules_for(self, tag: str) -> list[Rule]:
-        rules = [r for r in self.rules.values() if r.kind in _TAG_RULES and tag_matches(r.tag, tag)]
+    def _rules_for(self, tag: str) -> list[tuple[Rule, str]]:
+        rules = [(r, r.group + "/" if r.group else "") for r in self.rules.values()
+                 if r.kind in _TAG_RULES and tag_matches(r.tag, tag)]
         self._by_tag[tag] = rules
         return rules
 
@@ -111,8 +112,8 @@ class WatchBook:
                         if rules is None:
                             rules = self._rules_for(tag)
                         if rules:
-                            self._apply(rules, chunk.client_id, client, entry,
-                                        f"{batch.sender}:{batch.seq}", now, found)
+                            self._apply(rules, chunk.client_id, client, entry, batch, now,
+                                        found)
                 except (TypeError, ValueError, IndexError):
                     self.errors += 1
             for line in batch.logs:
@@ -121,24 +122,36 @@ class WatchBook:
                     client.last_seen = now
         return found
 
-    def _apply(self, rules: list[Rule], name: str, client: ClientState, entry: Any, where: str,
-               now: float, found: list[tuple[str, Alert]]) -> None:
-        tag, count, step, value, low, high, bad, bad_step, bad_value = entry
-        for rule in rules:
-            if rule.group and not name.startswith(rule.group + "/"):
+    def _apply(self, rules: list[tuple[Rule, str]], name: str, client: ClientState, entry: Any,
+               batch: Batch, now: float, found: list[tuple[str, Alert]]) -> None:
+        """The ``nan`` and ``threshold`` rules of one digest entry; the common case (finite,
+        within bounds, nothing holding) costs a few comparisons and no allocation."""
+        tag, count, step, value, low, high, bad = entry[:7]
+        for rule, prefix in rules:
+            if prefix and not name.startswith(prefix):
                 continue
-            key = (rule.name, name, tag)
             if rule.kind == "nan":
                 if bad:
+                    key = (rule.name, name, tag)
                     if key not in self._active:
                         self._active.add(key)
                         found.append(self._alert(
-                            f"{rule.name}|{name}|{tag}|{where}", rule, name, client, now,
-                            bad_step, bad_value, None, f"{tag} = {bad_value} at step {bad_step}"))
-                else:
-                    self._active.discard(key)
-            elif rule.kind == "threshold":
-                self._threshold(rule, key, name, client, entry, where, now, found)
+                            f"{rule.name}|{name}|{tag}|{batch.sender}:{batch.seq}", rule, name,
+                            client, now, entry[7], entry[8], None,
+                            f"{tag} = {entry[8]} at step {entry[7]}"))
+                elif self._active:
+                    self._active.discard((rule.name, name, tag))
+                continue
+            below, above = rule.below, rule.above
+            if (below is None or (low >= below and value >= below)) and (
+                    above is None or (high <= above and value <= above)):
+                if self._streaks:  # within bounds (or no finite value): any run ends
+                    key = (rule.name, name, tag)
+                    if self._streaks.pop(key, None) is not None:
+                        self._active.discard(key)
+                continue
+            self._threshold(rule, (rule.name, name, tag), name, client, entry,
+                            f"{batch.sender}:{batch.seq}", now, found)
 
     def _threshold(self, rule: Rule, key: tuple[str, str, str], name: str, client: ClientState,
                    entry: Any, where: str, now: float, found: list[tuple[str, Alert]]) -> None:
