@@ -158,6 +158,8 @@ def test_silent_counts_records_and_heartbeats_and_skips_closed_processes():
     assert book.states()["agent/1"] == "silent"
     book.senders("n", {}, ["s2"], {}, now=107.0)  # closed: never silent
     assert book.tick(120.0, beats) == []
+    book.observe([batch("agent/3", [entry("x", [1], [1.0])], sender="s3")], "n", 120.0)
+    assert book.tick(130.0, {"agent/3": {"time": 121.0, "status": "finished"}}) == []
     book.observe([batch("agent/1", [entry("x", [2], [1.0])], sender="s1", seq=2)], "n", 121.0)
     assert book.states()["agent/1"] == "running"
 

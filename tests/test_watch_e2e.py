@@ -86,7 +86,7 @@ def test_a_stopped_worker_is_silent_naming_its_pid_and_node(module_experiment):
     pinger = Pinger.remote("quiet/0")
     pid, node = ray.get(pinger.where.remote(), timeout=60)
     # alive and pinging: no alert for well past `seconds`
-    wait_for(lambda: ray.get(module_experiment.actor.info.remote())["watch"]["clients"].get(
+    wait_for(lambda: ray.get(module_experiment.actor.client_states.remote()).get(
         "quiet/0") == "running", 10, "the client known as running")
     os.kill(pid, signal.SIGSTOP)
     stopped = time.time()

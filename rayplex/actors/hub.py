@@ -135,7 +135,7 @@ class Hub:
                 "calls": self.calls, "log_level": self.log_level, "runs": self.writer.pool.runs(),
                 "problem": self.writer.problem, "summaries_refused": self.summaries.refused,
                 "watch": {"rules": sorted(self.watchbook.rules),
-                          "clients": self.watchbook.states(), "digest_errors":
+                          "clients": self.watchbook.counts(), "digest_errors":
                           self.watchbook.errors, **self.notifier.counters},
                 **self.writer.counters}
 
@@ -169,6 +169,11 @@ class Hub:
                     self.writer.hub_line(logging.WARNING, f"could not save the watch rules "
                                          f"(they hold until the hub restarts): {exc}")
         return sorted(r.name for r in rules)
+
+    def client_states(self) -> dict[str, str]:
+        """``{client: running | finished | silent | crashed}`` as the watch rules see them."""
+        with self.lock:
+            return self.watchbook.states()
 
     def _raise(self, found: list[tuple[str, Alert]]) -> None:
         """Append each alert to ``alerts.jsonl`` once (journalled under its key, so that a

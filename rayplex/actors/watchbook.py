@@ -40,6 +40,8 @@ from rayplex.watch import Alert, Rule, lagging, outliers, tag_matches
 __all__ = ["ClientState", "WatchBook"]
 
 _TAG_RULES = ("nan", "threshold")
+ENDED = frozenset({"finished", "completed", "done", "stopped", "errored"})
+"""A client whose last ``ping`` status is one of these is not watched by ``silent``."""
 
 
 @dataclass
@@ -234,6 +236,8 @@ class WatchBook:
             if state.sender in self.closed or state.sender in self.gone:
                 continue
             beat = heartbeats.get(name, {})
+            if beat.get("status") in ENDED:
+                continue
             last = max(state.last_seen, float(beat.get("time", 0.0) or 0.0))
             quiet = now - last > rule.seconds
             if quiet:
@@ -286,6 +290,13 @@ class WatchBook:
     def states(self) -> dict[str, str]:
         """``{client: running | finished | silent | crashed}``."""
         return {name: state.state for name, state in self.clients.items()}
+
+    def counts(self) -> dict[str, int]:
+        """How many clients are in each state."""
+        out: dict[str, int] = {}
+        for state in self.clients.values():
+            out[state.state] = out.get(state.state, 0) + 1
+        return out
 
     # ------------------------------------------------------------------ alerts
     def _alert(self, key: str, rule: Rule, name: str, state: ClientState, now: float,
