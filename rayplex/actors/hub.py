@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from rayplex.actors.control import ControlBook
@@ -81,6 +82,7 @@ class Hub:
         self.watchbook = WatchBook(load_rules(watch_path(logdir)))
         self.notifier = Notifier(self.writer.hub_line)
         self._watched = time.monotonic()
+        self.watch_failures = 0
         self.calls = 0
         self._unregistered_seen: set[str] = set()
         self.faults = FaultWatch(_ray_context("get_node_id"))
@@ -110,7 +112,8 @@ class Hub:
                 self._write_summaries(force=False)
                 if self.watchbook.rules and time.monotonic() - self._watched >= WATCH_TICK_S:
                     self._watched = time.monotonic()
-                    self._raise(self.watchbook.tick(time.time(), self.control.heartbeats))
+                    self._watch_safely(lambda: self.watchbook.tick(time.time(),
+                                                                   self.control.heartbeats))
         except OSError:
             pass  # noted by the writer; retried next tick
         except Exception:
@@ -136,7 +139,8 @@ class Hub:
                 "problem": self.writer.problem, "summaries_refused": self.summaries.refused,
                 "watch": {"rules": sorted(self.watchbook.rules),
                           "clients": self.watchbook.counts(), "digest_errors":
-                          self.watchbook.errors, **self.notifier.counters},
+                          self.watchbook.errors, "failures": self.watch_failures,
+                          **self.notifier.counters},
                 **self.writer.counters}
 
     def hello(self) -> tuple[GroupRegistry, str]:
@@ -187,7 +191,7 @@ class Hub:
             line = (json.dumps(alert_to_json(alert), allow_nan=False) + "\n").encode("utf-8")
             try:
                 self.writer.append_request(request_id, path, functools.partial(_append, path, line))
-            except OSError as exc:
+            except OSError as exc:  # LogdirLost too
                 log.error("hub %s: could not append an alert (%s): %s", self.name, exc,
                           alert.message)
                 continue
@@ -204,7 +208,16 @@ class Hub:
                  gone: dict[str, int]) -> None:
         """A node buffer's report on the processes logging through it (the writer lock is
         held: it comes through :meth:`request`)."""
-        self._raise(self.watchbook.senders(node, new, closed, gone, time.time()))
+        self._watch_safely(lambda: self.watchbook.senders(node, new, closed, gone, time.time()))
+
+    def _watch_safely(self, evaluate: Callable[[], list[tuple[str, Alert]]]) -> None:
+        """Evaluate watch rules and raise their alerts; a failure there is logged and counted
+        (``info()["watch"]["failures"]``), never costs a write."""
+        try:
+            self._raise(evaluate())
+        except Exception:
+            self.watch_failures += 1
+            log.exception("hub %s: evaluating the watch rules failed", self.name)
 
     def flush(self) -> None:
         """Write every summary whose step every live worker summarised, and flush every file
@@ -260,7 +273,8 @@ class Hub:
                     answers[id(batch)] = Ack(batch.sender, batch.seq, retry=True)
             writable = [b for b in fresh if (b.sender, b.seq) not in defer]
             # before the write: a replay of the call finds its alerts journalled
-            self._raise(self.watchbook.observe(writable, call.ray_node, time.time()))
+            self._watch_safely(lambda: self.watchbook.observe(writable, call.ray_node,
+                                                              time.time()))
             for batch, ack in self.writer.write_or_quarantine(writable, partials,
                                                               self.registry.stamp):
                 answers[id(batch)] = ack
