@@ -93,6 +93,9 @@ class NodeCall:
     restarted: bool = False
     sent_at: float = 0.0
     """The node buffer's ``time.time()`` when it sent the call (how long it waited at the hub)."""
+    pids: dict[str, int] = field(default_factory=dict)
+    """``{sender: pid}`` of the senders in this call the hub has not been told of yet (the
+    watch rules name the process)."""
 
 
 @dataclass

@@ -274,7 +274,7 @@ class Hub:
             writable = [b for b in fresh if (b.sender, b.seq) not in defer]
             # before the write: a replay of the call finds its alerts journalled
             self._watch_safely(lambda: self.watchbook.observe(writable, call.ray_node,
-                                                              time.time()))
+                                                              time.time(), call.pids))
             for batch, ack in self.writer.write_or_quarantine(writable, partials,
                                                               self.registry.stamp):
                 answers[id(batch)] = ack

@@ -11,9 +11,9 @@ It also keeps the list of this node's senders (they register on their first call
 ``rayplex.flush()`` / ``shutdown()`` can ask every live sender to ship what it holds
 (:meth:`NodeBuffer.flush_senders`), and bounds what it holds in bytes
 (``RAYPLEX_NODE_BUFFER_MB``): beyond it, senders wait. Every ``WATCH_POLL_S`` it checks that
-their processes live, and tells the hub which started, closed their session, or vanished
-without closing it (twice in a row: the ``crashed`` watch rule), in one ``node_senders``
-request, only when something changed.
+their processes live, and tells the hub which closed their session or vanished without
+closing it (twice in a row: the ``crashed`` watch rule), in one ``node_senders`` request, only
+when one did; the pids of new senders travel with their data (``NodeCall.pids``).
 
 This is a plain class; :func:`rayplex.actors.get_or_create_node_buffer` makes it an actor.
 """
@@ -120,15 +120,13 @@ class NodeBuffer:
                 self._vanished(sender)
             else:
                 self._missing.add(sender)
-        new = {s: p for s, p in {**self._senders, **self._gone}.items() if self._told.get(s) != p}
-        if not (new or self._closed or self._gone):
+        if not (self._closed or self._gone):  # pids travel with the data (NodeCall.pids)
             return
         closed, gone = list(self._closed), dict(self._gone)
         self._reports += 1
         request = self._hub_handle().request.options(max_task_retries=0)
         await request.remote(f"{self._id}:senders:{self._reports}", "node_senders",
-                             (self.node_id, new, closed, gone))
-        self._told.update(new)
+                             (self.node_id, {}, closed, gone))
         for sender in gone:
             self._told.pop(sender, None)
             self._gone.pop(sender, None)
@@ -226,8 +224,11 @@ class NodeBuffer:
             self._in_flight_bytes += size
             self._seq += 1
             partials, batches = merge_partials([batch for batch, _ in items])
+            pids = {b.sender: self._senders[b.sender] for b, _ in items
+                    if self._told.get(b.sender) != self._senders.get(b.sender, 0)
+                    and b.sender in self._senders}
             call = NodeCall(self._id, self._seq, batches, partials, ray_node=self.node_id,
-                            restarted=self._restarted, sent_at=time.time())
+                            restarted=self._restarted, sent_at=time.time(), pids=pids)
             try:
                 write = self._hub_handle().write_node.options(max_task_retries=0)
                 acks = await write.remote(call)
@@ -243,6 +244,7 @@ class NodeBuffer:
                 self._in_flight_bytes -= size
                 if self._room is not None:
                     self._room.set()
+            self._told.update(pids)
             self.forwarded_calls += 1
             self.forwarded_batches += len(items)
             for (_, future), ack in zip(items, acks, strict=True):

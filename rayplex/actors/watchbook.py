@@ -89,10 +89,13 @@ class WatchBook:
         return rules
 
     # ------------------------------------------------------------- write path
-    def observe(self, batches: Iterable[Batch], node: str, now: float) -> list[tuple[str, Alert]]:
-        """Read the digests of ``batches`` (about to be written); return the alerts raised.
-        Each client's last record and step are kept with no rule declared too, so that a rule
-        declared later knows them."""
+    def observe(self, batches: Iterable[Batch], node: str, now: float,
+                pids: Mapping[str, int] | None = None) -> list[tuple[str, Alert]]:
+        """Read the digests of ``batches`` (about to be written; ``pids``: their senders'
+        processes, when new); return the alerts raised. Each client's last record and step are
+        kept with no rule declared too, so that a rule declared later knows them."""
+        for sender, pid in (pids or {}).items():
+            self.pids[str(sender)] = (node, int(pid))
         found: list[tuple[str, Alert]] = []
         clients = self.clients
         by_tag = self._by_tag
