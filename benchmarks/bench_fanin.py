@@ -13,6 +13,10 @@ Two set-ups: one local node, then a simulated 4-node cluster (``ray.cluster_util
     python benchmarks/bench_fanin.py                  # ~2 minutes
     python benchmarks/bench_fanin.py --clients 8 64 256 1024 --scalars 50000
     python benchmarks/bench_fanin.py --no-cluster     # single node only
+    python benchmarks/bench_fanin.py --no-cluster --watch --clients 256
+                            # each configuration twice: no watch rule, then all six kinds
+                            # declared (hub CPU per scalar before/after), and the WatchBook's
+                            # own cost per scalar measured in this process
 """
 
 from __future__ import annotations
@@ -48,7 +52,16 @@ def fan_worker(task: int, clients_per_task: int, k: int, start_at: float) -> dic
     return {"t0": t0, "t1": time.time(), "node": ray.get_runtime_context().get_node_id()}
 
 
-def run_config(n_clients: int, args, task_options: list[dict], logdir: str) -> dict:
+def watch_rules():
+    from rayplex import watch
+
+    return [watch.nan("*"), watch.threshold("loss", above=1e12, for_steps=3), watch.silent(600),
+            watch.step_lag("fan", 10**9), watch.outlier("reward", group="fan", z=1e9),
+            watch.crashed()]
+
+
+def run_config(n_clients: int, args, task_options: list[dict], logdir: str,
+               watched: bool = False) -> dict:
     import rayplex
 
     n_tasks = len(task_options)
@@ -56,6 +69,8 @@ def run_config(n_clients: int, args, task_options: list[dict], logdir: str) -> d
         raise SystemExit(f"--clients values must be multiples of {n_tasks}")
     hub = rayplex.init(logdir)
     hub.register_indexed_group("fan", 8)
+    for rule in watch_rules() if watched else []:
+        hub.watch(rule)
     per_task = n_clients // n_tasks
     pid = hub.info()["pid"]
     # First contact, outside the clock: every client logs one scalar, which starts each
@@ -94,14 +109,14 @@ def run_config(n_clients: int, args, task_options: list[dict], logdir: str) -> d
     }
 
 
-def run_series(label: str, args, task_options: list[dict]) -> list[dict]:
+def run_series(label: str, args, task_options: list[dict], watched: bool = False) -> list[dict]:
     rows = []
     for n_clients in args.clients:
         reps = []
         for _ in range(args.repeats):
             logdir = C.temp_logdir("fanin")
             try:
-                reps.append(run_config(n_clients, args, task_options, logdir))
+                reps.append(run_config(n_clients, args, task_options, logdir, watched))
             finally:
                 shutil.rmtree(logdir, ignore_errors=True)
         row = dict(reps[len(reps) // 2])
@@ -118,6 +133,43 @@ def run_series(label: str, args, task_options: list[dict]) -> list[dict]:
     return rows
 
 
+def watchbook_cost(n_clients: int, scalars: int) -> str:
+    """The WatchBook's own CPU per scalar on the batches this benchmark's workers send (8
+    senders, clients round-robin over 4 tags, one batch per sender per flush interval), with
+    no rule and with the six: observe() on the write path plus tick() every WATCH_TICK_S."""
+    from rayplex.actors.watchbook import WatchBook
+    from rayplex.encoder import Encoder
+    from rayplex.groups import GroupRegistry, GroupSpec
+    from rayplex.items import Scalar
+
+    enc = Encoder(GroupRegistry().with_group(GroupSpec.indexed("fan", 8)))
+    per_batch = min(scalars // 8, 20_000)
+    batches = []
+    for sender in range(8):
+        items = [Scalar(f"fan/{sender * (n_clients // 8) + j % (n_clients // 8)}", TAGS[j % 4],
+                        j, 0.0, float(j)) for j in range(per_batch)]
+        batches.append(enc.encode(items, f"s{sender}", 1, "e"))
+    out = []
+    for label, rules in (("no rule", []), ("6 rules", watch_rules())):
+        book = WatchBook(rules)
+        book.observe(batches, "n", 0.0)  # first contact: clients and tags indexed
+        rounds = 20
+        started = time.process_time()
+        for r in range(rounds):
+            for b in batches:
+                b.seq = r + 2
+            book.observe(batches, "n", float(r))
+        observe = (time.process_time() - started) / (rounds * per_batch * 8)
+        started = time.process_time()
+        for r in range(rounds):
+            book.tick(float(r), {})
+        tick = (time.process_time() - started) / rounds
+        out.append(f"{label}: observe {observe * 1e6:.4f} us/scalar, tick {tick * 1e3:.2f} ms "
+                   f"every 0.5 s")
+    return (f"WatchBook alone, {n_clients} clients, batches of {per_batch} scalars: "
+            + "; ".join(out))
+
+
 def _ray_address_file() -> str:
     return os.path.join(os.environ.get("RAY_TMPDIR", "/tmp"), "ray", "ray_current_cluster")
 
@@ -126,7 +178,10 @@ def single_node(args) -> list[dict]:
     C.start_ray(num_cpus=max(8, os.cpu_count() or 1))
     C.warm_workers(8)
     try:
-        return run_series("1 node", args, [{"num_cpus": 1}] * 8)
+        rows = run_series("1 node", args, [{"num_cpus": 1}] * 8)
+        if args.watch:
+            rows += run_series("1 node, 6 watch rules", args, [{"num_cpus": 1}] * 8, True)
+        return rows
     finally:
         ray.shutdown()
 
@@ -178,6 +233,9 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=4, choices=[1, 2, 4, 8],
                         help="nodes of the simulated cluster")
     parser.add_argument("--no-cluster", action="store_true", help="skip the multi-node part")
+    parser.add_argument("--watch", action="store_true",
+                        help="also run each single-node configuration with all six kinds of "
+                             "watch rule declared, and time the WatchBook alone")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     notes = [
@@ -202,6 +260,16 @@ def main() -> None:
           "LOST DATA" if r["lost_any"] else "all"] for r in rows],
         title="\nfan-in (medians)",
     )
+    if args.watch:
+        for n_clients in args.clients:
+            plain = [r for r in rows if r["setup"] == "1 node" and r["clients"] == n_clients]
+            watched = [r for r in rows if r["setup"] == "1 node, 6 watch rules"
+                       and r["clients"] == n_clients]
+            if plain and watched:
+                delta = watched[0]["hub_cpu_us_per_scalar"] - plain[0]["hub_cpu_us_per_scalar"]
+                notes.append(f"{n_clients} clients: hub CPU with 6 watch rules minus without: "
+                             f"{delta:+.3f} us/scalar (whole hub process, psutil; noisy)")
+            notes.append(watchbook_cost(n_clients, args.scalars * 8))
     worst = max(r["hub_cpu_us_per_scalar"] for r in rows)
     notes.append(f"target hub CPU <= 2 us/scalar: worst {worst:.2f} us "
                  f"({'meets' if worst <= 2 else 'misses'})")

@@ -8,7 +8,7 @@ Example:
     >>> rayplex.shutdown()  # doctest: +SKIP
 """
 
-from rayplex import forward
+from rayplex import forward, watch
 from rayplex.decorators import current_logger, logged
 from rayplex.errors import (
     ExperimentClosedError,
@@ -23,6 +23,7 @@ from rayplex.logger import Logger, LogHandler, get_logger
 from rayplex.read import list_artifacts, read_params, read_scalars
 from rayplex.store import index, read_series, sql
 from rayplex.terminal import Color, percent
+from rayplex.watch import Alert, alerts
 
 
 def _version() -> str:
@@ -38,6 +39,7 @@ def _version() -> str:
 __version__ = _version()
 
 __all__ = [
+    "Alert",
     "Color",
     "ExperimentClosedError",
     "FlushTimeoutError",
@@ -48,6 +50,7 @@ __all__ = [
     "LogdirConflictError",
     "Logger",
     "RayplexError",
+    "alerts",
     "current_logger",
     "flush",
     "forward",
@@ -65,4 +68,5 @@ __all__ = [
     "signal",
     "sql",
     "status",
+    "watch",
 ]

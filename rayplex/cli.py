@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from rayplex.read import ScalarTable
 
 _FORMATS = ("csv", "json", "parquet")
-COMMANDS = ("demo", "board", "view", "ls", "export", "plot", "tail", "index")
+COMMANDS = ("demo", "board", "view", "ls", "export", "plot", "tail", "index", "alerts")
 # Groups rayplex writes itself (rules.RESERVED_GROUPS), explained under `rayplex ls`'s groups table.
 _OWN_GROUPS = {
     "hparams": "HParams sessions of add_hparams/log_params, run hparams/<group>/<name>",
@@ -787,7 +787,39 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("-f", "--follow", action="store_true", help="keep printing new lines (Ctrl-C stops)")
     tail.set_defaults(func=_tail)
     _add_index_command(command)
+    alerts = command(
+        "alerts", help="print the watch rules' alerts",
+        description="Print LOGDIR/alerts.jsonl, one alert a line: time, rule, client, node, pid, "
+                    "step, value, median and message (rayplex.alerts reads it in Python).",
+    )
+    _add_logdir(alerts)
+    alerts.add_argument("-f", "--follow", action="store_true",
+                        help="keep printing new alerts (Ctrl-C stops)")
+    alerts.set_defaults(func=_alerts)
     return parser
+
+
+def _alerts(args: argparse.Namespace) -> int:
+    from rayplex.read import check_logdir
+    from rayplex.terminal import escape_controls
+    from rayplex.watch import alerts
+
+    logdir = check_logdir(args.logdir)
+    shown = 0
+    while True:
+        found = alerts(logdir)
+        for alert in found[shown:]:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(alert.wall_time))
+            fields = [when, alert.rule, alert.client or "-", alert.node[:12] or "-",
+                      "-" if alert.pid is None else str(alert.pid),
+                      "-" if alert.step is None else str(alert.step),
+                      "-" if alert.value is None else f"{alert.value:g}",
+                      "-" if alert.median is None else f"{alert.median:g}", alert.message]
+            print(escape_controls("  ".join(fields)), flush=True)
+        shown = max(shown, len(found))
+        if not args.follow:
+            return 0
+        time.sleep(0.5)  # polling the file for new alerts until Ctrl-C
 
 
 def _unknown_command(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:

@@ -141,6 +141,16 @@ STORE_ROW_GROUP_ROWS = 65_536
 """Rows per Parquet row group in the store's segments."""
 EVENT_READ_CHUNK_BYTES = 1 << 20
 """Event files are read in pieces this large."""
+WATCH_TICK_S = 0.5
+"""The hub evaluates the time- and group-based watch rules (silent, step_lag, outlier) this often."""
+WATCH_POLL_S = 1.0
+"""A node buffer checks that the processes logging through it are alive this often."""
+WEBHOOK_TIMEOUT_S = 5.0
+"""One webhook POST gives up after this long (then retries with back-off)."""
+WEBHOOK_ATTEMPTS = 4
+"""A webhook POST is tried this many times (back-off 0.5 s, 1 s, 2 s, ...) before it is dropped."""
+WEBHOOK_QUEUE = 1000
+"""Alerts waiting for their webhook beyond this many are dropped (counted) rather than held."""
 ARTIFACT_COPY_BUFSIZE = 1 << 20
 """Artifact files are copied and read in pieces this large."""
 
@@ -149,6 +159,9 @@ ARTIFACT_COPY_BUFSIZE = 1 << 20
 class Config:
     """Settings shared by workers, node buffers and the hub."""
 
+    alert_repeat_s: float = 600.0
+    """A rule's webhook POSTs at most once per client in this many seconds; the repeats in
+    between are counted in the next POST (``RAYPLEX_ALERT_REPEAT_S``)."""
     flush_interval_s: float = 1.0
     """A worker ships what it buffered at least this often (``RAYPLEX_FLUSH_INTERVAL_S``)."""
     batch_records: int = 20_000

@@ -25,6 +25,7 @@ from rayplex.event_bytes import ScalarTemplate, event_record, scalar_records, sc
 from rayplex.groups import GroupRegistry, Route
 from rayplex.items import FixedValue, Item, Line, PartialItem, Scalar, Value
 from rayplex.records import Batch, Chunk
+from rayplex.watch import Digest, digest
 
 log = logging.getLogger("rayplex")
 
@@ -106,7 +107,7 @@ class Encoder:
                 if builder is None:
                     builder = chunks[(client_id, run)] = _ChunkBuilder()
                 builder.records.append(record)
-        out = [Chunk(client_id, run, builder.build(), builder.count)
+        out = [Chunk(client_id, run, *builder.build())
                for (client_id, run), builder in chunks.items()]
         return Batch(sender, seq, self.registry.stamp, out, lines, partials,
                      experiment=experiment)
@@ -152,18 +153,23 @@ class _ChunkBuilder:
     def count(self) -> int:
         return len(self.steps) + len(self.records)
 
-    def build(self) -> bytes:
+    def build(self) -> tuple[bytes, int, Digest]:
         """Framed records: scalars first, then the rest (the order within each tag is kept,
-        which is all TensorBoard relies on)."""
+        which is all TensorBoard relies on); their count; the scalars' digest for the hub's
+        watch rules (:func:`rayplex.watch.digest`)."""
         scalars = b""
+        summary: Digest = ()
         if self.steps:
+            tag_ids = np.asarray(self.scalar_tags)
+            steps = np.asarray(self.steps, dtype=np.int64)
+            values = np.asarray(self.values, dtype=np.float64)
+            summary = digest(list(self.tag_ids), self.scalar_tags, self.steps, self.values)
             try:
-                scalars = scalar_records(self.tails, np.asarray(self.scalar_tags),
+                scalars = scalar_records(self.tails, tag_ids,
                                          np.asarray(self.wall_times, dtype=np.float64),
-                                         np.asarray(self.steps, dtype=np.int64),
-                                         np.asarray(self.values, dtype=np.float64))
+                                         steps, values)
             except OverflowError:  # pragma: no cover - steps are checked to fit int64
                 scalars = b"".join(
                     ScalarTemplate.from_tail(self.tails[t]).record(w, s, v) for t, w, s, v in
                     zip(self.scalar_tags, self.wall_times, self.steps, self.values, strict=True))
-        return scalars + b"".join(self.records)
+        return scalars + b"".join(self.records), self.count, summary

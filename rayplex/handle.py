@@ -24,6 +24,7 @@ from rayplex.session import (
     remember_registry,
     used_experiments,
 )
+from rayplex.watch import Rule
 
 log = logging.getLogger("rayplex")
 
@@ -143,6 +144,32 @@ class HubHandle:
             TypeError: if ``bin_fn`` is not callable.
         """
         return self._register(GroupSpec.combined(name, bin_fn))
+
+    def watch(self, rule: Rule, *, notify: Any = None, on_alert: str | None = None,
+              timeout: float | None = None) -> HubHandle:
+        """Have the hub watch ``rule`` (made by :mod:`rayplex.watch`: ``nan``, ``threshold``,
+        ``silent``, ``step_lag``, ``outlier``, ``crashed``); returns the handle, chainable like
+        ``register_*_group``. Kept as data in the logdir: it holds after a hub restart.
+        Declaring a rule of the same name again replaces its ``notify`` and ``on_alert``.
+
+        Args:
+            notify: A :func:`rayplex.watch.webhook` (or a URL, or a list of them) that each
+                alert is POSTed to.
+            on_alert: ``"stop"`` also sends the client the ``"stop"`` signal (its next
+                ``log.ping()`` returns it).
+
+        Example:
+            >>> hub.watch(rayplex.watch.nan("loss"), on_alert="stop")  # doctest: +SKIP
+
+        Raises:
+            TypeError, ValueError: for a rule, webhook or action that is not valid.
+            HubNotFoundError: if the hub does not answer within ``timeout`` seconds.
+        """
+        from rayplex.watch import rule_to_json, with_actions
+
+        data = rule_to_json(with_actions(rule, notify, on_alert))
+        _answer(self.actor.watch.remote(data), self.name, "watch", timeout)
+        return self
 
     def info(self) -> dict[str, Any]:
         """The hub's counters: clients, records and batches written, duplicates dropped."""

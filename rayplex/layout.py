@@ -65,6 +65,10 @@ FORWARD_CURSOR = "forward-{key}.json"
 """A forwarder's cursor in ``.rayplex/``, by tracker key."""
 MANIFEST = "MANIFEST.json"
 """``store/MANIFEST.json``: which segments exist, how far each event file was read."""
+ALERTS_FILE = "alerts.jsonl"
+"""``logdir/alerts.jsonl``: the watch rules' alerts, one JSON object a line."""
+WATCH_FILE = "watch.json"
+"""``.rayplex/watch.json``: the watch rules declared on the hub."""
 
 
 def tensorboard_dir(logdir: StrPath) -> str:
@@ -156,6 +160,16 @@ def quarantine_dir(logdir: StrPath) -> str:
 def control_path(logdir: StrPath) -> str:
     """``logdir/.rayplex/control.json``: heartbeats and pending signals."""
     return os.path.join(logdir, STATE_DIR, CONTROL_FILE)
+
+
+def alerts_path(logdir: StrPath) -> str:
+    """``logdir/alerts.jsonl``: the alerts, appended through the hub's journal."""
+    return os.path.join(logdir, ALERTS_FILE)
+
+
+def watch_path(logdir: StrPath) -> str:
+    """``logdir/.rayplex/watch.json``: the declared watch rules."""
+    return os.path.join(logdir, STATE_DIR, WATCH_FILE)
 
 
 def forward_cursor_path(logdir: StrPath, key: str) -> str:

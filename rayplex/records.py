@@ -24,6 +24,9 @@ class Chunk:
     blob: bytes
     count: int
     """Number of events in ``blob``."""
+    digest: tuple[Any, ...] = ()
+    """Per tag of its scalars: count, last step and value, finite min/max, first NaN/inf
+    (:data:`rayplex.watch.Digest`): what the hub's watch rules read, instead of the bytes."""
 
 
 @dataclass
@@ -90,6 +93,9 @@ class NodeCall:
     restarted: bool = False
     sent_at: float = 0.0
     """The node buffer's ``time.time()`` when it sent the call (how long it waited at the hub)."""
+    pids: dict[str, int] = field(default_factory=dict)
+    """``{sender: pid}`` of the senders in this call the hub has not been told of yet (the
+    watch rules name the process)."""
 
 
 @dataclass

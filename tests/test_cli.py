@@ -533,8 +533,8 @@ def test_an_unknown_word_lists_the_commands(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["xyzzy"])
     assert exit_.value.code == 2
-    assert "unknown command 'xyzzy' (choose from demo, board, view, ls, export, plot, tail, index)" in (
-        capsys.readouterr().err)
+    assert ("unknown command 'xyzzy' (choose from demo, board, view, ls, export, plot, tail, "
+            "index, alerts)") in capsys.readouterr().err
 
 
 def test_exit_codes_are_0_for_success_1_for_errors_and_2_for_usage(logdir, tmp_path, capsys):

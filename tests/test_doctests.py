@@ -20,7 +20,8 @@ PURE_MODULES = [
     "rayplex.compat.ml_logger",
     "rayplex.projector", "rayplex.compat.tensorplex", "rayplex.compat._rows",
     "rayplex.forward", "rayplex.forward.follow", "rayplex.forward.trackers", "rayplex.integrations._common",
-    "rayplex.integrations.train", "rayplex.nested",
+    "rayplex.integrations.train", "rayplex.nested", "rayplex.watch", "rayplex.actors.watchbook",
+    "rayplex.actors.notify",
 ]
 
 

@@ -8,12 +8,12 @@ import rayplex
 def test_public_names_are_pinned():
     assert rayplex.__all__ == sorted(rayplex.__all__)
     assert set(rayplex.__all__) == {
-        "Color", "ExperimentClosedError", "FlushTimeoutError", "HubHandle", "HubNotFoundError",
+        "Alert", "Color", "ExperimentClosedError", "FlushTimeoutError", "HubHandle", "HubNotFoundError",
         "HubWriteError", "LogHandler",
-        "LogdirConflictError", "Logger", "RayplexError", "current_logger", "flush", "forward",
+        "LogdirConflictError", "Logger", "RayplexError", "alerts", "current_logger", "flush", "forward",
         "forward_status",
         "get_logger", "index", "init", "list_artifacts", "logged", "percent", "read_params",
-        "read_scalars", "read_series", "shutdown", "signal", "sql", "status",
+        "read_scalars", "read_series", "shutdown", "signal", "sql", "status", "watch",
     }
 
 

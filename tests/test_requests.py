@@ -371,6 +371,7 @@ CASES: dict[str, tuple[tuple[Any, ...], bool, Any]] = {
     "save_embedding": (("agent/1", None, "agent/1", _EMB), True, "APPLIED"),
     "client_scalars": (("agent/1", None, "agent/1", None), False, None),
     "export_json": (("json",), True, []),
+    "node_senders": (("node-1", {"s1": 42}, [], {}), False, None),
 }
 
 

@@ -10,7 +10,10 @@ only if none of them was applied before (:func:`rayplex.actors.partials.select_p
 It also keeps the list of this node's senders (they register on their first call), so that
 ``rayplex.flush()`` / ``shutdown()`` can ask every live sender to ship what it holds
 (:meth:`NodeBuffer.flush_senders`), and bounds what it holds in bytes
-(``RAYPLEX_NODE_BUFFER_MB``): beyond it, senders wait.
+(``RAYPLEX_NODE_BUFFER_MB``): beyond it, senders wait. Every ``WATCH_POLL_S`` it checks that
+their processes live, and tells the hub which closed their session or vanished without
+closing it (twice in a row: the ``crashed`` watch rule), in one ``node_senders`` request, only
+when one did; the pids of new senders travel with their data (``NodeCall.pids``).
 
 Every ``RAYPLEX_TELEMETRY_S`` seconds it samples those senders' processes and its node
 (:mod:`rayplex.telemetry`) and sends the figures to the hub as a batch of its own, routed like
@@ -32,7 +35,7 @@ import warnings
 from typing import Any
 
 from rayplex.actors.partials import merge_partials
-from rayplex.config import config
+from rayplex.config import WATCH_POLL_S, config
 from rayplex.records import Ack, Batch, NodeCall
 from rayplex.rules import TELEMETRY_SENDER
 from rayplex.telemetry import NODE_GROUP, TelemetrySampler, telemetry_batch
@@ -68,6 +71,12 @@ class NodeBuffer:
         self.forwarded_calls = 0
         self.forwarded_batches = 0
         self.peak_bytes = 0
+        self._told: dict[str, int] = {}  # senders the hub heard of, with their pids
+        self._closed: list[str] = []  # said bye since the last report
+        self._missing: set[str] = set()  # pid not alive at the last check
+        self._gone: dict[str, int] = {}  # vanished without bye, not reported yet
+        self._reports = 0
+        self._watcher: asyncio.Task[None] | None = None
 
     def info(self) -> dict[str, Any]:
         return {
@@ -89,13 +98,63 @@ class NodeBuffer:
         self._senders[sender] = pid
 
     def bye(self, sender: str) -> None:
-        self._senders.pop(sender, None)
+        if self._senders.pop(sender, None) is not None:
+            self._closed.append(sender)
         self._flushed.pop(sender, None)
         self._clients.pop(sender, None)
+        self._missing.discard(sender)
+
+    def _vanished(self, sender: str) -> None:
+        """A sender whose process died without saying bye."""
+        pid = self._senders.pop(sender, None)
+        self._flushed.pop(sender, None)
+        self._clients.pop(sender, None)
+        self._missing.discard(sender)
+        if pid is not None:
+            self._gone[sender] = pid
+
+    def _watch(self) -> None:
+        """Start the sender check (from a coroutine: it needs the running loop)."""
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.get_running_loop().create_task(self._watch_senders())
+
+    async def _watch_senders(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_POLL_S)
+            try:
+                await self.report_senders()
+            except Exception as exc:  # the hub restarts: told again next round
+                self._hub = None
+                log.info("node buffer %s: could not report its senders: %r", self.node_id[:8],
+                         exc)
+
+    async def report_senders(self) -> None:
+        """Check the senders' processes; tell the hub what changed since the last report."""
+        for sender, pid in list(self._senders.items()):
+            if _pid_alive(pid):
+                self._missing.discard(sender)
+            elif sender in self._missing:  # twice: a bye sent just before exit has had time
+                self._vanished(sender)
+            else:
+                self._missing.add(sender)
+        if not (self._closed or self._gone):  # pids travel with the data (NodeCall.pids)
+            return
+        closed, gone = list(self._closed), dict(self._gone)
+        self._reports += 1
+        request = self._hub_handle().request.options(max_task_retries=0)
+        await request.remote(f"{self._id}:senders:{self._reports}", "node_senders",
+                             (self.node_id, {}, closed, gone))
+        for sender in gone:
+            self._told.pop(sender, None)
+            self._gone.pop(sender, None)
+        for sender in closed:
+            self._told.pop(sender, None)
+        self._closed = self._closed[len(closed):]
 
     async def wait_flush_request(self, sender: str, pid: int, after_round: int) -> int:
         """Return when a flush round newer than ``after_round`` is requested."""
         self._senders[sender] = pid
+        self._watch()
         while self._flush_round <= after_round:
             if self._flush_event is None or self._flush_event.is_set():
                 self._flush_event = asyncio.Event()
@@ -121,7 +180,7 @@ class NodeBuffer:
             await asyncio.sleep(0.02)  # polling the senders' answers, bounded by the deadline
         for sender, pid in list(self._senders.items()):
             if not _pid_alive(pid):
-                self.bye(sender)
+                self._vanished(sender)
         await self.flush()
         return [f"pid:{self._senders[s]}" for s in waiting if s in self._senders]
 
@@ -133,6 +192,7 @@ class NodeBuffer:
             clients = self._clients.setdefault(batch.sender, set())
             clients.update(chunk.client_id for chunk in batch.chunks)
             clients.update(line[2] for line in batch.logs)
+            self._watch()
         self._start_telemetry()
         size = batch.nbytes()
         while self._pending_bytes + self._in_flight_bytes + size > self._max_bytes and (
@@ -185,8 +245,11 @@ class NodeBuffer:
             self._in_flight_bytes += size
             self._seq += 1
             partials, batches = merge_partials([batch for batch, _ in items])
+            pids = {b.sender: self._senders[b.sender] for b, _ in items
+                    if self._told.get(b.sender) != self._senders.get(b.sender, 0)
+                    and b.sender in self._senders}
             call = NodeCall(self._id, self._seq, batches, partials, ray_node=self.node_id,
-                            restarted=self._restarted, sent_at=time.time())
+                            restarted=self._restarted, sent_at=time.time(), pids=pids)
             try:
                 write = self._hub_handle().write_node.options(max_task_retries=0)
                 acks = await write.remote(call)
@@ -202,6 +265,7 @@ class NodeBuffer:
                 self._in_flight_bytes -= size
                 if self._room is not None:
                     self._room.set()
+            self._told.update(pids)
             self.forwarded_calls += 1
             self.forwarded_batches += len(items)
             for (_, future), ack in zip(items, acks, strict=True):

@@ -69,6 +69,8 @@ class RequestContext:
     artifacts: ArtifactStore
     control: ControlBook
     registry: Callable[[], GroupRegistry]
+    senders: Callable[[str, dict[str, int], list[str], dict[str, int]], None] | None = None
+    """Where a node buffer's report on its processes goes (the hub's watch rules)."""
 
 
 class Request:
@@ -279,6 +281,20 @@ class Ping(Request):
         return ctx.control.ping(check_client_id(client), status, token, info, time.time())
 
 
+class NodeSenders(Request):
+    @staticmethod
+    def apply(ctx: RequestContext, request_id: str, node: str, new: dict[str, int],
+              closed: list[str], gone: dict[str, int]) -> None:
+        """A node buffer's report: the processes that started logging through it
+        (``{sender: pid}``), closed their session, or vanished without closing it (the
+        ``crashed`` watch rule). Idempotent: a replay reports the same again."""
+        if not (isinstance(node, str) and isinstance(new, dict) and isinstance(closed, list)
+                and isinstance(gone, dict)):
+            raise TypeError("node_senders takes (node, {sender: pid}, [sender], {sender: pid})")
+        if ctx.senders is not None:
+            ctx.senders(node, new, closed, gone)
+
+
 # ---------------------------------------------------------------- embeddings, scalars, export
 
 
@@ -409,6 +425,7 @@ REQUESTS: dict[str, type[Request]] = {
     "glob_artifacts": GlobArtifacts,
     "read_experiments": ReadExperiments,
     "ping": Ping,
+    "node_senders": NodeSenders,
     "save_embedding": SaveEmbedding,
     "client_scalars": ClientScalars,
     "export_json": ExportJson,

@@ -39,6 +39,7 @@ from rayplex.logdir_codec import read_bounded
 from rayplex.records import Partial
 from rayplex.rules import check_step, split_client_id, validate_group_name, validate_metric_key
 from rayplex.stats import PartialStats
+from rayplex.watch import Rule, rule_from_json, rule_to_json
 
 log = logging.getLogger("rayplex.hub")
 
@@ -146,3 +147,45 @@ def statistics_from_json(data: object) -> PartialStats:
 # -------------------------------------------------------------------- files
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+# -------------------------------------------------------------------- watch rules
+def save_rules(path: str, rules: list[Rule]) -> None:
+    """Write the watch rules to ``path`` (``.rayplex/watch.json``) atomically, as JSON.
+
+    Raises:
+        OSError: if it cannot be written.
+    """
+    atomic_write(path, (json.dumps([rule_to_json(r) for r in rules], indent=1, allow_nan=False)
+                        + "\n").encode("utf-8"))
+
+
+def load_rules(path: str) -> list[Rule]:
+    """The watch rules saved at ``path`` (none if there is no file); a torn, foreign or hostile
+    file, or one bad rule in it, is reported and skipped, never executed.
+
+    Example:
+        >>> import os, tempfile
+        >>> from rayplex import watch
+        >>> path = os.path.join(tempfile.mkdtemp(), "watch.json")
+        >>> save_rules(path, [watch.nan("loss"), watch.silent(30)])
+        >>> [r.name for r in load_rules(path)]
+        ['nan(loss)', 'silent(30)']
+    """
+    if not os.path.exists(path):
+        return []
+    try:
+        data = json.loads(read_bounded(path))
+        if not isinstance(data, list):
+            raise ValueError("not a list of rules")
+    except (OSError, ValueError, RecursionError) as exc:
+        log.warning("could not read %s (%s); no watch rules until the driver declares them "
+                    "again", path, str(exc)[:200])
+        return []
+    rules = []
+    for item in data:
+        try:
+            rules.append(rule_from_json(item))
+        except ValueError as exc:
+            log.warning("%s: skipped a watch rule: %s", path, str(exc)[:200])
+    return rules
