@@ -40,7 +40,7 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, NamedTuple, Union
 
 from rayplex.layout import MANIFEST, STORE_DIR, TENSORBOARD
 
@@ -55,6 +55,7 @@ __all__ = [
     "RAW_COLUMNS",
     "Segment",
     "StoreFormatError",
+    "TagStat",
     "pyramid_schema",
     "raw_schema",
     "require_store_deps",
@@ -72,8 +73,12 @@ PYRAMID_COLUMNS = ("run", "tag", "level", "bucket", "first_step", "first_seq", "
                    "last_step", "last_seq", "last", "min", "max", "count", "sum")
 CATALOG_KEY = "rayplex.series"
 """Schema metadata key of a pyramid file: JSON ``{"run": [...], "tag": [...], "first_step":
-[...], "last_step": [...]}``, one entry per series in the segment (files written before it
-existed lack it: readers then take the catalogue from the top level)."""
+[...], "last_step": [...], "count": [...], "first_seq": [...], "last_wall_time": [...],
+"last_seq": [...], "last_value": [...]}``, one entry per series in the segment (files written
+before it existed lack it: readers then take the catalogue from the top level; files written
+before ``count`` lack the last five: ``rayplex ls`` then reads the event files). ``first_seq``
+is the smallest seq of the series; ``last_*`` describe its point at the largest
+``(step, wall_time, seq)``."""
 SEGMENT_FILE = re.compile(r"^(seg|pyr)-(\d{8,})\.parquet$")
 EXTRA_HINT = 'pip install "rayplex[store]"'
 
@@ -177,6 +182,43 @@ class Layout:
         return out
 
 
+class TagStat(NamedTuple):
+    """What ``rayplex ls`` shows of one tag of one run, for a stretch of its values; two
+    stretches combine with :meth:`then`.
+
+    ``first_order``/``last_order`` place a value in reading order: ``2 * seq + 1`` for a scalar,
+    ``2 * s`` for another value met just before the scalar that got (or would get) ``seq`` s.
+
+    Example:
+        >>> a = TagStat("scalar", 2, 0, 5, 10.0, 1, 3, 0.5)
+        >>> b = TagStat("histogram", 1, 5, 5, 10.0, 4, 4, None)
+        >>> both = a.then(b)
+        >>> both.kind, both.points, both.last_order, both.last_value
+        ('scalar', 3, 4, None)
+    """
+
+    kind: str
+    points: int
+    first_step: int
+    last_step: int
+    last_wall_time: float
+    first_order: int
+    last_order: int
+    last_value: float | None
+
+    def then(self, other: TagStat) -> TagStat:
+        """Both stretches: the kind of the first value read; the last value the one at the
+        largest (step, wall time), the later read on a tie (as reading the event files in
+        order finds it); ``other`` wins a tie of order (it was committed later)."""
+        first = self if self.first_order <= other.first_order else other
+        mine = (self.last_step, self.last_wall_time, self.last_order)
+        last = other if (other.last_step, other.last_wall_time, other.last_order) >= mine \
+            else self
+        return TagStat(first.kind, self.points + other.points,
+                       min(self.first_step, other.first_step), last.last_step,
+                       last.last_wall_time, first.first_order, last.last_order, last.last_value)
+
+
 @dataclass
 class Segment:
     """One committed segment: a raw file and its pyramid file.
@@ -219,6 +261,9 @@ class Manifest:
         next_seq: The next point's ``seq``.
         segments: The committed segments, in id order.
         cursors: ``{event-file key: byte offset read up to}``.
+        tags: ``{run: {tag: TagStat}}`` of the values that are not scalars (histograms,
+            images, text...), for ``rayplex ls``; None in a store built before it was kept
+            (then ``ls`` reads the event files).
     """
 
     version: int
@@ -226,11 +271,12 @@ class Manifest:
     next_seq: int
     segments: list[Segment]
     cursors: dict[str, int]
+    tags: dict[str, dict[str, TagStat]] | None = field(default_factory=dict)
 
     @classmethod
     def empty(cls) -> Manifest:
         """A store with nothing in it."""
-        return cls(FORMAT_VERSION, 1, 0, [], {})
+        return cls(FORMAT_VERSION, 1, 0, [], {}, {})
 
     def to_json(self) -> bytes:
         """Serialize (sorted keys, so equal manifests give equal bytes)."""
@@ -249,9 +295,13 @@ class Manifest:
                 raise StoreFormatError(
                     f"store format version {obj.get('version')!r}; this rayplex reads "
                     f"{FORMAT_VERSION}")
+            tags = obj.get("tags")
             return cls(FORMAT_VERSION, int(obj["next_id"]), int(obj["next_seq"]),
                        [Segment(**seg) for seg in obj["segments"]],
-                       {str(k): int(v) for k, v in obj["cursors"].items()})
+                       {str(k): int(v) for k, v in obj["cursors"].items()},
+                       None if tags is None else {
+                           str(run): {str(tag): TagStat(*stat) for tag, stat in by_tag.items()}
+                           for run, by_tag in tags.items()})
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             if isinstance(exc, StoreFormatError):
                 raise

@@ -53,6 +53,7 @@ from rayplex.store.format import (
     Manifest,
     PathLike,
     Segment,
+    TagStat,
     pyramid_schema,
     raw_schema,
     require_store_deps,
@@ -215,9 +216,31 @@ def _pyramid_table(raw: Any, tag: I64, run: I64) -> tuple[Any, int]:
     table = table.take(np.argsort(key, kind="stable"))
     ends = np.r_[heads[1:], n] - 1 if n else np.zeros(0, np.int64)
     catalog = {"run": run_names.to_pylist(), "tag": tag_names.to_pylist(),
-               "first_step": step[heads].tolist(), "last_step": step[ends].tolist()}
+               "first_step": step[heads].tolist(), "last_step": step[ends].tolist(),
+               **_last_points(raw, series, heads, ends)}
     table = table.replace_schema_metadata({CATALOG_KEY: json.dumps(catalog)})
     return table, levels[-1][0] if levels else 2
+
+
+def _last_points(raw: Any, series: I64, heads: I64, ends: I64) -> dict[str, list[Any]]:
+    """Per series of a raw table sorted by (tag, run, step, seq): its point count, smallest
+    seq, and the wall time, seq and value of its point at the largest (step, wall_time, seq)
+    (what ``rayplex ls`` shows as the last value)."""
+    if not len(heads):
+        return {k: [] for k in ("count", "first_seq", "last_wall_time", "last_seq", "last_value")}
+    step = raw.column("step").to_numpy()
+    seq = raw.column("seq").to_numpy()
+    wall = raw.column("wall_time").to_numpy()
+    at_last = np.flatnonzero(step == step[ends][series])  # the last step's points, each series
+    owner = series[at_last]
+    # largest (wall_time, seq) among them: sort by (series, wall, seq), take each series' end
+    order = at_last[np.lexsort((seq[at_last], wall[at_last], owner))]
+    pick = order[np.r_[owner[1:] != owner[:-1], True]]  # owner is sorted already
+    value = raw.column("value").to_numpy()
+    return {"count": (np.r_[heads[1:], len(step)] - heads).tolist(),
+            "first_seq": np.minimum.reduceat(seq, heads).tolist(),
+            "last_wall_time": wall[pick].tolist(), "last_seq": seq[pick].tolist(),
+            "last_value": value[pick].tolist()}
 
 
 def _write_segment(layout: Layout, seg_id: int, raw: Any, sources: list[list[Any]]) -> Segment:
@@ -277,10 +300,20 @@ class _Builder:
         self.rows = 0
         self.sources: dict[str, list[int]] = {}
         self.cursors: dict[str, int] = {}
+        self.others: dict[tuple[str, str], TagStat] = {}
 
     def add(self, run: str, key: str, start: int, chunk: Chunk) -> None:
-        """Add a chunk's scalars, read from ``key``'s bytes ``[start, start + chunk.used)``."""
+        """Add a chunk's scalars, read from ``key``'s bytes ``[start, start + chunk.used)``,
+        and the tags of its other values."""
         end = start + chunk.used
+        if chunk.others:
+            before = np.searchsorted(chunk.record, [o[0] for o in chunk.others]).tolist()
+            base = self.manifest.next_seq + self.rows
+            for (_, tag, kind, step, wall), k in zip(chunk.others, before, strict=True):
+                order = 2 * (base + k)
+                stat = TagStat(kind, 1, step, step, wall, order, order, None)
+                old = self.others.get((run, tag))
+                self.others[(run, tag)] = stat if old is None else old.then(stat)
         if len(chunk):
             ids = np.array([self.tags.setdefault(t, len(self.tags)) for t in chunk.tags],
                            np.int64)
@@ -320,6 +353,10 @@ class _Builder:
             manifest.next_id += 1
             manifest.next_seq += rows
         manifest.cursors.update(self.cursors)
+        if manifest.tags is not None:
+            for (run, tag), stat in self.others.items():
+                known = manifest.tags.setdefault(run, {})
+                known[tag] = known[tag].then(stat) if tag in known else stat
         _commit(layout, manifest)
         self.__init__(manifest)  # type: ignore[misc]
         return 1 if rows else 0
