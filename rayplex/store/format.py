@@ -9,6 +9,7 @@ The store of a logdir is the directory ``store/`` in it::
     store/pyr-00000001.parquet   their pyramid: run, tag, level, bucket, first/last/min/max/count/sum
                                  (sorted by tag, level, run, bucket; a tag's rows are contiguous,
                                  so row-group statistics skip the others)
+    store/src-00000001.json      the event-file byte ranges the segment was read from
 
 Segment files are immutable once written. The manifest is the commit point: it is replaced
 atomically (:mod:`rayplex.atomic`) and lists the segments that exist together with the cursor
@@ -16,7 +17,8 @@ of every event file (the byte offset after the last whole, CRC-valid record cons
 file the manifest does not list is an orphan of an indexer that was killed before it committed:
 readers ignore it and the next indexer run removes it. A listed segment that cannot be opened
 (a torn file) is skipped by readers, reported, and rebuilt by the next indexer run from the
-event-file byte ranges the manifest records for it (``sources``).
+event-file byte ranges its ``src-<id>.json`` records (kept out of the manifest, which a commit
+rewrites whole: the manifest grows with segments and event files, not with their product).
 
 Event files are found as TensorBoard finds them: the run is the directory of the event file
 relative to the event root, ``.`` for files directly in it. The event root is ``logdir/tensorboard``
@@ -79,7 +81,7 @@ before it existed lack it: readers then take the catalogue from the top level; f
 before ``count`` lack the last five: ``rayplex ls`` then reads the event files). ``first_seq``
 is the smallest seq of the series; ``last_*`` describe its point at the largest
 ``(step, wall_time, seq)``."""
-SEGMENT_FILE = re.compile(r"^(seg|pyr)-(\d{8,})\.parquet$")
+SEGMENT_FILE = re.compile(r"^(seg|pyr)-(\d{8,})\.parquet$|^src-(\d{8,})\.json$")
 EXTRA_HINT = 'pip install "rayplex[store]"'
 
 
@@ -230,7 +232,10 @@ class Segment:
         pyr_bytes: Size of the pyramid file.
         top: Its highest precomputed level; at every higher level each series has the same
             rows, with ``bucket >> (level - top)``.
-        sources: ``[event-file key, start, end]`` byte ranges of the records it holds.
+        sources: ``[event-file key, start, end]`` byte ranges of the records it holds, in
+            manifests written before they moved to the segment's own ``src-<id>.json``
+            (:meth:`ranges`); empty otherwise, so that a commit writes only what changed and
+            not every segment's ranges again.
     """
 
     id: int
@@ -249,6 +254,27 @@ class Segment:
     def pyr(self) -> str:
         """The pyramid file's name."""
         return f"pyr-{self.id:08d}.parquet"
+
+    @property
+    def src(self) -> str:
+        """The name of the file of its byte ranges (immutable, written before the commit)."""
+        return f"src-{self.id:08d}.json"
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """Every file of the segment."""
+        return self.raw, self.pyr, self.src
+
+    def ranges(self, layout: Layout) -> list[list[Any]] | None:
+        """Its ``[event-file key, start, end]`` byte ranges, or None if they cannot be read."""
+        if self.sources:
+            return self.sources
+        try:
+            with open(layout.store / self.src, "rb") as f:
+                ranges = json.loads(f.read().decode("utf-8"))
+            return [[str(k), int(a), int(b)] for k, a, b in ranges]
+        except (OSError, ValueError, TypeError):
+            return None
 
 
 @dataclass
