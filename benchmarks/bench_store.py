@@ -12,7 +12,8 @@ rayplex's own encoder (:func:`rayplex.event_bytes.scalar_records`, the hub's pat
 scale). For each logdir: indexing (points/s), store size / event-file size, ``read_series``
 of one tag over all runs at 1,000 buckets cold (a fresh process: the first call, and the
 process's imports too), warm and zoomed to 1% of the steps (medians), whether the spike's
-bucket has max = 1e6 at each zoom; then, each in its own process with a time limit:
+bucket has max = 1e6 at each zoom and in one run's chart; ``rayplex ls`` with the store and
+without it; then, each in its own process with a time limit:
 ``rayplex.read_scalars`` of that tag (today's reader), tbparse, and TensorBoard's own data
 loader (``EventMultiplexer`` with its default sampling: time until all runs are served,
 points per series, spike kept or not), with peak RSS.
@@ -147,14 +148,20 @@ def _baseline(name: str, logdir: str, tag: str, spike_run: str) -> dict[str, Any
         mux.Reload()
         seconds = time.perf_counter() - t
         runs = mux.Runs()
-        served = [len(mux.Tensors(run, tag)) for run in runs if tag in mux.Runs()[run].get(
+        t = time.perf_counter()
+        served = [len(mux.Tensors(run, tag)) for run in runs if tag in runs[run].get(
             "tensors", [])]
+        fetch_s = time.perf_counter() - t
+        t = time.perf_counter()
+        chart = len(mux.Tensors(spike_run, tag))
+        chart_s = time.perf_counter() - t
         import numpy as np
         from tensorboard.util import tensor_util
 
         spike = any(float(np.asarray(tensor_util.make_ndarray(e.tensor_proto))) == SPIKE
                     for e in mux.Tensors(spike_run, tag))
-        return {"seconds": seconds, "points": sum(served), "runs": len(served),
+        return {"seconds": seconds, "fetch_tag_all_runs_s": fetch_s, "one_chart_s": chart_s,
+                "chart_points": chart, "points": sum(served), "runs": len(served),
                 "points_per_series": median([float(s) for s in served]), "spike": spike}
     raise ValueError(name)
 
@@ -184,6 +191,19 @@ def _spike_seen(frame: Any, spec: Spec) -> bool:
     run, step = spec.spike
     hit = frame[(frame.run == run) & (frame.step_lo <= step) & (frame.step_hi >= step)]
     return len(hit) == 1 and float(hit["max"].iloc[0]) == SPIKE
+
+
+def _ls_seconds(logdir: str) -> float:
+    """Wall time of ``rayplex ls`` in this process (output discarded)."""
+    import contextlib
+    import io
+
+    from rayplex.cli import main as cli
+
+    t = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        cli(["ls", logdir])
+    return time.perf_counter() - t
 
 
 def bench_one(spec: Spec, args: argparse.Namespace) -> dict[str, Any]:
@@ -219,6 +239,8 @@ def bench_one(spec: Spec, args: argparse.Namespace) -> dict[str, Any]:
             return median(times), frame
 
         out["read_series_warm_s"], frame = timed()
+        out["read_series_one_chart_s"], chart = timed(runs=spec.spike[0])
+        spike_ok_chart = _spike_seen(chart, spec)
         assert frame["count"].sum() == spec.runs * spec.steps
         out["rows"] = len(frame)
         spike_ok = [_spike_seen(frame, spec)]
@@ -230,7 +252,11 @@ def bench_one(spec: Spec, args: argparse.Namespace) -> dict[str, Any]:
         for b in (1, 7, 100, 5000):
             spike_ok.append(_spike_seen(rayplex.read_series(
                 logdir, tag, buckets=b, refresh=False), spec))
-        out["spike_kept_every_zoom"] = all(spike_ok)
+        out["spike_kept_every_zoom"] = all(spike_ok) and spike_ok_chart
+        out["ls_store_s"] = _ls_seconds(logdir)
+        shutil.move(os.path.join(logdir, "store"), logdir + "-store")
+        out["ls_event_files_s"] = _ls_seconds(logdir)
+        shutil.move(logdir + "-store", os.path.join(logdir, "store"))
         t = time.perf_counter()
         rayplex.read_series(logdir, tag, buckets=1000)  # refresh=True: stats the event files
         out["read_series_with_refresh_check_s"] = time.perf_counter() - t

@@ -200,6 +200,22 @@ def _tensor_scalar(tensor: Any) -> float | None:
     return None
 
 
+_KIND_NAMES = {
+    "simple_value": "scalar", "histo": "histogram", "image": "image", "audio": "audio",
+    "scalars": "scalar", "histograms": "histogram", "images": "image",
+}
+
+
+def kind_of(value: Summary.Value) -> str:
+    """What a ``Summary.Value`` is, in TensorBoard's words (``scalar``, ``histogram``, ``text``...):
+    the one rule ``rayplex ls`` shows, whether it reads the event files or the store."""
+    kind = value.WhichOneof("value") or "unknown"
+    if kind == "tensor" or value.metadata.plugin_data.plugin_name:
+        plugin = value.metadata.plugin_data.plugin_name or kind
+        return _KIND_NAMES.get(plugin, plugin)
+    return _KIND_NAMES.get(kind, kind)
+
+
 def scalar_of(value: Summary.Value) -> float | None:
     """The scalar held by a ``Summary.Value`` (``simple_value``, or a ``tensor`` of the
     ``scalars`` plugin), or None if it holds something else."""

@@ -29,13 +29,12 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Union, overload
 
 from rayplex.artifacts import ArtifactInfo, ArtifactStore
 from rayplex.layout import TENSORBOARD, artifacts_dir, logs_dir, params_dir, tensorboard_dir
-from rayplex.logdir_codec import event_files, file_events, read_params_tree, scalar_of
+from rayplex.logdir_codec import event_files, file_events, kind_of, read_params_tree, scalar_of
 from rayplex.tfrecord import read_records as iter_event_records
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
     from tensorboardX.proto.event_pb2 import Event
-    from tensorboardX.proto.summary_pb2 import Summary
 
 __all__ = [
     "FileSummary",
@@ -167,21 +166,6 @@ def iter_events(
 
 
 # ----------------------------------------------------------------------------- values
-
-_KIND_NAMES = {
-    "simple_value": "scalar", "histo": "histogram", "image": "image", "audio": "audio",
-    "scalars": "scalar", "histograms": "histogram", "images": "image",
-}
-
-
-def _kind_of(value: Summary.Value) -> str:
-    """What a ``Summary.Value`` is, in TensorBoard's words (``scalar``, ``histogram``, ``text``...)."""
-    kind = value.WhichOneof("value") or "unknown"
-    if kind == "tensor" or value.metadata.plugin_data.plugin_name:
-        plugin = value.metadata.plugin_data.plugin_name or kind
-        return _KIND_NAMES.get(plugin, plugin)
-    return _KIND_NAMES.get(kind, kind)
-
 
 # ----------------------------------------------------------------------------- scalars
 
@@ -557,10 +541,45 @@ def _normal_group_clients(tags: Iterable[TagSummary]) -> set[str]:
     return clients
 
 
+def _event_tag_summaries(root: Path) -> list[TagSummary]:
+    """Every (run, tag), read from every event."""
+    # (run, tag) -> [kind, points, first_step, last_step, last_wall_time, last_value]
+    tags: dict[tuple[str, str], list[Any]] = {}
+    for run, event in iter_events(root):
+        step, wall_time = event.step, event.wall_time
+        for value in event.summary.value:
+            key = (run, value.tag)
+            entry = tags.get(key)
+            if entry is None:
+                entry = tags[key] = [kind_of(value), 0, step, step, -math.inf, None]
+            entry[1] += 1
+            entry[2] = min(entry[2], step)
+            if (step, wall_time) >= (entry[3], entry[4]):
+                entry[3], entry[4] = step, wall_time
+                if entry[0] == "scalar":
+                    entry[5] = scalar_of(value)
+    return [TagSummary(run, tag, kind, points, first, last, value)
+            for (run, tag), (kind, points, first, last, _wall, value) in sorted(tags.items())]
+
+
+def _stored_tag_summaries(root: Path) -> list[TagSummary] | None:
+    """The same list from the columnar store when it is current, without reading an event;
+    None otherwise (:func:`rayplex.store.scan.stored_tags`)."""
+    from rayplex.store.scan import stored_tags
+
+    stats = stored_tags(root)
+    if stats is None:
+        return None
+    return [TagSummary(run, tag, s.kind, s.points, s.first_step, s.last_step,
+                       s.last_value if s.kind == "scalar" else None)
+            for (run, tag), s in stats.items()]
+
+
 def summarize(logdir: PathLike) -> LogdirSummary:
     """Summarize a logdir: groups, clients, runs, tags (last step, point count), artifacts, logs.
 
-    Reads every event file once.
+    Reads every event file once, or none when the columnar store is current (the same summary
+    from its catalogues: :func:`rayplex.store.scan.stored_tags`).
 
     Args:
         logdir: The experiment's logdir.
@@ -580,26 +599,9 @@ def summarize(logdir: PathLike) -> LogdirSummary:
     """
     root = check_logdir(logdir)
     files = event_files(Path(tensorboard_dir(root)))
-
-    # (run, tag) -> [kind, points, first_step, last_step, last_wall_time, last_value]
-    tags: dict[tuple[str, str], list[Any]] = {}
-    for run, event in iter_events(root):
-        step, wall_time = event.step, event.wall_time
-        for value in event.summary.value:
-            key = (run, value.tag)
-            entry = tags.get(key)
-            if entry is None:
-                entry = tags[key] = [_kind_of(value), 0, step, step, -math.inf, None]
-            entry[1] += 1
-            entry[2] = min(entry[2], step)
-            if (step, wall_time) >= (entry[3], entry[4]):
-                entry[3], entry[4] = step, wall_time
-                if entry[0] == "scalar":
-                    entry[5] = scalar_of(value)
-    tag_summaries = [
-        TagSummary(run, tag, kind, points, first, last, value)
-        for (run, tag), (kind, points, first, last, _wall, value) in sorted(tags.items())
-    ]
+    tag_summaries = _stored_tag_summaries(root)
+    if tag_summaries is None:
+        tag_summaries = _event_tag_summaries(root)
 
     runs = []
     for run in sorted(files):

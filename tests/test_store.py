@@ -610,3 +610,54 @@ def test_bulk_decoder_agrees_with_protobuf_record_by_record(data):
     from rayplex.tfrecord import iter_records
 
     assert chunk.used == sum(len(p) + 16 for p in iter_records(blob))
+
+
+# ----------------------------------------------------------------------------- manifest size
+
+
+def _append_round(logdir: Path, runs: int, step: int) -> None:
+    """One live-feed-like round: one scalar record appended to each run's one event file."""
+    from rayplex.event_bytes import scalar_record, tag_header
+
+    for i in range(runs):
+        path = logdir / f"run-with-a-long-name-like-a-worker/{i}" / "events.out.tfevents.1.host"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "ab") as f:
+            f.write(scalar_record(tag_header("loss"), 1.0 + step, step, float(step)))
+
+
+def test_a_commit_does_not_rewrite_every_segments_byte_ranges(tmp_path):
+    """The manifest, rewritten by every commit, grows by a few fields per segment, not by the
+    segment's event-file ranges (kept in the segment's own src file): 40 rounds over 60 files."""
+    sizes, segments = [], []
+    for step in range(40):
+        _append_round(tmp_path, 60, step)
+        rayplex.index(tmp_path, compaction=False)
+        sizes.append((tmp_path / "store" / "MANIFEST.json").stat().st_size)
+        segments.append(len(json.loads((tmp_path / "store" / "MANIFEST.json").read_bytes())[
+            "segments"]))
+    per_segment = (sizes[-1] - sizes[9]) / (segments[-1] - segments[9])
+    assert per_segment < 150, per_segment  # 60 ranges a segment: ~4,700 bytes before
+    assert len(all_points(tmp_path)) == 40 * 60
+    torn = tmp_path / "store" / "seg-00000003.parquet"
+    torn.write_bytes(torn.read_bytes()[:100])  # its ranges come from its src file
+    report = rayplex.index(tmp_path)
+    assert report.rebuilt == ["seg-00000003.parquet"]
+    assert all_points(tmp_path) == sorted(
+        (f"run-with-a-long-name-like-a-worker/{i}", "loss", s, float(s))
+        for i in range(60) for s in range(40))
+
+
+def test_sigkill_between_a_segments_ranges_and_its_commit_leaves_no_trace(tmp_path):
+    expected = _kill_logdir(tmp_path)
+    killed = _index_in_subprocess(tmp_path, {"RAYPLEX_STORE_KILL_AT": "raw-written:2"})
+    assert killed.wait(timeout=300) == -signal.SIGKILL
+    listed = json.loads((tmp_path / "store" / "MANIFEST.json").read_bytes())["segments"]
+    srcs = {p.name for p in (tmp_path / "store").glob("src-*.json")}
+    assert len(srcs) == len(listed) + 1  # the killed round's ranges, not committed
+    report = rayplex.index(tmp_path)
+    assert any(name.startswith("src-") for name in report.orphans_removed)
+    assert all_points(tmp_path) == expected
+    manifest = json.loads((tmp_path / "store" / "MANIFEST.json").read_bytes())
+    assert {p.name for p in (tmp_path / "store").glob("src-*.json")} == {
+        f"src-{seg['id']:08d}.json" for seg in manifest["segments"]}

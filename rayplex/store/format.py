@@ -9,6 +9,7 @@ The store of a logdir is the directory ``store/`` in it::
     store/pyr-00000001.parquet   their pyramid: run, tag, level, bucket, first/last/min/max/count/sum
                                  (sorted by tag, level, run, bucket; a tag's rows are contiguous,
                                  so row-group statistics skip the others)
+    store/src-00000001.json      the event-file byte ranges the segment was read from
 
 Segment files are immutable once written. The manifest is the commit point: it is replaced
 atomically (:mod:`rayplex.atomic`) and lists the segments that exist together with the cursor
@@ -16,7 +17,8 @@ of every event file (the byte offset after the last whole, CRC-valid record cons
 file the manifest does not list is an orphan of an indexer that was killed before it committed:
 readers ignore it and the next indexer run removes it. A listed segment that cannot be opened
 (a torn file) is skipped by readers, reported, and rebuilt by the next indexer run from the
-event-file byte ranges the manifest records for it (``sources``).
+event-file byte ranges its ``src-<id>.json`` records (kept out of the manifest, which a commit
+rewrites whole: the manifest grows with segments and event files, not with their product).
 
 Event files are found as TensorBoard finds them: the run is the directory of the event file
 relative to the event root, ``.`` for files directly in it. The event root is ``logdir/tensorboard``
@@ -40,7 +42,7 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, NamedTuple, Union
 
 from rayplex.layout import MANIFEST, STORE_DIR, TENSORBOARD
 
@@ -55,6 +57,7 @@ __all__ = [
     "RAW_COLUMNS",
     "Segment",
     "StoreFormatError",
+    "TagStat",
     "pyramid_schema",
     "raw_schema",
     "require_store_deps",
@@ -72,9 +75,13 @@ PYRAMID_COLUMNS = ("run", "tag", "level", "bucket", "first_step", "first_seq", "
                    "last_step", "last_seq", "last", "min", "max", "count", "sum")
 CATALOG_KEY = "rayplex.series"
 """Schema metadata key of a pyramid file: JSON ``{"run": [...], "tag": [...], "first_step":
-[...], "last_step": [...]}``, one entry per series in the segment (files written before it
-existed lack it: readers then take the catalogue from the top level)."""
-SEGMENT_FILE = re.compile(r"^(seg|pyr)-(\d{8,})\.parquet$")
+[...], "last_step": [...], "count": [...], "first_seq": [...], "last_wall_time": [...],
+"last_seq": [...], "last_value": [...]}``, one entry per series in the segment (files written
+before it existed lack it: readers then take the catalogue from the top level; files written
+before ``count`` lack the last five: ``rayplex ls`` then reads the event files). ``first_seq``
+is the smallest seq of the series; ``last_*`` describe its point at the largest
+``(step, wall_time, seq)``."""
+SEGMENT_FILE = re.compile(r"^(seg|pyr)-(\d{8,})\.parquet$|^src-(\d{8,})\.json$")
 EXTRA_HINT = 'pip install "rayplex[store]"'
 
 
@@ -182,6 +189,43 @@ class Layout:
         return out
 
 
+class TagStat(NamedTuple):
+    """What ``rayplex ls`` shows of one tag of one run, for a stretch of its values; two
+    stretches combine with :meth:`then`.
+
+    ``first_order``/``last_order`` place a value in reading order: ``2 * seq + 1`` for a scalar,
+    ``2 * s`` for another value met just before the scalar that got (or would get) ``seq`` s.
+
+    Example:
+        >>> a = TagStat("scalar", 2, 0, 5, 10.0, 1, 3, 0.5)
+        >>> b = TagStat("histogram", 1, 5, 5, 10.0, 4, 4, None)
+        >>> both = a.then(b)
+        >>> both.kind, both.points, both.last_order, both.last_value
+        ('scalar', 3, 4, None)
+    """
+
+    kind: str
+    points: int
+    first_step: int
+    last_step: int
+    last_wall_time: float
+    first_order: int
+    last_order: int
+    last_value: float | None
+
+    def then(self, other: TagStat) -> TagStat:
+        """Both stretches: the kind of the first value read; the last value the one at the
+        largest (step, wall time), the later read on a tie (as reading the event files in
+        order finds it); ``other`` wins a tie of order (it was committed later)."""
+        first = self if self.first_order <= other.first_order else other
+        mine = (self.last_step, self.last_wall_time, self.last_order)
+        last = other if (other.last_step, other.last_wall_time, other.last_order) >= mine \
+            else self
+        return TagStat(first.kind, self.points + other.points,
+                       min(self.first_step, other.first_step), last.last_step,
+                       last.last_wall_time, first.first_order, last.last_order, last.last_value)
+
+
 @dataclass
 class Segment:
     """One committed segment: a raw file and its pyramid file.
@@ -193,7 +237,10 @@ class Segment:
         pyr_bytes: Size of the pyramid file.
         top: Its highest precomputed level; at every higher level each series has the same
             rows, with ``bucket >> (level - top)``.
-        sources: ``[event-file key, start, end]`` byte ranges of the records it holds.
+        sources: ``[event-file key, start, end]`` byte ranges of the records it holds, in
+            manifests written before they moved to the segment's own ``src-<id>.json``
+            (:meth:`ranges`); empty otherwise, so that a commit writes only what changed and
+            not every segment's ranges again.
     """
 
     id: int
@@ -213,6 +260,27 @@ class Segment:
         """The pyramid file's name."""
         return f"pyr-{self.id:08d}.parquet"
 
+    @property
+    def src(self) -> str:
+        """The name of the file of its byte ranges (immutable, written before the commit)."""
+        return f"src-{self.id:08d}.json"
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """Every file of the segment."""
+        return self.raw, self.pyr, self.src
+
+    def ranges(self, layout: Layout) -> list[list[Any]] | None:
+        """Its ``[event-file key, start, end]`` byte ranges, or None if they cannot be read."""
+        if self.sources:
+            return self.sources
+        try:
+            with open(layout.store / self.src, "rb") as f:
+                ranges = json.loads(f.read().decode("utf-8"))
+            return [[str(k), int(a), int(b)] for k, a, b in ranges]
+        except (OSError, ValueError, TypeError):
+            return None
+
 
 @dataclass
 class Manifest:
@@ -224,6 +292,9 @@ class Manifest:
         next_seq: The next point's ``seq``.
         segments: The committed segments, in id order.
         cursors: ``{event-file key: byte offset read up to}``.
+        tags: ``{run: {tag: TagStat}}`` of the values that are not scalars (histograms,
+            images, text...), for ``rayplex ls``; None in a store built before it was kept
+            (then ``ls`` reads the event files).
     """
 
     version: int
@@ -231,11 +302,12 @@ class Manifest:
     next_seq: int
     segments: list[Segment]
     cursors: dict[str, int]
+    tags: dict[str, dict[str, TagStat]] | None = field(default_factory=dict)
 
     @classmethod
     def empty(cls) -> Manifest:
         """A store with nothing in it."""
-        return cls(FORMAT_VERSION, 1, 0, [], {})
+        return cls(FORMAT_VERSION, 1, 0, [], {}, {})
 
     def to_json(self) -> bytes:
         """Serialize (sorted keys, so equal manifests give equal bytes)."""
@@ -254,9 +326,13 @@ class Manifest:
                 raise StoreFormatError(
                     f"store format version {obj.get('version')!r}; this rayplex reads "
                     f"{FORMAT_VERSION}")
+            tags = obj.get("tags")
             return cls(FORMAT_VERSION, int(obj["next_id"]), int(obj["next_seq"]),
                        [Segment(**seg) for seg in obj["segments"]],
-                       {str(k): int(v) for k, v in obj["cursors"].items()})
+                       {str(k): int(v) for k, v in obj["cursors"].items()},
+                       None if tags is None else {
+                           str(run): {str(tag): TagStat(*stat) for tag, stat in by_tag.items()}
+                           for run, by_tag in tags.items()})
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             if isinstance(exc, StoreFormatError):
                 raise

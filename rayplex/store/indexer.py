@@ -53,6 +53,7 @@ from rayplex.store.format import (
     Manifest,
     PathLike,
     Segment,
+    TagStat,
     pyramid_schema,
     raw_schema,
     require_store_deps,
@@ -150,13 +151,16 @@ def _chunks(path: Path, start: int, stop: int) -> Iterator[tuple[int, Chunk]]:
             size = INDEX_READ_CHUNK_BYTES
 
 
-def _write_parquet(table: Any, path: Path) -> int:
-    """Write ``table`` to ``path`` (new file), fsync it; return its size."""
+def _write_parquet(table: Any, path: Path, arrow_schema: bool = True) -> int:
+    """Write ``table`` to ``path`` (new file), fsync it; return its size. Without
+    ``arrow_schema`` dictionary-typed string columns read back as plain strings (Parquet's
+    dictionary-encoded strings either way), and schema metadata is lost."""
     import pyarrow.parquet as pq
 
     with open(path, "xb") as f:
         pq.write_table(table, f, compression="zstd", row_group_size=STORE_ROW_GROUP_ROWS,
-                       use_dictionary=["run", "tag"], write_statistics=True)
+                       use_dictionary=["run", "tag"], write_statistics=True,
+                       store_schema=arrow_schema)
         f.flush()
         os.fsync(f.fileno())
     return os.path.getsize(path)
@@ -167,66 +171,139 @@ def _codes(column: Any) -> tuple[I64, list[str]]:
     import pyarrow.compute as pc
 
     encoded = pc.dictionary_encode(column).combine_chunks()
-    names = encoded.dictionary.to_pylist()
+    codes, names = _ranked(encoded.indices.to_numpy(zero_copy_only=False),
+                           encoded.dictionary.to_pylist())
+    return codes, names
+
+
+def _ranked(ids: I64, names: list[str]) -> tuple[I64, list[str]]:
+    """Ids into ``names`` as ranks among the sorted names, and the sorted names."""
     rank = np.empty(len(names), np.int64)
     rank[np.argsort(np.array(names, dtype=object), kind="stable")] = np.arange(len(names))
-    codes = rank[encoded.indices.to_numpy(zero_copy_only=False)] if len(names) else np.zeros(
-        0, np.int64)
-    return codes, sorted(names)
+    return (rank[ids] if len(names) else np.zeros(0, np.int64)), sorted(names)
 
 
-def _sort_raw(raw: Any) -> tuple[Any, I64, I64]:
-    """``raw`` sorted by (tag, run, step, seq), and each row's tag and run code."""
-    tag, _ = _codes(raw.column("tag"))
-    run, runs = _codes(raw.column("run"))
-    order = np.lexsort((raw.column("seq").to_numpy(), raw.column("step").to_numpy(),
-                        tag * max(1, len(runs)) + run))
-    if len(order) and (np.diff(order) != 1).any():
-        raw = raw.take(order)
-        tag, run = tag[order], run[order]
-    return raw, tag, run
-
-
-def _pyramid_table(raw: Any, tag: I64, run: I64) -> tuple[Any, int]:
-    """The pyramid of a raw table sorted by (tag, run, step, seq) (``tag`` and ``run`` its
-    codes), sorted by (tag, level, run, bucket), and its top level. Its schema metadata holds
-    the segment's catalogue: each series' run, tag, first and last step."""
+def _names(codes: I64, names: list[str]) -> Any:
+    """A dictionary-typed string column (no string is copied per row)."""
     import pyarrow as pa
 
-    n = raw.num_rows
+    return pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()),
+                                          pa.array(names, pa.string()))
+
+
+def _with_dictionaries(schema: Any) -> Any:
+    import pyarrow as pa
+
+    kind = pa.dictionary(pa.int32(), pa.string())
+    return pa.schema([pa.field(f.name, kind) if f.name in ("run", "tag") else f
+                      for f in schema])
+
+
+@dataclass
+class _Points:
+    """A segment's points as numpy columns; run and tag as codes into their sorted names."""
+
+    run: I64
+    runs: list[str]
+    tag: I64
+    tags: list[str]
+    step: I64
+    wall_time: F64
+    value: F64
+    seq: I64
+
+    @classmethod
+    def of_table(cls, raw: Any) -> _Points:
+        """From a raw Arrow table (string run and tag)."""
+        tag, tags = _codes(raw.column("tag"))
+        run, runs = _codes(raw.column("run"))
+        return cls(run, runs, tag, tags, *(raw.column(c).to_numpy() for c in
+                                           ("step", "wall_time", "value", "seq")))
+
+    def __len__(self) -> int:
+        return len(self.step)
+
+    def sorted(self) -> _Points:
+        """Sorted by (tag, run, step, seq)."""
+        order = np.lexsort((self.seq, self.step, self.tag * max(1, len(self.runs)) + self.run))
+        if not len(order) or not (np.diff(order) != 1).any():
+            return self
+        return _Points(self.run[order], self.runs, self.tag[order], self.tags, self.step[order],
+                       self.wall_time[order], self.value[order], self.seq[order])
+
+    def table(self) -> Any:
+        """The raw Arrow table (run and tag dictionary-typed)."""
+        import pyarrow as pa
+
+        return pa.table({"run": _names(self.run, self.runs), "tag": _names(self.tag, self.tags),
+                         "step": self.step, "wall_time": self.wall_time, "value": self.value,
+                         "seq": self.seq}, schema=_with_dictionaries(raw_schema()))
+
+
+def _pyramid_table(raw: _Points) -> tuple[Any, int]:
+    """The pyramid of points sorted by (tag, run, step, seq), sorted by (tag, level, run,
+    bucket), and its top level. Its schema metadata holds the segment's catalogue: each
+    series' run, tag, first and last step, and what ``rayplex ls`` shows of it."""
+    import pyarrow as pa
+
+    n, run, tag = len(raw), raw.run, raw.tag
     change = np.r_[True, (run[1:] != run[:-1]) | (tag[1:] != tag[:-1])] if n else np.zeros(0, bool)
     series = np.cumsum(change) - 1
     heads = np.flatnonzero(change)
-    step = raw.column("step").to_numpy()
-    points = Buckets.from_points(series, step, raw.column("seq").to_numpy(),
-                                 raw.column("value").to_numpy())
+    points = Buckets.from_points(series, raw.step, raw.seq, raw.value)
     levels = points.levels(stop_at=len(heads))
-    run_names, tag_names = raw.column("run").take(heads), raw.column("tag").take(heads)
-    parts = []
-    for level, rows in levels:
-        columns = {"run": run_names.take(rows.series), "tag": tag_names.take(rows.series),
-                   "level": np.full(len(rows), level, np.int8), "bucket": rows.bucket}
-        for name in ("first_step", "first_seq", "first", "last_step", "last_seq", "last", "min",
-                     "max", "count", "sum"):
-            columns[name] = getattr(rows, name)
-        parts.append((pa.table(columns, schema=pyramid_schema()), tag[heads][rows.series], level))
-    table = pa.concat_tables([p[0] for p in parts])
-    key = np.concatenate([p[1] * 64 + p[2] for p in parts]) if parts else np.zeros(0, np.int64)
-    table = table.take(np.argsort(key, kind="stable"))
+    rows = Buckets.concat([b for _, b in levels])
+    level = np.concatenate([np.full(len(b), lv, np.int8) for lv, b in levels]) if levels \
+        else np.zeros(0, np.int8)
+    order = np.argsort(tag[heads][rows.series] * 64 + level, kind="stable")
+    rows, level = rows.take(order), level[order]
+    columns: dict[str, Any] = {  # strings: the schema (and its metadata) is stored
+        "run": _names(run[heads][rows.series], raw.runs).dictionary_decode(),
+        "tag": _names(tag[heads][rows.series], raw.tags).dictionary_decode(),
+                               "level": level, "bucket": rows.bucket}
+    for name in ("first_step", "first_seq", "first", "last_step", "last_seq", "last", "min",
+                 "max", "count", "sum"):
+        columns[name] = getattr(rows, name)
     ends = np.r_[heads[1:], n] - 1 if n else np.zeros(0, np.int64)
-    catalog = {"run": run_names.to_pylist(), "tag": tag_names.to_pylist(),
-               "first_step": step[heads].tolist(), "last_step": step[ends].tolist()}
+    catalog = {"run": [raw.runs[i] for i in run[heads].tolist()],
+               "tag": [raw.tags[i] for i in tag[heads].tolist()],
+               "first_step": raw.step[heads].tolist(), "last_step": raw.step[ends].tolist(),
+               **_last_points(raw, series, heads, ends)}
+    table = pa.table(columns, schema=pyramid_schema())
     table = table.replace_schema_metadata({CATALOG_KEY: json.dumps(catalog)})
     return table, levels[-1][0] if levels else 2
 
 
-def _write_segment(layout: Layout, seg_id: int, raw: Any, sources: list[list[Any]]) -> Segment:
+def _last_points(raw: _Points, series: I64, heads: I64, ends: I64) -> dict[str, list[Any]]:
+    """Per series of points sorted by (tag, run, step, seq): its point count, smallest seq,
+    and the wall time, seq and value of its point at the largest (step, wall_time, seq) (what
+    ``rayplex ls`` shows as the last value)."""
+    if not len(heads):
+        return {k: [] for k in ("count", "first_seq", "last_wall_time", "last_seq", "last_value")}
+    step, seq, wall = raw.step, raw.seq, raw.wall_time
+    at_last = np.flatnonzero(step == step[ends][series])  # the last step's points, each series
+    owner = series[at_last]
+    # largest (wall_time, seq) among them: sort by (series, wall, seq), take each series' end
+    order = at_last[np.lexsort((seq[at_last], wall[at_last], owner))]
+    pick = order[np.r_[owner[1:] != owner[:-1], True]]  # owner is sorted already
+    return {"count": (np.r_[heads[1:], len(step)] - heads).tolist(),
+            "first_seq": np.minimum.reduceat(seq, heads).tolist(),
+            "last_wall_time": wall[pick].tolist(), "last_seq": seq[pick].tolist(),
+            "last_value": raw.value[pick].tolist()}
+
+
+def _write_segment(layout: Layout, seg_id: int, raw: _Points, sources: list[list[Any]]) -> Segment:
     """Write a segment's two files (uncommitted until the manifest lists them)."""
-    raw, tag, run = _sort_raw(raw)
-    segment = Segment(seg_id, raw.num_rows, 0, 0, 2, sources)
-    segment.raw_bytes = _write_parquet(raw, layout.store / segment.raw)
+    raw = raw.sorted()
+    segment = Segment(seg_id, len(raw), 0, 0, 2)
+    with open(layout.store / segment.src, "xb") as f:
+        f.write(json.dumps(sources, separators=(",", ":")).encode("utf-8"))
+        f.flush()
+        os.fsync(f.fileno())
+    segment.raw_bytes = _write_parquet(raw.table(), layout.store / segment.raw,
+                                       arrow_schema=False)
     _stage("raw-written")
-    pyramid, segment.top = _pyramid_table(raw, tag, run)
+    pyramid, segment.top = _pyramid_table(raw)
     segment.pyr_bytes = _write_parquet(pyramid, layout.store / segment.pyr)
     _stage("pyramid-written")
     fsync_dir(layout.store)
@@ -239,7 +316,7 @@ def _commit(layout: Layout, manifest: Manifest) -> None:
 
 
 def _remove_orphans(layout: Layout, manifest: Manifest) -> list[str]:
-    listed = {name for seg in manifest.segments for name in (seg.raw, seg.pyr)}
+    listed = {name for seg in manifest.segments for name in seg.files}
     removed = []
     for entry in os.scandir(layout.store):
         if (SEGMENT_FILE.match(entry.name) and entry.name not in listed) or entry.name.startswith(
@@ -277,10 +354,20 @@ class _Builder:
         self.rows = 0
         self.sources: dict[str, list[int]] = {}
         self.cursors: dict[str, int] = {}
+        self.others: dict[tuple[str, str], TagStat] = {}
 
     def add(self, run: str, key: str, start: int, chunk: Chunk) -> None:
-        """Add a chunk's scalars, read from ``key``'s bytes ``[start, start + chunk.used)``."""
+        """Add a chunk's scalars, read from ``key``'s bytes ``[start, start + chunk.used)``,
+        and the tags of its other values."""
         end = start + chunk.used
+        if chunk.others:
+            before = np.searchsorted(chunk.record, [o[0] for o in chunk.others]).tolist()
+            base = self.manifest.next_seq + self.rows
+            for (_, tag, kind, step, wall), k in zip(chunk.others, before, strict=True):
+                order = 2 * (base + k)
+                stat = TagStat(kind, 1, step, step, wall, order, order, None)
+                old = self.others.get((run, tag))
+                self.others[(run, tag)] = stat if old is None else old.then(stat)
         if len(chunk):
             ids = np.array([self.tags.setdefault(t, len(self.tags)) for t in chunk.tags],
                            np.int64)
@@ -290,23 +377,17 @@ class _Builder:
         self.sources.setdefault(key, [start, end])[1] = end
         self.cursors[key] = end
 
-    def table(self, first_seq: int) -> Any:
-        import pyarrow as pa
-
-        def names(ids: I64, table: dict[str, int]) -> Any:
-            return pa.DictionaryArray.from_arrays(
-                pa.array(ids, pa.int32()), pa.array(list(table), pa.string())).dictionary_decode()
-
+    def points(self, first_seq: int) -> _Points:
+        """What was collected, seqs from ``first_seq`` on."""
         run = np.concatenate([np.full(len(p[2]), p[0], np.int64) for p in self.parts]) \
             if self.parts else np.zeros(0, np.int64)
         cols = [np.concatenate([p[i] for p in self.parts]) if self.parts else np.zeros(0)
                 for i in range(1, 5)]
-        return pa.table({
-            "run": names(run, self.runs), "tag": names(cols[0].astype(np.int64), self.tags),
-            "step": cols[1].astype(np.int64), "wall_time": cols[2].astype(np.float64),
-            "value": cols[3].astype(np.float64),
-            "seq": np.arange(first_seq, first_seq + self.rows, dtype=np.int64),
-        }, schema=raw_schema())
+        run, runs = _ranked(run, list(self.runs))
+        tag, tags = _ranked(cols[0].astype(np.int64), list(self.tags))
+        return _Points(run, runs, tag, tags, cols[1].astype(np.int64),
+                       cols[2].astype(np.float64), cols[3].astype(np.float64),
+                       np.arange(first_seq, first_seq + self.rows, dtype=np.int64))
 
     def commit(self, layout: Layout) -> int:
         """Write what was collected (if anything) and commit it with the cursors."""
@@ -316,36 +397,45 @@ class _Builder:
         if rows:
             sources = [[key, start, end] for key, (start, end) in self.sources.items()]
             manifest.segments.append(
-                _write_segment(layout, manifest.next_id, self.table(manifest.next_seq), sources))
+                _write_segment(layout, manifest.next_id, self.points(manifest.next_seq), sources))
             manifest.next_id += 1
             manifest.next_seq += rows
         manifest.cursors.update(self.cursors)
+        if manifest.tags is not None:
+            for (run, tag), stat in self.others.items():
+                known = manifest.tags.setdefault(run, {})
+                known[tag] = known[tag].then(stat) if tag in known else stat
         _commit(layout, manifest)
         self.__init__(manifest)  # type: ignore[misc]
         return 1 if rows else 0
 
 
-def _rebuild(layout: Layout, manifest: Manifest, segment: Segment) -> None:
-    """Rebuild a torn segment from its sources, under a new id, keeping its seqs."""
+def _rebuild(layout: Layout, manifest: Manifest, segment: Segment) -> bool:
+    """Rebuild a torn segment from its sources, under a new id, keeping its seqs; False if
+    its sources cannot be read either (then it stays, skipped and reported by readers)."""
+    sources = segment.ranges(layout)
+    if sources is None:
+        return False
     raw_rows = _Builder(manifest)
     runs = {key: run for run, key, _ in layout.event_files()}
     paths = {key: path for _, key, path in layout.event_files()}
-    for key, start, end in segment.sources:
+    for key, start, end in sources:
         if key not in paths:
             continue
         for at, chunk in _chunks(paths[key], start, end):
             raw_rows.add(runs[key], key, at, chunk)
     # The seqs of the torn segment are lost with it: give the points new ones (after all
     # others), so that ties at one step still resolve in reading order.
-    table = raw_rows.table(manifest.next_seq)
-    manifest.next_seq += table.num_rows
-    new = _write_segment(layout, manifest.next_id, table, segment.sources)
+    points = raw_rows.points(manifest.next_seq)
+    manifest.next_seq += len(points)
+    new = _write_segment(layout, manifest.next_id, points, sources)
     manifest.next_id += 1
     manifest.segments[manifest.segments.index(segment)] = new
     _commit(layout, manifest)
-    for name in (segment.raw, segment.pyr):
+    for name in segment.files:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(layout.store / name)
+    return True
 
 
 def _store_bytes(manifest: Manifest) -> int:
@@ -396,8 +486,11 @@ def _compact(layout: Layout, manifest: Manifest, below: int, min_segments: int) 
         return 0
     table = pa.concat_tables([pq.read_table(layout.store / seg.raw, schema=raw_schema())
                               for seg in small])
-    sources = _merge_ranges([src for seg in small for src in seg.sources])
-    merged = _write_segment(layout, manifest.next_id, table, sources)
+    ranges = [seg.ranges(layout) for seg in small]
+    if any(r is None for r in ranges):
+        return 0  # a segment whose sources are gone: keep it as it is
+    sources = _merge_ranges([src for r in ranges if r is not None for src in r])
+    merged = _write_segment(layout, manifest.next_id, _Points.of_table(table), sources)
     _stage("compact-written")
     manifest.next_id += 1
     first = manifest.segments.index(small[0])
@@ -406,7 +499,7 @@ def _compact(layout: Layout, manifest: Manifest, below: int, min_segments: int) 
     manifest.segments = kept
     _commit(layout, manifest)
     for seg in small:
-        for name in (seg.raw, seg.pyr):
+        for name in seg.files:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(layout.store / name)
     return len(small)
@@ -478,8 +571,7 @@ def index(
         manifest = Manifest.load(layout)
         report.orphans_removed = _remove_orphans(layout, manifest)
         for segment in list(manifest.segments):
-            if not segment_ok(layout, segment):
-                _rebuild(layout, manifest, segment)
+            if not segment_ok(layout, segment) and _rebuild(layout, manifest, segment):
                 report.rebuilt.append(segment.raw)
         files = layout.event_files()
         sizes = {}

@@ -1,5 +1,6 @@
-"""Scalar rows straight from the store, for ``read_scalars``, ``rayplex ls`` and ``rayplex
-export``: the same rows as the event files give, in the same order, streamed in bounded batches.
+"""Scalar rows straight from the store, for ``read_scalars`` and ``rayplex export``: the same
+rows as the event files give, in the same order, streamed in bounded batches; and for ``rayplex
+ls`` every tag of every run (:func:`stored_tags`) without reading an event.
 
 The store answers only when it is **current**: every event file under ``tensorboard/`` has a
 cursor in the manifest equal to its size (one ``stat`` per file), no cursor names a file that is
@@ -23,14 +24,16 @@ Example:
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 from rayplex.config import BATCH_POINTS
-from rayplex.store.format import Layout, Manifest, PathLike
+from rayplex.store.format import CATALOG_KEY, Layout, Manifest, PathLike, TagStat
 
-__all__ = ["BATCH_POINTS", "COLUMNS", "StoreScan", "open_current"]
+__all__ = ["BATCH_POINTS", "COLUMNS", "StoreScan", "open_current", "stored_tags"]
 
 COLUMNS = ["run", "tag", "step", "wall_time", "value"]
 _SORT = [("run", "ascending"), ("tag", "ascending"), ("step", "ascending"),
@@ -152,6 +155,64 @@ def _current(layout: Layout, manifest: Manifest) -> bool:
         if manifest.cursors.get(key, 0 if size == 0 else -1) != size:
             return False
     return keys >= set(manifest.cursors)
+
+
+_LS_FIELDS = ("count", "first_seq", "last_wall_time", "last_seq", "last_value")
+
+
+def _scalar_stats(layout: Layout, manifest: Manifest) -> Iterator[tuple[str, str, TagStat]]:
+    """Each segment's series as ``(run, tag, TagStat)``, from the pyramid files' catalogues.
+
+    Raises:
+        KeyError: If a segment was written before its catalogue had what ``ls`` shows.
+    """
+    import pyarrow.parquet as pq
+
+    for seg in manifest.segments:
+        meta = pq.read_metadata(layout.store / seg.pyr).metadata or {}
+        cat = json.loads(meta[CATALOG_KEY.encode()])
+        columns = [cat[name] for name in ("run", "tag", "first_step", "last_step", *_LS_FIELDS)]
+        for run, tag, first, last, count, first_seq, wall, last_seq, value in zip(
+                *columns, strict=True):
+            yield run, tag, TagStat("scalar", count, first, last, wall, 2 * first_seq + 1,
+                                    2 * last_seq + 1, value)
+
+
+def stored_tags(logdir: PathLike) -> dict[tuple[str, str], TagStat] | None:
+    """``{(run, tag): TagStat}`` of every tag of every run (scalars and the others), sorted,
+    from the store's catalogues and manifest without reading an event — or None when the store
+    is absent, not current, or older than the tag table (then read the event files). Never
+    raises for a store it cannot use.
+
+    Example:
+        >>> stats = stored_tags("/tmp/exp1")  # doctest: +SKIP
+        >>> stats[("learner", "main/loss")].last_step  # doctest: +SKIP
+        99
+    """
+    from rayplex.store.follower import store_available
+
+    if not store_available():
+        return None
+    try:
+        layout = Layout.of(logdir)
+        if not layout.rayplex or not layout.manifest.exists():
+            return None
+        manifest = Manifest.load(layout)
+        if manifest.tags is None or not _current(layout, manifest):
+            return None
+        parts: dict[tuple[str, str], list[TagStat]] = {}
+        for run, by_tag in manifest.tags.items():
+            for tag, stat in by_tag.items():
+                parts[(run, tag)] = [stat]
+        for run, tag, stat in _scalar_stats(layout, manifest):
+            parts.setdefault((run, tag), []).append(stat)
+    except Exception:  # noqa: BLE001 - gone, torn, compacted meanwhile, old: the events answer
+        return None
+    out = {}
+    for key, stats in sorted(parts.items()):
+        stats.sort(key=lambda stat: stat.first_order)
+        out[key] = functools.reduce(TagStat.then, stats)
+    return out
 
 
 def open_current(logdir: PathLike) -> StoreScan | None:

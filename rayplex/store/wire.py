@@ -30,7 +30,7 @@ Example:
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -44,6 +44,8 @@ __all__ = ["Chunk", "decode_chunk", "frame_records"]
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 U8 = npt.NDArray[np.uint8]
+Other = tuple[int, str, str, int, float]
+"""A value that is not a scalar: ``(record, tag, kind, step, wall_time)``."""
 _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
 _HEADER, _FOOTER = 12, 4
@@ -182,6 +184,9 @@ class Chunk:
         record: Index of the record each scalar came from.
         tags: Tag names; ``tag`` indexes them.
         tag, step, wall_time, value: One entry per scalar.
+        others: The values that are not scalars (histograms, images, text...), as
+            ``(record, tag, kind, step, wall_time)`` in reading order; ``kind`` as
+            :func:`rayplex.logdir_codec.kind_of` names it.
     """
 
     used: int
@@ -192,6 +197,7 @@ class Chunk:
     step: I64
     wall_time: F64
     value: F64
+    others: list[Other] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.step)
@@ -201,10 +207,13 @@ class Chunk:
         second counted from its own start)."""
         k = int(np.searchsorted(self.record, records))
         used = int(self.ends[records - 1]) if records else 0
+        j = next((i for i, other in enumerate(self.others) if other[0] >= records),
+                 len(self.others))
         head = Chunk(used, self.ends[:records], self.record[:k], self.tags, self.tag[:k],
-                     self.step[:k], self.wall_time[:k], self.value[:k])
+                     self.step[:k], self.wall_time[:k], self.value[:k], self.others[:j])
         rest = Chunk(self.used - used, self.ends[records:] - used, self.record[k:] - records,
-                     self.tags, self.tag[k:], self.step[k:], self.wall_time[k:], self.value[k:])
+                     self.tags, self.tag[k:], self.step[k:], self.wall_time[k:], self.value[k:],
+                     [(o[0] - records, o[1], o[2], o[3], o[4]) for o in self.others[j:]])
         return head, rest
 
 
@@ -250,13 +259,14 @@ def _template_tag(tail: bytes) -> str | None:
 _EVENT: Any = None
 
 
-def _general(payload: bytes) -> tuple[int, float, list[tuple[str, float]]] | None:
-    """``(step, wall_time, [(tag, scalar), ...])`` of an ``Event`` (protobuf), None if it is
-    not one."""
+def _general(payload: bytes) -> tuple[int, float, list[tuple[str, float]],
+                                      list[tuple[str, str]]] | None:
+    """``(step, wall_time, [(tag, scalar), ...], [(tag, kind), ...])`` of an ``Event``
+    (protobuf): its scalars and its other values; None if it is not one."""
     global _EVENT
     from google.protobuf.message import DecodeError
 
-    from rayplex.logdir_codec import scalar_of
+    from rayplex.logdir_codec import kind_of, scalar_of
 
     if _EVENT is None:
         from tensorboard.compat.proto.event_pb2 import Event
@@ -266,12 +276,14 @@ def _general(payload: bytes) -> tuple[int, float, list[tuple[str, float]]] | Non
         event = _EVENT.FromString(payload)
     except DecodeError:
         return None
-    out = []
+    out, others = [], []
     for value in event.summary.value:
         scalar = scalar_of(value)
         if scalar is not None:
             out.append((value.tag, scalar))
-    return event.step, event.wall_time, out
+        else:
+            others.append((value.tag, kind_of(value)))
+    return event.step, event.wall_time, out, others
 
 
 class _Collector:
@@ -287,6 +299,26 @@ class _Collector:
         for name, part in (("record", record), ("tag", tag), ("step", step),
                            ("wall_time", wall_time), ("value", value)):
             self.parts[name].append(part)
+
+
+_SAMPLE, _FEW = 256, 16
+
+
+def _distinct(keys: Any) -> tuple[I64, I64]:
+    """``(first, inverse)`` of equal-size byte strings: the index of one row of each distinct
+    value, and each row's distinct value. A few values (a run's tags), seen in the first rows,
+    are matched by comparison, which costs less than sorting every row."""
+    sample = np.unique(keys[:_SAMPLE])
+    if len(sample) <= _FEW:
+        inverse = np.full(len(keys), -1, np.int64)
+        for u, key in enumerate(sample):
+            inverse[keys == key] = u
+        if (inverse >= 0).all():
+            head = inverse[:_SAMPLE]
+            return np.array([int(np.argmax(head == u)) for u in range(len(sample))],
+                            np.int64), inverse
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    return first.astype(np.int64), inverse.ravel().astype(np.int64)
 
 
 def _fast(mat: U8, rec: I64, length: int, out: _Collector) -> I64:
@@ -307,13 +339,13 @@ def _fast(mat: U8, rec: I64, length: int, out: _Collector) -> I64:
             continue
         tails = np.ascontiguousarray(mat[sel, tail_at:tail_end])
         keys = tails.view(np.dtype((np.void, tail_end - tail_at))).ravel()
-        uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-        tag_of = np.full(len(uniq), -1, np.int64)
-        for u in range(len(uniq)):
+        first, inverse = _distinct(keys)
+        tag_of = np.full(len(first), -1, np.int64)
+        for u in range(len(first)):
             tag = _template_tag(tails[first[u]].tobytes())
             if tag is not None:
                 tag_of[u] = out.tag_id(tag)
-        tag_ids = tag_of[inverse.ravel()]
+        tag_ids = tag_of[inverse]
         good = tag_ids >= 0
         rest.append(rec[sel[~good]])
         g = sel[good]
@@ -355,12 +387,16 @@ def decode_chunk(blob: bytes) -> Chunk:
     for length, rec, mat in groups:
         keep = rec < count
         general.append(_fast(mat[keep, :length], rec[keep], length, out))
+    others: list[Other] = []
     for r in np.sort(np.concatenate(general)).tolist() if general else []:
         start = int(starts[r]) + _HEADER
         event = _general(blob[start:start + int(lengths[r])])
-        if event is None or not event[2]:
+        if event is None:
             continue
-        step, wall, scalars = event
+        step, wall, scalars, rest = event
+        others.extend((r, tag, kind, step, wall) for tag, kind in rest)
+        if not scalars:
+            continue
         m = len(scalars)
         out.add(np.full(m, r, np.int64), np.array([out.tag_id(t) for t, _ in scalars], np.int64),
                 np.full(m, step, np.int64), np.full(m, wall, np.float64),
@@ -374,4 +410,4 @@ def decode_chunk(blob: bytes) -> Chunk:
         cols = {name: col[order] for name, col in cols.items()}
     used = int(ends[-1]) if count else 0
     return Chunk(used, ends, cols["record"], list(out.tags), cols["tag"], cols["step"],
-                 cols["wall_time"], cols["value"])
+                 cols["wall_time"], cols["value"], others)
