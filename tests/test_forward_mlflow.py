@@ -101,6 +101,7 @@ def event_contents(logdir):
     return out
 
 
+@pytest.mark.slow
 def test_mlflow_holds_every_scalar_summary_and_param_with_the_event_files_steps_and_times(
         ray_session, tmp_path, tracking):
     import rayplex
@@ -125,6 +126,7 @@ def test_mlflow_holds_every_scalar_summary_and_param_with_the_event_files_steps_
     assert params["learner"]["aux/Args/lr"] == "0.001"
 
 
+@pytest.mark.slow
 def test_a_killed_forwarder_resumes_from_its_cursor_without_loss_or_mlflow_duplicates(
         ray_session, tmp_path, tracking):
     import ray
@@ -177,6 +179,7 @@ def test_a_locked_tracker_is_reported_within_slow_call_s_and_loses_nothing_once_
     assert ray.is_initialized()
 
 
+@pytest.mark.slow
 def test_an_unreachable_tracker_delays_forwarding_with_backoff_and_then_catches_up(
         ray_session, tmp_path):
     import rayplex
