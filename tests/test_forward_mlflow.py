@@ -5,8 +5,10 @@ restarts, without duplicates."""
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import time
+from pathlib import Path
 
 import pytest
 
@@ -22,8 +24,19 @@ def read_text(path):
         return f.read()
 
 
+_MIGRATED: list[Path] = []
+"""A SQLite store MLflow created (its schema migrations take seconds), made once per process."""
+
+
 @pytest.fixture
-def tracking(tmp_path):
+def tracking(tmp_path, tmp_path_factory):
+    """A SQLite store of the test's own: a copy of one MLflow created and migrated (the
+    unreachable-tracker test has the forwarder create its store from nothing)."""
+    if not _MIGRATED:
+        made = tmp_path_factory.mktemp("mlflow") / "mlruns.db"
+        mlflow.MlflowClient(tracking_uri=f"sqlite:///{made}").search_experiments()
+        _MIGRATED.append(made)
+    shutil.copyfile(_MIGRATED[0], tmp_path / "mlruns.db")
     return f"sqlite:///{tmp_path / 'mlruns.db'}"
 
 
