@@ -54,8 +54,10 @@ def xdist_scope(rootpath: str, nodeid: str) -> str:
 
 def pytest_xdist_make_scheduler(config, log):
     """``-n N`` (xdist's default ``--dist load``) schedules by ``xdist_scope``, the units in
-    collection order, in which ``pytest_collection_modifyitems`` put the slow tests first (so
-    that no long test starts last); any other ``--dist`` is xdist's own."""
+    collection order, in which ``pytest_collection_modifyitems`` put the slow tests first, then
+    the files that go whole to one worker, then the tests that go alone (the longest units
+    first, so that no long one starts last while the other worker has nothing left); any other
+    ``--dist`` is xdist's own."""
     if config.getvalue("dist") != "load":
         return None
     from xdist.scheduler import LoadScopeScheduling
@@ -70,7 +72,8 @@ def pytest_xdist_make_scheduler(config, log):
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.environ.get("PYTEST_XDIST_WORKER"):  # every worker sorts alike: same collection
-        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+        items.sort(key=lambda item: (item.get_closest_marker("slow") is None,
+                                     not file_shares_module_state(str(item.path))))
 
 
 @pytest.fixture(scope="session")

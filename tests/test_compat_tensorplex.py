@@ -207,6 +207,7 @@ def _as_points(scalars):
             for run, tags in scalars.items()}
 
 
+@pytest.mark.slow
 def test_the_example_scripts_give_the_native_runs_tags_and_values(ray_session, tmp_path):
     home = tmp_path / "home"
     home.mkdir()

@@ -78,13 +78,14 @@ def test_the_demo_piped_is_quiet_and_ends_with_three_whole_view_commands(tmp_pat
 
 
 @pytest.mark.slow
-def test_a_users_script_hears_no_warning_from_rayplexs_actors(tmp_path):
+def test_a_users_script_hears_no_warning_from_rayplexs_actors(ray_session, tmp_path):
     """With Ray's default log forwarding, a clean run prints nothing of the hub's or the node
-    buffers' (e.g. a Ray deprecation warning raised inside a Ray API they call)."""
+    buffers' (e.g. a Ray deprecation warning raised inside a Ray API they call). The script
+    joins this test worker's Ray, as a script joins a running cluster: its actors are its own."""
     script = tmp_path / "user.py"
     script.write_text(
         "import ray, rayplex\n"
-        "ray.init(address='local', num_cpus=2, include_dashboard=False)\n"
+        f"ray.init(address={ray_session.get_runtime_context().gcs_address!r})\n"
         f"rayplex.init({str(tmp_path / 'exp')!r})\n"
         "@ray.remote\n"
         "def work(i):\n"

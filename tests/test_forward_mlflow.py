@@ -5,8 +5,10 @@ restarts, without duplicates."""
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import time
+from pathlib import Path
 
 import pytest
 
@@ -22,8 +24,19 @@ def read_text(path):
         return f.read()
 
 
+_MIGRATED: list[Path] = []
+"""A SQLite store MLflow created (its schema migrations take seconds), made once per process."""
+
+
 @pytest.fixture
-def tracking(tmp_path):
+def tracking(tmp_path, tmp_path_factory):
+    """A SQLite store of the test's own: a copy of one MLflow created and migrated (the
+    unreachable-tracker test has the forwarder create its store from nothing)."""
+    if not _MIGRATED:
+        made = tmp_path_factory.mktemp("mlflow") / "mlruns.db"
+        mlflow.MlflowClient(tracking_uri=f"sqlite:///{made}").search_experiments()
+        _MIGRATED.append(made)
+    shutil.copyfile(_MIGRATED[0], tmp_path / "mlruns.db")
     return f"sqlite:///{tmp_path / 'mlruns.db'}"
 
 
@@ -101,6 +114,7 @@ def event_contents(logdir):
     return out
 
 
+@pytest.mark.slow
 def test_mlflow_holds_every_scalar_summary_and_param_with_the_event_files_steps_and_times(
         ray_session, tmp_path, tracking):
     import rayplex
@@ -125,6 +139,7 @@ def test_mlflow_holds_every_scalar_summary_and_param_with_the_event_files_steps_
     assert params["learner"]["aux/Args/lr"] == "0.001"
 
 
+@pytest.mark.slow
 def test_a_killed_forwarder_resumes_from_its_cursor_without_loss_or_mlflow_duplicates(
         ray_session, tmp_path, tracking):
     import ray
@@ -177,6 +192,7 @@ def test_a_locked_tracker_is_reported_within_slow_call_s_and_loses_nothing_once_
     assert ray.is_initialized()
 
 
+@pytest.mark.slow
 def test_an_unreachable_tracker_delays_forwarding_with_backoff_and_then_catches_up(
         ray_session, tmp_path):
     import rayplex

@@ -83,6 +83,7 @@ def test_wandb_holds_every_scalar_and_summary_at_its_own_step_with_row_wall_time
     assert runs["learner"][1]["main/Args/lr"] == 0.001
 
 
+@pytest.mark.slow
 def test_a_killed_wandb_forwarder_loses_nothing_and_repeats_only_identical_rows(
         ray_session, tmp_path):
     import ray

@@ -354,6 +354,7 @@ def test_a_line_no_rule_allows_is_quarantined_and_counted_by_its_sender(experime
 
 
 # ------------------------------------------------------------ 14. the node buffer's own bound
+@pytest.mark.slow
 def test_a_node_buffer_holds_at_most_its_bound_while_the_hub_is_stalled(ray_session, tmp_path):
     import ray
 

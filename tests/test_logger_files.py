@@ -1,6 +1,7 @@
 """ML-Logger's file calls on rayplex.Logger: remove, move, duplicate, glob, JSON, YAML, JSON
 lines, directories as tar archives, TorchScript. The tar helpers are tested as plain functions;
-everything else on a real local Ray, read back from the logdir."""
+everything else on a real local Ray, read back from the logdir: one hub for the module
+(``shared_experiment``), each test with client ids of its own."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import ray
 import rayplex
 from rayplex.artifacts import TEMP_PREFIX
 from rayplex.logger_files import check_path, pack_dir, unpack_tar
+from tests.fixtures import shared_experiment  # noqa: F401
 
 pytestmark = pytest.mark.filterwarnings("ignore:rayplex. group .* is not registered")
 
@@ -24,6 +26,12 @@ pytestmark = pytest.mark.filterwarnings("ignore:rayplex. group .* is not registe
 def _stored(logdir: str, client: str) -> list[str]:
     root = Path(logdir) / "artifacts" / client
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+def _all_stored(logdir: str) -> list[str]:
+    """Every file and directory under the logdir's artifacts."""
+    root = Path(logdir) / "artifacts"
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
 
 
 def _tar(*members: tuple[tarfile.TarInfo, bytes | None]) -> bytes:
@@ -196,12 +204,13 @@ _OUTSIDE_CALLS = {
 def test_every_path_taking_call_refuses_paths_outside_the_clients_directory(experiment):
     log = rayplex.get_logger("learner/confined")
     log.save_bytes(b"a", "a.txt")
+    others = _all_stored(experiment.logdir)  # the other tests' files, on the module's hub
     for name, call in _OUTSIDE_CALLS.items():
         with pytest.raises(ValueError):
             call(log)
             pytest.fail(f"{name} did not raise")
     assert _stored(experiment.logdir, "learner/confined") == ["a.txt"]
-    assert sorted(os.listdir(Path(experiment.logdir) / "artifacts")) == ["learner"]
+    assert _all_stored(experiment.logdir) == others
     assert not os.path.exists("/tmp/never")
 
 
@@ -346,7 +355,7 @@ def test_a_load_of_the_callers_own_missing_path_never_reads_another_clients_file
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "run.py").write_text("print('stranger')\n")
     stranger.upload_dir(tmp_path / "src", "code.tar")
-    log = rayplex.get_logger("learner/main")
+    log = rayplex.get_logger("learner/loader")
     loads = {
         "load_pkl": lambda: log.load_pkl("checkpoints/best/model.pkl"),
         "load_bytes": lambda: log.load_bytes("checkpoints/best/model.pkl"),
@@ -358,10 +367,10 @@ def test_a_load_of_the_callers_own_missing_path_never_reads_another_clients_file
         "download_dir": lambda: log.download_dir("checkpoints/best/code.tar", tmp_path / "d"),
     }
     for name, load in loads.items():
-        with pytest.raises(FileNotFoundError, match="learner/main/checkpoints/best"):
+        with pytest.raises(FileNotFoundError, match="learner/loader/checkpoints/best"):
             load()
             pytest.fail(f"{name} read another client's file")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp", "src"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
     # Naming the client explicitly is how one reads another client's file.
     assert log.load_pkl("model.pkl", client="checkpoints/best") == {"from": "stranger"}
     assert log.load_json("cfg.json", client="checkpoints/best") == {"from": "stranger"}
@@ -373,14 +382,14 @@ def test_a_load_of_the_callers_own_missing_path_never_reads_another_clients_file
 
 
 def _victim_and_link(experiment):
-    """``agent/victim`` stores two files; ``learner/main/shared`` is a symlink into it."""
+    """``agent/victim`` stores two files; ``learner/linked/shared`` is a symlink into it."""
     victim = rayplex.get_logger("agent/victim")
     victim.save_bytes(b"v1", "ckpt/a.pkl")
     victim.save_bytes(b"v2", "ckpt/b.pkl")
-    log = rayplex.get_logger("learner/main")
+    log = rayplex.get_logger("learner/linked")
     log.save_bytes(b"mine", "own.txt")
     root = Path(experiment.logdir) / "artifacts"
-    os.symlink(root / "agent" / "victim", root / "learner" / "main" / "shared")
+    os.symlink(root / "agent" / "victim", root / "learner" / "linked" / "shared")
     return log, root / "agent" / "victim"
 
 
@@ -443,7 +452,7 @@ def test_a_deep_glob_answers_quickly_and_never_stalls_another_clients_flush(expe
     log = rayplex.get_logger("learner/deep")
     deep = "/".join(f"d{i}" for i in range(100))
     log.save_bytes(b"x", f"{deep}/f.txt")
-    writer = rayplex.get_logger("learner/writer")
+    writer = rayplex.get_logger("learner/writer-deep")
     writer.add_scalar("x", 1.0, step=0)
     writer.flush()
     paths, seconds, waits = _flush_waits_while(lambda: log.glob("**/**/**/f.txt"), writer)
@@ -516,7 +525,7 @@ def test_a_long_glob_runs_beside_the_writes_not_in_front_of_them(experiment):
     for i in range(100):  # 10,000 directories: a walk of about a second
         for j in range(100):
             os.makedirs(base / f"d{i}" / f"e{j}", exist_ok=True)
-    writer = rayplex.get_logger("learner/writer")
+    writer = rayplex.get_logger("learner/writer-wide")
     writer.add_scalar("x", 1.0, step=0)
     writer.flush()
     paths, seconds, waits = _flush_waits_while(lambda: log.glob("**/f.txt"), writer)

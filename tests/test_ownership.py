@@ -71,6 +71,7 @@ def _read_json_line(proc: subprocess.Popen, deadline: float) -> dict:
             return json.loads(line)
 
 
+@pytest.mark.slow
 def test_two_drivers_racing_for_one_logdir_exactly_one_wins(ray_session, tmp_path):
     address = ray_session.get_runtime_context().gcs_address
     drivers = [subprocess.Popen([sys.executable, "-c", _RACER, address, me], text=True,

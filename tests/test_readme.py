@@ -2,9 +2,12 @@
 
 Each block runs in a fresh Python process, in an empty temporary directory (so relative logdirs
 such as ``./rayplex_logs/exp1`` land there), with a timeout. The block's text is run unchanged;
-only the environment makes sure it uses a Ray of its own: ``RAY_ADDRESS=local`` makes a bare
-``ray.init()`` (or the one ``rayplex.init`` does) start a new local Ray instead of joining one
-found in /tmp/ray (the test session's, or another process's).
+only the environment says which Ray it uses. ``RAY_ADDRESS`` names this test worker's Ray
+(``ray_session``), which the block's bare ``ray.init()`` (or the one ``rayplex.init`` does)
+joins: starting a Ray was most of a block's time. A block that needs a Ray of its own
+(``OWN_RAY``), or one run while a rayplex actor of someone else is alive in the worker's Ray,
+gets ``RAY_ADDRESS=local`` instead: a new local Ray, never one found in /tmp/ray. Either way,
+every rayplex actor the block started must be gone when it ends.
 """
 
 from __future__ import annotations
@@ -17,10 +20,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import wait_for
+
 REPO = Path(__file__).resolve().parent.parent
 DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 BLOCK = re.compile(r"^```python\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 TIMEOUT_S = 180
+OWN_RAY = re.compile(r"starts a local Ray|\(and Ray\)|forward=\[")
+"""Blocks that need a Ray of their own: those that say rayplex starts Ray when none is running
+(they prove it), and those whose forwarders open relative paths (``sqlite:///mlruns.db``): an
+actor resolves them in its Ray's working directory, the block's only if the block started it."""
 
 
 def python_blocks(path: Path) -> list[tuple[int, str]]:
@@ -50,16 +59,27 @@ def test_each_block_stops_what_it_starts(path, line, code):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("path", "line", "code"), BLOCKS)
-def test_the_block_runs_as_written(path, line, code, tmp_path):
+def test_the_block_runs_as_written(path, line, code, tmp_path, ray_session):
+    from rayplex.actors import list_rayplex_actors
+
     script = tmp_path / "block.py"
     script.write_text(code, encoding="utf-8")
-    env = {**os.environ, "RAY_ADDRESS": "local", "MPLBACKEND": "Agg"}
+    joins = not OWN_RAY.search(code) and not list_rayplex_actors()
+    address = ray_session.get_runtime_context().gcs_address if joins else "local"
+    env = {**os.environ, "RAY_ADDRESS": address, "MPLBACKEND": "Agg"}
     try:
-        done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"{path.name}:{line} did not finish within {TIMEOUT_S} s; stderr:\n"
-                    f"{(exc.stderr or b'')[-4000:]!r}")
-    assert done.returncode == 0, (f"{path.name}:{line} exited with {done.returncode}; stderr:\n"
-                                  f"{done.stderr[-6000:]}")
+        try:
+            done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
+                                  stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                  timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired as exc:
+            pytest.fail(f"{path.name}:{line} did not finish within {TIMEOUT_S} s; stderr:\n"
+                        f"{(exc.stderr or b'')[-4000:]!r}")
+        assert done.returncode == 0, (f"{path.name}:{line} exited with {done.returncode}; "
+                                      f"stderr:\n{done.stderr[-6000:]}")
+        if joins:  # what its rayplex.shutdown() stopped is gone from the Ray it joined
+            wait_for(lambda: not list_rayplex_actors(), 60,
+                     f"the rayplex actors {path.name}:{line} started to stop")
+    finally:  # none is left to the tests that use this Ray next
+        for name in list_rayplex_actors() if joins else ():
+            ray_session.kill(ray_session.get_actor(name, namespace="rayplex"))

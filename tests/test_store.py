@@ -331,6 +331,7 @@ def test_sigkill_at_each_stage_loses_and_duplicates_nothing(tmp_path, stage):
     assert not [p for p in (tmp_path / "store").iterdir() if p.name.startswith(".tmp-")]
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_times_loses_and_duplicates_nothing(tmp_path):
     expected = _kill_logdir(tmp_path)
     rng = random.Random(23)

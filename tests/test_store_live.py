@@ -96,6 +96,7 @@ def _compare(logdir):
     return sum(events.values()), lost, duplicated
 
 
+@pytest.mark.slow
 def test_sigkilled_feed_loses_and_duplicates_nothing(experiment, tmp_path, capsys):
     experiment.register_indexed_group("agent", 2)
     stop = str(tmp_path / "stop")

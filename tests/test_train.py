@@ -181,6 +181,7 @@ def _flaky_train_fn(config):
             raise RuntimeError("a worker failed")
 
 
+@pytest.mark.slow
 def test_a_run_restarted_by_train_writes_each_rank_step_once(ray_session, tmp_path):
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
