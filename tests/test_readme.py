@@ -26,10 +26,11 @@ REPO = Path(__file__).resolve().parent.parent
 DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 BLOCK = re.compile(r"^```python\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 TIMEOUT_S = 180
-OWN_RAY = re.compile(r"starts a local Ray|\(and Ray\)|forward=\[")
+OWN_RAY = re.compile(r"starts a local Ray|\(and Ray\)|forward=\[|os\.environ\[")
 """Blocks that need a Ray of their own: those that say rayplex starts Ray when none is running
-(they prove it), and those whose forwarders open relative paths (``sqlite:///mlruns.db``): an
-actor resolves them in its Ray's working directory, the block's only if the block started it."""
+(they prove it), those whose forwarders open relative paths (``sqlite:///mlruns.db``): an
+actor resolves them in its Ray's working directory, the block's only if the block started it,
+and those that set a ``RAYPLEX_*`` variable for the actors before Ray starts (telemetry)."""
 
 
 def python_blocks(path: Path) -> list[tuple[int, str]]:
