@@ -62,6 +62,22 @@ HUB_ANSWER_TIMEOUT_S = 10.0
 """Longest a public :class:`rayplex.HubHandle` query (``registry()``, ``connect``) waits for
 the hub to answer before it raises; a wedged hub never wedges the caller."""
 
+# ---------------------------------------------------------------- rayplex view
+MAX_BUCKETS = 4000
+"""The most buckets one request may ask for per series."""
+LINE_RUNS_MAX = 200
+"""The most runs one ``series`` request may draw as lines (more: ask for a band)."""
+LIVE_WITHIN_S = 120.0
+"""A run whose last point is younger than this is shown as ``running``."""
+REFRESH_EVERY_S = 1.0
+"""The store is brought up to date this often (``rayplex.index`` when event files grew)."""
+LOG_TAIL_BYTES = 4 << 20
+"""Only the last bytes of a text log are read for its tail."""
+LOG_LINES_MAX = 2000
+"""The most lines one log-tail answer holds."""
+PARAM_TAGS_MAX = 40
+"""The params table shows the last value of at most this many tags (the first, in natural order)."""
+
 
 # ---------------------------------------------------------------- internal tunables
 # Module constants (no environment variable): timeouts, intervals and bounds of rayplex's own

@@ -27,6 +27,15 @@ from typing import Any
 
 import numpy as np
 
+from rayplex.config import (  # the viewer's tunables live with every other
+    LINE_RUNS_MAX,
+    LIVE_WITHIN_S,
+    LOG_LINES_MAX,
+    LOG_TAIL_BYTES,
+    MAX_BUCKETS,
+    PARAM_TAGS_MAX,
+    REFRESH_EVERY_S,
+)
 from rayplex.rules import check_step, natural_key, validate_tag
 
 __all__ = [
@@ -44,17 +53,6 @@ __all__ = [
 
 BAND_ABOVE = 50
 """More selected runs than this are drawn as a band (min-max envelope and median)."""
-MAX_BUCKETS = 4000
-"""The most buckets one request may ask for per series."""
-LINE_RUNS_MAX = 200
-"""The most runs one ``series`` request may draw as lines (more: ask for a band)."""
-LIVE_WITHIN_S = 120.0
-"""A run whose last point is younger than this is shown as ``running``."""
-REFRESH_EVERY_S = 1.0
-"""The store is brought up to date this often (``rayplex.index`` when event files grew)."""
-LOG_TAIL_BYTES = 4 << 20
-"""Only the last bytes of a text log are read for its tail."""
-LOG_LINES_MAX = 2000
 ROBUST_QUANTILE = 0.01
 ROBUST_PAD = 0.1
 
@@ -326,8 +324,6 @@ def band_answer(logdir: str | os.PathLike[str], known: Mapping[str, Any],
     return answer
 
 
-PARAM_TAGS_MAX = 40
-"""The params table shows the last value of at most this many tags (the first, in natural order)."""
 
 
 def params_answer(logdir: str | os.PathLike[str], known: Mapping[str, Any]) -> dict[str, Any]:
