@@ -7,7 +7,7 @@ the list, a zoom fetches finer buckets, the URL reproduces the view, a point app
 page is open appears, and a run name or log line made of markup shows as text.
 
 ``RAYPLEX_VIEW_SCREENSHOT=path`` also saves the page's screenshot there
-(``python docs/make_view_screenshot.py`` writes ``docs/view.png`` with it).
+(``python docs/make_screenshot.py view`` writes ``docs/view.png`` with it).
 """
 
 from __future__ import annotations

@@ -189,17 +189,12 @@ def stored_tags(logdir: PathLike) -> dict[tuple[str, str], TagStat] | None:
         >>> stats[("learner", "main/loss")].last_step  # doctest: +SKIP
         99
     """
-    from rayplex.store.follower import store_available
-
-    if not store_available():
-        return None
     try:
-        layout = Layout.of(logdir)
-        if not layout.rayplex or not layout.manifest.exists():
+        current = _current_store(logdir)
+        if current is None or current[1].tags is None:
             return None
-        manifest = Manifest.load(layout)
-        if manifest.tags is None or not _current(layout, manifest):
-            return None
+        layout, manifest = current
+        assert manifest.tags is not None
         parts: dict[tuple[str, str], list[TagStat]] = {}
         for run, by_tag in manifest.tags.items():
             for tag, stat in by_tag.items():
@@ -215,20 +210,28 @@ def stored_tags(logdir: PathLike) -> dict[tuple[str, str], TagStat] | None:
     return out
 
 
-def open_current(logdir: PathLike) -> StoreScan | None:
-    """The store of a rayplex logdir, open for reading, if it is current; else None (read the
-    event files instead). Never raises for a store it cannot use."""
+def _current_store(logdir: PathLike) -> tuple[Layout, Manifest] | None:
+    """The layout and manifest of a rayplex logdir's store if it is current (every event
+    file's cursor at its size), else None; raises what reading them raised."""
     from rayplex.store.follower import store_available
 
     if not store_available():
         return None
+    layout = Layout.of(logdir)
+    if not layout.rayplex or not layout.manifest.exists():
+        return None
+    manifest = Manifest.load(layout)
+    return (layout, manifest) if _current(layout, manifest) else None
+
+
+def open_current(logdir: PathLike) -> StoreScan | None:
+    """The store of a rayplex logdir, open for reading, if it is current; else None (read the
+    event files instead). Never raises for a store it cannot use."""
     try:
-        layout = Layout.of(logdir)
-        if not layout.rayplex or not layout.manifest.exists():
+        current = _current_store(logdir)
+        if current is None:
             return None
-        manifest = Manifest.load(layout)
-        if not _current(layout, manifest):
-            return None
+        layout, manifest = current
         files: list[IO[bytes]] = []
         try:
             for seg in manifest.segments:
