@@ -315,10 +315,13 @@ def _ls(args: argparse.Namespace) -> int:
         errors.add_column("error")
         show(errors, sorted(summary.errors.items(), key=lambda item: natural_key(item[0])),
              "errors")
-    jobs = _job_rows(args.logdir, time.time())
+    jobs = _client_rows(args.logdir, summary.clients, time.time())
     if jobs:
-        jobs_table = Table(title="clients (job status: logger.job_*; last seen: logger.ping)")
-        for column in ("client", "job status", "ping status", "last seen", "host"):
+        jobs_table = Table(title="clients (state: running / finished / silent / crashed; last "
+                                 "alert: rayplex alerts; job status: logger.job_*; last seen: "
+                                 "logger.ping)")
+        for column in ("client", "state", "last alert", "job status", "ping status",
+                       "last seen", "host"):
             jobs_table.add_column(column, justify="right" if column == "last seen" else "left")
         show(jobs_table, jobs, "clients")
     return 0
@@ -336,12 +339,13 @@ def _ago(seconds: float) -> str:
     return f"{seconds / 86400:.1f} d ago"
 
 
-def _job_rows(logdir: str, now: float) -> list[tuple[str, ...]]:
-    """One row per client with a job status or a heartbeat: client, job status, ping status,
-    last seen, host."""
+def _client_rows(logdir: str, clients: list[str], now: float) -> list[tuple[str, ...]]:
+    """One row per client (seen in the logdir, with a job status, a heartbeat or an alert):
+    client, state, last alert, job status, ping status, last seen, host."""
     from rayplex.actors.control import read_control
     from rayplex.layout import CONTROL_FILE
-    from rayplex.read import read_params
+    from rayplex.read import client_states, read_params
+    from rayplex.watch import alerts
 
     try:
         beats = read_control(logdir).heartbeats
@@ -354,11 +358,17 @@ def _job_rows(logdir: str, now: float) -> list[tuple[str, ...]]:
         job = params.get("job")
         if isinstance(job, dict) and "status" in job:
             statuses[client] = str(job["status"])
+    alerted = {alert.client for alert in alerts(logdir) if alert.client}
+    everyone = sorted(set(clients) | set(statuses) | set(beats) | alerted, key=natural_key)
     rows: list[tuple[str, ...]] = []
-    for client in sorted(set(statuses) | set(beats), key=natural_key):
+    for client, state, alert in client_states(logdir, everyone):
         beat = beats.get(client, {})
         seen = beat.get("time")
-        rows.append((client, statuses.get(client, ""), str(beat.get("status", "")),
+        last_alert = "" if alert is None else (
+            f"{alert.rule}" + ("" if alert.step is None else f" at step {alert.step}")
+            + f", {_ago(now - alert.wall_time)}")
+        rows.append((client, state, last_alert, statuses.get(client, ""),
+                     str(beat.get("status", "")),
                      _ago(now - seen) if isinstance(seen, (int, float)) else "",
                      str(beat.get("hostname", ""))))
     return rows

@@ -575,6 +575,62 @@ def _stored_tag_summaries(root: Path) -> list[TagSummary] | None:
             for (run, tag), s in stats.items()]
 
 
+class ClientStatus(NamedTuple):
+    """What ``rayplex ls`` says of one client: its state and its latest alert."""
+
+    client: str
+    state: str
+    """``running``, ``finished``, ``silent`` or ``crashed`` (see :func:`client_states`)."""
+    last_alert: Any
+    """The latest :class:`rayplex.Alert` about it, or None."""
+
+
+def client_states(logdir: PathLike, clients: Iterable[str]) -> list[ClientStatus]:
+    """Each client's state as the logdir tells it, read back without Ray (``rayplex ls``).
+
+    ``crashed``: its latest alert is a ``crashed`` one. ``finished``: its last ``ping`` status
+    says it ended (``finished``, ``completed``, ``done``, ``stopped``, ``errored``), or no live
+    hub holds the logdir on this machine (the experiment is over). ``silent``: its latest alert
+    is a ``silent`` one and it has not pinged since. ``running``: otherwise. The hub knows
+    more while it runs (``silent`` ends with the client's next record); the logdir keeps only
+    alerts and heartbeats.
+
+    Example:
+        >>> client_states("/tmp/exp1", ["agent/0"])  # doctest: +SKIP
+        [ClientStatus(client='agent/0', state='finished', last_alert=None)]
+    """
+    from rayplex.actors.claim import holder
+    from rayplex.actors.control import read_control
+    from rayplex.actors.watchbook import ENDED
+    from rayplex.watch import alerts
+
+    path = os.fspath(logdir)
+    live = holder(path) is not None
+    try:
+        beats = read_control(path).heartbeats
+    except RecursionError:  # a hostile control file: no heartbeat is known
+        beats = {}
+    latest = {alert.client: alert for alert in alerts(path)}  # oldest first: the last wins
+    out = []
+    for client in clients:
+        alert = latest.get(client)
+        kind = alert.rule.partition("(")[0] if alert is not None else ""
+        beat = beats.get(client, {})
+        beat_time = beat.get("time")
+        pinged_since = isinstance(beat_time, (int, float)) and alert is not None and (
+            beat_time > alert.wall_time)
+        if kind == "crashed":
+            state = "crashed"
+        elif beat.get("status") in ENDED or not live:
+            state = "finished"
+        elif kind == "silent" and not pinged_since:
+            state = "silent"
+        else:
+            state = "running"
+        out.append(ClientStatus(client, state, alert))
+    return out
+
+
 def summarize(logdir: PathLike) -> LogdirSummary:
     """Summarize a logdir: groups, clients, runs, tags (last step, point count), artifacts, logs.
 

@@ -143,15 +143,63 @@ def test_ls_shows_each_clients_job_status_and_when_it_was_last_seen(tmp_path, ca
     cells = [[c.strip() for c in line.strip()[1:-1].split("│")]
              for line in capsys.readouterr().out.splitlines() if line.startswith("│ agent/")]
     rows = {row[0]: row for row in cells}
-    assert rows["agent/1"] == ["agent/1", "completed", "", "", ""]
-    assert rows["agent/2"][:3] == ["agent/2", "running", "training"]
-    assert rows["agent/2"][3] in ("30 s ago", "31 s ago") and rows["agent/2"][4] == "node-7"
-    assert rows["agent/3"] == ["agent/3", "", "evaluating", "2.0 h ago", "node-8"]
+    assert rows["agent/1"] == ["agent/1", "finished", "", "completed", "", "", ""]
+    assert rows["agent/2"][:5] == ["agent/2", "finished", "", "running", "training"]
+    assert rows["agent/2"][5] in ("30 s ago", "31 s ago") and rows["agent/2"][6] == "node-7"
+    assert rows["agent/3"] == ["agent/3", "finished", "", "", "evaluating", "2.0 h ago", "node-8"]
 
 
-def test_ls_without_job_status_or_heartbeats_shows_no_clients_table(logdir, capsys):
+def test_ls_shows_every_clients_state_without_job_status_or_heartbeats(logdir, capsys):
     assert main(["ls", logdir]) == 0
-    assert "job status" not in capsys.readouterr().out
+    cells = [[c.strip() for c in line.strip()[1:-1].split("│")]
+             for line in capsys.readouterr().out.splitlines() if line.startswith("│ agent/3 ")]
+    assert ["agent/3", "finished", "", "", "", "", ""] in cells  # no live hub: it is over
+
+
+def test_ls_names_each_clients_state_and_last_alert(tmp_path, capsys):
+    from rayplex.actors.claim import LogdirClaim
+    from rayplex.actors.control import ControlBook
+    from rayplex.layout import alerts_path, control_path, state_dir
+    from rayplex.watch import Alert, alert_to_json
+
+    root = tmp_path / "exp"
+    (root / "tensorboard").mkdir(parents=True)
+    now = time.time()
+
+    def alert(rule: str, client: str, step: int | None, at: float) -> str:
+        return json.dumps(alert_to_json(Alert(rule, "agent", client, "n1", 7, step, 1.0, None,
+                                              at, "m")))
+
+    with open(alerts_path(str(root)), "w", encoding="utf-8") as f:
+        f.write("\n".join([alert("nan(loss)", "agent/1", 3, now - 60),
+                           alert("crashed()", "agent/1", None, now - 50),
+                           alert("silent(5)", "agent/2", None, now - 40),
+                           alert("silent(5)", "agent/3", None, now - 40)]) + "\n")
+    book = ControlBook(control_path(str(root)))
+    book.ping("agent/3", "training", "t1", {}, now=now - 10)  # heard of again: running
+    book.ping("agent/4", "finished", "t2", {}, now=now - 10)
+    book.ping("agent/5", "training", "t3", {}, now=now - 10)
+    claim = LogdirClaim(str(root), state_dir(str(root)), "exp")
+    claim.take()  # a live hub holds the logdir
+    try:
+        assert main(["ls", str(root)]) == 0
+    finally:
+        claim.release()
+    out = capsys.readouterr().out
+    cells = [[c.strip() for c in line.strip()[1:-1].split("│")]
+             for line in out.splitlines() if line.startswith("│ agent/")]
+    states = {row[0]: row[1] for row in cells if len(row) == 7}
+    assert states == {"agent/1": "crashed", "agent/2": "silent", "agent/3": "running",
+                      "agent/4": "finished", "agent/5": "running"}
+    last = {row[0]: row[2] for row in cells if len(row) == 7}
+    assert last["agent/1"].startswith("crashed(), ") and last["agent/2"].startswith("silent(5)")
+    assert last["agent/5"] == ""
+    assert main(["ls", str(root)]) == 0  # the hub is gone: over, but a crash stays a crash
+    cells = [[c.strip() for c in line.strip()[1:-1].split("│")]
+             for line in capsys.readouterr().out.splitlines() if line.startswith("│ agent/")]
+    assert {row[0]: row[1] for row in cells if len(row) == 7} == {
+        "agent/1": "crashed", "agent/2": "finished", "agent/3": "finished",
+        "agent/4": "finished", "agent/5": "finished"}
 
 
 def test_ls_prints_no_colour_codes_when_piped(logdir, capsys):
