@@ -50,9 +50,12 @@ ROWS_QUEUE_SHARE = 4
 (64 MiB of the default 256)."""
 ROWS_REQUEST_BYTES = 8 * 2**20
 """One append request of the ML-Logger compat row writer carries at most about this much."""
-TENSORPLEX_GROUPS_WAIT_S = 5.0
-"""How long a Tensorplex client that found its hub waits for the server's groups to be
+TENSORPLEX_GROUPS_WAIT_S = 30.0
+"""The longest a Tensorplex client that found its hub waits for the server's groups to be
 registered (the hub's name is taken before its constructor ran), then goes on."""
+TENSORPLEX_GROUPS_SETTLE_S = 2.0
+"""A Tensorplex client whose own group is not registered goes on once the server's groups have
+not changed for this long (its group is then one the server does not register)."""
 TENSORPLEX_POLL_S = 0.2
 """How often a Tensorplex client waiting for its Ray cluster or hub looks again."""
 PROBE_TIMEOUT_S = 15.0

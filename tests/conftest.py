@@ -29,7 +29,8 @@ os.environ.setdefault("RAYPLEX_TELEMETRY_S", "0")
 # whole to one worker, so it is set up once; every other test goes alone to whichever worker is
 # free. The files' text says which is which (the controller does not collect the tests);
 # tests/test_ci_setup.py checks that against the fixtures the tests really use.
-_MODULE_STATE = re.compile(r"""scope=["'](module|class|package)["']|shared_experiment""")
+_MODULE_STATE = re.compile(
+    r"""scope=["'](module|class|package)["']|shared_experiment|module_experiment""")
 
 
 def shares_module_state(item: pytest.Item) -> bool:

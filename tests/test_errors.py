@@ -21,6 +21,8 @@ INTERNAL = {
     "Stopped": "rayplex/board.py: a BaseException like KeyboardInterrupt, ends `rayplex board`",
     "NotRegularFileError": "rayplex/tfrecord.py: a symlinked event file, skipped by readers",
     "StoreFormatError": "rayplex/store/format.py: a torn segment, skipped with a StoreWarning",
+    "BadRequest": "rayplex/view/api.py: a request the viewer refuses, answered HTTP 400 by "
+                  "rayplex/view/server.py",
 }
 
 

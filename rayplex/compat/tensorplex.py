@@ -63,7 +63,12 @@ from typing import Any
 import ray
 
 import rayplex
-from rayplex.config import TENSORPLEX_GROUPS_WAIT_S, TENSORPLEX_POLL_S, config
+from rayplex.config import (
+    TENSORPLEX_GROUPS_SETTLE_S,
+    TENSORPLEX_GROUPS_WAIT_S,
+    TENSORPLEX_POLL_S,
+    config,
+)
 from rayplex.errors import HubNotFoundError
 from rayplex.groups import GroupSpec
 from rayplex.handle import HubHandle
@@ -79,10 +84,11 @@ LOGGERPLEX_GROUP = "loggerplex"
 (``logs/loggerplex/agent2.log``). The servers register it as a normal group."""
 
 _GROUPS_WAIT_S = TENSORPLEX_GROUPS_WAIT_S
+_GROUPS_SETTLE_S = TENSORPLEX_GROUPS_SETTLE_S
 _POLL_S = TENSORPLEX_POLL_S
 
-_ready: set[str] = set()
-"""Hubs this process already waited for."""
+_ready: set[tuple[str, str | None]] = set()
+"""(hub, group) pairs this process already waited for."""
 
 
 def hub_wait_s() -> float:
@@ -120,15 +126,16 @@ def _init_ray_for_client(deadline: float) -> None:
             time.sleep(_POLL_S)
 
 
-def _connect(experiment: str | None) -> str:
-    """Make sure Ray runs here and the experiment's hub is up (waiting for it, bounded);
-    return the hub's name."""
+def _connect(experiment: str | None, group: str | None = None) -> str:
+    """Make sure Ray runs here and the experiment's hub is up (waiting for it, bounded) with
+    its server's groups (``group``, the client's, when the server registers it); return the
+    hub's name."""
     name = experiment or config().hub
     wait = hub_wait_s()
     deadline = time.monotonic() + wait
     if not ray.is_initialized():
         _init_ray_for_client(deadline)
-    if name in _ready:
+    if (name, group) in _ready:
         return name
     while True:
         try:
@@ -143,21 +150,29 @@ def _connect(experiment: str | None) -> str:
                     "RAYPLEX_HUB_WAIT_S") from None
             time.sleep(_POLL_S)
     # The hub's name is taken before its constructor has run, and the server registers its
-    # groups right after: wait for both, so that this client routes with the server's groups
-    # from its first call (a later change is handled by the session anyway).
-    empty_until: float | None = None
+    # groups right after, one call each (slowly on a loaded machine): wait for the client's
+    # group, or for the server's groups to settle (a group the server does not register), so
+    # that this client routes with them from its first call (a later change is handled by the
+    # session anyway).
+    until: float | None = None
+    seen: frozenset[str] = frozenset()
+    changed = 0.0
     while True:
         try:  # registry() also hands it to get_logger, to check ids against these groups
             registry = hub.registry(timeout=max(_POLL_S, deadline - time.monotonic()))
         except HubNotFoundError:  # not up within the wait, or restarting: the session retries
             break
         now = time.monotonic()
-        if empty_until is None:
-            empty_until = min(deadline, now + _GROUPS_WAIT_S)
-        if registry.groups or now >= empty_until:
+        if until is None:
+            until = min(deadline, now + _GROUPS_WAIT_S)
+        groups = frozenset(registry.groups)
+        if groups != seen:
+            seen, changed = groups, now
+        settled = bool(groups) and now - changed >= _GROUPS_SETTLE_S
+        if (group in groups if group is not None else bool(groups)) or settled or now >= until:
             break
         time.sleep(_POLL_S)
-    _ready.add(name)
+    _ready.add((name, group))
     return name
 
 
@@ -298,7 +313,7 @@ class TensorplexClient:
         split_client_id(client_id)
         self.client_id = client_id
         self.host, self.port = host, port
-        self.experiment = _connect(experiment)
+        self.experiment = _connect(experiment, client_id.partition("/")[0])
         self.logger: Logger = rayplex.get_logger(client_id, self.experiment)
         TensorplexClient._ids.add(client_id)
 
@@ -491,7 +506,7 @@ class LoggerplexClient:
         split_client_id(mapped)
         self.client_id = mapped
         self.host, self.port = host, port
-        hub = _connect(experiment)
+        hub = _connect(experiment, mapped.partition("/")[0])
         with warnings.catch_warnings():
             if mapped.startswith(LOGGERPLEX_GROUP + "/"):  # the servers register it
                 warnings.filterwarnings("ignore", message=".*group 'loggerplex' is not regist")
