@@ -14,33 +14,27 @@ This is a plain class; :func:`rayplex.actors.get_or_create_hub` makes it a Ray a
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from rayplex.actors.control import ControlBook
 from rayplex.actors.faults import FaultWatch
 from rayplex.actors.names import QUERY_GROUP
-from rayplex.actors.notify import Notifier
 from rayplex.actors.partials import select_partials
 from rayplex.actors.requests import QUERIES, REQUESTS, RequestContext, answer
-from rayplex.actors.state import load_rules, save_rules
 from rayplex.actors.summaries import SummaryBook
-from rayplex.actors.watchbook import WatchBook
+from rayplex.actors.watching import HubWatch
 from rayplex.actors.writer import HubWriter
 from rayplex.artifacts import ArtifactStore
-from rayplex.config import STALL_S, WATCH_TICK_S, config
+from rayplex.config import STALL_S, config
 from rayplex.errors import HubWriteError
 from rayplex.groups import GroupRegistry, GroupSpec
-from rayplex.layout import alerts_path, artifacts_dir, control_path, watch_path
+from rayplex.layout import artifacts_dir, control_path
 from rayplex.records import Ack, Batch, NodeCall
 from rayplex.rules import SYSTEM_GROUP, check_client_id, check_signal
-from rayplex.watch import Alert, alert_to_json, rule_from_json
 
 __all__ = ["QUERIES", "QUERY_GROUP", "Hub"]
 
@@ -80,10 +74,7 @@ class Hub:
         self.control = ControlBook(control_path(logdir))
         self.context = RequestContext(self.writer, self.artifacts, self.control,
                                       lambda: self.registry, self._senders)
-        self.watchbook = WatchBook(load_rules(watch_path(logdir)))
-        self.notifier = Notifier(self.writer.hub_line)
-        self._watched = time.monotonic()
-        self.watch_failures = 0
+        self.watching = HubWatch(name, logdir, self.writer, self.control)
         self.calls = 0
         self._unregistered_seen: set[str] = {SYSTEM_GROUP}  # telemetry: never registered
         self.faults = FaultWatch(_ray_context("get_node_id"))
@@ -111,10 +102,7 @@ class Hub:
             with self.lock:
                 self._hold_if(time.monotonic() - last > period + STALL_S)
                 self._write_summaries(force=False)
-                if self.watchbook.rules and time.monotonic() - self._watched >= WATCH_TICK_S:
-                    self._watched = time.monotonic()
-                    self._watch_safely(lambda: self.watchbook.tick(time.time(),
-                                                                   self.control.heartbeats))
+                self.watching.tick()
         except OSError:
             pass  # noted by the writer; retried next tick
         except Exception:
@@ -139,10 +127,7 @@ class Hub:
                 "experiment_started": self.experiment_started, "clients": len(self.writer.clients),
                 "calls": self.calls, "log_level": self.log_level, "runs": self.writer.pool.runs(),
                 "problem": self.writer.problem, "summaries_refused": self.summaries.refused,
-                "watch": {"rules": sorted(self.watchbook.rules),
-                          "clients": self.watchbook.counts(), "digest_errors":
-                          self.watchbook.errors, "failures": self.watch_failures,
-                          **self.notifier.counters},
+                "watch": self.watching.info(),
                 **self.writer.counters}
 
     def hello(self) -> tuple[GroupRegistry, str]:
@@ -164,62 +149,19 @@ class Hub:
         Raises:
             ValueError: if ``rule`` is not a valid rule.
         """
-        parsed = rule_from_json(rule)
         with self.lock:
-            self.watchbook.set_rule(parsed)
-            rules = list(self.watchbook.rules.values())
-            if self.writer.lost() is None:
-                try:
-                    save_rules(watch_path(self.logdir), rules)
-                except OSError as exc:
-                    self.writer.hub_line(logging.WARNING, f"could not save the watch rules "
-                                         f"(they hold until the hub restarts): {exc}")
-        return sorted(r.name for r in rules)
+            return self.watching.add_rule(rule)
 
     def client_states(self) -> dict[str, str]:
         """``{client: running | finished | silent | crashed}`` as the watch rules see them."""
         with self.lock:
-            return self.watchbook.states()
-
-    def _raise(self, found: list[tuple[str, Alert]]) -> None:
-        """Append each alert to ``alerts.jsonl`` once (journalled under its key, so that a
-        replay after a restart appends nothing), then its ERROR line, its action and its
-        webhooks (queued: never waited for here)."""
-        for key, alert in found:
-            request_id = f"alert:{key}"
-            if self.writer.applied(request_id):
-                continue
-            path = alerts_path(self.logdir)
-            line = (json.dumps(alert_to_json(alert), allow_nan=False) + "\n").encode("utf-8")
-            try:
-                self.writer.append_request(request_id, path, functools.partial(_append, path, line))
-            except OSError as exc:  # LogdirLost too
-                log.error("hub %s: could not append an alert (%s): %s", self.name, exc,
-                          alert.message)
-                continue
-            self.writer.hub_line(logging.ERROR, f"alert {alert.message}")
-            rule = self.watchbook.rules.get(alert.rule)
-            if rule is None:
-                continue
-            if rule.on_alert == "stop" and alert.client:
-                self.control.signal(alert.client, "stop")
-            if rule.notify:
-                self.notifier.submit(rule.notify, alert)
+            return self.watching.book.states()
 
     def _senders(self, node: str, new: dict[str, int], closed: list[str],
                  gone: dict[str, int]) -> None:
         """A node buffer's report on the processes logging through it (the writer lock is
         held: it comes through :meth:`request`)."""
-        self._watch_safely(lambda: self.watchbook.senders(node, new, closed, gone, time.time()))
-
-    def _watch_safely(self, evaluate: Callable[[], list[tuple[str, Alert]]]) -> None:
-        """Evaluate watch rules and raise their alerts; a failure there is logged and counted
-        (``info()["watch"]["failures"]``), never costs a write."""
-        try:
-            self._raise(evaluate())
-        except Exception:
-            self.watch_failures += 1
-            log.exception("hub %s: evaluating the watch rules failed", self.name)
+        self.watching.senders(node, new, closed, gone)
 
     def flush(self) -> None:
         """Write every summary whose step every live worker summarised, and flush every file
@@ -237,7 +179,7 @@ class Hub:
     def close(self) -> None:
         """Write every pending summary, flush and close every file, and give the logdir up."""
         self._stop.set()
-        self.notifier.close()
+        self.watching.close()
         with self.lock:
             if self.writer.lost() is None:
                 self._write_summaries(force=True)
@@ -275,8 +217,7 @@ class Hub:
                     answers[id(batch)] = Ack(batch.sender, batch.seq, retry=True)
             writable = [b for b in fresh if (b.sender, b.seq) not in defer]
             # before the write: a replay of the call finds its alerts journalled
-            self._watch_safely(lambda: self.watchbook.observe(writable, call.ray_node,
-                                                              time.time(), call.pids))
+            self.watching.observe(writable, call.ray_node, call.pids)
             for batch, ack in self.writer.write_or_quarantine(writable, partials,
                                                               self.registry.stamp):
                 answers[id(batch)] = ack
@@ -358,9 +299,3 @@ class Hub:
         """A forwarder's warning, in ``logs/all.log`` as the hub's own line."""
         self.writer.hub_line(level, str(message)[:2000])
 
-
-def _append(path: str, data: bytes) -> None:
-    with open(path, "ab") as f:
-        f.write(data)
-        if config().fsync:
-            os.fsync(f.fileno())
