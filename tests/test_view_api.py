@@ -361,9 +361,14 @@ def test_view_on_a_non_loopback_host_warns(tmp_path):
     rayplex.index(root)
     proc, url = _start_view(str(root), "--host", "0.0.0.0")
     try:
+        port = url.rstrip("/").rsplit(":", 1)[1]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/version", timeout=30) as answer:
+            assert answer.status == 200  # serving: the stop below is a stop of a running server
         proc.terminate()
-        assert proc.wait(timeout=30) == 0
-        assert "warning: serving on 0.0.0.0" in proc.stderr.read()
+        code = proc.wait(timeout=30)
+        err = proc.stderr.read()
+        assert code == 0, err
+        assert "warning: serving on 0.0.0.0" in err
     finally:
         if proc.poll() is None:
             proc.kill()
