@@ -358,10 +358,12 @@ def _client_rows(logdir: str, clients: list[str], now: float) -> list[tuple[str,
         job = params.get("job")
         if isinstance(job, dict) and "status" in job:
             statuses[client] = str(job["status"])
-    alerted = {alert.client for alert in alerts(logdir) if alert.client}
+    alert_list = alerts(logdir)
+    alerted = {alert.client for alert in alert_list if alert.client}
     everyone = sorted(set(clients) | set(statuses) | set(beats) | alerted, key=natural_key)
     rows: list[tuple[str, ...]] = []
-    for client, state, alert in client_states(logdir, everyone):
+    for client, state, alert in client_states(logdir, everyone, heartbeats=beats,
+                                              alert_list=alert_list):
         beat = beats.get(client, {})
         seen = beat.get("time")
         last_alert = "" if alert is None else (

@@ -22,7 +22,7 @@ import math
 import os
 import stat
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Union, overload
@@ -585,7 +585,9 @@ class ClientStatus(NamedTuple):
     """The latest :class:`rayplex.Alert` about it, or None."""
 
 
-def client_states(logdir: PathLike, clients: Iterable[str]) -> list[ClientStatus]:
+def client_states(logdir: PathLike, clients: Iterable[str], *,
+                  heartbeats: Mapping[str, Mapping[str, Any]] | None = None,
+                  alert_list: Sequence[Any] | None = None) -> list[ClientStatus]:
     """Each client's state as the logdir tells it, read back without Ray (``rayplex ls``).
 
     ``crashed``: its latest alert is a ``crashed`` one. ``finished``: its last ``ping`` status
@@ -593,7 +595,8 @@ def client_states(logdir: PathLike, clients: Iterable[str]) -> list[ClientStatus
     hub holds the logdir on this machine (the experiment is over). ``silent``: its latest alert
     is a ``silent`` one and it has not pinged since. ``running``: otherwise. The hub knows
     more while it runs (``silent`` ends with the client's next record); the logdir keeps only
-    alerts and heartbeats.
+    alerts and heartbeats. A caller that has read them already passes them (``heartbeats``:
+    the control file's, ``alert_list``: :func:`rayplex.alerts`'s) and they are not read again.
 
     Example:
         >>> client_states("/tmp/exp1", ["agent/0"])  # doctest: +SKIP
@@ -606,11 +609,14 @@ def client_states(logdir: PathLike, clients: Iterable[str]) -> list[ClientStatus
 
     path = os.fspath(logdir)
     live = holder(path) is not None
-    try:
-        beats = read_control(path).heartbeats
-    except RecursionError:  # a hostile control file: no heartbeat is known
-        beats = {}
-    latest = {alert.client: alert for alert in alerts(path)}  # oldest first: the last wins
+    if heartbeats is None:
+        try:
+            heartbeats = read_control(path).heartbeats
+        except RecursionError:  # a hostile control file: no heartbeat is known
+            heartbeats = {}
+    beats = heartbeats
+    latest = {alert.client: alert  # oldest first: the last wins
+              for alert in (alerts(path) if alert_list is None else alert_list)}
     out = []
     for client in clients:
         alert = latest.get(client)

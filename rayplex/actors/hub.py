@@ -20,10 +20,10 @@ import threading
 import time
 from typing import Any
 
+from rayplex.actors.admission import UnregisteredGroups, admit
 from rayplex.actors.control import ControlBook
 from rayplex.actors.faults import FaultWatch
-from rayplex.actors.names import QUERY_GROUP
-from rayplex.actors.partials import select_partials
+from rayplex.actors.names import QUERY_GROUP, ray_context
 from rayplex.actors.requests import QUERIES, REQUESTS, RequestContext, answer
 from rayplex.actors.summaries import SummaryBook
 from rayplex.actors.watching import HubWatch
@@ -33,24 +33,12 @@ from rayplex.config import STALL_S, config
 from rayplex.errors import HubWriteError
 from rayplex.groups import GroupRegistry, GroupSpec
 from rayplex.layout import artifacts_dir, control_path
-from rayplex.records import Ack, Batch, NodeCall
-from rayplex.rules import SYSTEM_GROUP, check_client_id, check_signal
+from rayplex.records import Ack, NodeCall
+from rayplex.rules import check_client_id, check_signal
 
 __all__ = ["QUERIES", "QUERY_GROUP", "Hub"]
 
 log = logging.getLogger("rayplex.hub")
-
-
-def _ray_context(getter: str) -> str:
-    """``ray.get_runtime_context().<getter>()`` inside Ray, else ``""`` (a plain object)."""
-    try:
-        import ray
-
-        if ray.is_initialized():
-            return str(getattr(ray.get_runtime_context(), getter)() or "")
-    except Exception:  # pragma: no cover - a plain object outside Ray
-        pass
-    return ""
 
 
 class Hub:
@@ -61,7 +49,7 @@ class Hub:
         self.name = name
         self.logdir = logdir
         self.log_level = log_level
-        self.experiment = _ray_context("get_actor_id")
+        self.experiment = ray_context("get_actor_id")
         self.started = time.time()
         # claims the logdir (or raises LogdirConflictError) before it reads the journal
         self.writer = HubWriter(logdir, self.experiment, log_level, name)
@@ -76,8 +64,8 @@ class Hub:
                                       lambda: self.registry, self._senders)
         self.watching = HubWatch(name, logdir, self.writer, self.control)
         self.calls = 0
-        self._unregistered_seen: set[str] = {SYSTEM_GROUP}  # telemetry: never registered
-        self.faults = FaultWatch(_ray_context("get_node_id"))
+        self.unregistered = UnregisteredGroups()  # named once each in logs/all.log
+        self.faults = FaultWatch(ray_context("get_node_id"))
         undone = self.writer.state.undone
         if undone:
             self.writer.hub_line(logging.WARNING, f"restarted: undid an unfinished write in "
@@ -197,50 +185,22 @@ class Hub:
             started = time.monotonic()
             self._hold_if(self.faults.before(call, time.time()))  # before any of it applies
             self.calls += 1
-            answers: dict[int, Ack] = {}
-            fresh: list[Batch] = []
-            first: dict[tuple[str, int], Batch] = {}
-            for batch in call.batches:
-                key = (batch.sender, batch.seq)
-                if key in first:  # the same batch twice in one call (a resend): answered once
-                    continue
-                first[key] = batch
-                refused = self.writer.refuse(batch, self.registry, self.experiment)
-                if refused is None:
-                    fresh.append(batch)
-                else:
-                    answers[id(batch)] = refused
-            fresh_ids = {(b.sender, b.seq) for b in fresh}
-            partials, defer = select_partials(list(call.partials), fresh_ids)
-            for batch in fresh:
-                if (batch.sender, batch.seq) in defer:
-                    answers[id(batch)] = Ack(batch.sender, batch.seq, retry=True)
-            writable = [b for b in fresh if (b.sender, b.seq) not in defer]
+            admitted = admit(call, self.writer, self.registry, self.experiment)
+            answers, writable = admitted.answers, admitted.writable
             # before the write: a replay of the call finds its alerts journalled
             self.watching.observe(writable, call.ray_node, call.pids)
-            for batch, ack in self.writer.write_or_quarantine(writable, partials,
+            for batch, ack in self.writer.write_or_quarantine(writable, admitted.partials,
                                                               self.registry.stamp):
-                answers[id(batch)] = ack
-            self._report_unregistered(writable)
+                answers[(batch.sender, batch.seq)] = ack
+            for group in self.unregistered.new(writable, self.registry.groups):
+                self.writer.hub_line(logging.WARNING, f"group {group!r} is not registered; its "
+                                     "clients are routed as a normal group (register it with "
+                                     "hub.register_*_group in the driver)")
             self._hold_if(self.faults.after(answers.values(), time.monotonic() - started))
             lost = self.writer.lost()
             if lost is not None:  # deleted meanwhile: acknowledge nothing written into it
                 return [Ack(b.sender, b.seq, error=lost) for b in call.batches]
-            return [answers[id(first[(b.sender, b.seq)])] for b in call.batches]
-
-    def _report_unregistered(self, batches: list[Batch]) -> None:
-        """Say once per experiment and group that a group is not registered (in
-        ``logs/all.log`` and, through Ray's log forwarding, the driver's terminal)."""
-        for batch in batches:
-            for chunk in batch.chunks:
-                group = chunk.client_id.partition("/")[0]
-                if group in self._unregistered_seen or group in self.registry.groups:
-                    continue
-                self._unregistered_seen.add(group)
-                self.writer.hub_line(logging.WARNING, f"group {group!r} is not registered; its "
-                                     "clients are routed as a normal group (register it with "
-                                     "hub.register_*_group in the driver)")
-
+            return [answers[(b.sender, b.seq)] for b in call.batches]
 
     # ---------------------------------------------------------------- requests
     def request(self, request_id: str, method: str, args: tuple[Any, ...]) -> tuple[bool, Any]:

@@ -76,3 +76,13 @@ def say_to_hub(hub: Any, log: logging.Logger, level: int, message: str) -> None:
         hub.forwarder_line.remote(level, message)
     except Exception as exc:
         log.warning("could not send a line to the hub: %s", exc)
+
+
+def ray_context(getter: str) -> str:
+    """``ray.get_runtime_context().<getter>()`` inside Ray, else ``""`` (a plain object)."""
+    try:
+        if ray.is_initialized():
+            return str(getattr(ray.get_runtime_context(), getter)() or "")
+    except Exception:  # pragma: no cover - a plain object outside Ray
+        pass
+    return ""
