@@ -495,3 +495,34 @@ def test_a_client_maps_to_one_mlflow_run_whatever_run_creation_does(tmp_path, fi
     finally:
         hub._stop.set()
         writer.close()
+
+
+@pytest.mark.parametrize("given, expected", [
+    ("sqlite:///runs.db", "sqlite:///{cwd}/runs.db"),
+    ("sqlite:////abs/runs.db", "sqlite:////abs/runs.db"),
+    ("mlruns", "{cwd}/mlruns"),
+    ("./sub/mlruns", "{cwd}/sub/mlruns"),
+    ("file:mlruns", "file://{cwd}/mlruns"),
+    ("file:///abs/mlruns", "file:///abs/mlruns"),
+    ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
+    (None, None),
+])
+def test_a_relative_tracking_uri_means_the_drivers_directory_not_the_forwarders(
+        given, expected, tmp_path, monkeypatch):
+    # the forwarder actor runs in a directory of Ray's choosing: a relative path given on
+    # the driver is resolved where it was written
+    monkeypatch.chdir(tmp_path)
+    cwd = os.getcwd()
+    spec = MLflow(tracking_uri=given, artifact_location="art" if given else None)
+    assert spec.tracking_uri == (None if expected is None else expected.format(cwd=cwd))
+    assert spec.artifact_location == (os.path.join(cwd, "art") if given else None)
+
+
+def test_a_relative_wandb_dir_means_the_drivers_directory(tmp_path, monkeypatch):
+    from rayplex.forward.trackers import WandB
+
+    monkeypatch.chdir(tmp_path)
+    assert WandB(project="p", dir="wb").dir == os.path.join(os.getcwd(), "wb")
+    assert WandB(project="p", dir="/abs/wb").dir == "/abs/wb"
+    assert WandB(project="p").dir is None
+    assert WandB(project="p", dir="wb").key == WandB(project="p").key  # the actor's name stays

@@ -130,7 +130,8 @@ class MLflow:
 
     Args:
         tracking_uri: MLflow's tracking URI (``sqlite:///mlruns.db``, ``http://...``); ``None``
-            for MLflow's default (``MLFLOW_TRACKING_URI``).
+            for MLflow's default (``MLFLOW_TRACKING_URI``). A relative path in it (and in
+            ``artifact_location``) is taken from the directory the spec is written in.
         experiment: The MLflow experiment (created if missing).
         slow_call_s: A tracker call running longer than this is reported as an outage warning
             while it still runs (MLflow waits up to 20 s on a locked SQLite file).
@@ -162,6 +163,8 @@ class MLflow:
             raise TypeError(f"tracking_uri must be a str, got {type(self.tracking_uri).__name__}")
         _check_seconds("slow_call_s", self.slow_call_s)
         _check_seconds("retry_max_s", self.retry_max_s)
+        object.__setattr__(self, "tracking_uri", anchored(self.tracking_uri))
+        object.__setattr__(self, "artifact_location", anchored(self.artifact_location))
 
     @property
     def key(self) -> str:
@@ -181,7 +184,8 @@ class WandB:
     Args:
         project: The W&B project.
         mode: ``"offline"`` (files only), ``"online"`` or ``"disabled"``.
-        dir: Where W&B writes its files (``None``: W&B's default).
+        dir: Where W&B writes its files (``None``: W&B's default); a relative one is taken
+            from the directory the spec is written in.
         entity: The W&B entity (team or user), if not the default.
         slow_call_s: See :class:`MLflow`.
         retry_max_s: See :class:`MLflow`.
@@ -204,8 +208,11 @@ class WandB:
         if self.mode not in ("offline", "online", "disabled"):
             raise ValueError(f"W&B mode must be 'offline', 'online' or 'disabled', got "
                              f"{self.mode!r}")
+        if self.dir is not None and not isinstance(self.dir, str):
+            raise TypeError(f"W&B dir must be a str, got {type(self.dir).__name__}")
         _check_seconds("slow_call_s", self.slow_call_s)
         _check_seconds("retry_max_s", self.retry_max_s)
+        object.__setattr__(self, "dir", anchored(self.dir))
 
     @property
     def key(self) -> str:
@@ -216,6 +223,34 @@ class WandB:
 
 
 Tracker = MLflow | WandB
+
+
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def anchored(location: str | None) -> str | None:
+    """``location`` (a path, a ``file:`` or ``sqlite:`` URI) with a relative path made absolute
+    against this process's directory: a tracker spec is written on the driver, but its
+    forwarder actor runs in a directory of Ray's choosing. Other URIs are returned as given.
+
+    Example:
+        >>> import os
+        >>> anchored("sqlite:///runs.db") == "sqlite:///" + os.path.abspath("runs.db")
+        True
+        >>> anchored("http://127.0.0.1:5000"), anchored("sqlite:////tmp/runs.db")
+        ('http://127.0.0.1:5000', 'sqlite:////tmp/runs.db')
+    """
+    if location is None or not location:
+        return location
+    if location.startswith("sqlite:///"):
+        path = location[len("sqlite:///"):]
+        return location if path.startswith("/") else "sqlite:///" + os.path.abspath(path)
+    if location.startswith("file:"):
+        path = location[len("file:"):]
+        return location if path.startswith("/") else "file://" + os.path.abspath(path)
+    if _SCHEME.match(location):
+        return location
+    return os.path.abspath(location)
 
 
 def _check_seconds(name: str, value: float) -> None:
