@@ -110,6 +110,43 @@ def test_threshold_needs_for_steps_consecutive_points_across_flushes():
     assert book.observe([batch("agent/1", [entry("reward", [6], [-5.0])], seq=4)], "n", 4) == []
 
 
+class EveryEntryBook(WatchBook):
+    """A WatchBook that skips no digest entry: every one goes through every rule of its tag."""
+
+    def _rules_for(self, tag):
+        _, _, rules = super()._rules_for(tag)
+        self._by_tag[tag] = (math.inf, -math.inf, rules)
+        return self._by_tag[tag]
+
+
+def test_skipping_quiet_entries_changes_no_alert():
+    """The write path's shortcut (an entry with no NaN, within the bounds of all its tag's
+    rules, for a client with nothing holding, is not evaluated) raises exactly the alerts of
+    evaluating every entry: random flushes of NaNs, excursions and quiet stretches."""
+    rng = np.random.default_rng(7)
+    rules = [watch.nan("*"), watch.nan("loss", group="agent"),
+             watch.threshold("loss", above=5.0, for_steps=3),
+             watch.threshold("r*", below=-1.0, above=1.0, for_steps=2),
+             watch.threshold("reward", below=0.0, group="learner")]
+    fast, every = WatchBook(rules), EveryEntryBook(rules)
+    raised = 0
+    for seq in range(1, 300):
+        chunks = []
+        for client in ("agent/0", "agent/1", "learner/0"):
+            entries = []
+            for tag in ("loss", "reward", "lr"):
+                n = int(rng.integers(1, 4))
+                values = rng.choice([0.5, -0.5, 6.0, -2.0, 2.0, np.nan, np.inf], size=n,
+                                    p=[.5, .2, .1, .05, .05, .05, .05])
+                entries.append(entry(tag, list(range(seq * 4, seq * 4 + n)), values))
+            chunks.append(Chunk(client, client, b"", 1, tuple(entries)))
+        got = fast.observe([Batch("s1", seq, ("e", 1), chunks)], "n", float(seq))
+        want = every.observe([Batch("s1", seq, ("e", 1), chunks)], "n", float(seq))
+        assert [(k, a.message) for k, a in got] == [(k, a.message) for k, a in want]
+        raised += len(got)
+    assert raised > 20
+
+
 def test_digests_that_cannot_be_read_are_counted_not_fatal():
     book = WatchBook([watch.nan("loss")])
     assert book.observe([batch("agent/1", [("loss",)])], "n", 1.0) == []
