@@ -71,6 +71,26 @@ def test_rules_validate_at_the_call_site_and_round_trip_as_json():
         watch.rule_from_json({"kind": "exec", "tag": "x"})
 
 
+@pytest.mark.parametrize("data", [["kind"], None, {}, {"kind": "nan"},
+                                  {"kind": "nan", "tag": "x", "notify": [{"u": 1}]},
+                                  {"kind": "nan", "tag": "x", "notify": 5},
+                                  {"kind": "nan", "tag": 3}, {"kind": "silent", "seconds": "10"}])
+def test_a_malformed_rule_is_a_value_error(data):
+    with pytest.raises(ValueError, match="rule|tag|seconds"):
+        watch.rule_from_json(data)
+
+
+@pytest.mark.parametrize("change", [lambda d: [d], lambda d: None,
+                                    lambda d: {k: v for k, v in d.items() if k != "client"},
+                                    lambda d: {**d, "pid": [1]}, lambda d: {**d, "value": "x"}])
+def test_a_malformed_alert_is_a_value_error_and_a_good_one_round_trips(change):
+    alert = watch.Alert("nan(loss)", "agent", "agent/3", "n1", 42, 7, math.inf, None, 1.5, "m")
+    data = json.loads(json.dumps(watch.alert_to_json(alert)))
+    assert watch.alert_from_json(data) == alert
+    with pytest.raises(ValueError):
+        watch.alert_from_json(change(data))
+
+
 def test_the_encoder_attaches_a_digest_per_tag_of_each_chunk():
     enc = Encoder(GroupRegistry())
     items = [Scalar("learner/a", "loss", s, 0.0, v) for s, v in
