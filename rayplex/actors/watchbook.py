@@ -9,9 +9,10 @@ vanished), so that the hub appends each alert once through its journal, whatever
 Cheap on the write path: a batch is read through its chunks' digests (one entry per tag and
 flush, computed by the worker, :data:`rayplex.watch.Digest`), never its bytes; the rules that
 apply to a tag are found once per new tag (``fnmatch``), then by a dict lookup, with the bounds
-all of them accept: an entry within those bounds, with no NaN and no condition holding for its
-client and tag (the common case, and the only one when each scalar is its own entry) is skipped
-after four comparisons, whatever the number of rules. With no rule declared, :meth:`observe`
+all of them accept: an entry within those bounds, with no NaN, of a client with no condition
+holding (the common case, and the costly one when each scalar is its own entry) is skipped
+after four comparisons, whatever the number of rules; the others go through the rules one by
+one. With no rule declared, :meth:`observe`
 only notes each client's last record and step.
 
 Alerts are edge-triggered per rule and client (per tag for ``nan`` and ``threshold``): one
