@@ -158,21 +158,23 @@ def _book_batches(n_clients: int, per_client_per_tag: int, rounds: int) -> list[
     return out
 
 
-def _observe_us(rules: list, first: list, rounds: list[list]) -> float:
-    """The WatchBook's observe() CPU per scalar over ``rounds`` (after a first contact)."""
+def _observe_us(rules: list, first: list, rounds: list[list], passes: int) -> float:
+    """The WatchBook's observe() CPU per scalar over ``passes`` times ``rounds`` (after a
+    first contact)."""
     from rayplex.actors.watchbook import WatchBook
 
-    scalars = sum(c.count for batches in rounds for b in batches for c in b.chunks)
+    scalars = passes * sum(c.count for batches in rounds for b in batches for c in b.chunks)
     book = WatchBook(rules)
     book.observe(first, "n", 0.0)  # first contact: clients and tags indexed
     started = time.process_time()
-    for r, batches in enumerate(rounds):
-        book.observe(batches, "n", float(r))
+    for _ in range(passes):
+        for r, batches in enumerate(rounds):
+            book.observe(batches, "n", float(r))
     return (time.process_time() - started) * 1e6 / scalars
 
 
 def watchbook_cost(n_clients: int, scalars: int) -> list[str]:
-    """The WatchBook's own CPU per scalar (observe() on the hub's write path; medians of 9
+    """The WatchBook's own CPU per scalar (observe() on the hub's write path; medians of 15
     runs, no rule and six rules alternating),
     with no rule and with the six, on the batches 8 senders send for ``n_clients`` clients
     logging round-robin over 4 tags: typical (``scalars`` per flush, one digest entry per
@@ -184,8 +186,10 @@ def watchbook_cost(n_clients: int, scalars: int) -> list[str]:
     notes = []
     for case, k, rounds in (("typical", per_tag, 4), ("worst", 1, 40)):
         batches = _book_batches(n_clients, k, rounds + 1)
-        pairs = [(_observe_us([], batches[0], batches[1:]),
-                  _observe_us(watch_rules(), batches[0], batches[1:])) for _ in range(9)]
+        passes = 1 if k > 1 else 5  # each timing ~0.1 s even on a loaded machine
+        pairs = [(_observe_us([], batches[0], batches[1:], passes),
+                  _observe_us(watch_rules(), batches[0], batches[1:], passes))
+                 for _ in range(15)]
         plain, ruled = C.median([p for p, _ in pairs]), C.median([r for _, r in pairs])
         notes.append(f"WatchBook alone, {n_clients} clients, {case} case ({k} scalar(s) per tag "
                      f"and client per flush): observe no rule {plain:.4f} us/scalar, 6 rules "
