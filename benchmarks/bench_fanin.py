@@ -16,7 +16,9 @@ Two set-ups: one local node, then a simulated 4-node cluster (``ray.cluster_util
     python benchmarks/bench_fanin.py --no-cluster --watch --clients 256
                             # each configuration twice: no watch rule, then all six kinds
                             # declared (hub CPU per scalar before/after), and the WatchBook's
-                            # own cost per scalar measured in this process
+                            # own cost per scalar measured in this process, in the
+                            # typical and the worst case (one scalar per tag per flush)
+    python benchmarks/bench_fanin.py --book-only --clients 256   # the WatchBook alone, no Ray
 """
 
 from __future__ import annotations
@@ -133,41 +135,75 @@ def run_series(label: str, args, task_options: list[dict], watched: bool = False
     return rows
 
 
-def watchbook_cost(n_clients: int, scalars: int) -> str:
-    """The WatchBook's own CPU per scalar on the batches this benchmark's workers send (8
-    senders, clients round-robin over 4 tags, one batch per sender per flush interval), with
-    no rule and with the six: observe() on the write path plus tick() every WATCH_TICK_S."""
-    from rayplex.actors.watchbook import WatchBook
+def _book_batches(n_clients: int, per_client_per_tag: int, rounds: int) -> list[list]:
+    """What 8 senders send the hub in ``rounds`` flushes: each of ``n_clients`` clients (spread
+    over the senders) logs ``per_client_per_tag`` scalars on each of the 4 tags per flush,
+    encoded by the worker's own Encoder (so each chunk carries its real digest)."""
     from rayplex.encoder import Encoder
     from rayplex.groups import GroupRegistry, GroupSpec
     from rayplex.items import Scalar
 
     enc = Encoder(GroupRegistry().with_group(GroupSpec.indexed("fan", 8)))
-    per_batch = min(scalars // 8, 20_000)
-    batches = []
-    for sender in range(8):
-        items = [Scalar(f"fan/{sender * (n_clients // 8) + j % (n_clients // 8)}", TAGS[j % 4],
-                        j, 0.0, float(j)) for j in range(per_batch)]
-        batches.append(enc.encode(items, f"s{sender}", 1, "e"))
+    per_sender = n_clients // 8
     out = []
-    for label, rules in (("no rule", []), ("6 rules", watch_rules())):
-        book = WatchBook(rules)
-        book.observe(batches, "n", 0.0)  # first contact: clients and tags indexed
-        rounds = 20
-        started = time.process_time()
-        for r in range(rounds):
-            for b in batches:
-                b.seq = r + 2
+    for r in range(rounds):
+        batches = []
+        for sender in range(8):
+            items = [Scalar(f"fan/{sender * per_sender + c}", tag, step, 0.0, float(step))
+                     for c in range(per_sender)
+                     for step in range(r * per_client_per_tag, (r + 1) * per_client_per_tag)
+                     for tag in TAGS]
+            batches.append(enc.encode(items, f"s{sender}", r + 2, "e"))
+        out.append(batches)
+    return out
+
+
+def _observe_us(rules: list, first: list, rounds: list[list], passes: int) -> float:
+    """The WatchBook's observe() CPU per scalar over ``passes`` times ``rounds`` (after a
+    first contact)."""
+    from rayplex.actors.watchbook import WatchBook
+
+    scalars = passes * sum(c.count for batches in rounds for b in batches for c in b.chunks)
+    book = WatchBook(rules)
+    book.observe(first, "n", 0.0)  # first contact: clients and tags indexed
+    started = time.process_time()
+    for _ in range(passes):
+        for r, batches in enumerate(rounds):
             book.observe(batches, "n", float(r))
-        observe = (time.process_time() - started) / (rounds * per_batch * 8)
-        started = time.process_time()
-        for r in range(rounds):
-            book.tick(float(r), {})
-        tick = (time.process_time() - started) / rounds
-        out.append(f"{label}: observe {observe * 1e6:.4f} us/scalar, tick {tick * 1e3:.2f} ms "
-                   f"every 0.5 s")
-    return (f"WatchBook alone, {n_clients} clients, batches of {per_batch} scalars: "
-            + "; ".join(out))
+    return (time.process_time() - started) * 1e6 / scalars
+
+
+def watchbook_cost(n_clients: int, scalars: int) -> list[str]:
+    """The WatchBook's own CPU per scalar (observe() on the hub's write path; medians of 15
+    runs, no rule and six rules alternating),
+    with no rule and with the six, on the batches 8 senders send for ``n_clients`` clients
+    logging round-robin over 4 tags: typical (``scalars`` per flush, one digest entry per
+    tag and client summing many scalars), and worst (one scalar per tag and client per flush,
+    so one digest entry per scalar); plus tick() every WATCH_TICK_S."""
+    from rayplex.actors.watchbook import WatchBook
+
+    per_tag = max(1, min(scalars, 160_000) // (n_clients * 4))
+    notes = []
+    for case, k, rounds in (("typical", per_tag, 4), ("worst", 1, 40)):
+        batches = _book_batches(n_clients, k, rounds + 1)
+        passes = 1 if k > 1 else 5  # each timing ~0.1 s even on a loaded machine
+        pairs = [(_observe_us([], batches[0], batches[1:], passes),
+                  _observe_us(watch_rules(), batches[0], batches[1:], passes))
+                 for _ in range(15)]
+        plain, ruled = C.median([p for p, _ in pairs]), C.median([r for _, r in pairs])
+        notes.append(f"WatchBook alone, {n_clients} clients, {case} case ({k} scalar(s) per tag "
+                     f"and client per flush): observe no rule {plain:.4f} us/scalar, 6 rules "
+                     f"{ruled:.4f} us/scalar, added {ruled - plain:+.4f} us/scalar "
+                     f"(goal <= 0.1: {'meets' if ruled - plain <= 0.1 else 'misses'})")
+    book = WatchBook(watch_rules())
+    for batches in _book_batches(n_clients, 1, 1):
+        book.observe(batches, "n", 0.0)
+    started = time.process_time()
+    for r in range(20):
+        book.tick(float(r), {})
+    notes.append(f"WatchBook tick, {n_clients} clients, 6 rules: "
+                 f"{(time.process_time() - started) / 20 * 1e3:.2f} ms every 0.5 s")
+    return notes
 
 
 def _ray_address_file() -> str:
@@ -236,8 +272,15 @@ def main() -> None:
     parser.add_argument("--watch", action="store_true",
                         help="also run each single-node configuration with all six kinds of "
                              "watch rule declared, and time the WatchBook alone")
+    parser.add_argument("--book-only", action="store_true",
+                        help="only time the WatchBook alone (no Ray; typical and worst case)")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
+    if args.book_only:
+        for n_clients in args.clients:
+            for note in watchbook_cost(n_clients, args.scalars * 8):
+                print("note:", note)
+        return
     notes = [
         "8 tasks in every configuration; clients = Loggers spread evenly over them",
         "hub CPU us/scalar is the timed (steady) phase; first contact (one scalar per client, "
@@ -269,7 +312,7 @@ def main() -> None:
                 delta = watched[0]["hub_cpu_us_per_scalar"] - plain[0]["hub_cpu_us_per_scalar"]
                 notes.append(f"{n_clients} clients: hub CPU with 6 watch rules minus without: "
                              f"{delta:+.3f} us/scalar (whole hub process, psutil; noisy)")
-            notes.append(watchbook_cost(n_clients, args.scalars * 8))
+            notes += watchbook_cost(n_clients, args.scalars * 8)
     worst = max(r["hub_cpu_us_per_scalar"] for r in rows)
     notes.append(f"target hub CPU <= 2 us/scalar: worst {worst:.2f} us "
                  f"({'meets' if worst <= 2 else 'misses'})")

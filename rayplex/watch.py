@@ -28,9 +28,9 @@ import json
 import math
 import os
 import statistics
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from rayplex.layout import alerts_path
 from rayplex.rules import validate_group_name
@@ -245,11 +245,26 @@ def with_actions(rule: Rule, notify: object = None, on_alert: object = None) -> 
 
 
 # -------------------------------------------------------------------------- codecs
+_T = TypeVar("_T")
+
+
 def rule_to_json(rule: Rule) -> dict[str, Any]:
     """A rule as a JSON object."""
     data = dataclasses.asdict(rule)
     data["notify"] = [{"url": h.url, "repeat_s": h.repeat_s} for h in rule.notify]
     return data
+
+
+def _from_json(what: str, data: object, build: Callable[[dict[str, Any]], _T]) -> _T:
+    """``build(data)`` for a JSON object ``data``; the one check both codecs make: data that is
+    not an object, lacks a key or holds a value of the wrong type raises :class:`ValueError`
+    naming ``what`` (as do the checks ``build`` makes itself)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"malformed {what}: not a JSON object ({type(data).__name__})")
+    try:
+        return build(data)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"malformed {what} ({exc!r:.200})") from None
 
 
 def rule_from_json(data: object) -> Rule:
@@ -258,30 +273,29 @@ def rule_from_json(data: object) -> Rule:
     Raises:
         ValueError: if ``data`` is malformed.
     """
-    try:
-        if not isinstance(data, dict):
-            raise ValueError("a rule must be an object")
-        kind = data["kind"]
-        group = data.get("group") or None
-        if kind == "nan":
-            rule = nan(data["tag"], group=group)
-        elif kind == "threshold":
-            rule = threshold(data["tag"], below=data.get("below"), above=data.get("above"),
-                             for_steps=data.get("for_steps", 1), group=group)
-        elif kind == "silent":
-            rule = silent(data["seconds"], group=group)
-        elif kind == "step_lag":
-            rule = step_lag(data["group"], data["max_lag"])
-        elif kind == "outlier":
-            rule = outlier(data["tag"], group=data["group"], z=data.get("z", 4.0))
-        elif kind == "crashed":
-            rule = crashed(group=group)
-        else:
-            raise ValueError(f"unknown rule kind {kind!r:.40}")
-        hooks = [webhook(h["url"], repeat_s=h.get("repeat_s")) for h in data.get("notify", [])]
-        return with_actions(rule, hooks, data.get("on_alert"))
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise ValueError(f"malformed rule ({exc!r:.200})") from None
+    return _from_json("rule", data, _rule)
+
+
+def _rule(data: dict[str, Any]) -> Rule:
+    kind = data["kind"]
+    group = data.get("group") or None
+    if kind == "nan":
+        rule = nan(data["tag"], group=group)
+    elif kind == "threshold":
+        rule = threshold(data["tag"], below=data.get("below"), above=data.get("above"),
+                         for_steps=data.get("for_steps", 1), group=group)
+    elif kind == "silent":
+        rule = silent(data["seconds"], group=group)
+    elif kind == "step_lag":
+        rule = step_lag(data["group"], data["max_lag"])
+    elif kind == "outlier":
+        rule = outlier(data["tag"], group=data["group"], z=data.get("z", 4.0))
+    elif kind == "crashed":
+        rule = crashed(group=group)
+    else:
+        raise ValueError(f"unknown rule kind {kind!r:.40}")
+    hooks = [webhook(h["url"], repeat_s=h.get("repeat_s")) for h in data.get("notify", [])]
+    return with_actions(rule, hooks, data.get("on_alert"))
 
 
 @dataclass(frozen=True)
@@ -331,21 +345,19 @@ def alert_from_json(data: object) -> Alert:
     Raises:
         ValueError: if ``data`` is malformed.
     """
-    try:
-        if not isinstance(data, dict):
-            raise ValueError("an alert must be an object")
+    return _from_json("alert", data, _alert)
 
-        def number(key: str) -> float | None:
-            value = data.get(key)
-            return None if value is None else float(value)
 
-        step, pid = data.get("step"), data.get("pid")
-        return Alert(str(data["rule"]), str(data["group"]), str(data["client"]),
-                     str(data["node"]), None if pid is None else int(pid),
-                     None if step is None else int(step), number("value"), number("median"),
-                     float(data["wall_time"]), str(data["message"]))
-    except (KeyError, TypeError) as exc:
-        raise ValueError(f"malformed alert ({exc!r:.200})") from None
+def _alert(data: dict[str, Any]) -> Alert:
+    def number(key: str) -> float | None:
+        value = data.get(key)
+        return None if value is None else float(value)
+
+    step, pid = data.get("step"), data.get("pid")
+    return Alert(str(data["rule"]), str(data["group"]), str(data["client"]), str(data["node"]),
+                 None if pid is None else int(pid), None if step is None else int(step),
+                 number("value"), number("median"), float(data["wall_time"]),
+                 str(data["message"]))
 
 
 def alerts(logdir: str | os.PathLike[str]) -> list[Alert]:

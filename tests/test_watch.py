@@ -8,7 +8,12 @@ from __future__ import annotations
 import http.server
 import json
 import math
+import os
+import pickle
 import socket
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 
@@ -16,13 +21,14 @@ import numpy as np
 import pytest
 
 from rayplex import watch
+from rayplex.actors.hub import Hub
 from rayplex.actors.notify import Notifier
 from rayplex.actors.watchbook import WatchBook
 from rayplex.encoder import Encoder
-from rayplex.groups import GroupRegistry
+from rayplex.groups import GroupRegistry, GroupSpec
 from rayplex.items import Scalar
-from rayplex.records import Batch, Chunk
-from tests.conftest import wait_for
+from rayplex.records import Batch, Chunk, NodeCall
+from tests.conftest import tb_scalars, wait_for
 
 
 def entry(tag, steps, values):
@@ -63,6 +69,26 @@ def test_rules_validate_at_the_call_site_and_round_trip_as_json():
         watch.with_actions("nan(loss)", None, None)
     with pytest.raises(ValueError):
         watch.rule_from_json({"kind": "exec", "tag": "x"})
+
+
+@pytest.mark.parametrize("data", [["kind"], None, {}, {"kind": "nan"},
+                                  {"kind": "nan", "tag": "x", "notify": [{"u": 1}]},
+                                  {"kind": "nan", "tag": "x", "notify": 5},
+                                  {"kind": "nan", "tag": 3}, {"kind": "silent", "seconds": "10"}])
+def test_a_malformed_rule_is_a_value_error(data):
+    with pytest.raises(ValueError, match="rule|tag|seconds"):
+        watch.rule_from_json(data)
+
+
+@pytest.mark.parametrize("change", [lambda d: [d], lambda d: None,
+                                    lambda d: {k: v for k, v in d.items() if k != "client"},
+                                    lambda d: {**d, "pid": [1]}, lambda d: {**d, "value": "x"}])
+def test_a_malformed_alert_is_a_value_error_and_a_good_one_round_trips(change):
+    alert = watch.Alert("nan(loss)", "agent", "agent/3", "n1", 42, 7, math.inf, None, 1.5, "m")
+    data = json.loads(json.dumps(watch.alert_to_json(alert)))
+    assert watch.alert_from_json(data) == alert
+    with pytest.raises(ValueError):
+        watch.alert_from_json(change(data))
 
 
 def test_the_encoder_attaches_a_digest_per_tag_of_each_chunk():
@@ -108,6 +134,43 @@ def test_threshold_needs_for_steps_consecutive_points_across_flushes():
     assert [(a.step, a.value) for _, a in found] == [(5, -4.0)]
     assert "below 0" in found[0][1].message
     assert book.observe([batch("agent/1", [entry("reward", [6], [-5.0])], seq=4)], "n", 4) == []
+
+
+class EveryEntryBook(WatchBook):
+    """A WatchBook that skips no digest entry: every one goes through every rule of its tag."""
+
+    def _rules_for(self, tag):
+        _, _, rules = super()._rules_for(tag)
+        self._by_tag[tag] = (math.inf, -math.inf, rules)
+        return self._by_tag[tag]
+
+
+def test_skipping_quiet_entries_changes_no_alert():
+    """The write path's shortcut (an entry with no NaN, within the bounds of all its tag's
+    rules, for a client with nothing holding, is not evaluated) raises exactly the alerts of
+    evaluating every entry: random flushes of NaNs, excursions and quiet stretches."""
+    rng = np.random.default_rng(7)
+    rules = [watch.nan("*"), watch.nan("loss", group="agent"),
+             watch.threshold("loss", above=5.0, for_steps=3),
+             watch.threshold("r*", below=-1.0, above=1.0, for_steps=2),
+             watch.threshold("reward", below=0.0, group="learner")]
+    fast, every = WatchBook(rules), EveryEntryBook(rules)
+    raised = 0
+    for seq in range(1, 300):
+        chunks = []
+        for client in ("agent/0", "agent/1", "learner/0"):
+            entries = []
+            for tag in ("loss", "reward", "lr"):
+                n = int(rng.integers(1, 4))
+                values = rng.choice([0.5, -0.5, 6.0, -2.0, 2.0, np.nan, np.inf], size=n,
+                                    p=[.5, .2, .1, .05, .05, .05, .05])
+                entries.append(entry(tag, list(range(seq * 4, seq * 4 + n)), values))
+            chunks.append(Chunk(client, client, b"", 1, tuple(entries)))
+        got = fast.observe([Batch("s1", seq, ("e", 1), chunks)], "n", float(seq))
+        want = every.observe([Batch("s1", seq, ("e", 1), chunks)], "n", float(seq))
+        assert [(k, a.message) for k, a in got] == [(k, a.message) for k, a in want]
+        raised += len(got)
+    assert raised > 20
 
 
 def test_digests_that_cannot_be_read_are_counted_not_fatal():
@@ -165,7 +228,6 @@ def test_silent_counts_records_and_heartbeats_and_skips_closed_processes():
 
 
 def test_a_node_buffers_telemetry_is_no_sign_of_life_of_its_clients():
-    from rayplex.groups import GroupRegistry
     from rayplex.rules import TELEMETRY_SENDER
     from rayplex.telemetry import telemetry_batch
 
@@ -307,3 +369,90 @@ def test_the_python_and_numpy_digests_agree():
         assert [e[0] for e in small] == [e[0] for e in big]
         assert np.array_equal(np.array([e[1:] for e in small], float),
                               np.array([e[1:] for e in big], float), equal_nan=True)
+
+
+# ------------------------------------------------- an alert across a hub kill
+# Where the hub's process is SIGKILLed while it writes a call whose batch holds a NaN: the
+# alert line appended but not journalled; journalled but its batch not begun; the batch
+# appended but not committed. Each time the batch is unacknowledged, its sender resends it.
+KILL_POINTS = {  # the journal call the hub is killed at, and when
+    "alert_appended": ("commit", "any(r.startswith('alert:') for r in requests)"),
+    "alert_journalled": ("begin", "bool(batches)"),
+    "batch_appended": ("commit", "bool(senders)"),
+}
+
+
+def _nan_call(hub):
+    """A node buffer's call with one worker batch: 5 scalars of ``loss``, one of them NaN."""
+    items = [Scalar("learner/0", "loss", step, 1.0, np.nan if step == 3 else float(step))
+             for step in range(1, 6)]
+    batch = Encoder(hub.registry).encode(items, "w1", 1, hub.experiment)
+    return NodeCall("n1", 1, [batch], ray_node="node-1", pids={"w1": 4242})
+
+
+def _killed_in_write(logdir, call, point, tmp_path):
+    """Another process runs a plain hub over ``logdir``, writes ``call`` and is SIGKILLed at
+    ``point`` (no ``finally``, no ``except`` of the hub runs)."""
+    method, condition = KILL_POINTS[point]
+    script = tmp_path / "die.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, pickle, signal, sys
+        from rayplex.actors.hub import Hub
+
+        def kill_at(offsets=None, batches=(), senders=(), requests=()):
+            return {condition}
+
+        hub = Hub("dies", {logdir!r})
+        hub._stop.set()
+        real = getattr(hub.writer.journal, {method!r})
+
+        def dying(*args):
+            names = {{"begin": ("offsets", "batches"),
+                      "commit": ("senders", "partials", "requests")}}[{method!r}]
+            kwargs = {{k: v for k, v in zip(names, args) if k != "partials"}}
+            if kill_at(**kwargs):
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(*args)
+
+        setattr(hub.writer.journal, {method!r}, dying)
+        hub.write_node(pickle.loads(sys.stdin.buffer.read()))
+        sys.exit(3)  # not killed: the test is wrong
+    """))
+    done = subprocess.run([sys.executable, str(script)], input=pickle.dumps(call),
+                          capture_output=True, timeout=300, check=False,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == -9, done.stderr.decode()[-2000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_a_hub_killed_between_an_alert_and_its_batch_commit_keeps_both_exactly_once(
+        tmp_path, point):
+    """The alert is keyed by the batch that raised it: after the kill, the restarted hub gets
+    the batch again (resent, unacknowledged) and writes its scalars once, its alert once."""
+    logdir = str(tmp_path / "exp")
+    first = Hub("first", logdir)
+    first._stop.set()
+    first.register_group(GroupSpec.indexed("learner", 1))
+    first.watch(watch.rule_to_json(watch.nan("loss")))
+    call = _nan_call(first)
+    first.writer.claim.release("the test ends its process")
+    _killed_in_write(logdir, call, point, tmp_path)
+    alerts_file = tmp_path / "exp" / "alerts.jsonl"
+    appended = alerts_file.read_bytes() if alerts_file.exists() else b""
+    assert appended.count(b"\n") == 1  # the alert line was appended before the kill
+    restarted = Hub("restarted", logdir)
+    restarted._stop.set()
+    try:
+        (ack,) = restarted.write_node(call)  # the sender resends its unacknowledged batch
+        assert not (ack.error or ack.retry or ack.rejected or ack.stale), ack
+        assert restarted.write_node(call)[0].duplicate  # and once more: a duplicate
+        restarted.flush()
+        found = watch.alerts(logdir)
+        assert [(a.rule, a.client, a.step, a.pid) for a in found] == [
+            ("nan(loss)", "learner/0", 3, 4242)]
+        run = call.batches[0].chunks[0].run
+        (points,) = tb_scalars(logdir)[run].values()  # the one tag, as the group routes it
+        assert [s for s, _ in points] == [1, 2, 3, 4, 5]
+    finally:
+        restarted.close()

@@ -8,8 +8,12 @@ vanished), so that the hub appends each alert once through its journal, whatever
 
 Cheap on the write path: a batch is read through its chunks' digests (one entry per tag and
 flush, computed by the worker, :data:`rayplex.watch.Digest`), never its bytes; the rules that
-apply to a tag are found once per new tag (``fnmatch``), then by a dict lookup. With no rule
-declared, :meth:`observe` only notes each client's last record and step.
+apply to a tag are found once per new tag (``fnmatch``), then by a dict lookup, with the bounds
+all of them accept: an entry within those bounds, with no NaN, of a client with no condition
+holding (the common case, and the costly one when each scalar is its own entry) is skipped
+after four comparisons, whatever the number of rules; the others go through the rules one by
+one. With no rule declared, :meth:`observe`
+only notes each client's last record and step.
 
 Alerts are edge-triggered per rule and client (per tag for ``nan`` and ``threshold``): one
 alert when the condition starts; the next once it cleared and holds again.
@@ -57,6 +61,15 @@ class ClientState:
     """``running``, ``finished`` (its process closed its session), ``silent`` or ``crashed``."""
     latest: dict[str, float] = field(default_factory=dict)
     """Latest value per tag (what ``outlier`` rules compare)."""
+    held: set[str] = field(default_factory=set)
+    """Tags with a ``nan``/``threshold`` condition holding or a run under way for this client
+    (a superset: cleared when the rules find nothing left)."""
+
+
+_TagRules = tuple[float, float, list[tuple[Rule, str]]]
+"""The ``nan`` and ``threshold`` rules of one tag with their group prefixes (empty if none),
+after the bounds within which all of them are quiet for a finite entry: the highest ``below``
+(-inf if none) and the lowest ``above`` (inf if none). A plain tuple: read per digest entry."""
 
 
 class WatchBook:
@@ -69,7 +82,9 @@ class WatchBook:
         """``{sender: (node, pid)}`` as the node buffers reported them."""
         self.closed: set[str] = set()
         self.gone: set[str] = set()
-        self._by_tag: dict[str, list[tuple[Rule, str]]] = {}  # tag -> (rule, group prefix)
+        self._by_tag: dict[str, _TagRules] = {}
+        self._watching = False
+        """Whether any ``nan`` or ``threshold`` rule is declared."""
         self._active: set[tuple[str, str, str]] = set()  # (rule, client, tag) holding now
         self._streaks: dict[tuple[str, str, str], int] = {}
         self.errors = 0
@@ -82,12 +97,16 @@ class WatchBook:
         """Add ``rule``, or replace the one of the same name."""
         self.rules[rule.name] = rule
         self._by_tag.clear()
+        self._watching = any(r.kind in _TAG_RULES for r in self.rules.values())
 
-    def _rules_for(self, tag: str) -> list[tuple[Rule, str]]:
+    def _rules_for(self, tag: str) -> _TagRules:
         rules = [(r, r.group + "/" if r.group else "") for r in self.rules.values()
                  if r.kind in _TAG_RULES and tag_matches(r.tag, tag)]
-        self._by_tag[tag] = rules
-        return rules
+        belows = [r.below for r, _ in rules if r.kind == "threshold" and r.below is not None]
+        aboves = [r.above for r, _ in rules if r.kind == "threshold" and r.above is not None]
+        found = (max(belows, default=-math.inf), min(aboves, default=math.inf), rules)
+        self._by_tag[tag] = found
+        return found
 
     # ------------------------------------------------------------- write path
     def observe(self, batches: Iterable[Batch], node: str, now: float,
@@ -100,7 +119,7 @@ class WatchBook:
             self.pids[str(sender)] = (node, int(pid))
         found: list[tuple[str, Alert]] = []
         clients = self.clients
-        by_tag = self._by_tag
+        by_tag, watching = self._by_tag, self._watching
         for batch in batches:
             if batch.sender.startswith(TELEMETRY_SENDER):  # a node buffer's, not the client's
                 continue
@@ -111,20 +130,28 @@ class WatchBook:
                 client.sender, client.node, client.last_seen = batch.sender, node, now
                 if client.state == "silent":
                     client.state = "running"
+                name, held, latest = chunk.client_id, client.held, client.latest
+                last = client.last_step
                 try:
                     for entry in chunk.digest:
-                        tag, step = entry[0], entry[2]
-                        if client.last_step is None or step > client.last_step:
-                            client.last_step = step
-                        client.latest[tag] = entry[3]
-                        rules = by_tag.get(tag)
-                        if rules is None:
-                            rules = self._rules_for(tag)
-                        if rules:
-                            self._apply(rules, chunk.client_id, client, entry, batch, now,
-                                        found)
+                        tag, _, step, value, low, high, bad, _, _ = entry
+                        if last is None or step > last:
+                            last = step
+                        latest[tag] = value
+                        if not watching:
+                            continue
+                        try:
+                            spec = by_tag[tag]
+                        except KeyError:
+                            spec = self._rules_for(tag)
+                        # quiet for every rule of the tag (no NaN, within all their bounds)
+                        # and nothing holding for the client: nothing to do; else the rules
+                        # one by one
+                        if (bad or low < spec[0] or high > spec[1] or held) and spec[2]:
+                            self._apply(spec[2], name, client, entry, batch, now, found)
                 except (TypeError, ValueError, IndexError):
                     self.errors += 1
+                client.last_step = last
             for line in batch.logs:
                 client = clients.get(line[2])
                 if client is not None:
@@ -133,9 +160,11 @@ class WatchBook:
 
     def _apply(self, rules: list[tuple[Rule, str]], name: str, client: ClientState, entry: Any,
                batch: Batch, now: float, found: list[tuple[str, Alert]]) -> None:
-        """The ``nan`` and ``threshold`` rules of one digest entry; the common case (finite,
-        within bounds, nothing holding) costs a few comparisons and no allocation."""
+        """The ``nan`` and ``threshold`` rules of one digest entry that is not quiet for all of
+        them (:meth:`observe` skips those); notes in ``client.held`` whether a condition still
+        holds or a run goes on for its tag."""
         tag, count, step, value, low, high, bad = entry[:7]
+        client.held.add(tag)
         for rule, prefix in rules:
             if prefix and not name.startswith(prefix):
                 continue
@@ -161,6 +190,9 @@ class WatchBook:
                 continue
             self._threshold(rule, (rule.name, name, tag), name, client, entry,
                             f"{batch.sender}:{batch.seq}", now, found)
+        if not any((rule.name, name, tag) in self._active or (rule.name, name, tag) in
+                   self._streaks for rule, _ in rules):
+            client.held.discard(tag)
 
     def _threshold(self, rule: Rule, key: tuple[str, str, str], name: str, client: ClientState,
                    entry: Any, where: str, now: float, found: list[tuple[str, Alert]]) -> None:
