@@ -158,6 +158,9 @@ INDEX_READ_CHUNK_BYTES = 4 << 20
 """The indexer reads event files in pieces this large."""
 STORE_ROW_GROUP_ROWS = 65_536
 """Rows per Parquet row group in the store's segments."""
+STORE_LOG_CHECKPOINT_BYTES = 256 << 10
+"""The store's manifest log is folded into a new snapshot once it is this large (or larger
+than the snapshot): a commit appends a record, a checkpoint rewrites the whole manifest."""
 EVENT_READ_CHUNK_BYTES = 1 << 20
 """Event files are read in pieces this large."""
 WATCH_TICK_S = 0.5

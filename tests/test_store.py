@@ -319,7 +319,7 @@ def _kill_logdir(tmp_path: Path) -> list[tuple]:
 
 
 @pytest.mark.parametrize("stage", ["raw-written:1", "pyramid-written:2", "committed:3",
-                                   "compact-written:1", "committed:16"])
+                                   "compact-written:1", "committed:16", "record-half:3"])
 def test_sigkill_at_each_stage_loses_and_duplicates_nothing(tmp_path, stage):
     expected = _kill_logdir(tmp_path)
     killed = _index_in_subprocess(tmp_path, {"RAYPLEX_STORE_KILL_AT": stage})
@@ -329,6 +329,9 @@ def test_sigkill_at_each_stage_loses_and_duplicates_nothing(tmp_path, stage):
     if stage.startswith(("raw", "pyramid", "compact")):
         assert report.orphans_removed  # the killed run's uncommitted files
     assert not [p for p in (tmp_path / "store").iterdir() if p.name.startswith(".tmp-")]
+    layout = rayplex.store.format.Layout.of(tmp_path)
+    manifest, end = Manifest.read(layout)
+    assert manifest.log and (layout.store / manifest.log).stat().st_size == end  # no torn tail
 
 
 @pytest.mark.slow
@@ -627,19 +630,34 @@ def _append_round(logdir: Path, runs: int, step: int) -> None:
             f.write(scalar_record(tag_header("loss"), 1.0 + step, step, float(step)))
 
 
-def test_a_commit_does_not_rewrite_every_segments_byte_ranges(tmp_path):
-    """The manifest, rewritten by every commit, grows by a few fields per segment, not by the
-    segment's event-file ranges (kept in the segment's own src file): 40 rounds over 60 files."""
-    sizes, segments = [], []
+def _manifest_files(logdir: Path) -> dict[str, tuple[int, int, int]]:
+    """``{name: (inode, mtime_ns, size)}`` of the store's manifest files (snapshot and log)."""
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns, p.stat().st_size)
+            for p in (logdir / "store").glob("MANIFEST*")}
+
+
+def test_a_commit_appends_a_record_and_leaves_the_snapshot_alone(tmp_path):
+    """40 live-feed-like rounds over 60 files: each commit appends one record (its segment and
+    the 60 cursors it moved) to the manifest log; the snapshot MANIFEST.json is not rewritten
+    (beyond the first commit and rare checkpoints), so what a commit writes does not grow with
+    the segments and files already committed."""
+    written, rewrites = [], 0
     for step in range(40):
         _append_round(tmp_path, 60, step)
+        before = _manifest_files(tmp_path)
         rayplex.index(tmp_path, compaction=False)
-        sizes.append((tmp_path / "store" / "MANIFEST.json").stat().st_size)
-        segments.append(len(json.loads((tmp_path / "store" / "MANIFEST.json").read_bytes())[
-            "segments"]))
-    per_segment = (sizes[-1] - sizes[9]) / (segments[-1] - segments[9])
-    assert per_segment < 150, per_segment  # 60 ranges a segment: ~4,700 bytes before
+        after = _manifest_files(tmp_path)
+        snapshot_rewritten = before.get("MANIFEST.json") != after["MANIFEST.json"]
+        rewrites += snapshot_rewritten
+        grown = sum(size - (before[name][2] if name in before and before[name][0] == ino else 0)
+                    for name, (ino, _, size) in after.items() if name != "MANIFEST.json")
+        written.append(grown + (after["MANIFEST.json"][2] if snapshot_rewritten else 0))
+    assert rewrites <= 2, rewrites  # 40 before: every commit rewrote it whole
+    early, late = sum(written[2:12]) / 10, sum(written[-10:]) / 10
+    assert late < 1.1 * early, (early, late)  # before: 5.0 kB -> 8.2 kB a commit
     assert len(all_points(tmp_path)) == 40 * 60
+    manifest = Manifest.load(rayplex.store.format.Layout.of(tmp_path))
+    assert len(manifest.segments) == 40 and len(manifest.cursors) == 60
     torn = tmp_path / "store" / "seg-00000003.parquet"
     torn.write_bytes(torn.read_bytes()[:100])  # its ranges come from its src file
     report = rayplex.index(tmp_path)
@@ -649,16 +667,71 @@ def test_a_commit_does_not_rewrite_every_segments_byte_ranges(tmp_path):
         for i in range(60) for s in range(40))
 
 
+def test_manifest_log_replay_stops_at_a_torn_or_damaged_record():
+    """Plain objects: records apply in order; a record cut anywhere, or with a flipped byte,
+    and everything after it, is ignored."""
+    from rayplex.store.format import Change, Segment, TagStat
+
+    changes = [Change(next_id=k + 2, next_seq=10 * (k + 1), add=[Segment(k + 1, 10, 5, 6, 2)],
+                      cursors={f"r{k}/ev": 100 * k, "r0/ev": 7 * k},
+                      tags={"r": {"h": TagStat("histogram", 1, k, k, 1.0, 2 * k, 2 * k, None)}})
+               for k in range(4)]
+    changes.append(Change(next_id=7, next_seq=40, add=[Segment(6, 30, 1, 1, 4)], drop=[2, 3, 4]))
+    lines = [c.line() for c in changes]
+    blob = b"".join(lines)
+    for cut in range(len(blob) + 1):
+        whole = 0
+        while whole < len(lines) and len(b"".join(lines[:whole + 1])) <= cut:
+            whole += 1
+        expected = Manifest.empty()
+        for change in changes[:whole]:
+            expected.apply(change)
+        got = Manifest.empty()
+        assert got.replay(blob[:cut]) == len(b"".join(lines[:whole]))
+        assert got == expected, cut
+    assert [s.id for s in expected.segments] == [1, 6]
+    assert expected.tags == {"r": {"h": TagStat("histogram", 4, 0, 3, 1.0, 0, 6, None)}}
+    damaged = bytearray(blob)
+    damaged[len(lines[0]) + 30] ^= 0x01
+    got = Manifest.empty()
+    assert got.replay(bytes(damaged)) == len(lines[0])
+    assert [s.id for s in got.segments] == [1]
+
+
+def test_the_snapshot_alone_is_a_consistent_older_store(tmp_path):
+    """MANIFEST.json without its log (what a copy that ships only the snapshot has) names only
+    segment files that exist, with cursors that match them: indexing such a copy loses and
+    duplicates nothing, even across compactions and rebuilds."""
+    import shutil
+
+    expected = []
+    for k in range(12):
+        points = [("t", 10 * k + s, float(k)) for s in range(10)]
+        write_points(tmp_path, "r", points)
+        expected += [("r", *p) for p in points]
+        rayplex.index(tmp_path)
+        snapshot = Manifest.from_json((tmp_path / "store" / "MANIFEST.json").read_bytes())
+        for seg in snapshot.segments:
+            for name in seg.files:
+                assert (tmp_path / "store" / name).is_file(), (k, name)
+    copy = tmp_path.parent / (tmp_path.name + "-copy")
+    shutil.copytree(tmp_path, copy)
+    for log in (copy / "store").glob("MANIFEST-*"):
+        log.unlink()
+    rayplex.index(copy)
+    assert all_points(copy) == sorted(expected) == all_points(tmp_path)
+
+
 def test_sigkill_between_a_segments_ranges_and_its_commit_leaves_no_trace(tmp_path):
     expected = _kill_logdir(tmp_path)
     killed = _index_in_subprocess(tmp_path, {"RAYPLEX_STORE_KILL_AT": "raw-written:2"})
     assert killed.wait(timeout=300) == -signal.SIGKILL
-    listed = json.loads((tmp_path / "store" / "MANIFEST.json").read_bytes())["segments"]
+    listed = Manifest.load(rayplex.store.format.Layout.of(tmp_path)).segments
     srcs = {p.name for p in (tmp_path / "store").glob("src-*.json")}
     assert len(srcs) == len(listed) + 1  # the killed round's ranges, not committed
     report = rayplex.index(tmp_path)
     assert any(name.startswith("src-") for name in report.orphans_removed)
     assert all_points(tmp_path) == expected
-    manifest = json.loads((tmp_path / "store" / "MANIFEST.json").read_bytes())
+    manifest = Manifest.load(rayplex.store.format.Layout.of(tmp_path))
     assert {p.name for p in (tmp_path / "store").glob("src-*.json")} == {
-        f"src-{seg['id']:08d}.json" for seg in manifest["segments"]}
+        seg.src for seg in manifest.segments}
