@@ -170,6 +170,40 @@ def test_read_series_reads_o_buckets_rows_not_every_point(tmp_path, monkeypatch)
     assert pq.ParquetFile(next(tmp_path.glob("store/seg-*.parquet"))).metadata.num_rows == 50_000
 
 
+def test_one_runs_chart_decodes_about_its_own_rows_not_every_runs(tmp_path, monkeypatch):
+    """A chart of one run among 40 decodes the Parquet row groups that may hold that run's
+    pyramid rows (row-group statistics of run, and small pyramid row groups), not one large
+    group with every run's rows of the level it reads."""
+    from rayplex.event_bytes import file_version_record, scalar_records, scalar_tail, tag_header
+    from rayplex.store import query
+
+    tails = [scalar_tail(tag_header("t"))]
+    steps = np.arange(20_000, dtype=np.int64)
+    for i in range(40):
+        (tmp_path / f"r{i:02d}").mkdir()
+        with open(tmp_path / f"r{i:02d}" / "events.out.tfevents.1.host", "wb") as f:
+            f.write(file_version_record(1.7e9))
+            f.write(scalar_records(tails, np.zeros(len(steps), np.int64), 1.7e9 + steps,
+                                   steps, (steps % 7).astype(np.float64)))
+    rayplex.index(tmp_path)
+    decoded = []
+    real = query._row_groups
+
+    def counting(meta, filters):
+        groups = real(meta, filters)
+        decoded.append(sum(meta.row_group(g).num_rows for g in groups))
+        return groups
+
+    monkeypatch.setattr(query, "_row_groups", counting)
+    frame = rayplex.read_series(tmp_path, "t", runs="r17", buckets=1000, refresh=False)
+    assert frame["count"].sum() == 20_000 and set(frame.run) == {"r17"}
+    assert frame["max"].max() == 6.0
+    # r17's 1,250 rows of the level read are in one 8,192-row group, plus the groups that
+    # straddle a level boundary (all runs in them): 24,576 rows; before, 65,536 (one group
+    # holding every run's rows of the level: 40 x 1,250 = 50,000)
+    assert sum(decoded) <= 3 * 8_192, decoded
+
+
 def test_plan_gives_at_most_n_aligned_buckets():
     for lo, hi, n in [(0, 9999, 1000), (3, 3, 5), (-100, 10**12, 7), (5, 1 << 40, 1000), (0, 5, 1)]:
         p = plan(lo, hi, n)

@@ -47,6 +47,7 @@ from rayplex.config import (
     INDEX_READ_CHUNK_BYTES,
     SEGMENT_ROWS,
     STORE_LOG_CHECKPOINT_BYTES,
+    STORE_PYRAMID_ROW_GROUP_ROWS,
     STORE_ROW_GROUP_ROWS,
 )
 from rayplex.store.format import (
@@ -157,14 +158,15 @@ def _chunks(path: Path, start: int, stop: int) -> Iterator[tuple[int, Chunk]]:
             size = INDEX_READ_CHUNK_BYTES
 
 
-def _write_parquet(table: Any, path: Path, arrow_schema: bool = True) -> int:
+def _write_parquet(table: Any, path: Path, arrow_schema: bool = True,
+                   row_group_rows: int = STORE_ROW_GROUP_ROWS) -> int:
     """Write ``table`` to ``path`` (new file), fsync it; return its size. Without
     ``arrow_schema`` dictionary-typed string columns read back as plain strings (Parquet's
     dictionary-encoded strings either way), and schema metadata is lost."""
     import pyarrow.parquet as pq
 
     with open(path, "xb") as f:
-        pq.write_table(table, f, compression="zstd", row_group_size=STORE_ROW_GROUP_ROWS,
+        pq.write_table(table, f, compression="zstd", row_group_size=row_group_rows,
                        use_dictionary=["run", "tag"], write_statistics=True,
                        store_schema=arrow_schema)
         f.flush()
@@ -310,7 +312,8 @@ def _write_segment(layout: Layout, seg_id: int, raw: _Points, sources: list[list
                                        arrow_schema=False)
     _stage("raw-written")
     pyramid, segment.top = _pyramid_table(raw)
-    segment.pyr_bytes = _write_parquet(pyramid, layout.store / segment.pyr)
+    segment.pyr_bytes = _write_parquet(pyramid, layout.store / segment.pyr,
+                                       row_group_rows=STORE_PYRAMID_ROW_GROUP_ROWS)
     _stage("pyramid-written")
     fsync_dir(layout.store)
     return segment
