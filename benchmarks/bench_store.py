@@ -9,11 +9,12 @@ rayplex's own encoder (:func:`rayplex.event_bytes.scalar_records`, the hub's pat
 - **many**: 3,000 Tune-like trials x 2 tags x 300 steps (1.8M points)
 
 ``--scale`` multiplies the runs of wide and many and the steps of long (1 = the issue's
-scale). For each logdir: indexing (points/s), store size / event-file size, ``read_series``
-of one tag over all runs at 1,000 buckets cold (a fresh process: the first call, and the
-process's imports too), warm and zoomed to 1% of the steps (medians), whether the spike's
-bucket has max = 1e6 at each zoom and in one run's chart; ``rayplex ls`` with the store and
-without it; then, each in its own process with a time limit:
+scale). For each logdir: indexing (points/s, wall and per CPU second), store size /
+event-file size, ``read_series`` of one tag over all runs at 1,000 buckets cold (a fresh process:
+the first call, and the process's imports too), warm and zoomed to 1% of the steps
+(medians), whether the spike's bucket has max = 1e6 at each zoom and in one run's chart
+(wall and CPU seconds, the latter unaffected by a shared machine's load); ``rayplex ls``
+with the store and without it; then, each in its own process with a time limit:
 ``rayplex.read_scalars`` of that tag (today's reader), tbparse, and TensorBoard's own data
 loader (``EventMultiplexer`` with its default sampling: time until all runs are served,
 points per series, spike kept or not), with peak RSS.
@@ -214,9 +215,9 @@ def bench_one(spec: Spec, args: argparse.Namespace) -> dict[str, Any]:
         t = time.perf_counter()
         event_bytes = generate(logdir, spec)
         gen_s = time.perf_counter() - t
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         report = rayplex.index(logdir)
-        index_s = time.perf_counter() - t
+        index_s, index_cpu_s = time.perf_counter() - t, time.process_time() - cpu
         assert report.points == spec.points, (report.points, spec.points)
         tag = spec.tags[0]
         out: dict[str, Any] = {
@@ -224,22 +225,27 @@ def bench_one(spec: Spec, args: argparse.Namespace) -> dict[str, Any]:
             "event_mb": event_bytes / 1e6, "store_mb": report.store_bytes / 1e6,
             "store_ratio": report.ratio, "index_s": index_s,
             "index_points_per_s": spec.points / index_s,
+            "index_points_per_cpu_s": spec.points / index_cpu_s,
         }
         cold = [_child(["cold", logdir, tag], args.timeout) for _ in range(args.cold)]
         out["read_series_cold_s"] = median([c["call_s"] for c in cold if "call_s" in c])
         out["read_series_cold_with_imports_s"] = median(
             [c["with_imports_s"] for c in cold if "with_imports_s" in c])
 
-        def timed(**kw: Any) -> tuple[float, Any]:
-            times, frame = [], None
+        def timed(name: str, **kw: Any) -> Any:
+            """Median wall and CPU seconds of ``--repeats`` calls (CPU: what a core needs, which
+            a shared machine's load does not inflate as it does wall time); the last frame."""
+            times, cpu, frame = [], [], None
             for _ in range(args.repeats):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 frame = rayplex.read_series(logdir, tag, buckets=1000, refresh=False, **kw)
                 times.append(time.perf_counter() - t0)
-            return median(times), frame
+                cpu.append(time.process_time() - c0)
+            out[f"{name}_s"], out[f"{name}_cpu_s"] = median(times), median(cpu)
+            return frame
 
-        out["read_series_warm_s"], frame = timed()
-        out["read_series_one_chart_s"], chart = timed(runs=spec.spike[0])
+        frame = timed("read_series_warm")
+        chart = timed("read_series_one_chart", runs=spec.spike[0])
         spike_ok_chart = _spike_seen(chart, spec)
         assert frame["count"].sum() == spec.runs * spec.steps
         out["rows"] = len(frame)
@@ -247,7 +253,7 @@ def bench_one(spec: Spec, args: argparse.Namespace) -> dict[str, Any]:
         _, step = spec.spike
         width = max(1, spec.steps // 100)
         lo = min(max(0, step - width // 2), spec.steps - width)
-        out["read_series_zoom_1pct_s"], zoomed = timed(steps=(lo, lo + width - 1))
+        zoomed = timed("read_series_zoom_1pct", steps=(lo, lo + width - 1))
         spike_ok.append(_spike_seen(zoomed, spec))
         for b in (1, 7, 100, 5000):
             spike_ok.append(_spike_seen(rayplex.read_series(

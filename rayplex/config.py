@@ -157,7 +157,13 @@ PROJECTOR_ROUTE_TRIES = 5
 INDEX_READ_CHUNK_BYTES = 4 << 20
 """The indexer reads event files in pieces this large."""
 STORE_ROW_GROUP_ROWS = 65_536
-"""Rows per Parquet row group in the store's segments."""
+"""Rows per Parquet row group in the store's raw segments."""
+STORE_PYRAMID_ROW_GROUP_ROWS = 8_192
+"""Rows per Parquet row group in the store's pyramid files: a query of a few runs decodes
+little more than their rows (row groups are skipped by their run statistics)."""
+STORE_LOG_CHECKPOINT_BYTES = 256 << 10
+"""The store's manifest log is folded into a new snapshot once it is this large (or larger
+than the snapshot): a commit appends a record, a checkpoint rewrites the whole manifest."""
 EVENT_READ_CHUNK_BYTES = 1 << 20
 """Event files are read in pieces this large."""
 WATCH_TICK_S = 0.5

@@ -170,6 +170,40 @@ def test_read_series_reads_o_buckets_rows_not_every_point(tmp_path, monkeypatch)
     assert pq.ParquetFile(next(tmp_path.glob("store/seg-*.parquet"))).metadata.num_rows == 50_000
 
 
+def test_one_runs_chart_decodes_about_its_own_rows_not_every_runs(tmp_path, monkeypatch):
+    """A chart of one run among 40 decodes the Parquet row groups that may hold that run's
+    pyramid rows (row-group statistics of run, and small pyramid row groups), not one large
+    group with every run's rows of the level it reads."""
+    from rayplex.event_bytes import file_version_record, scalar_records, scalar_tail, tag_header
+    from rayplex.store import query
+
+    tails = [scalar_tail(tag_header("t"))]
+    steps = np.arange(20_000, dtype=np.int64)
+    for i in range(40):
+        (tmp_path / f"r{i:02d}").mkdir()
+        with open(tmp_path / f"r{i:02d}" / "events.out.tfevents.1.host", "wb") as f:
+            f.write(file_version_record(1.7e9))
+            f.write(scalar_records(tails, np.zeros(len(steps), np.int64), 1.7e9 + steps,
+                                   steps, (steps % 7).astype(np.float64)))
+    rayplex.index(tmp_path)
+    decoded = []
+    real = query._row_groups
+
+    def counting(meta, filters):
+        groups = real(meta, filters)
+        decoded.append(sum(meta.row_group(g).num_rows for g in groups))
+        return groups
+
+    monkeypatch.setattr(query, "_row_groups", counting)
+    frame = rayplex.read_series(tmp_path, "t", runs="r17", buckets=1000, refresh=False)
+    assert frame["count"].sum() == 20_000 and set(frame.run) == {"r17"}
+    assert frame["max"].max() == 6.0
+    # r17's 1,250 rows of the level read are in one 8,192-row group, plus the groups that
+    # straddle a level boundary (all runs in them): 24,576 rows; before, 65,536 (one group
+    # holding every run's rows of the level: 40 x 1,250 = 50,000)
+    assert sum(decoded) <= 3 * 8_192, decoded
+
+
 def test_plan_gives_at_most_n_aligned_buckets():
     for lo, hi, n in [(0, 9999, 1000), (3, 3, 5), (-100, 10**12, 7), (5, 1 << 40, 1000), (0, 5, 1)]:
         p = plan(lo, hi, n)
@@ -319,7 +353,7 @@ def _kill_logdir(tmp_path: Path) -> list[tuple]:
 
 
 @pytest.mark.parametrize("stage", ["raw-written:1", "pyramid-written:2", "committed:3",
-                                   "compact-written:1", "committed:16"])
+                                   "compact-written:1", "committed:16", "record-half:3"])
 def test_sigkill_at_each_stage_loses_and_duplicates_nothing(tmp_path, stage):
     expected = _kill_logdir(tmp_path)
     killed = _index_in_subprocess(tmp_path, {"RAYPLEX_STORE_KILL_AT": stage})
@@ -329,6 +363,9 @@ def test_sigkill_at_each_stage_loses_and_duplicates_nothing(tmp_path, stage):
     if stage.startswith(("raw", "pyramid", "compact")):
         assert report.orphans_removed  # the killed run's uncommitted files
     assert not [p for p in (tmp_path / "store").iterdir() if p.name.startswith(".tmp-")]
+    layout = rayplex.store.format.Layout.of(tmp_path)
+    manifest, end = Manifest.read(layout)
+    assert manifest.log and (layout.store / manifest.log).stat().st_size == end  # no torn tail
 
 
 @pytest.mark.slow
@@ -627,19 +664,34 @@ def _append_round(logdir: Path, runs: int, step: int) -> None:
             f.write(scalar_record(tag_header("loss"), 1.0 + step, step, float(step)))
 
 
-def test_a_commit_does_not_rewrite_every_segments_byte_ranges(tmp_path):
-    """The manifest, rewritten by every commit, grows by a few fields per segment, not by the
-    segment's event-file ranges (kept in the segment's own src file): 40 rounds over 60 files."""
-    sizes, segments = [], []
+def _manifest_files(logdir: Path) -> dict[str, tuple[int, int, int]]:
+    """``{name: (inode, mtime_ns, size)}`` of the store's manifest files (snapshot and log)."""
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns, p.stat().st_size)
+            for p in (logdir / "store").glob("MANIFEST*")}
+
+
+def test_a_commit_appends_a_record_and_leaves_the_snapshot_alone(tmp_path):
+    """40 live-feed-like rounds over 60 files: each commit appends one record (its segment and
+    the 60 cursors it moved) to the manifest log; the snapshot MANIFEST.json is not rewritten
+    (beyond the first commit and rare checkpoints), so what a commit writes does not grow with
+    the segments and files already committed."""
+    written, rewrites = [], 0
     for step in range(40):
         _append_round(tmp_path, 60, step)
+        before = _manifest_files(tmp_path)
         rayplex.index(tmp_path, compaction=False)
-        sizes.append((tmp_path / "store" / "MANIFEST.json").stat().st_size)
-        segments.append(len(json.loads((tmp_path / "store" / "MANIFEST.json").read_bytes())[
-            "segments"]))
-    per_segment = (sizes[-1] - sizes[9]) / (segments[-1] - segments[9])
-    assert per_segment < 150, per_segment  # 60 ranges a segment: ~4,700 bytes before
+        after = _manifest_files(tmp_path)
+        snapshot_rewritten = before.get("MANIFEST.json") != after["MANIFEST.json"]
+        rewrites += snapshot_rewritten
+        grown = sum(size - (before[name][2] if name in before and before[name][0] == ino else 0)
+                    for name, (ino, _, size) in after.items() if name != "MANIFEST.json")
+        written.append(grown + (after["MANIFEST.json"][2] if snapshot_rewritten else 0))
+    assert rewrites <= 2, rewrites  # 40 before: every commit rewrote it whole
+    early, late = sum(written[2:12]) / 10, sum(written[-10:]) / 10
+    assert late < 1.1 * early, (early, late)  # before: 4.9 kB -> 7.1 kB a commit
     assert len(all_points(tmp_path)) == 40 * 60
+    manifest = Manifest.load(rayplex.store.format.Layout.of(tmp_path))
+    assert len(manifest.segments) == 40 and len(manifest.cursors) == 60
     torn = tmp_path / "store" / "seg-00000003.parquet"
     torn.write_bytes(torn.read_bytes()[:100])  # its ranges come from its src file
     report = rayplex.index(tmp_path)
@@ -649,16 +701,94 @@ def test_a_commit_does_not_rewrite_every_segments_byte_ranges(tmp_path):
         for i in range(60) for s in range(40))
 
 
+def test_manifest_log_replay_stops_at_a_torn_or_damaged_record():
+    """Plain objects: records apply in order; a record cut anywhere, or with a flipped byte,
+    and everything after it, is ignored."""
+    from rayplex.store.format import Change, Segment, TagStat
+
+    changes = [Change(next_id=k + 2, next_seq=10 * (k + 1), add=[Segment(k + 1, 10, 5, 6, 2)],
+                      cursors={f"r{k}/ev": 100 * k, "r0/ev": 7 * k},
+                      tags={"r": {"h": TagStat("histogram", 1, k, k, 1.0, 2 * k, 2 * k, None)}})
+               for k in range(4)]
+    changes.append(Change(next_id=7, next_seq=40, add=[Segment(6, 30, 1, 1, 4)], drop=[2, 3, 4]))
+    lines = [c.line() for c in changes]
+    blob = b"".join(lines)
+    for cut in range(len(blob) + 1):
+        whole = 0
+        while whole < len(lines) and len(b"".join(lines[:whole + 1])) <= cut:
+            whole += 1
+        expected = Manifest.empty()
+        for change in changes[:whole]:
+            expected.apply(change)
+        got = Manifest.empty()
+        assert got.replay(blob[:cut]) == len(b"".join(lines[:whole]))
+        assert got == expected, cut
+    assert [s.id for s in expected.segments] == [1, 6]
+    assert expected.tags == {"r": {"h": TagStat("histogram", 4, 0, 3, 1.0, 0, 6, None)}}
+    damaged = bytearray(blob)
+    damaged[len(lines[0]) + 30] ^= 0x01
+    got = Manifest.empty()
+    assert got.replay(bytes(damaged)) == len(lines[0])
+    assert [s.id for s in got.segments] == [1]
+
+
+def test_the_snapshot_alone_is_a_consistent_older_store(tmp_path):
+    """MANIFEST.json without its log (what a copy that ships only the snapshot has) names only
+    segment files that exist, with cursors that match them: indexing such a copy loses and
+    duplicates nothing, even across compactions and rebuilds."""
+    import shutil
+
+    expected = []
+    for k in range(12):
+        points = [("t", 10 * k + s, float(k)) for s in range(10)]
+        write_points(tmp_path, "r", points)
+        expected += [("r", *p) for p in points]
+        rayplex.index(tmp_path)
+        snapshot = Manifest.from_json((tmp_path / "store" / "MANIFEST.json").read_bytes())
+        for seg in snapshot.segments:
+            for name in seg.files:
+                assert (tmp_path / "store" / name).is_file(), (k, name)
+    copy = tmp_path.parent / (tmp_path.name + "-copy")
+    shutil.copytree(tmp_path, copy)
+    for log in (copy / "store").glob("MANIFEST-*"):
+        log.unlink()
+    rayplex.index(copy)
+    assert all_points(copy) == sorted(expected) == all_points(tmp_path)
+
+
 def test_sigkill_between_a_segments_ranges_and_its_commit_leaves_no_trace(tmp_path):
     expected = _kill_logdir(tmp_path)
     killed = _index_in_subprocess(tmp_path, {"RAYPLEX_STORE_KILL_AT": "raw-written:2"})
     assert killed.wait(timeout=300) == -signal.SIGKILL
-    listed = json.loads((tmp_path / "store" / "MANIFEST.json").read_bytes())["segments"]
+    listed = Manifest.load(rayplex.store.format.Layout.of(tmp_path)).segments
     srcs = {p.name for p in (tmp_path / "store").glob("src-*.json")}
     assert len(srcs) == len(listed) + 1  # the killed round's ranges, not committed
     report = rayplex.index(tmp_path)
     assert any(name.startswith("src-") for name in report.orphans_removed)
     assert all_points(tmp_path) == expected
-    manifest = json.loads((tmp_path / "store" / "MANIFEST.json").read_bytes())
+    manifest = Manifest.load(rayplex.store.format.Layout.of(tmp_path))
     assert {p.name for p in (tmp_path / "store").glob("src-*.json")} == {
-        f"src-{seg['id']:08d}.json" for seg in manifest["segments"]}
+        seg.src for seg in manifest.segments}
+
+
+def test_points_sort_by_tag_run_step_seq_whatever_their_order():
+    """Plain objects: a segment's points are ordered by (tag, run, step, seq) whether they come
+    in reading order, with steps going back, with equal steps, or with seqs out of order (as
+    compaction concatenates segments)."""
+    from rayplex.store.indexer import _Points
+
+    rng = np.random.default_rng(23)
+    for case in range(40):
+        n, runs, tags = int(rng.integers(1, 400)), int(rng.integers(1, 6)), int(rng.integers(1, 4))
+        run, tag = rng.integers(0, runs, n), rng.integers(0, tags, n)
+        step = np.arange(n) // int(rng.integers(1, 4))  # rising, with ties
+        if case % 3 == 1:
+            step = rng.integers(0, 20, n)  # going back
+        seq = np.arange(n) if case % 2 else rng.permutation(n)
+        points = _Points(run, [f"r{i}" for i in range(runs)], tag, [f"t{i}" for i in range(tags)],
+                         step, step * 0.5, rng.random(n), seq)
+        order = np.lexsort((seq, step, run, tag))
+        got = points.sorted()
+        assert got.seq.tolist() == seq[order].tolist(), case
+        assert got.step.tolist() == step[order].tolist() and got.value.tolist() == \
+            points.value[order].tolist()

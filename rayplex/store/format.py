@@ -2,7 +2,9 @@
 
 The store of a logdir is the directory ``store/`` in it::
 
-    store/MANIFEST.json          which segments exist, and how far each event file was read
+    store/MANIFEST.json          snapshot: which segments exist, how far each event file was
+                                 read, and the name of the log that continues it
+    store/MANIFEST-00000001.log  the log: one record a commit, appended (``<crc32 hex> <json>\n``)
     store/LOCK                   held (flock) by the one indexer at work
     store/seg-00000001.parquet   raw points: run, tag, step, wall_time, value, seq
                                  (sorted by tag, run, step, seq)
@@ -11,14 +13,21 @@ The store of a logdir is the directory ``store/`` in it::
                                  so row-group statistics skip the others)
     store/src-00000001.json      the event-file byte ranges the segment was read from
 
-Segment files are immutable once written. The manifest is the commit point: it is replaced
-atomically (:mod:`rayplex.atomic`) and lists the segments that exist together with the cursor
-of every event file (the byte offset after the last whole, CRC-valid record consumed). A segment
-file the manifest does not list is an orphan of an indexer that was killed before it committed:
-readers ignore it and the next indexer run removes it. A listed segment that cannot be opened
-(a torn file) is skipped by readers, reported, and rebuilt by the next indexer run from the
-event-file byte ranges its ``src-<id>.json`` records (kept out of the manifest, which a commit
-rewrites whole: the manifest grows with segments and event files, not with their product).
+Segment files are immutable once written. The manifest is the commit point: the snapshot plus
+the :class:`Change` records of its log, replayed in order. A commit appends one record (the
+segment it adds, the segments it drops, the cursors it moves: the byte offset after the last
+whole, CRC-valid record consumed of each event file it read) and fsyncs the log, so what a
+commit writes does not grow with the store. A record cut short or damaged (a killed indexer)
+ends the log: readers ignore it and what follows, and the next indexer cuts it off before it
+appends. Now and then (when the log outgrows the snapshot, and for every change that drops
+segments) the indexer checkpoints: it writes an empty new log, replaces the snapshot atomically
+(:mod:`rayplex.atomic`) with the whole manifest naming that log, and removes the old log. So
+the snapshot alone is always a consistent, if older, store whose segment files all exist.
+
+A segment file the manifest does not list is an orphan of an indexer that was killed before it
+committed: readers ignore it and the next indexer run removes it. A listed segment that cannot
+be opened (a torn file) is skipped by readers, reported, and rebuilt by the next indexer run
+from the event-file byte ranges its ``src-<id>.json`` records.
 
 Event files are found as TensorBoard finds them: the run is the directory of the event file
 relative to the event root, ``.`` for files directly in it. The event root is ``logdir/tensorboard``
@@ -40,14 +49,17 @@ from __future__ import annotations
 import json
 import os
 import re
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Union
 
+from rayplex.config import STORE_QUERY_RETRIES
 from rayplex.layout import MANIFEST, STORE_DIR, TENSORBOARD
 
 __all__ = [
     "CATALOG_KEY",
+    "Change",
     "EXTRA_HINT",
     "FORMAT_VERSION",
     "LEVELS",
@@ -82,6 +94,8 @@ before ``count`` lack the last five: ``rayplex ls`` then reads the event files).
 is the smallest seq of the series; ``last_*`` describe its point at the largest
 ``(step, wall_time, seq)``."""
 SEGMENT_FILE = re.compile(r"^(seg|pyr)-(\d{8,})\.parquet$|^src-(\d{8,})\.json$")
+LOG_FILE = re.compile(r"^MANIFEST-(\d{8,})\.log$")
+"""A manifest log's name; the snapshot names the one that continues it."""
 EXTRA_HINT = 'pip install "rayplex[store]"'
 
 
@@ -282,9 +296,64 @@ class Segment:
             return None
 
 
+def _tags_of(obj: Any) -> dict[str, dict[str, TagStat]]:
+    return {str(run): {str(tag): TagStat(*stat) for tag, stat in by_tag.items()}
+            for run, by_tag in obj.items()}
+
+
+@dataclass
+class Change:
+    """One commit, as a record of the manifest log.
+
+    Attributes:
+        next_id: The manifest's next segment id after it.
+        next_seq: The manifest's next ``seq`` after it.
+        add: Segments it adds, in the place of the first one it drops (else at the end).
+        drop: Ids of the segments it removes (compacted, or rebuilt as ``add``).
+        cursors: ``{event-file key: byte offset}`` of the files it read further.
+        tags: ``{run: {tag: TagStat}}`` of the values that are not scalars it read, to be
+            combined (:meth:`TagStat.then`) with the manifest's.
+
+    Example:
+        >>> change = Change(2, 10, [Segment(1, 10, 500, 600, 2)], cursors={"a/ev": 640})
+        >>> manifest = Manifest.empty()
+        >>> manifest.replay(change.line()) == len(change.line())
+        True
+        >>> [s.id for s in manifest.segments], manifest.next_seq, manifest.cursors
+        ([1], 10, {'a/ev': 640})
+    """
+
+    next_id: int
+    next_seq: int
+    add: list[Segment] = field(default_factory=list)
+    drop: list[int] = field(default_factory=list)
+    cursors: dict[str, int] = field(default_factory=dict)
+    tags: dict[str, dict[str, TagStat]] = field(default_factory=dict)
+
+    def line(self) -> bytes:
+        """The record: ``<crc32 of the json, 8 hex digits> <json>\\n``."""
+        body = json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode("utf-8")
+        return b"%08x %s\n" % (zlib.crc32(body), body)
+
+    @classmethod
+    def parse(cls, line: bytes) -> Change | None:
+        """The change of one whole record (without its newline), or None if it is damaged."""
+        crc, _, body = line.partition(b" ")
+        try:
+            if len(crc) != 8 or int(crc, 16) != zlib.crc32(body):
+                return None
+            obj = json.loads(body.decode("utf-8"))
+            return cls(int(obj["next_id"]), int(obj["next_seq"]),
+                       [Segment(**seg) for seg in obj["add"]], [int(i) for i in obj["drop"]],
+                       {str(k): int(v) for k, v in obj["cursors"].items()},
+                       _tags_of(obj["tags"]))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None
+
+
 @dataclass
 class Manifest:
-    """The store's commit record.
+    """The store's commit record: its snapshot with the changes of its log applied.
 
     Attributes:
         version: :data:`FORMAT_VERSION`.
@@ -295,6 +364,8 @@ class Manifest:
         tags: ``{run: {tag: TagStat}}`` of the values that are not scalars (histograms,
             images, text...), for ``rayplex ls``; None in a store built before it was kept
             (then ``ls`` reads the event files).
+        log: The name of the log (``MANIFEST-<n>.log``) that continues the snapshot; None in
+            a store written before the log existed (its next commit checkpoints).
     """
 
     version: int
@@ -303,6 +374,7 @@ class Manifest:
     segments: list[Segment]
     cursors: dict[str, int]
     tags: dict[str, dict[str, TagStat]] | None = field(default_factory=dict)
+    log: str | None = None
 
     @classmethod
     def empty(cls) -> Manifest:
@@ -315,7 +387,7 @@ class Manifest:
 
     @classmethod
     def from_json(cls, data: bytes) -> Manifest:
-        """Parse a manifest.
+        """Parse a snapshot (without its log).
 
         Raises:
             StoreFormatError: If it is not a manifest of a version this rayplex reads.
@@ -327,22 +399,79 @@ class Manifest:
                     f"store format version {obj.get('version')!r}; this rayplex reads "
                     f"{FORMAT_VERSION}")
             tags = obj.get("tags")
+            log = obj.get("log")
+            if log is not None and not LOG_FILE.match(str(log)):
+                raise ValueError(f"bad log name {log!r}")
             return cls(FORMAT_VERSION, int(obj["next_id"]), int(obj["next_seq"]),
                        [Segment(**seg) for seg in obj["segments"]],
                        {str(k): int(v) for k, v in obj["cursors"].items()},
-                       None if tags is None else {
-                           str(run): {str(tag): TagStat(*stat) for tag, stat in by_tag.items()}
-                           for run, by_tag in tags.items()})
+                       None if tags is None else _tags_of(tags),
+                       None if log is None else str(log))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             if isinstance(exc, StoreFormatError):
                 raise
             raise StoreFormatError(f"unreadable store manifest: {exc}") from None
 
+    def apply(self, change: Change) -> None:
+        """Apply one commit's change."""
+        dropped = set(change.drop)
+        kept = [seg for seg in self.segments if seg.id not in dropped]
+        at = next((i for i, seg in enumerate(self.segments) if seg.id in dropped), len(kept))
+        self.segments = kept[:at] + list(change.add) + kept[at:]
+        self.next_id = max(self.next_id, change.next_id)
+        self.next_seq = max(self.next_seq, change.next_seq)
+        self.cursors.update(change.cursors)
+        if self.tags is not None:
+            for run, by_tag in change.tags.items():
+                known = self.tags.setdefault(run, {})
+                for tag, stat in by_tag.items():
+                    known[tag] = known[tag].then(stat) if tag in known else stat
+
+    def replay(self, log: bytes) -> int:
+        """Apply the whole, intact records of ``log`` in order, up to the first torn or
+        damaged one; return the byte length of what was applied."""
+        end = 0
+        while True:
+            stop = log.find(b"\n", end)
+            if stop < 0:
+                return end
+            change = Change.parse(log[end:stop])
+            if change is None:
+                return end
+            self.apply(change)
+            end = stop + 1
+
+    @classmethod
+    def read(cls, layout: Layout) -> tuple[Manifest, int]:
+        """The committed manifest of ``layout``'s store (an empty one if there is none), and
+        the byte length of the intact part of its log.
+
+        A log that is missing was removed by a checkpoint after the snapshot was read: the
+        snapshot is read again (a few times) before the log counts as empty.
+        """
+        data = None
+        for _ in range(STORE_QUERY_RETRIES + 2):
+            try:
+                with open(layout.manifest, "rb") as f:
+                    again = f.read()
+            except FileNotFoundError:
+                return cls.empty(), 0
+            if again == data:
+                break  # the same snapshot, still without its log (e.g. a copy without it)
+            data = again
+            manifest = cls.from_json(data)
+            if manifest.log is None:
+                return manifest, 0
+            try:
+                with open(layout.store / manifest.log, "rb") as f:
+                    log = f.read()
+            except FileNotFoundError:
+                continue
+            return manifest, manifest.replay(log)
+        return cls.from_json(again), 0
+
     @classmethod
     def load(cls, layout: Layout) -> Manifest:
-        """The committed manifest of ``layout``'s store, or an empty one if there is none."""
-        try:
-            with open(layout.manifest, "rb") as f:
-                return cls.from_json(f.read())
-        except FileNotFoundError:
-            return cls.empty()
+        """The committed manifest of ``layout``'s store (snapshot and log), or an empty one if
+        there is none."""
+        return cls.read(layout)[0]

@@ -10,11 +10,14 @@ Exactly once, across kills at any point:
 4. For each event file it reads whole, CRC-valid records from the file's cursor on
    (:func:`rayplex.tfrecord.iter_records`), keeps the scalars, and every ``segment_rows``
    points (and at the end) writes ``seg-N.parquet`` and ``pyr-N.parquet`` (fsynced), then
-   replaces the manifest with one that lists them and carries the advanced cursors. Until that
-   rename the new files are orphans; after it, their points are in and their bytes are behind
-   the cursors. So no point is lost and none is read twice.
-5. Compaction writes one merged segment (a new id), commits a manifest listing it instead of
-   the ones it merged, and only then deletes those.
+   commits: appends to the manifest log one record that lists them and carries the advanced
+   cursors, and fsyncs it (:class:`rayplex.store.format.Change`). Until that record is whole
+   the new files are orphans; after it, their points are in and their bytes are behind the
+   cursors. So no point is lost and none is read twice. A torn record (a kill while
+   appending) is cut off by the next indexer before it appends.
+5. Compaction writes one merged segment (a new id), commits a change listing it instead of
+   the ones it merged, and only then deletes those. A change that drops segments is committed
+   by a checkpoint, as is every commit once the log is large (:class:`_Manifests`).
 
 Example:
     >>> report = index("/tmp/exp1")  # doctest: +SKIP
@@ -43,12 +46,16 @@ from rayplex.config import (
     COMPACT_MIN,
     INDEX_READ_CHUNK_BYTES,
     SEGMENT_ROWS,
+    STORE_LOG_CHECKPOINT_BYTES,
+    STORE_PYRAMID_ROW_GROUP_ROWS,
     STORE_ROW_GROUP_ROWS,
 )
 from rayplex.store.format import (
     CATALOG_KEY,
     LOCK,
+    LOG_FILE,
     SEGMENT_FILE,
+    Change,
     Layout,
     Manifest,
     PathLike,
@@ -151,14 +158,15 @@ def _chunks(path: Path, start: int, stop: int) -> Iterator[tuple[int, Chunk]]:
             size = INDEX_READ_CHUNK_BYTES
 
 
-def _write_parquet(table: Any, path: Path, arrow_schema: bool = True) -> int:
+def _write_parquet(table: Any, path: Path, arrow_schema: bool = True,
+                   row_group_rows: int = STORE_ROW_GROUP_ROWS) -> int:
     """Write ``table`` to ``path`` (new file), fsync it; return its size. Without
     ``arrow_schema`` dictionary-typed string columns read back as plain strings (Parquet's
     dictionary-encoded strings either way), and schema metadata is lost."""
     import pyarrow.parquet as pq
 
     with open(path, "xb") as f:
-        pq.write_table(table, f, compression="zstd", row_group_size=STORE_ROW_GROUP_ROWS,
+        pq.write_table(table, f, compression="zstd", row_group_size=row_group_rows,
                        use_dictionary=["run", "tag"], write_statistics=True,
                        store_schema=arrow_schema)
         f.flush()
@@ -304,15 +312,73 @@ def _write_segment(layout: Layout, seg_id: int, raw: _Points, sources: list[list
                                        arrow_schema=False)
     _stage("raw-written")
     pyramid, segment.top = _pyramid_table(raw)
-    segment.pyr_bytes = _write_parquet(pyramid, layout.store / segment.pyr)
+    segment.pyr_bytes = _write_parquet(pyramid, layout.store / segment.pyr,
+                                       row_group_rows=STORE_PYRAMID_ROW_GROUP_ROWS)
     _stage("pyramid-written")
     fsync_dir(layout.store)
     return segment
 
 
-def _commit(layout: Layout, manifest: Manifest) -> None:
-    atomic_write_bytes(layout.manifest, manifest.to_json())
-    _stage("committed")
+class _Manifests:
+    """The indexer's side of the manifest (held under ``store/LOCK``): commits append a record
+    to the log; a checkpoint writes the whole manifest as a new snapshot with a new, empty log.
+
+    Opening it cuts a torn tail off the log and removes logs the snapshot does not name (of a
+    checkpoint killed half-way)."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        self.manifest, self.log_bytes = Manifest.read(layout)
+        self.snapshot_bytes = 0
+        with contextlib.suppress(FileNotFoundError):
+            self.snapshot_bytes = layout.manifest.stat().st_size
+        log = self.manifest.log
+        if log is not None and (layout.store / log).exists():
+            with open(layout.store / log, "r+b") as f:
+                if os.fstat(f.fileno()).st_size > self.log_bytes:
+                    f.truncate(self.log_bytes)
+                    os.fsync(f.fileno())
+        elif log is not None:
+            self.manifest.log = None  # a snapshot without its log: the next commit checkpoints
+        for entry in os.scandir(layout.store):
+            if LOG_FILE.match(entry.name) and entry.name != log:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+
+    def commit(self, change: Change, checkpoint: bool = False) -> None:
+        """Apply ``change`` and make it durable: append it to the log, or checkpoint (asked,
+        no log yet, or the log would outgrow both the snapshot and its bound)."""
+        self.manifest.apply(change)
+        line = change.line()
+        if checkpoint or self.manifest.log is None or self.log_bytes + len(line) > max(
+                STORE_LOG_CHECKPOINT_BYTES, self.snapshot_bytes):
+            self.checkpoint()
+        else:
+            with open(self.layout.store / self.manifest.log, "ab") as f:
+                half = len(line) // 2
+                f.write(line[:half])
+                f.flush()
+                _stage("record-half")
+                f.write(line[half:])
+                f.flush()
+                os.fsync(f.fileno())
+            self.log_bytes += len(line)
+        _stage("committed")
+
+    def checkpoint(self) -> None:
+        """Write the whole manifest as the snapshot, continued by a new empty log."""
+        store, old = self.layout.store, self.manifest.log
+        named = LOG_FILE.match(old or "")
+        number = int(named.group(1)) + 1 if named else 1
+        self.manifest.log = f"MANIFEST-{number:08d}.log"
+        with open(store / self.manifest.log, "wb") as f:
+            os.fsync(f.fileno())
+        data = self.manifest.to_json()
+        atomic_write_bytes(self.layout.manifest, data)
+        self.snapshot_bytes, self.log_bytes = len(data), 0
+        if old is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(store / old)
 
 
 def _remove_orphans(layout: Layout, manifest: Manifest) -> list[str]:
@@ -346,8 +412,9 @@ def segment_ok(layout: Layout, segment: Segment) -> bool:
 class _Builder:
     """Collects points (and the byte ranges they came from) for the next segment."""
 
-    def __init__(self, manifest: Manifest) -> None:
-        self.manifest = manifest
+    def __init__(self, manifests: _Manifests) -> None:
+        self.manifests = manifests
+        self.manifest = manifests.manifest
         self.runs: dict[str, int] = {}
         self.tags: dict[str, int] = {}
         self.parts: list[tuple[int, I64, I64, F64, F64]] = []
@@ -394,29 +461,28 @@ class _Builder:
         if not self.cursors:
             return 0
         manifest, rows = self.manifest, self.rows
+        change = Change(manifest.next_id, manifest.next_seq, cursors=dict(self.cursors))
         if rows:
             sources = [[key, start, end] for key, (start, end) in self.sources.items()]
-            manifest.segments.append(
+            change.add.append(
                 _write_segment(layout, manifest.next_id, self.points(manifest.next_seq), sources))
-            manifest.next_id += 1
-            manifest.next_seq += rows
-        manifest.cursors.update(self.cursors)
-        if manifest.tags is not None:
-            for (run, tag), stat in self.others.items():
-                known = manifest.tags.setdefault(run, {})
-                known[tag] = known[tag].then(stat) if tag in known else stat
-        _commit(layout, manifest)
-        self.__init__(manifest)  # type: ignore[misc]
+            change.next_id += 1
+            change.next_seq += rows
+        for (run, tag), stat in self.others.items():
+            change.tags.setdefault(run, {})[tag] = stat
+        self.manifests.commit(change)
+        self.__init__(self.manifests)  # type: ignore[misc]
         return 1 if rows else 0
 
 
-def _rebuild(layout: Layout, manifest: Manifest, segment: Segment) -> bool:
+def _rebuild(layout: Layout, manifests: _Manifests, segment: Segment) -> bool:
     """Rebuild a torn segment from its sources, under a new id, keeping its seqs; False if
     its sources cannot be read either (then it stays, skipped and reported by readers)."""
     sources = segment.ranges(layout)
     if sources is None:
         return False
-    raw_rows = _Builder(manifest)
+    manifest = manifests.manifest
+    raw_rows = _Builder(manifests)
     runs = {key: run for run, key, _ in layout.event_files()}
     paths = {key: path for _, key, path in layout.event_files()}
     for key, start, end in sources:
@@ -427,11 +493,9 @@ def _rebuild(layout: Layout, manifest: Manifest, segment: Segment) -> bool:
     # The seqs of the torn segment are lost with it: give the points new ones (after all
     # others), so that ties at one step still resolve in reading order.
     points = raw_rows.points(manifest.next_seq)
-    manifest.next_seq += len(points)
     new = _write_segment(layout, manifest.next_id, points, sources)
-    manifest.next_id += 1
-    manifest.segments[manifest.segments.index(segment)] = new
-    _commit(layout, manifest)
+    manifests.commit(Change(manifest.next_id + 1, manifest.next_seq + len(points), [new],
+                            [segment.id]), checkpoint=True)
     for name in segment.files:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(layout.store / name)
@@ -462,8 +526,7 @@ def compact(logdir: PathLike, *, below: int = COMPACT_BELOW, min_segments: int =
     if not layout.manifest.exists():
         return 0
     with _locked(layout.store):
-        manifest = Manifest.load(layout)
-        return _compact(layout, manifest, below, min_segments)
+        return _compact(layout, _Manifests(layout), below, min_segments)
 
 
 def _merge_ranges(sources: list[list[Any]]) -> list[list[Any]]:
@@ -477,10 +540,11 @@ def _merge_ranges(sources: list[list[Any]]) -> list[list[Any]]:
     return out
 
 
-def _compact(layout: Layout, manifest: Manifest, below: int, min_segments: int) -> int:
+def _compact(layout: Layout, manifests: _Manifests, below: int, min_segments: int) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    manifest = manifests.manifest
     small = [seg for seg in manifest.segments if seg.rows < below]
     if len(small) < max(2, min_segments):
         return 0
@@ -492,12 +556,8 @@ def _compact(layout: Layout, manifest: Manifest, below: int, min_segments: int) 
     sources = _merge_ranges([src for r in ranges if r is not None for src in r])
     merged = _write_segment(layout, manifest.next_id, _Points.of_table(table), sources)
     _stage("compact-written")
-    manifest.next_id += 1
-    first = manifest.segments.index(small[0])
-    kept = [seg for seg in manifest.segments if seg not in small]
-    kept.insert(min(first, len(kept)), merged)
-    manifest.segments = kept
-    _commit(layout, manifest)
+    manifests.commit(Change(manifest.next_id + 1, manifest.next_seq, [merged],
+                            [seg.id for seg in small]), checkpoint=True)
     for seg in small:
         for name in seg.files:
             with contextlib.suppress(FileNotFoundError):
@@ -568,10 +628,11 @@ def index(
     report = IndexReport(str(layout.logdir))
     layout.store.mkdir(exist_ok=True)
     with _locked(layout.store):
-        manifest = Manifest.load(layout)
+        manifests = _Manifests(layout)
+        manifest = manifests.manifest
         report.orphans_removed = _remove_orphans(layout, manifest)
         for segment in list(manifest.segments):
-            if not segment_ok(layout, segment) and _rebuild(layout, manifest, segment):
+            if not segment_ok(layout, segment) and _rebuild(layout, manifests, segment):
                 report.rebuilt.append(segment.raw)
         files = layout.event_files()
         sizes = {}
@@ -585,7 +646,7 @@ def index(
                     del sizes[key]
         report.event_bytes = sum(sizes.values())
         todo = sum(max(0, size - manifest.cursors.get(key, 0)) for key, size in sizes.items())
-        builder = _Builder(manifest)
+        builder = _Builder(manifests)
         seq_before = manifest.next_seq
         for run, key, path in files:
             start, size = manifest.cursors.get(key, 0), sizes.get(key)
@@ -614,7 +675,7 @@ def index(
         report.segments += builder.commit(layout)
         report.points = manifest.next_seq - seq_before
         if compaction:
-            report.compacted = _compact(layout, manifest, COMPACT_BELOW, COMPACT_MIN)
+            report.compacted = _compact(layout, manifests, COMPACT_BELOW, COMPACT_MIN)
         report.store_bytes = _store_bytes(manifest)
     report.seconds = time.monotonic() - started
     return report

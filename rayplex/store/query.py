@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import bisect
 import fnmatch
 import json
 import operator
@@ -206,6 +207,8 @@ def _row_groups(meta: Any, filters: _Filter) -> list[int]:
     tags = _stats(meta, "tag")
     keys = _stats(meta, filters.key)
     levels = _stats(meta, "level") if filters.key == "bucket" else None
+    runs = sorted(filters.runs) if filters.runs is not None else None
+    run_stats = _stats(meta, "run") if runs is not None else None
     lo_tag, hi_tag = min(filters.tags), max(filters.tags)
     out = []
     for rg in range(meta.num_row_groups):
@@ -213,6 +216,11 @@ def _row_groups(meta: Any, filters: _Filter) -> list[int]:
         if tmin is not None and (tmax < lo_tag or tmin > hi_tag or not any(
                 tmin <= t <= tmax for t in filters.tags)):
             continue
+        if runs is not None and run_stats is not None and run_stats[rg][0] is not None:
+            rmin, rmax = run_stats[rg]  # any wanted run in [rmin, rmax]?
+            at = bisect.bisect_left(runs, rmin)
+            if at == len(runs) or runs[at] > rmax:
+                continue
         kmin, kmax = keys[rg]
         ok = False
         for level, first, end in filters.ranges:
