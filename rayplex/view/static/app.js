@@ -6,6 +6,8 @@ const ROW = 22;            // px per run row (the list is virtual: only visible 
 const BAND_ABOVE = 50;     // more selected runs: a band (min-max envelope + median)
 const POLL_MS = 2000;      // live polling, at most this often
 const CHART_W = 550, CHART_H = 260;
+const STATE_MARK = { running: "●", finished: "", silent: "◌ silent", crashed: "✖ crashed" };
+const ALERTS_SHOWN = 200;
 
 const $ = (id) => document.getElementById(id);
 const state = {
@@ -108,8 +110,8 @@ function renderRows() {
     name.title = run.run;
     const step = el("span", "step", run.last_step);
     step.title = `last step ${run.last_step}, last point ${new Date(run.last_wall_time * 1000).toLocaleString()}`;
-    const st = el("span", `state-${run.state}`, run.state === "running" ? "●" : "");
-    st.title = run.state;
+    const st = el("span", `state state-${run.state}`, STATE_MARK[run.state] ?? "");
+    st.title = run.alert ? `${run.state}; last alert: ${run.alert.rule}: ${run.alert.message}` : run.state;
     row.append(box, swatch, name, step, st);
     row.addEventListener("click", () => {
       if (state.selected.has(run.run)) state.selected.delete(run.run);
@@ -175,11 +177,12 @@ function layoutCharts() {
   }
 }
 
-function refreshCharts() {
-  for (const chart of charts.values()) {
-    chart.answer = null;
-    if (chart.shown) load(chart);
-  }
+async function refreshCharts(first = null) {
+  // Every chart again (x ranges are synced: a zoom applies to every chart); the chart the
+  // user zoomed first, alone, then the others in view: its repaint waits for no other read.
+  for (const chart of charts.values()) chart.answer = null;
+  if (first) await load(first);
+  for (const chart of charts.values()) if (chart !== first && chart.shown && !chart.answer) load(chart);
 }
 
 async function load(chart) {
@@ -369,14 +372,14 @@ function draw(chart) {
     series, bands,
     hooks: {
       draw: [(u) => drawMarks(u, marks)],
-      setSelect: [(u) => zoomTo(u)],
+      setSelect: [(u) => zoomTo(u, chart)],
       setCursor: [(u) => hoverText(chart, u)],
     },
   };
   if (chart.plot) chart.plot.destroy();
   chart.plotBox.replaceChildren();
   chart.plot = new uPlot(opts, data, chart.plotBox);
-  chart.plot.over.addEventListener("dblclick", () => { if (state.zoom) { state.zoom = null; writeURL(); refreshCharts(); } });
+  chart.plot.over.addEventListener("dblclick", () => { if (state.zoom) { state.zoom = null; writeURL(); refreshCharts(chart); } });
   const n = answer.mode === "band" ? `band of ${answer.members} runs (min-max, median)` : `${answer.runs.length} runs`;
   chart.note.replaceChildren(el("span", null, `${n}${marks.length ? `, ${marks.length} bucket${marks.length > 1 ? "s" : ""} beyond the range (▲▼)` : ""}`));
   if (answer.range && answer.range.clipped) {
@@ -414,7 +417,7 @@ function drawMarks(u, marks) {
   ctx.restore();
 }
 
-function zoomTo(u) {
+function zoomTo(u, chart) {
   if (u.select.width < 3) return;
   const lo = Math.floor(u.posToVal(u.select.left, "x"));
   const hi = Math.ceil(u.posToVal(u.select.left + u.select.width, "x"));
@@ -422,7 +425,7 @@ function zoomTo(u) {
   if (hi <= lo) return;
   state.zoom = [lo, hi];
   writeURL();
-  refreshCharts();
+  refreshCharts(chart);
 }
 
 function hoverText(chart, u) {
@@ -511,6 +514,7 @@ async function poll() {
       const { version } = await getJSON("/api/version");
       if (version !== state.version) {
         await loadCatalog();
+        await loadAlerts();
         if ($("params").open) await loadParams();
       }
       $("status").textContent = `live · ${new Date().toLocaleTimeString()}`;
@@ -536,6 +540,42 @@ async function loadLogs() {
   } catch (err) {
     $("log-status").textContent = `error: ${err.message}`;
   }
+}
+
+// ----------------------------------------------------------------------------- alerts
+
+async function loadAlerts() {
+  let answer;
+  try { answer = await getJSON(`/api/alerts?limit=${ALERTS_SHOWN}`); }
+  catch (err) { $("alerts-status").textContent = `error: ${err.message}`; return; }
+  view.alerts = answer.alerts;
+  $("alerts").hidden = answer.total === 0;
+  $("alerts-count").textContent = String(answer.total);
+  const body = document.createDocumentFragment();
+  for (const a of answer.alerts) {
+    const tr = el("tr", a.run ? "link" : null);
+    if (a.run) tr.dataset.run = a.run;
+    const when = a.wall_time === null || typeof a.wall_time === "string" ? "" : new Date(a.wall_time * 1000).toLocaleTimeString();
+    for (const v of [when, a.rule, a.client, a.step ?? "", typeof a.value === "number" ? fmt(a.value) : (a.value ?? ""), a.message]) {
+      tr.append(el("td", null, v));
+    }
+    tr.title = `node ${a.node || "?"}, pid ${a.pid ?? "?"}${a.median !== null ? `, group median ${a.median}` : ""}`;
+    if (a.run) tr.addEventListener("click", () => selectOnly(a.run));
+    body.append(tr);
+  }
+  $("alerts-table").tBodies[0].replaceChildren(body);
+  $("alerts-status").textContent = answer.total > answer.alerts.length ? `newest ${answer.alerts.length} shown` : "newest first; click one to select its run";
+}
+
+function selectOnly(run) {
+  // An alert's run: selected alone, shown in the table (the filter is cleared if it hid it).
+  state.selected = new Set([run]);
+  if (!state.visible.some((r) => r.run === run)) {
+    state.filter = ""; state.group = ""; $("filter").value = ""; $("group").value = ""; applyFilter();
+  }
+  const index = state.visible.findIndex((r) => r.run === run);
+  if (index >= 0) $("runlist").scrollTop = Math.max(0, index * ROW - $("runlist").clientHeight / 2);
+  selectionChanged();
 }
 
 // ----------------------------------------------------------------------------- params table
@@ -640,5 +680,5 @@ function wire() {
 }
 
 wire();
-loadCatalog().then(() => { view.ready = true; setTimeout(poll, POLL_MS); })
+loadCatalog().then(loadAlerts).then(() => { view.ready = true; setTimeout(poll, POLL_MS); })
   .catch((err) => { view.error = String(err); $("status").textContent = `error: ${err.message}`; });
