@@ -272,10 +272,59 @@ def small(tmp_path_factory):
         (root / "params" / "agent").mkdir(parents=True, exist_ok=True)
         (root / "params" / "agent" / f"{i}.json").write_text(
             json.dumps({"Args": {"lr": [0.3, 0.1, 0.2][i], "name": f"<i>{i}</i>"}}))
+    _write_alerts(root, [_alert("nan(train/*)", "agent/2", 7, 1000.0),
+                         _alert("crashed", "agent/0", None, 1001.0)])
     rayplex.index(root)
     running = _Server(root)
     yield root, running
     running.stop()
+
+
+def _alert(rule: str, client: str, step: int | None, wall: float):
+    from rayplex.watch import Alert
+
+    return Alert(rule, client.split("/")[0], client, "node-1", 4242, step,
+                 float("nan") if step is not None else None, None, wall,
+                 f"<b>{rule}</b> in {client}")
+
+
+def _write_alerts(root: Path, alerts: list) -> None:
+    """``alerts.jsonl`` as the hub appends it (:func:`rayplex.watch.alert_to_json`)."""
+    from rayplex.layout import alerts_path
+    from rayplex.watch import alert_to_json
+
+    with open(alerts_path(root), "a", encoding="utf-8") as f:
+        for alert in alerts:
+            f.write(json.dumps(alert_to_json(alert)) + "\n")
+
+
+def _alert_rows(page) -> list[list[str]]:
+    return page.eval_on_selector_all(
+        "#alerts-table tbody tr", "rs => rs.map(r => [...r.cells].map(c => c.textContent))")
+
+
+def test_alerts_show_newest_first_live_and_a_click_selects_the_run(page, small):
+    root, server = small
+    _open(page, server.url)
+    _until(page, "document.querySelectorAll('#alerts-table tbody tr').length === 2", "alerts")
+    rows = _alert_rows(page)
+    assert [(r[1], r[2], r[3], r[4]) for r in rows] == [
+        ("crashed", "agent/0", "", ""), ("nan(train/*)", "agent/2", "7", "nan")]
+    assert rows[0][5] == "<b>crashed</b> in agent/0"  # a message is text
+    assert page.locator("#alerts-table b").count() == 0
+    states = page.eval_on_selector_all("#runrows .run", "rs => rs.map(r => [r.querySelector("
+                                       "'.name').textContent, r.querySelector('.state').className])")
+    assert dict(states)["agent/0"] == "state state-crashed"
+    assert dict(states)["agent/1"] == "state state-finished"  # no hub holds it: it is over
+    page.click("#alerts-table tbody tr[data-run='agent/2']")
+    chart = _chart(page, "train/reward", "c.answer.runs.length === 1 && c", "the alert's run")
+    assert chart["answer"]["runs"][0]["run"] == "agent/2"
+    assert page.text_content("#count").endswith("1 selected")
+    # A new alert while the page is open: it appears on top, with no reload.
+    _write_alerts(root, [_alert("nan(train/*)", "agent/1", 9, 1002.0)])
+    _until(page, "document.getElementById('alerts-count').textContent === '3'", "the new alert")
+    assert _alert_rows(page)[0][2] == "agent/1"
+    page.click("#sel-all")
 
 
 def test_the_params_table_sorts_and_selects_runs(page, small):
