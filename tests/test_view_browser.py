@@ -35,6 +35,7 @@ pytest.importorskip("starlette")
 RUNS = 1000
 STEPS = 200
 SPIKE = (737, "train/reward", 123, 10_000.0)
+SUMMARY_STATS = ("mean", "std", "min", "max")
 MARKUP = "<img src=x onerror=window.__pwned=1>"
 LOG_MARKUP = "<b onmouseover=window.__pwned=2>bold</b>"
 DEADLINE_S = 60.0
@@ -130,7 +131,11 @@ def _until(page, script: str, what: str, deadline_s: float = DEADLINE_S):
 
 
 def _chart(page, tag: str, script: str = "c", what: str = "the chart"):
+    """``script`` of the chart of ``tag`` (``c``) once truthy; the chart is scrolled into view
+    (a chart out of view is not loaded)."""
     return _until(page, f"(() => {{ const c = (window.__rayplexView.charts || {{}})[{json.dumps(tag)}];"
+                        f" const box = document.querySelector(`.chart[data-tag=\"${{CSS.escape("
+                        f"{json.dumps(tag)})}}\"]`); if (box) box.scrollIntoView({{block: 'nearest'}});"
                         f" return c ? ({script}) : null; }})()", what)
 
 
@@ -272,6 +277,10 @@ def small(tmp_path_factory):
         (root / "params" / "agent").mkdir(parents=True, exist_ok=True)
         (root / "params" / "agent" / f"{i}.json").write_text(
             json.dumps({"Args": {"lr": [0.3, 0.1, 0.2][i], "name": f"<i>{i}</i>"}}))
+    # store_metrics' summary run, as the hub names it: <group>/summary, <key>/<stat>
+    write_run(root / "tensorboard", "agent/summary", [f"reward/{s}" for s in SUMMARY_STATS],
+              np.arange(50), lambda tag, s: {"mean": s * 1.0, "std": s * 0 + 2.0,
+                                             "min": s - 5.0, "max": s + 9.0}[tag.split("/")[1]])
     _write_alerts(root, [_alert("nan(train/*)", "agent/2", 7, 1000.0),
                          _alert("crashed", "agent/0", None, 1001.0)])
     rayplex.index(root)
@@ -331,12 +340,14 @@ def test_the_params_table_sorts_and_selects_runs(page, small):
     _, server = small
     _open(page, server.url)
     page.click("#params summary")
-    _until(page, "document.querySelectorAll('#params-table tbody tr').length === 3", "the table")
+    _until(page, "document.querySelectorAll('#params-table tbody tr').length === 4", "the table")
     heads = page.eval_on_selector_all("#params-table th", "ths => ths.map(t => t.dataset.column)")
-    assert heads == ["run", "param:Args/lr", "param:Args/name", "last:train/reward"]
+    assert heads == ["run", "param:Args/lr", "param:Args/name",
+                     *[f"last:reward/{s}" for s in ("max", "mean", "min", "std")],
+                     "last:train/reward"]
     page.click("#params-table th[data-column='param:Args/lr']")
     order = page.eval_on_selector_all("#params-table tbody tr", "rs => rs.map(r => r.dataset.run)")
-    assert order == ["agent/1", "agent/2", "agent/0"]  # lr 0.1, 0.2, 0.3
+    assert order == ["agent/1", "agent/2", "agent/0", "agent/summary"]  # lr 0.1, 0.2, 0.3, none
     assert page.locator("#params-table i").count() == 0  # a markup param value is text
     assert "<i>1</i>" in page.text_content("#params-table tbody tr:first-child")
     page.click("#sel-none")
@@ -357,10 +368,42 @@ def test_a_point_appended_while_the_page_is_open_appears(page, small):
     chart = _chart(page, "train/reward", "c.max === 77 && c", "the appended point")
     run = next(r for r in chart["answer"]["runs"] if r["run"] == "agent/1")
     assert run["step_hi"][-1] == 60 and run["last"][-1] == 77.0
-    assert page.text_content("#count").startswith("3 of 3")
+    assert page.text_content("#count").startswith("4 of 4")
     # Fetched incrementally: from the last bucket seen on, merged into what the page had.
     assert page.evaluate("window.__rayplexView.incremental") >= 1
     assert any(r.get("since") is not None for r in sent)
     others = [r for r in chart["answer"]["runs"] if r["run"] != "agent/1"]
     assert [r["step_hi"][-1] for r in others] == [49, 49]
     assert all(r["step_lo"] == sorted(r["step_lo"]) for r in chart["answer"]["runs"])
+
+
+def test_the_summary_run_is_a_mean_and_std_band_with_min_and_max(page, small):
+    _, server = small
+    _open(page, server.url)
+    chart = _chart(page, "summary:agent/summary:reward", "c", "the summary chart")
+    answer = chart["answer"]
+    assert answer["mode"] == "summary" and chart["series"] == 5  # mean±std, mean, min, max
+    assert answer["mean"][-1] == 49.0 and answer["std"][-1] == 2.0
+    assert answer["max"][-1] == 58.0 and answer["min"][0] == -5.0
+    assert chart["max"] == 58.0
+    assert _non_background_pixels(page, "summary:agent/summary:reward") > 300
+    page.click("#sel-none")
+    _until(page, "document.querySelector(\".chart[data-tag='summary:agent/summary:reward'] "
+                 ".note\").textContent.includes('not selected')", "the unselected summary")
+
+
+def test_a_band_draws_its_extremes_and_the_pinned_runs_on_top(page, server):
+    _open(page, server.url)
+    chart = _chart(page, "train/reward", "c.mode === 'band' && c.highlight.length && c", "band")
+    # agent/999 ends highest, agent/0 lowest (run i climbs from i / 100; the markup run ties)
+    assert len(chart["highlight"]) == 2 and "agent/999" in chart["highlight"]
+    (lowest,) = set(chart["highlight"]) - {"agent/999"}
+    assert lowest in ("agent/0", MARKUP)
+    page.fill("#filter", r"^agent/5$")
+    page.click("#runrows .run:has(.name:text-is('agent/5')) .pin")
+    pinned = _chart(page, "train/reward", "c.highlight.includes('agent/5') && c", "the pinned run")
+    assert pinned["mode"] == "band" and set(pinned["highlight"]) == {
+        "agent/5", lowest, "agent/999"}
+    assert pinned["series"] == 3 + 3  # min, max, median + three lines
+    assert "pin=agent%2F5" in page.url
+    assert page.text_content("#count").endswith(f"{RUNS + 1} selected")  # a pin selects nothing

@@ -51,6 +51,7 @@ __all__ = [
     "robust_range",
     "series_answer",
     "summaries",
+    "summary_answer",
     "with_states",
 ]
 
@@ -445,6 +446,15 @@ def band_answer(logdir: str | os.PathLike[str], known: Mapping[str, Any],
     if len(slot):
         sorted_last = c["last"][order]
         median = (sorted_last[starts + (sizes - 1) // 2] + sorted_last[starts + sizes // 2]) / 2
+        # The extremes: the members with the highest and the lowest last value in the last
+        # bucket (the page draws them, and the ones the user pinned, over the band).
+        lasts = c["last"][order][starts[-1]:]
+        members = rows.run[order][starts[-1]:]
+        finite = np.isfinite(lasts)
+        if finite.any():
+            answer["extremes"] = {
+                "top": rows.names[int(members[finite][np.argmax(lasts[finite])])],
+                "bottom": rows.names[int(members[finite][np.argmin(lasts[finite])])]}
         answer.update(
             x=_ints(np.minimum.reduceat(c["step_lo"][order], starts)),
             step_hi=_ints(np.maximum.reduceat(c["step_hi"][order], starts)),
@@ -453,6 +463,50 @@ def band_answer(logdir: str | os.PathLike[str], known: Mapping[str, Any],
             median=_floats(median), runs=_ints(sizes))
     else:
         answer.update(x=[], step_hi=[], min=[], max=[], median=[], runs=[])
+    answer.setdefault("extremes", None)
+    return answer
+
+
+def summary_answer(logdir: str | os.PathLike[str], known: Mapping[str, Any],
+                   request: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``store_metrics`` summary as a band: per output bucket of the summary run's
+    ``key/mean``, ``key/std``, ``key/min`` and ``key/max`` tags (one :func:`rayplex.read_series`
+    call: their buckets align), the last mean and std, the min of the minima and the max of the
+    maxima. ``request``: ``{"run": summary run, "key": str, "buckets": int, "steps": [lo, hi] |
+    null}``; the tags must be ones the store lists."""
+    from rayplex.store import read_series
+
+    run = request.get("run")
+    if not isinstance(run, str) or run not in known["runs"]:
+        raise BadRequest(f"no run {run!r} in this logdir")
+    key = request.get("key")
+    if not isinstance(key, str):
+        raise BadRequest("key must be a string")
+    tags = {stat: _tag(f"{key}/{stat}", known["tags"]) for stat in SUMMARY_STATS
+            if stat in ("mean", "std") or f"{key}/{stat}" in known["tags"]}
+    buckets = _buckets(request.get("buckets", 1000))
+    steps = _steps(request.get("steps"))
+    table = read_series(logdir, [literal_pattern(t) for t in tags.values()],
+                        runs=literal_pattern(run), buckets=buckets, steps=steps, refresh=False,
+                        as_arrow=True)
+    cols = {name: table[name].to_numpy() for name in ("tag", "step_lo", "step_hi", "last",
+                                                      "min", "max")}
+    slots = np.unique(cols["step_lo"])
+    answer: dict[str, Any] = {"run": run, "key": key, "mode": "summary", "buckets": buckets,
+                              "steps": list(steps) if steps else None, "x": _ints(slots)}
+    for stat, tag in tags.items():
+        mine = cols["tag"] == tag
+        column = {"min": "min", "max": "max"}.get(stat, "last")
+        values = np.full(len(slots), np.nan)
+        values[np.searchsorted(slots, cols["step_lo"][mine])] = cols[column][mine]
+        answer[stat] = _floats(values)
+    mean = np.asarray([np.nan if v is None else v for v in answer["mean"]])
+    std = np.asarray([np.nan if v is None else v for v in answer["std"]])
+    lo = np.fmin(mean - std, np.asarray([np.nan if v is None else v for v in
+                                         answer.get("min", [None] * len(slots))], float))
+    hi = np.fmax(mean + std, np.asarray([np.nan if v is None else v for v in
+                                         answer.get("max", [None] * len(slots))], float))
+    answer["range"] = robust_range(lo, hi)
     return answer
 
 
@@ -651,7 +705,8 @@ class Source:
         return {"runs": known.runs, "tags": known.tags}
 
     def series(self, request: Mapping[str, Any]) -> dict[str, Any]:
-        """:func:`series_answer` (or :func:`band_answer` when ``request["band"]``); an answer
+        """:func:`series_answer` (:func:`band_answer` when ``request["band"]``,
+        :func:`summary_answer` when ``request["summary"]``); an answer
         is kept per store version (the last :data:`ANSWERS_KEPT`), so asking again — another
         tab, a zoom reset, a chart scrolled back in — reads nothing."""
         if not isinstance(request, Mapping):
@@ -668,7 +723,8 @@ class Source:
                 self._answers.move_to_end(key)
                 self.answers_hits += 1
                 return cached
-        make = band_answer if request.get("band") else series_answer
+        make = summary_answer if request.get("summary") else \
+            band_answer if request.get("band") else series_answer
         answer = make(self.logdir, context, request)
         answer["version"] = version
         with self._answers_lock:

@@ -8,11 +8,13 @@ const POLL_MS = 2000;      // live polling, at most this often
 const CHART_W = 550, CHART_H = 260;
 const STATE_MARK = { running: "●", finished: "", silent: "◌ silent", crashed: "✖ crashed" };
 const ALERTS_SHOWN = 200;
+const HIGHLIGHT_MAX = 8;
+const SUMMARY_SECTION = "summaries (store_metrics: mean ± std, min, max)";   // members drawn over a band: pinned ones first, then the extremes
 
 const $ = (id) => document.getElementById(id);
 const state = {
   catalog: null, version: null, runs: [], colors: new Map(), visible: [],
-  selected: new Set(), filter: "", group: "", zoom: null, smooth: 0, full: false, logy: false,
+  selected: new Set(), pins: new Set(), filter: "", group: "", zoom: null, smooth: 0, full: false, logy: false,
   paused: false,
 };
 const charts = new Map();  // tag -> {el, plot, answer, markers, seq}
@@ -69,6 +71,7 @@ function writeURL() {
   if (sel.length === visible.length && visible.every((r) => state.selected.has(r))) p.set("sel", "*");
   else p.set("sel", sel.join("\n"));
   if (state.zoom) p.set("zoom", state.zoom.join(","));
+  if (state.pins.size) p.set("pin", [...state.pins].join("\n"));
   if (state.smooth) p.set("smooth", String(state.smooth));
   if (state.full) p.set("full", "1");
   if (state.logy) p.set("logy", "1");
@@ -84,6 +87,7 @@ function readURL() {
   state.smooth = Math.min(0.99, Math.max(0, Number(p.get("smooth")) || 0));
   state.full = p.get("full") === "1";
   state.logy = p.get("logy") === "1";
+  state.pins = new Set((p.get("pin") || "").split("\n").filter(Boolean).slice(0, HIGHLIGHT_MAX));
   return p.has("sel") ? p.get("sel") : "*";
 }
 
@@ -112,7 +116,17 @@ function renderRows() {
     step.title = `last step ${run.last_step}, last point ${new Date(run.last_wall_time * 1000).toLocaleString()}`;
     const st = el("span", `state state-${run.state}`, STATE_MARK[run.state] ?? "");
     st.title = run.alert ? `${run.state}; last alert: ${run.alert.rule}: ${run.alert.message}` : run.state;
-    row.append(box, swatch, name, step, st);
+    const pin = el("span", state.pins.has(run.run) ? "pin on" : "pin", state.pins.has(run.run) ? "★" : "☆");
+    pin.title = "draw this run over the band (at most " + HIGHLIGHT_MAX + ")";
+    pin.addEventListener("click", (event) => {
+      event.stopPropagation();
+      if (state.pins.has(run.run)) state.pins.delete(run.run);
+      else if (state.pins.size < HIGHLIGHT_MAX) state.pins.add(run.run);
+      renderRows();
+      writeURL();
+      for (const c of charts.values()) if (c.answer && c.answer.mode === "band") load(c);
+    });
+    row.append(box, swatch, pin, name, step, st);
     row.addEventListener("click", () => {
       if (state.selected.has(run.run)) state.selected.delete(run.run);
       else state.selected.add(run.run);
@@ -143,10 +157,18 @@ function layoutCharts() {
   charts.clear();
   view.charts = {};
   const sections = new Map();
+  // store_metrics summaries first: one chart per (summary run, key), mean ± std and min/max.
+  const summaryRuns = state.runs.filter((r) => r.run.endsWith("/summary")).map((r) => r.run);
+  for (const s of state.catalog.summaries || []) {
+    for (const run of s.runs || summaryRuns) {
+      if (!sections.has(SUMMARY_SECTION)) sections.set(SUMMARY_SECTION, []);
+      sections.get(SUMMARY_SECTION).push({ id: `summary:${run}:${s.key}`, title: `${s.key} · ${run}`, summary: { run, key: s.key } });
+    }
+  }
   for (const t of state.catalog.tags) {
     const name = sectionOf(t.tag);
     if (!sections.has(name)) sections.set(name, []);
-    sections.get(name).push(t.tag);
+    sections.get(name).push({ id: t.tag, title: t.tag, summary: null });
   }
   const observer = new IntersectionObserver((entries) => {
     for (const e of entries) {
@@ -158,17 +180,17 @@ function layoutCharts() {
     const section = el("section", "tags");
     section.append(el("h2", null, name || "(no section)"));
     const grid = el("div", "grid");
-    for (const tag of tags) {
-      const box = el("div", "chart");
+    for (const { id: tag, title: text, summary } of tags) {
+      const box = el("div", summary ? "chart summary" : "chart");
       box.dataset.tag = tag;
-      const title = el("div", "title", tag);
-      title.title = tag;
+      const title = el("div", "title", text);
+      title.title = text;
       const note = el("div", "note");
       const plotBox = el("div", "plot");
       const hover = el("div", "hover");
       box.append(title, note, plotBox, hover);
       grid.append(box);
-      const chart = { tag, box, note, plotBox, hover, plot: null, answer: null, seq: 0, shown: false };
+      const chart = { tag, summary, box, note, plotBox, hover, plot: null, answer: null, highlight: null, seq: 0, shown: false };
       charts.set(tag, chart);
       observer.observe(box);
     }
@@ -188,6 +210,12 @@ async function refreshCharts(first = null) {
 async function load(chart) {
   const runs = selectedRuns();
   const seq = ++chart.seq;
+  if (chart.summary && !state.selected.has(chart.summary.run)) {
+    if (chart.plot) { chart.plot.destroy(); chart.plot = null; }
+    chart.answer = null;
+    chart.note.textContent = `${chart.summary.run} not selected`;
+    return;
+  }
   if (!runs.length) {
     if (chart.plot) { chart.plot.destroy(); chart.plot = null; }
     chart.note.textContent = "no run selected";
@@ -195,16 +223,30 @@ async function load(chart) {
   }
   const all = runs.length === state.runs.length;
   const band = runs.length > BAND_ABOVE;
-  const request = { tag: chart.tag, runs: all ? null : runs, buckets: CHART_W, steps: state.zoom, band };
+  const request = chart.summary
+    ? { summary: true, run: chart.summary.run, key: chart.summary.key, buckets: CHART_W, steps: state.zoom }
+    : { tag: chart.tag, runs: all ? null : runs, buckets: CHART_W, steps: state.zoom, band };
   try {
     const answer = await getJSON("/api/series", request);
     if (seq !== chart.seq) return;  // a newer request is on its way
+    chart.highlight = band ? await highlights(chart, answer) : null;
+    if (seq !== chart.seq) return;
     chart.answer = answer;
     draw(chart);
   } catch (err) {
     chart.note.textContent = `error: ${err.message}`;
     view.error = String(err);
   }
+}
+
+async function highlights(chart, answer) {
+  // The members drawn over a band: the pinned ones that are selected, then its extremes
+  // (highest and lowest last value), at most HIGHLIGHT_MAX; their lines of the same buckets.
+  const chosen = [...state.pins].filter((r) => state.selected.has(r));
+  if (answer.extremes) for (const r of [answer.extremes.top, answer.extremes.bottom]) if (!chosen.includes(r)) chosen.push(r);
+  const runs = chosen.slice(0, HIGHLIGHT_MAX);
+  if (!runs.length) return null;
+  return getJSON("/api/series", { tag: chart.tag, runs, buckets: CHART_W, steps: answer.steps });
 }
 
 const RUN_KEYS = ["step_lo", "step_hi", "first", "last", "min", "max", "count"];
@@ -222,7 +264,7 @@ async function update(chart) {
   // Live: fetch only the buckets from the last one seen on, and merge them in.
   const old = chart.answer;
   const runs = selectedRuns();
-  if (!old || state.zoom || !old.width || !runs.length || (old.mode === "band") !== (runs.length > BAND_ABOVE)) return load(chart);
+  if (!old || chart.summary || state.zoom || !old.width || !runs.length || (old.mode === "band") !== (runs.length > BAND_ABOVE)) return load(chart);
   const lasts = old.mode === "band" ? [old.x[old.x.length - 1]] : old.runs.map((r) => r.step_lo[r.step_lo.length - 1]);
   const since = Math.min(...lasts.filter((v) => v !== undefined));
   if (!Number.isFinite(since)) return load(chart);
@@ -251,6 +293,11 @@ async function update(chart) {
     merged = { ...answer, runs: mergedRuns.concat([...fresh.values()]) };
   }
   merged.since = null;
+  if (merged.mode === "band") {
+    const highlight = await highlights(chart, merged);
+    if (seq !== chart.seq) return;
+    chart.highlight = highlight;
+  }
   view.incremental += 1;
   chart.answer = merged;
   draw(chart);
@@ -330,36 +377,81 @@ function outliers(answer) {
   return marks;
 }
 
+function combine(parts) {
+  // Layers with x arrays of their own on one x axis: the union of their x, nulls elsewhere.
+  const xs = new Set();
+  for (const p of parts) for (const v of p.x) xs.add(v);
+  const x = Float64Array.from(xs).sort();
+  const at = new Map();
+  x.forEach((v, i) => at.set(v, i));
+  const ys = [];
+  for (const p of parts) {
+    if (p.x.length === x.length) { ys.push(...p.ys); continue; }
+    for (const src of p.ys) {
+      const y = new Array(x.length).fill(null);
+      p.x.forEach((v, i) => { y[at.get(v)] = src[i]; });
+      ys.push(y);
+    }
+  }
+  return { x, ys };
+}
+
+function lineSeries(answer, data, series, width) {
+  // One uPlot series per run (and its EMA over the faint raw line when smoothing).
+  const { x, ys } = linesData(answer);
+  answer.runs.forEach((r, i) => {
+    const color = state.colors.get(r.run) || "#888";
+    if (state.smooth) {
+      data.push({ x, y: ys[i] });
+      series.push({ label: r.run, stroke: color, width: 1, alpha: 0.25 });
+      data.push({ x, y: ema(ys[i], state.smooth) });
+      series.push({ label: r.run, stroke: color, width: width + 0.25 });
+    } else {
+      data.push({ x, y: ys[i] });
+      series.push({ label: r.run, stroke: color, width });
+    }
+  });
+}
+
 function draw(chart) {
   const answer = chart.answer;
   const range = yRange(answer);
-  const marks = outliers(answer);
-  let data, series, bands;
+  const marks = answer.mode === "summary" ? [] : outliers(answer);
+  const layers = [];  // {x, y} per uPlot series
+  let series, bands;
   if (answer.mode === "band") {
-    const x = Float64Array.from(answer.x);
     const median = state.smooth ? ema(answer.median, state.smooth) : answer.median;
-    data = [x, answer.min, answer.max, median];
+    for (const y of [answer.min, answer.max, median]) layers.push({ x: answer.x, y });
     series = [{}, { label: "min", stroke: "rgba(40,90,200,0.35)", width: 1 },
       { label: "max", stroke: "rgba(40,90,200,0.35)", width: 1 },
       { label: "median", stroke: "rgb(20,60,160)", width: 1.5 }];
     bands = [{ series: [2, 1], fill: "rgba(40,90,200,0.15)" }];
+    // Highlighted members (pinned in the table, and the extremes) drawn over the band.
+    if (chart.highlight) lineSeries(chart.highlight, layers, series, 1.5);
+  } else if (answer.mode === "summary") {
+    const lo = answer.mean.map((m, i) => (m === null || answer.std[i] === null ? null : m - answer.std[i]));
+    const hi = answer.mean.map((m, i) => (m === null || answer.std[i] === null ? null : m + answer.std[i]));
+    const mean = state.smooth ? ema(answer.mean, state.smooth) : answer.mean;
+    for (const y of [lo, hi, mean]) layers.push({ x: answer.x, y });
+    series = [{}, { label: "mean - std", stroke: "rgba(200,90,40,0.45)", width: 1 },
+      { label: "mean + std", stroke: "rgba(200,90,40,0.45)", width: 1 },
+      { label: "mean", stroke: "rgb(170,60,20)", width: 1.75 }];
+    bands = [{ series: [2, 1], fill: "rgba(200,90,40,0.15)" }];
+    for (const stat of ["min", "max"]) if (answer[stat]) {
+      layers.push({ x: answer.x, y: answer[stat] });
+      series.push({ label: stat, stroke: "rgba(120,120,120,0.8)", width: 1, dash: [4, 3] });
+    }
   } else {
-    const { x, ys } = linesData(answer);
-    data = [x];
     series = [{}];
-    answer.runs.forEach((r, i) => {
-      const color = state.colors.get(r.run) || "#888";
-      if (state.smooth) {
-        data.push(ys[i]);
-        series.push({ label: r.run, stroke: color, width: 1, alpha: 0.25 });
-        data.push(ema(ys[i], state.smooth));
-        series.push({ label: r.run, stroke: color, width: 1.5 });
-      } else {
-        data.push(ys[i]);
-        series.push({ label: r.run, stroke: color, width: 1.25 });
-      }
-    });
+    lineSeries(answer, layers, series, 1.25);
   }
+  const parts = [];
+  for (const layer of layers) {
+    const last = parts[parts.length - 1];
+    if (last && last.x === layer.x) last.ys.push(layer.y); else parts.push({ x: layer.x, ys: [layer.y] });
+  }
+  const merged = combine(parts);
+  const data = [merged.x, ...merged.ys];
   for (const s of series.slice(1)) { s.spanGaps = true; s.points = { show: false }; }
   const opts = {
     width: CHART_W, height: CHART_H, legend: { show: false },
@@ -380,7 +472,8 @@ function draw(chart) {
   chart.plotBox.replaceChildren();
   chart.plot = new uPlot(opts, data, chart.plotBox);
   chart.plot.over.addEventListener("dblclick", () => { if (state.zoom) { state.zoom = null; writeURL(); refreshCharts(chart); } });
-  const n = answer.mode === "band" ? `band of ${answer.members} runs (min-max, median)` : `${answer.runs.length} runs`;
+  const n = answer.mode === "band" ? `band of ${answer.members} runs (min-max, median)${chart.highlight && chart.highlight.runs.length ? `; on top: ${chart.highlight.runs.map((r) => r.run).join(", ")}` : ""}`
+    : answer.mode === "summary" ? `${answer.run}: mean ± std, min and max (store_metrics)` : `${answer.runs.length} runs`;
   chart.note.replaceChildren(el("span", null, `${n}${marks.length ? `, ${marks.length} bucket${marks.length > 1 ? "s" : ""} beyond the range (▲▼)` : ""}`));
   if (answer.range && answer.range.clipped) {
     const button = el("button", "full", state.full ? "robust range" : "full range");
@@ -391,8 +484,10 @@ function draw(chart) {
   let max = null, argmax = null;
   const consider = (v, lo, hi) => { if (v !== null && (max === null || v > max)) { max = v; argmax = [lo, hi]; } };
   if (answer.mode === "band") answer.max.forEach((v, i) => consider(v, answer.x[i], answer.step_hi[i]));
+  else if (answer.mode === "summary") (answer.max || answer.mean).forEach((v, i) => consider(v, answer.x[i], answer.x[i]));
   else for (const r of answer.runs) r.max.forEach((v, i) => consider(v, r.step_lo[i], r.step_hi[i]));
   view.charts[chart.tag] = { mode: answer.mode, answer, marks, max, argmax, yRange: range,
+    highlight: chart.highlight ? chart.highlight.runs.map((r) => r.run) : [], series: series.length - 1,
     shownScale: [chart.plot.scales.y.min, chart.plot.scales.y.max] };
   view.renders += 1;
 }
@@ -433,8 +528,13 @@ function hoverText(chart, u) {
   const answer = chart.answer;
   if (idx === null || idx === undefined || !answer) { chart.hover.textContent = ""; return; }
   const x = u.data[0][idx];
-  if (answer.mode === "band") {
-    chart.hover.textContent = `step ${answer.x[idx]}-${answer.step_hi[idx]}: median ${fmt(answer.median[idx])}, min ${fmt(answer.min[idx])}, max ${fmt(answer.max[idx])}, ${answer.runs[idx]} runs`;
+  if (answer.mode === "band" || answer.mode === "summary") {
+    let i = -1;
+    while (i + 1 < answer.x.length && answer.x[i + 1] <= x) i += 1;
+    if (i < 0) { chart.hover.textContent = ""; return; }
+    chart.hover.textContent = answer.mode === "band"
+      ? `step ${answer.x[i]}-${answer.step_hi[i]}: median ${fmt(answer.median[i])}, min ${fmt(answer.min[i])}, max ${fmt(answer.max[i])}, ${answer.runs[i]} runs`
+      : `step ${answer.x[i]}: mean ${fmt(answer.mean[i])} ± ${fmt(answer.std[i])}${answer.min ? `, min ${fmt(answer.min[i])}` : ""}${answer.max ? `, max ${fmt(answer.max[i])}` : ""}`;
     return;
   }
   const top = u.posToVal(u.cursor.top, "y");
