@@ -131,11 +131,16 @@ def _buckets(value: Any) -> int:
 def _floats(values: Any) -> list[float | None]:
     """JSON numbers: NaN and infinities become null (JSON has none)."""
     array = np.asarray(values, dtype=np.float64)
-    return [float(v) if math.isfinite(v) else None for v in array.tolist()]
+    finite = np.isfinite(array)
+    if finite.all():  # the common case, vectorised: a chart's answer has 10^5 numbers
+        return array.tolist()  # type: ignore[no-any-return]
+    out = array.astype(object)
+    out[~finite] = None
+    return out.tolist()  # type: ignore[no-any-return]
 
 
 def _ints(values: Any) -> list[int]:
-    return [int(v) for v in np.asarray(values, dtype=np.int64).tolist()]
+    return np.asarray(values, dtype=np.int64).tolist()  # type: ignore[no-any-return]
 
 
 def robust_range(mins: Sequence[float] | np.ndarray[Any, Any],
