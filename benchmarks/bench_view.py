@@ -130,7 +130,7 @@ def bench_view(browser: Any, wide: str, many: str, spec: Spec, repeats: int) -> 
             "js_heap_mb": median(heap), "spike_is_max": all(spike_ok)}
 
 
-def bench_tensorboard(browser: Any, wide: str, spec: Spec) -> dict[str, Any]:
+def bench_tensorboard(browser: Any, wide: str, spec: Spec, deadline_s: float) -> dict[str, Any]:
     import json
     import urllib.parse
     import urllib.request
@@ -143,7 +143,7 @@ def bench_tensorboard(browser: Any, wide: str, spec: Spec) -> dict[str, Any]:
         t0 = time.perf_counter()
         page.goto(board.url + "#scalars")
         shown = None
-        deadline = time.monotonic() + 600
+        deadline = time.monotonic() + deadline_s
         while time.monotonic() < deadline:
             shown = page.evaluate("""() => [...document.querySelectorAll('path.line')]
                 .filter(p => (p.getAttribute('d') || '').length > 1).length""")
@@ -159,7 +159,7 @@ def bench_tensorboard(browser: Any, wide: str, spec: Spec) -> dict[str, Any]:
         with urllib.request.urlopen(board.url + "data/plugin/scalars/scalars?" + query,
                                     timeout=600) as r:
             points = json.load(r)
-    return {"first_chart_s": seconds if shown else None, "lines_drawn": shown,
+    return {"first_chart_s": seconds if shown else f"none in {deadline_s:g} s", "lines_drawn": shown,
             "runs_enabled_by_default": enabled, "points_served": len(points),
             "spike_kept": any(step == spike_step and value == SPIKE for _, step, value in points)}
 
@@ -169,6 +169,8 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=0.1, help="1 = the issue's scale")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tensorboard", action="store_true", help="also measure TensorBoard")
+    parser.add_argument("--tb-deadline", type=float, default=120.0,
+                        help="seconds to wait for TensorBoard's first drawn line")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -190,7 +192,8 @@ def main() -> None:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
             try:
                 view = bench_view(browser, wide, many, wide_spec, args.repeats)
-                board = bench_tensorboard(browser, wide, wide_spec) if args.tensorboard else {}
+                board = (bench_tensorboard(browser, wide, wide_spec, args.tb_deadline)
+                         if args.tensorboard else {})
             finally:
                 browser.close()
     finally:

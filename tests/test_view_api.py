@@ -482,3 +482,15 @@ def test_the_alerts_route_answers_json(watched):
         answer = test_client.get("/api/alerts?limit=2").json()
         assert len(answer["alerts"]) == 2 and answer["total"] >= 3
         assert test_client.get("/api/alerts?limit=x").status_code == 400
+
+
+def test_wall_times_are_anchors_of_each_runs_steps(watched):
+    from tests.view_logdir import WALL
+
+    answer = Source(watched).walltimes()
+    anchors = answer["runs"]["agent/2"]
+    assert anchors["step"][0] == 0 and anchors["step"][-1] == 19
+    # view_logdir writes step s at WALL + s: every anchor is exact
+    assert anchors["wall"] == [WALL + s for s in anchors["step"]]
+    assert anchors["step"] == sorted(anchors["step"])
+    assert set(answer["runs"]) == {"agent/0", "agent/1", "agent/2", "agent/3", "learner"}

@@ -26,7 +26,7 @@ import pytest
 
 import rayplex
 from tests.test_board import CHROMIUM_ARGS, _browser_or_skip
-from tests.view_logdir import write_run, write_runs
+from tests.view_logdir import WALL, write_run, write_runs
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("duckdb")
@@ -407,3 +407,33 @@ def test_a_band_draws_its_extremes_and_the_pinned_runs_on_top(page, server):
     assert pinned["series"] == 3 + 3  # min, max, median + three lines
     assert "pin=agent%2F5" in page.url
     assert page.text_content("#count").endswith(f"{RUNS + 1} selected")  # a pin selects nothing
+
+
+def test_the_x_axis_shows_step_wall_or_relative_time_and_is_in_the_url(page, small):
+    _, server = small
+    _open(page, server.url + "#x=relative")
+    # tests/view_logdir.py writes step s at wall time WALL + s: relative time is the step
+    chart = _chart(page, "train/reward", "c.xaxis === 'relative' && c", "relative time")
+    assert chart["xSpan"][0] == pytest.approx(0, abs=0.1)
+    assert chart["xSpan"][1] == pytest.approx(49, abs=0.1)
+    assert page.input_value("#xaxis") == "relative"
+    page.select_option("#xaxis", "wall")
+    chart = _chart(page, "train/reward", "c.xaxis === 'wall' && c", "wall time")
+    assert chart["xSpan"][0] == pytest.approx(WALL, abs=0.1)
+    assert chart["xSpan"][1] == pytest.approx(WALL + 49, abs=0.1)
+    assert "x=wall" in page.url
+    assert _non_background_pixels(page, "train/reward") > 300
+    # A drag in time zooms to the steps under it.
+    over = page.locator(".chart[data-tag='train/reward'] .u-over")
+    box = over.bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.2, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.6, y, steps=6)
+    page.mouse.up()
+    zoomed = _chart(page, "train/reward", "c.answer.steps && c.xaxis === 'wall' && c", "zoom")
+    lo, hi = zoomed["answer"]["steps"]
+    assert 5 <= lo < hi <= 35
+    page.select_option("#xaxis", "step")
+    _chart(page, "train/reward", "c.xaxis === 'step' && c", "steps again")
+    assert "x=" not in page.url.split("#")[1].replace("sel=", "")

@@ -52,6 +52,7 @@ __all__ = [
     "series_answer",
     "summaries",
     "summary_answer",
+    "wall_times",
     "with_states",
 ]
 
@@ -312,6 +313,37 @@ def with_states(logdir: str | os.PathLike[str], run_rows: list[dict[str, Any]],
         pick = states[latest.get(name, name)]  # a group's run: its latest alerting client
         r["state"] = pick.state
         r["alert"] = _alert_json(pick.last_alert, set(names)) if pick.last_alert else None
+
+
+WALL_ANCHORS = 128
+"""Anchors per run of the step -> wall-time map (:func:`wall_times`)."""
+WALL_EVERY_S = 10.0
+"""A live store's wall-time map is recomputed at most this often."""
+
+
+def wall_times(logdir: str | os.PathLike[str], last_step: int) -> dict[str, Any]:
+    """Each run's step -> wall-time map, for an x-axis in wall or relative time: per run, the
+    first and last point (step, wall time) of each of :data:`WALL_ANCHORS` equal step spans
+    (one fixed :func:`rayplex.sql` query over every point: read once per store version). The
+    page interpolates between anchors, so a time is exact at an anchor and linear in between
+    (a stretch of at most ``last_step / WALL_ANCHORS`` steps).
+
+    Returns ``{"runs": {run: {"step": [...], "wall": [...]}}, "width": steps per span}``.
+    """
+    from rayplex.store import sql
+
+    width = max(1, (int(last_step) + 1) // WALL_ANCHORS + 1)  # an int from the store, not a request
+    frame = sql(logdir, "SELECT run, min(step) AS s0, arg_min(wall_time, step) AS w0, "
+                        "max(step) AS s1, arg_max(wall_time, step) AS w1 FROM scalars "
+                        f"GROUP BY run, step // {width:d} ORDER BY run, s0", refresh=False)
+    runs: dict[str, dict[str, list[Any]]] = {}
+    for run, s0, w0, s1, w1 in frame.itertuples(index=False):
+        entry = runs.setdefault(str(run), {"step": [], "wall": []})
+        for step, wall in ((s0, w0), (s1, w1)) if s1 != s0 else ((s0, w0),):
+            if math.isfinite(wall):
+                entry["step"].append(int(step))
+                entry["wall"].append(float(wall))
+    return {"runs": runs, "width": width}
 
 
 def alerts_answer(logdir: str | os.PathLike[str], runs: Mapping[str, Any], *,
@@ -614,6 +646,7 @@ class Source:
         self._answers: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
         self._answers_lock = threading.Lock()
         self.answers_hits = 0
+        self._walls: tuple[str, float, dict[str, Any]] | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -739,6 +772,19 @@ class Source:
             while len(self._answers) > ANSWERS_KEPT:
                 self._answers.popitem(last=False)
         return answer
+
+    def walltimes(self) -> dict[str, Any]:
+        """:func:`wall_times` of this logdir: once per store version, and for a store that
+        keeps changing at most every :data:`WALL_EVERY_S` (the page extends each run to its
+        last point from the catalog)."""
+        version = self.store_version()
+        cached = self._walls
+        if cached is None or (cached[0] != version and
+                              time.monotonic() - cached[1] >= WALL_EVERY_S):
+            last = max((int(r["last_step"]) for r in self.known().answer["runs"]), default=0)
+            cached = (version, time.monotonic(), wall_times(self.logdir, last))
+            self._walls = cached
+        return cached[2]
 
     def alerts(self, limit: int = 500) -> dict[str, Any]:
         """:func:`alerts_answer` of this logdir."""

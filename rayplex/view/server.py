@@ -4,7 +4,8 @@ answers of :mod:`rayplex.view.api`, nothing else.
 Routes: ``GET /`` (the page), ``GET /static/...`` (its ES modules, CSS and the vendored uPlot),
 ``GET /api/catalog`` (runs and tags), ``GET /api/version`` (the store's version, for polling),
 ``POST /api/series`` (lines or a band of one tag), ``GET /api/params`` (the sweep table),
-``GET /api/logs`` (a text-log tail), ``GET /api/alerts`` (the watchers' alerts, newest first).
+``GET /api/logs`` (a text-log tail), ``GET /api/alerts`` (the watchers' alerts, newest
+first), ``GET /api/walltimes`` (each run's step -> wall-time anchors, for a time x-axis).
 Every answer carries a Content-Security-Policy that allows only the page's own scripts and
 requests; bound to a loopback address, requests naming another host are refused (DNS
 rebinding).
@@ -123,6 +124,9 @@ def create_app(logdir: str, *, loopback_only: bool = True) -> Any:
             raise BadRequest("limit must be an int") from None
         return source.alerts(limit)
 
+    def walltimes(request: Request, body: bytes) -> Any:
+        return source.walltimes()
+
     async def no_icon(request: Request) -> Response:
         return Response(status_code=204)
 
@@ -158,6 +162,7 @@ def create_app(logdir: str, *, loopback_only: bool = True) -> Any:
         Route("/api/logs", guarded(logs)),
         Route("/api/params", guarded(params)),
         Route("/api/alerts", guarded(alerts)),
+        Route("/api/walltimes", guarded(walltimes)),
         Mount("/static", StaticFiles(directory=STATIC)),
     ], middleware=middleware)
     app.state.source = source

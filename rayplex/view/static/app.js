@@ -14,7 +14,7 @@ const SUMMARY_SECTION = "summaries (store_metrics: mean ± std, min, max)";   //
 const $ = (id) => document.getElementById(id);
 const state = {
   catalog: null, version: null, runs: [], colors: new Map(), visible: [],
-  selected: new Set(), pins: new Set(), filter: "", group: "", zoom: null, smooth: 0, full: false, logy: false,
+  selected: new Set(), pins: new Set(), xaxis: "step", walls: null, filter: "", group: "", zoom: null, smooth: 0, full: false, logy: false,
   paused: false,
 };
 const charts = new Map();  // tag -> {el, plot, answer, markers, seq}
@@ -72,6 +72,7 @@ function writeURL() {
   else p.set("sel", sel.join("\n"));
   if (state.zoom) p.set("zoom", state.zoom.join(","));
   if (state.pins.size) p.set("pin", [...state.pins].join("\n"));
+  if (state.xaxis !== "step") p.set("x", state.xaxis);
   if (state.smooth) p.set("smooth", String(state.smooth));
   if (state.full) p.set("full", "1");
   if (state.logy) p.set("logy", "1");
@@ -87,6 +88,7 @@ function readURL() {
   state.smooth = Math.min(0.99, Math.max(0, Number(p.get("smooth")) || 0));
   state.full = p.get("full") === "1";
   state.logy = p.get("logy") === "1";
+  state.xaxis = ["wall", "relative"].includes(p.get("x")) ? p.get("x") : "step";
   state.pins = new Set((p.get("pin") || "").split("\n").filter(Boolean).slice(0, HIGHLIGHT_MAX));
   return p.has("sel") ? p.get("sel") : "*";
 }
@@ -365,16 +367,102 @@ function outliers(answer) {
   const marks = [];
   if (!range) return marks;
   const [lo, hi] = range;
-  const add = (x0, x1, mn, mx) => {
-    if (mx !== null && mx > hi) marks.push({ x: (x0 + x1) / 2, edge: "top", value: mx });
-    if (mn !== null && mn < lo) marks.push({ x: (x0 + x1) / 2, edge: "bottom", value: mn });
+  const add = (x0, x1, mn, mx, run = null) => {
+    if (mx !== null && mx > hi) marks.push({ x: (x0 + x1) / 2, edge: "top", value: mx, run });
+    if (mn !== null && mn < lo) marks.push({ x: (x0 + x1) / 2, edge: "bottom", value: mn, run });
   };
   if (answer.mode === "band") {
     for (let i = 0; i < answer.x.length; i++) add(answer.x[i], answer.step_hi[i], answer.min[i], answer.max[i]);
   } else {
-    for (const r of answer.runs) for (let i = 0; i < r.step_lo.length; i++) add(r.step_lo[i], r.step_hi[i], r.min[i], r.max[i]);
+    for (const r of answer.runs) for (let i = 0; i < r.step_lo.length; i++) add(r.step_lo[i], r.step_hi[i], r.min[i], r.max[i], r.run);
   }
   return marks;
+}
+
+// ----------------------------------------------------------------------------- x in time
+
+async function loadWalls() {
+  // Each run's step -> wall-time anchors (server: once per store version), for a time x-axis.
+  if (state.xaxis === "step") return;
+  const answer = await getJSON("/api/walltimes");
+  const walls = new Map();
+  const last = new Map(state.runs.map((r) => [r.run, r]));
+  for (const [run, a] of Object.entries(answer.runs)) {
+    const steps = a.step.slice(), times = a.wall.slice();
+    const r = last.get(run);  // the catalog's last point extends a live run past the anchors
+    if (r && r.last_wall_time !== null && r.last_step > steps[steps.length - 1]) { steps.push(r.last_step); times.push(r.last_wall_time); }
+    walls.set(run, { steps, times });
+  }
+  state.walls = walls;
+}
+
+function wallOf(run, step) {
+  // Linear between the run's anchors (exact at them); null for a run without anchors.
+  const w = state.walls && state.walls.get(run);
+  if (!w || !w.steps.length) return null;
+  const { steps, times } = w;
+  if (step <= steps[0]) return times[0];
+  const n = steps.length - 1;
+  if (step >= steps[n]) return times[n];
+  let lo = 0, hi = n;
+  while (hi - lo > 1) { const mid = (lo + hi) >> 1; if (steps[mid] <= step) lo = mid; else hi = mid; }
+  const f = (step - steps[lo]) / ((steps[hi] - steps[lo]) || 1);
+  return times[lo] + f * (times[hi] - times[lo]);
+}
+
+function xOf(run, step) {
+  if (state.xaxis === "step") return step;
+  const wall = wallOf(run, step);
+  if (wall === null) return null;
+  return state.xaxis === "wall" ? wall : wall - state.walls.get(run).times[0];
+}
+
+function bandXOf(step) {
+  // A band's bucket in time: the median over (up to 25 of) its members' times at that step.
+  const runs = selectedRuns();
+  const every = Math.max(1, Math.floor(runs.length / 25));
+  const values = [];
+  for (let i = 0; i < runs.length; i += every) { const v = xOf(runs[i], step); if (v !== null) values.push(v); }
+  if (!values.length) return null;
+  values.sort((a, b) => a - b);
+  return values[(values.length - 1) >> 1];
+}
+
+function inTime(layers) {
+  // Layers on one time axis: each point's step mapped to its run's time, snapped to a grid
+  // of 4 slots per pixel (a slot keeps the value farthest from its series' median: a spike
+  // stays); each slot remembers its steps (hover, zoom).
+  const mapped = layers.map((l) => Array.from(l.x, (step) => (l.run === null ? bandXOf(step) : xOf(l.run, step))));
+  let lo = Infinity, hi = -Infinity;
+  for (const xs of mapped) for (const v of xs) if (v !== null) { if (v < lo) lo = v; if (v > hi) hi = v; }
+  if (lo === Infinity) return { x: new Float64Array(0), ys: layers.map(() => []), steps: [] };
+  const q = (hi - lo) / (4 * CHART_W) || 1;
+  const slotsSet = new Set();
+  for (const xs of mapped) for (const v of xs) if (v !== null) slotsSet.add(Math.round((v - lo) / q));
+  const slots = Int32Array.from(slotsSet).sort();
+  const at = new Map();
+  slots.forEach((v, i) => at.set(v, i));
+  const steps = Array.from(slots, () => [Infinity, -Infinity]);
+  const ys = layers.map((l, k) => {
+    const finite = l.y.filter((v) => v !== null).sort((a, b) => a - b);
+    const mid = finite.length ? finite[finite.length >> 1] : 0;
+    const y = new Array(slots.length).fill(null);
+    mapped[k].forEach((v, i) => {
+      if (v === null) return;
+      const j = at.get(Math.round((v - lo) / q));
+      const s = steps[j];
+      s[0] = Math.min(s[0], l.x[i]); s[1] = Math.max(s[1], l.x[i]);
+      const value = l.y[i];
+      if (value !== null && (y[j] === null || Math.abs(value - mid) > Math.abs(y[j] - mid))) y[j] = value;
+    });
+    return y;
+  });
+  return { x: Float64Array.from(slots, (v) => lo + v * q), ys, steps };
+}
+
+function stepAt(chart, u, idx) {
+  // The step under the cursor: the x itself, or in time the last step of its slot.
+  return chart.slotSteps ? chart.slotSteps[idx][1] : u.data[0][idx];
 }
 
 function combine(parts) {
@@ -402,12 +490,12 @@ function lineSeries(answer, data, series, width) {
   answer.runs.forEach((r, i) => {
     const color = state.colors.get(r.run) || "#888";
     if (state.smooth) {
-      data.push({ x, y: ys[i] });
+      data.push({ x, y: ys[i], run: r.run });
       series.push({ label: r.run, stroke: color, width: 1, alpha: 0.25 });
-      data.push({ x, y: ema(ys[i], state.smooth) });
+      data.push({ x, y: ema(ys[i], state.smooth), run: r.run });
       series.push({ label: r.run, stroke: color, width: width + 0.25 });
     } else {
-      data.push({ x, y: ys[i] });
+      data.push({ x, y: ys[i], run: r.run });
       series.push({ label: r.run, stroke: color, width });
     }
   });
@@ -421,7 +509,7 @@ function draw(chart) {
   let series, bands;
   if (answer.mode === "band") {
     const median = state.smooth ? ema(answer.median, state.smooth) : answer.median;
-    for (const y of [answer.min, answer.max, median]) layers.push({ x: answer.x, y });
+    for (const y of [answer.min, answer.max, median]) layers.push({ x: answer.x, y, run: null });
     series = [{}, { label: "min", stroke: "rgba(40,90,200,0.35)", width: 1 },
       { label: "max", stroke: "rgba(40,90,200,0.35)", width: 1 },
       { label: "median", stroke: "rgb(20,60,160)", width: 1.5 }];
@@ -432,30 +520,39 @@ function draw(chart) {
     const lo = answer.mean.map((m, i) => (m === null || answer.std[i] === null ? null : m - answer.std[i]));
     const hi = answer.mean.map((m, i) => (m === null || answer.std[i] === null ? null : m + answer.std[i]));
     const mean = state.smooth ? ema(answer.mean, state.smooth) : answer.mean;
-    for (const y of [lo, hi, mean]) layers.push({ x: answer.x, y });
+    for (const y of [lo, hi, mean]) layers.push({ x: answer.x, y, run: answer.run });
     series = [{}, { label: "mean - std", stroke: "rgba(200,90,40,0.45)", width: 1 },
       { label: "mean + std", stroke: "rgba(200,90,40,0.45)", width: 1 },
       { label: "mean", stroke: "rgb(170,60,20)", width: 1.75 }];
     bands = [{ series: [2, 1], fill: "rgba(200,90,40,0.15)" }];
     for (const stat of ["min", "max"]) if (answer[stat]) {
-      layers.push({ x: answer.x, y: answer[stat] });
+      layers.push({ x: answer.x, y: answer[stat], run: answer.run });
       series.push({ label: stat, stroke: "rgba(120,120,120,0.8)", width: 1, dash: [4, 3] });
     }
   } else {
     series = [{}];
     lineSeries(answer, layers, series, 1.25);
   }
-  const parts = [];
-  for (const layer of layers) {
-    const last = parts[parts.length - 1];
-    if (last && last.x === layer.x) last.ys.push(layer.y); else parts.push({ x: layer.x, ys: [layer.y] });
+  let merged;
+  chart.slotSteps = null;
+  if (state.xaxis === "step" || !state.walls) {
+    const parts = [];
+    for (const layer of layers) {
+      const last = parts[parts.length - 1];
+      if (last && last.x === layer.x) last.ys.push(layer.y); else parts.push({ x: layer.x, ys: [layer.y] });
+    }
+    merged = combine(parts);
+  } else {
+    merged = inTime(layers);
+    chart.slotSteps = merged.steps;
+    for (const m of marks) m.x = m.run ? xOf(m.run, m.x) : bandXOf(m.x);
   }
-  const merged = combine(parts);
   const data = [merged.x, ...merged.ys];
   for (const s of series.slice(1)) { s.spanGaps = true; s.points = { show: false }; }
   const opts = {
     width: CHART_W, height: CHART_H, legend: { show: false },
-    scales: { x: { time: false }, y: {
+    axes: [{ label: { step: "step", wall: "wall time", relative: "seconds since the run's first point" }[state.xaxis], labelSize: 14, labelFont: "12px system-ui" }, {}],
+    scales: { x: { time: state.xaxis === "wall" && !!state.walls }, y: {
       distr: state.logy ? 3 : 1,
       range: (u, dmin, dmax) => range && !state.logy ? [range[0] - 1e-9 * Math.abs(range[0]), range[1] + 1e-9 * Math.abs(range[1])] : [dmin, dmax],
     } },
@@ -488,6 +585,7 @@ function draw(chart) {
   else for (const r of answer.runs) r.max.forEach((v, i) => consider(v, r.step_lo[i], r.step_hi[i]));
   view.charts[chart.tag] = { mode: answer.mode, answer, marks, max, argmax, yRange: range,
     highlight: chart.highlight ? chart.highlight.runs.map((r) => r.run) : [], series: series.length - 1,
+    xaxis: chart.slotSteps ? state.xaxis : "step", xSpan: [data[0][0], data[0][data[0].length - 1]],
     shownScale: [chart.plot.scales.y.min, chart.plot.scales.y.max] };
   view.renders += 1;
 }
@@ -514,8 +612,14 @@ function drawMarks(u, marks) {
 
 function zoomTo(u, chart) {
   if (u.select.width < 3) return;
-  const lo = Math.floor(u.posToVal(u.select.left, "x"));
-  const hi = Math.ceil(u.posToVal(u.select.left + u.select.width, "x"));
+  let lo = Math.floor(u.posToVal(u.select.left, "x"));
+  let hi = Math.ceil(u.posToVal(u.select.left + u.select.width, "x"));
+  if (chart.slotSteps) {  // x is time: the steps of the slots selected
+    const x0 = u.posToVal(u.select.left, "x"), x1 = u.posToVal(u.select.left + u.select.width, "x");
+    lo = Infinity; hi = -Infinity;
+    u.data[0].forEach((v, i) => { if (v >= x0 && v <= x1) { lo = Math.min(lo, chart.slotSteps[i][0]); hi = Math.max(hi, chart.slotSteps[i][1]); } });
+    if (!Number.isFinite(lo)) return;
+  }
   u.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
   if (hi <= lo) return;
   state.zoom = [lo, hi];
@@ -527,7 +631,7 @@ function hoverText(chart, u) {
   const idx = u.cursor.idx;
   const answer = chart.answer;
   if (idx === null || idx === undefined || !answer) { chart.hover.textContent = ""; return; }
-  const x = u.data[0][idx];
+  const x = stepAt(chart, u, idx);
   if (answer.mode === "band" || answer.mode === "summary") {
     let i = -1;
     while (i + 1 < answer.x.length && answer.x[i + 1] <= x) i += 1;
@@ -593,6 +697,7 @@ async function loadCatalog() {
     $("smooth-value").textContent = String(state.smooth);
     $("full").checked = state.full;
     $("logy").checked = state.logy;
+    $("xaxis").value = state.xaxis;
     applyFilter();
     if (sel === "*") state.visible.forEach((r) => state.selected.add(r.run));
     else for (const name of sel.split("\n")) if (name) state.selected.add(name);
@@ -602,6 +707,7 @@ async function loadCatalog() {
     for (const r of state.runs) if (!known.has(r.run) && selectedRuns().length >= known.size) state.selected.add(r.run);
   }
   renderRows();
+  if (state.xaxis !== "step") await loadWalls();
   if (first || tagsBefore !== catalog.tags.map((t) => t.tag).join("\n")) layoutCharts();
   else if (selectionBefore === [...state.selected].join("\n")) updateCharts();
   else refreshCharts();
@@ -769,6 +875,12 @@ function wire() {
   $("full").addEventListener("change", () => setFull($("full").checked));
   $("logy").addEventListener("change", () => {
     state.logy = $("logy").checked; writeURL();
+    for (const c of charts.values()) if (c.answer) draw(c);
+  });
+  $("xaxis").addEventListener("change", async () => {
+    state.xaxis = $("xaxis").value;
+    writeURL();
+    try { await loadWalls(); } catch (err) { view.error = String(err); }
     for (const c of charts.values()) if (c.answer) draw(c);
   });
   $("reset-zoom").addEventListener("click", () => { state.zoom = null; writeURL(); refreshCharts(); });
