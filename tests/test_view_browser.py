@@ -414,13 +414,15 @@ def test_the_x_axis_shows_step_wall_or_relative_time_and_is_in_the_url(page, sma
     _open(page, server.url + "#x=relative")
     # tests/view_logdir.py writes step s at wall time WALL + s: relative time is the step
     chart = _chart(page, "train/reward", "c.xaxis === 'relative' && c", "relative time")
+    last = page.evaluate("Math.max(...window.__rayplexView.state.runs.map(r => r.last_step))")
+    assert last in (49, 60)  # 60 once the live test appended its point
     assert chart["xSpan"][0] == pytest.approx(0, abs=0.1)
-    assert chart["xSpan"][1] == pytest.approx(49, abs=0.1)
+    assert chart["xSpan"][1] == pytest.approx(last, abs=0.1)
     assert page.input_value("#xaxis") == "relative"
     page.select_option("#xaxis", "wall")
     chart = _chart(page, "train/reward", "c.xaxis === 'wall' && c", "wall time")
     assert chart["xSpan"][0] == pytest.approx(WALL, abs=0.1)
-    assert chart["xSpan"][1] == pytest.approx(WALL + 49, abs=0.1)
+    assert chart["xSpan"][1] == pytest.approx(WALL + last, abs=0.1)
     assert "x=wall" in page.url
     assert _non_background_pixels(page, "train/reward") > 300
     # A drag in time zooms to the steps under it.
@@ -433,7 +435,7 @@ def test_the_x_axis_shows_step_wall_or_relative_time_and_is_in_the_url(page, sma
     page.mouse.up()
     zoomed = _chart(page, "train/reward", "c.answer.steps && c.xaxis === 'wall' && c", "zoom")
     lo, hi = zoomed["answer"]["steps"]
-    assert 5 <= lo < hi <= 35
+    assert 0.15 * last <= lo < hi <= 0.65 * last
     page.select_option("#xaxis", "step")
     _chart(page, "train/reward", "c.xaxis === 'step' && c", "steps again")
     assert "x=" not in page.url.split("#")[1].replace("sel=", "")

@@ -569,15 +569,17 @@ function draw(chart) {
   chart.plotBox.replaceChildren();
   chart.plot = new uPlot(opts, data, chart.plotBox);
   chart.plot.over.addEventListener("dblclick", () => { if (state.zoom) { state.zoom = null; writeURL(); refreshCharts(chart); } });
-  const n = answer.mode === "band" ? `band of ${answer.members} runs (min-max, median)${chart.highlight && chart.highlight.runs.length ? `; on top: ${chart.highlight.runs.map((r) => r.run).join(", ")}` : ""}`
+  const onTop = chart.highlight && answer.mode === "band" ? chart.highlight.runs.map((r) => r.run) : [];
+  const n = answer.mode === "band" ? `band of ${answer.members} runs (min-max, median)${onTop.length ? `, ${onTop.length} on top` : ""}`
     : answer.mode === "summary" ? `${answer.run}: mean ± std, min and max (store_metrics)` : `${answer.runs.length} runs`;
   chart.note.replaceChildren(el("span", null, `${n}${marks.length ? `, ${marks.length} bucket${marks.length > 1 ? "s" : ""} beyond the range (▲▼)` : ""}`));
   if (answer.range && answer.range.clipped) {
     const button = el("button", "full", state.full ? "robust range" : "full range");
     button.type = "button";
     button.addEventListener("click", () => setFull(!state.full));
-    chart.note.append(button);
+    chart.note.prepend(button);  // first: a long note cannot push it out of sight
   }
+  chart.note.title = onTop.length ? `on top: ${onTop.join(", ")}` : "";
   let max = null, argmax = null;
   const consider = (v, lo, hi) => { if (v !== null && (max === null || v > max)) { max = v; argmax = [lo, hi]; } };
   if (answer.mode === "band") answer.max.forEach((v, i) => consider(v, answer.x[i], answer.step_hi[i]));
