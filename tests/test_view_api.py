@@ -194,7 +194,7 @@ def test_the_store_is_brought_up_to_date_and_the_version_changes(tmp_path):
     root = tmp_path / "tb"
     write_runs(root, 2, 10)
     source = Source(root)
-    assert source.version() == "none"
+    assert source.store_version() == "none"
     assert source.refresh() is True  # no store yet: indexed
     before = source.version()
     assert source.refresh() is False  # nothing new
@@ -402,3 +402,95 @@ def test_demo_view_serves_the_demos_logdir(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+# ----------------------------------------------------------------------------- watchers
+
+
+def _write_alerts(root: Path, alerts: list) -> None:
+    """``alerts.jsonl`` as the hub writes it (:func:`rayplex.watch.alert_to_json`)."""
+    from rayplex.layout import alerts_path
+    from rayplex.watch import alert_to_json
+
+    with open(alerts_path(root), "a", encoding="utf-8") as f:
+        for alert in alerts:
+            f.write(json.dumps(alert_to_json(alert)) + "\n")
+
+
+def _alert(rule, client, step, value, wall):
+    from rayplex.watch import Alert
+
+    return Alert(rule, client.split("/")[0], client, "node-1", 4242, step, value, None, wall,
+                 f"{rule} in {client}")
+
+
+@pytest.fixture(scope="module")
+def watched(tmp_path_factory):
+    """A rayplex logdir (no hub holds it any more) with runs agent/0..3, learner, and alerts:
+    agent/1 crashed, a NaN in agent/2, a NaN in learner/main (shown by the run ``learner``)."""
+    root = tmp_path_factory.mktemp("view-watch") / "exp"
+    write_runs(root / "tensorboard", 4, 20)
+    write_run(root / "tensorboard", "learner", ["loss"], np.arange(20), lambda tag, s: s * 1.0)
+    _write_alerts(root, [_alert("nan(train/*)", "agent/2", 7, float("nan"), 1000.0),
+                         _alert("crashed", "agent/1", None, None, 1001.0),
+                         _alert("nan(loss)", "learner/main", 9, float("inf"), 1002.0)])
+    rayplex.index(root)
+    return root
+
+
+def test_run_states_are_the_watchers_and_carry_the_last_alert(watched):
+    source = Source(watched)
+    runs = {r["run"]: r for r in source.known().answer["runs"]}
+    assert runs["agent/1"]["state"] == "crashed"
+    assert runs["agent/1"]["alert"]["rule"] == "crashed"
+    assert runs["agent/2"]["state"] == "finished"  # no live hub: the experiment is over
+    assert runs["agent/2"]["alert"]["step"] == 7 and runs["agent/2"]["alert"]["value"] == "nan"
+    assert runs["agent/0"]["state"] == "finished" and runs["agent/0"]["alert"] is None
+    assert runs["learner"]["alert"]["client"] == "learner/main"  # a group's run: its client's
+
+
+def test_alerts_come_newest_first_with_the_run_that_shows_them_and_update_live(watched):
+    source = Source(watched)
+    answer = source.alerts()
+    assert answer["total"] == 3
+    assert [(a["rule"], a["client"], a["run"]) for a in answer["alerts"]] == [
+        ("nan(loss)", "learner/main", "learner"), ("crashed", "agent/1", "agent/1"),
+        ("nan(train/*)", "agent/2", "agent/2")]
+    assert answer["alerts"][0]["value"] == "inf" and answer["alerts"][0]["pid"] == 4242
+    assert [a["client"] for a in source.alerts(limit=1)["alerts"]] == ["learner/main"]
+    version = source.version()
+    states_before = source.known().runs["agent/3"]["state"]
+    _write_alerts(watched, [_alert("crashed", "agent/3", None, None, 1003.0)])
+    assert source.version() != version  # the page polls the version: it fetches again
+    assert states_before == "finished" and source.known().runs["agent/3"]["state"] == "crashed"
+    assert source.alerts()["alerts"][0]["client"] == "agent/3"
+    with pytest.raises(BadRequest, match="limit"):
+        source.alerts(limit=0)
+
+
+def test_a_plain_tensorboard_logdir_has_no_alerts_and_states_by_age(source):
+    assert source.alerts() == {"total": 0, "alerts": []}
+    assert {r["state"] for r in source.known().answer["runs"]} == {"finished"}
+
+
+def test_the_alerts_route_answers_json(watched):
+    from starlette.testclient import TestClient
+
+    from rayplex.view.server import create_app
+
+    with TestClient(create_app(str(watched)), base_url="http://127.0.0.1") as test_client:
+        answer = test_client.get("/api/alerts?limit=2").json()
+        assert len(answer["alerts"]) == 2 and answer["total"] >= 3
+        assert test_client.get("/api/alerts?limit=x").status_code == 400
+
+
+def test_wall_times_are_anchors_of_each_runs_steps(watched):
+    from tests.view_logdir import WALL
+
+    answer = Source(watched).walltimes()
+    anchors = answer["runs"]["agent/2"]
+    assert anchors["step"][0] == 0 and anchors["step"][-1] == 19
+    # view_logdir writes step s at WALL + s: every anchor is exact
+    assert anchors["wall"] == [WALL + s for s in anchors["step"]]
+    assert anchors["step"] == sorted(anchors["step"])
+    assert set(answer["runs"]) == {"agent/0", "agent/1", "agent/2", "agent/3", "learner"}

@@ -26,7 +26,7 @@ import pytest
 
 import rayplex
 from tests.test_board import CHROMIUM_ARGS, _browser_or_skip
-from tests.view_logdir import write_run, write_runs
+from tests.view_logdir import WALL, write_run, write_runs
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("duckdb")
@@ -35,6 +35,7 @@ pytest.importorskip("starlette")
 RUNS = 1000
 STEPS = 200
 SPIKE = (737, "train/reward", 123, 10_000.0)
+SUMMARY_STATS = ("mean", "std", "min", "max")
 MARKUP = "<img src=x onerror=window.__pwned=1>"
 LOG_MARKUP = "<b onmouseover=window.__pwned=2>bold</b>"
 DEADLINE_S = 60.0
@@ -130,7 +131,11 @@ def _until(page, script: str, what: str, deadline_s: float = DEADLINE_S):
 
 
 def _chart(page, tag: str, script: str = "c", what: str = "the chart"):
+    """``script`` of the chart of ``tag`` (``c``) once truthy; the chart is scrolled into view
+    (a chart out of view is not loaded)."""
     return _until(page, f"(() => {{ const c = (window.__rayplexView.charts || {{}})[{json.dumps(tag)}];"
+                        f" const box = document.querySelector(`.chart[data-tag=\"${{CSS.escape("
+                        f"{json.dumps(tag)})}}\"]`); if (box) box.scrollIntoView({{block: 'nearest'}});"
                         f" return c ? ({script}) : null; }})()", what)
 
 
@@ -272,22 +277,77 @@ def small(tmp_path_factory):
         (root / "params" / "agent").mkdir(parents=True, exist_ok=True)
         (root / "params" / "agent" / f"{i}.json").write_text(
             json.dumps({"Args": {"lr": [0.3, 0.1, 0.2][i], "name": f"<i>{i}</i>"}}))
+    # store_metrics' summary run, as the hub names it: <group>/summary, <key>/<stat>
+    write_run(root / "tensorboard", "agent/summary", [f"reward/{s}" for s in SUMMARY_STATS],
+              np.arange(50), lambda tag, s: {"mean": s * 1.0, "std": s * 0 + 2.0,
+                                             "min": s - 5.0, "max": s + 9.0}[tag.split("/")[1]])
+    _write_alerts(root, [_alert("nan(train/*)", "agent/2", 7, 1000.0),
+                         _alert("crashed", "agent/0", None, 1001.0)])
     rayplex.index(root)
     running = _Server(root)
     yield root, running
     running.stop()
 
 
+def _alert(rule: str, client: str, step: int | None, wall: float):
+    from rayplex.watch import Alert
+
+    return Alert(rule, client.split("/")[0], client, "node-1", 4242, step,
+                 float("nan") if step is not None else None, None, wall,
+                 f"<b>{rule}</b> in {client}")
+
+
+def _write_alerts(root: Path, alerts: list) -> None:
+    """``alerts.jsonl`` as the hub appends it (:func:`rayplex.watch.alert_to_json`)."""
+    from rayplex.layout import alerts_path
+    from rayplex.watch import alert_to_json
+
+    with open(alerts_path(root), "a", encoding="utf-8") as f:
+        for alert in alerts:
+            f.write(json.dumps(alert_to_json(alert)) + "\n")
+
+
+def _alert_rows(page) -> list[list[str]]:
+    return page.eval_on_selector_all(
+        "#alerts-table tbody tr", "rs => rs.map(r => [...r.cells].map(c => c.textContent))")
+
+
+def test_alerts_show_newest_first_live_and_a_click_selects_the_run(page, small):
+    root, server = small
+    _open(page, server.url)
+    _until(page, "document.querySelectorAll('#alerts-table tbody tr').length === 2", "alerts")
+    rows = _alert_rows(page)
+    assert [(r[1], r[2], r[3], r[4]) for r in rows] == [
+        ("crashed", "agent/0", "", ""), ("nan(train/*)", "agent/2", "7", "nan")]
+    assert rows[0][5] == "<b>crashed</b> in agent/0"  # a message is text
+    assert page.locator("#alerts-table b").count() == 0
+    states = page.eval_on_selector_all("#runrows .run", "rs => rs.map(r => [r.querySelector("
+                                       "'.name').textContent, r.querySelector('.state').className])")
+    assert dict(states)["agent/0"] == "state state-crashed"
+    assert dict(states)["agent/1"] == "state state-finished"  # no hub holds it: it is over
+    page.click("#alerts-table tbody tr[data-run='agent/2']")
+    chart = _chart(page, "train/reward", "c.answer.runs.length === 1 && c", "the alert's run")
+    assert chart["answer"]["runs"][0]["run"] == "agent/2"
+    assert page.text_content("#count").endswith("1 selected")
+    # A new alert while the page is open: it appears on top, with no reload.
+    _write_alerts(root, [_alert("nan(train/*)", "agent/1", 9, 1002.0)])
+    _until(page, "document.getElementById('alerts-count').textContent === '3'", "the new alert")
+    assert _alert_rows(page)[0][2] == "agent/1"
+    page.click("#sel-all")
+
+
 def test_the_params_table_sorts_and_selects_runs(page, small):
     _, server = small
     _open(page, server.url)
     page.click("#params summary")
-    _until(page, "document.querySelectorAll('#params-table tbody tr').length === 3", "the table")
+    _until(page, "document.querySelectorAll('#params-table tbody tr').length === 4", "the table")
     heads = page.eval_on_selector_all("#params-table th", "ths => ths.map(t => t.dataset.column)")
-    assert heads == ["run", "param:Args/lr", "param:Args/name", "last:train/reward"]
+    assert heads == ["run", "param:Args/lr", "param:Args/name",
+                     *[f"last:reward/{s}" for s in ("max", "mean", "min", "std")],
+                     "last:train/reward"]
     page.click("#params-table th[data-column='param:Args/lr']")
     order = page.eval_on_selector_all("#params-table tbody tr", "rs => rs.map(r => r.dataset.run)")
-    assert order == ["agent/1", "agent/2", "agent/0"]  # lr 0.1, 0.2, 0.3
+    assert order == ["agent/1", "agent/2", "agent/0", "agent/summary"]  # lr 0.1, 0.2, 0.3, none
     assert page.locator("#params-table i").count() == 0  # a markup param value is text
     assert "<i>1</i>" in page.text_content("#params-table tbody tr:first-child")
     page.click("#sel-none")
@@ -308,10 +368,74 @@ def test_a_point_appended_while_the_page_is_open_appears(page, small):
     chart = _chart(page, "train/reward", "c.max === 77 && c", "the appended point")
     run = next(r for r in chart["answer"]["runs"] if r["run"] == "agent/1")
     assert run["step_hi"][-1] == 60 and run["last"][-1] == 77.0
-    assert page.text_content("#count").startswith("3 of 3")
+    assert page.text_content("#count").startswith("4 of 4")
     # Fetched incrementally: from the last bucket seen on, merged into what the page had.
     assert page.evaluate("window.__rayplexView.incremental") >= 1
     assert any(r.get("since") is not None for r in sent)
     others = [r for r in chart["answer"]["runs"] if r["run"] != "agent/1"]
     assert [r["step_hi"][-1] for r in others] == [49, 49]
     assert all(r["step_lo"] == sorted(r["step_lo"]) for r in chart["answer"]["runs"])
+
+
+def test_the_summary_run_is_a_mean_and_std_band_with_min_and_max(page, small):
+    _, server = small
+    _open(page, server.url)
+    chart = _chart(page, "summary:agent/summary:reward", "c", "the summary chart")
+    answer = chart["answer"]
+    assert answer["mode"] == "summary" and chart["series"] == 5  # mean±std, mean, min, max
+    assert answer["mean"][-1] == 49.0 and answer["std"][-1] == 2.0
+    assert answer["max"][-1] == 58.0 and answer["min"][0] == -5.0
+    assert chart["max"] == 58.0
+    assert _non_background_pixels(page, "summary:agent/summary:reward") > 300
+    page.click("#sel-none")
+    _until(page, "document.querySelector(\".chart[data-tag='summary:agent/summary:reward'] "
+                 ".note\").textContent.includes('not selected')", "the unselected summary")
+
+
+def test_a_band_draws_its_extremes_and_the_pinned_runs_on_top(page, server):
+    _open(page, server.url)
+    chart = _chart(page, "train/reward", "c.mode === 'band' && c.highlight.length && c", "band")
+    # agent/999 ends highest, agent/0 lowest (run i climbs from i / 100; the markup run ties)
+    assert len(chart["highlight"]) == 2 and "agent/999" in chart["highlight"]
+    (lowest,) = set(chart["highlight"]) - {"agent/999"}
+    assert lowest in ("agent/0", MARKUP)
+    page.fill("#filter", r"^agent/5$")
+    page.click("#runrows .run:has(.name:text-is('agent/5')) .pin")
+    pinned = _chart(page, "train/reward", "c.highlight.includes('agent/5') && c", "the pinned run")
+    assert pinned["mode"] == "band" and set(pinned["highlight"]) == {
+        "agent/5", lowest, "agent/999"}
+    assert pinned["series"] == 3 + 3  # min, max, median + three lines
+    assert "pin=agent%2F5" in page.url
+    assert page.text_content("#count").endswith(f"{RUNS + 1} selected")  # a pin selects nothing
+
+
+def test_the_x_axis_shows_step_wall_or_relative_time_and_is_in_the_url(page, small):
+    _, server = small
+    _open(page, server.url + "#x=relative")
+    # tests/view_logdir.py writes step s at wall time WALL + s: relative time is the step
+    chart = _chart(page, "train/reward", "c.xaxis === 'relative' && c", "relative time")
+    last = page.evaluate("Math.max(...window.__rayplexView.state.runs.map(r => r.last_step))")
+    assert last in (49, 60)  # 60 once the live test appended its point
+    assert chart["xSpan"][0] == pytest.approx(0, abs=0.1)
+    assert chart["xSpan"][1] == pytest.approx(last, abs=0.1)
+    assert page.input_value("#xaxis") == "relative"
+    page.select_option("#xaxis", "wall")
+    chart = _chart(page, "train/reward", "c.xaxis === 'wall' && c", "wall time")
+    assert chart["xSpan"][0] == pytest.approx(WALL, abs=0.1)
+    assert chart["xSpan"][1] == pytest.approx(WALL + last, abs=0.1)
+    assert "x=wall" in page.url
+    assert _non_background_pixels(page, "train/reward") > 300
+    # A drag in time zooms to the steps under it.
+    over = page.locator(".chart[data-tag='train/reward'] .u-over")
+    box = over.bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.2, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.6, y, steps=6)
+    page.mouse.up()
+    zoomed = _chart(page, "train/reward", "c.answer.steps && c.xaxis === 'wall' && c", "zoom")
+    lo, hi = zoomed["answer"]["steps"]
+    assert 0.15 * last <= lo < hi <= 0.65 * last
+    page.select_option("#xaxis", "step")
+    _chart(page, "train/reward", "c.xaxis === 'step' && c", "steps again")
+    assert "x=" not in page.url.split("#")[1].replace("sel=", "")

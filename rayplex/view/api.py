@@ -19,7 +19,7 @@ import os
 import re
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,16 +43,23 @@ __all__ = [
     "BadRequest",
     "Source",
     "band_answer",
+    "alerts_answer",
     "catalog",
     "literal_pattern",
     "log_tail",
     "params_answer",
     "robust_range",
     "series_answer",
+    "summaries",
+    "summary_answer",
+    "wall_times",
+    "with_states",
 ]
 
 BAND_ABOVE = 50
 """More selected runs than this are drawn as a band (min-max envelope and median)."""
+ANSWERS_KEPT = 256
+"""Series answers a :class:`Source` keeps (of the current store version)."""
 ROBUST_QUANTILE = 0.01
 ROBUST_PAD = 0.1
 
@@ -125,11 +132,16 @@ def _buckets(value: Any) -> int:
 def _floats(values: Any) -> list[float | None]:
     """JSON numbers: NaN and infinities become null (JSON has none)."""
     array = np.asarray(values, dtype=np.float64)
-    return [float(v) if math.isfinite(v) else None for v in array.tolist()]
+    finite = np.isfinite(array)
+    if finite.all():  # the common case, vectorised: a chart's answer has 10^5 numbers
+        return array.tolist()  # type: ignore[no-any-return]
+    out = array.astype(object)
+    out[~finite] = None
+    return out.tolist()  # type: ignore[no-any-return]
 
 
 def _ints(values: Any) -> list[int]:
-    return [int(v) for v in np.asarray(values, dtype=np.int64).tolist()]
+    return np.asarray(values, dtype=np.int64).tolist()  # type: ignore[no-any-return]
 
 
 def robust_range(mins: Sequence[float] | np.ndarray[Any, Any],
@@ -165,26 +177,184 @@ def robust_range(mins: Sequence[float] | np.ndarray[Any, Any],
 
 
 def catalog(logdir: str | os.PathLike[str], *, refresh: bool = True) -> dict[str, Any]:
-    """Every run (last step, last wall time, points, state) and every tag (runs, step span),
-    from two fixed :func:`rayplex.sql` queries. Runs and tags in natural order."""
+    """Every run (last step, last wall time, points, state) and every tag (runs, step span).
+    Runs and tags in natural order.
+
+    Read from the store's catalogues when the store is current (:func:`rayplex.store.scan.
+    stored_tags`: no point is read), else from two fixed :func:`rayplex.sql` queries. A run's
+    state is :func:`run_states`'s."""
+    from rayplex.store import sql
+    from rayplex.store.scan import stored_tags
+
+    if refresh:
+        from rayplex.store import index
+
+        index(logdir)
+    stats = stored_tags(logdir)
+    run_rows: list[dict[str, Any]] = []
+    tag_rows: list[dict[str, Any]] = []
+    if stats is not None:
+        by_run: dict[str, dict[str, Any]] = {}
+        by_tag: dict[str, dict[str, Any]] = {}
+        for (run, tag), stat in stats.items():
+            if stat.kind != "scalar":
+                continue
+            r = by_run.setdefault(run, {"run": run, "group": run.split("/")[0], "last_step": 0,
+                                        "last_wall_time": None, "points": 0})
+            r["last_step"] = max(r["last_step"], stat.last_step) if r["points"] else \
+                stat.last_step
+            wall = _floats([stat.last_wall_time])[0]
+            if wall is not None and (r["last_wall_time"] is None or wall > r["last_wall_time"]):
+                r["last_wall_time"] = wall
+            r["points"] += stat.points
+            t = by_tag.setdefault(tag, {"tag": tag, "runs": 0, "first_step": stat.first_step,
+                                        "last_step": stat.last_step})
+            t["runs"] += 1
+            t["first_step"] = min(t["first_step"], stat.first_step)
+            t["last_step"] = max(t["last_step"], stat.last_step)
+        run_rows, tag_rows = list(by_run.values()), list(by_tag.values())
+    else:
+        runs = sql(logdir, 'SELECT run, "group", last_step, last_wall_time, points FROM runs',
+                   refresh=False)
+        tags = sql(logdir, "SELECT tag, count(DISTINCT run) AS runs, min(step) AS first_step, "
+                           "max(step) AS last_step FROM scalars GROUP BY tag", refresh=False)
+        run_rows = [{
+            "run": str(r.run), "group": str(r.group), "last_step": int(r.last_step),
+            "last_wall_time": _floats([r.last_wall_time])[0], "points": int(r.points),
+        } for r in runs.itertuples(index=False)]
+        tag_rows = [{"tag": str(t.tag), "runs": int(t.runs), "first_step": int(t.first_step),
+                     "last_step": int(t.last_step)} for t in tags.itertuples(index=False)]
+    run_rows.sort(key=lambda r: natural_key(str(r["run"])))
+    tag_rows.sort(key=lambda t: natural_key(str(t["tag"])))
+    with_states(logdir, run_rows)
+    return {"runs": run_rows, "tags": tag_rows, "summaries": summaries(tag_rows, stats)}
+
+
+SUMMARY_STATS = ("mean", "std", "min", "max")
+"""The ``store_metrics`` summary's statistics the page draws as a band (``<key>/<stat>`` tags
+of the ``<group>/summary`` run)."""
+
+
+def summaries(tag_rows: Sequence[Mapping[str, Any]],
+              stats: Mapping[tuple[str, str], Any] | None = None) -> list[dict[str, Any]]:
+    """The ``store_metrics`` keys that can be drawn as mean ± std with min/max: every ``key``
+    whose ``key/mean`` and ``key/std`` tags exist (``key/min``, ``key/max`` when they do), with
+    the summary runs that have them when the store's catalogue tells (else ``None``: any run).
+
+    Example:
+        >>> summaries([{"tag": "reward/mean"}, {"tag": "reward/std"}, {"tag": "loss"}])
+        [{'key': 'reward', 'stats': ['mean', 'std'], 'runs': None}]
+    """
+    tags = {str(t["tag"]) for t in tag_rows}
+    out = []
+    for tag in sorted(tags, key=natural_key):
+        key, _, stat = tag.rpartition("/")
+        if stat != "mean" or not key or f"{key}/std" not in tags:
+            continue
+        runs = None
+        if stats is not None:
+            runs = sorted({run for run, t in stats if t == tag and run.endswith("/summary")},
+                          key=natural_key)
+        out.append({"key": key, "stats": [s for s in SUMMARY_STATS if f"{key}/{s}" in tags],
+                    "runs": runs})
+    return out
+
+
+def _run_of(client: str, runs: Mapping[str, Any] | Iterable[str]) -> str | None:
+    """The run that shows a client's curves: its own (``agent/3``), else its group's
+    (``learner`` for ``learner/main``); None if neither exists."""
+    if client in runs:
+        return client
+    group = client.split("/")[0]
+    return group if group in runs else None
+
+
+def _alert_json(alert: Any, runs: Mapping[str, Any] | Iterable[str]) -> dict[str, Any]:
+    def number(value: float | None) -> float | str | None:
+        return value if value is None or math.isfinite(value) else str(value)  # "nan", "inf"
+
+    return {"rule": alert.rule, "group": alert.group, "client": alert.client,
+            "run": _run_of(alert.client, runs) if alert.client else None,
+            "node": alert.node, "pid": alert.pid, "step": alert.step,
+            "value": number(alert.value), "median": number(alert.median),
+            "wall_time": number(alert.wall_time), "message": alert.message}
+
+
+def with_states(logdir: str | os.PathLike[str], run_rows: list[dict[str, Any]],
+                now: float | None = None) -> None:
+    """Set each run row's ``state`` and ``alert`` (its latest alert or None).
+
+    A rayplex logdir's runs take :func:`rayplex.read.client_states` (``running``, ``finished``,
+    ``silent``, ``crashed``; a group's run such as ``learner`` the state of its clients'
+    latest alert). A plain TensorBoard logdir has no hub: a run is ``running`` when its last
+    point is less than :data:`LIVE_WITHIN_S` old, else ``finished``.
+    """
+    from rayplex.read import client_states
+    from rayplex.store.format import Layout
+
+    names = [str(r["run"]) for r in run_rows]
+    if not Layout.of(logdir).rayplex:
+        now = time.time() if now is None else now
+        for r in run_rows:
+            wall = r.get("last_wall_time")
+            r["state"] = "running" if wall is not None and now - wall < LIVE_WITHIN_S else \
+                "finished"
+            r["alert"] = None
+        return
+    from rayplex.watch import alerts
+
+    latest = {}
+    for alert in alerts(logdir):  # oldest first: the last wins
+        run = _run_of(alert.client, set(names)) if alert.client else None
+        if run is not None:
+            latest[run] = alert.client
+    states = {s.client: s for s in client_states(logdir, names + sorted(set(latest.values())))}
+    for r, name in zip(run_rows, names, strict=True):
+        pick = states[latest.get(name, name)]  # a group's run: its latest alerting client
+        r["state"] = pick.state
+        r["alert"] = _alert_json(pick.last_alert, set(names)) if pick.last_alert else None
+
+
+WALL_ANCHORS = 128
+"""Anchors per run of the step -> wall-time map (:func:`wall_times`)."""
+WALL_EVERY_S = 10.0
+"""A live store's wall-time map is recomputed at most this often."""
+
+
+def wall_times(logdir: str | os.PathLike[str], last_step: int) -> dict[str, Any]:
+    """Each run's step -> wall-time map, for an x-axis in wall or relative time: per run, the
+    first and last point (step, wall time) of each of :data:`WALL_ANCHORS` equal step spans
+    (one fixed :func:`rayplex.sql` query over every point: read once per store version). The
+    page interpolates between anchors, so a time is exact at an anchor and linear in between
+    (a stretch of at most ``last_step / WALL_ANCHORS`` steps).
+
+    Returns ``{"runs": {run: {"step": [...], "wall": [...]}}, "width": steps per span}``.
+    """
     from rayplex.store import sql
 
-    runs = sql(logdir, 'SELECT run, "group", last_step, last_wall_time, points FROM runs',
-               refresh=refresh)
-    tags = sql(logdir, "SELECT tag, count(DISTINCT run) AS runs, min(step) AS first_step, "
-                       "max(step) AS last_step FROM scalars GROUP BY tag", refresh=False)
-    now = time.time()
-    run_rows = [{
-        "run": str(r.run), "group": str(r.group), "last_step": int(r.last_step),
-        "last_wall_time": _floats([r.last_wall_time])[0], "points": int(r.points),
-        "state": "running" if now - float(r.last_wall_time) < LIVE_WITHIN_S else "finished",
-        # (NaN compares false: a run without a wall time counts as finished)
-    } for r in runs.itertuples(index=False)]
-    run_rows.sort(key=lambda r: natural_key(str(r["run"])))
-    tag_rows = [{"tag": str(t.tag), "runs": int(t.runs), "first_step": int(t.first_step),
-                 "last_step": int(t.last_step)} for t in tags.itertuples(index=False)]
-    tag_rows.sort(key=lambda t: natural_key(str(t["tag"])))
-    return {"runs": run_rows, "tags": tag_rows}
+    width = max(1, (int(last_step) + 1) // WALL_ANCHORS + 1)  # an int from the store, not a request
+    frame = sql(logdir, "SELECT run, min(step) AS s0, arg_min(wall_time, step) AS w0, "
+                        "max(step) AS s1, arg_max(wall_time, step) AS w1 FROM scalars "
+                        f"GROUP BY run, step // {width:d} ORDER BY run, s0", refresh=False)
+    runs: dict[str, dict[str, list[Any]]] = {}
+    for run, s0, w0, s1, w1 in frame.itertuples(index=False):
+        entry = runs.setdefault(str(run), {"step": [], "wall": []})
+        for step, wall in ((s0, w0), (s1, w1)) if s1 != s0 else ((s0, w0),):
+            if math.isfinite(wall):
+                entry["step"].append(int(step))
+                entry["wall"].append(float(wall))
+    return {"runs": runs, "width": width}
+
+
+def alerts_answer(logdir: str | os.PathLike[str], runs: Mapping[str, Any], *,
+                  limit: int = 500) -> dict[str, Any]:
+    """The experiment's alerts (:func:`rayplex.alerts`), newest first, at most ``limit``, each
+    with the run that shows its client (``run``: None when none does); ``total`` counts all."""
+    from rayplex.watch import alerts
+
+    every = alerts(logdir)
+    return {"total": len(every),
+            "alerts": [_alert_json(a, runs) for a in reversed(every[-limit:])]}
 
 
 @dataclass
@@ -313,6 +483,15 @@ def band_answer(logdir: str | os.PathLike[str], known: Mapping[str, Any],
     if len(slot):
         sorted_last = c["last"][order]
         median = (sorted_last[starts + (sizes - 1) // 2] + sorted_last[starts + sizes // 2]) / 2
+        # The extremes: the members with the highest and the lowest last value in the last
+        # bucket (the page draws them, and the ones the user pinned, over the band).
+        lasts = c["last"][order][starts[-1]:]
+        members = rows.run[order][starts[-1]:]
+        finite = np.isfinite(lasts)
+        if finite.any():
+            answer["extremes"] = {
+                "top": rows.names[int(members[finite][np.argmax(lasts[finite])])],
+                "bottom": rows.names[int(members[finite][np.argmin(lasts[finite])])]}
         answer.update(
             x=_ints(np.minimum.reduceat(c["step_lo"][order], starts)),
             step_hi=_ints(np.maximum.reduceat(c["step_hi"][order], starts)),
@@ -321,6 +500,50 @@ def band_answer(logdir: str | os.PathLike[str], known: Mapping[str, Any],
             median=_floats(median), runs=_ints(sizes))
     else:
         answer.update(x=[], step_hi=[], min=[], max=[], median=[], runs=[])
+    answer.setdefault("extremes", None)
+    return answer
+
+
+def summary_answer(logdir: str | os.PathLike[str], known: Mapping[str, Any],
+                   request: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``store_metrics`` summary as a band: per output bucket of the summary run's
+    ``key/mean``, ``key/std``, ``key/min`` and ``key/max`` tags (one :func:`rayplex.read_series`
+    call: their buckets align), the last mean and std, the min of the minima and the max of the
+    maxima. ``request``: ``{"run": summary run, "key": str, "buckets": int, "steps": [lo, hi] |
+    null}``; the tags must be ones the store lists."""
+    from rayplex.store import read_series
+
+    run = request.get("run")
+    if not isinstance(run, str) or run not in known["runs"]:
+        raise BadRequest(f"no run {run!r} in this logdir")
+    key = request.get("key")
+    if not isinstance(key, str):
+        raise BadRequest("key must be a string")
+    tags = {stat: _tag(f"{key}/{stat}", known["tags"]) for stat in SUMMARY_STATS
+            if stat in ("mean", "std") or f"{key}/{stat}" in known["tags"]}
+    buckets = _buckets(request.get("buckets", 1000))
+    steps = _steps(request.get("steps"))
+    table = read_series(logdir, [literal_pattern(t) for t in tags.values()],
+                        runs=literal_pattern(run), buckets=buckets, steps=steps, refresh=False,
+                        as_arrow=True)
+    cols = {name: table[name].to_numpy() for name in ("tag", "step_lo", "step_hi", "last",
+                                                      "min", "max")}
+    slots = np.unique(cols["step_lo"])
+    answer: dict[str, Any] = {"run": run, "key": key, "mode": "summary", "buckets": buckets,
+                              "steps": list(steps) if steps else None, "x": _ints(slots)}
+    for stat, tag in tags.items():
+        mine = cols["tag"] == tag
+        column = {"min": "min", "max": "max"}.get(stat, "last")
+        values = np.full(len(slots), np.nan)
+        values[np.searchsorted(slots, cols["step_lo"][mine])] = cols[column][mine]
+        answer[stat] = _floats(values)
+    mean = np.asarray([np.nan if v is None else v for v in answer["mean"]])
+    std = np.asarray([np.nan if v is None else v for v in answer["std"]])
+    lo = np.fmin(mean - std, np.asarray([np.nan if v is None else v for v in
+                                         answer.get("min", [None] * len(slots))], float))
+    hi = np.fmax(mean + std, np.asarray([np.nan if v is None else v for v in
+                                         answer.get("max", [None] * len(slots))], float))
+    answer["range"] = robust_range(lo, hi)
     return answer
 
 
@@ -420,6 +643,10 @@ class Source:
         self.logdir = os.path.abspath(os.fspath(logdir))
         self._known: _Known | None = None
         self._params: tuple[str, dict[str, Any]] | None = None
+        self._answers: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
+        self._answers_lock = threading.Lock()
+        self.answers_hits = 0
+        self._walls: tuple[str, float, dict[str, Any]] | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -460,7 +687,7 @@ class Source:
         if self._thread is not None:
             self._thread.join()
 
-    def version(self) -> str:
+    def store_version(self) -> str:
         """The store's version: changes whenever its manifest is replaced (new points)."""
         from rayplex.store.format import Layout
 
@@ -470,17 +697,45 @@ class Source:
             return "none"
         return f"{st.st_mtime_ns}-{st.st_size}-{st.st_ino}"
 
+    def states_version(self) -> str:
+        """What the runs' states are read from: ``alerts.jsonl``, the control file (the
+        clients' pings) and whether a live hub holds the logdir; changes when one does."""
+        from rayplex.actors.claim import holder
+        from rayplex.layout import alerts_path, control_path
+
+        parts = []
+        for path in (alerts_path(self.logdir), control_path(self.logdir)):
+            try:
+                st = os.stat(path)
+                parts.append(f"{st.st_mtime_ns}-{st.st_size}")
+            except OSError:
+                parts.append("-")
+        parts.append("live" if holder(self.logdir) is not None else "idle")
+        return ".".join(parts)
+
+    def version(self) -> str:
+        """The page's version: the store's and the states'; a page that saw another one
+        fetches the catalog (and the alerts) again."""
+        return f"{self.store_version()}+{self.states_version()}"
+
     def known(self) -> _Known:
-        """The catalog of the current store version (computed once per version)."""
-        version = self.version()
+        """The catalog of the current version: the store's part computed once per store
+        version, the runs' states once per :meth:`states_version`."""
+        store_version, states_version = self.store_version(), self.states_version()
+        version = f"{store_version}+{states_version}"
         known = self._known
-        if known is None or known.version != version:
+        if known is not None and known.version == version:
+            return known
+        if known is None or known.version.partition("+")[0] != store_version:
             answer = catalog(self.logdir, refresh=False)
-            answer["version"] = version
-            answer["logdir"] = self.logdir
-            known = _Known(version, answer, {r["run"]: r for r in answer["runs"]},
-                           {t["tag"]: t for t in answer["tags"]})
-            self._known = known
+        else:  # only the states changed: the store's part stays
+            answer = {**known.answer, "runs": [dict(r) for r in known.answer["runs"]]}
+            with_states(self.logdir, answer["runs"])
+        answer["version"] = version
+        answer["logdir"] = self.logdir
+        known = _Known(version, answer, {r["run"]: r for r in answer["runs"]},
+                       {t["tag"]: t for t in answer["tags"]})
+        self._known = known
         return known
 
     def _context(self) -> dict[str, Any]:
@@ -488,20 +743,61 @@ class Source:
         return {"runs": known.runs, "tags": known.tags}
 
     def series(self, request: Mapping[str, Any]) -> dict[str, Any]:
-        """:func:`series_answer` (or :func:`band_answer` when ``request["band"]``)."""
+        """:func:`series_answer` (:func:`band_answer` when ``request["band"]``,
+        :func:`summary_answer` when ``request["summary"]``); an answer
+        is kept per store version (the last :data:`ANSWERS_KEPT`), so asking again — another
+        tab, a zoom reset, a chart scrolled back in — reads nothing."""
         if not isinstance(request, Mapping):
             raise BadRequest("the request body must be a JSON object")
-        make = band_answer if request.get("band") else series_answer
-        answer = make(self.logdir, self._context(), request)
-        answer["version"] = self.known().version
+        context = self._context()
+        version = self.store_version()
+        try:
+            key = (version, json.dumps(request, sort_keys=True, allow_nan=False))
+        except (TypeError, ValueError):
+            raise BadRequest("the request body is not plain JSON") from None
+        with self._answers_lock:
+            cached = self._answers.get(key)
+            if cached is not None:
+                self._answers.move_to_end(key)
+                self.answers_hits += 1
+                return cached
+        make = summary_answer if request.get("summary") else \
+            band_answer if request.get("band") else series_answer
+        answer = make(self.logdir, context, request)
+        answer["version"] = version
+        with self._answers_lock:
+            self._answers[key] = answer
+            for old in [k for k in self._answers if k[0] != version]:
+                del self._answers[old]
+            while len(self._answers) > ANSWERS_KEPT:
+                self._answers.popitem(last=False)
         return answer
+
+    def walltimes(self) -> dict[str, Any]:
+        """:func:`wall_times` of this logdir: once per store version, and for a store that
+        keeps changing at most every :data:`WALL_EVERY_S` (the page extends each run to its
+        last point from the catalog)."""
+        version = self.store_version()
+        cached = self._walls
+        if cached is None or (cached[0] != version and
+                              time.monotonic() - cached[1] >= WALL_EVERY_S):
+            last = max((int(r["last_step"]) for r in self.known().answer["runs"]), default=0)
+            cached = (version, time.monotonic(), wall_times(self.logdir, last))
+            self._walls = cached
+        return cached[2]
+
+    def alerts(self, limit: int = 500) -> dict[str, Any]:
+        """:func:`alerts_answer` of this logdir."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
+            raise BadRequest("limit must be an int in 1..10000")
+        return alerts_answer(self.logdir, self.known().runs, limit=limit)
 
     def params(self) -> dict[str, Any]:
         """:func:`params_answer` of the current store version (computed once per version)."""
-        known = self.known()
+        version = self.store_version()
         cached = self._params
-        if cached is None or cached[0] != known.version:
-            cached = (known.version, params_answer(self.logdir, self._context()))
+        if cached is None or cached[0] != version:
+            cached = (version, params_answer(self.logdir, self._context()))
             self._params = cached
         return cached[1]
 

@@ -4,7 +4,8 @@ answers of :mod:`rayplex.view.api`, nothing else.
 Routes: ``GET /`` (the page), ``GET /static/...`` (its ES modules, CSS and the vendored uPlot),
 ``GET /api/catalog`` (runs and tags), ``GET /api/version`` (the store's version, for polling),
 ``POST /api/series`` (lines or a band of one tag), ``GET /api/params`` (the sweep table),
-``GET /api/logs`` (a text-log tail).
+``GET /api/logs`` (a text-log tail), ``GET /api/alerts`` (the watchers' alerts, newest
+first), ``GET /api/walltimes`` (each run's step -> wall-time anchors, for a time x-axis).
 Every answer carries a Content-Security-Policy that allows only the page's own scripts and
 requests; bound to a loopback address, requests naming another host are refused (DNS
 rebinding).
@@ -116,6 +117,16 @@ def create_app(logdir: str, *, loopback_only: bool = True) -> Any:
             raise BadRequest("lines must be an int") from None
         return source.logs(query.get("client") or None, query.get("level") or None, lines)
 
+    def alerts(request: Request, body: bytes) -> Any:
+        try:
+            limit = int(request.query_params.get("limit", "500"))
+        except ValueError:
+            raise BadRequest("limit must be an int") from None
+        return source.alerts(limit)
+
+    def walltimes(request: Request, body: bytes) -> Any:
+        return source.walltimes()
+
     async def no_icon(request: Request) -> Response:
         return Response(status_code=204)
 
@@ -150,6 +161,8 @@ def create_app(logdir: str, *, loopback_only: bool = True) -> Any:
         Route("/api/series", guarded(series), methods=["POST"]),
         Route("/api/logs", guarded(logs)),
         Route("/api/params", guarded(params)),
+        Route("/api/alerts", guarded(alerts)),
+        Route("/api/walltimes", guarded(walltimes)),
         Mount("/static", StaticFiles(directory=STATIC)),
     ], middleware=middleware)
     app.state.source = source

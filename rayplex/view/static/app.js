@@ -6,11 +6,15 @@ const ROW = 22;            // px per run row (the list is virtual: only visible 
 const BAND_ABOVE = 50;     // more selected runs: a band (min-max envelope + median)
 const POLL_MS = 2000;      // live polling, at most this often
 const CHART_W = 550, CHART_H = 260;
+const STATE_MARK = { running: "●", finished: "", silent: "◌ silent", crashed: "✖ crashed" };
+const ALERTS_SHOWN = 200;
+const HIGHLIGHT_MAX = 8;
+const SUMMARY_SECTION = "summaries (store_metrics: mean ± std, min, max)";   // members drawn over a band: pinned ones first, then the extremes
 
 const $ = (id) => document.getElementById(id);
 const state = {
   catalog: null, version: null, runs: [], colors: new Map(), visible: [],
-  selected: new Set(), filter: "", group: "", zoom: null, smooth: 0, full: false, logy: false,
+  selected: new Set(), pins: new Set(), xaxis: "step", walls: null, filter: "", group: "", zoom: null, smooth: 0, full: false, logy: false,
   paused: false,
 };
 const charts = new Map();  // tag -> {el, plot, answer, markers, seq}
@@ -67,6 +71,8 @@ function writeURL() {
   if (sel.length === visible.length && visible.every((r) => state.selected.has(r))) p.set("sel", "*");
   else p.set("sel", sel.join("\n"));
   if (state.zoom) p.set("zoom", state.zoom.join(","));
+  if (state.pins.size) p.set("pin", [...state.pins].join("\n"));
+  if (state.xaxis !== "step") p.set("x", state.xaxis);
   if (state.smooth) p.set("smooth", String(state.smooth));
   if (state.full) p.set("full", "1");
   if (state.logy) p.set("logy", "1");
@@ -82,6 +88,8 @@ function readURL() {
   state.smooth = Math.min(0.99, Math.max(0, Number(p.get("smooth")) || 0));
   state.full = p.get("full") === "1";
   state.logy = p.get("logy") === "1";
+  state.xaxis = ["wall", "relative"].includes(p.get("x")) ? p.get("x") : "step";
+  state.pins = new Set((p.get("pin") || "").split("\n").filter(Boolean).slice(0, HIGHLIGHT_MAX));
   return p.has("sel") ? p.get("sel") : "*";
 }
 
@@ -108,9 +116,19 @@ function renderRows() {
     name.title = run.run;
     const step = el("span", "step", run.last_step);
     step.title = `last step ${run.last_step}, last point ${new Date(run.last_wall_time * 1000).toLocaleString()}`;
-    const st = el("span", `state-${run.state}`, run.state === "running" ? "●" : "");
-    st.title = run.state;
-    row.append(box, swatch, name, step, st);
+    const st = el("span", `state state-${run.state}`, STATE_MARK[run.state] ?? "");
+    st.title = run.alert ? `${run.state}; last alert: ${run.alert.rule}: ${run.alert.message}` : run.state;
+    const pin = el("span", state.pins.has(run.run) ? "pin on" : "pin", state.pins.has(run.run) ? "★" : "☆");
+    pin.title = "draw this run over the band (at most " + HIGHLIGHT_MAX + ")";
+    pin.addEventListener("click", (event) => {
+      event.stopPropagation();
+      if (state.pins.has(run.run)) state.pins.delete(run.run);
+      else if (state.pins.size < HIGHLIGHT_MAX) state.pins.add(run.run);
+      renderRows();
+      writeURL();
+      for (const c of charts.values()) if (c.answer && c.answer.mode === "band") load(c);
+    });
+    row.append(box, swatch, pin, name, step, st);
     row.addEventListener("click", () => {
       if (state.selected.has(run.run)) state.selected.delete(run.run);
       else state.selected.add(run.run);
@@ -141,10 +159,18 @@ function layoutCharts() {
   charts.clear();
   view.charts = {};
   const sections = new Map();
+  // store_metrics summaries first: one chart per (summary run, key), mean ± std and min/max.
+  const summaryRuns = state.runs.filter((r) => r.run.endsWith("/summary")).map((r) => r.run);
+  for (const s of state.catalog.summaries || []) {
+    for (const run of s.runs || summaryRuns) {
+      if (!sections.has(SUMMARY_SECTION)) sections.set(SUMMARY_SECTION, []);
+      sections.get(SUMMARY_SECTION).push({ id: `summary:${run}:${s.key}`, title: `${s.key} · ${run}`, summary: { run, key: s.key } });
+    }
+  }
   for (const t of state.catalog.tags) {
     const name = sectionOf(t.tag);
     if (!sections.has(name)) sections.set(name, []);
-    sections.get(name).push(t.tag);
+    sections.get(name).push({ id: t.tag, title: t.tag, summary: null });
   }
   const observer = new IntersectionObserver((entries) => {
     for (const e of entries) {
@@ -156,17 +182,17 @@ function layoutCharts() {
     const section = el("section", "tags");
     section.append(el("h2", null, name || "(no section)"));
     const grid = el("div", "grid");
-    for (const tag of tags) {
-      const box = el("div", "chart");
+    for (const { id: tag, title: text, summary } of tags) {
+      const box = el("div", summary ? "chart summary" : "chart");
       box.dataset.tag = tag;
-      const title = el("div", "title", tag);
-      title.title = tag;
+      const title = el("div", "title", text);
+      title.title = text;
       const note = el("div", "note");
       const plotBox = el("div", "plot");
       const hover = el("div", "hover");
       box.append(title, note, plotBox, hover);
       grid.append(box);
-      const chart = { tag, box, note, plotBox, hover, plot: null, answer: null, seq: 0, shown: false };
+      const chart = { tag, summary, box, note, plotBox, hover, plot: null, answer: null, highlight: null, seq: 0, shown: false };
       charts.set(tag, chart);
       observer.observe(box);
     }
@@ -175,16 +201,23 @@ function layoutCharts() {
   }
 }
 
-function refreshCharts() {
-  for (const chart of charts.values()) {
-    chart.answer = null;
-    if (chart.shown) load(chart);
-  }
+async function refreshCharts(first = null) {
+  // Every chart again (x ranges are synced: a zoom applies to every chart); the chart the
+  // user zoomed first, alone, then the others in view: its repaint waits for no other read.
+  for (const chart of charts.values()) chart.answer = null;
+  if (first) await load(first);
+  for (const chart of charts.values()) if (chart !== first && chart.shown && !chart.answer) load(chart);
 }
 
 async function load(chart) {
   const runs = selectedRuns();
   const seq = ++chart.seq;
+  if (chart.summary && !state.selected.has(chart.summary.run)) {
+    if (chart.plot) { chart.plot.destroy(); chart.plot = null; }
+    chart.answer = null;
+    chart.note.textContent = `${chart.summary.run} not selected`;
+    return;
+  }
   if (!runs.length) {
     if (chart.plot) { chart.plot.destroy(); chart.plot = null; }
     chart.note.textContent = "no run selected";
@@ -192,16 +225,30 @@ async function load(chart) {
   }
   const all = runs.length === state.runs.length;
   const band = runs.length > BAND_ABOVE;
-  const request = { tag: chart.tag, runs: all ? null : runs, buckets: CHART_W, steps: state.zoom, band };
+  const request = chart.summary
+    ? { summary: true, run: chart.summary.run, key: chart.summary.key, buckets: CHART_W, steps: state.zoom }
+    : { tag: chart.tag, runs: all ? null : runs, buckets: CHART_W, steps: state.zoom, band };
   try {
     const answer = await getJSON("/api/series", request);
     if (seq !== chart.seq) return;  // a newer request is on its way
+    chart.highlight = band ? await highlights(chart, answer) : null;
+    if (seq !== chart.seq) return;
     chart.answer = answer;
     draw(chart);
   } catch (err) {
     chart.note.textContent = `error: ${err.message}`;
     view.error = String(err);
   }
+}
+
+async function highlights(chart, answer) {
+  // The members drawn over a band: the pinned ones that are selected, then its extremes
+  // (highest and lowest last value), at most HIGHLIGHT_MAX; their lines of the same buckets.
+  const chosen = [...state.pins].filter((r) => state.selected.has(r));
+  if (answer.extremes) for (const r of [answer.extremes.top, answer.extremes.bottom]) if (!chosen.includes(r)) chosen.push(r);
+  const runs = chosen.slice(0, HIGHLIGHT_MAX);
+  if (!runs.length) return null;
+  return getJSON("/api/series", { tag: chart.tag, runs, buckets: CHART_W, steps: answer.steps });
 }
 
 const RUN_KEYS = ["step_lo", "step_hi", "first", "last", "min", "max", "count"];
@@ -219,7 +266,7 @@ async function update(chart) {
   // Live: fetch only the buckets from the last one seen on, and merge them in.
   const old = chart.answer;
   const runs = selectedRuns();
-  if (!old || state.zoom || !old.width || !runs.length || (old.mode === "band") !== (runs.length > BAND_ABOVE)) return load(chart);
+  if (!old || chart.summary || state.zoom || !old.width || !runs.length || (old.mode === "band") !== (runs.length > BAND_ABOVE)) return load(chart);
   const lasts = old.mode === "band" ? [old.x[old.x.length - 1]] : old.runs.map((r) => r.step_lo[r.step_lo.length - 1]);
   const since = Math.min(...lasts.filter((v) => v !== undefined));
   if (!Number.isFinite(since)) return load(chart);
@@ -248,6 +295,11 @@ async function update(chart) {
     merged = { ...answer, runs: mergedRuns.concat([...fresh.values()]) };
   }
   merged.since = null;
+  if (merged.mode === "band") {
+    const highlight = await highlights(chart, merged);
+    if (seq !== chart.seq) return;
+    chart.highlight = highlight;
+  }
   view.incremental += 1;
   chart.answer = merged;
   draw(chart);
@@ -315,52 +367,192 @@ function outliers(answer) {
   const marks = [];
   if (!range) return marks;
   const [lo, hi] = range;
-  const add = (x0, x1, mn, mx) => {
-    if (mx !== null && mx > hi) marks.push({ x: (x0 + x1) / 2, edge: "top", value: mx });
-    if (mn !== null && mn < lo) marks.push({ x: (x0 + x1) / 2, edge: "bottom", value: mn });
+  const add = (x0, x1, mn, mx, run = null) => {
+    if (mx !== null && mx > hi) marks.push({ x: (x0 + x1) / 2, edge: "top", value: mx, run });
+    if (mn !== null && mn < lo) marks.push({ x: (x0 + x1) / 2, edge: "bottom", value: mn, run });
   };
   if (answer.mode === "band") {
     for (let i = 0; i < answer.x.length; i++) add(answer.x[i], answer.step_hi[i], answer.min[i], answer.max[i]);
   } else {
-    for (const r of answer.runs) for (let i = 0; i < r.step_lo.length; i++) add(r.step_lo[i], r.step_hi[i], r.min[i], r.max[i]);
+    for (const r of answer.runs) for (let i = 0; i < r.step_lo.length; i++) add(r.step_lo[i], r.step_hi[i], r.min[i], r.max[i], r.run);
   }
   return marks;
+}
+
+// ----------------------------------------------------------------------------- x in time
+
+async function loadWalls() {
+  // Each run's step -> wall-time anchors (server: once per store version), for a time x-axis.
+  if (state.xaxis === "step") return;
+  const answer = await getJSON("/api/walltimes");
+  const walls = new Map();
+  const last = new Map(state.runs.map((r) => [r.run, r]));
+  for (const [run, a] of Object.entries(answer.runs)) {
+    const steps = a.step.slice(), times = a.wall.slice();
+    const r = last.get(run);  // the catalog's last point extends a live run past the anchors
+    if (r && r.last_wall_time !== null && r.last_step > steps[steps.length - 1]) { steps.push(r.last_step); times.push(r.last_wall_time); }
+    walls.set(run, { steps, times });
+  }
+  state.walls = walls;
+}
+
+function wallOf(run, step) {
+  // Linear between the run's anchors (exact at them); null for a run without anchors.
+  const w = state.walls && state.walls.get(run);
+  if (!w || !w.steps.length) return null;
+  const { steps, times } = w;
+  if (step <= steps[0]) return times[0];
+  const n = steps.length - 1;
+  if (step >= steps[n]) return times[n];
+  let lo = 0, hi = n;
+  while (hi - lo > 1) { const mid = (lo + hi) >> 1; if (steps[mid] <= step) lo = mid; else hi = mid; }
+  const f = (step - steps[lo]) / ((steps[hi] - steps[lo]) || 1);
+  return times[lo] + f * (times[hi] - times[lo]);
+}
+
+function xOf(run, step) {
+  if (state.xaxis === "step") return step;
+  const wall = wallOf(run, step);
+  if (wall === null) return null;
+  return state.xaxis === "wall" ? wall : wall - state.walls.get(run).times[0];
+}
+
+function bandXOf(step) {
+  // A band's bucket in time: the median over (up to 25 of) its members' times at that step.
+  const runs = selectedRuns();
+  const every = Math.max(1, Math.floor(runs.length / 25));
+  const values = [];
+  for (let i = 0; i < runs.length; i += every) { const v = xOf(runs[i], step); if (v !== null) values.push(v); }
+  if (!values.length) return null;
+  values.sort((a, b) => a - b);
+  return values[(values.length - 1) >> 1];
+}
+
+function inTime(layers) {
+  // Layers on one time axis: each point's step mapped to its run's time, snapped to a grid
+  // of 4 slots per pixel (a slot keeps the value farthest from its series' median: a spike
+  // stays); each slot remembers its steps (hover, zoom).
+  const mapped = layers.map((l) => Array.from(l.x, (step) => (l.run === null ? bandXOf(step) : xOf(l.run, step))));
+  let lo = Infinity, hi = -Infinity;
+  for (const xs of mapped) for (const v of xs) if (v !== null) { if (v < lo) lo = v; if (v > hi) hi = v; }
+  if (lo === Infinity) return { x: new Float64Array(0), ys: layers.map(() => []), steps: [] };
+  const q = (hi - lo) / (4 * CHART_W) || 1;
+  const slotsSet = new Set();
+  for (const xs of mapped) for (const v of xs) if (v !== null) slotsSet.add(Math.round((v - lo) / q));
+  const slots = Int32Array.from(slotsSet).sort();
+  const at = new Map();
+  slots.forEach((v, i) => at.set(v, i));
+  const steps = Array.from(slots, () => [Infinity, -Infinity]);
+  const ys = layers.map((l, k) => {
+    const finite = l.y.filter((v) => v !== null).sort((a, b) => a - b);
+    const mid = finite.length ? finite[finite.length >> 1] : 0;
+    const y = new Array(slots.length).fill(null);
+    mapped[k].forEach((v, i) => {
+      if (v === null) return;
+      const j = at.get(Math.round((v - lo) / q));
+      const s = steps[j];
+      s[0] = Math.min(s[0], l.x[i]); s[1] = Math.max(s[1], l.x[i]);
+      const value = l.y[i];
+      if (value !== null && (y[j] === null || Math.abs(value - mid) > Math.abs(y[j] - mid))) y[j] = value;
+    });
+    return y;
+  });
+  return { x: Float64Array.from(slots, (v) => lo + v * q), ys, steps };
+}
+
+function stepAt(chart, u, idx) {
+  // The step under the cursor: the x itself, or in time the last step of its slot.
+  return chart.slotSteps ? chart.slotSteps[idx][1] : u.data[0][idx];
+}
+
+function combine(parts) {
+  // Layers with x arrays of their own on one x axis: the union of their x, nulls elsewhere.
+  const xs = new Set();
+  for (const p of parts) for (const v of p.x) xs.add(v);
+  const x = Float64Array.from(xs).sort();
+  const at = new Map();
+  x.forEach((v, i) => at.set(v, i));
+  const ys = [];
+  for (const p of parts) {
+    if (p.x.length === x.length) { ys.push(...p.ys); continue; }
+    for (const src of p.ys) {
+      const y = new Array(x.length).fill(null);
+      p.x.forEach((v, i) => { y[at.get(v)] = src[i]; });
+      ys.push(y);
+    }
+  }
+  return { x, ys };
+}
+
+function lineSeries(answer, data, series, width) {
+  // One uPlot series per run (and its EMA over the faint raw line when smoothing).
+  const { x, ys } = linesData(answer);
+  answer.runs.forEach((r, i) => {
+    const color = state.colors.get(r.run) || "#888";
+    if (state.smooth) {
+      data.push({ x, y: ys[i], run: r.run });
+      series.push({ label: r.run, stroke: color, width: 1, alpha: 0.25 });
+      data.push({ x, y: ema(ys[i], state.smooth), run: r.run });
+      series.push({ label: r.run, stroke: color, width: width + 0.25 });
+    } else {
+      data.push({ x, y: ys[i], run: r.run });
+      series.push({ label: r.run, stroke: color, width });
+    }
+  });
 }
 
 function draw(chart) {
   const answer = chart.answer;
   const range = yRange(answer);
-  const marks = outliers(answer);
-  let data, series, bands;
+  const marks = answer.mode === "summary" ? [] : outliers(answer);
+  const layers = [];  // {x, y} per uPlot series
+  let series, bands;
   if (answer.mode === "band") {
-    const x = Float64Array.from(answer.x);
     const median = state.smooth ? ema(answer.median, state.smooth) : answer.median;
-    data = [x, answer.min, answer.max, median];
+    for (const y of [answer.min, answer.max, median]) layers.push({ x: answer.x, y, run: null });
     series = [{}, { label: "min", stroke: "rgba(40,90,200,0.35)", width: 1 },
       { label: "max", stroke: "rgba(40,90,200,0.35)", width: 1 },
       { label: "median", stroke: "rgb(20,60,160)", width: 1.5 }];
     bands = [{ series: [2, 1], fill: "rgba(40,90,200,0.15)" }];
+    // Highlighted members (pinned in the table, and the extremes) drawn over the band.
+    if (chart.highlight) lineSeries(chart.highlight, layers, series, 1.5);
+  } else if (answer.mode === "summary") {
+    const lo = answer.mean.map((m, i) => (m === null || answer.std[i] === null ? null : m - answer.std[i]));
+    const hi = answer.mean.map((m, i) => (m === null || answer.std[i] === null ? null : m + answer.std[i]));
+    const mean = state.smooth ? ema(answer.mean, state.smooth) : answer.mean;
+    for (const y of [lo, hi, mean]) layers.push({ x: answer.x, y, run: answer.run });
+    series = [{}, { label: "mean - std", stroke: "rgba(200,90,40,0.45)", width: 1 },
+      { label: "mean + std", stroke: "rgba(200,90,40,0.45)", width: 1 },
+      { label: "mean", stroke: "rgb(170,60,20)", width: 1.75 }];
+    bands = [{ series: [2, 1], fill: "rgba(200,90,40,0.15)" }];
+    for (const stat of ["min", "max"]) if (answer[stat]) {
+      layers.push({ x: answer.x, y: answer[stat], run: answer.run });
+      series.push({ label: stat, stroke: "rgba(120,120,120,0.8)", width: 1, dash: [4, 3] });
+    }
   } else {
-    const { x, ys } = linesData(answer);
-    data = [x];
     series = [{}];
-    answer.runs.forEach((r, i) => {
-      const color = state.colors.get(r.run) || "#888";
-      if (state.smooth) {
-        data.push(ys[i]);
-        series.push({ label: r.run, stroke: color, width: 1, alpha: 0.25 });
-        data.push(ema(ys[i], state.smooth));
-        series.push({ label: r.run, stroke: color, width: 1.5 });
-      } else {
-        data.push(ys[i]);
-        series.push({ label: r.run, stroke: color, width: 1.25 });
-      }
-    });
+    lineSeries(answer, layers, series, 1.25);
   }
+  let merged;
+  chart.slotSteps = null;
+  if (state.xaxis === "step" || !state.walls) {
+    const parts = [];
+    for (const layer of layers) {
+      const last = parts[parts.length - 1];
+      if (last && last.x === layer.x) last.ys.push(layer.y); else parts.push({ x: layer.x, ys: [layer.y] });
+    }
+    merged = combine(parts);
+  } else {
+    merged = inTime(layers);
+    chart.slotSteps = merged.steps;
+    for (const m of marks) m.x = m.run ? xOf(m.run, m.x) : bandXOf(m.x);
+  }
+  const data = [merged.x, ...merged.ys];
   for (const s of series.slice(1)) { s.spanGaps = true; s.points = { show: false }; }
   const opts = {
     width: CHART_W, height: CHART_H, legend: { show: false },
-    scales: { x: { time: false }, y: {
+    axes: [{ label: { step: "step", wall: "wall time", relative: "seconds since the run's first point" }[state.xaxis], labelSize: 14, labelFont: "12px system-ui" }, {}],
+    scales: { x: { time: state.xaxis === "wall" && !!state.walls }, y: {
       distr: state.logy ? 3 : 1,
       range: (u, dmin, dmax) => range && !state.logy ? [range[0] - 1e-9 * Math.abs(range[0]), range[1] + 1e-9 * Math.abs(range[1])] : [dmin, dmax],
     } },
@@ -369,27 +561,33 @@ function draw(chart) {
     series, bands,
     hooks: {
       draw: [(u) => drawMarks(u, marks)],
-      setSelect: [(u) => zoomTo(u)],
+      setSelect: [(u) => zoomTo(u, chart)],
       setCursor: [(u) => hoverText(chart, u)],
     },
   };
   if (chart.plot) chart.plot.destroy();
   chart.plotBox.replaceChildren();
   chart.plot = new uPlot(opts, data, chart.plotBox);
-  chart.plot.over.addEventListener("dblclick", () => { if (state.zoom) { state.zoom = null; writeURL(); refreshCharts(); } });
-  const n = answer.mode === "band" ? `band of ${answer.members} runs (min-max, median)` : `${answer.runs.length} runs`;
+  chart.plot.over.addEventListener("dblclick", () => { if (state.zoom) { state.zoom = null; writeURL(); refreshCharts(chart); } });
+  const onTop = chart.highlight && answer.mode === "band" ? chart.highlight.runs.map((r) => r.run) : [];
+  const n = answer.mode === "band" ? `band of ${answer.members} runs (min-max, median)${onTop.length ? `, ${onTop.length} on top` : ""}`
+    : answer.mode === "summary" ? `${answer.run}: mean ± std, min and max (store_metrics)` : `${answer.runs.length} runs`;
   chart.note.replaceChildren(el("span", null, `${n}${marks.length ? `, ${marks.length} bucket${marks.length > 1 ? "s" : ""} beyond the range (▲▼)` : ""}`));
   if (answer.range && answer.range.clipped) {
     const button = el("button", "full", state.full ? "robust range" : "full range");
     button.type = "button";
     button.addEventListener("click", () => setFull(!state.full));
-    chart.note.append(button);
+    chart.note.prepend(button);  // first: a long note cannot push it out of sight
   }
+  chart.note.title = onTop.length ? `on top: ${onTop.join(", ")}` : "";
   let max = null, argmax = null;
   const consider = (v, lo, hi) => { if (v !== null && (max === null || v > max)) { max = v; argmax = [lo, hi]; } };
   if (answer.mode === "band") answer.max.forEach((v, i) => consider(v, answer.x[i], answer.step_hi[i]));
+  else if (answer.mode === "summary") (answer.max || answer.mean).forEach((v, i) => consider(v, answer.x[i], answer.x[i]));
   else for (const r of answer.runs) r.max.forEach((v, i) => consider(v, r.step_lo[i], r.step_hi[i]));
   view.charts[chart.tag] = { mode: answer.mode, answer, marks, max, argmax, yRange: range,
+    highlight: chart.highlight ? chart.highlight.runs.map((r) => r.run) : [], series: series.length - 1,
+    xaxis: chart.slotSteps ? state.xaxis : "step", xSpan: [data[0][0], data[0][data[0].length - 1]],
     shownScale: [chart.plot.scales.y.min, chart.plot.scales.y.max] };
   view.renders += 1;
 }
@@ -414,24 +612,35 @@ function drawMarks(u, marks) {
   ctx.restore();
 }
 
-function zoomTo(u) {
+function zoomTo(u, chart) {
   if (u.select.width < 3) return;
-  const lo = Math.floor(u.posToVal(u.select.left, "x"));
-  const hi = Math.ceil(u.posToVal(u.select.left + u.select.width, "x"));
+  let lo = Math.floor(u.posToVal(u.select.left, "x"));
+  let hi = Math.ceil(u.posToVal(u.select.left + u.select.width, "x"));
+  if (chart.slotSteps) {  // x is time: the steps of the slots selected
+    const x0 = u.posToVal(u.select.left, "x"), x1 = u.posToVal(u.select.left + u.select.width, "x");
+    lo = Infinity; hi = -Infinity;
+    u.data[0].forEach((v, i) => { if (v >= x0 && v <= x1) { lo = Math.min(lo, chart.slotSteps[i][0]); hi = Math.max(hi, chart.slotSteps[i][1]); } });
+    if (!Number.isFinite(lo)) return;
+  }
   u.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
   if (hi <= lo) return;
   state.zoom = [lo, hi];
   writeURL();
-  refreshCharts();
+  refreshCharts(chart);
 }
 
 function hoverText(chart, u) {
   const idx = u.cursor.idx;
   const answer = chart.answer;
   if (idx === null || idx === undefined || !answer) { chart.hover.textContent = ""; return; }
-  const x = u.data[0][idx];
-  if (answer.mode === "band") {
-    chart.hover.textContent = `step ${answer.x[idx]}-${answer.step_hi[idx]}: median ${fmt(answer.median[idx])}, min ${fmt(answer.min[idx])}, max ${fmt(answer.max[idx])}, ${answer.runs[idx]} runs`;
+  const x = stepAt(chart, u, idx);
+  if (answer.mode === "band" || answer.mode === "summary") {
+    let i = -1;
+    while (i + 1 < answer.x.length && answer.x[i + 1] <= x) i += 1;
+    if (i < 0) { chart.hover.textContent = ""; return; }
+    chart.hover.textContent = answer.mode === "band"
+      ? `step ${answer.x[i]}-${answer.step_hi[i]}: median ${fmt(answer.median[i])}, min ${fmt(answer.min[i])}, max ${fmt(answer.max[i])}, ${answer.runs[i]} runs`
+      : `step ${answer.x[i]}: mean ${fmt(answer.mean[i])} ± ${fmt(answer.std[i])}${answer.min ? `, min ${fmt(answer.min[i])}` : ""}${answer.max ? `, max ${fmt(answer.max[i])}` : ""}`;
     return;
   }
   const top = u.posToVal(u.cursor.top, "y");
@@ -490,6 +699,7 @@ async function loadCatalog() {
     $("smooth-value").textContent = String(state.smooth);
     $("full").checked = state.full;
     $("logy").checked = state.logy;
+    $("xaxis").value = state.xaxis;
     applyFilter();
     if (sel === "*") state.visible.forEach((r) => state.selected.add(r.run));
     else for (const name of sel.split("\n")) if (name) state.selected.add(name);
@@ -499,6 +709,7 @@ async function loadCatalog() {
     for (const r of state.runs) if (!known.has(r.run) && selectedRuns().length >= known.size) state.selected.add(r.run);
   }
   renderRows();
+  if (state.xaxis !== "step") await loadWalls();
   if (first || tagsBefore !== catalog.tags.map((t) => t.tag).join("\n")) layoutCharts();
   else if (selectionBefore === [...state.selected].join("\n")) updateCharts();
   else refreshCharts();
@@ -511,6 +722,7 @@ async function poll() {
       const { version } = await getJSON("/api/version");
       if (version !== state.version) {
         await loadCatalog();
+        await loadAlerts();
         if ($("params").open) await loadParams();
       }
       $("status").textContent = `live · ${new Date().toLocaleTimeString()}`;
@@ -536,6 +748,42 @@ async function loadLogs() {
   } catch (err) {
     $("log-status").textContent = `error: ${err.message}`;
   }
+}
+
+// ----------------------------------------------------------------------------- alerts
+
+async function loadAlerts() {
+  let answer;
+  try { answer = await getJSON(`/api/alerts?limit=${ALERTS_SHOWN}`); }
+  catch (err) { $("alerts-status").textContent = `error: ${err.message}`; return; }
+  view.alerts = answer.alerts;
+  $("alerts").hidden = answer.total === 0;
+  $("alerts-count").textContent = String(answer.total);
+  const body = document.createDocumentFragment();
+  for (const a of answer.alerts) {
+    const tr = el("tr", a.run ? "link" : null);
+    if (a.run) tr.dataset.run = a.run;
+    const when = a.wall_time === null || typeof a.wall_time === "string" ? "" : new Date(a.wall_time * 1000).toLocaleTimeString();
+    for (const v of [when, a.rule, a.client, a.step ?? "", typeof a.value === "number" ? fmt(a.value) : (a.value ?? ""), a.message]) {
+      tr.append(el("td", null, v));
+    }
+    tr.title = `node ${a.node || "?"}, pid ${a.pid ?? "?"}${a.median !== null ? `, group median ${a.median}` : ""}`;
+    if (a.run) tr.addEventListener("click", () => selectOnly(a.run));
+    body.append(tr);
+  }
+  $("alerts-table").tBodies[0].replaceChildren(body);
+  $("alerts-status").textContent = answer.total > answer.alerts.length ? `newest ${answer.alerts.length} shown` : "newest first; click one to select its run";
+}
+
+function selectOnly(run) {
+  // An alert's run: selected alone, shown in the table (the filter is cleared if it hid it).
+  state.selected = new Set([run]);
+  if (!state.visible.some((r) => r.run === run)) {
+    state.filter = ""; state.group = ""; $("filter").value = ""; $("group").value = ""; applyFilter();
+  }
+  const index = state.visible.findIndex((r) => r.run === run);
+  if (index >= 0) $("runlist").scrollTop = Math.max(0, index * ROW - $("runlist").clientHeight / 2);
+  selectionChanged();
 }
 
 // ----------------------------------------------------------------------------- params table
@@ -631,6 +879,12 @@ function wire() {
     state.logy = $("logy").checked; writeURL();
     for (const c of charts.values()) if (c.answer) draw(c);
   });
+  $("xaxis").addEventListener("change", async () => {
+    state.xaxis = $("xaxis").value;
+    writeURL();
+    try { await loadWalls(); } catch (err) { view.error = String(err); }
+    for (const c of charts.values()) if (c.answer) draw(c);
+  });
   $("reset-zoom").addEventListener("click", () => { state.zoom = null; writeURL(); refreshCharts(); });
   $("pause").addEventListener("change", () => { state.paused = $("pause").checked; });
   $("logs").addEventListener("toggle", () => { if ($("logs").open) loadLogs(); });
@@ -640,5 +894,5 @@ function wire() {
 }
 
 wire();
-loadCatalog().then(() => { view.ready = true; setTimeout(poll, POLL_MS); })
+loadCatalog().then(loadAlerts).then(() => { view.ready = true; setTimeout(poll, POLL_MS); })
   .catch((err) => { view.error = String(err); $("status").textContent = `error: ${err.message}`; });
