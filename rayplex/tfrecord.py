@@ -268,11 +268,8 @@ def tensorboardx(module: str) -> ModuleType:
     loaded = sys.modules.get(name)
     if loaded is not None:
         return loaded
-    if "tensorboardX" in sys.modules or "torch" in sys.modules:
-        return importlib.import_module(name)
-    finder = _NoTorchForTensorboardXWriter()
-    sys.meta_path.insert(0, finder)
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.meta_path.remove(finder)
+    if not any(isinstance(f, _NoTorchForTensorboardXWriter) for f in sys.meta_path):
+        # kept once installed: removing a finder while another thread's import walks
+        # sys.meta_path could make it skip the next one; inserting one only repeats one
+        sys.meta_path.insert(0, _NoTorchForTensorboardXWriter())
+    return importlib.import_module(name)
