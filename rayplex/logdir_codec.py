@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from rayplex.config import MAX_STATE_BYTES
 from rayplex.layout import params_path as _params_path
 from rayplex.rules import split_client_id
-from rayplex.tfrecord import NotRegularFileError, open_regular, read_records
+from rayplex.tfrecord import NotRegularFileError, open_regular, read_records, tensorboardx
 
 if TYPE_CHECKING:  # pragma: no cover
     from tensorboardX.proto.event_pb2 import Event
@@ -150,8 +150,8 @@ def file_events(path: str | os.PathLike[str]) -> Iterator[Event]:
     quietly; a record that is intact but not an ``Event`` is skipped, and so is a file that is
     no longer a regular file."""
     from google.protobuf.message import DecodeError
-    from tensorboardX.proto.event_pb2 import Event
 
+    Event = tensorboardx("proto.event_pb2").Event
     try:
         for payload in read_records(path):
             try:

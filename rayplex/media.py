@@ -40,25 +40,22 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from rayplex.rules import to_float
+from rayplex.tfrecord import tensorboardx
 
 if TYPE_CHECKING:
     from tensorboardX.proto.summary_pb2 import Summary
 
 
 def _tbx() -> Any:
-    """tensorboardX's summary builders, imported on first use: importing tensorboardX imports
-    torch when it is installed (a second or more), which no process that only forwards or
-    writes scalars should pay for."""
-    from tensorboardX import summary
-
-    return summary
+    """tensorboardX's summary builders, imported on first use (and without torch:
+    :func:`rayplex.tfrecord.tensorboardx`), which no process that only forwards or writes
+    scalars should pay for."""
+    return tensorboardx("summary")
 
 
 def _pb() -> Any:
     """tensorboardX's ``summary_pb2``, imported on first use (see :func:`_tbx`)."""
-    from tensorboardX.proto import summary_pb2
-
-    return summary_pb2
+    return tensorboardx("proto.summary_pb2")
 
 __all__ = [
     "audio_value",

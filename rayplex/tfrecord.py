@@ -12,7 +12,8 @@ trusted to start where a broken one says.
 
 :func:`read_records` opens only regular files (:func:`open_regular`): a FIFO, socket or device
 that happens to be named like an event file is refused at once instead of blocking the reader.
-Nothing here needs Ray, protobuf or TensorBoard.
+Nothing here needs Ray, protobuf or TensorBoard; :func:`tensorboardx` is how every module gets
+tensorboardX's protobufs and summary builders for the records' payloads.
 
 Example:
     >>> blob = frame(b"one") + frame(b"two")
@@ -24,10 +25,15 @@ Example:
 
 from __future__ import annotations
 
+import importlib
+import importlib.abc
 import os
 import stat
 import struct
-from collections.abc import Callable, Iterator
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from importlib.machinery import ModuleSpec
+from types import ModuleType
 from typing import BinaryIO, Union
 
 import google_crc32c
@@ -43,6 +49,7 @@ __all__ = [
     "masked_crc",
     "open_regular",
     "read_records",
+    "tensorboardx",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -232,3 +239,37 @@ def read_records(path: PathLike) -> Iterator[bytes]:
             remaining -= len(chunk)
             buffer = buffer[pos:] + chunk
             pos = 0
+
+
+class _NoTorchForTensorboardXWriter(importlib.abc.MetaPathFinder):
+    """Refuses ``import torch`` to the module code of ``tensorboardX.writer`` (and only to it,
+    in whatever thread): the writer imports torch only to name a type in its annotations
+    (``numpy_compatible``) and does without it when the import fails."""
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None,
+                  target: ModuleType | None = None) -> ModuleSpec | None:
+        if fullname == "torch":
+            frame = sys._getframe(1)
+            while frame is not None:
+                if (frame.f_code.co_name == "<module>"
+                        and frame.f_globals.get("__name__") == "tensorboardX.writer"):
+                    raise ImportError("torch is not imported for tensorboardX's annotations")
+                frame = frame.f_back  # type: ignore[assignment]
+        return None
+
+
+def tensorboardx(module: str) -> ModuleType:
+    """``tensorboardX.<module>`` (``"summary"``, ``"proto.event_pb2"``, ...). Importing any part
+    of tensorboardX runs its package, which imports torch when it is installed, seconds of CPU
+    in every process that logs an image, text, a histogram or params or reads an event file,
+    though nothing of torch is used then; here tensorboardX's writer goes without it (torch
+    is still imported by whoever uses it, and by tensorboardX when it is handed a tensor)."""
+    name = f"tensorboardX.{module}"
+    loaded = sys.modules.get(name)
+    if loaded is not None:
+        return loaded
+    if not any(isinstance(f, _NoTorchForTensorboardXWriter) for f in sys.meta_path):
+        # kept once installed: removing a finder while another thread's import walks
+        # sys.meta_path could make it skip the next one; inserting one only repeats one
+        sys.meta_path.insert(0, _NoTorchForTensorboardXWriter())
+    return importlib.import_module(name)

@@ -42,6 +42,22 @@ def test_importing_rayplex_imports_neither_torch_nor_tensorboardx():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
+def test_media_and_event_reading_import_tensorboardx_without_torch():
+    # tensorboardX's package imports torch (seconds) only to name a type: a worker that logs an
+    # image, text, a histogram or params, a forwarder and a reader went without torch until then
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from rayplex import media; from rayplex.forward import follow; "
+            "from rayplex.logdir_codec import file_events; "
+            "assert media._tbx().histogram('h', np.arange(4.0), 'auto').value[0].histo.num == 4; "
+            "media._pb(); follow.decode('r', []); "
+            "assert 'torch' not in sys.modules, 'torch imported'; "
+            "from tensorboardX import SummaryWriter; from tensorboardX.x2num import make_np; "
+            "import torch; assert make_np(torch.ones(2)).tolist() == [1.0, 1.0]")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
 def test_the_version_is_the_installed_distributions_one_home_in_pyproject():
     from importlib.metadata import version
 

@@ -99,7 +99,8 @@ _SCRIPT = textwrap.dedent("""
     import json, sys, time
     import ray, rayplex
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False,
+    # the test's Ray: the hub and node buffer this driver starts take its job's environment
+    ray.init(address=sys.argv[2], configure_logging=False,
              runtime_env={"env_vars": {"RAYPLEX_TELEMETRY_S": "0.5",
                                        "RAYPLEX_FLUSH_INTERVAL_S": "0.2"}})
     hub = rayplex.init(sys.argv[1], name="tele")
@@ -129,11 +130,12 @@ _SCRIPT = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_workers_process_metrics_land_in_their_runs_and_the_node_in_system_run(
-        tmp_path: Any) -> None:
+        ray_session: Any, tmp_path: Any) -> None:
     logdir = str(tmp_path / "exp")
     env = {**os.environ, "RAYPLEX_TELEMETRY_S": "0.5", "RAYPLEX_FLUSH_INTERVAL_S": "0.2"}
-    out = subprocess.run([sys.executable, "-c", _SCRIPT, logdir], env=env, capture_output=True,
-                         text=True, timeout=240)
+    address = ray_session.get_runtime_context().gcs_address  # a Ray of its own took ~10 s more
+    out = subprocess.run([sys.executable, "-c", _SCRIPT, logdir, address], env=env,
+                         capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])
     scalars = conftest.tb_scalars(logdir)

@@ -35,7 +35,7 @@ from typing import Any
 
 from rayplex.atomic import atomic_write_bytes
 from rayplex.layout import TENSORBOARD
-from rayplex.tfrecord import RECORD_OVERHEAD, iter_records, open_regular
+from rayplex.tfrecord import RECORD_OVERHEAD, iter_records, open_regular, tensorboardx
 
 log = logging.getLogger("rayplex.forward")
 
@@ -190,8 +190,8 @@ def decode(run: str, payloads: list[bytes]) -> tuple[list[Point], list[Image]]:
     """Scalars and images of the event records ``payloads`` of run ``run`` (other kinds and
     records that are not ``Event`` protos are skipped)."""
     from google.protobuf.message import DecodeError
-    from tensorboardX.proto.event_pb2 import Event
 
+    Event = tensorboardx("proto.event_pb2").Event
     from rayplex.logdir_codec import scalar_of  # the one place that knows a scalar's encodings
 
     points: list[Point] = []
