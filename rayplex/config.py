@@ -80,6 +80,8 @@ LOG_LINES_MAX = 2000
 """The most lines one log-tail answer holds."""
 PARAM_TAGS_MAX = 40
 """The params table shows the last value of at most this many tags (the first, in natural order)."""
+WALL_EVERY_S = 10.0
+"""A live store's step -> wall-time map (the viewer's time axes) is recomputed at most this often."""
 
 
 # ---------------------------------------------------------------- internal tunables

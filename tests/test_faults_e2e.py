@@ -77,7 +77,15 @@ def test_a_node_buffer_restarted_while_its_call_to_a_stalled_hub_is_in_flight_co
     ray.get([w.flush.remote() for w in workers], timeout=180)
     assert sum(ray.get([w.retried.remote() for w in workers])) > 0, "the kill hit no call"
     rayplex.shutdown(experiment.name)  # writes every pending summary
-    assert _summary_counts(experiment.logdir, "agent", "reward") == [(0, 10.0)]
+    # counted once: the step's last point holds both workers' 10 values, never 15 or 20. A
+    # resend that outran the summary hold (a heavily loaded machine) may have made the
+    # documented late-partial second point, which the hub names in a WARNING: each extra point
+    # must be named so (an unnamed or double-counted point still fails)
+    points = tb_scalars(experiment.logdir)["agent/summary"]["reward/count"]  # file order
+    with open(os.path.join(experiment.logdir, "logs", "all.log"), encoding="utf-8") as f:
+        late = sum("late store_metrics partial for group 'agent' step 0" in line for line in f)
+    assert points[-1] == (0, 10.0), points
+    assert len(points) == 1 + late, (points, late)
     for worker in workers:
         ray.kill(worker)
 

@@ -35,6 +35,7 @@ from rayplex.config import (  # the viewer's tunables live with every other
     MAX_BUCKETS,
     PARAM_TAGS_MAX,
     REFRESH_EVERY_S,
+    WALL_EVERY_S,
 )
 from rayplex.rules import check_step, natural_key, validate_tag
 
@@ -317,8 +318,6 @@ def with_states(logdir: str | os.PathLike[str], run_rows: list[dict[str, Any]],
 
 WALL_ANCHORS = 128
 """Anchors per run of the step -> wall-time map (:func:`wall_times`)."""
-WALL_EVERY_S = 10.0
-"""A live store's wall-time map is recomputed at most this often."""
 
 
 def wall_times(logdir: str | os.PathLike[str], last_step: int) -> dict[str, Any]:
