@@ -37,6 +37,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -56,9 +57,13 @@ __all__ = ["JOURNAL", "Target", "UploadJournal", "cache_dir", "hydrate", "is_uri
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+)://")
 _PART = re.compile(r"^(.*)\.part-(\d{16})$")
+_GEN = re.compile(r"^(.*)\.gen-(\d{4,})$")
+_ROTATED = re.compile(r"^(.*\.log)\.(\d+)$")
 _SEGMENT = re.compile(r"^(seg|pyr)-\d{8,}\.parquet$")
 JOURNAL = f"{layout.STATE_DIR}/uploads.jsonl"
 """The upload journal, relative to the staging directory (and its mirror in the bucket)."""
+_SYNCED_GENS = f"{layout.STATE_DIR}/synced-generations.json"
+"""In a synced copy: the generation of each file it holds (:func:`sync`)."""
 STATE_FILES = frozenset({f"{layout.STATE_DIR}/{layout.REGISTRY_FILE}"})
 """The files of ``.rayplex/`` that go to the bucket (the rest is the hub's private state)."""
 
@@ -193,13 +198,15 @@ def kind_of(rel: str) -> str | None:
         ['stream', 'stream', None, 'state', None, None]
     """
     parts = rel.split("/")
-    if parts[-1].startswith(TEMP_PREFIX) or _PART.match(parts[-1]):
+    if parts[-1].startswith(TEMP_PREFIX) or _PART.match(parts[-1]) or _GEN.match(parts[-1]):
         return None
     if parts[0] == layout.STATE_DIR:
         return "state" if rel in STATE_FILES else None
     if parts[0] == layout.TENSORBOARD:
         return "stream" if "tfevents" in parts[-1] else "state"
-    if parts[0] in (layout.LOGS, layout.ARTIFACTS):
+    if parts[0] == layout.LOGS:  # a rotated backup's bytes are already in its log's stream
+        return None if _ROTATED.match(parts[-1]) else "stream"
+    if parts[0] == layout.ARTIFACTS:
         return "stream"
     if parts[0] == layout.STORE_DIR:  # its segments and manifest (not its lock)
         if len(parts) == 2 and _SEGMENT.match(parts[1]):
@@ -208,9 +215,47 @@ def kind_of(rel: str) -> str | None:
     return "state"
 
 
-def object_key(rel: str, offset: int) -> str:
-    """The object holding the segment of stream ``rel`` that starts at byte ``offset``."""
-    return rel if offset == 0 else f"{rel}.part-{offset:016d}"
+def object_key(rel: str, offset: int, gen: int = 0) -> str:
+    """The object holding the segment of stream ``rel`` that starts at byte ``offset`` of its
+    generation ``gen`` (0, or the n-th time the file was replaced by a new one: its objects are
+    new ones, ``<rel>.gen-<n, 4 digits>``, never the old ones rewritten).
+
+    Example:
+        >>> object_key("artifacts/w.pkl", 0, 2), object_key("artifacts/w.pkl", 7, 2)
+        ('artifacts/w.pkl.gen-0002', 'artifacts/w.pkl.gen-0002.part-0000000000000007')
+    """
+    name = rel if gen == 0 else f"{rel}.gen-{gen:04d}"
+    return name if offset == 0 else f"{name}.part-{offset:016d}"
+
+
+def parse_gen(name: str) -> tuple[str, int]:
+    """``(file, generation)`` of :func:`parse_key`'s file part.
+
+    Example:
+        >>> parse_gen("artifacts/w.pkl.gen-0002"), parse_gen("logs/all.log")
+        (('artifacts/w.pkl', 2), ('logs/all.log', 0))
+    """
+    match = _GEN.match(name)
+    return (match.group(1), int(match.group(2))) if match else (name, 0)
+
+
+def rotated_from(rel: str) -> str | None:
+    """The text log whose rotated backup ``rel`` is (``logs/a.log.2`` -> ``logs/a.log``), else
+    ``None``. Its bytes went up as part of that log's stream: the bucket holds each text log
+    as one stream that is never rotated.
+
+    Example:
+        >>> rotated_from("logs/g/a.log.2"), rotated_from("logs/all.log")
+        ('logs/g/a.log', None)
+    """
+    match = _ROTATED.match(rel)
+    return match.group(1) if match and rel.startswith(f"{layout.LOGS}/") else None
+
+
+def continues(rel: str) -> bool:
+    """Whether a new file at stream ``rel``'s path continues its stream (a text log after a
+    rotation) rather than replacing it (an artifact written again: a new generation)."""
+    return rel.startswith(f"{layout.LOGS}/")
 
 
 def parse_key(key: str) -> tuple[str, int]:
@@ -230,9 +275,13 @@ def sha(data: bytes) -> str:
 @dataclass
 class Book:
     """What the journal says: each stream's uploaded end, each state file's uploaded digest,
-    the immutables uploaded, and the intents not yet done (in order)."""
+    the immutables uploaded (and not removed since), and the intents not yet done (in
+    order)."""
 
     ends: dict[str, int] = field(default_factory=dict)
+    files: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Each stream's local file now: ``{"ino", "base", "gen"}`` (its inode, the offset in the
+    stream where it starts, the generation it writes)."""
     states: dict[str, str] = field(default_factory=dict)
     immutables: set[str] = field(default_factory=set)
     pending: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -263,12 +312,24 @@ class UploadJournal:
                 entry = json.loads(raw)
             except ValueError:
                 continue  # an empty or torn line
-            if entry.get("op") == "intent":
+            op = entry.get("op")
+            if op == "intent":
                 book.pending[entry["key"]] = entry
-            elif entry.get("op") == "done" and entry["key"] in book.pending:
+            elif op == "done" and entry["key"] in book.pending:
                 self._apply(book, book.pending.pop(entry["key"]))
+            elif op == "adopt":
+                self._adopt(book, entry)
+            elif op == "removed":
+                book.immutables.discard(entry["src"])
         self.book = book
         return book
+
+    @staticmethod
+    def _adopt(book: Book, entry: dict[str, Any]) -> None:
+        src, gen = entry["src"], int(entry["gen"])
+        if gen != book.files.get(src, {}).get("gen", 0):
+            book.ends[src] = 0  # a new generation: its objects start afresh
+        book.files[src] = {"ino": int(entry["ino"]), "base": int(entry["base"]), "gen": gen}
 
     @staticmethod
     def _apply(book: Book, entry: dict[str, Any]) -> None:
@@ -289,13 +350,30 @@ class UploadJournal:
             f.flush()
             os.fsync(f.fileno())
 
-    def intend(self, key: str, kind: str, src: str, off: int, end: int, digest: str) -> None:
-        """Journal that object ``key`` is about to be PUT with ``src[off:end]`` (digest)."""
+    def intend(self, key: str, kind: str, src: str, off: int, end: int, digest: str,
+               **where: int) -> None:
+        """Journal that object ``key`` is about to be PUT with ``src[off:end]`` (digest);
+        ``where`` (a stream's ``ino`` and ``loff``) says which local bytes those are."""
         entry = {"op": "intent", "key": key, "kind": kind, "src": src, "off": off, "end": end,
-                 "sha": digest}
+                 "sha": digest, **where}
         with self.lock:
             self._append(entry)
             self.book.pending[key] = entry
+
+    def adopt(self, src: str, ino: int, base: int, gen: int) -> None:
+        """Journal that stream ``src`` now continues from the local file of inode ``ino``,
+        which starts at offset ``base`` of generation ``gen`` (a rotated text log, an artifact
+        written again, a staging directory started from the bucket)."""
+        entry = {"op": "adopt", "src": src, "ino": ino, "base": base, "gen": gen}
+        with self.lock:
+            self._append(entry)
+            self._adopt(self.book, entry)
+
+    def removed(self, src: str) -> None:
+        """Journal that immutable ``src`` left the bucket (compacted into another segment)."""
+        with self.lock:
+            self._append({"op": "removed", "src": src})
+            self.book.immutables.discard(src)
 
     def done(self, key: str) -> None:
         """Journal that object ``key`` is in the bucket."""
@@ -362,6 +440,12 @@ def put(target: Target, key: str, data: bytes) -> None:
         f.write(data)
 
 
+def delete(target: Target, key: str) -> None:
+    """Delete object ``key`` (nothing if it is not there)."""
+    with contextlib.suppress(FileNotFoundError):
+        target.fs.delete_file(target.path(key))
+
+
 def object_size(target: Target, key: str) -> int | None:
     """The size of object ``key``, ``None`` if there is none."""
     import pyarrow.fs as pafs
@@ -380,14 +464,17 @@ def list_objects(target: Target) -> dict[str, int]:
             for info in target.fs.get_file_info(selector) if info.type == pafs.FileType.File}
 
 
-def _files(objects: dict[str, int]) -> Iterator[tuple[str, list[tuple[int, str, int]]]]:
-    """Objects grouped by file: ``(file, [(offset, key, size), ...] sorted by offset)``."""
-    by_file: dict[str, list[tuple[int, str, int]]] = {}
+def _files(objects: dict[str, int]) -> Iterator[tuple[str, int, list[tuple[int, str, int]]]]:
+    """Objects grouped by file, its latest generation only: ``(file, generation, [(offset,
+    key, size), ...] sorted by offset)``."""
+    by_file: dict[str, dict[int, list[tuple[int, str, int]]]] = {}
     for key, size in objects.items():
-        rel, offset = parse_key(key)
-        by_file.setdefault(rel, []).append((offset, key, size))
+        name, offset = parse_key(key)
+        rel, gen = parse_gen(name)
+        by_file.setdefault(rel, {}).setdefault(gen, []).append((offset, key, size))
     for rel in sorted(by_file):
-        yield rel, sorted(by_file[rel])
+        gen = max(by_file[rel])
+        yield rel, gen, sorted(by_file[rel][gen])
 
 
 def sync(target: Target, dest: str) -> dict[str, int]:
@@ -413,12 +500,19 @@ def sync(target: Target, dest: str) -> dict[str, int]:
         fetched["bytes"] += len(data)
         return data
 
-    for rel, parts in _files(objects):
+    gens_path = os.path.join(dest, *_SYNCED_GENS.split("/"))
+    gens: dict[str, int] = json.loads(_read(gens_path)) if os.path.isfile(gens_path) else {}
+    seen = set()
+    for rel, gen, parts in _files(objects):
         kind = kind_of(rel) if rel != JOURNAL else "stream"
         if rel == f"{layout.STATE_DIR}/probe" or kind is None:
             continue
+        seen.add(rel)
         local = os.path.join(dest, *rel.split("/"))
         os.makedirs(os.path.dirname(local), exist_ok=True)
+        if gens.get(rel, 0) != gen and os.path.isfile(local):
+            os.remove(local)  # written again since: the new generation replaces it
+        gens[rel] = gen
         have = os.path.getsize(local) if os.path.isfile(local) else -1
         if kind == "stream":
             have = max(have, 0)
@@ -438,6 +532,12 @@ def sync(target: Target, dest: str) -> dict[str, int]:
             data = get(parts[0][1])
             if have != len(data) or _read(local) != data:
                 atomic_write_bytes(local, data)
+    store = os.path.join(dest, layout.STORE_DIR)
+    for name in os.listdir(store) if os.path.isdir(store) else ():
+        rel = f"{layout.STORE_DIR}/{name}"
+        if kind_of(rel) == "immutable" and rel not in seen:
+            os.remove(os.path.join(store, name))  # compacted away in the bucket too
+    atomic_write_bytes(gens_path, json.dumps(gens, sort_keys=True).encode())
     return fetched
 
 
@@ -463,13 +563,15 @@ def hydrate(target: Target, staging: str) -> int:
     sync(target, staging)
     journal = UploadJournal(journal_path)
     book = journal.load()  # the bucket's mirror of its journal, if any
-    for rel, parts in _files(found):
+    for rel, gen, parts in _files(found):
         local = os.path.join(staging, *rel.split("/"))
         if not os.path.isfile(local):
             continue
         data = _read(local)
         kind = kind_of(rel)
         last = parts[-1][1]
+        if kind == "stream":
+            journal.adopt(rel, os.stat(local).st_ino, 0, gen)  # the whole stream, here
         if kind == "stream" and book.ends.get(rel, 0) < len(data):
             off = book.ends.get(rel, 0)
             journal.intend(last, "stream", rel, off, len(data), sha(data[off:]))

@@ -24,6 +24,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -40,6 +41,21 @@ log = logging.getLogger("rayplex.upload")
 
 Say = Callable[[int, str], None]
 MANIFEST_REL = f"{STORE_DIR}/{MANIFEST}"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a stream's plan: ship ``[off, end)`` of stream ``rel`` (generation
+    ``gen``), which are bytes ``[loff, ...)`` of the local file of inode ``ino``; or, with
+    ``adopt``, journal that this file continues the stream from ``off`` on."""
+
+    rel: str
+    off: int
+    end: int
+    loff: int
+    ino: int
+    gen: int
+    adopt: bool = False
 
 
 def uploader_name(hub: str) -> str:
@@ -74,7 +90,7 @@ class Uploader:
         self.counters: dict[str, Any] = {
             "objects": self.book.objects, "bytes": self.book.bytes, "rounds": 0,
             "failures": 0, "problem": None, "diverged": 0, "lag_bytes": 0, "lag_s": 0.0,
-            "staging_bytes": 0, "last_upload": None}
+            "staging_bytes": 0, "last_upload": None, "removed": 0}
 
     # ----------------------------------------------------------------- one round
     def round(self, force: bool = False) -> bool:
@@ -84,13 +100,14 @@ class Uploader:
             self._finish_pending()
             states = self._changed_states()
             immutables = self._new_immutables(states)
-            streams = self._stream_ranges()
-            waiting = sum(end - off for _, off, end in streams)
+            streams = self._stream_plan()
+            waiting = sum(step.end - step.off for step in streams)
             self.counters["lag_bytes"] = waiting
             self.counters["staging_bytes"] = _tree_bytes(self.staging)
             if not (streams or immutables or states):
                 self.waiting_since = None
                 self.counters["lag_s"] = 0.0
+                self._retire()
                 return self._mirror_journal()
             now = time.monotonic()
             self.waiting_since = self.waiting_since or now
@@ -98,8 +115,11 @@ class Uploader:
             if not (force or waiting >= self.segment_bytes
                     or now - self.waiting_since >= self.segment_s):
                 return False
-            for rel, off, end in streams:
-                self._ship("stream", rel, off, end, _read_range(self._local(rel), off, end))
+            for step in streams:
+                if step.adopt:
+                    self.journal.adopt(step.rel, step.ino, step.off, step.gen)
+                else:
+                    self._ship_stream(step)
             for rel in immutables:
                 try:
                     data = _read_range(self._local(rel), 0, None)
@@ -110,6 +130,7 @@ class Uploader:
                 if rel == MANIFEST_REL and not self._segments_up(data):
                     continue  # its segments are not all up yet: the next round sends it
                 self._ship("state", rel, 0, len(data), data)
+            self._retire()
             self._mirror_journal()
             self.waiting_since = None
             self.counters["rounds"] += 1
@@ -121,13 +142,22 @@ class Uploader:
     def _local(self, rel: str) -> str:
         return os.path.join(self.staging, *rel.split("/"))
 
-    def _ship(self, kind: str, rel: str, off: int, end: int, data: bytes) -> None:
+    def _ship_stream(self, step: Step) -> None:
+        data = _read_inode(self._candidates(step.rel), step.ino, step.loff,
+                           step.loff + step.end - step.off)
+        if data is None:
+            raise OSError(f"{step.rel}: its file (inode {step.ino}) is gone")
+        self._ship("stream", step.rel, step.off, step.end, data, step.gen,
+                   ino=step.ino, loff=step.loff)
+
+    def _ship(self, kind: str, rel: str, off: int, end: int, data: bytes, gen: int = 0,
+              **where: int) -> None:
         if len(data) != end - off:
             raise OSError(f"{rel} is shorter than its committed size {end}")
-        key = remote.object_key(rel, off) if kind == "stream" else rel
+        key = remote.object_key(rel, off, gen) if kind == "stream" else rel
         if kind == "state" and key in self.book.pending:
             self._finish_pending()  # never two intents for one state object
-        self.journal.intend(key, kind, rel, off, end, remote.sha(data))
+        self.journal.intend(key, kind, rel, off, end, remote.sha(data), **where)
         remote.put(self.target, key, data)
         self.journal.done(key)
         self.counters["objects"] += 1
@@ -141,12 +171,18 @@ class Uploader:
             if remote.object_size(self.target, key) == size:
                 self.journal.done(key)
                 continue
-            try:
-                data = _read_range(self._local(entry["src"]), int(entry["off"]),
-                                   int(entry["end"]))
-            except OSError:
-                data = b""
-            if len(data) != size or remote.sha(data) != entry["sha"]:
+            data: bytes | None
+            if "ino" in entry:  # a stream's range, in whichever file has that inode now
+                loff = int(entry["loff"])
+                data = _read_inode(self._candidates(entry["src"]), int(entry["ino"]), loff,
+                                   loff + size)
+            else:
+                try:
+                    data = _read_range(self._local(entry["src"]), int(entry["off"]),
+                                       int(entry["end"]))
+                except OSError:
+                    data = None
+            if data is None or len(data) != size or remote.sha(data) != entry["sha"]:
                 # A state file replaced since: its new bytes go up in this round instead.
                 if entry.get("kind") != "state":
                     self.counters["diverged"] += 1
@@ -159,20 +195,82 @@ class Uploader:
             self.counters["objects"] += 1
             self.counters["bytes"] += size
 
-    def _stream_ranges(self) -> list[tuple[str, int, int]]:
-        out = []
+    def _candidates(self, rel: str) -> list[str]:
+        """The local files that may hold stream ``rel``'s bytes: its path and, for a text log,
+        its rotated backups (``<rel>.1``, ``<rel>.2``, ...)."""
+        path = self._local(rel)
+        if not remote.continues(rel):
+            return [path]
+        folder, name = os.path.split(path)
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            return [path]
+        return [path] + [os.path.join(folder, n) for n in sorted(names)
+                         if remote.rotated_from(f"{rel.rsplit('/', 1)[0]}/{n}") == rel]
+
+    def _stream_plan(self) -> list[Step]:
+        """What to ship of each stream, in order: committed bytes not up yet and, when a file
+        was rotated (a text log: its backups' bytes not up yet, oldest first, then the new
+        file continues the stream) or replaced (an artifact written again: a new generation
+        of objects), the adoption of the new file. Nothing is journaled here (a round that is
+        not due ships nothing)."""
+        out: list[Step] = []
         for rel, size in sorted(self.committed().items()):
             if remote.kind_of(rel) != "stream":
                 continue
+            try:
+                ino = os.stat(self._local(rel)).st_ino
+            except OSError:
+                continue
             done = self.book.ends.get(rel, 0)
-            if size > done:
-                out.append((rel, done, int(size)))
-            elif size < done and rel not in self._diverged:
-                self._diverged.add(rel)
-                self.counters["diverged"] += 1
-                self.say(logging.WARNING, f"uploader: {rel} is shorter ({size} bytes) than "
-                         f"what the bucket holds ({done}); its objects are kept as they are")
+            have = self.book.files.get(rel)
+            if have is None and (done == 0 or not remote.continues(rel)):
+                have = {"ino": -1, "base": 0, "gen": 0}  # a new stream
+            elif have is None:  # a journal from before inodes were kept: this file is it
+                have = {"ino": ino, "base": 0, "gen": 0}
+                out.append(Step(rel, 0, 0, 0, ino, 0, adopt=True))
+            base, gen = have["base"], have["gen"]
+            if have["ino"] == ino and size >= done - base:
+                pass
+            elif not remote.continues(rel):  # replaced: a new generation
+                gen, base, done = (gen + 1 if have["ino"] != -1 else 0), 0, 0
+                out.append(Step(rel, 0, 0, 0, ino, gen, adopt=True))
+            else:
+                done, base = self._rotated(rel, have, ino, size, done, out)
+            if size > done - base:
+                out.append(Step(rel, done, base + size, done - base, ino, gen))
         return out
+
+    def _rotated(self, rel: str, have: dict[str, int], ino: int, size: int, done: int,
+                 out: list[Step]) -> tuple[int, int]:
+        """Plan a rotated text log: the rest of the file last shipped (now a backup), the
+        backups after it whole, oldest first; then adopt the current file. Returns the
+        stream's end and the current file's base."""
+        chain = _chain(self._candidates(rel))
+        inos = [i for i, _ in chain]
+        known = have["ino"] if not (have["ino"] == ino and size < done - have["base"]) else -1
+        if known in inos[:-1]:
+            k = inos.index(known)
+            old = chain[k][1]
+            if old > done - have["base"]:
+                out.append(Step(rel, done, have["base"] + old, done - have["base"], known,
+                                have["gen"]))
+                done = have["base"] + old
+            rest = chain[k + 1:-1]
+        else:
+            if have["ino"] != -1 and rel not in self._diverged:
+                self._diverged.add(rel)
+                self.say(logging.INFO, f"uploader: {rel} was rotated past its last backup; "
+                         "its bytes not uploaded before are not in the bucket")
+            rest = chain[:-1]
+        for backup_ino, backup_size in rest:
+            out.append(Step(rel, done, done, 0, backup_ino, have["gen"], adopt=True))
+            if backup_size:
+                out.append(Step(rel, done, done + backup_size, 0, backup_ino, have["gen"]))
+            done += backup_size
+        out.append(Step(rel, done, done, 0, ino, have["gen"], adopt=True))
+        return done, done
 
     def _walk(self) -> list[str]:
         rels = []
@@ -186,7 +284,7 @@ class Uploader:
         """The store segments the manifest snapshot names that are not up yet (never the
         small ones compaction already merged away: the live store writes one every round)."""
         manifest = next((data for rel, data in states if rel == MANIFEST_REL), None)
-        return [rel for rel in _segment_files(manifest) if rel not in self.book.immutables]
+        return [rel for rel in _segment_files(manifest) or [] if rel not in self.book.immutables]
 
     def _changed_states(self) -> list[tuple[str, bytes]]:
         out = []
@@ -202,7 +300,24 @@ class Uploader:
         return out
 
     def _segments_up(self, manifest: bytes) -> bool:
-        return all(rel in self.book.immutables for rel in _segment_files(manifest))
+        names = _segment_files(manifest)
+        return names is not None and all(rel in self.book.immutables for rel in names)
+
+    def _retire(self) -> None:
+        """Delete from the bucket the store segments that the manifest in the bucket no
+        longer names (compaction merged them into one that is up, with that manifest): a
+        reader sees each point once and the bucket does not grow with every compaction."""
+        try:
+            data = _read_range(self._local(MANIFEST_REL), 0, None)
+        except OSError:
+            return
+        keep = _segment_files(data)
+        if keep is None or self.book.states.get(MANIFEST_REL) != remote.sha(data):
+            return  # the manifest in the bucket is not this one: the next round
+        for rel in sorted(self.book.immutables - set(keep)):
+            remote.delete(self.target, rel)
+            self.journal.removed(rel)
+            self.counters["removed"] += 1
 
     def _mirror_journal(self) -> bool:
         """Ship the journal's new lines as a segment of its own (its place in the bucket is
@@ -257,17 +372,52 @@ class Uploader:
             stop.wait(self.backoff_s if busy is None else STORE_IDLE_POLL_S * 5)
 
 
-def _segment_files(manifest: bytes | None) -> list[str]:
-    """The store files (``store/seg-N.parquet``, ``store/pyr-N.parquet``) a manifest names."""
+def _segment_files(manifest: bytes | None) -> list[str] | None:
+    """The store files (``store/seg-N.parquet``, ``store/pyr-N.parquet``) a manifest names;
+    ``None`` for a torn or foreign one (never shipped: see ``_segments_up``)."""
     from rayplex.store.format import Segment
 
-    if not manifest:
+    if manifest is None:
         return []
     try:
         segments = [Segment(**seg) for seg in json.loads(manifest)["segments"]]
     except (ValueError, KeyError, TypeError):
-        return []  # torn or foreign: not shipped as a manifest either (see _segments_up)
+        return None
     return [f"{STORE_DIR}/{name}" for seg in segments for name in (seg.raw, seg.pyr)]
+
+
+def _read_inode(paths: list[str], ino: int, off: int, end: int) -> bytes | None:
+    """``[off, end)`` of the first of ``paths`` whose inode is ``ino`` (checked on the open
+    file, so a rename in between cannot swap it), ``None`` if none is."""
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                if os.fstat(f.fileno()).st_ino != ino:
+                    continue
+                f.seek(off)
+                return f.read(end - off)
+        except OSError:
+            continue
+    return None
+
+
+def _chain(paths: list[str]) -> list[tuple[int, int]]:
+    """``(inode, size)`` of a text log's files, oldest first (``<log>.N`` ... ``<log>.1``,
+    then ``<log>``: ``paths`` as :meth:`Uploader._candidates` lists them), listed again when
+    a rotation moved a file during the listing."""
+    order = paths[:1] + sorted(paths[1:], key=lambda p: -int(p.rsplit(".", 1)[1]))
+    chain: list[tuple[int, int]] = []
+    for _ in range(3):
+        chain = []
+        for path in order[1:] + order[:1]:
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            chain.append((int(st.st_ino), int(st.st_size)))
+        if len({i for i, _ in chain}) == len(chain):
+            break
+    return chain
 
 
 def _read_range(path: str, off: int, end: int | None) -> bytes:
