@@ -117,6 +117,11 @@ def assert_each_object_put_once(s3: S3, prefix: str) -> dict[str, int]:
     """No segment or immutable object was PUT twice; a state object (replaced whole) never
     twice with the same bytes. Returns the counts for the report."""
     versions = s3.versions(prefix)
+    # pyarrow's delete_file puts back an empty marker of the parent directory ("store/", 0
+    # bytes, always the same) after deleting a compacted segment: not an object of ours.
+    markers = {key: etags for key, etags in versions.items() if key.endswith("/")}
+    assert all(len(set(etags)) == 1 for etags in markers.values()), markers
+    versions = {key: etags for key, etags in versions.items() if key not in markers}
     twice, same = [], []
     for key, etags in versions.items():
         rel = remote.parse_key(key)[0]
@@ -128,7 +133,8 @@ def assert_each_object_put_once(s3: S3, prefix: str) -> dict[str, int]:
             twice.append(key)
     assert not twice, f"objects PUT more than once: {twice}"
     assert not same, f"state objects PUT again with the same bytes: {same}"
-    return {"objects": len(versions), "puts": sum(len(v) for v in versions.values())}
+    return {"objects": len(versions), "puts": sum(len(v) for v in versions.values()),
+            "marker_puts": sum(len(v) for v in markers.values())}
 
 
 def _until(check: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -261,6 +267,100 @@ def test_the_readme_s3_example_runs_against_the_server(s3: S3, tmp_path: Any) ->
     assert "main/loss" in done.stdout
     assert_each_object_put_once(s3, "exp1")
     assert s3.secret not in done.stderr + done.stdout
+
+
+# ----------------------------------------------------------------------------- no rewrites
+
+
+def _bucket_store(s3: S3, prefix: str) -> list[str]:
+    listed = s3.client.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/store/")
+    return sorted(o["Key"][len(prefix) + 1:] for o in listed.get("Contents", [])
+                  if o["Key"].endswith(".parquet"))
+
+
+@pytest.mark.slow
+def test_an_artifact_written_again_and_compacted_segments_reach_s3_without_a_rewrite(
+        s3_env: S3) -> None:
+    """save_pkl to a path twice: the bucket holds the new object (a new generation), the old
+    one never overwritten; the store compacts: its old segments leave the bucket once the new
+    manifest is up, and every point is read back from the bucket once."""
+    import pickle
+
+    from rayplex.store import compact
+    from rayplex.store.format import Layout, Manifest
+
+    s3 = s3_env
+    uri = s3.uri("rewrite")
+    hub = rayplex.init(uri, name="s3rewrite", filesystem=s3.filesystem())
+    log = rayplex.get_logger("learner/main", hub=hub.name)
+    log.save_pkl({"v": 1}, "w.pkl")
+    layout = Layout.of(hub.logdir)
+    for batch in range(3):  # three flushes: three small store segments
+        for step in range(batch * 50, batch * 50 + 50):
+            log.add_scalar("loss", float(step), step=step)
+        rayplex.flush(hub.name)
+        _until(lambda b=batch: layout.manifest.exists()
+               and len(Manifest.load(layout).segments) > b, 60, "the store's segments")
+    rayplex.flush(hub.name)
+    before = _bucket_store(s3, "rewrite")
+    assert len(before) >= 6, before
+    assert compact(hub.logdir, min_segments=2) >= 3
+    log.save_pkl({"v": 2, "pad": "x" * 300}, "w.pkl")  # longer than what is up
+    rayplex.flush(hub.name)
+    names = {f"store/{n}" for seg in Manifest.load(layout).segments for n in seg.files}
+    assert _bucket_store(s3, "rewrite") == sorted(n for n in names if n.endswith(".parquet"))
+    assert [row.step for row in rayplex.read_scalars(uri, tag="main/loss")] == list(range(150))
+    copy = remote.readable(uri)
+    with open(os.path.join(copy, "artifacts", "learner", "main", "w.pkl"), "rb") as f:
+        assert pickle.loads(f.read()) == {"v": 2, "pad": "x" * 300}
+    log.save_pkl({"v": 3}, "w.pkl")  # shorter
+    rayplex.shutdown(hub.name)
+    copy = remote.readable(uri)
+    with open(os.path.join(copy, "artifacts", "learner", "main", "w.pkl"), "rb") as f:
+        assert pickle.loads(f.read()) == {"v": 3}
+    counts = assert_each_object_put_once(s3, "rewrite")
+    print(f"rewritten artifact and compaction: {counts}; store objects {len(before)} -> "
+          f"{len(_bucket_store(s3, 'rewrite'))}")
+
+
+def test_a_rotated_text_log_goes_up_to_s3_as_one_stream_each_byte_once(
+        s3: S3, tmp_path: Any) -> None:
+    """The hub's text-log rotation (RAYPLEX_LOG_MAX_BYTES) with the uploader running in
+    between, against the server: no backup goes up as an object of its own, no object is PUT
+    twice, and the bucket's log holds every line once, in order."""
+    from rayplex.actors.logfiles import LogFiles
+    from rayplex.textlog import LogLine
+    from rayplex.upload import Uploader
+
+    staging = tmp_path / "staging"
+    target = remote.resolve("s3://" + BUCKET + "/rotate", s3.filesystem())
+    assert target is not None
+    files = LogFiles(staging / "logs", max_bytes=400, backup_count=5, level="INFO")
+
+    def committed() -> dict[str, int]:
+        return {p.relative_to(staging).as_posix(): p.stat().st_size
+                for p in (staging / "logs").rglob("*") if p.is_file()}
+
+    up = Uploader(str(staging), target, committed, segment_s=1e9)
+    sent = []
+    for i in range(60):
+        sent.append(f"line {i:03d} " + "y" * 40)
+        files.write([LogLine(float(i), 20, "learner/main", "n", 1, "l", sent[-1])])
+        files.flush()
+        if i % 6 == 5:
+            assert up.drain(30)
+    assert up.drain(30)
+    files.close()
+    versions = s3.versions("rotate")
+    assert not [k for k in versions if ".log." in k.split("/")[-1].replace(".log.part", "")]
+    counts = assert_each_object_put_once(s3, "rotate")
+    copy = tmp_path / "copy"
+    remote.sync(target, str(copy))
+    got = (copy / "logs" / "all.log").read_text().splitlines()
+    assert [line.split(": ", 1)[1] for line in got] == sent
+    mine = (copy / "logs" / "learner" / "main.log").read_text().splitlines()
+    assert [line.split(": ", 1)[1] for line in mine] == sent
+    print(f"rotated logs: {counts}")
 
 
 # ----------------------------------------------------------------------------- faults
