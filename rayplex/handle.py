@@ -289,7 +289,8 @@ def init(logdir: str | os.PathLike[str], name: str | None = None, *,
 
         cfg = config()
         get_or_create_uploader(name, path, target, node_id, cfg.upload_segment_s,
-                               int(cfg.upload_segment_mb * 2**20))
+                               int(cfg.upload_segment_mb * 2**20),
+                               int(cfg.staging_max_mb * 2**20))
         handle.uri = target.uri
     return handle
 

@@ -64,6 +64,9 @@ JOURNAL = f"{layout.STATE_DIR}/uploads.jsonl"
 """The upload journal, relative to the staging directory (and its mirror in the bucket)."""
 _SYNCED_GENS = f"{layout.STATE_DIR}/synced-generations.json"
 """In a synced copy: the generation of each file it holds (:func:`sync`)."""
+STAGING_FULL = f"{layout.STATE_DIR}/staging-full"
+"""In a staging directory, while it holds more than its bound not yet in the bucket: why (the
+uploader writes and removes it; the hub refuses writes while it is there)."""
 STATE_FILES = frozenset({f"{layout.STATE_DIR}/{layout.REGISTRY_FILE}"})
 """The files of ``.rayplex/`` that go to the bucket (the rest is the hub's private state)."""
 
@@ -168,6 +171,29 @@ def _slug(target: Target) -> str:
     digest = hashlib.sha256(target.key.encode()).hexdigest()[:16]
     tail = re.sub(r"[^A-Za-z0-9._-]+", "_", target.root.rstrip("/").rsplit("/", 1)[-1])[-40:]
     return f"{tail or 'root'}-{digest}"
+
+
+def staging_full(staging: str) -> str | None:
+    """Why the hub writing into ``staging`` must refuse writes now (its staging directory
+    holds more than ``RAYPLEX_STAGING_MAX_MB`` not yet in the bucket), else ``None``: one
+    failed open per write for a logdir that is not full (or not on object storage)."""
+    try:
+        with open(os.path.join(staging, *STAGING_FULL.split("/")), encoding="utf-8") as f:
+            return f.read() or "the staging directory is full"
+    except OSError:
+        return None
+
+
+def set_staging_full(staging: str, reason: str | None) -> None:
+    """Raise (``reason``) or lower (``None``) the flag :func:`staging_full` reads."""
+    from rayplex.atomic import atomic_write_bytes
+
+    path = os.path.join(staging, *STAGING_FULL.split("/"))
+    if reason is None:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+    else:
+        atomic_write_bytes(path, reason.encode())
 
 
 def staging_dir(target: Target) -> str:

@@ -73,13 +73,16 @@ class Uploader:
 
     def __init__(self, staging: str, target: remote.Target,
                  committed: Callable[[], Mapping[str, int]], say: Say | None = None, *,
-                 segment_s: float = 30.0, segment_bytes: int = 16 * 2**20) -> None:
+                 segment_s: float = 30.0, segment_bytes: int = 16 * 2**20,
+                 max_bytes: int = 0) -> None:
         self.staging = os.path.abspath(staging)
         self.target = target
         self.committed = committed
         self.say = say or (lambda level, message: log.log(level, message))
         self.segment_s = segment_s
         self.segment_bytes = segment_bytes
+        self.max_bytes = max_bytes
+        self.full = remote.staging_full(self.staging) is not None
         self.lock = threading.Lock()
         self.journal = remote.UploadJournal(os.path.join(self.staging, remote.JOURNAL))
         self.book = self.journal.load()
@@ -90,7 +93,7 @@ class Uploader:
         self.counters: dict[str, Any] = {
             "objects": self.book.objects, "bytes": self.book.bytes, "rounds": 0,
             "failures": 0, "problem": None, "diverged": 0, "lag_bytes": 0, "lag_s": 0.0,
-            "staging_bytes": 0, "last_upload": None, "removed": 0}
+            "staging_bytes": 0, "last_upload": None, "removed": 0, "dropped": 0, "staging_full": self.full}
 
     # ----------------------------------------------------------------- one round
     def round(self, force: bool = False) -> bool:
@@ -120,6 +123,7 @@ class Uploader:
                     self.journal.adopt(step.rel, step.ino, step.off, step.gen)
                 else:
                     self._ship_stream(step)
+            self._drop_backups({step.rel for step in streams})
             for rel in immutables:
                 try:
                     data = _read_range(self._local(rel), 0, None)
@@ -208,6 +212,22 @@ class Uploader:
             return [path]
         return [path] + [os.path.join(folder, n) for n in sorted(names)
                          if remote.rotated_from(f"{rel.rsplit('/', 1)[0]}/{n}") == rel]
+
+    def _drop_backups(self, rels: set[str]) -> None:
+        """Delete the rotated backups of text logs ``rels`` whose bytes are all in the bucket
+        (every backup but the file the stream continues from): the staging directory keeps
+        only what the bucket does not have yet."""
+        for rel in sorted(rels):
+            have = self.book.files.get(rel)
+            if have is None or not remote.continues(rel):
+                continue
+            for path in self._candidates(rel)[1:]:
+                try:  # (a rotation between this stat and the remove needs two in a row)
+                    if os.stat(path).st_ino != have["ino"]:
+                        os.remove(path)
+                        self.counters["dropped"] += 1
+                except OSError:
+                    continue
 
     def _stream_plan(self) -> list[Step]:
         """What to ship of each stream, in order: committed bytes not up yet and, when a file
@@ -341,6 +361,7 @@ class Uploader:
         try:
             busy = self.round(force)
         except Exception as exc:
+            self._gate(failed=True)
             self.counters["failures"] += 1
             now = time.monotonic()
             self.waiting_since = self.waiting_since or now
@@ -352,11 +373,44 @@ class Uploader:
             self.counters["problem"] = problem
             self.backoff_s = min(STORE_BACKOFF_MAX_S, max(0.1, self.backoff_s * 2))
             return None
+        self._gate(failed=False)
         if self.counters["problem"] is not None:
             self.say(logging.WARNING, "uploader: rounds succeed again")
             self.counters["problem"] = None
         self.backoff_s = 0.0
         return busy
+
+    def _gate(self, failed: bool) -> None:
+        """Hold the hub's writes (:func:`rayplex.remote.set_staging_full`) while more than
+        :attr:`max_bytes` committed bytes wait for the bucket; let them go below 90 % of it.
+        After a failed round the wait is estimated from the hub's committed sizes."""
+        if self.max_bytes <= 0:
+            return
+        if failed:
+            try:
+                self.counters["lag_bytes"] = self._waiting()
+            except Exception:
+                return  # the hub is restarting: the next round measures
+        waiting = int(self.counters["lag_bytes"])
+        if not self.full and waiting > self.max_bytes:
+            self.full = True
+            remote.set_staging_full(self.staging, (
+                f"the staging directory holds {waiting} bytes not yet in the bucket (bound "
+                f"RAYPLEX_STAGING_MAX_MB: {self.max_bytes} bytes; the bucket: "
+                f"{self.counters['problem'] or 'slow'}); writes resume as it catches up"))
+            self.say(logging.WARNING, f"uploader: {waiting} bytes wait for the bucket, more "
+                     f"than the bound {self.max_bytes}: the hub refuses writes until they are "
+                     "up (the senders keep the data and retry)")
+        elif self.full and waiting < self.max_bytes * 0.9:
+            self.full = False
+            remote.set_staging_full(self.staging, None)
+            self.say(logging.WARNING, "uploader: the bucket caught up; the hub writes again")
+        self.counters["staging_full"] = self.full
+
+    def _waiting(self) -> int:
+        """Committed stream bytes not yet in the bucket (what a round would ship of them)."""
+        with self.lock:
+            return sum(step.end - step.off for step in self._stream_plan())
 
     def drain(self, timeout: float) -> bool:
         """Ship everything committed so far; True when the bucket has it within ``timeout``.
@@ -441,10 +495,11 @@ class UploaderActor:
     """Uploads the staging directory of experiment ``hub`` (see the module docstring)."""
 
     def __init__(self, hub: str, staging: str, target: remote.Target, segment_s: float,
-                 segment_bytes: int) -> None:
+                 segment_bytes: int, max_bytes: int = 0) -> None:
         self.hub = get_hub(hub)
         self.uploader = Uploader(staging, target, self._committed, self._say,
-                                 segment_s=segment_s, segment_bytes=segment_bytes)
+                                 segment_s=segment_s, segment_bytes=segment_bytes,
+                                 max_bytes=max_bytes)
         self._stop = threading.Event()
         self._loop = threading.Thread(target=self.uploader.run, args=(self._stop,),
                                       name="rayplex-upload", daemon=True)
@@ -472,11 +527,11 @@ class UploaderActor:
 
 
 def get_or_create_uploader(hub: str, staging: str, target: remote.Target, node_id: str,
-                           segment_s: float, segment_bytes: int) -> Any:
+                           segment_s: float, segment_bytes: int, max_bytes: int = 0) -> Any:
     """The uploader of experiment ``hub``, created on ``node_id`` if it does not exist."""
     return (
         ray.remote(UploaderActor)
         .options(**{**detached(uploader_name(hub), node_id), "max_task_retries": 0},
                  max_concurrency=4)
-        .remote(hub, staging, target, segment_s, segment_bytes)
+        .remote(hub, staging, target, segment_s, segment_bytes, max_bytes)
     )

@@ -331,3 +331,53 @@ def test_segments_compacted_away_leave_the_bucket_after_the_new_manifest(
     remote.sync(target, str(copy))
     assert sorted(os.listdir(copy / "store")) == [
         "MANIFEST.json", "pyr-00000003.parquet", "seg-00000003.parquet"]
+
+
+def test_the_staging_directory_is_bounded_uploaded_backups_go_and_a_dead_bucket_holds_writes(
+        tmp_path: Path) -> None:
+    """Rotated text logs whose bytes are up are deleted locally; while the bucket cannot be
+    written and more than the bound waits, the flag the hub refuses writes on is up, and it
+    goes down once the bucket caught up."""
+    from rayplex.actors.logfiles import LogFiles
+    from rayplex.textlog import LogLine
+
+    staging, bucket = tmp_path / "staging", tmp_path / "bucket"
+    bucket.write_text("not a directory: every PUT fails")  # the bucket is unreachable
+    target = remote.resolve(f"file://{bucket}")
+    assert target is not None
+    files = LogFiles(staging / "logs", max_bytes=400, backup_count=1000, level="INFO")
+
+    def committed() -> dict[str, int]:
+        return {p.relative_to(staging).as_posix(): p.stat().st_size
+                for p in (staging / "logs").rglob("*") if p.is_file()}
+
+    up = Uploader(str(staging), target, committed, segment_s=1e9, max_bytes=2000)
+    peak = 0
+    for i in range(100):
+        files.write([LogLine(float(i), 20, "learner/main", "n", 1, "l", f"line {i:03d}")])
+        files.flush()
+        if up.attempt(force=True) is None and remote.staging_full(str(staging)):
+            written = i + 1
+            break
+        peak = max(peak, up.counters["lag_bytes"])
+    else:
+        raise AssertionError("the flag never went up")
+    assert "not yet in the bucket" in (remote.staging_full(str(staging)) or "")
+    assert 2000 < up.counters["lag_bytes"] < 2000 + 400 and up.counters["staging_full"]
+    bucket.unlink()  # the bucket is back
+    assert up.drain(10) and remote.staging_full(str(staging)) is None
+    assert not up.counters["staging_full"] and up.counters["dropped"] > 0
+    logs = sorted(p.name for p in (staging / "logs").rglob("*") if p.is_file())
+    assert logs == ["all.log", "main.log"], logs  # the backups are up, and gone locally
+    for i in range(100, 160):  # the bucket up: the staging logs stay below a rotation or two
+        files.write([LogLine(float(i), 20, "learner/main", "n", 1, "l", f"line {i:03d}")])
+        files.flush()
+        assert up.drain(10)
+        assert sum(p.stat().st_size for p in (staging / "logs").rglob("*") if p.is_file()) \
+            <= 2 * 400
+    files.close()
+    copy = tmp_path / "copy"
+    remote.sync(target, str(copy))
+    got = (copy / "logs" / "all.log").read_text().splitlines()
+    assert [line.split(": ", 1)[1] for line in got] == [
+        f"line {i:03d}" for i in [*range(written), *range(100, 160)]]
