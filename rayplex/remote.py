@@ -44,6 +44,7 @@ import os
 import re
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,8 +53,9 @@ from rayplex import layout
 from rayplex.atomic import TEMP_PREFIX
 from rayplex.config import PROBE_TIMEOUT_S, config
 
-__all__ = ["JOURNAL", "Target", "UploadJournal", "cache_dir", "hydrate", "is_uri", "kind_of",
-           "object_key", "parse_key", "probe", "redact", "resolve", "staging_dir", "sync"]
+__all__ = ["CLAIM", "JOURNAL", "Target", "UploadJournal", "cache_dir", "claimant", "hydrate",
+           "is_uri", "kind_of", "object_key", "parse_key", "probe", "redact", "release_claim",
+           "renew_claim", "resolve", "staging_dir", "sync", "take_claim"]
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+)://")
 _PART = re.compile(r"^(.*)\.part-(\d{16})$")
@@ -64,6 +66,11 @@ JOURNAL = f"{layout.STATE_DIR}/uploads.jsonl"
 """The upload journal, relative to the staging directory (and its mirror in the bucket)."""
 _SYNCED_GENS = f"{layout.STATE_DIR}/synced-generations.json"
 """In a synced copy: the generation of each file it holds (:func:`sync`)."""
+CLAIM = f"{layout.STATE_DIR}/claim.json"
+"""In the bucket: which hub writes this logdir, until when (:func:`take_claim`)."""
+CLAIM_LEASE_S = 120.0
+"""How long a bucket claim holds without being renewed (the uploader renews it every
+quarter of this)."""
 STAGING_FULL = f"{layout.STATE_DIR}/staging-full"
 """In a staging directory, while it holds more than its bound not yet in the bucket: why (the
 uploader writes and removes it; the hub refuses writes while it is there)."""
@@ -609,6 +616,82 @@ def hydrate(target: Target, staging: str) -> int:
             journal.intend(rel, "state", rel, 0, len(data), sha(data))
             journal.done(rel)
     return len(found)
+
+
+# ----------------------------------------------------------------------------- claim
+
+
+def claimant(name: str, staging: str) -> dict[str, str]:
+    """The identity a hub claims a bucket with: its experiment ``name``, its host and its
+    staging directory (``id``: a digest of host and staging directory, so that the same hub
+    restarted on the same node keeps its claim, and any other hub is another)."""
+    import socket
+
+    host = socket.gethostname()
+    digest = hashlib.sha256(f"{host}\0{os.path.realpath(staging)}".encode()).hexdigest()[:16]
+    return {"id": digest, "hub": name, "host": host}
+
+
+def _get_claim(target: Target) -> dict[str, Any] | None:
+    try:
+        with target.fs.open_input_stream(target.path(CLAIM)) as f:
+            claim = json.loads(f.read())
+    except (FileNotFoundError, ValueError):
+        return None
+    return claim if isinstance(claim, dict) else None
+
+
+def _other(claim: dict[str, Any] | None, me: dict[str, str], now: float) -> str | None:
+    """Words for a live claim of another hub, else ``None``."""
+    if claim is None or claim.get("id") == me["id"] or float(claim.get("expires", 0)) <= now:
+        return None
+    return (f"hub {claim.get('hub')!r} on {claim.get('host')!r} (its claim on the bucket is "
+            f"renewed until {time.strftime('%H:%M:%S', time.localtime(claim['expires']))})")
+
+
+def renew_claim(target: Target, me: dict[str, str], lease_s: float = CLAIM_LEASE_S) -> str | None:
+    """Renew ``me``'s claim on the logdir in ``target`` (a PUT of :data:`CLAIM` with a new
+    expiry) unless another hub's live claim is there: then say whose (and write nothing)."""
+    now = time.time()
+    other = _other(_get_claim(target), me, now)
+    if other is not None:
+        return other
+    put(target, CLAIM, json.dumps({**me, "expires": now + lease_s}, sort_keys=True).encode())
+    return None
+
+
+def take_claim(target: Target, me: dict[str, str], lease_s: float = CLAIM_LEASE_S,
+               settle_s: float = 0.5) -> None:
+    """Claim the logdir in ``target`` for ``me``: refused while another hub's claim is live.
+    S3 has no compare-and-swap through pyarrow, so the claim is written, then read back after
+    ``settle_s``: of two hubs racing, the one whose PUT landed last keeps it (a slower race is
+    settled at the next renewal, which the loser finds taken).
+
+    Raises:
+        LogdirConflictError: another hub holds a live claim.
+        ValueError: the bucket cannot be read or written (said without credentials).
+    """
+    from rayplex.errors import LogdirConflictError
+
+    def run() -> str | None:
+        other = renew_claim(target, me, lease_s)
+        if other is None:
+            time.sleep(settle_s)
+            other = _other(_get_claim(target), me, time.time())
+        return other
+
+    other = _call(run, PROBE_TIMEOUT_S + settle_s, "claim the logdir", target)
+    if other is not None:
+        raise LogdirConflictError(
+            f"logdir {target.uri!r} is written by {other}; one hub writes a logdir. Shut it "
+            "down first (its claim is released), or wait until its claim expires")
+
+
+def release_claim(target: Target, me: dict[str, str]) -> None:
+    """Give ``me``'s claim up (nothing if it is another hub's)."""
+    claim = _get_claim(target)
+    if claim is not None and claim.get("id") == me["id"]:
+        delete(target, CLAIM)
 
 
 def _read(path: str) -> bytes:

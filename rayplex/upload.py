@@ -43,6 +43,10 @@ Say = Callable[[int, str], None]
 MANIFEST_REL = f"{STORE_DIR}/{MANIFEST}"
 
 
+class ClaimLost(OSError):
+    """Another hub holds the bucket's claim: this uploader uploads nothing."""
+
+
 @dataclass(frozen=True)
 class Step:
     """One step of a stream's plan: ship ``[off, end)`` of stream ``rel`` (generation
@@ -74,7 +78,7 @@ class Uploader:
     def __init__(self, staging: str, target: remote.Target,
                  committed: Callable[[], Mapping[str, int]], say: Say | None = None, *,
                  segment_s: float = 30.0, segment_bytes: int = 16 * 2**20,
-                 max_bytes: int = 0) -> None:
+                 max_bytes: int = 0, claim: dict[str, str] | None = None) -> None:
         self.staging = os.path.abspath(staging)
         self.target = target
         self.committed = committed
@@ -82,6 +86,8 @@ class Uploader:
         self.segment_s = segment_s
         self.segment_bytes = segment_bytes
         self.max_bytes = max_bytes
+        self.claim = claim
+        self.renewed = time.monotonic()  # rayplex.init took the claim just before
         self.full = remote.staging_full(self.staging) is not None
         self.lock = threading.Lock()
         self.journal = remote.UploadJournal(os.path.join(self.staging, remote.JOURNAL))
@@ -100,6 +106,7 @@ class Uploader:
         """Ship what is due; False if nothing was (then, after a forced round, the bucket holds
         everything committed before the round began)."""
         with self.lock:
+            self._renew()
             self._finish_pending()
             states = self._changed_states()
             immutables = self._new_immutables(states)
@@ -141,6 +148,25 @@ class Uploader:
             self.counters["lag_s"] = 0.0
             self.counters["lag_bytes"] = 0
             self.counters["last_upload"] = time.time()
+            return True
+
+    def _renew(self) -> None:
+        """Renew the bucket claim every quarter lease; raise (no upload) if another hub
+        holds it now."""
+        if self.claim is None or time.monotonic() - self.renewed < remote.CLAIM_LEASE_S / 4:
+            return
+        other = remote.renew_claim(self.target, self.claim)
+        if other is not None:
+            raise ClaimLost(f"the bucket is claimed by {other}: not uploading")
+        self.renewed = time.monotonic()
+
+    def release(self) -> bool:
+        """Give the bucket claim up if everything is up (else keep it until it expires: the
+        rest is uploaded by the next ``rayplex.init`` of this logdir on this node)."""
+        with self.lock:
+            if self.claim is None or self.book.pending or self.counters["lag_bytes"]:
+                return False
+            remote.release_claim(self.target, self.claim)
             return True
 
     def _local(self, rel: str) -> str:
@@ -395,9 +421,9 @@ class Uploader:
         if not self.full and waiting > self.max_bytes:
             self.full = True
             remote.set_staging_full(self.staging, (
-                f"the staging directory holds {waiting} bytes not yet in the bucket (bound "
-                f"RAYPLEX_STAGING_MAX_MB: {self.max_bytes} bytes; the bucket: "
-                f"{self.counters['problem'] or 'slow'}); writes resume as it catches up"))
+                f"the staging directory holds {waiting} bytes not yet in the bucket, more than "
+                f"RAYPLEX_STAGING_MAX_MB ({self.max_bytes} bytes); writes resume as the "
+                "uploader catches up"))
             self.say(logging.WARNING, f"uploader: {waiting} bytes wait for the bucket, more "
                      f"than the bound {self.max_bytes}: the hub refuses writes until they are "
                      "up (the senders keep the data and retry)")
@@ -420,10 +446,18 @@ class Uploader:
                      lambda: self.backoff_s, timeout)
 
     def run(self, stop: threading.Event) -> None:
-        """Rounds until ``stop`` is set."""
+        """Rounds until ``stop`` is set; while backing off from a failed round, the staging
+        bound is measured every second (the hub must stop writing soon after it is hit)."""
         while not stop.is_set():
             busy = self.attempt()
-            stop.wait(self.backoff_s if busy is None else STORE_IDLE_POLL_S * 5)
+            if busy is not None:
+                stop.wait(STORE_IDLE_POLL_S * 5)
+                continue
+            until = time.monotonic() + self.backoff_s
+            while not stop.wait(max(0.0, min(1.0, until - time.monotonic()))):
+                if time.monotonic() >= until:
+                    break
+                self._gate(failed=True)
 
 
 def _segment_files(manifest: bytes | None) -> list[str] | None:
@@ -495,11 +529,12 @@ class UploaderActor:
     """Uploads the staging directory of experiment ``hub`` (see the module docstring)."""
 
     def __init__(self, hub: str, staging: str, target: remote.Target, segment_s: float,
-                 segment_bytes: int, max_bytes: int = 0) -> None:
+                 segment_bytes: int, max_bytes: int = 0,
+                 claim: dict[str, str] | None = None) -> None:
         self.hub = get_hub(hub)
         self.uploader = Uploader(staging, target, self._committed, self._say,
                                  segment_s=segment_s, segment_bytes=segment_bytes,
-                                 max_bytes=max_bytes)
+                                 max_bytes=max_bytes, claim=claim)
         self._stop = threading.Event()
         self._loop = threading.Thread(target=self.uploader.run, args=(self._stop,),
                                       name="rayplex-upload", daemon=True)
@@ -521,17 +556,23 @@ class UploaderActor:
         return self.uploader.drain(timeout)
 
     def stop(self) -> None:
-        """Stop the loop (after its current round)."""
+        """Stop the loop (after its current round); give the bucket claim up if all is up."""
         self._stop.set()
         self._loop.join(timeout=60)
+        try:
+            self.uploader.release()
+        except Exception as exc:  # the claim then expires by itself
+            log.warning("uploader: could not release the bucket claim: %s",
+                        remote.redact(str(exc))[:200])
 
 
 def get_or_create_uploader(hub: str, staging: str, target: remote.Target, node_id: str,
-                           segment_s: float, segment_bytes: int, max_bytes: int = 0) -> Any:
+                           segment_s: float, segment_bytes: int, max_bytes: int = 0,
+                           claim: dict[str, str] | None = None) -> Any:
     """The uploader of experiment ``hub``, created on ``node_id`` if it does not exist."""
     return (
         ray.remote(UploaderActor)
         .options(**{**detached(uploader_name(hub), node_id), "max_task_retries": 0},
                  max_concurrency=4)
-        .remote(hub, staging, target, segment_s, segment_bytes, max_bytes)
+        .remote(hub, staging, target, segment_s, segment_bytes, max_bytes, claim)
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -381,3 +382,32 @@ def test_the_staging_directory_is_bounded_uploaded_backups_go_and_a_dead_bucket_
     got = (copy / "logs" / "all.log").read_text().splitlines()
     assert [line.split(": ", 1)[1] for line in got] == [
         f"line {i:03d}" for i in [*range(written), *range(100, 160)]]
+
+
+def test_a_bucket_claim_refuses_a_second_hub_until_released_or_expired(tmp_path: Path) -> None:
+    from rayplex.errors import LogdirConflictError
+
+    target = remote.resolve(f"file://{tmp_path / 'bucket'}")
+    assert target is not None
+    a = remote.claimant("expA", str(tmp_path / "node1"))
+    b = remote.claimant("expB", str(tmp_path / "node2"))
+    assert a["id"] != b["id"] and remote.claimant("expA", str(tmp_path / "node1")) == a
+    remote.take_claim(target, a, settle_s=0)
+    remote.take_claim(target, a, settle_s=0)  # the same hub again (restarted): still its own
+    with pytest.raises(LogdirConflictError, match="'expA'"):
+        remote.take_claim(target, b, settle_s=0)
+    assert remote.renew_claim(target, a) is None
+    remote.release_claim(target, b)  # not b's: nothing happens
+    with pytest.raises(LogdirConflictError):
+        remote.take_claim(target, b, settle_s=0)
+    remote.release_claim(target, a)
+    remote.take_claim(target, b, lease_s=0.2, settle_s=0)
+    assert "'expB'" in (remote.renew_claim(target, a) or "")  # a finds it taken: uploads stop
+    up = Uploader(str(tmp_path / "node1"), target, lambda: {}, claim=a)
+    up.renewed = -1e9
+    assert up.attempt(force=True) is None and "claimed by hub 'expB'" in up.counters["problem"]
+    deadline = time.monotonic() + 10
+    while remote.renew_claim(target, a) is not None:  # b's lease runs out unrenewed
+        assert time.monotonic() < deadline, "b's claim never expired"
+        time.sleep(0.05)
+    assert up.attempt(force=True) is not None

@@ -125,7 +125,8 @@ def assert_each_object_put_once(s3: S3, prefix: str) -> dict[str, int]:
     twice, same = [], []
     for key, etags in versions.items():
         rel = remote.parse_key(key)[0]
-        kind = "journal" if rel == remote.JOURNAL else remote.kind_of(rel)
+        kind = ("journal" if rel == remote.JOURNAL
+                else "state" if rel == remote.CLAIM else remote.kind_of(rel))
         if kind == "state":
             if len(set(etags)) != len(etags):
                 same.append(key)
@@ -363,6 +364,33 @@ def test_a_rotated_text_log_goes_up_to_s3_as_one_stream_each_byte_once(
     print(f"rotated logs: {counts}")
 
 
+@pytest.mark.slow
+def test_two_hubs_on_two_nodes_cannot_both_write_one_bucket_logdir(
+        s3_env: S3, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two experiments with staging directories of their own (two nodes, as the bucket sees
+    them) on one URI: the second init is refused while the first hub's claim is live, and
+    takes the logdir once the first shut down; all of both is in the bucket once."""
+    from rayplex.errors import LogdirConflictError
+
+    s3 = s3_env
+    uri = s3.uri("claimed")
+    first = rayplex.init(uri, name="s3claimA", filesystem=s3.filesystem())
+    rayplex.get_logger("learner/main", hub=first.name).add_scalar("x", 1.0, step=0)
+    monkeypatch.setenv("RAYPLEX_STAGING_DIR", str(tmp_path / "node2"))
+    reload_config()
+    with pytest.raises(LogdirConflictError, match="s3claimA"):
+        rayplex.init(uri, name="s3claimB", filesystem=s3.filesystem())
+    assert "s3claimB" not in [i.get("name") for i in rayplex.status()]
+    assert not (tmp_path / "node2").exists() or not any((tmp_path / "node2").rglob("*.log"))
+    rayplex.shutdown(first.name)  # releases the claim (everything is up)
+    second = rayplex.init(uri, name="s3claimB", filesystem=s3.filesystem())
+    rayplex.get_logger("learner/main", hub=second.name).add_scalar("x", 2.0, step=1)
+    rayplex.shutdown(second.name)
+    rows = rayplex.read_scalars(uri, tag="main/x")
+    assert [(r.step, r.value) for r in rows] == [(0, 1.0), (1, 2.0)]
+    assert_each_object_put_once(s3, "claimed")
+
+
 # ----------------------------------------------------------------------------- faults
 
 
@@ -393,10 +421,15 @@ def _exactly_once(s3: S3, uri: str, prefix: str, workers: int, steps: int) -> di
 @pytest.mark.slow
 def test_the_server_down_while_8_workers_log_delays_the_bucket_not_the_workers(
         s3_env: S3, monkeypatch: pytest.MonkeyPatch) -> None:
+    """30 s down while 8 workers log, with a staging bound (RAYPLEX_STAGING_MAX_MB) the
+    outage exceeds: the hub holds its writes once it is hit, the workers never wait, and all
+    arrives once after."""
     s3 = s3_env
+    bound = 8 * 1024
     monkeypatch.setenv("RAYPLEX_UPLOAD_SEGMENT_S", "0.3")
+    monkeypatch.setenv("RAYPLEX_STAGING_MAX_MB", str(bound / 2**20))
     reload_config()
-    uri, workers, steps, outage_s = s3.uri("outage"), 8, 120, 15.0
+    uri, workers, steps, outage_s = s3.uri("outage"), 8, 200, 30.0
     hub = rayplex.init(uri, name="s3outage", filesystem=s3.filesystem())
     hub.register_indexed_group("agent", 1)
     refs = [_log_steadily.remote(hub.name, i, steps, 0.2) for i in range(workers)]
@@ -405,7 +438,12 @@ def test_the_server_down_while_8_workers_log_delays_the_bucket_not_the_workers(
     down = time.monotonic()
     lag = _until(lambda: (i := _upload_info(hub.name)).get("problem") and i, 30,
                  "the uploader to notice the outage")
-    time.sleep(max(0.0, outage_s - (time.monotonic() - down)))  # the outage itself
+    peak, held = 0, False
+    while time.monotonic() - down < outage_s:  # the outage itself, the bound watched
+        seen = _upload_info(hub.name)
+        peak = max(peak, int(seen.get("lag_bytes", 0)))
+        held = held or bool(seen.get("staging_full"))
+        time.sleep(0.5)
     behind = _upload_info(hub.name)
     s3.restart()
     results = ray.get(refs, timeout=300)
@@ -413,12 +451,14 @@ def test_the_server_down_while_8_workers_log_delays_the_bucket_not_the_workers(
     longest = max(t for _, t in results)
     assert longest < 0.5, f"add_scalar waited {longest:.2f} s during the outage"
     assert behind.get("lag_s", 0) >= outage_s / 2, behind  # the lag grew while down
+    assert held and bound < peak < 2 * bound, (held, peak)  # the bound was hit, and held
     rayplex.flush(hub.name)
     after = _upload_info(hub.name)
-    assert after["lag_bytes"] == 0 and after["problem"] is None
+    assert after["lag_bytes"] == 0 and after["problem"] is None and not after["staging_full"]
     rayplex.shutdown(hub.name)
     counts = _exactly_once(s3, uri, "outage", workers, steps)
-    print(f"outage {outage_s:.0f} s: lag seen {behind.get('lag_bytes')} bytes "
+    print(f"outage {outage_s:.0f} s: lag peak {peak} bytes (bound {bound}), "
+          f"lag seen {behind.get('lag_bytes')} bytes "
           f"{behind.get('lag_s')} s (problem: {lag['problem'][:60]}); longest add_scalar "
           f"{longest * 1e3:.1f} ms; {counts}")
 
