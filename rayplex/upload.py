@@ -271,7 +271,7 @@ class Uploader:
                 continue
             done = self.book.ends.get(rel, 0)
             have = self.book.files.get(rel)
-            if have is None and (done == 0 or not remote.continues(rel)):
+            if have is None and done == 0:
                 have = {"ino": -1, "base": 0, "gen": 0}  # a new stream
             elif have is None:  # a journal from before inodes were kept: this file is it
                 have = {"ino": ino, "base": 0, "gen": 0}
