@@ -411,6 +411,9 @@ class Uploader:
         :attr:`max_bytes` committed bytes wait for the bucket; let them go below 90 % of it.
         After a failed round the wait is estimated from the hub's committed sizes."""
         if self.max_bytes <= 0:
+            if self.full:  # left by a run with a bound: no bound now
+                self.full = False
+                remote.set_staging_full(self.staging, None)
             return
         if failed:
             try:
