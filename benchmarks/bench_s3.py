@@ -46,6 +46,8 @@ def server() -> tuple[Any, Any, str]:
 
 
 KINDS: dict[str, int] = {}
+KIND_BYTES: dict[str, list[int]] = {}
+"""Per top-level directory: [bytes PUT, bytes stored]."""
 
 
 def versions(client: Any, prefix: str) -> tuple[int, int, int, int]:
@@ -53,6 +55,7 @@ def versions(client: Any, prefix: str) -> tuple[int, int, int, int]:
     by top-level directory go to :data:`KINDS`."""
     keys, puts, size, latest = set(), 0, 0, 0
     KINDS.clear()
+    KIND_BYTES.clear()
     for page in client.get_paginator("list_object_versions").paginate(Bucket=BUCKET,
                                                                       Prefix=prefix):
         for v in page.get("Versions", []):
@@ -60,6 +63,9 @@ def versions(client: Any, prefix: str) -> tuple[int, int, int, int]:
             puts += 1
             top = v["Key"][len(prefix):].split("/")[0]
             KINDS[top] = KINDS.get(top, 0) + 1
+            tree = KIND_BYTES.setdefault(top, [0, 0])
+            tree[0] += int(v["Size"])
+            tree[1] += int(v["Size"]) if v["IsLatest"] else 0
             size += int(v["Size"])
             latest += int(v["Size"]) if v["IsLatest"] else 0
     return len(keys), puts, size, latest
@@ -139,6 +145,9 @@ def main() -> None:
         rp = run_rayplex(endpoint, args.workers, args.rate, args.seconds)
         rp_objects, rp_puts, rp_bytes, rp_stored = versions(client, "rayplex/")
         rp["puts_by_tree"] = dict(KINDS)
+        # the store's small segments are merged and deleted as it compacts: bytes PUT twice
+        rp["bytes_put_per_byte_stored_by_tree"] = {
+            top: round(put / max(1, stored), 3) for top, (put, stored) in KIND_BYTES.items()}
         fixed = sum(n for top, n in KINDS.items() if top in (".rayplex", ""))
         tb = run_tbx(endpoint, args.workers, args.rate, args.seconds, args.tbx_flush_s)
         tb_objects, tb_puts, tb_bytes, tb_stored = versions(client, "tbx/")
