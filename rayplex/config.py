@@ -253,6 +253,10 @@ class Config:
     (``RAYPLEX_UPLOAD_SEGMENT_S``); ``flush()`` and ``shutdown()`` ship at once."""
     upload_segment_mb: float = 16.0
     """The uploader ships early once this many MiB are waiting (``RAYPLEX_UPLOAD_SEGMENT_MB``)."""
+    staging_max_mb: float = 1024.0
+    """The staging directory holds at most this many MiB not yet in the bucket
+    (``RAYPLEX_STAGING_MAX_MB``; ``0``: no bound); beyond it the hub refuses writes as on a
+    full disk (the senders keep the data and retry) until the uploader catches up."""
 
     store: bool = True
     """Feed the columnar store ``logdir/store/`` live with every committed scalar, from a store

@@ -248,7 +248,7 @@ def init(logdir: str | os.PathLike[str], name: str | None = None, *,
         TypeError: if ``logdir`` is not a path, or ``forward`` holds something that is not a
             ``rayplex.forward.MLflow`` / ``rayplex.forward.WandB``.
     """
-    from rayplex.remote import hydrate, probe, resolve, staging_dir
+    from rayplex.remote import claimant, hydrate, probe, resolve, staging_dir, take_claim
     from rayplex.rules import validate_part
     from rayplex.textlog import parse_level
 
@@ -265,6 +265,8 @@ def init(logdir: str | os.PathLike[str], name: str | None = None, *,
     if target is not None:
         probe(target)
         logdir = staging_dir(target)
+        claim = claimant(name, logdir)
+        take_claim(target, claim)  # one hub per bucket logdir, whichever node it runs on
         hydrate(target, logdir)  # a new node or a cleaned temp dir: start from the bucket
     path = os.path.realpath(os.path.expanduser(os.fspath(logdir)))
     _check_logdir(path)
@@ -289,7 +291,8 @@ def init(logdir: str | os.PathLike[str], name: str | None = None, *,
 
         cfg = config()
         get_or_create_uploader(name, path, target, node_id, cfg.upload_segment_s,
-                               int(cfg.upload_segment_mb * 2**20))
+                               int(cfg.upload_segment_mb * 2**20),
+                               int(cfg.staging_max_mb * 2**20), claim)
         handle.uri = target.uri
     return handle
 

@@ -37,12 +37,14 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,14 +53,27 @@ from rayplex import layout
 from rayplex.atomic import TEMP_PREFIX
 from rayplex.config import PROBE_TIMEOUT_S, config
 
-__all__ = ["JOURNAL", "Target", "UploadJournal", "cache_dir", "hydrate", "is_uri", "kind_of",
-           "object_key", "parse_key", "probe", "redact", "resolve", "staging_dir", "sync"]
+__all__ = ["CLAIM", "JOURNAL", "Target", "UploadJournal", "cache_dir", "claimant", "hydrate",
+           "is_uri", "kind_of", "object_key", "parse_key", "probe", "redact", "release_claim",
+           "renew_claim", "resolve", "staging_dir", "sync", "take_claim"]
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+)://")
 _PART = re.compile(r"^(.*)\.part-(\d{16})$")
+_GEN = re.compile(r"^(.*)\.gen-(\d{4,})$")
+_ROTATED = re.compile(r"^(.*\.log)\.(\d+)$")
 _SEGMENT = re.compile(r"^(seg|pyr)-\d{8,}\.parquet$")
 JOURNAL = f"{layout.STATE_DIR}/uploads.jsonl"
 """The upload journal, relative to the staging directory (and its mirror in the bucket)."""
+_SYNCED_GENS = f"{layout.STATE_DIR}/synced-generations.json"
+"""In a synced copy: the generation of each file it holds (:func:`sync`)."""
+CLAIM = f"{layout.STATE_DIR}/claim.json"
+"""In the bucket: which hub writes this logdir, until when (:func:`take_claim`)."""
+CLAIM_LEASE_S = 120.0
+"""How long a bucket claim holds without being renewed (the uploader renews it every
+quarter of this)."""
+STAGING_FULL = f"{layout.STATE_DIR}/staging-full"
+"""In a staging directory, while it holds more than its bound not yet in the bucket: why (the
+uploader writes and removes it; the hub refuses writes while it is there)."""
 STATE_FILES = frozenset({f"{layout.STATE_DIR}/{layout.REGISTRY_FILE}"})
 """The files of ``.rayplex/`` that go to the bucket (the rest is the hub's private state)."""
 
@@ -165,6 +180,29 @@ def _slug(target: Target) -> str:
     return f"{tail or 'root'}-{digest}"
 
 
+def staging_full(staging: str) -> str | None:
+    """Why the hub writing into ``staging`` must refuse writes now (its staging directory
+    holds more than ``RAYPLEX_STAGING_MAX_MB`` not yet in the bucket), else ``None``: one
+    failed open per write for a logdir that is not full (or not on object storage)."""
+    try:
+        with open(os.path.join(staging, *STAGING_FULL.split("/")), encoding="utf-8") as f:
+            return f.read() or "the staging directory is full"
+    except OSError:
+        return None
+
+
+def set_staging_full(staging: str, reason: str | None) -> None:
+    """Raise (``reason``) or lower (``None``) the flag :func:`staging_full` reads."""
+    from rayplex.atomic import atomic_write_bytes
+
+    path = os.path.join(staging, *STAGING_FULL.split("/"))
+    if reason is None:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+    else:
+        atomic_write_bytes(path, reason.encode())
+
+
 def staging_dir(target: Target) -> str:
     """Where the hub writes remote logdir ``target`` on this node:
     ``RAYPLEX_STAGING_DIR`` (default ``<tmp>/rayplex-staging``) ``/<name>-<hash of the URI>``.
@@ -193,13 +231,15 @@ def kind_of(rel: str) -> str | None:
         ['stream', 'stream', None, 'state', None, None]
     """
     parts = rel.split("/")
-    if parts[-1].startswith(TEMP_PREFIX) or _PART.match(parts[-1]):
+    if parts[-1].startswith(TEMP_PREFIX) or _PART.match(parts[-1]) or _GEN.match(parts[-1]):
         return None
     if parts[0] == layout.STATE_DIR:
         return "state" if rel in STATE_FILES else None
     if parts[0] == layout.TENSORBOARD:
         return "stream" if "tfevents" in parts[-1] else "state"
-    if parts[0] in (layout.LOGS, layout.ARTIFACTS):
+    if parts[0] == layout.LOGS:  # a rotated backup's bytes are already in its log's stream
+        return None if _ROTATED.match(parts[-1]) else "stream"
+    if parts[0] == layout.ARTIFACTS:
         return "stream"
     if parts[0] == layout.STORE_DIR:  # its segments and manifest (not its lock)
         if len(parts) == 2 and _SEGMENT.match(parts[1]):
@@ -208,9 +248,47 @@ def kind_of(rel: str) -> str | None:
     return "state"
 
 
-def object_key(rel: str, offset: int) -> str:
-    """The object holding the segment of stream ``rel`` that starts at byte ``offset``."""
-    return rel if offset == 0 else f"{rel}.part-{offset:016d}"
+def object_key(rel: str, offset: int, gen: int = 0) -> str:
+    """The object holding the segment of stream ``rel`` that starts at byte ``offset`` of its
+    generation ``gen`` (0, or the n-th time the file was replaced by a new one: its objects are
+    new ones, ``<rel>.gen-<n, 4 digits>``, never the old ones rewritten).
+
+    Example:
+        >>> object_key("artifacts/w.pkl", 0, 2), object_key("artifacts/w.pkl", 7, 2)
+        ('artifacts/w.pkl.gen-0002', 'artifacts/w.pkl.gen-0002.part-0000000000000007')
+    """
+    name = rel if gen == 0 else f"{rel}.gen-{gen:04d}"
+    return name if offset == 0 else f"{name}.part-{offset:016d}"
+
+
+def parse_gen(name: str) -> tuple[str, int]:
+    """``(file, generation)`` of :func:`parse_key`'s file part.
+
+    Example:
+        >>> parse_gen("artifacts/w.pkl.gen-0002"), parse_gen("logs/all.log")
+        (('artifacts/w.pkl', 2), ('logs/all.log', 0))
+    """
+    match = _GEN.match(name)
+    return (match.group(1), int(match.group(2))) if match else (name, 0)
+
+
+def rotated_from(rel: str) -> str | None:
+    """The text log whose rotated backup ``rel`` is (``logs/a.log.2`` -> ``logs/a.log``), else
+    ``None``. Its bytes went up as part of that log's stream: the bucket holds each text log
+    as one stream that is never rotated.
+
+    Example:
+        >>> rotated_from("logs/g/a.log.2"), rotated_from("logs/all.log")
+        ('logs/g/a.log', None)
+    """
+    match = _ROTATED.match(rel)
+    return match.group(1) if match and rel.startswith(f"{layout.LOGS}/") else None
+
+
+def continues(rel: str) -> bool:
+    """Whether a new file at stream ``rel``'s path continues its stream (a text log after a
+    rotation) rather than replacing it (an artifact written again: a new generation)."""
+    return rel.startswith(f"{layout.LOGS}/")
 
 
 def parse_key(key: str) -> tuple[str, int]:
@@ -230,9 +308,13 @@ def sha(data: bytes) -> str:
 @dataclass
 class Book:
     """What the journal says: each stream's uploaded end, each state file's uploaded digest,
-    the immutables uploaded, and the intents not yet done (in order)."""
+    the immutables uploaded (and not removed since), and the intents not yet done (in
+    order)."""
 
     ends: dict[str, int] = field(default_factory=dict)
+    files: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Each stream's local file now: ``{"ino", "base", "gen"}`` (its inode, the offset in the
+    stream where it starts, the generation it writes)."""
     states: dict[str, str] = field(default_factory=dict)
     immutables: set[str] = field(default_factory=set)
     pending: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -263,12 +345,24 @@ class UploadJournal:
                 entry = json.loads(raw)
             except ValueError:
                 continue  # an empty or torn line
-            if entry.get("op") == "intent":
+            op = entry.get("op")
+            if op == "intent":
                 book.pending[entry["key"]] = entry
-            elif entry.get("op") == "done" and entry["key"] in book.pending:
+            elif op == "done" and entry["key"] in book.pending:
                 self._apply(book, book.pending.pop(entry["key"]))
+            elif op == "adopt":
+                self._adopt(book, entry)
+            elif op == "removed":
+                book.immutables.discard(entry["src"])
         self.book = book
         return book
+
+    @staticmethod
+    def _adopt(book: Book, entry: dict[str, Any]) -> None:
+        src, gen = entry["src"], int(entry["gen"])
+        if gen != book.files.get(src, {}).get("gen", 0):
+            book.ends[src] = 0  # a new generation: its objects start afresh
+        book.files[src] = {"ino": int(entry["ino"]), "base": int(entry["base"]), "gen": gen}
 
     @staticmethod
     def _apply(book: Book, entry: dict[str, Any]) -> None:
@@ -289,13 +383,30 @@ class UploadJournal:
             f.flush()
             os.fsync(f.fileno())
 
-    def intend(self, key: str, kind: str, src: str, off: int, end: int, digest: str) -> None:
-        """Journal that object ``key`` is about to be PUT with ``src[off:end]`` (digest)."""
+    def intend(self, key: str, kind: str, src: str, off: int, end: int, digest: str,
+               **where: int) -> None:
+        """Journal that object ``key`` is about to be PUT with ``src[off:end]`` (digest);
+        ``where`` (a stream's ``ino`` and ``loff``) says which local bytes those are."""
         entry = {"op": "intent", "key": key, "kind": kind, "src": src, "off": off, "end": end,
-                 "sha": digest}
+                 "sha": digest, **where}
         with self.lock:
             self._append(entry)
             self.book.pending[key] = entry
+
+    def adopt(self, src: str, ino: int, base: int, gen: int) -> None:
+        """Journal that stream ``src`` now continues from the local file of inode ``ino``,
+        which starts at offset ``base`` of generation ``gen`` (a rotated text log, an artifact
+        written again, a staging directory started from the bucket)."""
+        entry = {"op": "adopt", "src": src, "ino": ino, "base": base, "gen": gen}
+        with self.lock:
+            self._append(entry)
+            self._adopt(self.book, entry)
+
+    def removed(self, src: str) -> None:
+        """Journal that immutable ``src`` left the bucket (compacted into another segment)."""
+        with self.lock:
+            self._append({"op": "removed", "src": src})
+            self.book.immutables.discard(src)
 
     def done(self, key: str) -> None:
         """Journal that object ``key`` is in the bucket."""
@@ -362,6 +473,12 @@ def put(target: Target, key: str, data: bytes) -> None:
         f.write(data)
 
 
+def delete(target: Target, key: str) -> None:
+    """Delete object ``key`` (nothing if it is not there)."""
+    with contextlib.suppress(FileNotFoundError):
+        target.fs.delete_file(target.path(key))
+
+
 def object_size(target: Target, key: str) -> int | None:
     """The size of object ``key``, ``None`` if there is none."""
     import pyarrow.fs as pafs
@@ -380,14 +497,17 @@ def list_objects(target: Target) -> dict[str, int]:
             for info in target.fs.get_file_info(selector) if info.type == pafs.FileType.File}
 
 
-def _files(objects: dict[str, int]) -> Iterator[tuple[str, list[tuple[int, str, int]]]]:
-    """Objects grouped by file: ``(file, [(offset, key, size), ...] sorted by offset)``."""
-    by_file: dict[str, list[tuple[int, str, int]]] = {}
+def _files(objects: dict[str, int]) -> Iterator[tuple[str, int, list[tuple[int, str, int]]]]:
+    """Objects grouped by file, its latest generation only: ``(file, generation, [(offset,
+    key, size), ...] sorted by offset)``."""
+    by_file: dict[str, dict[int, list[tuple[int, str, int]]]] = {}
     for key, size in objects.items():
-        rel, offset = parse_key(key)
-        by_file.setdefault(rel, []).append((offset, key, size))
+        name, offset = parse_key(key)
+        rel, gen = parse_gen(name)
+        by_file.setdefault(rel, {}).setdefault(gen, []).append((offset, key, size))
     for rel in sorted(by_file):
-        yield rel, sorted(by_file[rel])
+        gen = max(by_file[rel])
+        yield rel, gen, sorted(by_file[rel][gen])
 
 
 def sync(target: Target, dest: str) -> dict[str, int]:
@@ -413,12 +533,19 @@ def sync(target: Target, dest: str) -> dict[str, int]:
         fetched["bytes"] += len(data)
         return data
 
-    for rel, parts in _files(objects):
+    gens_path = os.path.join(dest, *_SYNCED_GENS.split("/"))
+    gens: dict[str, int] = json.loads(_read(gens_path)) if os.path.isfile(gens_path) else {}
+    seen = set()
+    for rel, gen, parts in _files(objects):
         kind = kind_of(rel) if rel != JOURNAL else "stream"
         if rel == f"{layout.STATE_DIR}/probe" or kind is None:
             continue
+        seen.add(rel)
         local = os.path.join(dest, *rel.split("/"))
         os.makedirs(os.path.dirname(local), exist_ok=True)
+        if gens.get(rel, 0) != gen and os.path.isfile(local):
+            os.remove(local)  # written again since: the new generation replaces it
+        gens[rel] = gen
         have = os.path.getsize(local) if os.path.isfile(local) else -1
         if kind == "stream":
             have = max(have, 0)
@@ -438,6 +565,12 @@ def sync(target: Target, dest: str) -> dict[str, int]:
             data = get(parts[0][1])
             if have != len(data) or _read(local) != data:
                 atomic_write_bytes(local, data)
+    store = os.path.join(dest, layout.STORE_DIR)
+    for name in os.listdir(store) if os.path.isdir(store) else ():
+        rel = f"{layout.STORE_DIR}/{name}"
+        if kind_of(rel) == "immutable" and rel not in seen:
+            os.remove(os.path.join(store, name))  # compacted away in the bucket too
+    atomic_write_bytes(gens_path, json.dumps(gens, sort_keys=True).encode())
     return fetched
 
 
@@ -463,13 +596,15 @@ def hydrate(target: Target, staging: str) -> int:
     sync(target, staging)
     journal = UploadJournal(journal_path)
     book = journal.load()  # the bucket's mirror of its journal, if any
-    for rel, parts in _files(found):
+    for rel, gen, parts in _files(found):
         local = os.path.join(staging, *rel.split("/"))
         if not os.path.isfile(local):
             continue
         data = _read(local)
         kind = kind_of(rel)
         last = parts[-1][1]
+        if kind == "stream":
+            journal.adopt(rel, os.stat(local).st_ino, 0, gen)  # the whole stream, here
         if kind == "stream" and book.ends.get(rel, 0) < len(data):
             off = book.ends.get(rel, 0)
             journal.intend(last, "stream", rel, off, len(data), sha(data[off:]))
@@ -481,6 +616,82 @@ def hydrate(target: Target, staging: str) -> int:
             journal.intend(rel, "state", rel, 0, len(data), sha(data))
             journal.done(rel)
     return len(found)
+
+
+# ----------------------------------------------------------------------------- claim
+
+
+def claimant(name: str, staging: str) -> dict[str, str]:
+    """The identity a hub claims a bucket with: its experiment ``name``, its host and its
+    staging directory (``id``: a digest of host and staging directory, so that the same hub
+    restarted on the same node keeps its claim, and any other hub is another)."""
+    import socket
+
+    host = socket.gethostname()
+    digest = hashlib.sha256(f"{host}\0{os.path.realpath(staging)}".encode()).hexdigest()[:16]
+    return {"id": digest, "hub": name, "host": host}
+
+
+def _get_claim(target: Target) -> dict[str, Any] | None:
+    try:
+        with target.fs.open_input_stream(target.path(CLAIM)) as f:
+            claim = json.loads(f.read())
+    except (FileNotFoundError, ValueError):
+        return None
+    return claim if isinstance(claim, dict) else None
+
+
+def _other(claim: dict[str, Any] | None, me: dict[str, str], now: float) -> str | None:
+    """Words for a live claim of another hub, else ``None``."""
+    if claim is None or claim.get("id") == me["id"] or float(claim.get("expires", 0)) <= now:
+        return None
+    return (f"hub {claim.get('hub')!r} on {claim.get('host')!r} (its claim on the bucket is "
+            f"renewed until {time.strftime('%H:%M:%S', time.localtime(claim['expires']))})")
+
+
+def renew_claim(target: Target, me: dict[str, str], lease_s: float = CLAIM_LEASE_S) -> str | None:
+    """Renew ``me``'s claim on the logdir in ``target`` (a PUT of :data:`CLAIM` with a new
+    expiry) unless another hub's live claim is there: then say whose (and write nothing)."""
+    now = time.time()
+    other = _other(_get_claim(target), me, now)
+    if other is not None:
+        return other
+    put(target, CLAIM, json.dumps({**me, "expires": now + lease_s}, sort_keys=True).encode())
+    return None
+
+
+def take_claim(target: Target, me: dict[str, str], lease_s: float = CLAIM_LEASE_S,
+               settle_s: float = 0.5) -> None:
+    """Claim the logdir in ``target`` for ``me``: refused while another hub's claim is live.
+    S3 has no compare-and-swap through pyarrow, so the claim is written, then read back after
+    ``settle_s``: of two hubs racing, the one whose PUT landed last keeps it (a slower race is
+    settled at the next renewal, which the loser finds taken).
+
+    Raises:
+        LogdirConflictError: another hub holds a live claim.
+        ValueError: the bucket cannot be read or written (said without credentials).
+    """
+    from rayplex.errors import LogdirConflictError
+
+    def run() -> str | None:
+        other = renew_claim(target, me, lease_s)
+        if other is None:
+            time.sleep(settle_s)
+            other = _other(_get_claim(target), me, time.time())
+        return other
+
+    other = _call(run, PROBE_TIMEOUT_S + settle_s, "claim the logdir", target)
+    if other is not None:
+        raise LogdirConflictError(
+            f"logdir {target.uri!r} is written by {other}; one hub writes a logdir. Shut it "
+            "down first (its claim is released), or wait until its claim expires")
+
+
+def release_claim(target: Target, me: dict[str, str]) -> None:
+    """Give ``me``'s claim up (nothing if it is another hub's)."""
+    claim = _get_claim(target)
+    if claim is not None and claim.get("id") == me["id"]:
+        delete(target, CLAIM)
 
 
 def _read(path: str) -> bytes:

@@ -24,6 +24,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -42,6 +43,25 @@ Say = Callable[[int, str], None]
 MANIFEST_REL = f"{STORE_DIR}/{MANIFEST}"
 
 
+class ClaimLost(OSError):
+    """Another hub holds the bucket's claim: this uploader uploads nothing."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a stream's plan: ship ``[off, end)`` of stream ``rel`` (generation
+    ``gen``), which are bytes ``[loff, ...)`` of the local file of inode ``ino``; or, with
+    ``adopt``, journal that this file continues the stream from ``off`` on."""
+
+    rel: str
+    off: int
+    end: int
+    loff: int
+    ino: int
+    gen: int
+    adopt: bool = False
+
+
 def uploader_name(hub: str) -> str:
     return f"upload:{hub}"
 
@@ -57,13 +77,18 @@ class Uploader:
 
     def __init__(self, staging: str, target: remote.Target,
                  committed: Callable[[], Mapping[str, int]], say: Say | None = None, *,
-                 segment_s: float = 30.0, segment_bytes: int = 16 * 2**20) -> None:
+                 segment_s: float = 30.0, segment_bytes: int = 16 * 2**20,
+                 max_bytes: int = 0, claim: dict[str, str] | None = None) -> None:
         self.staging = os.path.abspath(staging)
         self.target = target
         self.committed = committed
         self.say = say or (lambda level, message: log.log(level, message))
         self.segment_s = segment_s
         self.segment_bytes = segment_bytes
+        self.max_bytes = max_bytes
+        self.claim = claim
+        self.renewed = time.monotonic()  # rayplex.init took the claim just before
+        self.full = remote.staging_full(self.staging) is not None
         self.lock = threading.Lock()
         self.journal = remote.UploadJournal(os.path.join(self.staging, remote.JOURNAL))
         self.book = self.journal.load()
@@ -74,23 +99,25 @@ class Uploader:
         self.counters: dict[str, Any] = {
             "objects": self.book.objects, "bytes": self.book.bytes, "rounds": 0,
             "failures": 0, "problem": None, "diverged": 0, "lag_bytes": 0, "lag_s": 0.0,
-            "staging_bytes": 0, "last_upload": None}
+            "staging_bytes": 0, "last_upload": None, "removed": 0, "dropped": 0, "staging_full": self.full}
 
     # ----------------------------------------------------------------- one round
     def round(self, force: bool = False) -> bool:
         """Ship what is due; False if nothing was (then, after a forced round, the bucket holds
         everything committed before the round began)."""
         with self.lock:
+            self._renew()
             self._finish_pending()
             states = self._changed_states()
             immutables = self._new_immutables(states)
-            streams = self._stream_ranges()
-            waiting = sum(end - off for _, off, end in streams)
+            streams = self._stream_plan()
+            waiting = sum(step.end - step.off for step in streams)
             self.counters["lag_bytes"] = waiting
             self.counters["staging_bytes"] = _tree_bytes(self.staging)
             if not (streams or immutables or states):
                 self.waiting_since = None
                 self.counters["lag_s"] = 0.0
+                self._retire()
                 return self._mirror_journal()
             now = time.monotonic()
             self.waiting_since = self.waiting_since or now
@@ -98,8 +125,12 @@ class Uploader:
             if not (force or waiting >= self.segment_bytes
                     or now - self.waiting_since >= self.segment_s):
                 return False
-            for rel, off, end in streams:
-                self._ship("stream", rel, off, end, _read_range(self._local(rel), off, end))
+            for step in streams:
+                if step.adopt:
+                    self.journal.adopt(step.rel, step.ino, step.off, step.gen)
+                else:
+                    self._ship_stream(step)
+            self._drop_backups({step.rel for step in streams})
             for rel in immutables:
                 try:
                     data = _read_range(self._local(rel), 0, None)
@@ -110,6 +141,7 @@ class Uploader:
                 if rel == MANIFEST_REL and not self._segments_up(data):
                     continue  # its segments are not all up yet: the next round sends it
                 self._ship("state", rel, 0, len(data), data)
+            self._retire()
             self._mirror_journal()
             self.waiting_since = None
             self.counters["rounds"] += 1
@@ -118,16 +150,44 @@ class Uploader:
             self.counters["last_upload"] = time.time()
             return True
 
+    def _renew(self) -> None:
+        """Renew the bucket claim every quarter lease; raise (no upload) if another hub
+        holds it now."""
+        if self.claim is None or time.monotonic() - self.renewed < remote.CLAIM_LEASE_S / 4:
+            return
+        other = remote.renew_claim(self.target, self.claim)
+        if other is not None:
+            raise ClaimLost(f"the bucket is claimed by {other}: not uploading")
+        self.renewed = time.monotonic()
+
+    def release(self) -> bool:
+        """Give the bucket claim up if everything is up (else keep it until it expires: the
+        rest is uploaded by the next ``rayplex.init`` of this logdir on this node)."""
+        with self.lock:
+            if self.claim is None or self.book.pending or self.counters["lag_bytes"]:
+                return False
+            remote.release_claim(self.target, self.claim)
+            return True
+
     def _local(self, rel: str) -> str:
         return os.path.join(self.staging, *rel.split("/"))
 
-    def _ship(self, kind: str, rel: str, off: int, end: int, data: bytes) -> None:
+    def _ship_stream(self, step: Step) -> None:
+        data = _read_inode(self._candidates(step.rel), step.ino, step.loff,
+                           step.loff + step.end - step.off)
+        if data is None:
+            raise OSError(f"{step.rel}: its file (inode {step.ino}) is gone")
+        self._ship("stream", step.rel, step.off, step.end, data, step.gen,
+                   ino=step.ino, loff=step.loff)
+
+    def _ship(self, kind: str, rel: str, off: int, end: int, data: bytes, gen: int = 0,
+              **where: int) -> None:
         if len(data) != end - off:
             raise OSError(f"{rel} is shorter than its committed size {end}")
-        key = remote.object_key(rel, off) if kind == "stream" else rel
+        key = remote.object_key(rel, off, gen) if kind == "stream" else rel
         if kind == "state" and key in self.book.pending:
             self._finish_pending()  # never two intents for one state object
-        self.journal.intend(key, kind, rel, off, end, remote.sha(data))
+        self.journal.intend(key, kind, rel, off, end, remote.sha(data), **where)
         remote.put(self.target, key, data)
         self.journal.done(key)
         self.counters["objects"] += 1
@@ -141,12 +201,18 @@ class Uploader:
             if remote.object_size(self.target, key) == size:
                 self.journal.done(key)
                 continue
-            try:
-                data = _read_range(self._local(entry["src"]), int(entry["off"]),
-                                   int(entry["end"]))
-            except OSError:
-                data = b""
-            if len(data) != size or remote.sha(data) != entry["sha"]:
+            data: bytes | None
+            if "ino" in entry:  # a stream's range, in whichever file has that inode now
+                loff = int(entry["loff"])
+                data = _read_inode(self._candidates(entry["src"]), int(entry["ino"]), loff,
+                                   loff + size)
+            else:
+                try:
+                    data = _read_range(self._local(entry["src"]), int(entry["off"]),
+                                       int(entry["end"]))
+                except OSError:
+                    data = None
+            if data is None or len(data) != size or remote.sha(data) != entry["sha"]:
                 # A state file replaced since: its new bytes go up in this round instead.
                 if entry.get("kind") != "state":
                     self.counters["diverged"] += 1
@@ -159,20 +225,98 @@ class Uploader:
             self.counters["objects"] += 1
             self.counters["bytes"] += size
 
-    def _stream_ranges(self) -> list[tuple[str, int, int]]:
-        out = []
+    def _candidates(self, rel: str) -> list[str]:
+        """The local files that may hold stream ``rel``'s bytes: its path and, for a text log,
+        its rotated backups (``<rel>.1``, ``<rel>.2``, ...)."""
+        path = self._local(rel)
+        if not remote.continues(rel):
+            return [path]
+        folder, name = os.path.split(path)
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            return [path]
+        return [path] + [os.path.join(folder, n) for n in sorted(names)
+                         if remote.rotated_from(f"{rel.rsplit('/', 1)[0]}/{n}") == rel]
+
+    def _drop_backups(self, rels: set[str]) -> None:
+        """Delete the rotated backups of text logs ``rels`` whose bytes are all in the bucket
+        (every backup but the file the stream continues from): the staging directory keeps
+        only what the bucket does not have yet."""
+        for rel in sorted(rels):
+            have = self.book.files.get(rel)
+            if have is None or not remote.continues(rel):
+                continue
+            for path in self._candidates(rel)[1:]:
+                try:  # (a rotation between this stat and the remove needs two in a row)
+                    if os.stat(path).st_ino != have["ino"]:
+                        os.remove(path)
+                        self.counters["dropped"] += 1
+                except OSError:
+                    continue
+
+    def _stream_plan(self) -> list[Step]:
+        """What to ship of each stream, in order: committed bytes not up yet and, when a file
+        was rotated (a text log: its backups' bytes not up yet, oldest first, then the new
+        file continues the stream) or replaced (an artifact written again: a new generation
+        of objects), the adoption of the new file. Nothing is journaled here (a round that is
+        not due ships nothing)."""
+        out: list[Step] = []
         for rel, size in sorted(self.committed().items()):
             if remote.kind_of(rel) != "stream":
                 continue
+            try:
+                ino = os.stat(self._local(rel)).st_ino
+            except OSError:
+                continue
             done = self.book.ends.get(rel, 0)
-            if size > done:
-                out.append((rel, done, int(size)))
-            elif size < done and rel not in self._diverged:
-                self._diverged.add(rel)
-                self.counters["diverged"] += 1
-                self.say(logging.WARNING, f"uploader: {rel} is shorter ({size} bytes) than "
-                         f"what the bucket holds ({done}); its objects are kept as they are")
+            have = self.book.files.get(rel)
+            if have is None and done == 0:
+                have = {"ino": -1, "base": 0, "gen": 0}  # a new stream
+            elif have is None:  # a journal from before inodes were kept: this file is it
+                have = {"ino": ino, "base": 0, "gen": 0}
+                out.append(Step(rel, 0, 0, 0, ino, 0, adopt=True))
+            base, gen = have["base"], have["gen"]
+            if have["ino"] == ino and size >= done - base:
+                pass
+            elif not remote.continues(rel):  # replaced: a new generation
+                gen, base, done = (gen + 1 if have["ino"] != -1 else 0), 0, 0
+                out.append(Step(rel, 0, 0, 0, ino, gen, adopt=True))
+            else:
+                done, base = self._rotated(rel, have, ino, size, done, out)
+            if size > done - base:
+                out.append(Step(rel, done, base + size, done - base, ino, gen))
         return out
+
+    def _rotated(self, rel: str, have: dict[str, int], ino: int, size: int, done: int,
+                 out: list[Step]) -> tuple[int, int]:
+        """Plan a rotated text log: the rest of the file last shipped (now a backup), the
+        backups after it whole, oldest first; then adopt the current file. Returns the
+        stream's end and the current file's base."""
+        chain = _chain(self._candidates(rel))
+        inos = [i for i, _ in chain]
+        known = have["ino"] if not (have["ino"] == ino and size < done - have["base"]) else -1
+        if known in inos[:-1]:
+            k = inos.index(known)
+            old = chain[k][1]
+            if old > done - have["base"]:
+                out.append(Step(rel, done, have["base"] + old, done - have["base"], known,
+                                have["gen"]))
+                done = have["base"] + old
+            rest = chain[k + 1:-1]
+        else:
+            if have["ino"] != -1 and rel not in self._diverged:
+                self._diverged.add(rel)
+                self.say(logging.INFO, f"uploader: {rel} was rotated past its last backup; "
+                         "its bytes not uploaded before are not in the bucket")
+            rest = chain[:-1]
+        for backup_ino, backup_size in rest:
+            out.append(Step(rel, done, done, 0, backup_ino, have["gen"], adopt=True))
+            if backup_size:
+                out.append(Step(rel, done, done + backup_size, 0, backup_ino, have["gen"]))
+            done += backup_size
+        out.append(Step(rel, done, done, 0, ino, have["gen"], adopt=True))
+        return done, done
 
     def _walk(self) -> list[str]:
         rels = []
@@ -186,7 +330,7 @@ class Uploader:
         """The store segments the manifest snapshot names that are not up yet (never the
         small ones compaction already merged away: the live store writes one every round)."""
         manifest = next((data for rel, data in states if rel == MANIFEST_REL), None)
-        return [rel for rel in _segment_files(manifest) if rel not in self.book.immutables]
+        return [rel for rel in _segment_files(manifest) or [] if rel not in self.book.immutables]
 
     def _changed_states(self) -> list[tuple[str, bytes]]:
         out = []
@@ -202,7 +346,24 @@ class Uploader:
         return out
 
     def _segments_up(self, manifest: bytes) -> bool:
-        return all(rel in self.book.immutables for rel in _segment_files(manifest))
+        names = _segment_files(manifest)
+        return names is not None and all(rel in self.book.immutables for rel in names)
+
+    def _retire(self) -> None:
+        """Delete from the bucket the store segments that the manifest in the bucket no
+        longer names (compaction merged them into one that is up, with that manifest): a
+        reader sees each point once and the bucket does not grow with every compaction."""
+        try:
+            data = _read_range(self._local(MANIFEST_REL), 0, None)
+        except OSError:
+            return
+        keep = _segment_files(data)
+        if keep is None or self.book.states.get(MANIFEST_REL) != remote.sha(data):
+            return  # the manifest in the bucket is not this one: the next round
+        for rel in sorted(self.book.immutables - set(keep)):
+            remote.delete(self.target, rel)
+            self.journal.removed(rel)
+            self.counters["removed"] += 1
 
     def _mirror_journal(self) -> bool:
         """Ship the journal's new lines as a segment of its own (its place in the bucket is
@@ -226,6 +387,7 @@ class Uploader:
         try:
             busy = self.round(force)
         except Exception as exc:
+            self._gate(failed=True)
             self.counters["failures"] += 1
             now = time.monotonic()
             self.waiting_since = self.waiting_since or now
@@ -237,11 +399,47 @@ class Uploader:
             self.counters["problem"] = problem
             self.backoff_s = min(STORE_BACKOFF_MAX_S, max(0.1, self.backoff_s * 2))
             return None
+        self._gate(failed=False)
         if self.counters["problem"] is not None:
             self.say(logging.WARNING, "uploader: rounds succeed again")
             self.counters["problem"] = None
         self.backoff_s = 0.0
         return busy
+
+    def _gate(self, failed: bool) -> None:
+        """Hold the hub's writes (:func:`rayplex.remote.set_staging_full`) while more than
+        :attr:`max_bytes` committed bytes wait for the bucket; let them go below 90 % of it.
+        After a failed round the wait is estimated from the hub's committed sizes."""
+        if self.max_bytes <= 0:
+            if self.full:  # left by a run with a bound: no bound now
+                self.full = False
+                remote.set_staging_full(self.staging, None)
+            return
+        if failed:
+            try:
+                self.counters["lag_bytes"] = self._waiting()
+            except Exception:
+                return  # the hub is restarting: the next round measures
+        waiting = int(self.counters["lag_bytes"])
+        if not self.full and waiting > self.max_bytes:
+            self.full = True
+            remote.set_staging_full(self.staging, (
+                f"the staging directory holds {waiting} bytes not yet in the bucket, more than "
+                f"RAYPLEX_STAGING_MAX_MB ({self.max_bytes} bytes); writes resume as the "
+                "uploader catches up"))
+            self.say(logging.WARNING, f"uploader: {waiting} bytes wait for the bucket, more "
+                     f"than the bound {self.max_bytes}: the hub refuses writes until they are "
+                     "up (the senders keep the data and retry)")
+        elif self.full and waiting < self.max_bytes * 0.9:
+            self.full = False
+            remote.set_staging_full(self.staging, None)
+            self.say(logging.WARNING, "uploader: the bucket caught up; the hub writes again")
+        self.counters["staging_full"] = self.full
+
+    def _waiting(self) -> int:
+        """Committed stream bytes not yet in the bucket (what a round would ship of them)."""
+        with self.lock:
+            return sum(step.end - step.off for step in self._stream_plan())
 
     def drain(self, timeout: float) -> bool:
         """Ship everything committed so far; True when the bucket has it within ``timeout``.
@@ -251,23 +449,66 @@ class Uploader:
                      lambda: self.backoff_s, timeout)
 
     def run(self, stop: threading.Event) -> None:
-        """Rounds until ``stop`` is set."""
+        """Rounds until ``stop`` is set; while backing off from a failed round, the staging
+        bound is measured every second (the hub must stop writing soon after it is hit)."""
         while not stop.is_set():
             busy = self.attempt()
-            stop.wait(self.backoff_s if busy is None else STORE_IDLE_POLL_S * 5)
+            if busy is not None:
+                stop.wait(STORE_IDLE_POLL_S * 5)
+                continue
+            until = time.monotonic() + self.backoff_s
+            while not stop.wait(max(0.0, min(1.0, until - time.monotonic()))):
+                if time.monotonic() >= until:
+                    break
+                self._gate(failed=True)
 
 
-def _segment_files(manifest: bytes | None) -> list[str]:
-    """The store files (``store/seg-N.parquet``, ``store/pyr-N.parquet``) a manifest names."""
+def _segment_files(manifest: bytes | None) -> list[str] | None:
+    """The store files (``store/seg-N.parquet``, ``store/pyr-N.parquet``) a manifest names;
+    ``None`` for a torn or foreign one (never shipped: see ``_segments_up``)."""
     from rayplex.store.format import Segment
 
-    if not manifest:
+    if manifest is None:
         return []
     try:
         segments = [Segment(**seg) for seg in json.loads(manifest)["segments"]]
     except (ValueError, KeyError, TypeError):
-        return []  # torn or foreign: not shipped as a manifest either (see _segments_up)
+        return None
     return [f"{STORE_DIR}/{name}" for seg in segments for name in (seg.raw, seg.pyr)]
+
+
+def _read_inode(paths: list[str], ino: int, off: int, end: int) -> bytes | None:
+    """``[off, end)`` of the first of ``paths`` whose inode is ``ino`` (checked on the open
+    file, so a rename in between cannot swap it), ``None`` if none is."""
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                if os.fstat(f.fileno()).st_ino != ino:
+                    continue
+                f.seek(off)
+                return f.read(end - off)
+        except OSError:
+            continue
+    return None
+
+
+def _chain(paths: list[str]) -> list[tuple[int, int]]:
+    """``(inode, size)`` of a text log's files, oldest first (``<log>.N`` ... ``<log>.1``,
+    then ``<log>``: ``paths`` as :meth:`Uploader._candidates` lists them), listed again when
+    a rotation moved a file during the listing."""
+    order = paths[:1] + sorted(paths[1:], key=lambda p: -int(p.rsplit(".", 1)[1]))
+    chain: list[tuple[int, int]] = []
+    for _ in range(3):
+        chain = []
+        for path in order[1:] + order[:1]:
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            chain.append((int(st.st_ino), int(st.st_size)))
+        if len({i for i, _ in chain}) == len(chain):
+            break
+    return chain
 
 
 def _read_range(path: str, off: int, end: int | None) -> bytes:
@@ -291,10 +532,12 @@ class UploaderActor:
     """Uploads the staging directory of experiment ``hub`` (see the module docstring)."""
 
     def __init__(self, hub: str, staging: str, target: remote.Target, segment_s: float,
-                 segment_bytes: int) -> None:
+                 segment_bytes: int, max_bytes: int = 0,
+                 claim: dict[str, str] | None = None) -> None:
         self.hub = get_hub(hub)
         self.uploader = Uploader(staging, target, self._committed, self._say,
-                                 segment_s=segment_s, segment_bytes=segment_bytes)
+                                 segment_s=segment_s, segment_bytes=segment_bytes,
+                                 max_bytes=max_bytes, claim=claim)
         self._stop = threading.Event()
         self._loop = threading.Thread(target=self.uploader.run, args=(self._stop,),
                                       name="rayplex-upload", daemon=True)
@@ -316,17 +559,23 @@ class UploaderActor:
         return self.uploader.drain(timeout)
 
     def stop(self) -> None:
-        """Stop the loop (after its current round)."""
+        """Stop the loop (after its current round); give the bucket claim up if all is up."""
         self._stop.set()
         self._loop.join(timeout=60)
+        try:
+            self.uploader.release()
+        except Exception as exc:  # the claim then expires by itself
+            log.warning("uploader: could not release the bucket claim: %s",
+                        remote.redact(str(exc))[:200])
 
 
 def get_or_create_uploader(hub: str, staging: str, target: remote.Target, node_id: str,
-                           segment_s: float, segment_bytes: int) -> Any:
+                           segment_s: float, segment_bytes: int, max_bytes: int = 0,
+                           claim: dict[str, str] | None = None) -> Any:
     """The uploader of experiment ``hub``, created on ``node_id`` if it does not exist."""
     return (
         ray.remote(UploaderActor)
         .options(**{**detached(uploader_name(hub), node_id), "max_task_retries": 0},
                  max_concurrency=4)
-        .remote(hub, staging, target, segment_s, segment_bytes)
+        .remote(hub, staging, target, segment_s, segment_bytes, max_bytes, claim)
     )

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import time
 from pathlib import Path
 
 import pytest
@@ -195,3 +197,217 @@ def test_a_new_staging_directory_starts_from_the_bucket_and_rewrites_nothing(
     copy = tmp_path / "copy"
     remote.sync(target, str(copy))
     assert (copy / "logs" / "all.log").read_text() == "a\nb\nc\n"
+
+
+def test_a_rotated_text_log_is_one_stream_in_the_bucket_uploaded_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hub rotates logs/all.log (to all.log.1, .2): the bucket keeps one stream of every
+    line, each byte PUT once, even when the rotation comes before the uploader shipped the
+    old file's last lines."""
+    from rayplex.actors.logfiles import LogFiles
+    from rayplex.textlog import LogLine
+
+    staging, bucket = tmp_path / "staging", tmp_path / "bucket"
+    target = remote.resolve(f"file://{bucket}")
+    assert target is not None
+    puts = _Puts(monkeypatch)
+    files = LogFiles(staging / "logs", max_bytes=300, backup_count=4, level="INFO")
+
+    def committed() -> dict[str, int]:
+        return {p.relative_to(staging).as_posix(): p.stat().st_size
+                for p in (staging / "logs").rglob("*") if p.is_file()}
+
+    up = Uploader(str(staging), target, committed, segment_s=1e9)
+    sent = []
+    for i in range(40):
+        line = f"line {i:03d} " + "x" * 30
+        sent.append(line)
+        files.write([LogLine(float(i), 20, "learner/main", "n", 1, "l", line)])
+        files.flush()
+        if i % 7 == 3:  # the uploader runs now and then: rotations happen in between
+            assert up.drain(10)
+    assert up.drain(10)
+    files.close()
+    keys = [key for key, _ in puts.keys if key.startswith("logs/")]
+    assert len(keys) == len(set(keys)), "an object was PUT twice"
+    assert not [k for k in keys if re.search(r"\.log\.\d", k)], keys  # no backup went up
+    copy = tmp_path / "copy"
+    remote.sync(target, str(copy))
+    got = (copy / "logs" / "all.log").read_text().splitlines()
+    assert [line.split(": ", 1)[1] for line in got] == sent
+
+
+def test_an_artifact_written_again_is_a_new_generation_never_a_rewrite(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An artifact replaced by a write of the same path goes up as new objects; its old ones
+    are never overwritten, and a reader of the bucket sees the new bytes only."""
+    from rayplex.artifacts import ArtifactStore
+
+    staging, bucket = tmp_path / "staging", tmp_path / "bucket"
+    target = remote.resolve(f"file://{bucket}")
+    assert target is not None
+    puts = _Puts(monkeypatch)
+    store = ArtifactStore(staging / "artifacts")
+    rel = "artifacts/learner/w.pkl"
+
+    def committed() -> dict[str, int]:
+        return {rel: (staging / rel).stat().st_size}
+
+    up = Uploader(str(staging), target, committed, segment_s=1e9)
+    store.write_bytes("learner/w.pkl", b"A" * 100)
+    assert up.drain(10)
+    copy = tmp_path / "copy"
+    remote.sync(target, str(copy))
+    assert (copy / rel).read_bytes() == b"A" * 100
+    for data in (b"B" * 150, b"C" * 40):  # longer, then shorter than what is up
+        store.write_bytes("learner/w.pkl", data)
+        assert up.drain(10)
+        remote.sync(target, str(copy))
+        assert (copy / rel).read_bytes() == data
+    store.append_bytes("learner/w.pkl", b"D" * 10)
+    assert up.drain(10)
+    remote.sync(target, str(copy))
+    assert (copy / rel).read_bytes() == b"C" * 40 + b"D" * 10
+    keys = [key for key, _ in puts.keys if key.startswith("artifacts/")]
+    assert len(keys) == len(set(keys)), f"an object was PUT twice: {keys}"
+    # A new staging directory (a new node) starts from the latest generation.
+    assert remote.hydrate(target, str(tmp_path / "node2")) > 0
+    assert (tmp_path / "node2" / rel).read_bytes() == b"C" * 40 + b"D" * 10
+
+
+def test_segments_compacted_away_leave_the_bucket_after_the_new_manifest(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store merges segments 1 and 2 into 3: once 3 and the manifest naming it are up, 1
+    and 2 are deleted from the bucket (a reader of the bucket sees each point once), also by
+    an uploader restarted in between."""
+    from dataclasses import asdict
+
+    from rayplex.store.format import Segment
+
+    staging, bucket = tmp_path / "staging", tmp_path / "bucket"
+    store = staging / "store"
+    store.mkdir(parents=True)
+    target = remote.resolve(f"file://{bucket}")
+    assert target is not None
+    order: list[str] = []
+    real_delete = getattr(remote, "delete", None)
+
+    def delete(target: remote.Target, key: str) -> None:
+        order.append(f"delete {key}")
+        assert real_delete is not None
+        real_delete(target, key)
+
+    monkeypatch.setattr(remote, "delete", delete, raising=False)
+    puts = _Puts(monkeypatch)
+
+    def commit(ids: list[int]) -> None:
+        segs = [Segment(i, 10, 1, 1, 0) for i in ids]
+        for seg in segs:
+            for name in (seg.raw, seg.pyr):
+                if not (store / name).exists():
+                    (store / name).write_bytes(f"{name}".encode())
+        for name in os.listdir(store):
+            if name.endswith(".parquet") and name not in {n for s in segs for n in (s.raw, s.pyr)}:
+                os.remove(store / name)  # compaction removes the merged segments locally
+        (store / "MANIFEST.json").write_text(json.dumps({"segments": [asdict(s) for s in segs]}))
+
+    commit([1, 2])
+    assert Uploader(str(staging), target, lambda: {}, segment_s=1e9).drain(10)
+    assert sorted(os.listdir(bucket / "store")) == [
+        "MANIFEST.json", "pyr-00000001.parquet", "pyr-00000002.parquet",
+        "seg-00000001.parquet", "seg-00000002.parquet"]
+    commit([3])
+    up = Uploader(str(staging), target, lambda: {}, segment_s=1e9)
+    monkeypatch.setattr(up, "_retire", lambda: None, raising=False)  # killed before it deleted anything
+    assert up.drain(10)
+    assert (bucket / "store" / "seg-00000001.parquet").exists()
+    assert Uploader(str(staging), target, lambda: {}, segment_s=1e9).drain(10)
+    assert sorted(os.listdir(bucket / "store")) == [
+        "MANIFEST.json", "pyr-00000003.parquet", "seg-00000003.parquet"]
+    put_keys = [k for k, _ in puts.keys]
+    assert put_keys.index("store/MANIFEST.json", 1) < len(put_keys)  # the new manifest went up
+    assert order == ["delete store/pyr-00000001.parquet", "delete store/pyr-00000002.parquet",
+                     "delete store/seg-00000001.parquet", "delete store/seg-00000002.parquet"]
+    copy = tmp_path / "copy"
+    remote.sync(target, str(copy))
+    assert sorted(os.listdir(copy / "store")) == [
+        "MANIFEST.json", "pyr-00000003.parquet", "seg-00000003.parquet"]
+
+
+def test_the_staging_directory_is_bounded_uploaded_backups_go_and_a_dead_bucket_holds_writes(
+        tmp_path: Path) -> None:
+    """Rotated text logs whose bytes are up are deleted locally; while the bucket cannot be
+    written and more than the bound waits, the flag the hub refuses writes on is up, and it
+    goes down once the bucket caught up."""
+    from rayplex.actors.logfiles import LogFiles
+    from rayplex.textlog import LogLine
+
+    staging, bucket = tmp_path / "staging", tmp_path / "bucket"
+    bucket.write_text("not a directory: every PUT fails")  # the bucket is unreachable
+    target = remote.resolve(f"file://{bucket}")
+    assert target is not None
+    files = LogFiles(staging / "logs", max_bytes=400, backup_count=1000, level="INFO")
+
+    def committed() -> dict[str, int]:
+        return {p.relative_to(staging).as_posix(): p.stat().st_size
+                for p in (staging / "logs").rglob("*") if p.is_file()}
+
+    up = Uploader(str(staging), target, committed, segment_s=1e9, max_bytes=2000)
+    peak = 0
+    for i in range(100):
+        files.write([LogLine(float(i), 20, "learner/main", "n", 1, "l", f"line {i:03d}")])
+        files.flush()
+        if up.attempt(force=True) is None and remote.staging_full(str(staging)):
+            written = i + 1
+            break
+        peak = max(peak, up.counters["lag_bytes"])
+    else:
+        raise AssertionError("the flag never went up")
+    assert "not yet in the bucket" in (remote.staging_full(str(staging)) or "")
+    assert 2000 < up.counters["lag_bytes"] < 2000 + 400 and up.counters["staging_full"]
+    bucket.unlink()  # the bucket is back
+    assert up.drain(10) and remote.staging_full(str(staging)) is None
+    assert not up.counters["staging_full"] and up.counters["dropped"] > 0
+    logs = sorted(p.name for p in (staging / "logs").rglob("*") if p.is_file())
+    assert logs == ["all.log", "main.log"], logs  # the backups are up, and gone locally
+    for i in range(100, 160):  # the bucket up: the staging logs stay below a rotation or two
+        files.write([LogLine(float(i), 20, "learner/main", "n", 1, "l", f"line {i:03d}")])
+        files.flush()
+        assert up.drain(10)
+        assert sum(p.stat().st_size for p in (staging / "logs").rglob("*") if p.is_file()) \
+            <= 2 * 400
+    files.close()
+    copy = tmp_path / "copy"
+    remote.sync(target, str(copy))
+    got = (copy / "logs" / "all.log").read_text().splitlines()
+    assert [line.split(": ", 1)[1] for line in got] == [
+        f"line {i:03d}" for i in [*range(written), *range(100, 160)]]
+
+
+def test_a_bucket_claim_refuses_a_second_hub_until_released_or_expired(tmp_path: Path) -> None:
+    from rayplex.errors import LogdirConflictError
+
+    target = remote.resolve(f"file://{tmp_path / 'bucket'}")
+    assert target is not None
+    a = remote.claimant("expA", str(tmp_path / "node1"))
+    b = remote.claimant("expB", str(tmp_path / "node2"))
+    assert a["id"] != b["id"] and remote.claimant("expA", str(tmp_path / "node1")) == a
+    remote.take_claim(target, a, settle_s=0)
+    remote.take_claim(target, a, settle_s=0)  # the same hub again (restarted): still its own
+    with pytest.raises(LogdirConflictError, match="'expA'"):
+        remote.take_claim(target, b, settle_s=0)
+    assert remote.renew_claim(target, a) is None
+    remote.release_claim(target, b)  # not b's: nothing happens
+    with pytest.raises(LogdirConflictError):
+        remote.take_claim(target, b, settle_s=0)
+    remote.release_claim(target, a)
+    remote.take_claim(target, b, lease_s=0.2, settle_s=0)
+    assert "'expB'" in (remote.renew_claim(target, a) or "")  # a finds it taken: uploads stop
+    up = Uploader(str(tmp_path / "node1"), target, lambda: {}, claim=a)
+    up.renewed = -1e9
+    assert up.attempt(force=True) is None and "claimed by hub 'expB'" in up.counters["problem"]
+    deadline = time.monotonic() + 10
+    while remote.renew_claim(target, a) is not None:  # b's lease runs out unrenewed
+        assert time.monotonic() < deadline, "b's claim never expired"
+        time.sleep(0.05)
+    assert up.attempt(force=True) is not None

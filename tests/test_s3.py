@@ -117,10 +117,16 @@ def assert_each_object_put_once(s3: S3, prefix: str) -> dict[str, int]:
     """No segment or immutable object was PUT twice; a state object (replaced whole) never
     twice with the same bytes. Returns the counts for the report."""
     versions = s3.versions(prefix)
+    # pyarrow's delete_file puts back an empty marker of the parent directory ("store/", 0
+    # bytes, always the same) after deleting a compacted segment: not an object of ours.
+    markers = {key: etags for key, etags in versions.items() if key.endswith("/")}
+    assert all(len(set(etags)) == 1 for etags in markers.values()), markers
+    versions = {key: etags for key, etags in versions.items() if key not in markers}
     twice, same = [], []
     for key, etags in versions.items():
         rel = remote.parse_key(key)[0]
-        kind = "journal" if rel == remote.JOURNAL else remote.kind_of(rel)
+        kind = ("journal" if rel == remote.JOURNAL
+                else "state" if rel == remote.CLAIM else remote.kind_of(rel))
         if kind == "state":
             if len(set(etags)) != len(etags):
                 same.append(key)
@@ -128,7 +134,8 @@ def assert_each_object_put_once(s3: S3, prefix: str) -> dict[str, int]:
             twice.append(key)
     assert not twice, f"objects PUT more than once: {twice}"
     assert not same, f"state objects PUT again with the same bytes: {same}"
-    return {"objects": len(versions), "puts": sum(len(v) for v in versions.values())}
+    return {"objects": len(versions), "puts": sum(len(v) for v in versions.values()),
+            "marker_puts": sum(len(v) for v in markers.values())}
 
 
 def _until(check: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -263,6 +270,127 @@ def test_the_readme_s3_example_runs_against_the_server(s3: S3, tmp_path: Any) ->
     assert s3.secret not in done.stderr + done.stdout
 
 
+# ----------------------------------------------------------------------------- no rewrites
+
+
+def _bucket_store(s3: S3, prefix: str) -> list[str]:
+    listed = s3.client.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/store/")
+    return sorted(o["Key"][len(prefix) + 1:] for o in listed.get("Contents", [])
+                  if o["Key"].endswith(".parquet"))
+
+
+@pytest.mark.slow
+def test_an_artifact_written_again_and_compacted_segments_reach_s3_without_a_rewrite(
+        s3_env: S3) -> None:
+    """save_pkl to a path twice: the bucket holds the new object (a new generation), the old
+    one never overwritten; the store compacts: its old segments leave the bucket once the new
+    manifest is up, and every point is read back from the bucket once."""
+    import pickle
+
+    from rayplex.store import compact
+    from rayplex.store.format import Layout, Manifest
+
+    s3 = s3_env
+    uri = s3.uri("rewrite")
+    hub = rayplex.init(uri, name="s3rewrite", filesystem=s3.filesystem())
+    log = rayplex.get_logger("learner/main", hub=hub.name)
+    log.save_pkl({"v": 1}, "w.pkl")
+    layout = Layout.of(hub.logdir)
+    for batch in range(3):  # three flushes: three small store segments
+        for step in range(batch * 50, batch * 50 + 50):
+            log.add_scalar("loss", float(step), step=step)
+        rayplex.flush(hub.name)
+        _until(lambda b=batch: layout.manifest.exists()
+               and len(Manifest.load(layout).segments) > b, 60, "the store's segments")
+    rayplex.flush(hub.name)
+    before = _bucket_store(s3, "rewrite")
+    assert len(before) >= 6, before
+    assert compact(hub.logdir, min_segments=2) >= 3
+    log.save_pkl({"v": 2, "pad": "x" * 300}, "w.pkl")  # longer than what is up
+    rayplex.flush(hub.name)
+    names = {f"store/{n}" for seg in Manifest.load(layout).segments for n in seg.files}
+    assert _bucket_store(s3, "rewrite") == sorted(n for n in names if n.endswith(".parquet"))
+    assert [row.step for row in rayplex.read_scalars(uri, tag="main/loss")] == list(range(150))
+    copy = remote.readable(uri)
+    with open(os.path.join(copy, "artifacts", "learner", "main", "w.pkl"), "rb") as f:
+        assert pickle.loads(f.read()) == {"v": 2, "pad": "x" * 300}
+    log.save_pkl({"v": 3}, "w.pkl")  # shorter
+    rayplex.shutdown(hub.name)
+    copy = remote.readable(uri)
+    with open(os.path.join(copy, "artifacts", "learner", "main", "w.pkl"), "rb") as f:
+        assert pickle.loads(f.read()) == {"v": 3}
+    counts = assert_each_object_put_once(s3, "rewrite")
+    print(f"rewritten artifact and compaction: {counts}; store objects {len(before)} -> "
+          f"{len(_bucket_store(s3, 'rewrite'))}")
+
+
+def test_a_rotated_text_log_goes_up_to_s3_as_one_stream_each_byte_once(
+        s3: S3, tmp_path: Any) -> None:
+    """The hub's text-log rotation (RAYPLEX_LOG_MAX_BYTES) with the uploader running in
+    between, against the server: no backup goes up as an object of its own, no object is PUT
+    twice, and the bucket's log holds every line once, in order."""
+    from rayplex.actors.logfiles import LogFiles
+    from rayplex.textlog import LogLine
+    from rayplex.upload import Uploader
+
+    staging = tmp_path / "staging"
+    target = remote.resolve("s3://" + BUCKET + "/rotate", s3.filesystem())
+    assert target is not None
+    files = LogFiles(staging / "logs", max_bytes=400, backup_count=5, level="INFO")
+
+    def committed() -> dict[str, int]:
+        return {p.relative_to(staging).as_posix(): p.stat().st_size
+                for p in (staging / "logs").rglob("*") if p.is_file()}
+
+    up = Uploader(str(staging), target, committed, segment_s=1e9)
+    sent = []
+    for i in range(60):
+        sent.append(f"line {i:03d} " + "y" * 40)
+        files.write([LogLine(float(i), 20, "learner/main", "n", 1, "l", sent[-1])])
+        files.flush()
+        if i % 6 == 5:
+            assert up.drain(30)
+    assert up.drain(30)
+    files.close()
+    versions = s3.versions("rotate")
+    assert not [k for k in versions if ".log." in k.split("/")[-1].replace(".log.part", "")]
+    counts = assert_each_object_put_once(s3, "rotate")
+    copy = tmp_path / "copy"
+    remote.sync(target, str(copy))
+    got = (copy / "logs" / "all.log").read_text().splitlines()
+    assert [line.split(": ", 1)[1] for line in got] == sent
+    mine = (copy / "logs" / "learner" / "main.log").read_text().splitlines()
+    assert [line.split(": ", 1)[1] for line in mine] == sent
+    print(f"rotated logs: {counts}")
+
+
+@pytest.mark.slow
+def test_two_hubs_on_two_nodes_cannot_both_write_one_bucket_logdir(
+        s3_env: S3, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two experiments with staging directories of their own (two nodes, as the bucket sees
+    them) on one URI: the second init is refused while the first hub's claim is live, and
+    takes the logdir once the first shut down; all of both is in the bucket once."""
+    from rayplex.errors import LogdirConflictError
+
+    s3 = s3_env
+    uri = s3.uri("claimed")
+    first = rayplex.init(uri, name="s3claimA", filesystem=s3.filesystem())
+    rayplex.get_logger("learner/main", hub=first.name).add_scalar("x", 1.0, step=0)
+    monkeypatch.setenv("RAYPLEX_STAGING_DIR", str(tmp_path / "node2"))
+    reload_config()
+    with pytest.raises(LogdirConflictError, match="s3claimA"):
+        rayplex.init(uri, name="s3claimB", filesystem=s3.filesystem())
+    assert "s3claimB" not in [i.get("name") for i in rayplex.status()]
+    assert not (tmp_path / "node2").exists() or not any((tmp_path / "node2").rglob("*.log"))
+    rayplex.shutdown(first.name)  # releases the claim (everything is up)
+    second = rayplex.init(uri, name="s3claimB", filesystem=s3.filesystem())
+    rayplex.get_logger("learner/main", hub=second.name).add_scalar("x", 2.0, step=1)
+    rayplex.shutdown(second.name)
+    rows = rayplex.read_scalars(uri, tag="main/x")
+    assert [(r.step, r.value) for r in rows] == [(0, 1.0), (1, 2.0)]
+    assert_each_object_put_once(s3, "claimed")
+
+
 # ----------------------------------------------------------------------------- faults
 
 
@@ -293,10 +421,15 @@ def _exactly_once(s3: S3, uri: str, prefix: str, workers: int, steps: int) -> di
 @pytest.mark.slow
 def test_the_server_down_while_8_workers_log_delays_the_bucket_not_the_workers(
         s3_env: S3, monkeypatch: pytest.MonkeyPatch) -> None:
+    """30 s down while 8 workers log, with a staging bound (RAYPLEX_STAGING_MAX_MB) the
+    outage exceeds: the hub holds its writes once it is hit, the workers never wait, and all
+    arrives once after."""
     s3 = s3_env
+    bound = 8 * 1024
     monkeypatch.setenv("RAYPLEX_UPLOAD_SEGMENT_S", "0.3")
+    monkeypatch.setenv("RAYPLEX_STAGING_MAX_MB", str(bound / 2**20))
     reload_config()
-    uri, workers, steps, outage_s = s3.uri("outage"), 8, 120, 15.0
+    uri, workers, steps, outage_s = s3.uri("outage"), 8, 200, 30.0
     hub = rayplex.init(uri, name="s3outage", filesystem=s3.filesystem())
     hub.register_indexed_group("agent", 1)
     refs = [_log_steadily.remote(hub.name, i, steps, 0.2) for i in range(workers)]
@@ -305,7 +438,12 @@ def test_the_server_down_while_8_workers_log_delays_the_bucket_not_the_workers(
     down = time.monotonic()
     lag = _until(lambda: (i := _upload_info(hub.name)).get("problem") and i, 30,
                  "the uploader to notice the outage")
-    time.sleep(max(0.0, outage_s - (time.monotonic() - down)))  # the outage itself
+    peak, held = 0, False
+    while time.monotonic() - down < outage_s:  # the outage itself, the bound watched
+        seen = _upload_info(hub.name)
+        peak = max(peak, int(seen.get("lag_bytes", 0)))
+        held = held or bool(seen.get("staging_full"))
+        time.sleep(0.5)
     behind = _upload_info(hub.name)
     s3.restart()
     results = ray.get(refs, timeout=300)
@@ -313,12 +451,14 @@ def test_the_server_down_while_8_workers_log_delays_the_bucket_not_the_workers(
     longest = max(t for _, t in results)
     assert longest < 0.5, f"add_scalar waited {longest:.2f} s during the outage"
     assert behind.get("lag_s", 0) >= outage_s / 2, behind  # the lag grew while down
+    assert held and bound < peak < 2 * bound, (held, peak)  # the bound was hit, and held
     rayplex.flush(hub.name)
     after = _upload_info(hub.name)
-    assert after["lag_bytes"] == 0 and after["problem"] is None
+    assert after["lag_bytes"] == 0 and after["problem"] is None and not after["staging_full"]
     rayplex.shutdown(hub.name)
     counts = _exactly_once(s3, uri, "outage", workers, steps)
-    print(f"outage {outage_s:.0f} s: lag seen {behind.get('lag_bytes')} bytes "
+    print(f"outage {outage_s:.0f} s: lag peak {peak} bytes (bound {bound}), "
+          f"lag seen {behind.get('lag_bytes')} bytes "
           f"{behind.get('lag_s')} s (problem: {lag['problem'][:60]}); longest add_scalar "
           f"{longest * 1e3:.1f} ms; {counts}")
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -39,6 +40,7 @@ from rayplex.events import WriterPool
 from rayplex.groups import GroupRegistry
 from rayplex.layout import STATE_DIR as STATE_DIR  # kept importable: tests use it
 from rayplex.records import Ack, Batch, Partial
+from rayplex.remote import staging_full
 from rayplex.textlog import LogLine, parse_level
 
 log = logging.getLogger("rayplex.hub")
@@ -537,6 +539,9 @@ class HubWriter:
         """Before a write: check the claim, finish an undo that failed earlier (else refuse to
         write), and make the directories if the disk came back."""
         self.own()
+        full = staging_full(self.logdir)  # a logdir on object storage, its bucket far behind
+        if full is not None:
+            raise OSError(errno.ENOSPC, full)
         if self.pending_undo:
             self.pending_undo = self.journal.retry_undo(self.pending_undo)
             if self.pending_undo:
@@ -598,6 +603,8 @@ class HubWriter:
                 return  # never into deleted files, nor into a logdir this hub does not own
             if self.pending_undo:
                 return  # the files are waiting for a cut: nothing may be appended meanwhile
+            if staging_full(self.logdir) is not None:
+                return  # its bucket is far behind: the process log only
             offsets = file_sizes(self._log_paths([line]))
             try:
                 self.logs.write([line])
