@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import os
+import re
 from typing import Union
 
 StrPath = Union[str, "os.PathLike[str]"]
@@ -65,6 +66,8 @@ FORWARD_CURSOR = "forward-{key}.json"
 """A forwarder's cursor in ``.rayplex/``, by tracker key."""
 MANIFEST = "MANIFEST.json"
 """``store/MANIFEST.json``: which segments exist, how far each event file was read."""
+MANIFEST_LOG = re.compile(r"^MANIFEST-(\d{8,})\.log$")
+"""``store/MANIFEST-<n>.log``: the store's commits since its snapshot (the snapshot names it)."""
 ALERTS_FILE = "alerts.jsonl"
 """``logdir/alerts.jsonl``: the watch rules' alerts, one JSON object a line."""
 WATCH_FILE = "watch.json"

@@ -244,6 +244,8 @@ def kind_of(rel: str) -> str | None:
     if parts[0] == layout.STORE_DIR:  # its segments and manifest (not its lock)
         if len(parts) == 2 and _SEGMENT.match(parts[1]):
             return "immutable"
+        if len(parts) == 2 and layout.MANIFEST_LOG.match(parts[1]):
+            return "state"  # replaced whole (a PUT is atomic) after the segments it names
         return "state" if rel == f"{layout.STORE_DIR}/{layout.MANIFEST}" else None
     return "state"
 
@@ -354,6 +356,7 @@ class UploadJournal:
                 self._adopt(book, entry)
             elif op == "removed":
                 book.immutables.discard(entry["src"])
+                book.states.pop(entry["src"], None)
         self.book = book
         return book
 
@@ -403,10 +406,12 @@ class UploadJournal:
             self._adopt(self.book, entry)
 
     def removed(self, src: str) -> None:
-        """Journal that immutable ``src`` left the bucket (compacted into another segment)."""
+        """Journal that ``src`` left the bucket: an immutable compacted into another segment,
+        or a store manifest log that a newer snapshot replaced."""
         with self.lock:
             self._append({"op": "removed", "src": src})
             self.book.immutables.discard(src)
+            self.book.states.pop(src, None)
 
     def done(self, key: str) -> None:
         """Journal that object ``key`` is in the bucket."""

@@ -32,7 +32,7 @@ import ray
 from rayplex import remote
 from rayplex.actors import QUERY_GROUP, detached, get_hub, say_to_hub
 from rayplex.config import HUB_CALL_TIMEOUT_S, STORE_BACKOFF_MAX_S, STORE_IDLE_POLL_S
-from rayplex.layout import MANIFEST, STORE_DIR
+from rayplex.layout import MANIFEST, MANIFEST_LOG, STORE_DIR
 from rayplex.nested import drain
 
 __all__ = ["Uploader", "UploaderActor", "get_or_create_uploader", "uploader_name"]
@@ -140,6 +140,8 @@ class Uploader:
             for rel, data in states:
                 if rel == MANIFEST_REL and not self._segments_up(data):
                     continue  # its segments are not all up yet: the next round sends it
+                if _is_manifest_log(rel) and not self._log_segments_up(rel, data):
+                    continue  # not its snapshot's log, or its segments are not all up yet
                 self._ship("state", rel, 0, len(data), data)
             self._retire()
             self._mirror_journal()
@@ -327,10 +329,39 @@ class Uploader:
         return sorted(rels)
 
     def _new_immutables(self, states: list[tuple[str, bytes]]) -> list[str]:
-        """The store segments the manifest snapshot names that are not up yet (never the
-        small ones compaction already merged away: the live store writes one every round)."""
-        manifest = next((data for rel, data in states if rel == MANIFEST_REL), None)
-        return [rel for rel in _segment_files(manifest) or [] if rel not in self.book.immutables]
+        """The store segments the manifest (its snapshot and log) names that are not up yet
+        (never the small ones compaction already merged away: the live store writes one every
+        round)."""
+        if not any(rel == MANIFEST_REL or _is_manifest_log(rel) for rel, _ in states):
+            return []
+        return [rel for rel in self._store_files() or [] if rel not in self.book.immutables]
+
+    def _store_files(self, log: bytes | None = None) -> list[str] | None:
+        """The store files the local manifest names: its snapshot and the log the snapshot
+        names (``log``: those bytes of it rather than the file's); ``None`` if torn."""
+        try:
+            snapshot = _read_range(self._local(MANIFEST_REL), 0, None)
+        except OSError:
+            return []
+        if log is None:
+            name = _log_name(snapshot)
+            try:
+                log = b"" if name is None else _read_range(self._local(name), 0, None)
+            except OSError:
+                log = b""  # replaced by a newer snapshot meanwhile: the next round
+        return _segment_files(snapshot, log)
+
+    def _log_segments_up(self, rel: str, log: bytes) -> bool:
+        """Whether ``rel`` is the log the local snapshot names and every segment its records
+        name is up (a reader of the bucket then finds every file it names)."""
+        try:
+            snapshot = _read_range(self._local(MANIFEST_REL), 0, None)
+        except OSError:
+            return False
+        if _log_name(snapshot) != rel:
+            return False
+        names = self._store_files(log)
+        return names is not None and all(name in self.book.immutables for name in names)
 
     def _changed_states(self) -> list[tuple[str, bytes]]:
         out = []
@@ -357,10 +388,11 @@ class Uploader:
             data = _read_range(self._local(MANIFEST_REL), 0, None)
         except OSError:
             return
-        keep = _segment_files(data)
+        keep = self._store_files()
         if keep is None or self.book.states.get(MANIFEST_REL) != remote.sha(data):
             return  # the manifest in the bucket is not this one: the next round
-        for rel in sorted(self.book.immutables - set(keep)):
+        old_logs = {rel for rel in self.book.states if _is_manifest_log(rel)} - {_log_name(data)}
+        for rel in sorted(self.book.immutables - set(keep)) + sorted(old_logs):
             remote.delete(self.target, rel)
             self.journal.removed(rel)
             self.counters["removed"] += 1
@@ -463,18 +495,39 @@ class Uploader:
                 self._gate(failed=True)
 
 
-def _segment_files(manifest: bytes | None) -> list[str] | None:
-    """The store files (``store/seg-N.parquet``, ``store/pyr-N.parquet``) a manifest names;
-    ``None`` for a torn or foreign one (never shipped: see ``_segments_up``)."""
+def _segment_files(manifest: bytes | None, log: bytes = b"") -> list[str] | None:
+    """The store files (``store/seg-N.parquet``, ``store/pyr-N.parquet``) a manifest snapshot
+    names, with the intact records of ``log`` (its log) applied; ``None`` for a torn or
+    foreign snapshot (never shipped: see ``_segments_up``)."""
     from rayplex.store.format import Segment
 
     if manifest is None:
         return []
     try:
         segments = [Segment(**seg) for seg in json.loads(manifest)["segments"]]
+        if log:
+            from rayplex.store.format import Manifest
+
+            whole = Manifest.from_json(manifest)
+            whole.replay(log)
+            segments = list(whole.segments)
     except (ValueError, KeyError, TypeError):
         return None
     return [f"{STORE_DIR}/{name}" for seg in segments for name in (seg.raw, seg.pyr)]
+
+
+def _log_name(snapshot: bytes) -> str | None:
+    """``store/MANIFEST-<n>.log``, the log a manifest snapshot names, or None."""
+    try:
+        name = json.loads(snapshot).get("log")
+    except (ValueError, AttributeError):
+        return None
+    return f"{STORE_DIR}/{name}" if isinstance(name, str) else None
+
+
+def _is_manifest_log(rel: str) -> bool:
+    parts = rel.split("/")
+    return len(parts) == 2 and parts[0] == STORE_DIR and bool(MANIFEST_LOG.match(parts[1]))
 
 
 def _read_inode(paths: list[str], ino: int, off: int, end: int) -> bytes | None:

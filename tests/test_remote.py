@@ -411,3 +411,52 @@ def test_a_bucket_claim_refuses_a_second_hub_until_released_or_expired(tmp_path:
         assert time.monotonic() < deadline, "b's claim never expired"
         time.sleep(0.05)
     assert up.attempt(force=True) is not None
+
+
+def test_the_stores_manifest_log_goes_up_after_its_segments_and_old_logs_leave(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store's commits after its snapshot are records of its manifest log: a reader of the
+    bucket sees them (the log goes up, after the segments its records name), and a log that a
+    new snapshot replaced leaves the bucket."""
+    pytest.importorskip("duckdb")
+
+    import rayplex
+    from rayplex.event_bytes import ScalarTemplate, tag_header
+    from rayplex.events import EventWriter
+    from rayplex.store.format import Layout, Manifest
+
+    staging, bucket = tmp_path / "staging", tmp_path / "bucket"
+    target = remote.resolve(f"file://{bucket}")
+    assert target is not None
+    writer = EventWriter(str(staging / "tensorboard" / "learner"))
+    template = ScalarTemplate(tag_header("main/x"))
+    try:
+        def commit(steps: range) -> None:
+            writer.write(b"".join(template.record(1000.0 + s, s, float(s)) for s in steps))
+            writer.flush()
+            rayplex.index(staging)
+
+        commit(range(0, 50))
+        commit(range(50, 100))  # appended to the log, the snapshot unchanged
+        local = Manifest.load(Layout.of(staging))
+        assert local.log is not None and len(local.segments) == 2
+        assert Uploader(str(staging), target, lambda: {}, segment_s=1e9).drain(10)
+        copy = tmp_path / "copy"
+        remote.sync(target, str(copy))
+        assert Manifest.load(Layout.of(copy)).segments == local.segments  # not the snapshot's 1
+        series = rayplex.read_series(copy, "main/x", refresh=False)  # the bucket's store alone
+        assert int(series["count"].sum()) == 100
+        # commits until one checkpoints: a new snapshot with a new log replaces the old log
+        monkeypatch.setattr("rayplex.store.indexer.STORE_LOG_CHECKPOINT_BYTES", 1)
+        first_log, step = local.log, 100
+        while Manifest.load(Layout.of(staging)).log == first_log:
+            assert step < 2000, "the store never checkpointed"
+            commit(range(step, step + 50))
+            step += 50
+        assert Uploader(str(staging), target, lambda: {}, segment_s=1e9).drain(10)
+        assert not (bucket / "store" / first_log).exists()  # the replaced log left the bucket
+        remote.sync(target, str(copy))
+        series = rayplex.read_series(copy, "main/x", refresh=False)
+        assert int(series["count"].sum()) == step
+    finally:
+        writer.close()

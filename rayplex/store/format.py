@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Union
 
 from rayplex.config import STORE_QUERY_RETRIES
-from rayplex.layout import MANIFEST, STORE_DIR, TENSORBOARD
+from rayplex.layout import MANIFEST, MANIFEST_LOG, STORE_DIR, TENSORBOARD
 
 __all__ = [
     "CATALOG_KEY",
@@ -94,7 +94,7 @@ before ``count`` lack the last five: ``rayplex ls`` then reads the event files).
 is the smallest seq of the series; ``last_*`` describe its point at the largest
 ``(step, wall_time, seq)``."""
 SEGMENT_FILE = re.compile(r"^(seg|pyr)-(\d{8,})\.parquet$|^src-(\d{8,})\.json$")
-LOG_FILE = re.compile(r"^MANIFEST-(\d{8,})\.log$")
+LOG_FILE = MANIFEST_LOG
 """A manifest log's name; the snapshot names the one that continues it."""
 EXTRA_HINT = 'pip install "rayplex[store]"'
 
