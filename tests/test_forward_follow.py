@@ -369,7 +369,7 @@ def test_a_draining_forwarder_backs_off_between_failed_rounds(tmp_path):
             full += 1
         cut = waits[full:]
         assert full >= 2, waits
-        assert all(0 < w < e for w, e in zip(cut, expected[full:])), waits
+        assert all(0 < w < e for w, e in zip(cut, expected[full:], strict=True)), waits
         assert cut == sorted(cut, reverse=True), waits  # what is left only shrinks
         assert forwarder.counters["failures"] <= len(waits) + 1  # one round per wait, no spinning
     finally:
