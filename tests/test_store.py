@@ -670,6 +670,20 @@ def _manifest_files(logdir: Path) -> dict[str, tuple[int, int, int]]:
             for p in (logdir / "store").glob("MANIFEST*")}
 
 
+def test_the_stores_version_changes_with_every_commit_also_one_only_appended_to_the_log(tmp_path):
+    # a reader polling for new points (the viewer) asks the store's version: a commit that
+    # leaves the snapshot alone must change it too
+    layout = rayplex.store.format.Layout.of(tmp_path)
+    assert layout.version() == "none"
+    seen = []
+    for step in range(4):
+        _append_round(tmp_path, 3, step)
+        rayplex.index(tmp_path, compaction=False)
+        seen.append(layout.version())
+        assert layout.version() == seen[-1]  # stable while nothing commits
+    assert len(set(seen)) == 4, seen
+
+
 def test_a_commit_appends_a_record_and_leaves_the_snapshot_alone(tmp_path):
     """40 live-feed-like rounds over 60 files: each commit appends one record (its segment and
     the 60 cursors it moved) to the manifest log; the snapshot MANIFEST.json is not rewritten

@@ -189,6 +189,25 @@ class Layout:
         """``store/MANIFEST.json``."""
         return self.store / MANIFEST
 
+    def version(self) -> str:
+        """A token that changes whenever the store commits: the snapshot's identity and size,
+        and those of the manifest log it names (a commit appends to the log and leaves the
+        snapshot alone); ``"none"`` without a store. Cheap: a listing of ``store/`` and a
+        ``stat`` of the snapshot and its log (no file is read)."""
+        try:
+            st = self.manifest.stat()
+        except FileNotFoundError:
+            return "none"
+        token = f"{st.st_mtime_ns}-{st.st_size}-{st.st_ino}"
+        for name in sorted(os.listdir(self.store)):
+            if MANIFEST_LOG.match(name):
+                try:
+                    log = (self.store / name).stat()
+                except FileNotFoundError:
+                    continue  # replaced by a checkpoint meanwhile: the snapshot changed too
+                token += f"+{name}-{log.st_size}-{log.st_ino}"
+        return token
+
     def event_files(self) -> list[tuple[str, str, Path]]:
         """``(run, key, path)`` of every event file, by run then name; ``key`` (the file's path
         relative to the event root) names its cursor."""

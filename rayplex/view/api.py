@@ -687,14 +687,10 @@ class Source:
             self._thread.join()
 
     def store_version(self) -> str:
-        """The store's version: changes whenever its manifest is replaced (new points)."""
+        """The store's version: changes whenever the store commits (new points)."""
         from rayplex.store.format import Layout
 
-        try:
-            st = Layout.of(self.logdir).manifest.stat()
-        except FileNotFoundError:
-            return "none"
-        return f"{st.st_mtime_ns}-{st.st_size}-{st.st_ino}"
+        return Layout.of(self.logdir).version()
 
     def states_version(self) -> str:
         """What the runs' states are read from: ``alerts.jsonl``, the control file (the
