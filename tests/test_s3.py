@@ -403,7 +403,15 @@ def _log_steadily(hub: str, i: int, steps: int, pace_s: float) -> tuple[int, flo
         log.add_scalar("x", float(step), step=step)
         longest = max(longest, time.perf_counter() - started)
         time.sleep(pace_s)
-    log.flush(timeout=120)
+    deadline = time.monotonic() + 240
+    while True:  # the hub may still refuse (its staging bound) while the bucket catches up:
+        try:     # the data is kept and resent, and a later flush returns once it is written
+            log.flush(timeout=120)
+            break
+        except rayplex.HubWriteError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)  # not a wait for a condition: a retry pace
     return steps, longest
 
 
