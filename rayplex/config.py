@@ -58,6 +58,9 @@ TENSORPLEX_GROUPS_SETTLE_S = 2.0
 not changed for this long (its group is then one the server does not register)."""
 TENSORPLEX_POLL_S = 0.2
 """How often a Tensorplex client waiting for its Ray cluster or hub looks again."""
+CLAIM_LEASE_S = 120.0
+"""How long a bucket logdir's claim object holds without being renewed (the uploader renews it
+every quarter of this)."""
 PROBE_TIMEOUT_S = 15.0
 """How long ``rayplex.init`` of a logdir on object storage waits for the bucket to be listed
 and written (wrong credentials, an unreachable endpoint: a ``ValueError`` then)."""

@@ -51,7 +51,7 @@ from typing import Any
 
 from rayplex import layout
 from rayplex.atomic import TEMP_PREFIX
-from rayplex.config import PROBE_TIMEOUT_S, config
+from rayplex.config import CLAIM_LEASE_S, PROBE_TIMEOUT_S, config
 
 __all__ = ["CLAIM", "JOURNAL", "Target", "UploadJournal", "cache_dir", "claimant", "hydrate",
            "is_uri", "kind_of", "object_key", "parse_key", "probe", "redact", "release_claim",
@@ -68,9 +68,6 @@ _SYNCED_GENS = f"{layout.STATE_DIR}/synced-generations.json"
 """In a synced copy: the generation of each file it holds (:func:`sync`)."""
 CLAIM = f"{layout.STATE_DIR}/claim.json"
 """In the bucket: which hub writes this logdir, until when (:func:`take_claim`)."""
-CLAIM_LEASE_S = 120.0
-"""How long a bucket claim holds without being renewed (the uploader renews it every
-quarter of this)."""
 STAGING_FULL = f"{layout.STATE_DIR}/staging-full"
 """In a staging directory, while it holds more than its bound not yet in the bucket: why (the
 uploader writes and removes it; the hub refuses writes while it is there)."""

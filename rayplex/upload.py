@@ -31,7 +31,7 @@ import ray
 
 from rayplex import remote
 from rayplex.actors import QUERY_GROUP, detached, get_hub, say_to_hub
-from rayplex.config import HUB_CALL_TIMEOUT_S, STORE_BACKOFF_MAX_S, STORE_IDLE_POLL_S
+from rayplex.config import CLAIM_LEASE_S, HUB_CALL_TIMEOUT_S, STORE_BACKOFF_MAX_S, STORE_IDLE_POLL_S
 from rayplex.layout import MANIFEST, MANIFEST_LOG, STORE_DIR
 from rayplex.nested import drain
 
@@ -43,7 +43,7 @@ Say = Callable[[int, str], None]
 MANIFEST_REL = f"{STORE_DIR}/{MANIFEST}"
 
 
-class ClaimLost(OSError):
+class _ClaimLost(OSError):
     """Another hub holds the bucket's claim: this uploader uploads nothing."""
 
 
@@ -155,11 +155,11 @@ class Uploader:
     def _renew(self) -> None:
         """Renew the bucket claim every quarter lease; raise (no upload) if another hub
         holds it now."""
-        if self.claim is None or time.monotonic() - self.renewed < remote.CLAIM_LEASE_S / 4:
+        if self.claim is None or time.monotonic() - self.renewed < CLAIM_LEASE_S / 4:
             return
         other = remote.renew_claim(self.target, self.claim)
         if other is not None:
-            raise ClaimLost(f"the bucket is claimed by {other}: not uploading")
+            raise _ClaimLost(f"the bucket is claimed by {other}: not uploading")
         self.renewed = time.monotonic()
 
     def release(self) -> bool:
