@@ -334,15 +334,22 @@ class Uploader:
         round)."""
         if not any(rel == MANIFEST_REL or _is_manifest_log(rel) for rel, _ in states):
             return []
-        return [rel for rel in self._store_files() or [] if rel not in self.book.immutables]
-
-    def _store_files(self, log: bytes | None = None) -> list[str] | None:
-        """The store files the local manifest names: its snapshot and the log the snapshot
-        names (``log``: those bytes of it rather than the file's); ``None`` if torn."""
-        try:
-            snapshot = _read_range(self._local(MANIFEST_REL), 0, None)
-        except OSError:
+        snapshot = self._snapshot()
+        if snapshot is None:
             return []
+        return [rel for rel in self._store_files(snapshot) or []
+                if rel not in self.book.immutables]
+
+    def _snapshot(self) -> bytes | None:
+        """The local store manifest's snapshot (``store/MANIFEST.json``), None if absent."""
+        try:
+            return _read_range(self._local(MANIFEST_REL), 0, None)
+        except OSError:
+            return None
+
+    def _store_files(self, snapshot: bytes, log: bytes | None = None) -> list[str] | None:
+        """The store files ``snapshot`` names with the log it names applied (``log``: those
+        bytes of it rather than the file's); ``None`` if torn."""
         if log is None:
             name = _log_name(snapshot)
             try:
@@ -354,13 +361,10 @@ class Uploader:
     def _log_segments_up(self, rel: str, log: bytes) -> bool:
         """Whether ``rel`` is the log the local snapshot names and every segment its records
         name is up (a reader of the bucket then finds every file it names)."""
-        try:
-            snapshot = _read_range(self._local(MANIFEST_REL), 0, None)
-        except OSError:
+        snapshot = self._snapshot()
+        if snapshot is None or _log_name(snapshot) != rel:
             return False
-        if _log_name(snapshot) != rel:
-            return False
-        names = self._store_files(log)
+        names = self._store_files(snapshot, log)
         return names is not None and all(name in self.book.immutables for name in names)
 
     def _changed_states(self) -> list[tuple[str, bytes]]:
@@ -384,11 +388,10 @@ class Uploader:
         """Delete from the bucket the store segments that the manifest in the bucket no
         longer names (compaction merged them into one that is up, with that manifest): a
         reader sees each point once and the bucket does not grow with every compaction."""
-        try:
-            data = _read_range(self._local(MANIFEST_REL), 0, None)
-        except OSError:
+        data = self._snapshot()
+        if data is None:
             return
-        keep = self._store_files()
+        keep = self._store_files(data)
         if keep is None or self.book.states.get(MANIFEST_REL) != remote.sha(data):
             return  # the manifest in the bucket is not this one: the next round
         old_logs = {rel for rel in self.book.states if _is_manifest_log(rel)} - {_log_name(data)}
@@ -504,13 +507,14 @@ def _segment_files(manifest: bytes | None, log: bytes = b"") -> list[str] | None
     if manifest is None:
         return []
     try:
-        segments = [Segment(**seg) for seg in json.loads(manifest)["segments"]]
         if log:
             from rayplex.store.format import Manifest
 
             whole = Manifest.from_json(manifest)
             whole.replay(log)
             segments = list(whole.segments)
+        else:
+            segments = [Segment(**seg) for seg in json.loads(manifest)["segments"]]
     except (ValueError, KeyError, TypeError):
         return None
     return [f"{STORE_DIR}/{name}" for seg in segments for name in (seg.raw, seg.pyr)]

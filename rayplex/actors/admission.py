@@ -23,7 +23,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable
 from typing import Any, Protocol
 
 from rayplex.actors.partials import BatchId, select_partials
@@ -77,7 +77,7 @@ class UnregisteredGroups:
     def __init__(self) -> None:
         self._seen: set[str] = {SYSTEM_GROUP}  # telemetry's group: never registered
 
-    def new(self, batches: Iterable[Batch], registered: Sequence[str] | Any) -> list[str]:
+    def new(self, batches: Iterable[Batch], registered: Container[str]) -> list[str]:
         """The groups of ``batches``' clients not in ``registered`` and not named before."""
         found: list[str] = []
         for batch in batches:
