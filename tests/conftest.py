@@ -16,7 +16,23 @@ from collections import defaultdict
 
 import pytest
 
-os.environ.setdefault("RAYPLEX_FLUSH_INTERVAL_S", "0.2")
+# The suite's timing tunables (set before any Ray starts, so that the raylets, hence every actor,
+# and the Python subprocesses the tests start inherit them). Shorter than the defaults, never
+# changing what a test asserts: the tests that depend on them read them back through config().
+TEST_TIMING = {
+    "RAYPLEX_FLUSH_INTERVAL_S": "0.2",
+    # A sender's longest wait between resends (default 5 s): after a hub or node buffer is
+    # killed, stalled or refuses writes, the data comes back within 1 s of the hub rather than
+    # 5 s, and the hub holds summaries after a fault for that back-off plus two flush intervals
+    # (1.4 s instead of 5.4 s): most of the fault tests' and summary tests' waiting.
+    "RAYPLEX_RETRY_MAX_BACKOFF_S": "1",
+    # How long a silent worker holds back its group's summaries: by default ten flush
+    # intervals, at least three back-offs (3 s here); kept at 6 s so that a worker that the
+    # loaded CI machine leaves unscheduled for a few seconds is not taken for a silent one.
+    "RAYPLEX_SUMMARY_SILENT_S": "6",
+}
+for _name, _value in TEST_TIMING.items():
+    os.environ.setdefault(_name, _value)
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 # Telemetry (a sample every 10 s by default) would add sys/ tags and system/<node> runs to any
 # test that outlives one period; tests/test_telemetry.py turns it on for itself.
@@ -82,7 +98,7 @@ def ray_session():
     import ray
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False,
-             runtime_env={"env_vars": {"RAYPLEX_FLUSH_INTERVAL_S": "0.2"}})
+             runtime_env={"env_vars": {name: os.environ[name] for name in TEST_TIMING}})
     yield ray
     ray.shutdown()
 
