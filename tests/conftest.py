@@ -16,9 +16,10 @@ from collections import defaultdict
 
 import pytest
 
-# The suite's timing tunables (set before any Ray starts, so that the raylets, hence every actor,
-# and the Python subprocesses the tests start inherit them). Shorter than the defaults, never
-# changing what a test asserts: the tests that depend on them read them back through config().
+# The suite's timing tunables, rayplex's and Ray's, set before any Ray starts: the raylets, hence
+# every actor, and the Python subprocesses the tests start inherit them. Shorter than the
+# defaults, never changing what a test asserts (the tests that depend on rayplex's read them
+# back through config()).
 TEST_TIMING = {
     "RAYPLEX_FLUSH_INTERVAL_S": "0.2",
     # A sender's longest wait between resends (default 5 s): after a hub or node buffer is
@@ -30,6 +31,10 @@ TEST_TIMING = {
     # intervals, at least three back-offs (3 s here); kept at 6 s so that a worker that the
     # loaded CI machine leaves unscheduled for a few seconds is not taken for a silent one.
     "RAYPLEX_SUMMARY_SILENT_S": "6",
+    # Ray Train's controller looks at its workers every 2 s by default (a round's reports, a
+    # failed or finished worker group): a Train run's start, restart and end each waited for it.
+    # A poll that gets no answer in time is only marked missed (failed after 10 min).
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
 }
 for _name, _value in TEST_TIMING.items():
     os.environ.setdefault(_name, _value)
