@@ -97,7 +97,7 @@ def test_backoff_reads_the_configured_maximum(monkeypatch: pytest.MonkeyPatch) -
     try:
         b = Backoff()
         assert [b.next() for _ in range(4)] == [0.05, 0.1, 0.1, 0.1]
-    finally:  # the suite's own value (tests/conftest.py) for the rest of this process
+    finally:  # the environment as it was, for the rest of this process
         monkeypatch.undo()
         reload_config()
 
