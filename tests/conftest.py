@@ -16,7 +16,20 @@ from collections import defaultdict
 
 import pytest
 
-os.environ.setdefault("RAYPLEX_FLUSH_INTERVAL_S", "0.2")
+# The suite's timing tunables, rayplex's and Ray's, set before any Ray starts: the raylets, hence
+# every actor, and the Python subprocesses the tests start inherit them. Shorter than the
+# defaults, never changing what a test asserts. Not here: RAYPLEX_RETRY_MAX_BACKOFF_S (the hub
+# holds summaries after a fault for that back-off plus two flush intervals): at 1 s the soak test
+# under a loaded CI machine saw resends arrive after the hold and steps summarised twice.
+TEST_TIMING = {
+    "RAYPLEX_FLUSH_INTERVAL_S": "0.2",
+    # Ray Train's controller looks at its workers every 2 s by default (a round's reports, a
+    # failed or finished worker group): a Train run's start, restart and end each waited for it.
+    # A poll that gets no answer in time is only marked missed (failed after 10 min).
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
+}
+for _name, _value in TEST_TIMING.items():
+    os.environ.setdefault(_name, _value)
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 # Telemetry (a sample every 10 s by default) would add sys/ tags and system/<node> runs to any
 # test that outlives one period; tests/test_telemetry.py turns it on for itself.
@@ -82,7 +95,7 @@ def ray_session():
     import ray
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False,
-             runtime_env={"env_vars": {"RAYPLEX_FLUSH_INTERVAL_S": "0.2"}})
+             runtime_env={"env_vars": {name: os.environ[name] for name in TEST_TIMING}})
     yield ray
     ray.shutdown()
 

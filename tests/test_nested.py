@@ -97,8 +97,8 @@ def test_backoff_reads_the_configured_maximum(monkeypatch: pytest.MonkeyPatch) -
     try:
         b = Backoff()
         assert [b.next() for _ in range(4)] == [0.05, 0.1, 0.1, 0.1]
-    finally:
-        monkeypatch.delenv("RAYPLEX_RETRY_MAX_BACKOFF_S")
+    finally:  # the environment as it was, for the rest of this process
+        monkeypatch.undo()
         reload_config()
 
 
