@@ -460,3 +460,68 @@ def test_the_stores_manifest_log_goes_up_after_its_segments_and_old_logs_leave(
         assert int(series["count"].sum()) == step
     finally:
         writer.close()
+
+
+def _stream_bytes(staging: Path) -> int:
+    """The bytes the staging bound counts: event files, text logs (with their backups) and
+    artifacts."""
+    total = 0
+    for top in ("tensorboard", "logs", "artifacts"):
+        for p in (staging / top).rglob("*"):
+            if p.is_file() and (top != "tensorboard" or "tfevents" in p.name):
+                total += p.stat().st_size
+    return total
+
+
+def test_a_staged_hub_stays_within_its_bound_to_the_byte_and_never_wedges(
+        tmp_path: Path) -> None:
+    """Issue 26: a staged logdir that writes far more than its bound, the bucket reachable.
+    Checked after every write, the staging directory's event files and logs never pass the
+    bound (not even between two measures of the uploader); a batch refused at the bound is
+    written after the next upload round (closed event files, once up, leave the staging
+    directory: the hub never wedges); every scalar is in the bucket exactly once."""
+    from rayplex.actors.hub import Hub
+    from rayplex.encoder import Encoder
+    from rayplex.items import Line, Scalar
+    from rayplex.records import NodeCall
+    from tests.conftest import tb_scalars
+
+    staging, bucket = tmp_path / "staging", tmp_path / "bucket"
+    bound = 8192
+    remote.set_staged(str(staging), remote.Staged(max_bytes=bound, rotate_bytes=1024,
+                                                  rotate_s=3600.0))
+    target = remote.resolve(f"file://{bucket}")
+    assert target is not None
+    hub = Hub("staged", str(staging))
+    batches, peak, refused = 300, 0, 0
+    try:
+        up = Uploader(str(staging), target, hub.writer.committed_files,
+                      open_files=hub.writer.open_event_files, segment_s=1e9, max_bytes=bound)
+        for seq in range(1, batches + 1):
+            items = [Scalar("learner/a", "x", seq * 10 + i, 1.0, float(i)) for i in range(5)]
+            items.append(Line((1.0, 20, "learner/a", "node0001", 1, "app", f"line {seq}", None)))
+            batch = Encoder(hub.registry).encode(items, "w1", seq, hub.experiment)
+            for attempt in range(4):
+                ack = hub.write_node(NodeCall("n", seq * 10 + attempt, [batch]))[0]
+                peak = max(peak, _stream_bytes(staging))
+                assert peak <= bound, f"staging holds {peak} bytes, bound {bound}"
+                if ack.error is None:
+                    break
+                refused += 1
+                assert up.attempt(force=True) is not None  # one upload round makes room
+            else:
+                raise AssertionError(f"batch {seq} refused 4 times: the staging dir wedged")
+            if seq % 25 == 0:
+                assert up.attempt(force=True) is not None
+        assert up.drain(10)
+        assert refused > 0 and up.counters["deleted"] > 0  # the bound was reached, and freed
+    finally:
+        hub._stop.set()
+        hub.close()
+    copy = tmp_path / "copy"
+    remote.sync(target, str(copy))
+    steps = sorted(step for step, _ in tb_scalars(str(copy))["learner"]["a/x"])
+    assert steps == sorted(seq * 10 + i for seq in range(1, batches + 1) for i in range(5))
+    lines = (copy / "logs" / "all.log").read_text().splitlines()
+    assert sorted(int(x.rsplit(" ", 1)[1]) for x in lines if "line " in x) == list(
+        range(1, batches + 1))
