@@ -13,7 +13,8 @@ never rewritten:
   file's own name, the next ones under ``<name>.part-<offset, 16 digits>``. Each segment of an
   event file is itself a valid event file, and the names sort in write order, so TensorBoard
   reading ``gs://`` (or a synced copy) sees every record once;
-- an **immutable** file (the store's ``seg-*``/``pyr-*`` Parquet segments) goes up once;
+- an **immutable** file (the store's ``seg-*``/``pyr-*`` Parquet segments and the
+  ``src-*.json`` ranges each was read from) goes up once;
 - a **state** file (params, the registry, the store's manifest, projector files) is small and
   replaced whole when its bytes change (a PUT is atomic).
 
@@ -61,7 +62,7 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+)://")
 _PART = re.compile(r"^(.*)\.part-(\d{16})$")
 _GEN = re.compile(r"^(.*)\.gen-(\d{4,})$")
 _ROTATED = re.compile(r"^(.*\.log)\.(\d+)$")
-_SEGMENT = re.compile(r"^(seg|pyr)-\d{8,}\.parquet$")
+_SEGMENT = re.compile(r"^(?:(seg|pyr)-\d{8,}\.parquet|src-\d{8,}\.json)$")
 JOURNAL = f"{layout.STATE_DIR}/uploads.jsonl"
 """The upload journal, relative to the staging directory (and its mirror in the bucket)."""
 _SYNCED_GENS = f"{layout.STATE_DIR}/synced-generations.json"
@@ -291,21 +292,24 @@ def kind_of(rel: str) -> str | None:
 
 def counted(rel: str) -> bool:
     """Whether staged file ``rel`` counts against the staging bound (``RAYPLEX_STAGING_MAX_MB``):
-    the files the hub appends to (event files, text logs and their rotated backups,
-    artifacts); not the store, which the store feed writes, nor the hub's private state.
+    the event files and text logs (with their rotated backups), which leave the staging
+    directory once up; not the artifacts (the hub reads them again: appends, copies, moves),
+    the store (its compaction reads it) or the hub's private state: those stay for the run.
 
     Example:
         >>> [counted(p) for p in ("logs/all.log.2", "tensorboard/a/events.out.tfevents.1",
-        ...                       "store/seg-00000001.parquet", ".rayplex/journal")]
+        ...                       "artifacts/w.pkl", "store/seg-00000001.parquet")]
         [True, True, False, False]
     """
-    return kind_of(rel) == "stream" or rotated_from(rel) is not None
+    top = rel.split("/", 1)[0]
+    return top in (layout.TENSORBOARD, layout.LOGS) and (
+        kind_of(rel) == "stream" or rotated_from(rel) is not None)
 
 
 def counted_bytes(staging: str) -> int:
     """The bytes of the files of ``staging`` that :func:`counted` counts."""
     total = 0
-    for top in (layout.TENSORBOARD, layout.LOGS, layout.ARTIFACTS):
+    for top in (layout.TENSORBOARD, layout.LOGS):
         for dirpath, _, names in os.walk(os.path.join(staging, top)):
             for name in names:
                 path = os.path.join(dirpath, name)

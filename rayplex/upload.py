@@ -428,7 +428,8 @@ class Uploader:
         if snapshot is None or _log_name(snapshot) != rel:
             return False
         names = self._store_files(snapshot, log)
-        return names is not None and all(name in self.book.immutables for name in names)
+        return names is not None and all(name in self.book.immutables for name in names
+                                         if not _is_src(name))
 
     def _changed_states(self) -> list[tuple[str, bytes]]:
         out = []
@@ -445,7 +446,8 @@ class Uploader:
 
     def _segments_up(self, manifest: bytes) -> bool:
         names = _segment_files(manifest)
-        return names is not None and all(rel in self.book.immutables for rel in names)
+        return names is not None and all(rel in self.book.immutables for rel in names
+                                         if not _is_src(rel))
 
     def _retire(self) -> None:
         """Delete from the bucket the store segments that the manifest in the bucket no
@@ -562,9 +564,12 @@ class Uploader:
 
 
 def _segment_files(manifest: bytes | None, log: bytes = b"") -> list[str] | None:
-    """The store files (``store/seg-N.parquet``, ``store/pyr-N.parquet``) a manifest snapshot
-    names, with the intact records of ``log`` (its log) applied; ``None`` for a torn or
-    foreign snapshot (never shipped: see ``_segments_up``)."""
+    """The store files (``store/seg-N.parquet``, ``store/pyr-N.parquet`` and, unless the
+    manifest holds its ranges itself, ``store/src-N.json``) a manifest snapshot names, with
+    the intact records of ``log`` (its log) applied; ``None`` for a torn or foreign snapshot
+    (never shipped: see ``_segments_up``). A manifest goes up once its Parquet files are up
+    (a reader needs them); a ``src`` file goes up with them when it is there (a rebuild or a
+    compaction on another node needs it), and leaves the bucket with them."""
     from rayplex.store.format import Segment
 
     if manifest is None:
@@ -580,7 +585,13 @@ def _segment_files(manifest: bytes | None, log: bytes = b"") -> list[str] | None
             segments = [Segment(**seg) for seg in json.loads(manifest)["segments"]]
     except (ValueError, KeyError, TypeError):
         return None
-    return [f"{STORE_DIR}/{name}" for seg in segments for name in (seg.raw, seg.pyr)]
+    return [f"{STORE_DIR}/{name}" for seg in segments
+            for name in (seg.files if not seg.sources else (seg.raw, seg.pyr))]
+
+
+def _is_src(rel: str) -> bool:
+    """A segment's ranges file, which no reader of the bucket needs."""
+    return rel.endswith(".json")
 
 
 def _log_name(snapshot: bytes) -> str | None:

@@ -463,10 +463,9 @@ def test_the_stores_manifest_log_goes_up_after_its_segments_and_old_logs_leave(
 
 
 def _stream_bytes(staging: Path) -> int:
-    """The bytes the staging bound counts: event files, text logs (with their backups) and
-    artifacts."""
+    """The bytes the staging bound counts: event files and text logs (with their backups)."""
     total = 0
-    for top in ("tensorboard", "logs", "artifacts"):
+    for top in ("tensorboard", "logs"):
         for p in (staging / top).rglob("*"):
             if p.is_file() and (top != "tensorboard" or "tfevents" in p.name):
                 total += p.stat().st_size
@@ -525,3 +524,48 @@ def test_a_staged_hub_stays_within_its_bound_to_the_byte_and_never_wedges(
     lines = (copy / "logs" / "all.log").read_text().splitlines()
     assert sorted(int(x.rsplit(" ", 1)[1]) for x in lines if "line " in x) == list(
         range(1, batches + 1))
+
+
+def test_the_stores_src_files_go_up_with_their_segments_and_leave_with_them(
+        tmp_path: Path) -> None:
+    """A store segment's ``src-<id>.json`` (the event-file ranges it was read from, which a
+    rebuild and a compaction need) goes up with the segment, and a staging directory rebuilt
+    from the bucket (a new node) has them; once compacted away they leave the bucket too."""
+    pytest.importorskip("duckdb")
+
+    import rayplex
+    from rayplex.event_bytes import ScalarTemplate, tag_header
+    from rayplex.events import EventWriter
+    from rayplex.store.format import Layout, Manifest
+
+    staging, bucket = tmp_path / "staging", tmp_path / "bucket"
+    target = remote.resolve(f"file://{bucket}")
+    assert target is not None
+    writer = EventWriter(str(staging / "tensorboard" / "learner"))
+    template = ScalarTemplate(tag_header("main/x"))
+    try:
+        for start in (0, 50, 100):
+            writer.write(b"".join(template.record(1000.0 + s, s, float(s))
+                                  for s in range(start, start + 50)))
+            writer.flush()
+            rayplex.index(staging, compaction=False)
+            assert Uploader(str(staging), target, lambda: {}, segment_s=1e9).drain(10)
+        segments = Manifest.load(Layout.of(staging)).segments
+        assert len(segments) == 3
+        for seg in segments:
+            up = bucket / "store" / seg.src
+            assert up.exists(), f"{seg.src} is not in the bucket"
+            assert up.read_bytes() == (staging / "store" / seg.src).read_bytes()
+        node2 = tmp_path / "node2"
+        assert remote.hydrate(target, str(node2)) > 0
+        assert all((node2 / "store" / seg.src).exists() for seg in segments)
+        from rayplex.store.indexer import compact
+
+        assert compact(staging) > 0  # the three merged into one
+        merged = Manifest.load(Layout.of(staging)).segments
+        assert [s.id for s in merged] != [s.id for s in segments]
+        assert Uploader(str(staging), target, lambda: {}, segment_s=1e9).drain(10)
+        assert sorted(p.name for p in (bucket / "store").glob("src-*")) == sorted(
+            s.src for s in merged)
+    finally:
+        writer.close()

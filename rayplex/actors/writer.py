@@ -77,7 +77,7 @@ class HubWriter:
         """The last disk problem (e.g. no space), until a write succeeds again."""
         self.counters = {"records_written": 0, "batches_written": 0, "lines_written": 0,
                          "duplicates_dropped": 0, "quarantined_batches": 0,
-                         "quarantined_records": 0}
+                         "quarantined_records": 0, "staging_refused": 0}
         self.clients: set[str] = set()
         self.staged = staged(logdir)
         """A staging directory's bound and rotation (a logdir on object storage), else None."""
@@ -156,12 +156,13 @@ class HubWriter:
             self._since += grew
             return
         self.full = True
+        self.counters["staging_refused"] += 1
         raise OSError(errno.ENOSPC, self._full_reason())
 
     def _full_reason(self) -> str:
         assert self.staged is not None
         return (f"the staging directory holds {self._measured + self._since} bytes of event "
-                f"files, text logs and artifacts and the bound is {self.staged.max_bytes} "
+                f"files and text logs and the bound is {self.staged.max_bytes} "
                 "(RAYPLEX_STAGING_MAX_MB); writes resume as the uploader ships and deletes them")
 
     def _appended(self) -> int:
@@ -466,7 +467,6 @@ class HubWriter:
             self.journal.begin(offsets, [])
             try:
                 result = append()
-                self._charge(os.path.getsize(path) - offsets[path])
                 self.journal.commit([], [], [request_id])
             except BaseException:
                 _, failed = undo_files(offsets)
