@@ -512,6 +512,21 @@ def test_a_staged_hub_stays_within_its_bound_to_the_byte_and_never_wedges(
                 raise AssertionError(f"batch {seq} refused 4 times: the staging dir wedged")
             if seq % 25 == 0:
                 assert up.attempt(force=True) is not None
+        # a node call holding more than the bound (its node buffer's backlog after an outage)
+        # is written as far as it fits, the rest resent: never refused whole forever
+        backlog = [Encoder(hub.registry).encode(
+            [Scalar("learner/a", "x", seq * 10 + i, 1.0, float(i)) for i in range(5)], "w2",
+            seq, hub.experiment) for seq in range(1, 101)]
+        for call in range(100):
+            acks = hub.write_node(NodeCall("n2", call, backlog))
+            peak = max(peak, _stream_bytes(staging))
+            assert peak <= bound, f"staging holds {peak} bytes, bound {bound}"
+            if all(a.error is None for a in acks):
+                break
+            assert up.attempt(force=True) is not None
+        else:
+            raise AssertionError("a node call larger than the bound wedged the hub")
+        assert call > 0  # it did not fit at once
         assert up.drain(10)
         assert refused > 0 and up.counters["deleted"] > 0  # the bound was reached, and freed
     finally:
@@ -520,7 +535,8 @@ def test_a_staged_hub_stays_within_its_bound_to_the_byte_and_never_wedges(
     copy = tmp_path / "copy"
     remote.sync(target, str(copy))
     steps = sorted(step for step, _ in tb_scalars(str(copy))["learner"]["a/x"])
-    assert steps == sorted(seq * 10 + i for seq in range(1, batches + 1) for i in range(5))
+    assert steps == sorted(seq * 10 + i for seq in range(1, batches + 1) for i in range(5)
+                           for _ in range(1 if seq > 100 else 2))  # w1's and w2's
     lines = (copy / "logs" / "all.log").read_text().splitlines()
     assert sorted(int(x.rsplit(" ", 1)[1]) for x in lines if "line " in x) == list(
         range(1, batches + 1))

@@ -49,6 +49,10 @@ log = logging.getLogger("rayplex.hub")
 T = TypeVar("T")
 
 
+class StagingFull(OSError):
+    """A write that would pass its staging directory's bound (``ENOSPC``)."""
+
+
 class Unwritable(Exception):
     """A batch that no retry can write (malformed or refused by the rules)."""
 
@@ -144,20 +148,20 @@ class HubWriter:
             log.warning("hub: the staging directory is below 90 %% of its bound again (%d "
                         "bytes); writes resume", self._measured)
 
-    def _charge(self, grew: int) -> None:
+    def _charge(self, grew: int, hold: bool = True) -> None:
         """Count ``grew`` bytes a transaction just appended (before it commits). Past the staging
         bound it raises ``ENOSPC`` instead (the caller undoes the transaction, the senders keep
-        the data and retry) and writes are refused until the uploader made room: so the
-        bound holds to the byte, checked on every write, not only at the uploader's measures.
-        """
+        the data and retry) and, with ``hold``, writes are refused until the uploader made
+        room: so the bound holds to the byte, checked on every write, not only at the
+        uploader's measures."""
         if self.staged is None or self.staged.max_bytes <= 0:
             return
         if not self.full and self._measured + self._since + grew <= self.staged.max_bytes:
             self._since += grew
             return
-        self.full = True
+        self.full = self.full or hold
         self.counters["staging_refused"] += 1
-        raise OSError(errno.ENOSPC, self._full_reason())
+        raise StagingFull(errno.ENOSPC, self._full_reason())
 
     def _full_reason(self) -> str:
         assert self.staged is not None
@@ -266,13 +270,17 @@ class HubWriter:
         """Write ``batches`` (encoded with the registry ``stamp``) with ``partials`` and their
         own as one transaction (:meth:`write_batches`), then add the partials to the summary
         book; if that fails for a reason other than the disk, write one batch at a time so
-        that only the batch that cannot be written is quarantined. Answers every batch."""
+        that only the batch that cannot be written is quarantined, and so too when the batches
+        together would pass a staging directory's bound (as many are written as fit, the
+        rest are resent). Answers every batch."""
         if not batches and not partials:
             return []
         own = [p for b in batches for p in b.partials]
         try:
             self.write_batches(batches, partials + own)
         except OSError as exc:
+            if isinstance(exc, StagingFull) and len(batches) > 1:
+                return self._one_at_a_time(batches, partials, stamp)
             error = f"{type(exc).__name__}: {exc}"
             self.hub_line(logging.ERROR, f"could not write {len(batches)} batches (data kept "
                           f"by the senders, who retry): {error}")
@@ -284,12 +292,16 @@ class HubWriter:
             if not batches:  # the merged partials alone cannot be written: a bug, say so
                 log.exception("hub %s: dropped merged summary partials", self.claim.name)
                 return []
-            results = self.write_or_quarantine([], partials, stamp)
-            for batch in batches:
-                results += self.write_or_quarantine([batch], [], stamp)
-            return results
+            return self._one_at_a_time(batches, partials, stamp)
         self._add_partials(partials + own)
         return [(b, Ack(b.sender, b.seq, registry_stamp=stamp)) for b in batches]
+
+    def _one_at_a_time(self, batches: list[Batch], partials: list[Partial],
+                       stamp: tuple[str, int]) -> list[tuple[Batch, Ack]]:
+        results = self.write_or_quarantine([], partials, stamp)
+        for batch in batches:
+            results += self.write_or_quarantine([batch], [], stamp)
+        return results
 
     def _add_partials(self, partials: list[Partial]) -> None:
         assert self.state.book is not None
@@ -338,7 +350,8 @@ class HubWriter:
                     for writer in writers:
                         writer.flush()  # also unpins it: the pool may close it now
                 # before the lines: a refusal never undoes a text log's rotation
-                self._charge(self._appended() - before + self.logs.size_of(lines))
+                self._charge(self._appended() - before + self.logs.size_of(lines),
+                             hold=len(batches) <= 1)
                 if lines:  # one sorted write per call: all.log is ordered by worker time
                     self.logs.write(lines)
                 self.journal.commit(ids, partials, [])
@@ -692,7 +705,7 @@ class HubWriter:
                 return  # its bucket is far behind: the process log only
             offsets = file_sizes(self._log_paths([line]))
             try:
-                self._charge(self.logs.size_of([line]))  # before: see write_batches
+                self._charge(self.logs.size_of([line]), hold=False)  # before: see write_batches
                 self.logs.write([line])
                 self.logs.flush()
             except Exception as exc:  # never a torn line that the next write would glue onto
