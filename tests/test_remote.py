@@ -585,3 +585,49 @@ def test_the_stores_src_files_go_up_with_their_segments_and_leave_with_them(
             s.src for s in merged)
     finally:
         writer.close()
+
+
+def test_a_staged_hub_keeps_every_rotated_text_log_until_the_bucket_has_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Text logs rotated often (``RAYPLEX_LOG_MAX_BYTES``) while the uploader ships nothing:
+    the hub keeps as many backups as the staging bound holds, and refuses writes at the bound
+    before it would drop one, so every line reaches the bucket once (the stdlib-style
+    ``backup_count`` of 5 dropped the oldest backups unshipped)."""
+    from rayplex.actors.hub import Hub
+    from rayplex.config import reload_config
+    from rayplex.encoder import Encoder
+    from rayplex.items import Line
+    from rayplex.records import NodeCall
+
+    monkeypatch.setenv("RAYPLEX_LOG_MAX_BYTES", "200")
+    reload_config()
+    staging, bucket = tmp_path / "staging", tmp_path / "bucket"
+    bound = 8192
+    remote.set_staged(str(staging), remote.Staged(max_bytes=bound, rotate_bytes=1024,
+                                                  rotate_s=3600.0))
+    target = remote.resolve(f"file://{bucket}")
+    assert target is not None
+    hub = Hub("staged", str(staging))
+    written = 0
+    try:
+        for seq in range(1, 500):  # no upload round: until the bound refuses a write
+            line = Line((1.0, 20, "learner/a", "node0001", 1, "app", f"line {seq}", None))
+            batch = Encoder(hub.registry).encode([line], "w1", seq, hub.experiment)
+            if hub.write_node(NodeCall("n", seq, [batch]))[0].error is not None:
+                break
+            written = seq
+        else:
+            raise AssertionError("the bound never refused a write")
+        up = Uploader(str(staging), target, hub.writer.committed_files,
+                      open_files=hub.writer.open_event_files, segment_s=1e9, max_bytes=bound)
+        assert up.drain(10)
+    finally:
+        hub._stop.set()
+        hub.close()
+        reload_config()
+    copy = tmp_path / "copy"
+    remote.sync(target, str(copy))
+    for log in ("all.log", "learner/a.log"):
+        lines = (copy / "logs" / log).read_text().splitlines()
+        assert sorted(int(x.rsplit(" ", 1)[1]) for x in lines if "line " in x) == list(
+            range(1, written + 1)), log
