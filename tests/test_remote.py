@@ -624,6 +624,7 @@ def test_a_staged_hub_keeps_every_rotated_text_log_until_the_bucket_has_it(
     finally:
         hub._stop.set()
         hub.close()
+        monkeypatch.undo()  # before the next test reads the configuration
         reload_config()
     copy = tmp_path / "copy"
     remote.sync(target, str(copy))
