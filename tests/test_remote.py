@@ -527,6 +527,21 @@ def test_a_staged_hub_stays_within_its_bound_to_the_byte_and_never_wedges(
         else:
             raise AssertionError("a node call larger than the bound wedged the hub")
         assert call > 0  # it did not fit at once
+        # batches of 3/4 of the bound each (a worker's backlog): the hub makes all the room
+        # there is (its text logs rotated too, their backups up and gone) and writes each
+        for seq in range(1, 6):
+            big = Encoder(hub.registry).encode(
+                [Scalar("learner/a", "x", 10_000 + seq * 1000 + i, 1.0, float(i))
+                 for i in range(130)], "w3", seq, hub.experiment)
+            for attempt in range(6):
+                ack = hub.write_node(NodeCall("n3", seq * 10 + attempt, [big]))[0]
+                peak = max(peak, _stream_bytes(staging))
+                assert peak <= bound, f"staging holds {peak} bytes, bound {bound}"
+                if ack.error is None:
+                    break
+                assert up.attempt(force=True) is not None
+            else:
+                raise AssertionError(f"a batch of {len(big.chunks[0].blob)} bytes wedged the hub")
         assert up.drain(10)
         assert refused > 0 and up.counters["deleted"] > 0  # the bound was reached, and freed
     finally:
@@ -535,8 +550,9 @@ def test_a_staged_hub_stays_within_its_bound_to_the_byte_and_never_wedges(
     copy = tmp_path / "copy"
     remote.sync(target, str(copy))
     steps = sorted(step for step, _ in tb_scalars(str(copy))["learner"]["a/x"])
-    assert steps == sorted(seq * 10 + i for seq in range(1, batches + 1) for i in range(5)
-                           for _ in range(1 if seq > 100 else 2))  # w1's and w2's
+    assert steps == sorted([seq * 10 + i for seq in range(1, batches + 1) for i in range(5)
+                            for _ in range(1 if seq > 100 else 2)]  # w1's and w2's
+                           + [10_000 + seq * 1000 + i for seq in range(1, 6) for i in range(130)])
     lines = (copy / "logs" / "all.log").read_text().splitlines()
     assert sorted(int(x.rsplit(" ", 1)[1]) for x in lines if "line " in x) == list(
         range(1, batches + 1))

@@ -237,7 +237,7 @@ class LogFiles:
         sink = clients[client] = _Sink(directory / f"{name}.log")
         return sink
 
-    def _rotate(self, sink: _Sink, reopen: bool = True) -> None:
+    def _rotate(self, sink: _Sink) -> None:
         sink.close()
         base = str(sink.path)
         try:
@@ -250,8 +250,7 @@ class LogFiles:
                 os.remove(base)
         except FileNotFoundError:  # removed behind our back: just start afresh
             pass
-        if reopen:
-            sink.open()
+        sink.open()
 
     def rotate_all(self) -> None:
         """Rotate every text log on disk that is not empty (open or not), as :meth:`write`
@@ -264,7 +263,9 @@ class LogFiles:
             apply_to_all(lambda sink: sink.close(), sinks)
             for path in sorted(self.root.rglob("*.log")):
                 if path.is_file() and path.stat().st_size:
-                    self._rotate(_Sink(path), reopen=False)
+                    sink = _Sink(path)
+                    self._rotate(sink)  # the new file is there at once (empty): whoever
+                    sink.close()        # follows the log sees the rotation now
 
     def flush(self) -> None:
         """Flush every open file. Safe to call at any time, also after :meth:`close`."""
