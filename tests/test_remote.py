@@ -542,6 +542,22 @@ def test_a_staged_hub_stays_within_its_bound_to_the_byte_and_never_wedges(
                 assert up.attempt(force=True) is not None
             else:
                 raise AssertionError(f"a batch of {len(big.chunks[0].blob)} bytes wedged the hub")
+        assert not hub.info()["staging_oversize"]
+        # one batch larger than the whole bound: written once the staging dir was emptied
+        huge = Encoder(hub.registry).encode(
+            [Scalar("learner/a", "x", 20_000 + i, 1.0, float(i)) for i in range(300)], "w4", 1,
+            hub.experiment)
+        for attempt in range(6):
+            if hub.write_node(NodeCall("n4", attempt, [huge]))[0].error is None:
+                break
+            assert up.attempt(force=True) is not None
+        else:
+            raise AssertionError("a batch larger than the bound was never written")
+        assert hub.info()["staging_oversize"] == 1
+        from rayplex.event_bytes import file_version_record
+
+        alone = len(huge.chunks[0].blob) + len(file_version_record(0.0))  # its file, and only it
+        assert alone <= _stream_bytes(staging) <= alone + bound // 10 and alone > bound
         assert up.drain(10)
         assert refused > 0 and up.counters["deleted"] > 0  # the bound was reached, and freed
     finally:
@@ -552,7 +568,8 @@ def test_a_staged_hub_stays_within_its_bound_to_the_byte_and_never_wedges(
     steps = sorted(step for step, _ in tb_scalars(str(copy))["learner"]["a/x"])
     assert steps == sorted([seq * 10 + i for seq in range(1, batches + 1) for i in range(5)
                             for _ in range(1 if seq > 100 else 2)]  # w1's and w2's
-                           + [10_000 + seq * 1000 + i for seq in range(1, 6) for i in range(130)])
+                           + [10_000 + seq * 1000 + i for seq in range(1, 6) for i in range(130)]
+                           + [20_000 + i for i in range(300)])
     lines = (copy / "logs" / "all.log").read_text().splitlines()
     assert sorted(int(x.rsplit(" ", 1)[1]) for x in lines if "line " in x) == list(
         range(1, batches + 1))

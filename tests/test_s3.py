@@ -437,7 +437,7 @@ def test_the_server_down_while_8_workers_log_delays_the_bucket_not_the_workers(
     outage exceeds: the hub holds its writes once it is hit (the staging directory never
     passes it), the workers never wait, and all arrives once after."""
     s3 = s3_env
-    bound = 8 * 1024
+    bound = 32 * 1024  # above one worker's backlog (a batch), below the outage's
     monkeypatch.setenv("RAYPLEX_UPLOAD_SEGMENT_S", "0.3")
     monkeypatch.setenv("RAYPLEX_STAGING_MAX_MB", str(bound / 2**20))
     reload_config()
@@ -464,7 +464,7 @@ def test_the_server_down_while_8_workers_log_delays_the_bucket_not_the_workers(
     assert behind.get("lag_s", 0) >= outage_s / 2, behind  # the lag grew while down
     # the hub held its writes at the bound, which the staging directory never passed (before
     # the bound was exact, CI saw 19,653 bytes against 8,192); nothing is lost, as checked below
-    assert held and peak <= bound, (held, peak)
+    assert held and peak <= bound and not _hub_info(hub.name)["staging_oversize"], (held, peak)
     rayplex.flush(hub.name)
     assert remote.counted_bytes(hub.logdir) <= bound
     after = _upload_info(hub.name)

@@ -81,7 +81,8 @@ class HubWriter:
         """The last disk problem (e.g. no space), until a write succeeds again."""
         self.counters = {"records_written": 0, "batches_written": 0, "lines_written": 0,
                          "duplicates_dropped": 0, "quarantined_batches": 0,
-                         "quarantined_records": 0, "staging_refused": 0}
+                         "quarantined_records": 0, "staging_refused": 0,
+                         "staging_oversize": 0}
         self.clients: set[str] = set()
         self.staged = staged(logdir)
         """A staging directory's bound and rotation (a logdir on object storage), else None."""
@@ -158,6 +159,16 @@ class HubWriter:
             return
         if not self.full and self._measured + self._since + grew <= self.staged.max_bytes:
             self._since += grew
+            return
+        if not self.full and self._measured + self._since <= self.staged.max_bytes // 10 \
+                and grew > self.staged.max_bytes and hold:
+            # one batch larger than the whole bound: written once the staging directory was
+            # emptied (at most a tenth of the bound left: the hub's own lines), or never (a wedge)
+            self._since += grew
+            self.counters["staging_oversize"] += 1
+            log.warning("hub: a batch of %d bytes, more than the whole staging bound %d, is "
+                        "written into the emptied staging directory", grew,
+                        self.staged.max_bytes)
             return
         self.full = self.full or hold
         self.counters["staging_refused"] += 1
@@ -281,6 +292,9 @@ class HubWriter:
         except OSError as exc:
             if isinstance(exc, StagingFull) and len(batches) > 1:
                 return self._one_at_a_time(batches, partials, stamp)
+            if isinstance(exc, StagingFull):
+                with self.lock:  # at once: the uploader's next round can empty the directory
+                    self._make_room()
             error = f"{type(exc).__name__}: {exc}"
             self.hub_line(logging.ERROR, f"could not write {len(batches)} batches (data kept "
                           f"by the senders, who retry): {error}")
