@@ -471,7 +471,7 @@ def test_the_server_down_while_8_workers_log_delays_the_bucket_not_the_workers(
     assert after["lag_bytes"] == 0 and after["problem"] is None and not after["staging_full"]
     rayplex.shutdown(hub.name)
     counts = _exactly_once(s3, uri, "outage", workers, steps)
-    print(f"outage {outage_s:.0f} s: lag peak {peak} bytes (bound {bound}), "
+    print(f"outage {outage_s:.0f} s: staging peak {peak} bytes (bound {bound}), "
           f"lag seen {behind.get('lag_bytes')} bytes "
           f"{behind.get('lag_s')} s (problem: {lag['problem'][:60]}); longest add_scalar "
           f"{longest * 1e3:.1f} ms; {counts}")
