@@ -260,6 +260,12 @@ class Config:
     """The staging directory holds at most this many MiB not yet in the bucket
     (``RAYPLEX_STAGING_MAX_MB``; ``0``: no bound); beyond it the hub refuses writes as on a
     full disk (the senders keep the data and retry) until the uploader catches up."""
+    event_rotate_mb: float = 16.0
+    """In a staging directory, the hub closes an event file once it holds this many MiB and
+    opens the next (``RAYPLEX_EVENT_ROTATE_MB``): a closed file, once in the bucket and read
+    by the local followers, is deleted from the staging directory."""
+    event_rotate_s: float = 60.0
+    """... or once it has been open this many seconds (``RAYPLEX_EVENT_ROTATE_S``)."""
 
     store: bool = True
     """Feed the columnar store ``logdir/store/`` live with every committed scalar, from a store

@@ -66,6 +66,8 @@ class EventWriter:
         self._file = open(self.path, "xb", buffering=0)  # noqa: SIM115 - lives as long as self
         self._fsync = fsync
         self.bytes_written = 0
+        self.opened = time.monotonic()
+        """When the file was opened (:meth:`WriterPool.rotate` closes it past an age)."""
         self.pinned = False
         """Set by :class:`WriterPool` while a caller holds the writer; cleared by flush()."""
         try:
@@ -195,6 +197,7 @@ class WriterPool:
         """Writers closed to stay within ``max_open`` (or after ``EMFILE``)."""
         self.close_errors = 0
         """Evicted or discarded writers whose final flush or close failed (logged)."""
+        self._closed_bytes = 0
 
     def get(self, run: str) -> EventWriter:
         """The open writer of ``run``, opening a new event file if it has none; pins it.
@@ -223,6 +226,11 @@ class WriterPool:
             self._shrink(self.max_open)  # back within bounds once earlier pins have ended
         return writer
 
+    @property
+    def appended(self) -> int:
+        """Bytes written to every event file this pool opened (closed ones included)."""
+        return self._closed_bytes + sum(w.bytes_written for w in self._open.values())
+
     def runs(self) -> list[str]:
         """Every run a writer was ever opened for, sorted (open or not)."""
         return sorted(self._runs)
@@ -250,7 +258,9 @@ class WriterPool:
     def _popped(self) -> Iterator[EventWriter]:
         """Each open writer, least recently used first, removed as it is handed out."""
         while self._open:
-            yield self._open.popitem(last=False)[1]
+            writer = self._open.popitem(last=False)[1]
+            self._closed_bytes += writer.bytes_written
+            yield writer
 
     def discard(self, run: str) -> None:
         """Close and forget the open writer of ``run`` (e.g. after a failed write, before its
@@ -259,6 +269,18 @@ class WriterPool:
         writer = self._open.pop(run, None)
         if writer is not None:
             self._close_quietly(run, writer)
+
+    def rotate(self, max_bytes: int, max_age_s: float) -> int:
+        """Close every unpinned writer whose file holds ``max_bytes`` or more, or has been open
+        ``max_age_s`` or longer (``0``: no such limit); the next :meth:`get` of its run opens
+        the next file, whose name sorts after it. Returns how many were closed."""
+        now = time.monotonic()
+        due = [run for run, w in self._open.items() if not w.pinned and (
+            (max_bytes > 0 and w.bytes_written >= max_bytes)
+            or (max_age_s > 0 and now - w.opened >= max_age_s))]
+        for run in due:
+            self._close_quietly(run, self._open.pop(run))
+        return len(due)
 
     def release_all(self) -> None:
         """Unpin every writer and close the least recently used ones beyond ``max_open``."""
@@ -304,6 +326,7 @@ class WriterPool:
         return False
 
     def _close_quietly(self, run: str, writer: EventWriter) -> None:
+        self._closed_bytes += writer.bytes_written
         try:
             writer.close()
         except OSError as exc:

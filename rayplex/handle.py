@@ -268,6 +268,7 @@ def init(logdir: str | os.PathLike[str], name: str | None = None, *,
         claim = claimant(name, logdir)
         take_claim(target, claim)  # one hub per bucket logdir, whichever node it runs on
         hydrate(target, logdir)  # a new node or a cleaned temp dir: start from the bucket
+        _set_staged(logdir, trackers)
     path = os.path.realpath(os.path.expanduser(os.fspath(logdir)))
     _check_logdir(path)
     if not ray.is_initialized():
@@ -295,6 +296,19 @@ def init(logdir: str | os.PathLike[str], name: str | None = None, *,
                                int(cfg.staging_max_mb * 2**20), claim)
         handle.uri = target.uri
     return handle
+
+
+def _set_staged(staging: str, trackers: list[Any]) -> None:
+    """Tell the hub and the uploader of a staging directory its bound, its event files'
+    rotation and who else reads its event files (they are deleted once up and read)."""
+    from rayplex.remote import Staged, set_staged
+    from rayplex.store.follower import store_available
+
+    cfg = config()
+    set_staged(staging, Staged(int(cfg.staging_max_mb * 2**20),
+                               int(cfg.event_rotate_mb * 2**20), cfg.event_rotate_s,
+                               bool(cfg.store and store_available()),
+                               tuple(t.key for t in trackers)))
 
 
 def _check_forward(forward: Sequence[Any] | None) -> list[Any]:

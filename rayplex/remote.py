@@ -13,7 +13,8 @@ never rewritten:
   file's own name, the next ones under ``<name>.part-<offset, 16 digits>``. Each segment of an
   event file is itself a valid event file, and the names sort in write order, so TensorBoard
   reading ``gs://`` (or a synced copy) sees every record once;
-- an **immutable** file (the store's ``seg-*``/``pyr-*`` Parquet segments) goes up once;
+- an **immutable** file (the store's ``seg-*``/``pyr-*`` Parquet segments and the
+  ``src-*.json`` ranges each was read from) goes up once;
 - a **state** file (params, the registry, the store's manifest, projector files) is small and
   replaced whole when its bytes change (a PUT is atomic).
 
@@ -53,15 +54,15 @@ from rayplex import layout
 from rayplex.atomic import TEMP_PREFIX
 from rayplex.config import CLAIM_LEASE_S, PROBE_TIMEOUT_S, config
 
-__all__ = ["CLAIM", "JOURNAL", "Target", "UploadJournal", "cache_dir", "claimant", "hydrate",
+__all__ = ["CLAIM", "JOURNAL", "Staged", "Target", "UploadJournal", "cache_dir", "claimant", "hydrate",
            "is_uri", "kind_of", "object_key", "parse_key", "probe", "redact", "release_claim",
-           "renew_claim", "resolve", "staging_dir", "sync", "take_claim"]
+           "renew_claim", "resolve", "set_staged", "staged", "staging_dir", "sync", "take_claim"]
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+)://")
 _PART = re.compile(r"^(.*)\.part-(\d{16})$")
 _GEN = re.compile(r"^(.*)\.gen-(\d{4,})$")
 _ROTATED = re.compile(r"^(.*\.log)\.(\d+)$")
-_SEGMENT = re.compile(r"^(seg|pyr)-\d{8,}\.parquet$")
+_SEGMENT = re.compile(r"^(?:(seg|pyr)-\d{8,}\.parquet|src-\d{8,}\.json)$")
 JOURNAL = f"{layout.STATE_DIR}/uploads.jsonl"
 """The upload journal, relative to the staging directory (and its mirror in the bucket)."""
 _SYNCED_GENS = f"{layout.STATE_DIR}/synced-generations.json"
@@ -71,6 +72,9 @@ CLAIM = f"{layout.STATE_DIR}/claim.json"
 STAGING_FULL = f"{layout.STATE_DIR}/staging-full"
 """In a staging directory, while it holds more than its bound not yet in the bucket: why (the
 uploader writes and removes it; the hub refuses writes while it is there)."""
+STAGED = f"{layout.STATE_DIR}/staged.json"
+"""In a staging directory: its bound and event-file rotation, and the local followers of its
+event files (:func:`set_staged`; written by ``rayplex.init`` before the hub starts)."""
 STATE_FILES = frozenset({f"{layout.STATE_DIR}/{layout.REGISTRY_FILE}"})
 """The files of ``.rayplex/`` that go to the bucket (the rest is the hub's private state)."""
 
@@ -200,6 +204,45 @@ def set_staging_full(staging: str, reason: str | None) -> None:
         atomic_write_bytes(path, reason.encode())
 
 
+@dataclass(frozen=True)
+class Staged:
+    """How the hub and the uploader keep a staging directory small: ``max_bytes`` bounds the
+    bytes of its event files, text logs and artifacts (0: no bound); an event file is closed
+    past ``rotate_bytes`` or ``rotate_s``; a closed one is deleted once it is in the bucket and
+    read by the store feed (``store``) and the forwarders (``forwarders``: their keys)."""
+
+    max_bytes: int = 0
+    rotate_bytes: int = 0
+    rotate_s: float = 0.0
+    store: bool = False
+    forwarders: tuple[str, ...] = ()
+
+
+def set_staged(staging: str, staged: Staged) -> None:
+    """Write ``staging``'s :class:`Staged` (read by :func:`staged`)."""
+    from rayplex.atomic import atomic_write_bytes
+
+    path = os.path.join(staging, *STAGED.split("/"))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    body = {"max_bytes": staged.max_bytes, "rotate_bytes": staged.rotate_bytes,
+            "rotate_s": staged.rotate_s, "store": staged.store,
+            "forwarders": list(staged.forwarders)}
+    atomic_write_bytes(path, json.dumps(body, sort_keys=True).encode())
+
+
+def staged(logdir: str) -> Staged | None:
+    """The :class:`Staged` of a staging directory, ``None`` for a logdir that is not one (or
+    whose file is unreadable: then nothing is bounded, rotated or deleted)."""
+    try:
+        with open(os.path.join(logdir, *STAGED.split("/")), "rb") as f:
+            body = json.loads(f.read())
+        return Staged(int(body["max_bytes"]), int(body["rotate_bytes"]),
+                      float(body["rotate_s"]), bool(body["store"]),
+                      tuple(str(k) for k in body["forwarders"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def staging_dir(target: Target) -> str:
     """Where the hub writes remote logdir ``target`` on this node:
     ``RAYPLEX_STAGING_DIR`` (default ``<tmp>/rayplex-staging``) ``/<name>-<hash of the URI>``.
@@ -245,6 +288,35 @@ def kind_of(rel: str) -> str | None:
             return "state"  # replaced whole (a PUT is atomic) after the segments it names
         return "state" if rel == f"{layout.STORE_DIR}/{layout.MANIFEST}" else None
     return "state"
+
+
+def counted(rel: str) -> bool:
+    """Whether staged file ``rel`` counts against the staging bound (``RAYPLEX_STAGING_MAX_MB``):
+    the event files and text logs (with their rotated backups), which leave the staging
+    directory once up; not the artifacts (the hub reads them again: appends, copies, moves),
+    the store (its compaction reads it) or the hub's private state: those stay for the run.
+
+    Example:
+        >>> [counted(p) for p in ("logs/all.log.2", "tensorboard/a/events.out.tfevents.1",
+        ...                       "artifacts/w.pkl", "store/seg-00000001.parquet")]
+        [True, True, False, False]
+    """
+    top = rel.split("/", 1)[0]
+    return top in (layout.TENSORBOARD, layout.LOGS) and (
+        kind_of(rel) == "stream" or rotated_from(rel) is not None)
+
+
+def counted_bytes(staging: str) -> int:
+    """The bytes of the files of ``staging`` that :func:`counted` counts."""
+    total = 0
+    for top in (layout.TENSORBOARD, layout.LOGS):
+        for dirpath, _, names in os.walk(os.path.join(staging, top)):
+            for name in names:
+                path = os.path.join(dirpath, name)
+                if counted(os.path.relpath(path, staging).replace(os.sep, "/")):
+                    with contextlib.suppress(OSError):
+                        total += os.path.getsize(path)
+    return total
 
 
 def object_key(rel: str, offset: int, gen: int = 0) -> str:

@@ -23,7 +23,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +32,7 @@ import ray
 from rayplex import remote
 from rayplex.actors import QUERY_GROUP, detached, get_hub, say_to_hub
 from rayplex.config import CLAIM_LEASE_S, HUB_CALL_TIMEOUT_S, STORE_BACKOFF_MAX_S, STORE_IDLE_POLL_S
-from rayplex.layout import MANIFEST, MANIFEST_LOG, STORE_DIR
+from rayplex.layout import MANIFEST, MANIFEST_LOG, STORE_DIR, TENSORBOARD, forward_cursor_path
 from rayplex.nested import drain
 
 __all__ = ["Uploader", "UploaderActor", "get_or_create_uploader", "uploader_name"]
@@ -78,7 +78,8 @@ class Uploader:
     def __init__(self, staging: str, target: remote.Target,
                  committed: Callable[[], Mapping[str, int]], say: Say | None = None, *,
                  segment_s: float = 30.0, segment_bytes: int = 16 * 2**20,
-                 max_bytes: int = 0, claim: dict[str, str] | None = None) -> None:
+                 max_bytes: int = 0, claim: dict[str, str] | None = None,
+                 open_files: Callable[[], Iterable[str]] | None = None) -> None:
         self.staging = os.path.abspath(staging)
         self.target = target
         self.committed = committed
@@ -87,6 +88,7 @@ class Uploader:
         self.segment_bytes = segment_bytes
         self.max_bytes = max_bytes
         self.claim = claim
+        self.open_files = open_files
         self.renewed = time.monotonic()  # rayplex.init took the claim just before
         self.full = remote.staging_full(self.staging) is not None
         self.lock = threading.Lock()
@@ -99,7 +101,8 @@ class Uploader:
         self.counters: dict[str, Any] = {
             "objects": self.book.objects, "bytes": self.book.bytes, "rounds": 0,
             "failures": 0, "problem": None, "diverged": 0, "lag_bytes": 0, "lag_s": 0.0,
-            "staging_bytes": 0, "last_upload": None, "removed": 0, "dropped": 0, "staging_full": self.full}
+            "staging_bytes": 0, "last_upload": None, "removed": 0, "dropped": 0, "deleted": 0,
+            "staging_full": self.full}
 
     # ----------------------------------------------------------------- one round
     def round(self, force: bool = False) -> bool:
@@ -118,6 +121,7 @@ class Uploader:
                 self.waiting_since = None
                 self.counters["lag_s"] = 0.0
                 self._retire()
+                self._drop_events()
                 return self._mirror_journal()
             now = time.monotonic()
             self.waiting_since = self.waiting_since or now
@@ -144,6 +148,7 @@ class Uploader:
                     continue  # not its snapshot's log, or its segments are not all up yet
                 self._ship("state", rel, 0, len(data), data)
             self._retire()
+            self._drop_events()
             self._mirror_journal()
             self.waiting_since = None
             self.counters["rounds"] += 1
@@ -257,6 +262,64 @@ class Uploader:
                 except OSError:
                     continue
 
+    def _drop_events(self) -> None:
+        """Delete from a staging directory (:func:`rayplex.remote.staged`) the event files that
+        the hub closed (``open_files`` does not name them: a closed file is never reopened),
+        whose every byte is in the bucket and which every local reader of event files has read
+        to its end: the store feed (its manifest's cursors) and each forwarder (its cursor)."""
+        stage = remote.staged(self.staging)
+        if self.open_files is None or stage is None:
+            return
+        open_now = set(self.open_files())
+        read = self._followers(stage)
+        if read is None:
+            return
+        shipping = {entry["src"] for entry in self.book.pending.values()}
+        root = os.path.join(self.staging, TENSORBOARD)
+        for dirpath, _, names in os.walk(root):
+            for name in names:
+                path = os.path.join(dirpath, name)
+                rel = os.path.relpath(path, self.staging).replace(os.sep, "/")
+                have = self.book.files.get(rel)
+                if (remote.kind_of(rel) != "stream" or rel in open_now or rel in shipping
+                        or have is None):
+                    continue
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                if (st.st_ino != have["ino"] or self.book.ends.get(rel, 0) - have["base"]
+                        != st.st_size or any(cursors.get(key, 0) < st.st_size
+                                             for key, cursors in read(rel))):
+                    continue
+                os.remove(path)
+                self.counters["deleted"] += 1
+
+    def _followers(self, stage: remote.Staged
+                   ) -> Callable[[str], list[tuple[str, Mapping[str, int]]]] | None:
+        """For an event file, each local follower's cursor key and cursors; ``None`` if a
+        cursor cannot be read (then nothing is deleted)."""
+        maps: list[tuple[bool, Mapping[str, int]]] = []
+        if stage.store:
+            from rayplex.store.format import Layout, Manifest
+
+            try:
+                maps.append((True, Manifest.load(Layout.of(self.staging)).cursors))
+            except Exception:
+                return None
+        for key in stage.forwarders:
+            try:  # the forwarder's cursor file (rayplex.forward.follow.Cursor): its offsets
+                with open(forward_cursor_path(self.staging, key), "rb") as f:
+                    offsets = json.loads(f.read())["offsets"]
+            except FileNotFoundError:
+                offsets = {}  # it has forwarded nothing yet
+            except (OSError, ValueError, KeyError, TypeError):
+                return None
+            maps.append((False, {str(k): int(v) for k, v in offsets.items()}))
+        prefix = TENSORBOARD + "/"
+        return lambda rel: [(rel[len(prefix):] if store else rel, cursors)
+                            for store, cursors in maps]
+
     def _stream_plan(self) -> list[Step]:
         """What to ship of each stream, in order: committed bytes not up yet and, when a file
         was rotated (a text log: its backups' bytes not up yet, oldest first, then the new
@@ -365,7 +428,8 @@ class Uploader:
         if snapshot is None or _log_name(snapshot) != rel:
             return False
         names = self._store_files(snapshot, log)
-        return names is not None and all(name in self.book.immutables for name in names)
+        return names is not None and all(name in self.book.immutables for name in names
+                                         if not _is_src(name))
 
     def _changed_states(self) -> list[tuple[str, bytes]]:
         out = []
@@ -382,7 +446,8 @@ class Uploader:
 
     def _segments_up(self, manifest: bytes) -> bool:
         names = _segment_files(manifest)
-        return names is not None and all(rel in self.book.immutables for rel in names)
+        return names is not None and all(rel in self.book.immutables for rel in names
+                                         if not _is_src(rel))
 
     def _retire(self) -> None:
         """Delete from the bucket the store segments that the manifest in the bucket no
@@ -499,9 +564,12 @@ class Uploader:
 
 
 def _segment_files(manifest: bytes | None, log: bytes = b"") -> list[str] | None:
-    """The store files (``store/seg-N.parquet``, ``store/pyr-N.parquet``) a manifest snapshot
-    names, with the intact records of ``log`` (its log) applied; ``None`` for a torn or
-    foreign snapshot (never shipped: see ``_segments_up``)."""
+    """The store files (``store/seg-N.parquet``, ``store/pyr-N.parquet`` and, unless the
+    manifest holds its ranges itself, ``store/src-N.json``) a manifest snapshot names, with
+    the intact records of ``log`` (its log) applied; ``None`` for a torn or foreign snapshot
+    (never shipped: see ``_segments_up``). A manifest goes up once its Parquet files are up
+    (a reader needs them); a ``src`` file goes up with them when it is there (a rebuild or a
+    compaction on another node needs it), and leaves the bucket with them."""
     from rayplex.store.format import Segment
 
     if manifest is None:
@@ -517,7 +585,13 @@ def _segment_files(manifest: bytes | None, log: bytes = b"") -> list[str] | None
             segments = [Segment(**seg) for seg in json.loads(manifest)["segments"]]
     except (ValueError, KeyError, TypeError):
         return None
-    return [f"{STORE_DIR}/{name}" for seg in segments for name in (seg.raw, seg.pyr)]
+    return [f"{STORE_DIR}/{name}" for seg in segments
+            for name in (seg.files if not seg.sources else (seg.raw, seg.pyr))]
+
+
+def _is_src(rel: str) -> bool:
+    """A segment's ranges file, which no reader of the bucket needs."""
+    return rel.endswith(".json")
 
 
 def _log_name(snapshot: bytes) -> str | None:
@@ -594,7 +668,7 @@ class UploaderActor:
         self.hub = get_hub(hub)
         self.uploader = Uploader(staging, target, self._committed, self._say,
                                  segment_s=segment_s, segment_bytes=segment_bytes,
-                                 max_bytes=max_bytes, claim=claim)
+                                 max_bytes=max_bytes, claim=claim, open_files=self._open_files)
         self._stop = threading.Event()
         self._loop = threading.Thread(target=self.uploader.run, args=(self._stop,),
                                       name="rayplex-upload", daemon=True)
@@ -603,6 +677,10 @@ class UploaderActor:
     def _committed(self) -> Mapping[str, int]:
         ref = self.hub.committed_files.options(concurrency_group=QUERY_GROUP).remote()
         return dict(ray.get(ref, timeout=HUB_CALL_TIMEOUT_S))
+
+    def _open_files(self) -> list[str]:
+        ref = self.hub.open_event_files.options(concurrency_group=QUERY_GROUP).remote()
+        return list(ray.get(ref, timeout=HUB_CALL_TIMEOUT_S))
 
     def _say(self, level: int, message: str) -> None:
         say_to_hub(self.hub, log, level, message)

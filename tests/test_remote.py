@@ -460,3 +460,208 @@ def test_the_stores_manifest_log_goes_up_after_its_segments_and_old_logs_leave(
         assert int(series["count"].sum()) == step
     finally:
         writer.close()
+
+
+def _stream_bytes(staging: Path) -> int:
+    """The bytes the staging bound counts: event files and text logs (with their backups)."""
+    total = 0
+    for top in ("tensorboard", "logs"):
+        for p in (staging / top).rglob("*"):
+            if p.is_file() and (top != "tensorboard" or "tfevents" in p.name):
+                total += p.stat().st_size
+    return total
+
+
+def test_a_staged_hub_stays_within_its_bound_to_the_byte_and_never_wedges(
+        tmp_path: Path) -> None:
+    """Issue 26: a staged logdir that writes far more than its bound, the bucket reachable.
+    Checked after every write, the staging directory's event files and logs never pass the
+    bound (not even between two measures of the uploader); a batch refused at the bound is
+    written after the next upload round (closed event files, once up, leave the staging
+    directory: the hub never wedges); every scalar is in the bucket exactly once."""
+    from rayplex.actors.hub import Hub
+    from rayplex.encoder import Encoder
+    from rayplex.items import Line, Scalar
+    from rayplex.records import NodeCall
+    from tests.conftest import tb_scalars
+
+    staging, bucket = tmp_path / "staging", tmp_path / "bucket"
+    bound = 8192
+    remote.set_staged(str(staging), remote.Staged(max_bytes=bound, rotate_bytes=1024,
+                                                  rotate_s=3600.0))
+    target = remote.resolve(f"file://{bucket}")
+    assert target is not None
+    hub = Hub("staged", str(staging))
+    batches, peak, refused = 300, 0, 0
+    try:
+        up = Uploader(str(staging), target, hub.writer.committed_files,
+                      open_files=hub.writer.open_event_files, segment_s=1e9, max_bytes=bound)
+        for seq in range(1, batches + 1):
+            items = [Scalar("learner/a", "x", seq * 10 + i, 1.0, float(i)) for i in range(5)]
+            items.append(Line((1.0, 20, "learner/a", "node0001", 1, "app", f"line {seq}", None)))
+            batch = Encoder(hub.registry).encode(items, "w1", seq, hub.experiment)
+            for attempt in range(4):
+                ack = hub.write_node(NodeCall("n", seq * 10 + attempt, [batch]))[0]
+                peak = max(peak, _stream_bytes(staging))
+                assert peak <= bound, f"staging holds {peak} bytes, bound {bound}"
+                if ack.error is None:
+                    break
+                refused += 1
+                assert up.attempt(force=True) is not None  # one upload round makes room
+            else:
+                raise AssertionError(f"batch {seq} refused 4 times: the staging dir wedged")
+            if seq % 25 == 0:
+                assert up.attempt(force=True) is not None
+        # a node call holding more than the bound (its node buffer's backlog after an outage)
+        # is written as far as it fits, the rest resent: never refused whole forever
+        backlog = [Encoder(hub.registry).encode(
+            [Scalar("learner/a", "x", seq * 10 + i, 1.0, float(i)) for i in range(5)], "w2",
+            seq, hub.experiment) for seq in range(1, 101)]
+        for call in range(100):
+            acks = hub.write_node(NodeCall("n2", call, backlog))
+            peak = max(peak, _stream_bytes(staging))
+            assert peak <= bound, f"staging holds {peak} bytes, bound {bound}"
+            if all(a.error is None for a in acks):
+                break
+            assert up.attempt(force=True) is not None
+        else:
+            raise AssertionError("a node call larger than the bound wedged the hub")
+        assert call > 0  # it did not fit at once
+        # batches of 3/4 of the bound each (a worker's backlog): the hub makes all the room
+        # there is (its text logs rotated too, their backups up and gone) and writes each
+        for seq in range(1, 6):
+            big = Encoder(hub.registry).encode(
+                [Scalar("learner/a", "x", 10_000 + seq * 1000 + i, 1.0, float(i))
+                 for i in range(130)], "w3", seq, hub.experiment)
+            for attempt in range(6):
+                ack = hub.write_node(NodeCall("n3", seq * 10 + attempt, [big]))[0]
+                peak = max(peak, _stream_bytes(staging))
+                assert peak <= bound, f"staging holds {peak} bytes, bound {bound}"
+                if ack.error is None:
+                    break
+                assert up.attempt(force=True) is not None
+            else:
+                raise AssertionError(f"a batch of {len(big.chunks[0].blob)} bytes wedged the hub")
+        assert not hub.info()["staging_oversize"]
+        # one batch larger than the whole bound: written once the staging dir was emptied
+        huge = Encoder(hub.registry).encode(
+            [Scalar("learner/a", "x", 20_000 + i, 1.0, float(i)) for i in range(300)], "w4", 1,
+            hub.experiment)
+        for attempt in range(6):
+            if hub.write_node(NodeCall("n4", attempt, [huge]))[0].error is None:
+                break
+            assert up.attempt(force=True) is not None
+        else:
+            raise AssertionError("a batch larger than the bound was never written")
+        assert hub.info()["staging_oversize"] == 1
+        from rayplex.event_bytes import file_version_record
+
+        alone = len(huge.chunks[0].blob) + len(file_version_record(0.0))  # its file, and only it
+        assert alone <= _stream_bytes(staging) <= alone + bound // 10 and alone > bound
+        assert up.drain(10)
+        assert refused > 0 and up.counters["deleted"] > 0  # the bound was reached, and freed
+    finally:
+        hub._stop.set()
+        hub.close()
+    copy = tmp_path / "copy"
+    remote.sync(target, str(copy))
+    steps = sorted(step for step, _ in tb_scalars(str(copy))["learner"]["a/x"])
+    assert steps == sorted([seq * 10 + i for seq in range(1, batches + 1) for i in range(5)
+                            for _ in range(1 if seq > 100 else 2)]  # w1's and w2's
+                           + [10_000 + seq * 1000 + i for seq in range(1, 6) for i in range(130)]
+                           + [20_000 + i for i in range(300)])
+    lines = (copy / "logs" / "all.log").read_text().splitlines()
+    assert sorted(int(x.rsplit(" ", 1)[1]) for x in lines if "line " in x) == list(
+        range(1, batches + 1))
+
+
+def test_the_stores_src_files_go_up_with_their_segments_and_leave_with_them(
+        tmp_path: Path) -> None:
+    """A store segment's ``src-<id>.json`` (the event-file ranges it was read from, which a
+    rebuild and a compaction need) goes up with the segment, and a staging directory rebuilt
+    from the bucket (a new node) has them; once compacted away they leave the bucket too."""
+    pytest.importorskip("duckdb")
+
+    import rayplex
+    from rayplex.event_bytes import ScalarTemplate, tag_header
+    from rayplex.events import EventWriter
+    from rayplex.store.format import Layout, Manifest
+
+    staging, bucket = tmp_path / "staging", tmp_path / "bucket"
+    target = remote.resolve(f"file://{bucket}")
+    assert target is not None
+    writer = EventWriter(str(staging / "tensorboard" / "learner"))
+    template = ScalarTemplate(tag_header("main/x"))
+    try:
+        for start in (0, 50, 100):
+            writer.write(b"".join(template.record(1000.0 + s, s, float(s))
+                                  for s in range(start, start + 50)))
+            writer.flush()
+            rayplex.index(staging, compaction=False)
+            assert Uploader(str(staging), target, lambda: {}, segment_s=1e9).drain(10)
+        segments = Manifest.load(Layout.of(staging)).segments
+        assert len(segments) == 3
+        for seg in segments:
+            up = bucket / "store" / seg.src
+            assert up.exists(), f"{seg.src} is not in the bucket"
+            assert up.read_bytes() == (staging / "store" / seg.src).read_bytes()
+        node2 = tmp_path / "node2"
+        assert remote.hydrate(target, str(node2)) > 0
+        assert all((node2 / "store" / seg.src).exists() for seg in segments)
+        from rayplex.store.indexer import compact
+
+        assert compact(staging) > 0  # the three merged into one
+        merged = Manifest.load(Layout.of(staging)).segments
+        assert [s.id for s in merged] != [s.id for s in segments]
+        assert Uploader(str(staging), target, lambda: {}, segment_s=1e9).drain(10)
+        assert sorted(p.name for p in (bucket / "store").glob("src-*")) == sorted(
+            s.src for s in merged)
+    finally:
+        writer.close()
+
+
+def test_a_staged_hub_keeps_every_rotated_text_log_until_the_bucket_has_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Text logs rotated often (``RAYPLEX_LOG_MAX_BYTES``) while the uploader ships nothing:
+    the hub keeps as many backups as the staging bound holds, and refuses writes at the bound
+    before it would drop one, so every line reaches the bucket once (the stdlib-style
+    ``backup_count`` of 5 dropped the oldest backups unshipped)."""
+    from rayplex.actors.hub import Hub
+    from rayplex.config import reload_config
+    from rayplex.encoder import Encoder
+    from rayplex.items import Line
+    from rayplex.records import NodeCall
+
+    monkeypatch.setenv("RAYPLEX_LOG_MAX_BYTES", "200")
+    reload_config()
+    staging, bucket = tmp_path / "staging", tmp_path / "bucket"
+    bound = 8192
+    remote.set_staged(str(staging), remote.Staged(max_bytes=bound, rotate_bytes=1024,
+                                                  rotate_s=3600.0))
+    target = remote.resolve(f"file://{bucket}")
+    assert target is not None
+    hub = Hub("staged", str(staging))
+    written = 0
+    try:
+        for seq in range(1, 500):  # no upload round: until the bound refuses a write
+            line = Line((1.0, 20, "learner/a", "node0001", 1, "app", f"line {seq}", None))
+            batch = Encoder(hub.registry).encode([line], "w1", seq, hub.experiment)
+            if hub.write_node(NodeCall("n", seq, [batch]))[0].error is not None:
+                break
+            written = seq
+        else:
+            raise AssertionError("the bound never refused a write")
+        up = Uploader(str(staging), target, hub.writer.committed_files,
+                      open_files=hub.writer.open_event_files, segment_s=1e9, max_bytes=bound)
+        assert up.drain(10)
+    finally:
+        hub._stop.set()
+        hub.close()
+        monkeypatch.undo()  # before the next test reads the configuration
+        reload_config()
+    copy = tmp_path / "copy"
+    remote.sync(target, str(copy))
+    for log in ("all.log", "learner/a.log"):
+        lines = (copy / "logs" / log).read_text().splitlines()
+        assert sorted(int(x.rsplit(" ", 1)[1]) for x in lines if "line " in x) == list(
+            range(1, written + 1)), log

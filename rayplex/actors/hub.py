@@ -255,6 +255,11 @@ class Hub:
         <rayplex.actors.writer.HubWriter.committed_files>`."""
         return self.writer.committed_files()
 
+    def open_event_files(self) -> list[str]:
+        """The event files open now: :meth:`HubWriter.open_event_files
+        <rayplex.actors.writer.HubWriter.open_event_files>`."""
+        return self.writer.open_event_files()
+
     def forwarder_line(self, level: int, message: str) -> None:
         """A forwarder's warning, in ``logs/all.log`` as the hub's own line."""
         self.writer.hub_line(level, str(message)[:2000])

@@ -112,6 +112,8 @@ class LogFiles:
         self._known: set[tuple[str, str]] = set()
         """(client, logger) pairs of lines that passed the full check."""
         self._closed = False
+        self.written = 0
+        """Bytes appended to the files so far (every file: ``all.log`` and the clients')."""
         self.root.mkdir(parents=True, exist_ok=True)
 
     def __enter__(self) -> LogFiles:
@@ -176,11 +178,19 @@ class LogFiles:
                         self._rotate(target)
                     target.file.write(data)  # type: ignore[union-attr]
                     target.size += len(data)
+                    self.written += len(data)
             if self.autoflush:
                 all_sink.file.flush()  # type: ignore[union-attr]
                 for sink in touched:
                     if sink.file is not None:  # may have been closed by the LRU
                         sink.file.flush()
+
+    def size_of(self, lines: Sequence[LogLine | WireLine]) -> int:
+        """The bytes :meth:`write` would append for ``lines`` (each kept line goes to
+        ``all.log`` and to its client's file), without writing anything."""
+        level = self.level
+        return 2 * sum(len(format_line(ln).encode("utf-8", "backslashreplace"))
+                       for ln in lines if level <= 0 or ln[1] >= level)
 
     def check(self, lines: Sequence[LogLine | WireLine]) -> None:
         """Raise what :meth:`write` would raise for a bad line, without writing anything.
@@ -241,6 +251,21 @@ class LogFiles:
         except FileNotFoundError:  # removed behind our back: just start afresh
             pass
         sink.open()
+
+    def rotate_all(self) -> None:
+        """Rotate every text log on disk that is not empty (open or not), as :meth:`write`
+        rotates one past ``max_bytes``: the next line starts a new file. A staging directory
+        at its bound does this, so that every byte already uploaded can leave it."""
+        with self._lock:
+            sinks = self._sinks()
+            self._all = None
+            self._clients.clear()
+            apply_to_all(lambda sink: sink.close(), sinks)
+            for path in sorted(self.root.rglob("*.log")):
+                if path.is_file() and path.stat().st_size:
+                    sink = _Sink(path)
+                    self._rotate(sink)  # the new file is there at once (empty): whoever
+                    sink.close()        # follows the log sees the rotation now
 
     def flush(self) -> None:
         """Flush every open file. Safe to call at any time, also after :meth:`close`."""

@@ -40,13 +40,17 @@ from rayplex.events import WriterPool
 from rayplex.groups import GroupRegistry
 from rayplex.layout import STATE_DIR as STATE_DIR  # kept importable: tests use it
 from rayplex.records import Ack, Batch, Partial
-from rayplex.remote import staging_full
+from rayplex.remote import counted_bytes, staged, staging_full
 from rayplex.textlog import LogLine, parse_level
 
 log = logging.getLogger("rayplex.hub")
 
 
 T = TypeVar("T")
+
+
+class StagingFull(OSError):
+    """A write that would pass its staging directory's bound (``ENOSPC``)."""
 
 
 class Unwritable(Exception):
@@ -77,8 +81,11 @@ class HubWriter:
         """The last disk problem (e.g. no space), until a write succeeds again."""
         self.counters = {"records_written": 0, "batches_written": 0, "lines_written": 0,
                          "duplicates_dropped": 0, "quarantined_batches": 0,
-                         "quarantined_records": 0}
+                         "quarantined_records": 0, "staging_refused": 0,
+                         "staging_oversize": 0}
         self.clients: set[str] = set()
+        self.staged = staged(logdir)
+        """A staging directory's bound and rotation (a logdir on object storage), else None."""
         self._prepare_dirs()
         self.claim = LogdirClaim(logdir, self.state_dir, name, experiment)
         try:
@@ -97,6 +104,13 @@ class HubWriter:
         self.last_seq: dict[str, int] = self.state.last_seq
         self.pending_undo: dict[str, int] = dict(self.state.pending_undo)
         self._committed_cache: dict[str, int] = {}  # committed_sizes' last answer, absolute paths
+        self.full = False
+        """A staging directory at its bound: writes are refused until a measure finds it below
+        90 % of it (:meth:`_charge`)."""
+        self._measured = 0  # the bound's bytes at the last measure ...
+        self._since = 0  # ... and appended since
+        with self.lock:
+            self._measure()
 
     def _prepare_dirs(self) -> bool:
         try:
@@ -114,8 +128,71 @@ class HubWriter:
         self.problem = text
 
     def _open_logs(self) -> LogFiles:
-        return LogFiles(layout.logs_dir(self.logdir), max_bytes=config().log_max_bytes or None,
+        max_bytes, backups = config().log_max_bytes or None, 5
+        if self.staged is not None and self.staged.rotate_bytes > 0:
+            # staged: rotate so that uploaded bytes can leave, and keep the backups the bound
+            # can hold (the bound stops writes before a backup not yet up would be dropped)
+            max_bytes = min(max_bytes or self.staged.rotate_bytes, self.staged.rotate_bytes)
+            backups = max(backups, self.staged.max_bytes // max_bytes + 2)
+        return LogFiles(layout.logs_dir(self.logdir), max_bytes=max_bytes, backup_count=backups,
                         level=self.level)
+
+    # ------------------------------------------------------------ staging bound
+    def _measure(self) -> None:
+        """Under the lock (no transaction in flight): measure the bytes the staging bound counts
+        (:func:`rayplex.remote.counted_bytes`) and lift the refusal below 90 % of the bound."""
+        if self.staged is None or self.staged.max_bytes <= 0:
+            return
+        self._measured, self._since = counted_bytes(self.logdir), 0
+        if self.full and self._measured < self.staged.max_bytes * 0.9:
+            self.full = False
+            log.warning("hub: the staging directory is below 90 %% of its bound again (%d "
+                        "bytes); writes resume", self._measured)
+
+    def _charge(self, grew: int, hold: bool = True) -> None:
+        """Count ``grew`` bytes a transaction just appended (before it commits). Past the staging
+        bound it raises ``ENOSPC`` instead (the caller undoes the transaction, the senders keep
+        the data and retry) and, with ``hold``, writes are refused until the uploader made
+        room: so the bound holds to the byte, checked on every write, not only at the
+        uploader's measures."""
+        if self.staged is None or self.staged.max_bytes <= 0:
+            return
+        if not self.full and self._measured + self._since + grew <= self.staged.max_bytes:
+            self._since += grew
+            return
+        if not self.full and self._measured + self._since <= self.staged.max_bytes // 10 \
+                and grew > self.staged.max_bytes and hold:
+            # one batch larger than the whole bound: written once the staging directory was
+            # emptied (at most a tenth of the bound left: the hub's own lines), or never (a wedge)
+            self._since += grew
+            self.counters["staging_oversize"] += 1
+            log.warning("hub: a batch of %d bytes, more than the whole staging bound %d, is "
+                        "written into the emptied staging directory", grew,
+                        self.staged.max_bytes)
+            return
+        self.full = self.full or hold
+        self.counters["staging_refused"] += 1
+        raise StagingFull(errno.ENOSPC, self._full_reason())
+
+    def _full_reason(self) -> str:
+        assert self.staged is not None
+        return (f"the staging directory holds {self._measured + self._since} bytes of event "
+                f"files and text logs and the bound is {self.staged.max_bytes} "
+                "(RAYPLEX_STAGING_MAX_MB); writes resume as the uploader ships and deletes them")
+
+    def _appended(self) -> int:
+        """Bytes appended to event files and text logs so far (grows; a transaction's growth is
+        the difference of two calls)."""
+        return self.pool.appended + self.logs.written
+
+    def _make_room(self) -> None:
+        """At the bound: close every event file and rotate the text logs, so that everything
+        the uploader ships can leave the staging directory."""
+        try:
+            self.pool.close_all()
+            self.logs.rotate_all()
+        except OSError as exc:
+            log.warning("hub: closing files at the staging bound: %s", exc)
 
     # ------------------------------------------------------------- validation
     def check(self, batch: Batch) -> None:
@@ -204,13 +281,20 @@ class HubWriter:
         """Write ``batches`` (encoded with the registry ``stamp``) with ``partials`` and their
         own as one transaction (:meth:`write_batches`), then add the partials to the summary
         book; if that fails for a reason other than the disk, write one batch at a time so
-        that only the batch that cannot be written is quarantined. Answers every batch."""
+        that only the batch that cannot be written is quarantined, and so too when the batches
+        together would pass a staging directory's bound (as many are written as fit, the
+        rest are resent). Answers every batch."""
         if not batches and not partials:
             return []
         own = [p for b in batches for p in b.partials]
         try:
             self.write_batches(batches, partials + own)
         except OSError as exc:
+            if isinstance(exc, StagingFull) and len(batches) > 1:
+                return self._one_at_a_time(batches, partials, stamp)
+            if isinstance(exc, StagingFull):
+                with self.lock:  # at once: the uploader's next round can empty the directory
+                    self._make_room()
             error = f"{type(exc).__name__}: {exc}"
             self.hub_line(logging.ERROR, f"could not write {len(batches)} batches (data kept "
                           f"by the senders, who retry): {error}")
@@ -222,12 +306,16 @@ class HubWriter:
             if not batches:  # the merged partials alone cannot be written: a bug, say so
                 log.exception("hub %s: dropped merged summary partials", self.claim.name)
                 return []
-            results = self.write_or_quarantine([], partials, stamp)
-            for batch in batches:
-                results += self.write_or_quarantine([batch], [], stamp)
-            return results
+            return self._one_at_a_time(batches, partials, stamp)
         self._add_partials(partials + own)
         return [(b, Ack(b.sender, b.seq, registry_stamp=stamp)) for b in batches]
+
+    def _one_at_a_time(self, batches: list[Batch], partials: list[Partial],
+                       stamp: tuple[str, int]) -> list[tuple[Batch, Ack]]:
+        results = self.write_or_quarantine([], partials, stamp)
+        for batch in batches:
+            results += self.write_or_quarantine([batch], [], stamp)
+        return results
 
     def _add_partials(self, partials: list[Partial]) -> None:
         assert self.state.book is not None
@@ -260,6 +348,7 @@ class HubWriter:
             ids = [(b.sender, b.seq) for b in batches]
             offsets = file_sizes(self._log_paths(lines))
             step = max(1, self.pool.max_open // 2)
+            before = self._appended()
             with self._undone_on_error(offsets, runs):
                 self.journal.begin(offsets, ids)
                 for start in range(0, len(runs), step):
@@ -274,6 +363,9 @@ class HubWriter:
                             writer.write(blob)
                     for writer in writers:
                         writer.flush()  # also unpins it: the pool may close it now
+                # before the lines: a refusal never undoes a text log's rotation
+                self._charge(self._appended() - before + self.logs.size_of(lines),
+                             hold=len(batches) <= 1)
                 if lines:  # one sorted write per call: all.log is ordered by worker time
                     self.logs.write(lines)
                 self.journal.commit(ids, partials, [])
@@ -316,6 +408,7 @@ class HubWriter:
     def _write_planned(self, planned: list[tuple[str, tuple[str, int], bytes]]) -> None:
         self.settle()
         runs = list(dict.fromkeys(run for run, _, _ in planned))
+        before = self._appended()
         writers = {run: self.pool.get(run) for run in runs}
         offsets = {w.path: w.bytes_written for w in writers.values()}
         with self._undone_on_error(offsets, runs):
@@ -324,6 +417,7 @@ class HubWriter:
                 writers[run].write(blob)
             for writer in writers.values():
                 writer.flush()
+            self._charge(self._appended() - before)
             self.journal.written([key for _, key, _ in planned])
         self._written()
 
@@ -488,7 +582,14 @@ class HubWriter:
     def committed_files(self) -> dict[str, int]:
         """:meth:`committed_sizes` and, measured under the lock (so between transactions),
         the size of every text log and artifact file, capped by a pending undo: what the
-        uploader (:mod:`rayplex.upload`) may ship of the files that only grow."""
+        uploader (:mod:`rayplex.upload`) may ship of the files that only grow.
+
+        In a staging directory (the uploader calls this every round) it first closes the event
+        files due for rotation and measures the bytes the staging bound counts."""
+        if self.staged is not None:
+            with self.lock:
+                self.pool.rotate(self.staged.rotate_bytes, self.staged.rotate_s)
+                self._measure()
         sizes = self.committed_sizes()
         with self.lock:
             pending = {os.path.abspath(p): s for p, s in self.pending_undo.items()}
@@ -503,6 +604,14 @@ class HubWriter:
                         rel = os.path.relpath(path, self.logdir).replace(os.sep, "/")
                         sizes[rel] = min(size, pending.get(os.path.abspath(path), size))
         return sizes
+
+    def open_event_files(self) -> list[str]:
+        """The event files open for writing now (paths relative to the logdir): every other one
+        is closed for good (a writer never reopens a file), which the uploader may delete from
+        a staging directory once it is in the bucket and read."""
+        with self.lock:
+            return [os.path.relpath(w.path, self.logdir).replace(os.sep, "/")
+                    for w in self.pool.open_writers()]
 
     # ------------------------------------------------------------------ claim
     def lost(self) -> str | None:
@@ -542,6 +651,9 @@ class HubWriter:
         full = staging_full(self.logdir)  # a logdir on object storage, its bucket far behind
         if full is not None:
             raise OSError(errno.ENOSPC, full)
+        if self.full:  # at its bound (_charge)
+            self._make_room()
+            raise OSError(errno.ENOSPC, self._full_reason())
         if self.pending_undo:
             self.pending_undo = self.journal.retry_undo(self.pending_undo)
             if self.pending_undo:
@@ -603,10 +715,11 @@ class HubWriter:
                 return  # never into deleted files, nor into a logdir this hub does not own
             if self.pending_undo:
                 return  # the files are waiting for a cut: nothing may be appended meanwhile
-            if staging_full(self.logdir) is not None:
+            if staging_full(self.logdir) is not None or self.full:
                 return  # its bucket is far behind: the process log only
             offsets = file_sizes(self._log_paths([line]))
             try:
+                self._charge(self.logs.size_of([line]), hold=False)  # before: see write_batches
                 self.logs.write([line])
                 self.logs.flush()
             except Exception as exc:  # never a torn line that the next write would glue onto
