@@ -14,6 +14,7 @@ import time
 import pytest
 
 from rayplex.actors.hub import Hub
+from rayplex.actors.summaries import Summary
 from rayplex.actors.writer import HubWriter
 from rayplex.config import config
 from rayplex.encoder import Encoder
@@ -419,3 +420,35 @@ def test_a_directory_duplicate_replayed_after_the_hub_died_is_answered_as_applie
     assert refused[0] is False and refused[1][0] == "FileExistsError"
     hub.close()
     restarted.close()
+
+
+def test_a_second_summary_point_and_its_warning_are_written_together_or_not_at_all(
+        hub, monkeypatch):
+    """A late partial's second point at a written step is documented as coming with a WARNING
+    naming it: the point and the line are one transaction, so a failed write (a full disk, a
+    kill) never leaves the point without its warning."""
+    logdir = hub.logdir
+    hub.writer.write_summaries([Summary("agent", 3, {"r/count": 2.0}, False)], hub.registry)
+
+    def full(lines: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    late = [Summary("agent", 3, {"r/count": 3.0}, True)]
+    monkeypatch.setattr(hub.writer.logs, "write", full)
+    with pytest.raises(OSError):
+        hub.writer.write_summaries(late, hub.registry)
+    monkeypatch.undo()
+
+    def points() -> list[tuple[int, float]]:
+        return [(s, v) for s, v in tb_scalars(logdir)["agent/summary"]["r/count"]]
+
+    def warnings() -> int:
+        path = os.path.join(logdir, "logs", "all.log")
+        if not os.path.exists(path):
+            return 0
+        with open(path, encoding="utf-8") as f:
+            return sum("late store_metrics partial for group 'agent' step 3" in line for line in f)
+
+    assert (points(), warnings()) == ([(3, 2.0)], 0)  # neither: the write failed whole
+    hub.writer.write_summaries(late, hub.registry)  # the book hands it back; written now
+    assert (points(), warnings()) == ([(3, 2.0), (3, 3.0)], 1)

@@ -392,32 +392,41 @@ class HubWriter:
                 blob = b"".join(ScalarTemplate(tag_header(route.tag(tag))).record(now, step, value)
                                 for tag, value in values.items())
                 planned.append((route.run, (group, step), blob))
+            # a second point at a written step comes with its WARNING in the same transaction:
+            # never the point without the line (a full disk, a kill between two writes)
+            warnings = [self._hub_log_line(
+                logging.WARNING, f"late store_metrics partial for group {group!r} step {step} "
+                "(from a worker declared silent, or one that joined late): wrote a second point "
+                "at that step over all values") for group, step, _, flagged in due if flagged]
             try:
-                self._write_planned(planned)
+                self._write_planned(planned, warnings)
             except BaseException:
                 assert self.state.book is not None
                 self.state.book.mark_dirty([(g, s) for g, s, _, _ in due])
                 raise
-            for group, step, _, flagged in due:
-                if flagged:
-                    self.hub_line(
-                        logging.WARNING, f"late store_metrics partial for group {group!r} step "
-                        f"{step} (from a worker declared silent, or one that joined late): wrote "
-                        "a second point at that step over all values")
+            for line in warnings:
+                log.warning("%s", line.message)
 
-    def _write_planned(self, planned: list[tuple[str, tuple[str, int], bytes]]) -> None:
+    def _write_planned(self, planned: list[tuple[str, tuple[str, int], bytes]],
+                       lines: list[LogLine] | None = None) -> None:
+        """Append ``planned`` blobs (and the hub's own ``lines``) as one journalled
+        transaction of keyed writes."""
         self.settle()
+        lines = lines or []
         runs = list(dict.fromkeys(run for run, _, _ in planned))
         before = self._appended()
         writers = {run: self.pool.get(run) for run in runs}
-        offsets = {w.path: w.bytes_written for w in writers.values()}
+        offsets = file_sizes(self._log_paths(lines))
+        offsets.update({w.path: w.bytes_written for w in writers.values()})
         with self._undone_on_error(offsets, runs):
             self.journal.begin(offsets, [])
             for run, _, blob in planned:
                 writers[run].write(blob)
             for writer in writers.values():
                 writer.flush()
-            self._charge(self._appended() - before)
+            self._charge(self._appended() - before + self.logs.size_of(lines))
+            if lines:
+                self.logs.write(lines)
             self.journal.written([key for _, key, _ in planned])
         self._written()
 
@@ -705,11 +714,15 @@ class HubWriter:
         return [layout.all_log_path(self.logdir)] + [
             os.path.join(root, *client.split("/", 1)) + ".log" for client in clients]
 
+    @staticmethod
+    def _hub_log_line(level: int, message: str) -> LogLine:
+        return LogLine(time.time(), level, rules.HUB_CLIENT_ID, "hub", os.getpid(), "rayplex.hub",
+                       message, None)
+
     def hub_line(self, level: int, message: str) -> None:
         """A line from the hub itself, in ``logs/all.log`` as client ``rayplex/hub``."""
         log.log(level, message)
-        line = LogLine(time.time(), level, rules.HUB_CLIENT_ID, "hub", os.getpid(), "rayplex.hub",
-                       message, None)
+        line = self._hub_log_line(level, message)
         with self.lock:
             if not self.claim.held or self.lost() is not None:
                 return  # never into deleted files, nor into a logdir this hub does not own
