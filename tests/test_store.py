@@ -519,6 +519,22 @@ def test_missing_logdir_and_store_are_clear_errors(tmp_path):
         rayplex.read_series(tmp_path, "t", refresh=False)
 
 
+def test_a_cold_read_imports_only_what_it_needs(tmp_path):
+    # a fresh process that reads pays for its imports: `import rayplex` imports neither Ray
+    # nor pandas/pyarrow/duckdb, and read_series then imports pandas and pyarrow, not duckdb
+    write_points(tmp_path, "r", [("t", s, float(s)) for s in range(10)])
+    rayplex.index(tmp_path)
+    code = ("import sys, rayplex\n"
+            "heavy = ('ray', 'pandas', 'pyarrow', 'duckdb')\n"
+            "print(sorted(m for m in heavy if m in sys.modules))\n"
+            "frame = rayplex.read_series(sys.argv[1], 't', refresh=False)\n"
+            "print(sorted(m for m in heavy if m in sys.modules), int(frame['count'].sum()))\n")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["[]", "['pandas', 'pyarrow'] 10"]
+
+
 def test_without_duckdb_read_series_names_the_extra(tmp_path):
     write_points(tmp_path, "r", [("t", 0, 1.0)])
     code = ("import sys; sys.modules['duckdb'] = None\n"
