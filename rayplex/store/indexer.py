@@ -205,12 +205,43 @@ def _ranked(ids: I64, names: list[str]) -> tuple[I64, list[str]]:
     return (rank[ids] if len(names) else np.zeros(0, np.int64)), sorted(names)
 
 
+def _arrow(values: Any) -> Any:
+    """A pyarrow array over a numpy array's memory. (``pa.array`` and ``pa.table`` of numpy
+    arrays import pandas, about a second, to ask whether it is a pandas object; an indexer
+    needs no pandas.)"""
+    import pyarrow as pa
+
+    values = np.ascontiguousarray(values)
+    return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values),
+                                 [None, pa.py_buffer(values)])
+
+
+def _strings(names: list[str], codes: I64 | None = None) -> Any:
+    """A pyarrow string array of ``names``, or of ``names[code]`` for each of ``codes``, built
+    from its buffers (as :func:`_arrow`; the bytes gathered by numpy)."""
+    import pyarrow as pa
+
+    data = [name.encode("utf-8") for name in names]
+    sizes = np.array([len(d) for d in data], np.int64)
+    blob = np.frombuffer(b"".join(data), np.uint8)
+    if codes is not None:
+        starts = np.r_[0, np.cumsum(sizes)[:-1]] if len(sizes) else sizes
+        sizes = sizes[codes]
+        ends = np.cumsum(sizes)
+        at = np.repeat(starts[codes] - (ends - sizes), sizes) + np.arange(int(ends[-1]) if len(
+            ends) else 0)
+        blob = blob[at]
+    offsets = np.zeros(len(sizes) + 1, np.int32)
+    np.cumsum(sizes, out=offsets[1:])
+    return pa.Array.from_buffers(pa.string(), len(sizes),
+                                 [None, pa.py_buffer(offsets), pa.py_buffer(blob)])
+
+
 def _names(codes: I64, names: list[str]) -> Any:
     """A dictionary-typed string column (no string is copied per row)."""
     import pyarrow as pa
 
-    return pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()),
-                                          pa.array(names, pa.string()))
+    return pa.DictionaryArray.from_arrays(_arrow(codes.astype(np.int32)), _strings(names))
 
 
 def _with_dictionaries(schema: Any) -> Any:
@@ -276,8 +307,9 @@ class _Points:
         import pyarrow as pa
 
         return pa.table({"run": _names(self.run, self.runs), "tag": _names(self.tag, self.tags),
-                         "step": self.step, "wall_time": self.wall_time, "value": self.value,
-                         "seq": self.seq}, schema=_with_dictionaries(raw_schema()))
+                         "step": _arrow(self.step), "wall_time": _arrow(self.wall_time),
+                         "value": _arrow(self.value), "seq": _arrow(self.seq)},
+                        schema=_with_dictionaries(raw_schema()))
 
 
 def _pyramid_table(raw: _Points) -> tuple[Any, int]:
@@ -295,15 +327,16 @@ def _pyramid_table(raw: _Points) -> tuple[Any, int]:
     rows = Buckets.concat([b for _, b in levels])
     level = np.concatenate([np.full(len(b), lv, np.int8) for lv, b in levels]) if levels \
         else np.zeros(0, np.int8)
-    order = np.argsort(tag[heads][rows.series] * 64 + level, kind="stable")
+    key = tag[heads][rows.series] * 64 + level
+    order = np.argsort(key.astype(np.uint16) if len(raw.tags) <= 1024 else key, kind="stable")
     rows, level = rows.take(order), level[order]
     columns: dict[str, Any] = {  # strings: the schema (and its metadata) is stored
-        "run": _names(run[heads][rows.series], raw.runs).dictionary_decode(),
-        "tag": _names(tag[heads][rows.series], raw.tags).dictionary_decode(),
-                               "level": level, "bucket": rows.bucket}
+        "run": _strings(raw.runs, run[heads][rows.series]),
+        "tag": _strings(raw.tags, tag[heads][rows.series]),
+        "level": _arrow(level), "bucket": _arrow(rows.bucket)}
     for name in ("first_step", "first_seq", "first", "last_step", "last_seq", "last", "min",
                  "max", "count", "sum"):
-        columns[name] = getattr(rows, name)
+        columns[name] = _arrow(getattr(rows, name))
     ends = np.r_[heads[1:], n] - 1 if n else np.zeros(0, np.int64)
     catalog = {"run": [raw.runs[i] for i in run[heads].tolist()],
                "tag": [raw.tags[i] for i in tag[heads].tolist()],

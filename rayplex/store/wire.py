@@ -437,7 +437,8 @@ def _fast(mat: U8, rec: I64, length: int, out: _Collector) -> I64:
         if tail_end - tail_at < 7:
             rest.append(rec[sel])
             continue
-        tails = mat[sel, tail_at:tail_end]
+        rows: Any = slice(None) if len(sel) == len(mat) else sel  # all: views, not copies
+        tails = mat[rows, tail_at:tail_end]
         first, inverse = _distinct(tails)
         tag_of = np.full(len(first), -1, np.int64)
         for u in range(len(first)):
@@ -446,11 +447,14 @@ def _fast(mat: U8, rec: I64, length: int, out: _Collector) -> I64:
                 tag_of[u] = out.tag_id(tag)
         tag_ids = tag_of[inverse]
         good = tag_ids >= 0
-        rest.append(rec[sel[~good]])
-        g = sel[good]
+        if good.all():
+            g: Any = rows
+        else:
+            rest.append(rec[sel[~good]])
+            g, tag_ids = sel[good], tag_ids[good]
         wall = np.ascontiguousarray(mat[g, 1:9]).view("<f8").ravel()
         value = np.ascontiguousarray(mat[g, length - 4:]).view("<f4").ravel().astype(np.float64)
-        out.add(rec[g], tag_ids[good], step[g], wall, value)
+        out.add(rec[g], tag_ids, step[g], wall, value)
     rest.append(rec[~ok])
     return np.concatenate(rest) if rest else np.zeros(0, np.int64)
 
