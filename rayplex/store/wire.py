@@ -114,7 +114,7 @@ def _masked_crcs(rows: U8) -> npt.NDArray[np.uint32]:
     bytes (the wall time, step and value of a scalar; the tag's bytes are the same), so only
     those columns are looked up."""
     n, length = rows.shape
-    if n < 64 or length > _LINEAR_MAX:
+    if n < 4 or length > _LINEAR_MAX:
         crc = _crcs(rows)
     else:
         base = rows[0]
@@ -404,18 +404,19 @@ def _distinct(tails: U8) -> tuple[I64, I64]:
     padded = np.zeros((n, words * 8), np.uint8)
     padded[:, :width] = tails
     keys = padded.view("<u8")
-    sample = np.unique(keys[:_SAMPLE], axis=0)
-    if len(sample) <= _FEW:
+    seen: dict[bytes, int] = {}
+    for i, row in enumerate(padded[:_SAMPLE]):
+        seen.setdefault(row.tobytes(), i)
+    if len(seen) <= _FEW:
         inverse = np.full(n, -1, np.int64)
-        for u, key in enumerate(sample):
+        for u, first in enumerate(seen.values()):
+            key = keys[first]
             same = keys[:, 0] == key[0]
             for w in range(1, words):
                 same &= keys[:, w] == key[w]
             inverse[same] = u
         if (inverse >= 0).all():
-            head = inverse[:_SAMPLE]
-            return np.array([int(np.argmax(head == u)) for u in range(len(sample))],
-                            np.int64), inverse
+            return np.array(list(seen.values()), np.int64), inverse
     void = np.ascontiguousarray(tails).view(np.dtype((np.void, width))).ravel()
     _, first, inverse = np.unique(void, return_index=True, return_inverse=True)
     return first.astype(np.int64), inverse.ravel().astype(np.int64)
