@@ -409,8 +409,8 @@ def _distinct(tails: U8) -> tuple[I64, I64]:
         seen.setdefault(row.tobytes(), i)
     if len(seen) <= _FEW:
         inverse = np.full(n, -1, np.int64)
-        for u, first in enumerate(seen.values()):
-            key = keys[first]
+        for u, at in enumerate(seen.values()):
+            key = keys[at]
             same = keys[:, 0] == key[0]
             for w in range(1, words):
                 same &= keys[:, w] == key[w]
