@@ -113,12 +113,13 @@ def generate(logdir: str, spec: Spec, block: int = 200_000) -> int:
 
 _COLD = """
 import json, sys, time
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 import rayplex
-t1 = time.perf_counter()
+t1, c1 = time.perf_counter(), time.process_time()
 df = rayplex.read_series(sys.argv[1], sys.argv[2], buckets=1000, refresh=False)
-t2 = time.perf_counter()
-print(json.dumps({"call_s": t2 - t1, "with_imports_s": t2 - t0, "rows": len(df)}))
+t2, c2 = time.perf_counter(), time.process_time()
+print(json.dumps({"import_s": t1 - t0, "call_s": t2 - t1, "with_imports_s": t2 - t0,
+                  "call_cpu_s": c2 - c1, "with_imports_cpu_s": c2 - c0, "rows": len(df)}))
 """
 
 
@@ -228,9 +229,10 @@ def bench_one(spec: Spec, args: argparse.Namespace) -> dict[str, Any]:
             "index_points_per_cpu_s": spec.points / index_cpu_s,
         }
         cold = [_child(["cold", logdir, tag], args.timeout) for _ in range(args.cold)]
-        out["read_series_cold_s"] = median([c["call_s"] for c in cold if "call_s" in c])
-        out["read_series_cold_with_imports_s"] = median(
-            [c["with_imports_s"] for c in cold if "with_imports_s" in c])
+        for key, name in (("call_s", "s"), ("with_imports_s", "with_imports_s"),
+                          ("call_cpu_s", "cpu_s"), ("with_imports_cpu_s", "with_imports_cpu_s"),
+                          ("import_s", "import_rayplex_s")):
+            out[f"read_series_cold_{name}"] = median([c[key] for c in cold if key in c])
 
         def timed(name: str, **kw: Any) -> Any:
             """Median wall and CPU seconds of ``--repeats`` calls (CPU: what a core needs, which
@@ -303,7 +305,8 @@ def main() -> None:
                       f"end {os.getloadavg()[0]:.1f}, {os.cpu_count()} cores)")
     write_json("store", {**vars(args), "load_start": load, "load_end": os.getloadavg()},
                results, notes=[
-                   "cold: first read_series in a fresh process (call alone; and with imports)",
+                   "cold: first read_series in a fresh process (call alone; and with `import "
+                   "rayplex`); wall and CPU seconds of the child",
                    "warm / zoom: median of --repeats calls in one process",
                    "tensorboard: EventMultiplexer, default size guidance (sampled series)",
                ])

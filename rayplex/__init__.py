@@ -8,8 +8,9 @@ Example:
     >>> rayplex.shutdown()  # doctest: +SKIP
 """
 
+from typing import TYPE_CHECKING, Any
+
 from rayplex import forward, watch
-from rayplex.decorators import current_logger, logged
 from rayplex.errors import (
     ExperimentClosedError,
     FlushTimeoutError,
@@ -18,12 +19,40 @@ from rayplex.errors import (
     LogdirConflictError,
     RayplexError,
 )
-from rayplex.handle import HubHandle, flush, forward_status, init, shutdown, signal, status
-from rayplex.logger import Logger, LogHandler, get_logger
 from rayplex.read import list_artifacts, read_params, read_scalars
 from rayplex.store import index, read_series, sql
 from rayplex.terminal import Color, percent
 from rayplex.watch import Alert, alerts
+
+if TYPE_CHECKING:
+    from rayplex.decorators import current_logger, logged
+    from rayplex.handle import HubHandle, flush, forward_status, init, shutdown, signal, status
+    from rayplex.logger import Logger, LogHandler, get_logger
+
+_ON_RAY = {
+    **dict.fromkeys(("current_logger", "logged"), "rayplex.decorators"),
+    **dict.fromkeys(("HubHandle", "flush", "forward_status", "init", "shutdown", "signal",
+                     "status"), "rayplex.handle"),
+    **dict.fromkeys(("Logger", "LogHandler", "get_logger"), "rayplex.logger"),
+}
+"""Public names whose modules import Ray (about a second): imported on first use, so that
+a process that only reads (``read_series``, ``sql``, ``read_scalars``, the CLI's readers)
+does not pay for Ray."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _ON_RAY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rayplex' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_ON_RAY})
 
 
 def _version() -> str:

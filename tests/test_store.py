@@ -519,6 +519,22 @@ def test_missing_logdir_and_store_are_clear_errors(tmp_path):
         rayplex.read_series(tmp_path, "t", refresh=False)
 
 
+def test_a_cold_read_imports_only_what_it_needs(tmp_path):
+    # a fresh process that reads pays for its imports: `import rayplex` imports neither Ray
+    # nor pandas/pyarrow/duckdb, and read_series then imports pandas and pyarrow, not duckdb
+    write_points(tmp_path, "r", [("t", s, float(s)) for s in range(10)])
+    rayplex.index(tmp_path)
+    code = ("import sys, rayplex\n"
+            "heavy = ('ray', 'pandas', 'pyarrow', 'duckdb')\n"
+            "print(sorted(m for m in heavy if m in sys.modules))\n"
+            "frame = rayplex.read_series(sys.argv[1], 't', refresh=False)\n"
+            "print(sorted(m for m in heavy if m in sys.modules), int(frame['count'].sum()))\n")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["[]", "['pandas', 'pyarrow'] 10"]
+
+
 def test_without_duckdb_read_series_names_the_extra(tmp_path):
     write_points(tmp_path, "r", [("t", 0, 1.0)])
     code = ("import sys; sys.modules['duckdb'] = None\n"
@@ -648,6 +664,49 @@ def test_bulk_decoder_agrees_with_protobuf_record_by_record(data):
     from rayplex.tfrecord import iter_records
 
     assert chunk.used == sum(len(p) + 16 for p in iter_records(blob))
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_bulk_decoder_agrees_on_long_cyclic_runs_with_damage_anywhere(data):
+    # the hub's files: tags in turn, hundreds of records whose lengths repeat a short cycle
+    # (framed by checking the predicted headers at once) and change where the step's varint
+    # grows; payload CRCs from the bytes that differ. A flipped byte anywhere (a header, a
+    # tag byte every other record shares, a value) or a cut ends the chunk where one by one
+    # reading ends.
+    from rayplex.event_bytes import file_version_record, scalar_records, scalar_tail, tag_header
+    from rayplex.store.wire import decode_chunk
+    from rayplex.tfrecord import iter_records
+
+    tags = data.draw(st.lists(st.text(min_size=1, max_size=12), min_size=1, max_size=4,
+                              unique=True), label="tags")
+    n = data.draw(st.integers(20, 2000), label="steps")
+    first = data.draw(st.sampled_from([0, 100, 16_300]), label="first step")
+    steps = np.repeat(np.arange(first, first + n, dtype=np.int64), len(tags))
+    index = np.tile(np.arange(len(tags)), n)
+    values = np.random.default_rng(n).random(len(steps))
+    blob = file_version_record(1.0) + scalar_records(
+        [scalar_tail(tag_header(t)) for t in tags], index, 1.7e9 + steps * 0.01, steps, values)
+    starts = [0]
+    while starts[-1] < len(blob):
+        starts.append(starts[-1] + int.from_bytes(blob[starts[-1]:starts[-1] + 8], "little")
+                      + 16)
+    damage = data.draw(st.sampled_from(["none", "torn", "flip"]), label="damage")
+    if damage != "none":  # a byte of one record: its length, header CRC, payload or its CRC
+        record = data.draw(st.integers(1, len(starts) - 2), label="record")
+        size = starts[record + 1] - starts[record]
+        cut = starts[record] + data.draw(st.sampled_from(
+            [0, 3, 8, 11, 12, 13, size - 9, size - 5, size - 1]), label="offset in record")
+        blob = blob[:cut] if damage == "torn" else \
+            blob[:cut] + bytes([blob[cut] ^ 0x01]) + blob[cut + 1:]
+    chunk = decode_chunk(blob)
+    got = [(chunk.tags[t], s, w, v) for t, s, w, v in zip(
+        chunk.tag.tolist(), chunk.step.tolist(), chunk.wall_time.tolist(), chunk.value.tolist(),
+        strict=True)]
+    assert got == _reference_scalars(blob)
+    assert chunk.used == sum(len(p) + 16 for p in iter_records(blob))
+    if damage == "none":
+        assert len(got) == len(steps)
 
 
 # ----------------------------------------------------------------------------- manifest size

@@ -103,18 +103,28 @@ class StoreFormatError(ValueError):
     """The manifest is not one this version of rayplex can read."""
 
 
+def _installed(name: str) -> bool:
+    """True if the top-level module ``name`` can be imported, without importing it (an
+    import of pandas, pyarrow and duckdb costs about a second; a call imports what it uses)."""
+    import importlib.util
+    import sys
+
+    if name in sys.modules:
+        return sys.modules[name] is not None
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def require_store_deps(what: str) -> None:
-    """Import pyarrow and duckdb, or raise an ImportError that names the extra to install.
+    """Check that pyarrow, duckdb and pandas are installed (without importing them), or raise
+    an ImportError that names the extra to install.
 
     Example:
         >>> require_store_deps("read_series")  # with rayplex[store] installed: no error
     """
-    missing = []
-    for name in ("pyarrow", "duckdb", "pandas"):
-        try:
-            __import__(name)
-        except ImportError:
-            missing.append(name)
+    missing = [name for name in ("pyarrow", "duckdb", "pandas") if not _installed(name)]
     if missing:
         raise ImportError(
             f"{what} needs {', '.join(missing)} (the columnar store): {EXTRA_HINT}")

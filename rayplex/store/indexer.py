@@ -158,16 +158,30 @@ def _chunks(path: Path, start: int, stop: int) -> Iterator[tuple[int, Chunk]]:
             size = INDEX_READ_CHUNK_BYTES
 
 
+_STATISTICS = ("run", "tag", "step", "level", "bucket")
+"""The columns whose row-group statistics readers use to skip row groups (query.py)."""
+_DELTA = ("step", "seq", "bucket", "first_step", "first_seq", "last_step", "last_seq", "count")
+"""Integer columns that grow, or nearly, along a series: delta-encoded (smaller, cheaper to
+compress). Floats are byte-stream-split (their exponent bytes then compress)."""
+
+
 def _write_parquet(table: Any, path: Path, arrow_schema: bool = True,
                    row_group_rows: int = STORE_ROW_GROUP_ROWS) -> int:
-    """Write ``table`` to ``path`` (new file), fsync it; return its size. Without
+    """Write ``table`` to ``path`` (new file), fsync it; return its size. Statistics only of
+    :data:`_STATISTICS`, encodings chosen per column (any Parquet reader reads them). Without
     ``arrow_schema`` dictionary-typed string columns read back as plain strings (Parquet's
     dictionary-encoded strings either way), and schema metadata is lost."""
     import pyarrow.parquet as pq
 
+    names = set(table.column_names)
+    floats = [f.name for f in table.schema if f.type == "double"]
+    delta = [c for c in _DELTA if c in names]
     with open(path, "xb") as f:
         pq.write_table(table, f, compression="zstd", row_group_size=row_group_rows,
-                       use_dictionary=["run", "tag"], write_statistics=True,
+                       use_dictionary=["run", "tag"],
+                       write_statistics=[c for c in _STATISTICS if c in names],
+                       column_encoding={**dict.fromkeys(floats, "BYTE_STREAM_SPLIT"),
+                                        **dict.fromkeys(delta, "DELTA_BINARY_PACKED")},
                        store_schema=arrow_schema)
         f.flush()
         os.fsync(f.fileno())
@@ -191,12 +205,43 @@ def _ranked(ids: I64, names: list[str]) -> tuple[I64, list[str]]:
     return (rank[ids] if len(names) else np.zeros(0, np.int64)), sorted(names)
 
 
+def _arrow(values: Any) -> Any:
+    """A pyarrow array over a numpy array's memory. (``pa.array`` and ``pa.table`` of numpy
+    arrays import pandas, about a second, to ask whether it is a pandas object; an indexer
+    needs no pandas.)"""
+    import pyarrow as pa
+
+    values = np.ascontiguousarray(values)
+    return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values),
+                                 [None, pa.py_buffer(values)])
+
+
+def _strings(names: list[str], codes: I64 | None = None) -> Any:
+    """A pyarrow string array of ``names``, or of ``names[code]`` for each of ``codes``, built
+    from its buffers (as :func:`_arrow`; the bytes gathered by numpy)."""
+    import pyarrow as pa
+
+    data = [name.encode("utf-8") for name in names]
+    sizes = np.array([len(d) for d in data], np.int64)
+    blob = np.frombuffer(b"".join(data), np.uint8)
+    if codes is not None:
+        starts = np.r_[0, np.cumsum(sizes)[:-1]] if len(sizes) else sizes
+        sizes = sizes[codes]
+        ends = np.cumsum(sizes)
+        at = np.repeat(starts[codes] - (ends - sizes), sizes) + np.arange(int(ends[-1]) if len(
+            ends) else 0)
+        blob = blob[at]
+    offsets = np.zeros(len(sizes) + 1, np.int32)
+    np.cumsum(sizes, out=offsets[1:])
+    return pa.Array.from_buffers(pa.string(), len(sizes),
+                                 [None, pa.py_buffer(offsets), pa.py_buffer(blob)])
+
+
 def _names(codes: I64, names: list[str]) -> Any:
     """A dictionary-typed string column (no string is copied per row)."""
     import pyarrow as pa
 
-    return pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()),
-                                          pa.array(names, pa.string()))
+    return pa.DictionaryArray.from_arrays(_arrow(codes.astype(np.int32)), _strings(names))
 
 
 def _with_dictionaries(schema: Any) -> Any:
@@ -232,9 +277,27 @@ class _Points:
         return len(self.step)
 
     def sorted(self) -> _Points:
-        """Sorted by (tag, run, step, seq)."""
-        order = np.lexsort((self.seq, self.step, self.tag * max(1, len(self.runs)) + self.run))
-        if not len(order) or not (np.diff(order) != 1).any():
+        """Sorted by (tag, run, step, seq).
+
+        Points come in reading order (seq grows), each series' steps mostly growing: a stable
+        sort by series alone (a radix sort when there are fewer than 65,536 series) is then
+        the whole order, and a full sort is needed only when some series' steps go back.
+        Then run, tag and seq are not gathered but made: each series' codes repeated, and
+        seqs that are consecutive (as the indexer numbers them) are the order itself."""
+        n, width = len(self), max(1, len(self.runs))
+        series = self.tag * width + self.run
+        if n and int(series.max()) < 1 << 16 and (np.diff(self.seq) > 0).all():
+            order = np.argsort(series.astype(np.uint16), kind="stable")
+            counts = np.bincount(series, minlength=1)
+            s = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+            step = self.step[order]
+            if ((s[1:] != s[:-1]) | (step[1:] >= step[:-1])).all():
+                seq = self.seq[0] + order if self.seq[-1] - self.seq[0] == n - 1 \
+                    else self.seq[order]
+                return _Points(s % width, self.runs, s // width, self.tags, step,
+                               self.wall_time[order], self.value[order], seq)
+        order = np.lexsort((self.seq, self.step, series))
+        if not (np.diff(order) != 1).any():
             return self
         return _Points(self.run[order], self.runs, self.tag[order], self.tags, self.step[order],
                        self.wall_time[order], self.value[order], self.seq[order])
@@ -244,8 +307,9 @@ class _Points:
         import pyarrow as pa
 
         return pa.table({"run": _names(self.run, self.runs), "tag": _names(self.tag, self.tags),
-                         "step": self.step, "wall_time": self.wall_time, "value": self.value,
-                         "seq": self.seq}, schema=_with_dictionaries(raw_schema()))
+                         "step": _arrow(self.step), "wall_time": _arrow(self.wall_time),
+                         "value": _arrow(self.value), "seq": _arrow(self.seq)},
+                        schema=_with_dictionaries(raw_schema()))
 
 
 def _pyramid_table(raw: _Points) -> tuple[Any, int]:
@@ -263,15 +327,16 @@ def _pyramid_table(raw: _Points) -> tuple[Any, int]:
     rows = Buckets.concat([b for _, b in levels])
     level = np.concatenate([np.full(len(b), lv, np.int8) for lv, b in levels]) if levels \
         else np.zeros(0, np.int8)
-    order = np.argsort(tag[heads][rows.series] * 64 + level, kind="stable")
+    key = tag[heads][rows.series] * 64 + level
+    order = np.argsort(key.astype(np.uint16) if len(raw.tags) <= 1024 else key, kind="stable")
     rows, level = rows.take(order), level[order]
     columns: dict[str, Any] = {  # strings: the schema (and its metadata) is stored
-        "run": _names(run[heads][rows.series], raw.runs).dictionary_decode(),
-        "tag": _names(tag[heads][rows.series], raw.tags).dictionary_decode(),
-                               "level": level, "bucket": rows.bucket}
+        "run": _strings(raw.runs, run[heads][rows.series]),
+        "tag": _strings(raw.tags, tag[heads][rows.series]),
+        "level": _arrow(level), "bucket": _arrow(rows.bucket)}
     for name in ("first_step", "first_seq", "first", "last_step", "last_seq", "last", "min",
                  "max", "count", "sum"):
-        columns[name] = getattr(rows, name)
+        columns[name] = _arrow(getattr(rows, name))
     ends = np.r_[heads[1:], n] - 1 if n else np.zeros(0, np.int64)
     catalog = {"run": [raw.runs[i] for i in run[heads].tolist()],
                "tag": [raw.tags[i] for i in tag[heads].tolist()],
@@ -417,7 +482,9 @@ class _Builder:
         self.manifest = manifests.manifest
         self.runs: dict[str, int] = {}
         self.tags: dict[str, int] = {}
-        self.parts: list[tuple[int, I64, I64, F64, F64]] = []
+        self.parts: list[tuple[int, I64, I64, I64, F64, F64]] = []
+        """Per chunk: run id, its tags' ids, each point's tag (into those), step, wall time,
+        value."""
         self.rows = 0
         self.sources: dict[str, list[int]] = {}
         self.cursors: dict[str, int] = {}
@@ -438,7 +505,7 @@ class _Builder:
         if len(chunk):
             ids = np.array([self.tags.setdefault(t, len(self.tags)) for t in chunk.tags],
                            np.int64)
-            self.parts.append((self.runs.setdefault(run, len(self.runs)), ids[chunk.tag],
+            self.parts.append((self.runs.setdefault(run, len(self.runs)), ids, chunk.tag,
                                chunk.step, chunk.wall_time, chunk.value))
             self.rows += len(chunk)
         self.sources.setdefault(key, [start, end])[1] = end
@@ -446,14 +513,17 @@ class _Builder:
 
     def points(self, first_seq: int) -> _Points:
         """What was collected, seqs from ``first_seq`` on."""
-        run = np.concatenate([np.full(len(p[2]), p[0], np.int64) for p in self.parts]) \
-            if self.parts else np.zeros(0, np.int64)
-        cols = [np.concatenate([p[i] for p in self.parts]) if self.parts else np.zeros(0)
-                for i in range(1, 5)]
-        run, runs = _ranked(run, list(self.runs))
-        tag, tags = _ranked(cols[0].astype(np.int64), list(self.tags))
-        return _Points(run, runs, tag, tags, cols[1].astype(np.int64),
-                       cols[2].astype(np.float64), cols[3].astype(np.float64),
+        if not self.parts:
+            empty = np.zeros(0, np.int64)
+            return _Points(empty, [], empty, [], empty, np.zeros(0), np.zeros(0), empty)
+        run_rank, runs = _ranked(np.arange(len(self.runs), dtype=np.int64), list(self.runs))
+        tag_rank, tags = _ranked(np.arange(len(self.tags), dtype=np.int64), list(self.tags))
+        run = np.repeat(run_rank[[p[0] for p in self.parts]], [len(p[2]) for p in self.parts])
+        tag = np.concatenate([tag_rank[p[1]][p[2]] for p in self.parts])
+        cols = [np.concatenate([p[i] for p in self.parts]) for i in range(3, 6)]
+        return _Points(run, runs, tag, tags, cols[0].astype(np.int64, copy=False),
+                       cols[1].astype(np.float64, copy=False),
+                       cols[2].astype(np.float64, copy=False),
                        np.arange(first_seq, first_seq + self.rows, dtype=np.int64))
 
     def commit(self, layout: Layout) -> int:

@@ -112,16 +112,19 @@ class Buckets:
             sum=np.add.reduceat(ordered.sum, starts),
         )
 
-    def _combine_in_order(self, series: I64, bucket: I64) -> Buckets | None:
+    def _combine_in_order(self, series: I64, bucket: I64, known: bool = False) -> Buckets | None:
         """:meth:`combine` without sorting, when the rows already come in order: sorted by
         (series, bucket), and within each group by both their first and their last
         ``(step, seq)`` (as the levels of sorted points, or a query's rows of one segment, do).
-        None otherwise."""
-        ds, db = np.diff(series), np.diff(bucket)
-        if (ds < 0).any() or ((ds == 0) & (db < 0)).any():
-            return None
-        same = (ds == 0) & (db == 0)
-        if same.any():
+        None otherwise. ``known``: the caller knows they are (not checked)."""
+        if known:
+            same = (series[1:] == series[:-1]) & (bucket[1:] == bucket[:-1])
+        else:
+            ds, db = np.diff(series), np.diff(bucket)
+            if (ds < 0).any() or ((ds == 0) & (db < 0)).any():
+                return None
+            same = (ds == 0) & (db == 0)
+        if not known and same.any():
             fs, fq, ls, lq = (np.diff(a) for a in (self.first_step, self.first_seq,
                                                   self.last_step, self.last_seq))
             ordered = ((fs > 0) | ((fs == 0) & (fq > 0))) & ((ls > 0) | ((ls == 0) & (lq > 0)))
@@ -141,13 +144,20 @@ class Buckets:
         )
 
     def levels(self, stop_at: int) -> list[tuple[int, Buckets]]:
-        """The pyramid of raw points (``self`` from :meth:`from_points`): ``(k, rows)`` for
+        """The pyramid of raw points (``self`` from :meth:`from_points`, sorted by (series,
+        step, seq)): ``(k, rows)`` for
         k = 2, 4, ... up to the first level with at most ``stop_at`` rows (one per series), or
         :data:`MAX_LEVEL`."""
         out = []
         current, level = self, 0
         for k in LEVELS:
-            current = current.combine(current.series, current.bucket >> (k - level))
+            if len(current) == 0:
+                current = current.combine(current.series, current.bucket)
+            else:  # sorted points stay in order at every level
+                merged = current._combine_in_order(current.series, current.bucket >> (k - level),
+                                                   known=True)
+                assert merged is not None
+                current = merged
             level = k
             out.append((k, current))
             if len(current) <= stop_at:

@@ -284,14 +284,14 @@ def _read(path: Path, columns: list[str], filters: _Filter) -> Any:
 def _segment_catalog(layout: Layout, seg: Segment) -> tuple[list[str], list[str], list[int],
                                                             list[int]]:
     """(runs, tags, first steps, last steps) of the series of one segment."""
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
     meta = _footer(layout.store / seg.pyr).metadata or {}
     raw = meta.get(CATALOG_KEY.encode())
     if raw is not None:
         cat = json.loads(raw)
         return cat["run"], cat["tag"], cat["first_step"], cat["last_step"]
+    import pyarrow.compute as pc  # only here: its import costs a cold query 0.1-0.2 s
+    import pyarrow.parquet as pq
+
     table = pq.read_table(layout.store / seg.pyr, columns=["run", "tag", "first_step",
                                                           "last_step"],
                           filters=pc.field("level") == seg.top)  # written before the catalogue

@@ -71,8 +71,8 @@ def _crc_tables() -> npt.NDArray[np.uint32]:
 _T = _crc_tables()
 
 
-def _masked_crcs(rows: U8) -> npt.NDArray[np.uint32]:
-    """TFRecord's masked CRC-32C of each row of an ``(n, length)`` uint8 matrix."""
+def _crcs(rows: U8) -> npt.NDArray[np.uint32]:
+    """CRC-32C of each row of an ``(n, length)`` uint8 matrix, slicing by 4."""
     n, length = rows.shape
     crc = np.full(n, 0xFFFFFFFF, np.uint32)
     words = length // 4
@@ -84,8 +84,86 @@ def _masked_crcs(rows: U8) -> npt.NDArray[np.uint32]:
             crc = t3[c & 0xFF] ^ t2[(c >> 8) & 0xFF] ^ t1[(c >> 16) & 0xFF] ^ t0[c >> 24]
     for j in range(words * 4, length):
         crc = _T[0][(crc ^ rows[:, j]) & 0xFF] ^ (crc >> np.uint32(8))
-    crc ^= np.uint32(0xFFFFFFFF)
+    return crc ^ np.uint32(0xFFFFFFFF)
+
+
+_SHIFTED: dict[int, npt.NDArray[np.uint32]] = {}
+_LINEAR_MAX = 1024
+
+
+def _shifted(length: int) -> npt.NDArray[np.uint32]:
+    """``(length, 256)``: row ``j``, column ``b`` is the CRC-32C register (no initial value,
+    no final xor) after a ``length``-byte message that is zero but for ``b`` at byte ``j``."""
+    table = _SHIFTED.get(length)
+    if table is None:
+        table = np.empty((length, 256), np.uint32)
+        reg = _T[0].copy()  # b at the last byte
+        for j in range(length - 1, -1, -1):
+            table[j] = reg
+            reg = _T[0][reg & 0xFF] ^ (reg >> np.uint32(8))  # one more zero byte after it
+        if len(_SHIFTED) < 64:
+            _SHIFTED[length] = table
+    return table
+
+
+def _masked_crcs(rows: U8) -> npt.NDArray[np.uint32]:
+    """TFRecord's masked CRC-32C of each row of an ``(n, length)`` uint8 matrix.
+
+    CRC-32C is affine over GF(2): ``crc(m) = crc(m0) ^ reg(m ^ m0)`` with ``reg`` linear, the
+    XOR of one table entry per byte. Rows of one record length differ from the first in a few
+    bytes (the wall time, step and value of a scalar; the tag's bytes are the same), so only
+    those columns are looked up."""
+    n, length = rows.shape
+    if n < 4 or length > _LINEAR_MAX:
+        crc = _crcs(rows)
+    else:
+        base = rows[0]
+        varying = np.flatnonzero((rows != base).any(axis=0))
+        if len(varying) * 2 > length:
+            crc = _crcs(rows)
+        else:
+            table = _shifted(length)
+            crc = np.full(n, _crcs(rows[:1])[0], np.uint32)
+            for j in varying.tolist():
+                crc ^= table[j][rows[:, j] ^ base[j]]
     return ((crc >> np.uint32(15)) | (crc << np.uint32(17))) + np.uint32(MASK_DELTA)
+
+
+def _period(lengths: list[int]) -> list[int]:
+    """The shortest cycle of record lengths (at most 8) that the last 8 of ``lengths`` follow,
+    aligned to its end: the lengths the next records have if the cycle goes on; empty if
+    none."""
+    n = len(lengths)
+    for p in range(1, min(8, n - 8) + 1):
+        if all(lengths[i] == lengths[i - p] for i in range(n - 8, n)):
+            return lengths[-p:]
+    return []
+
+
+def _predict(buf: U8, pos: int, cycle: list[int], lengths: dict[int, int]) -> tuple[I64, int]:
+    """Starts of the records from ``pos`` on while their lengths go on repeating ``cycle``, and
+    the offset after the last:
+    every header at the predicted offsets is checked (its length and header checksum), all at
+    once; ends at the first that does not match, or at a record ``buf`` does not hold whole."""
+    n = len(buf)
+    sizes = np.array(cycle, np.int64) + _HEADER + _FOOTER
+    period = int(sizes.sum())
+    reps = (n - pos) // period + 1
+    offsets = np.r_[0, np.cumsum(sizes)[:-1]]
+    starts = (pos + np.arange(reps, dtype=np.int64)[:, None] * period + offsets).ravel()
+    want = np.tile(np.array(cycle, np.int64), reps)
+    inside = starts + _HEADER <= n
+    starts, want = starts[inside], want[inside]
+    heads = np.lib.stride_tricks.sliding_window_view(buf, _HEADER)[starts]
+    length = np.ascontiguousarray(heads[:, :8]).view("<u8").ravel().astype(np.int64)
+    stored = np.ascontiguousarray(heads[:, 8:]).view("<u4").ravel()
+    crcs = np.array([lengths[k] for k in cycle], np.uint32)
+    ok = (length == want) & (stored == np.tile(crcs, reps)[inside])
+    bad = np.flatnonzero(~ok)
+    take = int(bad[0]) if len(bad) else len(starts)
+    ends = starts[:take] + want[:take] + _HEADER + _FOOTER
+    take = int(np.searchsorted(ends, n, side="right"))  # whole records only
+    return starts[:take], int(ends[take - 1]) if take else pos
 
 
 def _walk(blob: bytes, pos: int, limit: int, lengths: dict[int, int]) -> tuple[list[int], int]:
@@ -127,8 +205,10 @@ def frame_records(blob: bytes) -> tuple[I64, I64]:
     intact (payload checksums are not checked here). Stops at the first record that is torn
     (``blob`` ends inside it) or whose header checksum fails.
 
-    Headers of the record lengths met so far are searched for all at once; a chain of them,
-    each record ending where the next begins, is taken whole. Where the chain breaks (a length
+    Where the lengths of the records just walked repeat a short cycle, the headers at the
+    offsets the cycle predicts are checked all at once, up to the first that breaks it.
+    Otherwise headers of the record lengths met so far are searched for all at once; a chain
+    of them, each record ending where the next begins, is taken whole. Where the chain breaks (a length
     not met before, or a header-like pattern inside a payload) records are walked one by one
     for a stretch, and the search resumes.
 
@@ -149,6 +229,15 @@ def frame_records(blob: bytes) -> tuple[I64, I64]:
         if len(walked) < _PROBE:
             break
         pos = after
+        walked_lengths = [b - a - _HEADER - _FOOTER for a, b in zip(walked, [*walked[1:], after],
+                                                                    strict=True)]
+        cycle = _period(walked_lengths)
+        if cycle:  # records whose lengths repeat a short cycle (a run's tags, in turn)
+            predicted, after = _predict(buf, pos, cycle, known)
+            if len(predicted):
+                starts.append(predicted)
+                pos = after
+                continue
         cand, length = _scan(buf, pos, known)
         end = cand + length + _HEADER + _FOOTER
         if not len(cand) or cand[0] != pos:
@@ -225,9 +314,10 @@ def _varint_steps(cols: U8) -> tuple[I64, I64]:
     any_end = ended.any(axis=1)
     size = np.where(any_end, ended.argmax(axis=1) + 1, 0).astype(np.int64)
     acc = np.zeros(len(cols), np.uint64)
-    for i in range(width):
+    longest = int(size.max()) if len(size) else 0
+    for i in range(longest):
         part = (cols[:, i].astype(np.uint64) & np.uint64(0x7F)) << np.uint64(7 * i)
-        acc |= np.where(i < size, part, np.uint64(0))
+        acc |= part if i == 0 else np.where(i < size, part, np.uint64(0))
     return acc.view(np.int64), size
 
 
@@ -304,20 +394,31 @@ class _Collector:
 _SAMPLE, _FEW = 256, 16
 
 
-def _distinct(keys: Any) -> tuple[I64, I64]:
-    """``(first, inverse)`` of equal-size byte strings: the index of one row of each distinct
-    value, and each row's distinct value. A few values (a run's tags), seen in the first rows,
-    are matched by comparison, which costs less than sorting every row."""
-    sample = np.unique(keys[:_SAMPLE])
-    if len(sample) <= _FEW:
-        inverse = np.full(len(keys), -1, np.int64)
-        for u, key in enumerate(sample):
-            inverse[keys == key] = u
+def _distinct(tails: U8) -> tuple[I64, I64]:
+    """``(first, inverse)`` of the rows of a uint8 matrix: the index of one row of each
+    distinct value, and each row's distinct value. A few values (a run's tags), seen in the
+    first rows, are matched by comparing 8 bytes at a time, which costs less than sorting
+    every row."""
+    n, width = tails.shape
+    words = -(-width // 8)
+    padded = np.zeros((n, words * 8), np.uint8)
+    padded[:, :width] = tails
+    keys = padded.view("<u8")
+    seen: dict[bytes, int] = {}
+    for i, row in enumerate(padded[:_SAMPLE]):
+        seen.setdefault(row.tobytes(), i)
+    if len(seen) <= _FEW:
+        inverse = np.full(n, -1, np.int64)
+        for u, at in enumerate(seen.values()):
+            key = keys[at]
+            same = keys[:, 0] == key[0]
+            for w in range(1, words):
+                same &= keys[:, w] == key[w]
+            inverse[same] = u
         if (inverse >= 0).all():
-            head = inverse[:_SAMPLE]
-            return np.array([int(np.argmax(head == u)) for u in range(len(sample))],
-                            np.int64), inverse
-    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+            return np.array(list(seen.values()), np.int64), inverse
+    void = np.ascontiguousarray(tails).view(np.dtype((np.void, width))).ravel()
+    _, first, inverse = np.unique(void, return_index=True, return_inverse=True)
     return first.astype(np.int64), inverse.ravel().astype(np.int64)
 
 
@@ -337,9 +438,9 @@ def _fast(mat: U8, rec: I64, length: int, out: _Collector) -> I64:
         if tail_end - tail_at < 7:
             rest.append(rec[sel])
             continue
-        tails = np.ascontiguousarray(mat[sel, tail_at:tail_end])
-        keys = tails.view(np.dtype((np.void, tail_end - tail_at))).ravel()
-        first, inverse = _distinct(keys)
+        rows: Any = slice(None) if len(sel) == len(mat) else sel  # all: views, not copies
+        tails = mat[rows, tail_at:tail_end]
+        first, inverse = _distinct(tails)
         tag_of = np.full(len(first), -1, np.int64)
         for u in range(len(first)):
             tag = _template_tag(tails[first[u]].tobytes())
@@ -347,11 +448,14 @@ def _fast(mat: U8, rec: I64, length: int, out: _Collector) -> I64:
                 tag_of[u] = out.tag_id(tag)
         tag_ids = tag_of[inverse]
         good = tag_ids >= 0
-        rest.append(rec[sel[~good]])
-        g = sel[good]
-        wall = np.ascontiguousarray(mat[g, 1:9]).view("<f8").ravel().astype(np.float64)
+        if good.all():
+            g: Any = rows
+        else:
+            rest.append(rec[sel[~good]])
+            g, tag_ids = sel[good], tag_ids[good]
+        wall = np.ascontiguousarray(mat[g, 1:9]).view("<f8").ravel()
         value = np.ascontiguousarray(mat[g, length - 4:]).view("<f4").ravel().astype(np.float64)
-        out.add(rec[g], tag_ids[good], step[g], wall, value)
+        out.add(rec[g], tag_ids, step[g], wall, value)
     rest.append(rec[~ok])
     return np.concatenate(rest) if rest else np.zeros(0, np.int64)
 
