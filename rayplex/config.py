@@ -73,6 +73,11 @@ MAX_BUCKETS = 4000
 """The most buckets one request may ask for per series."""
 LINE_RUNS_MAX = 200
 """The most runs one ``series`` request may draw as lines (more: ask for a band)."""
+HIGHLIGHT_MAX = 8
+"""The most members a band draws on top (pinned ones first, then its extremes)."""
+CHART_BUCKETS = 550
+"""Buckets per series of a chart the page draws (its width in CSS pixels); the answers the
+server prepares at start (``rayplex.view.api.Source.warm``) are for this many."""
 LIVE_WITHIN_S = 120.0
 """A run whose last point is younger than this is shown as ``running``."""
 REFRESH_EVERY_S = 1.0
