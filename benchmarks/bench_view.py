@@ -85,6 +85,7 @@ PROFILE = """() => performance.getEntriesByType('resource')
 def bench_view(browser: Any, wide: str, many: str, spec: Spec, repeats: int) -> dict[str, Any]:
     tag = spec.tags[0]
     profile: list[dict[str, Any]] = []
+    zoom_requests: list[dict[str, Any]] = []
     proc, url = _start_view(wide)
     first, preview, zoom, heap, spike_ok, marked = [], [], [], [], [], []
     listed = enabled = 0
@@ -116,6 +117,7 @@ def bench_view(browser: Any, wide: str, many: str, spec: Spec, repeats: int) -> 
             page.mouse.move(box["x"] + box["width"] * (0.3 + 0.05 * i), y)
             page.mouse.down()
             page.mouse.move(box["x"] + box["width"] * (0.5 + 0.05 * i), y, steps=4)
+            zoom_at = page.evaluate("performance.now()")
             t0 = time.perf_counter()
             page.mouse.up()
             _until(page, f"window.__rayplexView.previews > {previews}", 60)
@@ -124,6 +126,8 @@ def bench_view(browser: Any, wide: str, many: str, spec: Spec, repeats: int) -> 
             _until(page, f"window.__rayplexView.charts[{tag!r}].answer.steps && "
                          f"window.__rayplexView.renders > {renders}")
             zoom.append(time.perf_counter() - t0)
+            if i == 1:  # the zoom's requests (the first zoom may meet the server's first reads)
+                zoom_requests = [r for r in page.evaluate(PROFILE) if r["start_ms"] >= zoom_at]
             heap.append(page.evaluate("performance.memory.usedJSHeapSize") / 2**20)
             page.close()
         rss = _rss_mb(proc.pid)
@@ -154,7 +158,7 @@ def bench_view(browser: Any, wide: str, many: str, spec: Spec, repeats: int) -> 
             "zoom_preview_s": median(preview), "zoom_refined_s": median(zoom),
             "filter_s": median(filters), "filter_runs": runs, "server_rss_mb": rss,
             "js_heap_mb": median(heap),
-            "first_page_requests": profile}
+            "first_page_requests": profile, "zoom_requests": zoom_requests}
 
 
 TB_LINES = "ps => ps.filter(p => (p.getAttribute('d') || '').length > 1).length"
@@ -276,10 +280,12 @@ def main() -> None:
         if not keep:
             shutil.rmtree(wide, ignore_errors=True)
             shutil.rmtree(many, ignore_errors=True)
-    requests = view.pop("first_page_requests")
-    print_table(["first page: /api request", "started ms", "answered ms", "KiB", "server ms"],
-                [(r["url"], r["start_ms"], r["end_ms"], r["kb"], r["server_ms"])
-                 for r in requests], title="the first page's requests until its first chart")
+    requests = {"first_page": view.pop("first_page_requests"), "zoom": view.pop("zoom_requests")}
+    for name, title in (("first_page", "the first page's requests until its first chart"),
+                        ("zoom", "the second page's requests from its zoom on")):
+        print_table(["/api request", "started ms", "answered ms", "KiB", "server ms"],
+                    [(r["url"], r["start_ms"], r["end_ms"], r["kb"], r["server_ms"])
+                     for r in requests[name]], title=title)
     rows = [(k, v, board.get(k, "")) for k, v in view.items()]
     rows += [(k, "", v) for k, v in board.items() if k not in view]
     print_table(["measure", "rayplex view", "TensorBoard"], rows,

@@ -37,6 +37,7 @@ from rayplex.config import (  # the viewer's tunables live with every other
     LOG_TAIL_BYTES,
     MAX_BUCKETS,
     PARAM_TAGS_MAX,
+    READS_AT_ONCE,
     REFRESH_EVERY_S,
     WALL_EVERY_S,
 )
@@ -664,6 +665,8 @@ class Source:
     def __init__(self, logdir: str | os.PathLike[str]) -> None:
         self.logdir = os.path.abspath(os.fspath(logdir))
         self._known: _Known | None = None
+        self._known_lock = threading.Lock()
+        self._reads = threading.BoundedSemaphore(READS_AT_ONCE)
         self._params: tuple[str, dict[str, Any]] | None = None
         self._answers: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
         self._answers_lock = threading.Lock()
@@ -752,6 +755,15 @@ class Source:
         known = self._known
         if known is not None and known.version == version:
             return known
+        with self._known_lock:  # one reader computes it, the others (warm, a page) wait
+            known = self._known
+            if known is not None and known.version == version:
+                return known
+            return self._compute_known(known, store_version, version)
+
+    def _compute_known(self, known: _Known | None, store_version: str, version: str) -> _Known:
+        """The catalog of ``version`` from the last one (``known``): read again when the
+        store changed, else only the runs' states."""
         if known is None or known.version.partition("+")[0] != store_version:
             answer = catalog(self.logdir, refresh=False)
         else:  # only the states changed: the store's part stays
@@ -799,7 +811,8 @@ class Source:
         try:
             make = summary_answer if request.get("summary") else \
                 band_answer if request.get("band") else series_answer
-            answer = make(self.logdir, context, request)
+            with self._reads:
+                answer = make(self.logdir, context, request)
             answer["version"] = version
         except BaseException as exc:
             with self._answers_lock:
