@@ -205,6 +205,37 @@ def test_a_request_asked_while_the_same_one_is_answered_waits_for_that_answer(
     assert source.series({"tag": "train/loss", "band": True, "buckets": 41})["mode"] == "band"
 
 
+def test_warm_reads_nothing_while_a_pages_request_is_under_way(logdir, monkeypatch):
+    import threading
+
+    source = Source(logdir)
+    source.known()
+    started, release, lines = threading.Event(), threading.Event(), []
+    real_band, real_lines = api.band_answer, api.series_answer
+
+    def held_band(*args):  # the page's request, held until warm has had to wait
+        started.set()
+        assert release.wait(30)
+        return real_band(*args)
+
+    monkeypatch.setattr(api, "band_answer", held_band)
+    monkeypatch.setattr(api, "series_answer", lambda *args: lines.append(args) or
+                        real_lines(*args))
+    page = threading.Thread(target=source.series, args=(
+        {"tag": "train/loss", "band": True, "buckets": 40},))
+    page.start()
+    assert started.wait(30)
+    warmed: list[int] = []
+    warm = threading.Thread(target=lambda: warmed.append(source.warm()))
+    warm.start()
+    wait_for(lambda: source.warm_waits >= 1, 30, "warm waiting for the page's request")
+    assert lines == []  # warm read nothing meanwhile
+    release.set()
+    page.join(30)
+    warm.join(30)
+    assert warmed == [2] and len(lines) == 2
+
+
 def test_warm_answers_the_first_charts_a_page_asks_for(logdir, monkeypatch):
     source = Source(logdir)
     requests = source.first_requests()

@@ -667,6 +667,9 @@ class Source:
         self._known: _Known | None = None
         self._known_lock = threading.Lock()
         self._reads = threading.BoundedSemaphore(READS_AT_ONCE)
+        self._idle = threading.Condition()
+        self._asking = 0
+        self.warm_waits = 0
         self._params: tuple[str, dict[str, Any]] | None = None
         self._answers: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
         self._answers_lock = threading.Lock()
@@ -789,6 +792,17 @@ class Source:
         is kept per store version (the last :data:`ANSWERS_KEPT`), so asking again — another
         tab, a zoom reset, a chart scrolled back in — reads nothing, and a request asked while
         the same one is being answered (say, by :meth:`warm`) waits for that answer."""
+        with self._idle:
+            self._asking += 1
+        try:
+            return self._series(request)
+        finally:
+            with self._idle:
+                self._asking -= 1
+                self._idle.notify_all()
+
+    def _series(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """:meth:`series` (:meth:`warm` asks here: it is no page's request)."""
         if not isinstance(request, Mapping):
             raise BadRequest("the request body must be a JSON object")
         context = self._context()
@@ -850,13 +864,18 @@ class Source:
     def warm(self) -> int:
         """Answer :meth:`first_requests` ahead of the page (kept for the current store
         version): a page opened while the server reads finds its first chart under way or
-        done. Returns how many were answered; stops early when :meth:`stop` is called."""
+        done. A read starts only while no page's request is under way (``warm_waits`` counts
+        the waits). Returns how many were answered; stops early when :meth:`stop` is called."""
         done = 0
         for request in self.first_requests():
+            with self._idle:  # a page's requests first: they wait for no read of ours
+                while self._asking and not self._stop.is_set():
+                    self.warm_waits += 1
+                    self._idle.wait(1.0)
             if self._stop.is_set():
                 break
             try:
-                self.series(request)
+                self._series(request)
                 done += 1
             except (BadRequest, FileNotFoundError):  # e.g. a tag gone meanwhile
                 continue
