@@ -74,8 +74,9 @@ MAX_BUCKETS = 4000
 LINE_RUNS_MAX = 200
 """The most runs one ``series`` request may draw as lines (more: ask for a band)."""
 READS_AT_ONCE = 2
-"""Series answers the viewer's server reads at once (more wait): a read is CPU-bound and
-holds its rows in memory, so more at once are no faster and take more memory."""
+"""Series answers the viewer's server reads at once, each on one of this many reader threads
+(more wait): a read is CPU-bound and holds its rows in memory, so more at once are no faster
+and take more memory."""
 HIGHLIGHT_MAX = 8
 """The most members a band draws on top (pinned ones first, then its extremes)."""
 CHART_BUCKETS = 550
