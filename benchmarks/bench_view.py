@@ -74,10 +74,21 @@ def _start_view(logdir: str) -> tuple[subprocess.Popen[str], str]:
     return proc, match.group(0)
 
 
+PROFILE = """() => performance.getEntriesByType('resource')
+    .filter(e => e.name.includes('/api/'))
+    .map(e => ({url: e.name.replace(location.origin, ''), start_ms: Math.round(e.startTime),
+                end_ms: Math.round(e.responseEnd), kb: Math.round(e.encodedBodySize / 1024),
+                server_ms: (e.serverTiming.find(t => t.name === 'answer') || {}).duration}))"""
+"""The page's requests to /api until its first chart: when, how big, the server's time."""
+
+
 def bench_view(browser: Any, wide: str, many: str, spec: Spec, repeats: int) -> dict[str, Any]:
     tag = spec.tags[0]
+    profile: list[dict[str, Any]] = []
+    zoom_requests: list[dict[str, Any]] = []
     proc, url = _start_view(wide)
-    first, zoom, heap, spike_ok = [], [], [], []
+    first, preview, zoom, heap, spike_ok, marked = [], [], [], [], [], []
+    listed = enabled = 0
     try:
         for i in range(repeats):
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -85,11 +96,18 @@ def bench_view(browser: Any, wide: str, many: str, spec: Spec, repeats: int) -> 
             page.goto(url)
             _until(page, "window.__rayplexView && Object.keys(window.__rayplexView.charts).length")
             first.append(time.perf_counter() - t0)
+            if i == 0:
+                profile = page.evaluate(PROFILE)
             page.locator(f".chart[data-tag='{tag}']").scroll_into_view_if_needed()
             chart = _until(page, f"window.__rayplexView.charts[{tag!r}]")
             lo, hi = chart["argmax"]
             spike_ok.append(chart["max"] == SPIKE and lo <= spec.spike[1] <= hi)
+            marked.append(any(m["edge"] == "top" and lo <= m["x"] <= hi for m in chart["marks"]))
+            if i == 0:
+                listed, enabled = page.evaluate("[window.__rayplexView.state.runs.length, "
+                                                "window.__rayplexView.state.selected.size]")
             renders = page.evaluate("window.__rayplexView.renders")
+            previews = page.evaluate("window.__rayplexView.previews")
             over = page.locator(f".chart[data-tag='{tag}'] .u-over")
             over.scroll_into_view_if_needed()
             box = over.bounding_box()
@@ -99,11 +117,17 @@ def bench_view(browser: Any, wide: str, many: str, spec: Spec, repeats: int) -> 
             page.mouse.move(box["x"] + box["width"] * (0.3 + 0.05 * i), y)
             page.mouse.down()
             page.mouse.move(box["x"] + box["width"] * (0.5 + 0.05 * i), y, steps=4)
+            zoom_at = page.evaluate("performance.now()")
             t0 = time.perf_counter()
             page.mouse.up()
+            _until(page, f"window.__rayplexView.previews > {previews}", 60)
+            page.evaluate("new Promise(requestAnimationFrame)")  # the frame it is painted in
+            preview.append(time.perf_counter() - t0)
             _until(page, f"window.__rayplexView.charts[{tag!r}].answer.steps && "
                          f"window.__rayplexView.renders > {renders}")
             zoom.append(time.perf_counter() - t0)
+            if i == 1:  # the zoom's requests (the first zoom may meet the server's first reads)
+                zoom_requests = [r for r in page.evaluate(PROFILE) if r["start_ms"] >= zoom_at]
             heap.append(page.evaluate("performance.memory.usedJSHeapSize") / 2**20)
             page.close()
         rss = _rss_mb(proc.pid)
@@ -128,13 +152,41 @@ def bench_view(browser: Any, wide: str, many: str, spec: Spec, repeats: int) -> 
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
-    return {"first_chart_s": median(first), "first_chart_cold_s": first[0],
-            "zoom_repaint_s": median(zoom),
+    return {"first_chart_s": median(first[1:] or first), "first_chart_cold_s": first[0],
+            "runs_listed": listed, "runs_enabled_by_default": enabled,
+            "spike_visible_by_default": all(marked), "spike_visible_full_range": all(spike_ok),
+            "zoom_preview_s": median(preview), "zoom_refined_s": median(zoom),
             "filter_s": median(filters), "filter_runs": runs, "server_rss_mb": rss,
-            "js_heap_mb": median(heap), "spike_is_max": all(spike_ok)}
+            "js_heap_mb": median(heap),
+            "first_page_requests": profile, "zoom_requests": zoom_requests}
+
+
+TB_LINES = "ps => ps.filter(p => (p.getAttribute('d') || '').length > 1).length"
+"""How many of TensorBoard's chart lines (``path.line``) are drawn."""
+TB_TICKS = "ts => ts.map(t => t.textContent)"
+SI = {"k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "m": 1e-3, "µ": 1e-6, "n": 1e-9}
+
+
+def _tick_value(label: str) -> float:
+    """A TensorBoard axis label as a number (``1.5k`` -> 1500, ``1M`` -> 1e6, ``1e+6``)."""
+    label = label.strip().replace("\u2212", "-")
+    try:
+        return float(label[:-1]) * SI[label[-1]] if label and label[-1] in SI else float(label)
+    except ValueError:
+        return float("nan")
+
+
+def _tb_axis_max(page: Any, tag: str) -> float:
+    """The largest axis label of the chart of ``tag`` (its y-axis reaches the spike, 1e6, only
+    if the spike is drawn: the x-axis ends at the last step, at most 5,000)."""
+    card = page.locator("tf-scalar-card").filter(has_text=tag).first
+    values = [_tick_value(t) for t in card.locator("text.tick-label").evaluate_all(TB_TICKS)]
+    return max((v for v in values if v == v), default=float("nan"))
 
 
 def bench_tensorboard(browser: Any, wide: str, spec: Spec, deadline_s: float) -> dict[str, Any]:
+    """TensorBoard's scalars dashboard on the same logdir, read through playwright's locators
+    (they pierce the Polymer dashboard's shadow roots, as tests/test_board.py does)."""
     import json
     import urllib.parse
     import urllib.request
@@ -142,29 +194,44 @@ def bench_tensorboard(browser: Any, wide: str, spec: Spec, deadline_s: float) ->
     from rayplex.board import start_board
 
     spike_run, spike_step = spec.spike
-    with start_board(wide, port=0) as board:
+    tag = spec.tags[0]
+    t_start = time.perf_counter()
+    with start_board(wide, port=0, timeout=600) as board:
+        started = time.perf_counter() - t_start
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         t0 = time.perf_counter()
         page.goto(board.url + "#scalars")
-        shown = None
+        lines = page.locator("tf-scalar-card path.line")
+        shown = 0
         deadline = time.monotonic() + deadline_s
         while time.monotonic() < deadline:
-            shown = page.evaluate("""() => [...document.querySelectorAll('path.line')]
-                .filter(p => (p.getAttribute('d') || '').length > 1).length""")
+            shown = lines.evaluate_all(TB_LINES)
             if shown:
                 break
             page.wait_for_timeout(100)
         seconds = time.perf_counter() - t0
-        enabled = page.evaluate("""() => [...document.querySelectorAll(
-            'tb-data-table-body mat-checkbox input, .run-selector input[type=checkbox]')]
-            .filter(c => c.checked).length""")
+        runs = page.locator("tf-runs-selector paper-checkbox")
+        listed = runs.count()
+        enabled = page.locator("tf-runs-selector paper-checkbox[checked]").count()
+        spike_default = spike_full = None
+        if shown:
+            spike_default = _tb_axis_max(page, tag) >= SPIKE / 2
+            before = _tb_axis_max(page, tag)
+            page.locator("paper-checkbox").filter(has_text="Ignore outliers").first.click()
+            redrawn = time.monotonic() + 30
+            while _tb_axis_max(page, tag) == before and time.monotonic() < redrawn:
+                page.wait_for_timeout(100)  # until TensorBoard has redrawn the axes
+            spike_full = _tb_axis_max(page, tag) >= SPIKE / 2
         page.close()
-        query = urllib.parse.urlencode({"run": spike_run, "tag": spec.tags[0]})
+        query = urllib.parse.urlencode({"run": spike_run, "tag": tag})
         with urllib.request.urlopen(board.url + "data/plugin/scalars/scalars?" + query,
                                     timeout=600) as r:
             points = json.load(r)
-    return {"first_chart_s": seconds if shown else f"none in {deadline_s:g} s", "lines_drawn": shown,
-            "runs_enabled_by_default": enabled, "points_served": len(points),
+    return {"server_start_s": started,
+            "first_chart_s": seconds if shown else f"none in {deadline_s:g} s",
+            "lines_drawn": shown, "runs_listed": listed, "runs_enabled_by_default": enabled,
+            "spike_visible_by_default": spike_default,
+            "spike_visible_full_range": spike_full, "points_served": len(points),
             "spike_kept": any(step == spike_step and value == SPIKE for _, step, value in points)}
 
 
@@ -172,6 +239,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--scale", type=float, default=0.1, help="1 = the issue's scale")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--keep", metavar="DIR",
+                        help="write the logdirs under DIR and keep them (reused when there)")
     parser.add_argument("--tensorboard", action="store_true", help="also measure TensorBoard")
     parser.add_argument("--tb-deadline", type=float, default=120.0,
                         help="seconds to wait for TensorBoard's first drawn line")
@@ -184,13 +253,20 @@ def main() -> None:
     wide_spec, many_spec = all_specs["wide"], all_specs["many"]
     # The filter is measured on 3,000 runs at every scale (20 steps each: cheap to write).
     many_spec = Spec(many_spec.name, many_spec.group, 3000, many_spec.tags[:1], 20)
-    wide, many = temp_logdir("view-wide"), temp_logdir("view-many")
+    keep = args.keep
+    if keep:
+        wide, many = os.path.join(keep, "wide"), os.path.join(keep, "many")
+    else:
+        wide, many = temp_logdir("view-wide"), temp_logdir("view-many")
     try:
         t0 = time.perf_counter()
-        generate(wide, wide_spec)
-        generate(many, many_spec)
-        rayplex.index(wide)
-        rayplex.index(many)
+        for logdir, spec in ((wide, wide_spec), (many, many_spec)):
+            done = os.path.join(logdir, ".generated")
+            if not os.path.exists(done):
+                shutil.rmtree(logdir, ignore_errors=True)
+                generate(logdir, spec)
+                rayplex.index(logdir)
+                open(done, "w").close()
         prepared = time.perf_counter() - t0
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
@@ -201,15 +277,22 @@ def main() -> None:
             finally:
                 browser.close()
     finally:
-        shutil.rmtree(wide, ignore_errors=True)
-        shutil.rmtree(many, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(wide, ignore_errors=True)
+            shutil.rmtree(many, ignore_errors=True)
+    requests = {"first_page": view.pop("first_page_requests"), "zoom": view.pop("zoom_requests")}
+    for name, title in (("first_page", "the first page's requests until its first chart"),
+                        ("zoom", "the second page's requests from its zoom on")):
+        print_table(["/api request", "started ms", "answered ms", "KiB", "server ms"],
+                    [(r["url"], r["start_ms"], r["end_ms"], r["kb"], r["server_ms"])
+                     for r in requests[name]], title=title)
     rows = [(k, v, board.get(k, "")) for k, v in view.items()]
     rows += [(k, "", v) for k, v in board.items() if k not in view]
     print_table(["measure", "rayplex view", "TensorBoard"], rows,
                 title=f"wide: {wide_spec.runs} runs x {len(wide_spec.tags)} tags x "
                       f"{wide_spec.steps} steps ({wide_spec.points:,} points; written and "
                       f"indexed in {prepared:.0f} s); filter over {many_spec.runs} runs")
-    write_json("view", vars(args), {"view": view, "tensorboard": board,
+    write_json("view", vars(args), {"view": view, "tensorboard": board, "requests": requests,
                                     "wide_points": wide_spec.points, "many_runs": many_spec.runs})
 
 

@@ -73,6 +73,15 @@ MAX_BUCKETS = 4000
 """The most buckets one request may ask for per series."""
 LINE_RUNS_MAX = 200
 """The most runs one ``series`` request may draw as lines (more: ask for a band)."""
+READS_AT_ONCE = 2
+"""Series answers the viewer's server reads at once, each on one of this many reader threads
+(more wait): a read is CPU-bound and holds its rows in memory, so more at once are no faster
+and take more memory."""
+HIGHLIGHT_MAX = 8
+"""The most members a band draws on top (pinned ones first, then its extremes)."""
+CHART_BUCKETS = 550
+"""Buckets per series of a chart the page draws (its width in CSS pixels); the answers the
+server prepares at start (``rayplex.view.api.Source.warm``) are for this many."""
 LIVE_WITHIN_S = 120.0
 """A run whose last point is younger than this is shown as ``running``."""
 REFRESH_EVERY_S = 1.0

@@ -21,6 +21,7 @@ import rayplex
 from rayplex.cli import main
 from rayplex.view import api
 from rayplex.view.api import BadRequest, Source, band_answer, log_tail, series_answer
+from tests.conftest import wait_for
 from tests.view_logdir import value_of, write_run, write_runs
 
 pytest.importorskip("duckdb")
@@ -140,6 +141,118 @@ def test_a_band_of_every_run_reads_them_all(logdir, source):
     band = band_answer(logdir, _known(source), {"tag": "train/reward", "runs": None,
                                                 "buckets": 5})
     assert band["members"] == 16
+
+
+def test_a_band_carries_the_lines_of_its_extremes_and_highlighted_runs(logdir, source):
+    band = band_answer(logdir, _known(source), {"tag": "train/reward", "runs": None,
+                                                "buckets": 20, "highlight": ["agent/3"]})
+    names = [line["run"] for line in band["lines"]]
+    assert set(names) == {"agent/3", band["extremes"]["top"], band["extremes"]["bottom"]}
+    # The same buckets as the lines of those runs asked for alone: one request per band chart.
+    alone = series_answer(logdir, _known(source), {"tag": "train/reward", "runs": names,
+                                                   "buckets": 20})
+    assert band["lines"] == alone["runs"] and band["width"] == alone["width"]
+    with pytest.raises(BadRequest, match="at most 8"):
+        source.series({"tag": "train/reward", "band": True,
+                       "highlight": [f"agent/{i}" for i in range(9)]})
+    with pytest.raises(BadRequest, match="no run"):
+        source.series({"tag": "train/reward", "band": True, "highlight": ["../x"]})
+
+
+def test_an_answer_is_kept_whatever_the_requests_spelling(logdir):
+    source = Source(logdir)
+    first = source.series({"tag": "train/reward", "runs": None, "band": True, "buckets": 30})
+    hits = source.answers_hits
+    again = source.series({"tag": "train/reward", "band": True, "buckets": 30, "steps": None,
+                           "since": None, "highlight": [], "summary": False})
+    assert again is first and source.answers_hits == hits + 1
+    other = source.series({"tag": "train/reward", "band": True, "buckets": 31})
+    assert other is not first and source.answers_hits == hits + 1
+
+
+def test_a_request_asked_while_the_same_one_is_answered_waits_for_that_answer(
+        logdir, monkeypatch):
+    import threading
+
+    source = Source(logdir)
+    started, release, calls = threading.Event(), threading.Event(), []
+    real = api.band_answer
+
+    def slow_band(*args):  # the real answer, held until the second request is waiting
+        calls.append(args)
+        started.set()
+        assert release.wait(30)
+        return real(*args)
+
+    monkeypatch.setattr(api, "band_answer", slow_band)
+    request = {"tag": "train/loss", "band": True, "buckets": 40}
+    answers: list[dict] = []
+    first = threading.Thread(target=lambda: answers.append(source.series(request)))
+    first.start()
+    assert started.wait(30)
+    second = threading.Thread(target=lambda: answers.append(source.series(dict(request))))
+    second.start()
+    wait_for(lambda: source.answers_hits == 1, 30, "the second request waiting")
+    release.set()
+    first.join(30)
+    second.join(30)
+    assert len(calls) == 1 and len(answers) == 2 and answers[0] is answers[1]
+    # A failed answer fails every request waiting for it, and is not kept.
+    monkeypatch.setattr(api, "band_answer", lambda *args: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        source.series({"tag": "train/loss", "band": True, "buckets": 41})
+    monkeypatch.setattr(api, "band_answer", real)
+    assert source.series({"tag": "train/loss", "band": True, "buckets": 41})["mode"] == "band"
+
+
+def test_warm_reads_nothing_while_a_pages_request_is_under_way(logdir, monkeypatch):
+    import threading
+
+    source = Source(logdir)
+    source.known()
+    started, release, lines = threading.Event(), threading.Event(), []
+    real_band, real_lines = api.band_answer, api.series_answer
+
+    def held_band(*args):  # the page's request, held until warm has had to wait
+        started.set()
+        assert release.wait(30)
+        return real_band(*args)
+
+    monkeypatch.setattr(api, "band_answer", held_band)
+    monkeypatch.setattr(api, "series_answer", lambda *args: lines.append(args) or
+                        real_lines(*args))
+    page = threading.Thread(target=source.series, args=(
+        {"tag": "train/loss", "band": True, "buckets": 40},))
+    page.start()
+    assert started.wait(30)
+    warmed: list[int] = []
+    warm = threading.Thread(target=lambda: warmed.append(source.warm()))
+    warm.start()
+    wait_for(lambda: source.warm_waits >= 1, 30, "warm waiting for the page's request")
+    assert lines == []  # warm read nothing meanwhile
+    release.set()
+    page.join(30)
+    warm.join(30)
+    assert warmed == [2] and len(lines) == 2
+
+
+def test_warm_answers_the_first_charts_a_page_asks_for(logdir, monkeypatch):
+    source = Source(logdir)
+    requests = source.first_requests()
+    assert [r["tag"] for r in requests] == ["train/loss", "train/reward"]  # the page's order
+    assert not any(r["band"] for r in requests)  # 16 runs: lines
+    assert source.warm() == 2
+    hits = source.answers_hits
+    # What the page sends for its first chart (app.js: load) is answered from what warm kept.
+    page = {"tag": "train/loss", "runs": None, "buckets": source.known().answer["buckets"],
+            "steps": None, "band": False}
+    assert source.series(page)["mode"] == "lines" and source.answers_hits == hits + 1
+    monkeypatch.setattr(api, "BAND_ABOVE", 3)
+    banded = Source(logdir)
+    assert all(r["band"] and r["highlight"] == [] for r in banded.first_requests())
+    assert banded.warm() == 2
+    assert banded.series({**page, "band": True, "highlight": []})["mode"] == "band"
+    assert banded.answers_hits == 1
 
 
 def test_a_run_named_like_a_glob_pattern_selects_only_itself(logdir, source):
@@ -280,6 +393,12 @@ def test_the_app_serves_no_file_outside_its_static_folder(client, logdir):
         response = client.get(path)
         assert response.status_code == 404, path
         assert "import" not in response.text and "root:" not in response.text
+
+
+def test_an_answer_says_how_long_the_server_took(client):
+    response = client.post("/api/series", json={"tag": "train/loss", "runs": ["agent/1"]})
+    assert response.status_code == 200
+    assert re.fullmatch(r"answer;dur=\d+\.\d", response.headers["server-timing"])
 
 
 def test_the_app_refuses_bad_requests_with_400(client):

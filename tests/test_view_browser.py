@@ -231,6 +231,8 @@ def test_few_selected_runs_are_lines_and_a_zoom_fetches_finer_buckets(page, serv
     zoomed = _chart(page, "train/reward", "c.answer.steps && c", "the zoomed chart")
     lo, hi = zoomed["answer"]["steps"]
     assert 60 <= lo < hi <= 140
+    # At once, before the finer buckets came, the chart was cut to the zoom (a preview).
+    assert page.evaluate("window.__rayplexView.preview") == [lo, hi]
     assert any(r.get("steps") == [lo, hi] for r in requests)
     assert zoomed["answer"]["width"] < before or before == 1
     assert all(lo <= s for r in zoomed["answer"]["runs"] for s in r["step_lo"])
@@ -393,8 +395,14 @@ def test_the_summary_run_is_a_mean_and_std_band_with_min_and_max(page, small):
 
 
 def test_a_band_draws_its_extremes_and_the_pinned_runs_on_top(page, server):
+    requests: list[dict] = []
+    page.on("request", lambda r: requests.append(json.loads(r.post_data))
+            if r.url.endswith("/api/series") else None)
     _open(page, server.url)
     chart = _chart(page, "train/reward", "c.mode === 'band' && c.highlight.length && c", "band")
+    # The lines on top come with the band: one request for the chart, not one more per line.
+    mine = [r for r in requests if r.get("tag") == "train/reward"]
+    assert mine and all(r["band"] and r["runs"] is None for r in mine), mine
     # agent/999 ends highest, agent/0 lowest (run i climbs from i / 100; the markup run ties)
     assert len(chart["highlight"]) == 2 and "agent/999" in chart["highlight"]
     (lowest,) = set(chart["highlight"]) - {"agent/999"}
@@ -402,6 +410,7 @@ def test_a_band_draws_its_extremes_and_the_pinned_runs_on_top(page, server):
     page.fill("#filter", r"^agent/5$")
     page.click("#runrows .run:has(.name:text-is('agent/5')) .pin")
     pinned = _chart(page, "train/reward", "c.highlight.includes('agent/5') && c", "the pinned run")
+    assert any(r.get("highlight") == ["agent/5"] for r in requests)
     assert pinned["mode"] == "band" and set(pinned["highlight"]) == {
         "agent/5", lowest, "agent/999"}
     assert pinned["series"] == 3 + 3  # min, max, median + three lines

@@ -21,6 +21,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,12 +29,15 @@ from typing import Any
 import numpy as np
 
 from rayplex.config import (  # the viewer's tunables live with every other
+    CHART_BUCKETS,
+    HIGHLIGHT_MAX,
     LINE_RUNS_MAX,
     LIVE_WITHIN_S,
     LOG_LINES_MAX,
     LOG_TAIL_BYTES,
     MAX_BUCKETS,
     PARAM_TAGS_MAX,
+    READS_AT_ONCE,
     REFRESH_EVERY_S,
     WALL_EVERY_S,
 )
@@ -41,6 +45,8 @@ from rayplex.rules import check_step, natural_key, validate_tag
 
 __all__ = [
     "BAND_ABOVE",
+    "CHART_BUCKETS",
+    "HIGHLIGHT_MAX",
     "BadRequest",
     "Source",
     "band_answer",
@@ -59,6 +65,7 @@ __all__ = [
 
 BAND_ABOVE = 50
 """More selected runs than this are drawn as a band (min-max envelope and median)."""
+
 ANSWERS_KEPT = 256
 """Series answers a :class:`Source` keeps (of the current store version)."""
 ROBUST_QUANTILE = 0.01
@@ -417,6 +424,26 @@ def _from_bucket(rows: _Rows, since: int | None) -> _Rows:
                  rows.width)
 
 
+def _lines(rows: _Rows, only: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """Each run's buckets as JSON columns (``only``: just these runs), in natural order."""
+    keep = None if only is None else [i for i, name in enumerate(rows.names) if name in set(only)]
+    out = []
+    order = np.argsort(rows.run, kind="stable")  # rows come by run already; keep step order
+    if keep is not None:
+        order = order[np.isin(rows.run[order], keep)]
+    run = rows.run[order]
+    cuts = np.flatnonzero(np.diff(run)) + 1
+    for part in np.split(order, cuts) if len(order) else []:
+        c = {name: col[part] for name, col in rows.cols.items()}
+        out.append({"run": rows.names[int(rows.run[part[0]])],
+                    "step_lo": _ints(c["step_lo"]), "step_hi": _ints(c["step_hi"]),
+                    "first": _floats(c["first"]), "last": _floats(c["last"]),
+                    "min": _floats(c["min"]), "max": _floats(c["max"]),
+                    "count": _ints(c["count"])})
+    out.sort(key=lambda r: natural_key(str(r["run"])))
+    return out
+
+
 def series_answer(logdir: str | os.PathLike[str], known: Mapping[str, Any],
                   request: Mapping[str, Any]) -> dict[str, Any]:
     """Each selected run's M4 buckets of one tag (``first, last, min, max, count`` with
@@ -437,18 +464,7 @@ def series_answer(logdir: str | os.PathLike[str], known: Mapping[str, Any],
     rows = _read(logdir, tag, runs, len(known["runs"]), buckets, steps)
     y_range = robust_range(rows.cols["min"], rows.cols["max"])
     rows = _from_bucket(rows, since)
-    out = []
-    order = np.argsort(rows.run, kind="stable")  # rows come by run already; keep step order
-    run = rows.run[order]
-    cuts = np.flatnonzero(np.diff(run)) + 1
-    for part in np.split(order, cuts) if len(order) else []:
-        c = {name: col[part] for name, col in rows.cols.items()}
-        out.append({"run": rows.names[int(rows.run[part[0]])],
-                    "step_lo": _ints(c["step_lo"]), "step_hi": _ints(c["step_hi"]),
-                    "first": _floats(c["first"]), "last": _floats(c["last"]),
-                    "min": _floats(c["min"]), "max": _floats(c["max"]),
-                    "count": _ints(c["count"])})
-    out.sort(key=lambda r: natural_key(str(r["run"])))
+    out = _lines(rows)
     return {"tag": tag, "mode": "lines", "steps": list(steps) if steps else None,
             "buckets": buckets, "width": rows.width, "runs": out, "range": y_range,
             "since": since if since is not None and rows.width else None}
@@ -459,9 +475,15 @@ def band_answer(logdir: str | os.PathLike[str], known: Mapping[str, Any],
     """The selected runs of one tag as a band: per output bucket (the buckets
     :func:`rayplex.read_series` aligns across runs), the min of the runs' minima, the max of
     their maxima (the envelope: every spike stays in it), the median of their last values, and
-    how many runs have points there. Same request as :func:`series_answer`."""
+    how many runs have points there. Same request as :func:`series_answer`, plus
+    ``"highlight": [names]`` (at most :data:`HIGHLIGHT_MAX`): ``lines`` holds the buckets of
+    those runs and of the extremes (the members with the highest and the lowest last value),
+    read with the band — the page draws them over it without asking again."""
     tag = _tag(request.get("tag"), known["tags"])
     runs = _runs(request.get("runs"), known["runs"])
+    highlight = _runs(request.get("highlight") or [], known["runs"]) or []
+    if len(highlight) > HIGHLIGHT_MAX:
+        raise BadRequest(f"at most {HIGHLIGHT_MAX} runs can be highlighted")
     buckets = _buckets(request.get("buckets", 1000))
     steps = _steps(request.get("steps"))
     since = _since(request.get("since"))
@@ -500,6 +522,8 @@ def band_answer(logdir: str | os.PathLike[str], known: Mapping[str, Any],
     else:
         answer.update(x=[], step_hi=[], min=[], max=[], median=[], runs=[])
     answer.setdefault("extremes", None)
+    on_top = list(dict.fromkeys([*highlight, *(answer["extremes"] or {}).values()]))
+    answer["lines"] = _lines(rows, on_top[:HIGHLIGHT_MAX])
     return answer
 
 
@@ -641,9 +665,15 @@ class Source:
     def __init__(self, logdir: str | os.PathLike[str]) -> None:
         self.logdir = os.path.abspath(os.fspath(logdir))
         self._known: _Known | None = None
+        self._known_lock = threading.Lock()
+        self._readers = ThreadPoolExecutor(READS_AT_ONCE, thread_name_prefix="rayplex-view-read")
+        self._idle = threading.Condition()
+        self._asking = 0
+        self.warm_waits = 0
         self._params: tuple[str, dict[str, Any]] | None = None
         self._answers: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
         self._answers_lock = threading.Lock()
+        self._pending: dict[tuple[str, str], Future[dict[str, Any]]] = {}
         self.answers_hits = 0
         self._walls: tuple[str, float, dict[str, Any]] | None = None
         self._lock = threading.Lock()
@@ -666,6 +696,13 @@ class Source:
     def start(self, every_s: float = REFRESH_EVERY_S) -> None:
         """Refresh in a daemon thread until :meth:`stop`."""
         def loop() -> None:
+            try:
+                self.warm()
+            except Exception as exc:  # noqa: BLE001 - the page asks again and sees the error
+                import warnings
+
+                warnings.warn(f"rayplex view could not prepare the first charts of "
+                              f"{self.logdir!r}: {exc}", RuntimeWarning, stacklevel=1)
             while not self._stop.wait(every_s):
                 try:
                     self.refresh()
@@ -685,6 +722,7 @@ class Source:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        self._readers.shutdown(wait=False, cancel_futures=True)
 
     def store_version(self) -> str:
         """The store's version: changes whenever the store commits (new points)."""
@@ -721,6 +759,15 @@ class Source:
         known = self._known
         if known is not None and known.version == version:
             return known
+        with self._known_lock:  # one reader computes it, the others (warm, a page) wait
+            known = self._known
+            if known is not None and known.version == version:
+                return known
+            return self._compute_known(known, store_version, version)
+
+    def _compute_known(self, known: _Known | None, store_version: str, version: str) -> _Known:
+        """The catalog of ``version`` from the last one (``known``): read again when the
+        store changed, else only the runs' states."""
         if known is None or known.version.partition("+")[0] != store_version:
             answer = catalog(self.logdir, refresh=False)
         else:  # only the states changed: the store's part stays
@@ -728,6 +775,9 @@ class Source:
             with_states(self.logdir, answer["runs"])
         answer["version"] = version
         answer["logdir"] = self.logdir
+        answer["buckets"] = CHART_BUCKETS  # the page's, from here: one number in one place
+        answer["highlight_max"] = HIGHLIGHT_MAX
+        answer["band_above"] = BAND_ABOVE
         known = _Known(version, answer, {r["run"]: r for r in answer["runs"]},
                        {t["tag"]: t for t in answer["tags"]})
         self._known = known
@@ -741,32 +791,97 @@ class Source:
         """:func:`series_answer` (:func:`band_answer` when ``request["band"]``,
         :func:`summary_answer` when ``request["summary"]``); an answer
         is kept per store version (the last :data:`ANSWERS_KEPT`), so asking again — another
-        tab, a zoom reset, a chart scrolled back in — reads nothing."""
+        tab, a zoom reset, a chart scrolled back in — reads nothing, and a request asked while
+        the same one is being answered (say, by :meth:`warm`) waits for that answer."""
+        with self._idle:
+            self._asking += 1
+        try:
+            return self._series(request)
+        finally:
+            with self._idle:
+                self._asking -= 1
+                self._idle.notify_all()
+
+    def _series(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """:meth:`series` (:meth:`warm` asks here: it is no page's request)."""
         if not isinstance(request, Mapping):
             raise BadRequest("the request body must be a JSON object")
         context = self._context()
         version = self.store_version()
-        try:
-            key = (version, json.dumps(request, sort_keys=True, allow_nan=False))
-        except (TypeError, ValueError):
-            raise BadRequest("the request body is not plain JSON") from None
+        key = (version, _request_key(request))
         with self._answers_lock:
             cached = self._answers.get(key)
             if cached is not None:
                 self._answers.move_to_end(key)
                 self.answers_hits += 1
                 return cached
-        make = summary_answer if request.get("summary") else \
-            band_answer if request.get("band") else series_answer
-        answer = make(self.logdir, context, request)
-        answer["version"] = version
+            pending = self._pending.get(key)
+            mine = pending is None
+            if mine:
+                pending = self._pending[key] = Future()
+        assert pending is not None
+        if not mine:
+            self.answers_hits += 1
+            return pending.result()
+        try:
+            make = summary_answer if request.get("summary") else \
+                band_answer if request.get("band") else series_answer
+            # On the reader threads only: few threads allocate the reads' large arrays (each
+            # thread's malloc arena keeps what it freed; 40 request threads kept 1 GB).
+            answer = self._readers.submit(make, self.logdir, context, request).result()
+            answer["version"] = version
+        except BaseException as exc:
+            with self._answers_lock:
+                del self._pending[key]
+            pending.set_exception(exc)
+            raise
         with self._answers_lock:
+            del self._pending[key]
             self._answers[key] = answer
             for old in [k for k in self._answers if k[0] != version]:
                 del self._answers[old]
             while len(self._answers) > ANSWERS_KEPT:
                 self._answers.popitem(last=False)
+        pending.set_result(answer)
         return answer
+
+    def first_requests(self) -> list[dict[str, Any]]:
+        """The requests a page opened on every run asks first, in its charts' order: each
+        ``store_metrics`` summary, then each tag (a band when there are more than
+        :data:`BAND_ABOVE` runs), all of :data:`CHART_BUCKETS` buckets, no zoom."""
+        answer = self.known().answer
+        runs = [str(r["run"]) for r in answer["runs"]]
+        summary_runs = [r for r in runs if r.endswith("/summary")]
+        out: list[dict[str, Any]] = []
+        for summary in answer["summaries"]:
+            for run in summary["runs"] if summary["runs"] is not None else summary_runs:
+                out.append({"summary": True, "run": run, "key": summary["key"],
+                            "buckets": CHART_BUCKETS, "steps": None})
+        band = len(runs) > BAND_ABOVE
+        for t in answer["tags"]:
+            out.append({"tag": t["tag"], "runs": None, "buckets": CHART_BUCKETS,
+                        "steps": None, "band": band, **({"highlight": []} if band else {})})
+        return out
+
+    def warm(self) -> int:
+        """Answer :meth:`first_requests` ahead of the page (kept for the current store
+        version): a page opened while the server reads finds its first chart under way or
+        done. A read starts only while no page's request is under way (``warm_waits`` counts
+        the waits). Returns how many were answered; stops early when :meth:`stop` is called."""
+        done = 0
+        for request in self.first_requests():
+            with self._idle:  # a page's requests first: they wait for no read of ours
+                while self._asking and not self._stop.is_set():
+                    self.warm_waits += 1
+                    self._idle.wait(1.0)
+            if self._stop.is_set():
+                break
+            try:
+                self._series(request)
+                done += 1
+            except (BadRequest, FileNotFoundError):  # e.g. a tag gone meanwhile
+                continue
+        return done
 
     def walltimes(self) -> dict[str, Any]:
         """:func:`wall_times` of this logdir: once per store version, and for a store that
@@ -799,6 +914,25 @@ class Source:
     def logs(self, client: str | None, level: str | None, lines: int) -> dict[str, Any]:
         """:func:`log_tail` of this logdir."""
         return log_tail(self.logdir, client=client, level=level, lines=lines)
+
+
+REQUEST_FIELDS: dict[str, Any] = {
+    "tag": None, "runs": None, "buckets": 1000, "steps": None, "since": None, "band": False,
+    "highlight": [], "summary": False, "run": None, "key": None}
+"""A series request's fields and their defaults (:func:`_request_key`)."""
+
+
+def _request_key(request: Mapping[str, Any]) -> str:
+    """A request as the answers' cache key: its known fields, defaults filled in (a request
+    that spells out a default is the same request); a field that is not plain JSON is a
+    :class:`BadRequest`."""
+    fields = {name: request.get(name, default) for name, default in REQUEST_FIELDS.items()}
+    fields["band"], fields["summary"] = bool(fields["band"]), bool(fields["summary"])
+    fields["highlight"] = fields["highlight"] or []
+    try:
+        return json.dumps(fields, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError):
+        raise BadRequest("the request body is not plain JSON") from None
 
 
 def dumps(answer: Any) -> bytes:

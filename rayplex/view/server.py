@@ -21,6 +21,7 @@ import ipaddress
 import json
 import socket
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TextIO
@@ -75,9 +76,13 @@ def create_app(logdir: str, *, loopback_only: bool = True) -> Any:
 
     source = Source(logdir)
 
-    def reply(answer: Any, status: int = 200) -> Response:
-        return Response(dumps(answer), status_code=status, media_type="application/json",
-                        headers={"Cache-Control": "no-store"})
+    def reply(answer: Any, status: int = 200, since: float | None = None) -> Response:
+        body = dumps(answer)
+        headers = {"Cache-Control": "no-store"}
+        if since is not None:  # the answer's time, serialised (bench_view.py reads it)
+            headers["Server-Timing"] = f"answer;dur={(time.perf_counter() - since) * 1000:.1f}"
+        return Response(body, status_code=status, media_type="application/json",
+                        headers=headers)
 
     def guarded(handler: Callable[[Request, bytes], Any]
                 ) -> Callable[[Request], Awaitable[Response]]:
@@ -85,8 +90,9 @@ def create_app(logdir: str, *, loopback_only: bool = True) -> Any:
             from starlette.concurrency import run_in_threadpool
 
             body = await request.body() if request.method == "POST" else b""
+            t0 = time.perf_counter()
             try:
-                return reply(await run_in_threadpool(handler, request, body))
+                return reply(await run_in_threadpool(handler, request, body), since=t0)
             except BadRequest as exc:
                 return reply({"error": str(exc)}, 400)
             except FileNotFoundError as exc:

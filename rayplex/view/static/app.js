@@ -3,13 +3,14 @@
 import uPlot from "/static/vendor/uplot/uPlot.esm.js";
 
 const ROW = 22;            // px per run row (the list is virtual: only visible rows exist)
-const BAND_ABOVE = 50;     // more selected runs: a band (min-max envelope + median)
+let BAND_ABOVE = 50;       // more selected runs: a band (min-max envelope + median): the server's
 const POLL_MS = 2000;      // live polling, at most this often
 const CHART_W = 550, CHART_H = 260;
+const IN_FLIGHT = 2;       // chart requests at once: the first chart's answer waits for no other
 const STATE_MARK = { running: "●", finished: "", silent: "◌ silent", crashed: "✖ crashed" };
 const ALERTS_SHOWN = 200;
-const HIGHLIGHT_MAX = 8;
-const SUMMARY_SECTION = "summaries (store_metrics: mean ± std, min, max)";   // members drawn over a band: pinned ones first, then the extremes
+let HIGHLIGHT_MAX = 8;     // members drawn over a band at most: the server's (catalog.highlight_max)
+const SUMMARY_SECTION = "summaries (store_metrics: mean ± std, min, max)";
 
 const $ = (id) => document.getElementById(id);
 const state = {
@@ -18,7 +19,8 @@ const state = {
   paused: false,
 };
 const charts = new Map();  // tag -> {el, plot, answer, markers, seq}
-const view = { state, charts: {}, requests: 0, renders: 0, incremental: 0, ready: false, error: null };
+const queue = { waiting: new Set(), running: 0 };  // charts to load, in page order
+const view = { state, charts: {}, requests: 0, renders: 0, incremental: 0, previews: 0, preview: null, ready: false, error: null };
 window.__rayplexView = view;
 
 // ----------------------------------------------------------------------------- helpers
@@ -175,7 +177,7 @@ function layoutCharts() {
   const observer = new IntersectionObserver((entries) => {
     for (const e of entries) {
       const chart = charts.get(e.target.dataset.tag);
-      if (chart) { chart.shown = e.isIntersecting; if (chart.shown && !chart.answer) load(chart); }
+      if (chart) { chart.shown = e.isIntersecting; if (chart.shown && !chart.answer) enqueue(chart); }
     }
   }, { root: document.querySelector("main"), rootMargin: "300px" });
   for (const [name, tags] of sections) {
@@ -201,12 +203,30 @@ function layoutCharts() {
   }
 }
 
+function enqueue(chart) {
+  // Charts load in page order, at most IN_FLIGHT at once: the first chart in view is the
+  // first answer, not one of many read side by side.
+  queue.waiting.add(chart);
+  pump();
+}
+
+function pump() {
+  while (queue.running < IN_FLIGHT && queue.waiting.size) {
+    const next = [...charts.values()].find((c) => queue.waiting.has(c)) || queue.waiting.values().next().value;
+    queue.waiting.delete(next);
+    queue.running += 1;
+    const done = () => { queue.running -= 1; pump(); };
+    (next.shown ? load(next) : Promise.resolve()).then(done, done);
+  }
+}
+
 async function refreshCharts(first = null) {
   // Every chart again (x ranges are synced: a zoom applies to every chart); the chart the
   // user zoomed first, alone, then the others in view: its repaint waits for no other read.
   for (const chart of charts.values()) chart.answer = null;
+  queue.waiting.clear();
   if (first) await load(first);
-  for (const chart of charts.values()) if (chart !== first && chart.shown && !chart.answer) load(chart);
+  for (const chart of charts.values()) if (chart !== first && chart.shown && !chart.answer) enqueue(chart);
 }
 
 async function load(chart) {
@@ -225,14 +245,15 @@ async function load(chart) {
   }
   const all = runs.length === state.runs.length;
   const band = runs.length > BAND_ABOVE;
+  const buckets = state.catalog.buckets;
   const request = chart.summary
-    ? { summary: true, run: chart.summary.run, key: chart.summary.key, buckets: CHART_W, steps: state.zoom }
-    : { tag: chart.tag, runs: all ? null : runs, buckets: CHART_W, steps: state.zoom, band };
+    ? { summary: true, run: chart.summary.run, key: chart.summary.key, buckets, steps: state.zoom }
+    : { tag: chart.tag, runs: all ? null : runs, buckets, steps: state.zoom, band };
+  if (band && !chart.summary) request.highlight = pinned();
   try {
     const answer = await getJSON("/api/series", request);
     if (seq !== chart.seq) return;  // a newer request is on its way
-    chart.highlight = band ? await highlights(chart, answer) : null;
-    if (seq !== chart.seq) return;
+    chart.highlight = band ? highlights(answer) : null;
     chart.answer = answer;
     draw(chart);
   } catch (err) {
@@ -241,14 +262,15 @@ async function load(chart) {
   }
 }
 
-async function highlights(chart, answer) {
-  // The members drawn over a band: the pinned ones that are selected, then its extremes
-  // (highest and lowest last value), at most HIGHLIGHT_MAX; their lines of the same buckets.
-  const chosen = [...state.pins].filter((r) => state.selected.has(r));
-  if (answer.extremes) for (const r of [answer.extremes.top, answer.extremes.bottom]) if (!chosen.includes(r)) chosen.push(r);
-  const runs = chosen.slice(0, HIGHLIGHT_MAX);
-  if (!runs.length) return null;
-  return getJSON("/api/series", { tag: chart.tag, runs, buckets: CHART_W, steps: answer.steps });
+function pinned() {
+  // The members drawn over a band besides its extremes: the pinned ones that are selected.
+  return [...state.pins].filter((r) => state.selected.has(r)).slice(0, HIGHLIGHT_MAX);
+}
+
+function highlights(answer) {
+  // A band's answer carries the lines of the pinned members and of its extremes (highest and
+  // lowest last value), read with it.
+  return answer.lines && answer.lines.length ? { runs: answer.lines } : null;
 }
 
 const RUN_KEYS = ["step_lo", "step_hi", "first", "last", "min", "max", "count"];
@@ -271,7 +293,8 @@ async function update(chart) {
   const since = Math.min(...lasts.filter((v) => v !== undefined));
   if (!Number.isFinite(since)) return load(chart);
   const all = runs.length === state.runs.length;
-  const request = { tag: chart.tag, runs: all ? null : runs, buckets: CHART_W, steps: null, band: old.mode === "band", since };
+  const request = { tag: chart.tag, runs: all ? null : runs, buckets: old.buckets, steps: null, band: old.mode === "band", since };
+  if (request.band) request.highlight = pinned();
   const seq = ++chart.seq;
   let answer;
   try { answer = await getJSON("/api/series", request); } catch (err) { return load(chart); }
@@ -279,27 +302,30 @@ async function update(chart) {
   if (answer.since === null) { chart.answer = answer; draw(chart); return; }
   if (answer.width !== old.width) return load(chart);
   const cut = Math.floor(answer.since / answer.width);
-  let merged;
-  if (old.mode === "band") {
-    merged = { ...answer, ...cutAt(old, BAND_KEYS, old.x, cut, old.width) };
-    for (const k of BAND_KEYS) merged[k] = merged[k].concat(answer[k]);
-  } else {
-    const fresh = new Map(answer.runs.map((r) => [r.run, r]));
-    const mergedRuns = old.runs.map((r) => {
+  const mergeRuns = (oldRuns, newRuns) => {
+    const fresh = new Map(newRuns.map((r) => [r.run, r]));
+    const mergedRuns = oldRuns.map((r) => {
       const kept = { run: r.run, ...cutAt(r, RUN_KEYS, r.step_lo, cut, old.width) };
       const add = fresh.get(r.run);
       fresh.delete(r.run);
       if (add) for (const k of RUN_KEYS) kept[k] = kept[k].concat(add[k]);
       return kept;
     });
-    merged = { ...answer, runs: mergedRuns.concat([...fresh.values()]) };
+    return mergedRuns.concat([...fresh.values()]);
+  };
+  let merged;
+  if (old.mode === "band") {
+    merged = { ...answer, ...cutAt(old, BAND_KEYS, old.x, cut, old.width) };
+    for (const k of BAND_KEYS) merged[k] = merged[k].concat(answer[k]);
+    // The members on top: the same ones (their new buckets merged in), else read again.
+    const same = (a, b) => a.map((r) => r.run).join("\n") === b.map((r) => r.run).join("\n");
+    if (!same(old.lines || [], answer.lines || [])) return load(chart);
+    merged.lines = mergeRuns(old.lines || [], answer.lines || []);
+    chart.highlight = highlights(merged);
+  } else {
+    merged = { ...answer, runs: mergeRuns(old.runs, answer.runs) };
   }
   merged.since = null;
-  if (merged.mode === "band") {
-    const highlight = await highlights(chart, merged);
-    if (seq !== chart.seq) return;
-    chart.highlight = highlight;
-  }
   view.incremental += 1;
   chart.answer = merged;
   draw(chart);
@@ -616,8 +642,8 @@ function zoomTo(u, chart) {
   if (u.select.width < 3) return;
   let lo = Math.floor(u.posToVal(u.select.left, "x"));
   let hi = Math.ceil(u.posToVal(u.select.left + u.select.width, "x"));
+  const x0 = u.posToVal(u.select.left, "x"), x1 = u.posToVal(u.select.left + u.select.width, "x");
   if (chart.slotSteps) {  // x is time: the steps of the slots selected
-    const x0 = u.posToVal(u.select.left, "x"), x1 = u.posToVal(u.select.left + u.select.width, "x");
     lo = Infinity; hi = -Infinity;
     u.data[0].forEach((v, i) => { if (v >= x0 && v <= x1) { lo = Math.min(lo, chart.slotSteps[i][0]); hi = Math.max(hi, chart.slotSteps[i][1]); } });
     if (!Number.isFinite(lo)) return;
@@ -626,7 +652,23 @@ function zoomTo(u, chart) {
   if (hi <= lo) return;
   state.zoom = [lo, hi];
   writeURL();
+  preview(chart, [x0, x1]);
   refreshCharts(chart);
+}
+
+function preview(chart, [x0, x1]) {
+  // At once, before the finer buckets come: the charts' x-scale cut to the zoom, drawn from
+  // the buckets they have (coarser, still exact: each one's min and max).
+  const [lo, hi] = state.zoom;
+  for (const c of charts.values()) {
+    if (!c.plot) continue;
+    if (c.slotSteps) {  // x is time: only the zoomed chart, by the selected pixels
+      if (c !== chart) continue;
+      c.plot.setScale("x", { min: x0, max: x1 });
+    } else c.plot.setScale("x", { min: lo, max: hi });
+  }
+  view.previews += 1;
+  view.preview = [lo, hi];
 }
 
 function hoverText(chart, u) {
@@ -679,6 +721,8 @@ async function loadCatalog() {
   const tagsBefore = state.catalog ? state.catalog.tags.map((t) => t.tag).join("\n") : null;
   state.catalog = catalog;
   state.version = catalog.version;
+  HIGHLIGHT_MAX = catalog.highlight_max;
+  BAND_ABOVE = catalog.band_above;
   const known = new Set(state.runs.map((r) => r.run));
   const selectionBefore = [...state.selected].join("\n");
   state.runs = catalog.runs;
