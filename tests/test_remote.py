@@ -9,6 +9,7 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -421,15 +422,9 @@ def test_the_stores_manifest_log_goes_up_after_its_segments_and_old_logs_leave(
     pytest.importorskip("duckdb")
 
     import rayplex
-    from rayplex.event_bytes import ScalarTemplate, tag_header
-    from rayplex.events import EventWriter
     from rayplex.store.format import Layout, Manifest
 
-    staging, bucket = tmp_path / "staging", tmp_path / "bucket"
-    target = remote.resolve(f"file://{bucket}")
-    assert target is not None
-    writer = EventWriter(str(staging / "tensorboard" / "learner"))
-    template = ScalarTemplate(tag_header("main/x"))
+    staging, bucket, target, writer, template = _staged_store_writer(tmp_path)
     try:
         def commit(steps: range) -> None:
             writer.write(b"".join(template.record(1000.0 + s, s, float(s)) for s in steps))
@@ -462,6 +457,32 @@ def test_the_stores_manifest_log_goes_up_after_its_segments_and_old_logs_leave(
         writer.close()
 
 
+def _staged_hub(tmp_path: Path, bound: int) -> tuple[Path, Path, remote.Target, Any]:
+    """A plain Hub (no Ray) writing a staging directory bounded to ``bound`` bytes, event
+    files rotated at 1 KiB, and the ``file://`` bucket it goes to."""
+    from rayplex.actors.hub import Hub
+
+    staging, bucket = tmp_path / "staging", tmp_path / "bucket"
+    remote.set_staged(str(staging), remote.Staged(max_bytes=bound, rotate_bytes=1024,
+                                                  rotate_s=3600.0))
+    target = remote.resolve(f"file://{bucket}")
+    assert target is not None
+    return staging, bucket, target, Hub("staged", str(staging))
+
+
+def _staged_store_writer(tmp_path: Path) -> tuple[Path, Path, remote.Target, Any, Any]:
+    """A staging directory with one run ``learner`` being written (its event writer and the
+    template of tag ``main/x``), and its bucket as a ``file://`` target."""
+    from rayplex.event_bytes import ScalarTemplate, tag_header
+    from rayplex.events import EventWriter
+
+    staging, bucket = tmp_path / "staging", tmp_path / "bucket"
+    target = remote.resolve(f"file://{bucket}")
+    assert target is not None
+    writer = EventWriter(str(staging / "tensorboard" / "learner"))
+    return staging, bucket, target, writer, ScalarTemplate(tag_header("main/x"))
+
+
 def _stream_bytes(staging: Path) -> int:
     """The bytes the staging bound counts: event files and text logs (with their backups)."""
     total = 0
@@ -479,19 +500,13 @@ def test_a_staged_hub_stays_within_its_bound_to_the_byte_and_never_wedges(
     bound (not even between two measures of the uploader); a batch refused at the bound is
     written after the next upload round (closed event files, once up, leave the staging
     directory: the hub never wedges); every scalar is in the bucket exactly once."""
-    from rayplex.actors.hub import Hub
     from rayplex.encoder import Encoder
     from rayplex.items import Line, Scalar
     from rayplex.records import NodeCall
     from tests.conftest import tb_scalars
 
-    staging, bucket = tmp_path / "staging", tmp_path / "bucket"
     bound = 8192
-    remote.set_staged(str(staging), remote.Staged(max_bytes=bound, rotate_bytes=1024,
-                                                  rotate_s=3600.0))
-    target = remote.resolve(f"file://{bucket}")
-    assert target is not None
-    hub = Hub("staged", str(staging))
+    staging, bucket, target, hub = _staged_hub(tmp_path, bound)
     batches, peak, refused = 300, 0, 0
     try:
         up = Uploader(str(staging), target, hub.writer.committed_files,
@@ -583,15 +598,9 @@ def test_the_stores_src_files_go_up_with_their_segments_and_leave_with_them(
     pytest.importorskip("duckdb")
 
     import rayplex
-    from rayplex.event_bytes import ScalarTemplate, tag_header
-    from rayplex.events import EventWriter
     from rayplex.store.format import Layout, Manifest
 
-    staging, bucket = tmp_path / "staging", tmp_path / "bucket"
-    target = remote.resolve(f"file://{bucket}")
-    assert target is not None
-    writer = EventWriter(str(staging / "tensorboard" / "learner"))
-    template = ScalarTemplate(tag_header("main/x"))
+    staging, bucket, target, writer, template = _staged_store_writer(tmp_path)
     try:
         for start in (0, 50, 100):
             writer.write(b"".join(template.record(1000.0 + s, s, float(s))
@@ -626,7 +635,6 @@ def test_a_staged_hub_keeps_every_rotated_text_log_until_the_bucket_has_it(
     the hub keeps as many backups as the staging bound holds, and refuses writes at the bound
     before it would drop one, so every line reaches the bucket once (the stdlib-style
     ``backup_count`` of 5 dropped the oldest backups unshipped)."""
-    from rayplex.actors.hub import Hub
     from rayplex.config import reload_config
     from rayplex.encoder import Encoder
     from rayplex.items import Line
@@ -634,13 +642,8 @@ def test_a_staged_hub_keeps_every_rotated_text_log_until_the_bucket_has_it(
 
     monkeypatch.setenv("RAYPLEX_LOG_MAX_BYTES", "200")
     reload_config()
-    staging, bucket = tmp_path / "staging", tmp_path / "bucket"
     bound = 8192
-    remote.set_staged(str(staging), remote.Staged(max_bytes=bound, rotate_bytes=1024,
-                                                  rotate_s=3600.0))
-    target = remote.resolve(f"file://{bucket}")
-    assert target is not None
-    hub = Hub("staged", str(staging))
+    staging, bucket, target, hub = _staged_hub(tmp_path, bound)
     written = 0
     try:
         for seq in range(1, 500):  # no upload round: until the bound refuses a write

@@ -519,6 +519,13 @@ def test_missing_logdir_and_store_are_clear_errors(tmp_path):
         rayplex.read_series(tmp_path, "t", refresh=False)
 
 
+def _fresh_python(code: str, logdir: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a new interpreter (``sys.argv[1]`` is ``logdir``): what it imports is
+    its own."""
+    return subprocess.run([sys.executable, "-c", code, str(logdir)], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
 def test_a_cold_read_imports_only_what_it_needs(tmp_path):
     # a fresh process that reads pays for its imports: `import rayplex` imports neither Ray
     # nor pandas/pyarrow/duckdb, and read_series then imports pandas and pyarrow, not duckdb
@@ -529,8 +536,7 @@ def test_a_cold_read_imports_only_what_it_needs(tmp_path):
             "print(sorted(m for m in heavy if m in sys.modules))\n"
             "frame = rayplex.read_series(sys.argv[1], 't', refresh=False)\n"
             "print(sorted(m for m in heavy if m in sys.modules), int(frame['count'].sum()))\n")
-    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    done = _fresh_python(code, tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["[]", "['pandas', 'pyarrow'] 10"]
 
@@ -546,8 +552,7 @@ def test_without_duckdb_read_series_names_the_extra(tmp_path):
             "        call()\n"
             "    except ImportError as exc:\n"
             "        print(exc)\n")
-    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    done = _fresh_python(code, tmp_path)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 3 and all('pip install "rayplex[store]"' in line for line in lines)
