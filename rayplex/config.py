@@ -170,6 +170,10 @@ PROJECTOR_ROUTE_TRIES = 5
 """``add_embedding`` asks for its run's route at most this many times (the registry may change)."""
 INDEX_READ_CHUNK_BYTES = 4 << 20
 """The indexer reads event files in pieces this large."""
+INDEX_SHIFTED_CRC_MAX_BYTES = 1024
+"""The indexer checks the CRCs of same-length records by the bytes that differ between them
+(a ``length × 256`` table per record length, cached) up to records this long; longer ones are
+checked byte by byte."""
 STORE_ROW_GROUP_ROWS = 65_536
 """Rows per Parquet row group in the store's raw segments."""
 STORE_PYRAMID_ROW_GROUP_ROWS = 8_192

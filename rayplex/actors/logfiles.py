@@ -66,6 +66,12 @@ class LogFiles:
     ``max_bytes`` gets a file of its own. Unlike the stdlib, ``backup_count=0``
     still rotates: the full file is simply deleted.
 
+    With ``between_writes``, :meth:`write` never rotates: a file that a write took to
+    ``max_bytes`` or past it is rotated by the next :meth:`rotate_due` (so a file holds at most
+    one write past ``max_bytes``). A caller that undoes a failed write by cutting files back to
+    their sizes before it (the hub's journal) calls :meth:`rotate_due` before it records those
+    sizes: an undone write then never straddles a rotation, whose moved lines no cut reaches.
+
     Args:
         root: Directory of the logs (created if missing), e.g. ``logdir/logs``.
         max_bytes: Rotate a file before it would exceed this many bytes;
@@ -75,6 +81,7 @@ class LogFiles:
         max_open_files: Maximum number of per-client files kept open.
         autoflush: Flush the files touched by :meth:`write` at its end, so that
             ``tail -f`` sees whole batches promptly.
+        between_writes: Rotate only in :meth:`rotate_due`, never inside a write.
 
     Examples:
         >>> import tempfile
@@ -93,6 +100,7 @@ class LogFiles:
         level: int | str = logging.NOTSET,
         max_open_files: int = 256,
         autoflush: bool = True,
+        between_writes: bool = False,
     ) -> None:
         if max_bytes is not None and max_bytes <= 0:
             raise ValueError(f"max_bytes must be > 0 or None, not {max_bytes}")
@@ -106,6 +114,9 @@ class LogFiles:
         self.level = parse_level(level)
         self.max_open_files = max_open_files
         self.autoflush = autoflush
+        self.between_writes = between_writes
+        self._due: set[Path] = set()
+        """Files a write took to ``max_bytes`` (``between_writes``): :meth:`rotate_due`."""
         self._lock = threading.Lock()
         self._all: _Sink | None = None
         self._clients: OrderedDict[str, _Sink] = OrderedDict()
@@ -164,7 +175,7 @@ class LogFiles:
             if all_sink is None:
                 all_sink = self._all = _Sink(self.root / ALL_LOG)
             touched: set[_Sink] = set()
-            max_bytes = self.max_bytes
+            max_bytes = None if self.between_writes else self.max_bytes
             for line in _in_time_order(batch):
                 data = format_line(line).encode("utf-8", "backslashreplace")
                 sink = self._client_sink(line[2])
@@ -179,6 +190,9 @@ class LogFiles:
                     target.file.write(data)  # type: ignore[union-attr]
                     target.size += len(data)
                     self.written += len(data)
+            if self.between_writes and self.max_bytes is not None:
+                self._due.update(sink.path for sink in (all_sink, *touched)
+                                 if sink.size >= self.max_bytes)
             if self.autoflush:
                 all_sink.file.flush()  # type: ignore[union-attr]
                 for sink in touched:
@@ -251,6 +265,26 @@ class LogFiles:
         except FileNotFoundError:  # removed behind our back: just start afresh
             pass
         sink.open()
+
+    def rotate_due(self) -> None:
+        """Rotate the files a write took to ``max_bytes`` or past it (``between_writes``).
+
+        Raises:
+            OSError: if a file cannot be renamed or opened (the rest stay due).
+        """
+        with self._lock:
+            if not self._due:
+                return
+            open_sinks = {sink.path: sink for sink in self._sinks()}
+            for path in sorted(self._due):
+                sink = open_sinks.get(path)
+                if sink is not None:
+                    self._rotate(sink)
+                elif path.exists():  # closed by the LRU since: rotate it as it is on disk
+                    closed = _Sink(path)
+                    self._rotate(closed)
+                    closed.close()
+                self._due.discard(path)
 
     def rotate_all(self) -> None:
         """Rotate every text log on disk that is not empty (open or not), as :meth:`write`

@@ -135,7 +135,7 @@ class HubWriter:
             max_bytes = min(max_bytes or self.staged.rotate_bytes, self.staged.rotate_bytes)
             backups = max(backups, self.staged.max_bytes // max_bytes + 2)
         return LogFiles(layout.logs_dir(self.logdir), max_bytes=max_bytes, backup_count=backups,
-                        level=self.level)
+                        level=self.level, between_writes=True)
 
     # ------------------------------------------------------------ staging bound
     def _measure(self) -> None:
@@ -346,6 +346,7 @@ class HubWriter:
                     by_run.setdefault(chunk.run, []).append(chunk.blob)
             runs = list(by_run)
             ids = [(b.sender, b.seq) for b in batches]
+            self.logs.rotate_due()  # between transactions: an undo never straddles a rotation
             offsets = file_sizes(self._log_paths(lines))
             step = max(1, self.pool.max_open // 2)
             before = self._appended()
@@ -416,6 +417,7 @@ class HubWriter:
         runs = list(dict.fromkeys(run for run, _, _ in planned))
         before = self._appended()
         writers = {run: self.pool.get(run) for run in runs}
+        self.logs.rotate_due()
         offsets = file_sizes(self._log_paths(lines))
         offsets.update({w.path: w.bytes_written for w in writers.values()})
         with self._undone_on_error(offsets, runs):
@@ -730,6 +732,11 @@ class HubWriter:
                 return  # the files are waiting for a cut: nothing may be appended meanwhile
             if staging_full(self.logdir) is not None or self.full:
                 return  # its bucket is far behind: the process log only
+            try:
+                self.logs.rotate_due()
+            except OSError as exc:
+                log.warning("hub: could not rotate its text logs (%s): %s", exc, message)
+                return
             offsets = file_sizes(self._log_paths([line]))
             try:
                 self._charge(self.logs.size_of([line]), hold=False)  # before: see write_batches

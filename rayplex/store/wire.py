@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from rayplex.config import INDEX_SHIFTED_CRC_MAX_BYTES
 from rayplex.event_bytes import scalar_tail, tag_header
 from rayplex.tfrecord import MASK_DELTA, masked_crc
 
@@ -88,7 +89,6 @@ def _crcs(rows: U8) -> npt.NDArray[np.uint32]:
 
 
 _SHIFTED: dict[int, npt.NDArray[np.uint32]] = {}
-_LINEAR_MAX = 1024
 
 
 def _shifted(length: int) -> npt.NDArray[np.uint32]:
@@ -114,7 +114,7 @@ def _masked_crcs(rows: U8) -> npt.NDArray[np.uint32]:
     bytes (the wall time, step and value of a scalar; the tag's bytes are the same), so only
     those columns are looked up."""
     n, length = rows.shape
-    if n < 4 or length > _LINEAR_MAX:
+    if n < 4 or length > INDEX_SHIFTED_CRC_MAX_BYTES:
         crc = _crcs(rows)
     else:
         base = rows[0]
