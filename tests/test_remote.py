@@ -668,3 +668,55 @@ def test_a_staged_hub_keeps_every_rotated_text_log_until_the_bucket_has_it(
         lines = (copy / "logs" / log).read_text().splitlines()
         assert sorted(int(x.rsplit(" ", 1)[1]) for x in lines if "line " in x) == list(
             range(1, written + 1)), log
+
+
+def test_a_closed_event_file_leaves_staging_only_once_every_forwarder_read_it(
+        tmp_path: Path) -> None:
+    """An event file the hub closed and the bucket holds whole stays in the staging directory
+    while a forwarder's cursor is behind its end (the forwarder reads it there), and leaves it
+    at the first upload round after the cursor passed its end."""
+    from rayplex.actors.hub import Hub
+    from rayplex.encoder import Encoder
+    from rayplex.forward.follow import Cursor
+    from rayplex.items import Scalar
+    from rayplex.layout import forward_cursor_path
+    from rayplex.records import NodeCall
+
+    staging, bucket = tmp_path / "staging", tmp_path / "bucket"
+    remote.set_staged(str(staging), remote.Staged(rotate_bytes=1024, rotate_s=3600.0,
+                                                  forwarders=("mlflow",)))
+    target = remote.resolve(f"file://{bucket}")
+    assert target is not None
+    hub = Hub("forwarded", str(staging))
+    try:
+        up = Uploader(str(staging), target, hub.writer.committed_files,
+                      open_files=hub.writer.open_event_files, segment_s=1e9)
+        for seq in range(1, 41):
+            batch = Encoder(hub.registry).encode(
+                [Scalar("learner/a", "x", seq * 10 + i, 1.0, float(i)) for i in range(5)],
+                "w1", seq, hub.experiment)
+            assert hub.write_node(NodeCall("n", seq, [batch]))[0].error is None
+            assert up.attempt(force=True) is not None
+        events = staging / "tensorboard"
+
+        def closed() -> dict[str, int]:
+            open_now = set(hub.writer.open_event_files())
+            return {str(p.relative_to(staging)): p.stat().st_size
+                    for p in events.rglob("events.out.tfevents.*")
+                    if str(p.relative_to(staging)) not in open_now}
+
+        behind = closed()
+        assert len(behind) >= 2  # rotated at 1 KiB: closed files, all in the bucket
+        assert up.attempt(force=True) is not None
+        assert closed() == behind and up.counters["deleted"] == 0  # the forwarder read none
+        half = dict(sorted(behind.items())[: len(behind) // 2])
+        cursor = Cursor(offsets={**half, **{rel: size - 1 for rel, size in behind.items()
+                                            if rel not in half}})
+        cursor.save(forward_cursor_path(str(staging), "mlflow"))
+        assert up.attempt(force=True) is not None
+        assert closed() == {rel: size for rel, size in behind.items() if rel not in half}
+        Cursor(offsets=behind).save(forward_cursor_path(str(staging), "mlflow"))
+        assert up.attempt(force=True) is not None
+        assert closed() == {} and up.counters["deleted"] == len(behind)
+    finally:
+        hub.close()
