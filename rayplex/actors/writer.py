@@ -49,7 +49,7 @@ log = logging.getLogger("rayplex.hub")
 T = TypeVar("T")
 
 
-class StagingFull(OSError):
+class _StagingFull(OSError):
     """A write that would pass its staging directory's bound (``ENOSPC``)."""
 
 
@@ -172,7 +172,7 @@ class HubWriter:
             return
         self.full = self.full or hold
         self.counters["staging_refused"] += 1
-        raise StagingFull(errno.ENOSPC, self._full_reason())
+        raise _StagingFull(errno.ENOSPC, self._full_reason())
 
     def _full_reason(self) -> str:
         assert self.staged is not None
@@ -290,9 +290,9 @@ class HubWriter:
         try:
             self.write_batches(batches, partials + own)
         except OSError as exc:
-            if isinstance(exc, StagingFull) and len(batches) > 1:
+            if isinstance(exc, _StagingFull) and len(batches) > 1:
                 return self._one_at_a_time(batches, partials, stamp)
-            if isinstance(exc, StagingFull):
+            if isinstance(exc, _StagingFull):
                 with self.lock:  # at once: the uploader's next round can empty the directory
                     self._make_room()
             error = f"{type(exc).__name__}: {exc}"
