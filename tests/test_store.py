@@ -245,6 +245,24 @@ def test_all_runs_at_a_coarse_level_decode_about_that_levels_rows_not_every_leve
     assert len(frame) == 40 * len(expected)
 
 
+def test_ends_read_as_whole_coarse_buckets_stay_exact_across_runs_and_segments(tmp_path):
+    """Unaligned first and last steps, two runs, two segments each: the range's ends read as
+    whole coarse buckets (starting before the range's first step) give the exact M4 rows."""
+    series = {"a": [(s, float((s * 37) % 101)) for s in range(3, 2001)],
+              "b": [(s, float((s * 53) % 97)) for s in range(5, 1999)]}
+    for half in (0, 1):
+        for run, points in series.items():
+            cut = len(points) // 2
+            write_points(tmp_path, run, [("t", s, v) for s, v in
+                                         (points[:cut] if half == 0 else points[cut:])])
+        rayplex.index(tmp_path)
+    for buckets, steps in [(7, None), (3, None), (50, None), (7, (-10, 3000)), (7, (1, 1998))]:
+        frame = rayplex.read_series(tmp_path, "t", buckets=buckets, steps=steps, refresh=False)
+        lo, hi = steps or (3, 2000)
+        for run, points in series.items():
+            assert rows_of(frame, run, "t") == brute_m4(points, lo, hi, buckets), (run, steps)
+
+
 def test_plan_gives_at_most_n_aligned_buckets():
     for lo, hi, n in [(0, 9999, 1000), (3, 3, 5), (-100, 10**12, 7), (5, 1 << 40, 1000), (0, 5, 1)]:
         p = plan(lo, hi, n)
