@@ -178,7 +178,8 @@ STORE_ROW_GROUP_ROWS = 65_536
 """Rows per Parquet row group in the store's raw segments."""
 STORE_PYRAMID_ROW_GROUP_ROWS = 8_192
 """Rows per Parquet row group in the store's pyramid files: a query of a few runs decodes
-little more than their rows (row groups are skipped by their run statistics)."""
+little more than their rows (row groups are skipped by their run statistics); each (tag, level)
+of at least an eighth of it starts a row group (skipped by their level statistics)."""
 STORE_LOG_CHECKPOINT_BYTES = 256 << 10
 """The store's manifest log is folded into a new snapshot once it is this large (or larger
 than the snapshot): a commit appends a record, a checkpoint rewrites the whole manifest."""

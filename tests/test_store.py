@@ -170,38 +170,99 @@ def test_read_series_reads_o_buckets_rows_not_every_point(tmp_path, monkeypatch)
     assert pq.ParquetFile(next(tmp_path.glob("store/seg-*.parquet"))).metadata.num_rows == 50_000
 
 
-def test_one_runs_chart_decodes_about_its_own_rows_not_every_runs(tmp_path, monkeypatch):
-    """A chart of one run among 40 decodes the Parquet row groups that may hold that run's
-    pyramid rows (row-group statistics of run, and small pyramid row groups), not one large
-    group with every run's rows of the level it reads."""
+def _forty_runs(logdir: Path, steps: int = 20_000) -> None:
+    """40 runs r00..r39 of tag ``t``, steps 0..steps-1 with value ``step % 7``, indexed."""
     from rayplex.event_bytes import file_version_record, scalar_records, scalar_tail, tag_header
-    from rayplex.store import query
 
     tails = [scalar_tail(tag_header("t"))]
-    steps = np.arange(20_000, dtype=np.int64)
+    at = np.arange(steps, dtype=np.int64)
     for i in range(40):
-        (tmp_path / f"r{i:02d}").mkdir()
-        with open(tmp_path / f"r{i:02d}" / "events.out.tfevents.1.host", "wb") as f:
+        (logdir / f"r{i:02d}").mkdir()
+        with open(logdir / f"r{i:02d}" / "events.out.tfevents.1.host", "wb") as f:
             f.write(file_version_record(1.7e9))
-            f.write(scalar_records(tails, np.zeros(len(steps), np.int64), 1.7e9 + steps,
-                                   steps, (steps % 7).astype(np.float64)))
-    rayplex.index(tmp_path)
-    decoded = []
+            f.write(scalar_records(tails, np.zeros(len(at), np.int64), 1.7e9 + at, at,
+                                   (at % 7).astype(np.float64)))
+    rayplex.index(logdir)
+
+
+def _count_decoded(monkeypatch) -> list[tuple[str, int]]:
+    """``(key, rows)`` per segment file read: the rows of the row groups a query decodes
+    (``key`` "bucket" for pyramid files, "step" for raw ones)."""
+    from rayplex.store import query
+
+    decoded: list[tuple[str, int]] = []
     real = query._row_groups
 
     def counting(meta, filters):
         groups = real(meta, filters)
-        decoded.append(sum(meta.row_group(g).num_rows for g in groups))
+        decoded.append((filters.key, sum(meta.row_group(g).num_rows for g in groups)))
         return groups
 
     monkeypatch.setattr(query, "_row_groups", counting)
+    return decoded
+
+
+def test_one_runs_chart_decodes_about_its_own_rows_not_every_runs(tmp_path, monkeypatch):
+    """A chart of one run among 40 decodes the Parquet row groups that may hold that run's
+    pyramid rows (row-group statistics of run, and small pyramid row groups), not one large
+    group with every run's rows of the level it reads."""
+    _forty_runs(tmp_path)
+    decoded = _count_decoded(monkeypatch)
     frame = rayplex.read_series(tmp_path, "t", runs="r17", buckets=1000, refresh=False)
     assert frame["count"].sum() == 20_000 and set(frame.run) == {"r17"}
     assert frame["max"].max() == 6.0
     # r17's 1,250 rows of the level read are in one 8,192-row group, plus the groups that
     # straddle a level boundary (all runs in them): 24,576 rows; before, 65,536 (one group
     # holding every run's rows of the level: 40 x 1,250 = 50,000)
-    assert sum(decoded) <= 3 * 8_192, decoded
+    assert sum(n for _, n in decoded) <= 3 * 8_192, decoded
+
+
+def test_all_runs_at_a_coarse_level_decode_about_that_levels_rows_not_every_levels(
+        tmp_path, monkeypatch):
+    """One tag over all 40 runs at 100 buckets decodes level 6 (40 x 313 = 12,520 rows). The
+    range's last level-6 bucket (steps 19,968..20,031) is cut by the last step (19,999); no
+    point lies past it, so that bucket is read whole too, instead of its part at level 4,
+    whose row groups each span every bucket of a few runs (all 50,000 level-4 rows decoded
+    for 80 of them). The answer is exactly the M4 buckets of the raw points."""
+    _forty_runs(tmp_path)
+    decoded = _count_decoded(monkeypatch)
+    frame = rayplex.read_series(tmp_path, "t", buckets=100, refresh=False)
+    pyramid_rows = sum(n for key, n in decoded if key == "bucket")
+    raw_rows = sum(n for key, n in decoded if key == "step")
+    # level 6's 12,520 rows are row groups of their own (a level starts a row group): before,
+    # 70,192 rows (every level-4 group for the ragged end, then 8,192-row groups shared with
+    # the neighbouring levels)
+    assert 12_520 <= pyramid_rows <= 12_520 + 1_024 and raw_rows == 0, decoded
+    width = plan(0, 19_999, 100).width
+    at = np.arange(20_000)
+    value = (at % 7).astype(np.float64)
+    edges = np.flatnonzero(np.r_[True, np.diff(at // width) != 0])
+    expected = list(zip((at[edges]).tolist(), np.r_[at[edges[1:] - 1], 19_999].tolist(),
+                        value[edges].tolist(), np.r_[value[edges[1:] - 1], value[-1]].tolist(),
+                        np.minimum.reduceat(value, edges).tolist(),
+                        np.maximum.reduceat(value, edges).tolist(),
+                        np.diff(np.r_[edges, 20_000]).tolist(), strict=True))
+    for run in ("r00", "r17", "r39"):
+        assert rows_of(frame, run, "t") == expected, run
+    assert len(frame) == 40 * len(expected)
+
+
+def test_ends_read_as_whole_coarse_buckets_stay_exact_across_runs_and_segments(tmp_path):
+    """Unaligned first and last steps, two runs, two segments each: the range's ends read as
+    whole coarse buckets (starting before the range's first step) give the exact M4 rows."""
+    series = {"a": [(s, float((s * 37) % 101)) for s in range(3, 2001)],
+              "b": [(s, float((s * 53) % 97)) for s in range(5, 1999)]}
+    for half in (0, 1):
+        for run, points in series.items():
+            cut = len(points) // 2
+            write_points(tmp_path, run, [("t", s, v) for s, v in
+                                         (points[:cut] if half == 0 else points[cut:])])
+        rayplex.index(tmp_path)
+    for buckets, steps in [(7, None), (3, None), (50, None), (7, (-10, 3000)), (7, (1, 1998))]:
+        frame = rayplex.read_series(tmp_path, "t", buckets=buckets, steps=steps, refresh=False)
+        lo, hi = steps or (3, 2000)
+        for run, points in series.items():
+            assert rows_of(frame, run, "t") == brute_m4(points, lo, hi, buckets), (run, steps)
 
 
 def test_plan_gives_at_most_n_aligned_buckets():

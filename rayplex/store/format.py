@@ -9,8 +9,9 @@ The store of a logdir is the directory ``store/`` in it::
     store/seg-00000001.parquet   raw points: run, tag, step, wall_time, value, seq
                                  (sorted by tag, run, step, seq)
     store/pyr-00000001.parquet   their pyramid: run, tag, level, bucket, first/last/min/max/count/sum
-                                 (sorted by tag, level, run, bucket; a tag's rows are contiguous,
-                                 so row-group statistics skip the others)
+                                 (sorted by tag, level, run, bucket; a tag's rows are contiguous
+                                 and each level starts a row group, so row-group statistics skip
+                                 the other tags and levels)
     store/src-00000001.json      the event-file byte ranges the segment was read from
 
 Segment files are immutable once written. The manifest is the commit point: the snapshot plus

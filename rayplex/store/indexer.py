@@ -166,26 +166,60 @@ compress). Floats are byte-stream-split (their exponent bytes then compress)."""
 
 
 def _write_parquet(table: Any, path: Path, arrow_schema: bool = True,
-                   row_group_rows: int = STORE_ROW_GROUP_ROWS) -> int:
+                   row_group_rows: int = STORE_ROW_GROUP_ROWS,
+                   ends: list[int] | None = None) -> int:
     """Write ``table`` to ``path`` (new file), fsync it; return its size. Statistics only of
     :data:`_STATISTICS`, encodings chosen per column (any Parquet reader reads them). Without
     ``arrow_schema`` dictionary-typed string columns read back as plain strings (Parquet's
-    dictionary-encoded strings either way), and schema metadata is lost."""
+    dictionary-encoded strings either way), and schema metadata is lost. ``ends``: the row
+    groups' end rows (each at most ``row_group_rows`` after the previous one); None: every
+    ``row_group_rows`` rows."""
     import pyarrow.parquet as pq
 
     names = set(table.column_names)
     floats = [f.name for f in table.schema if f.type == "double"]
     delta = [c for c in _DELTA if c in names]
     with open(path, "xb") as f:
-        pq.write_table(table, f, compression="zstd", row_group_size=row_group_rows,
-                       use_dictionary=["run", "tag"],
-                       write_statistics=[c for c in _STATISTICS if c in names],
-                       column_encoding={**dict.fromkeys(floats, "BYTE_STREAM_SPLIT"),
-                                        **dict.fromkeys(delta, "DELTA_BINARY_PACKED")},
-                       store_schema=arrow_schema)
+        with pq.ParquetWriter(f, table.schema, compression="zstd", use_dictionary=["run", "tag"],
+                              write_statistics=[c for c in _STATISTICS if c in names],
+                              column_encoding={**dict.fromkeys(floats, "BYTE_STREAM_SPLIT"),
+                                               **dict.fromkeys(delta, "DELTA_BINARY_PACKED")},
+                              store_schema=arrow_schema) as writer:
+            if ends is None:
+                writer.write_table(table, row_group_size=row_group_rows)
+            else:
+                for start, end in zip([0, *ends[:-1]], ends, strict=True):
+                    writer.write_table(table.slice(start, end - start),
+                                       row_group_size=end - start)
         f.flush()
         os.fsync(f.fileno())
     return os.path.getsize(path)
+
+
+def _group_ends(starts: list[int], n: int, most: int) -> list[int]:
+    """Row-group ends for ``n`` rows in stretches beginning at ``starts`` (a pyramid file's
+    (tag, level) stretches): a stretch of at least ``most // 8`` rows starts a row group, small
+    ones share one (up to ``most // 8`` rows, then the next starts a group); no group exceeds
+    ``most``.
+
+    Example:
+        >>> _group_ends([0, 20_000, 20_100, 20_200], 30_000, 8_192)
+        [8192, 16384, 20000, 20200, 28392, 30000]
+    """
+    least = most // 8
+    ends: list[int] = []
+    begin = 0
+    bounds = [*starts, n]
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        if a > begin and (a - begin >= least or b - a >= least):
+            ends.append(a)
+            begin = a
+        while b - begin > most:
+            begin += most
+            ends.append(begin)
+    if n > begin:
+        ends.append(n)
+    return ends
 
 
 def _codes(column: Any) -> tuple[I64, list[str]]:
@@ -312,10 +346,11 @@ class _Points:
                         schema=_with_dictionaries(raw_schema()))
 
 
-def _pyramid_table(raw: _Points) -> tuple[Any, int]:
+def _pyramid_table(raw: _Points) -> tuple[Any, int, list[int]]:
     """The pyramid of points sorted by (tag, run, step, seq), sorted by (tag, level, run,
-    bucket), and its top level. Its schema metadata holds the segment's catalogue: each
-    series' run, tag, first and last step, and what ``rayplex ls`` shows of it."""
+    bucket), its top level, and the first row of each (tag, level). Its schema metadata holds
+    the segment's catalogue: each series' run, tag, first and last step, and what
+    ``rayplex ls`` shows of it."""
     import pyarrow as pa
 
     n, run, tag = len(raw), raw.run, raw.tag
@@ -329,7 +364,8 @@ def _pyramid_table(raw: _Points) -> tuple[Any, int]:
         else np.zeros(0, np.int8)
     key = tag[heads][rows.series] * 64 + level
     order = np.argsort(key.astype(np.uint16) if len(raw.tags) <= 1024 else key, kind="stable")
-    rows, level = rows.take(order), level[order]
+    rows, level, key = rows.take(order), level[order], key[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]).tolist() if len(key) else []
     columns: dict[str, Any] = {  # strings: the schema (and its metadata) is stored
         "run": _strings(raw.runs, run[heads][rows.series]),
         "tag": _strings(raw.tags, tag[heads][rows.series]),
@@ -344,7 +380,7 @@ def _pyramid_table(raw: _Points) -> tuple[Any, int]:
                **_last_points(raw, series, heads, ends)}
     table = pa.table(columns, schema=pyramid_schema())
     table = table.replace_schema_metadata({CATALOG_KEY: json.dumps(catalog)})
-    return table, levels[-1][0] if levels else 2
+    return table, levels[-1][0] if levels else 2, starts
 
 
 def _last_points(raw: _Points, series: I64, heads: I64, ends: I64) -> dict[str, list[Any]]:
@@ -376,9 +412,10 @@ def _write_segment(layout: Layout, seg_id: int, raw: _Points, sources: list[list
     segment.raw_bytes = _write_parquet(raw.table(), layout.store / segment.raw,
                                        arrow_schema=False)
     _stage("raw-written")
-    pyramid, segment.top = _pyramid_table(raw)
-    segment.pyr_bytes = _write_parquet(pyramid, layout.store / segment.pyr,
-                                       row_group_rows=STORE_PYRAMID_ROW_GROUP_ROWS)
+    pyramid, segment.top, starts = _pyramid_table(raw)
+    segment.pyr_bytes = _write_parquet(  # a level starts a row group: skipped by its statistics
+        pyramid, layout.store / segment.pyr, row_group_rows=STORE_PYRAMID_ROW_GROUP_ROWS,
+        ends=_group_ends(starts, len(pyramid), STORE_PYRAMID_ROW_GROUP_ROWS))
     _stage("pyramid-written")
     fsync_dir(layout.store)
     return segment

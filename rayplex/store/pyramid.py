@@ -217,9 +217,27 @@ class Plan:
             return np.zeros(len(start), np.int64)
         return np.asarray(start, np.int64) // self.width
 
-    def runs(self) -> list[tuple[int, int, int]]:
-        """:func:`cover` of the range."""
-        return cover(self.lo, self.hi + 1, self.level)
+    def runs(self, data: tuple[int, int] | None = None) -> list[tuple[int, int, int]]:
+        """:func:`cover` of the range.
+
+        ``data``: the smallest and largest step of the points read (of every series). An end
+        of the range at or beyond it is moved out to the edge of the ``level`` bucket holding
+        it: no point lies in what is added, so the answer is the same, and the ragged end is
+        one coarse bucket instead of finer buckets and raw points. (A finer level's row groups
+        each hold whole series, so a few of its buckets of every series decode all of them.)
+
+        Example:
+            >>> p = plan(0, 4999, 100)
+            >>> p.runs(), p.runs(data=(0, 4999))
+            ([(4, 0, 312), (2, 1248, 1250)], [(4, 0, 313)])
+        """
+        lo, end, size = self.lo, self.hi + 1, 1 << self.level
+        if data is not None:
+            if data[0] >= lo:
+                lo -= lo % size
+            if data[1] <= self.hi:
+                end = _round_up(end, size)
+        return cover(lo, end, self.level)
 
 
 def _round_up(x: int, m: int) -> int:

@@ -347,14 +347,15 @@ _NAMES = ["first_step", "first_seq", "first", "last_step", "last_seq", "last", "
 
 
 def _rows(layout: Layout, segments: list[Segment], query: Plan, keys: list[tuple[str, str]],
-          ids: dict[tuple[str, str], int]) -> Buckets:
+          ids: dict[tuple[str, str], int], data: tuple[int, int]) -> Buckets:
     """Every level bucket and raw point the plan needs, of all segments, in (series, step)
-    order (``bucket`` = the step a row starts at)."""
+    order (``bucket`` = the step a row starts at); ``data``: the smallest and largest step of
+    the series (:meth:`Plan.runs`)."""
     tags = frozenset(k[1] for k in keys)
     runs = frozenset(k[0] for k in keys)
     if len(runs) == len({r for r, _ in ids}) and len(runs) > 256:
         runs = None  # type: ignore[assignment]
-    plan_runs = query.runs()
+    plan_runs = query.runs(data)
     raw = tuple((None, first, end) for level, first, end in plan_runs if level == 0)
     parts = []
     for seg in segments:
@@ -383,9 +384,10 @@ def _rows(layout: Layout, segments: list[Segment], query: Plan, keys: list[tuple
                 table.column("seq").to_numpy()[keep], table.column("value").to_numpy()[keep]))
     rows = Buckets.concat(parts)
     if len(rows) > 1:  # into (series, step) order: mostly a merge of sorted runs
-        span = query.hi - query.lo + 2
+        base = min(query.lo, int(rows.bucket.min()))  # a widened end starts before lo
+        span = query.hi - base + 2
         if len(ids) * span < (1 << 62):
-            key = rows.series * span + (rows.bucket - query.lo)
+            key = rows.series * span + (rows.bucket - base)
             if (np.diff(key) < 0).any():
                 rows = rows.take(np.argsort(key, kind="stable"))
     return rows
@@ -482,14 +484,11 @@ def _read_series(layout: Layout, manifest: Manifest, tags: list[str], runs: list
     found = _catalog(layout, segments, runs, tags)
     keys = sorted(found, key=lambda k: (k[1], k[0]))  # (tag, run): the order of the files
     ids = {key: i for i, key in enumerate(keys)}
-    if zoom is not None:
-        lo, hi = zoom
-    elif found:
-        lo, hi = min(s[0] for s in found.values()), max(s[1] for s in found.values())
     result = Buckets.concat([])
     if found:
-        query = plan(lo, hi, n)
-        rows = _rows(layout, segments, query, keys, ids)
+        data = min(s[0] for s in found.values()), max(s[1] for s in found.values())
+        query = plan(*(zoom if zoom is not None else data), n)
+        rows = _rows(layout, segments, query, keys, ids, data)
         result = rows.combine(rows.series, query.out_bucket(rows.bucket))
         if len({k[1] for k in keys}) > 1:  # answer in (run, tag) order
             order = sorted(range(len(keys)), key=lambda i: keys[i])
