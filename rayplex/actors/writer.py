@@ -346,8 +346,7 @@ class HubWriter:
                     by_run.setdefault(chunk.run, []).append(chunk.blob)
             runs = list(by_run)
             ids = [(b.sender, b.seq) for b in batches]
-            self.logs.rotate_due()  # between transactions: an undo never straddles a rotation
-            offsets = file_sizes(self._log_paths(lines))
+            offsets = self._log_offsets(lines)
             step = max(1, self.pool.max_open // 2)
             before = self._appended()
             with self._undone_on_error(offsets, runs):
@@ -417,8 +416,7 @@ class HubWriter:
         runs = list(dict.fromkeys(run for run, _, _ in planned))
         before = self._appended()
         writers = {run: self.pool.get(run) for run in runs}
-        self.logs.rotate_due()
-        offsets = file_sizes(self._log_paths(lines))
+        offsets = self._log_offsets(lines)
         offsets.update({w.path: w.bytes_written for w in writers.values()})
         with self._undone_on_error(offsets, runs):
             self.journal.begin(offsets, [])
@@ -708,6 +706,16 @@ class HubWriter:
         self.state.pending_undo = self.pending_undo
         return self.state
 
+    def _log_offsets(self, lines: list[Any]) -> dict[str, int]:
+        """The sizes a transaction writing ``lines`` may be cut back to, taken after the text
+        logs due for rotation were rotated: an undo never straddles a rotation.
+
+        Raises:
+            OSError: if a due rotation fails (nothing is written).
+        """
+        self.logs.rotate_due()
+        return file_sizes(self._log_paths(lines))
+
     def _log_paths(self, lines: list[Any]) -> list[str]:
         if not lines:
             return []
@@ -733,11 +741,10 @@ class HubWriter:
             if staging_full(self.logdir) is not None or self.full:
                 return  # its bucket is far behind: the process log only
             try:
-                self.logs.rotate_due()
+                offsets = self._log_offsets([line])
             except OSError as exc:
                 log.warning("hub: could not rotate its text logs (%s): %s", exc, message)
                 return
-            offsets = file_sizes(self._log_paths([line]))
             try:
                 self._charge(self.logs.size_of([line]), hold=False)  # before: see write_batches
                 self.logs.write([line])
