@@ -95,6 +95,7 @@ def test_a_node_buffer_restarted_while_its_call_to_a_stalled_hub_is_in_flight_co
 
 # ----------------------------------------------------- 18. one summary point per step, exact
 STEPS = 50
+GATE_STEP = 40  # the workers wait here until the test has made its kills
 
 
 def _values_at(i: int, step: int) -> int:
@@ -103,8 +104,12 @@ def _values_at(i: int, step: int) -> int:
 
 @ray.remote(num_cpus=0, max_retries=0)
 @rayplex.logged("agent/{i}")
-def _summarise(i: int, pace_s: float, logger: Any = None) -> int:
+def _summarise(i: int, pace_s: float, gate: str, logger: Any = None) -> int:
     for step in range(STEPS):
+        if step == GATE_STEP:  # the kills land inside the run however slow the restarts are
+            deadline = time.monotonic() + 600
+            while not os.path.exists(gate) and time.monotonic() < deadline:
+                time.sleep(0.05)
         for j in range(_values_at(i, step)):
             logger.store_metrics(reward=float(step + j))
         logger.log_metrics_summary(step=step)
@@ -121,10 +126,11 @@ def _hub_pid(hub: rayplex.HubHandle) -> int | None:
 
 
 def test_three_hub_kills_leave_one_summary_point_per_step_with_exact_counts(
-        experiment: rayplex.HubHandle) -> None:
+        experiment: rayplex.HubHandle, tmp_path: Any) -> None:
     experiment.register_indexed_group("agent", 4)
     workers = 4
-    refs = [_summarise.remote(i, 0.2) for i in range(workers)]
+    gate = str(tmp_path / "kills-done")
+    refs = [_summarise.remote(i, 0.2, gate) for i in range(workers)]
     _until(lambda: _summary_counts(experiment.logdir, "agent", "reward"), 60,
            "the first summary point")
     killed: set[int] = set()
@@ -136,7 +142,8 @@ def test_three_hub_kills_leave_one_summary_point_per_step_with_exact_counts(
         _until(lambda: (p := _hub_pid(experiment)) not in killed and p, 60,
                "the hub to come back")
     done = ray.wait(refs, num_returns=workers, timeout=0)[0]
-    assert len(done) < workers, "the workers finished before the third kill: make them slower"
+    assert not done, "a worker finished before the third kill"
+    open(gate, "w").close()
     assert ray.get(refs, timeout=180) == [STEPS] * workers
     rayplex.shutdown(experiment.name)
     points = _summary_counts(experiment.logdir, "agent", "reward")
