@@ -602,9 +602,9 @@ def client_states(logdir: PathLike, clients: Iterable[str], *,
         >>> client_states("/tmp/exp1", ["agent/0"])  # doctest: +SKIP
         [ClientStatus(client='agent/0', state='finished', last_alert=None)]
     """
-    from rayplex.actors.claim import holder
     from rayplex.actors.control import read_control
     from rayplex.actors.watchbook import ENDED
+    from rayplex.owner import holder
     from rayplex.watch import alerts
 
     path = os.fspath(logdir)

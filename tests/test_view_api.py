@@ -137,6 +137,97 @@ def test_a_band_is_the_envelope_and_median_of_the_runs_buckets(logdir, source):
                                                rel=1e-6)
 
 
+def _count_decoded(monkeypatch) -> list[tuple[str, int]]:
+    """``(key, rows)`` per segment file a query reads: the rows of the row groups it decodes
+    (``key`` "bucket" for pyramid files, "step" for raw ones)."""
+    from rayplex.store import query
+
+    decoded: list[tuple[str, int]] = []
+    real = query._row_groups
+
+    def counting(meta, filters):
+        groups = real(meta, filters)
+        decoded.append((filters.key, sum(meta.row_group(g).num_rows for g in groups)))
+        return groups
+
+    monkeypatch.setattr(query, "_row_groups", counting)
+    return decoded
+
+
+def test_a_zoom_reads_whole_buckets_of_one_level_and_every_bucket_is_exact(
+        tmp_path, monkeypatch):
+    """60 runs x 4,000 steps, a spike of 1e6 in agent/23 at step 2,345. A zoom whose ends fall
+    inside buckets is read widened to whole output buckets (``whole_buckets``): it decodes the
+    rows of the pyramid level it reads and no raw point (before: every raw row group of the tag
+    for the ragged ends, 240,000 rows). Every bucket is the exact M4 of the raw points in its
+    steps (brute force), the spike's bucket has max 1e6 at every zoom holding its step."""
+    from rayplex.store.pyramid import plan
+
+    spike = (23, "train/reward", 2345, 1e6)
+    write_runs(tmp_path, 60, 4000, spike=spike)
+    rayplex.index(tmp_path)
+    logdir = str(tmp_path)
+    known = _known(Source(logdir))
+    decoded = _count_decoded(monkeypatch)
+    at = np.arange(4000)
+    for buckets, steps in [(100, (1001, 2998)), (100, (2001, 2700)), (550, (7, 3993)),
+                           (20, (2340, 2350)), (100, (2346, 3999))]:
+        decoded.clear()
+        answer = series_answer(logdir, known, {"tag": "train/reward", "runs": None,
+                                               "buckets": buckets, "steps": list(steps)})
+        lo, hi = api.whole_buckets(steps, buckets)
+        chosen = plan(lo, hi, buckets)
+        assert lo <= steps[0] and hi >= steps[1] and answer["width"] == chosen.width
+        if chosen.level:  # whole buckets of the level read: no raw point is decoded
+            assert sum(n for key, n in decoded if key == "step") == 0, (steps, decoded)
+            assert sum(n for _, n in decoded) <= 60 * (4000 >> chosen.level) + 8_192, decoded
+        assert len(answer["runs"]) == 60
+        for line in answer["runs"]:
+            i = int(line["run"].split("/")[1])
+            value = value_of(i, at)
+            if i == spike[0]:
+                value = np.where(at == spike[2], spike[3], value)
+            value = value.astype(np.float32).astype(np.float64)  # scalars are float32
+            inside = (at >= lo) & (at <= hi)
+            s, v = at[inside], value[inside]
+            edges = np.flatnonzero(np.r_[True, np.diff(s // chosen.width) != 0])
+            ends = np.r_[edges[1:], len(s)] - 1
+            assert line["step_lo"] == s[edges].tolist() and line["step_hi"] == s[ends].tolist()
+            assert line["first"] == v[edges].tolist() and line["last"] == v[ends].tolist()
+            assert line["min"] == np.minimum.reduceat(v, edges).tolist(), (steps, i)
+            assert line["max"] == np.maximum.reduceat(v, edges).tolist(), (steps, i)
+            assert line["count"] == (ends - edges + 1).tolist()
+            if i == spike[0] and lo <= spike[2] <= hi:
+                at_spike = [m for a, b, m in zip(line["step_lo"], line["step_hi"], line["max"],
+                                                 strict=True) if a <= spike[2] <= b]
+                assert at_spike == [1e6] and max(line["max"]) == 1e6
+
+
+def test_a_band_sorts_each_buckets_last_values_as_lexsort_does():
+    rng = np.random.default_rng(7)
+    for n, slots in ((0, 1), (1_000, 5), (50_000, 400), (20_000, 100_000)):
+        slot = rng.integers(0, slots, n) * 3 - 11
+        last = rng.integers(0, 5, n).astype(np.float64)
+        last[::9] = np.inf
+        assert np.array_equal(api._by_slot_then(slot, last), np.lexsort((last, slot)))
+
+
+def test_the_first_charts_of_a_cold_server_import_no_ray(logdir):
+    """A fresh ``rayplex view`` process answers its catalog and first charts without importing
+    Ray (before: the live-hub probe imported ``rayplex.actors``, and with it Ray: seconds of a
+    cold first chart)."""
+    code = ("import sys\n"
+            "from rayplex.view.api import Source\n"
+            "source = Source(sys.argv[1])\n"
+            "answers = [source.series(r) for r in source.first_requests()]\n"
+            "print(len(answers), 'ray' in sys.modules)\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", code, logdir], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["2", "False"]
+
+
 def test_a_band_of_every_run_reads_them_all(logdir, source):
     band = band_answer(logdir, _known(source), {"tag": "train/reward", "runs": None,
                                                 "buckets": 5})

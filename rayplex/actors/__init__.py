@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import ray
-
 from rayplex.actors.names import (
     QUERY_GROUP,
     actor_identity,
@@ -29,6 +27,8 @@ __all__ = ["QUERY_GROUP", "actor_identity", "detached", "get_hub", "get_or_creat
 
 def get_or_create_hub(hub: str, logdir: str, node_id: str, log_level: str = "INFO") -> Any:
     """The hub actor of experiment ``hub``, created on ``node_id`` if it does not exist."""
+    import ray
+
     from rayplex.actors.hub import Hub
 
     # Writes stay on the actor's one default thread; file queries get threads of their own.
@@ -41,6 +41,8 @@ def get_or_create_hub(hub: str, logdir: str, node_id: str, log_level: str = "INF
 
 def get_or_create_node_buffer(hub: str, node_id: str) -> Any:
     """The node buffer of experiment ``hub`` on ``node_id``, created there if needed."""
+    import ray
+
     from rayplex.actors.node_buffer import NodeBuffer
 
     return (
@@ -54,6 +56,8 @@ def get_or_create_node_buffer(hub: str, node_id: str) -> Any:
 
 def list_rayplex_actors() -> list[str]:
     """Names of every rayplex actor alive in the cluster."""
+    import ray
+
     return sorted(
         entry["name"]
         for entry in ray.util.list_named_actors(all_namespaces=True)

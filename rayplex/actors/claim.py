@@ -34,12 +34,14 @@ import logging
 import os
 import threading
 import time
-from typing import Any
 
 from rayplex import layout
 from rayplex.atomic import atomic_write_bytes
 from rayplex.config import CLAIM_POLL_S, RESTART_WAIT_S, TAKEOVER_WAIT_S
 from rayplex.errors import LogdirConflictError
+from rayplex.owner import holder, read_owner
+
+__all__ = ["LogdirClaim", "LogdirLost", "holder", "read_owner"]
 
 log = logging.getLogger("rayplex.hub")
 
@@ -64,36 +66,6 @@ class LogdirLost(OSError):
 
 def _file_id(st: os.stat_result) -> tuple[int, int]:
     return st.st_dev, st.st_ino
-
-
-def read_owner(state_dir: str) -> dict[str, Any] | None:
-    """What ``owner.json`` says (``None`` if it is missing or unreadable)."""
-    try:
-        with open(os.path.join(state_dir, layout.OWNER_FILE), encoding="utf-8") as f:
-            owner = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return owner if isinstance(owner, dict) else None
-
-
-def holder(logdir: str) -> dict[str, Any] | None:
-    """The owner record of the live hub holding ``logdir``'s lock on this machine, or ``None``
-    if no live hub holds it. Creates nothing; probes with a shared lock released at once (a
-    hub starting meanwhile waits it out)."""
-    state_dir = layout.state_dir(logdir)
-    try:
-        fd = os.open(layout.lock_path(logdir), os.O_RDONLY | os.O_CLOEXEC)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return read_owner(state_dir) or {"name": "?", "actor": "", "pid": 0}
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
 
 
 class LogdirClaim:

@@ -7,10 +7,8 @@ creates or finds an actor uses (the hub's and the node buffers' get-or-create in
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
-
-import ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from rayplex.config import NAMESPACE
 from rayplex.errors import HubNotFoundError
@@ -33,6 +31,8 @@ def node_buffer_name(hub: str, node_id: str) -> str:
 def detached(name: str, node_id: str) -> dict[str, Any]:
     """Ray options of a rayplex actor: named ``name`` in namespace ``rayplex``, detached,
     restarting forever, no CPU, pinned to ``node_id``."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
     return {
         "name": name,
         "namespace": NAMESPACE,
@@ -51,6 +51,8 @@ def get_hub(hub: str) -> Any:
     Raises:
         HubNotFoundError: if no such hub runs in this Ray cluster.
     """
+    import ray
+
     try:
         return ray.get_actor(hub_actor_name(hub), namespace=NAMESPACE)
     except ValueError:
@@ -80,6 +82,9 @@ def say_to_hub(hub: Any, log: logging.Logger, level: int, message: str) -> None:
 
 def ray_context(getter: str) -> str:
     """``ray.get_runtime_context().<getter>()`` inside Ray, else ``""`` (a plain object)."""
+    ray = sys.modules.get("ray")  # not imported: not inside Ray
+    if ray is None:
+        return ""
     try:
         if ray.is_initialized():
             return str(getattr(ray.get_runtime_context(), getter)() or "")

@@ -41,7 +41,8 @@ from rayplex.store.pyramid import Buckets, Plan, plan
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
 
-__all__ = ["SERIES_COLUMNS", "StoreWarning", "read_series", "sql"]
+__all__ = ["SERIES_COLUMNS", "SeriesBuckets", "StoreWarning", "read_series", "series_buckets",
+           "sql"]
 
 SERIES_COLUMNS = ("run", "tag", "step_lo", "step_hi", "first", "last", "min", "max", "count")
 Patterns = Union[str, Sequence[str], None]
@@ -343,21 +344,37 @@ def _series_ids(table: Any, ids: dict[tuple[str, str], int]) -> np.ndarray[Any, 
 
 
 _NAMES = ["first_step", "first_seq", "first", "last_step", "last_seq", "last", "min", "max",
-          "count", "sum"]
+          "count"]
+"""The pyramid columns a query reads (``sum`` is in no answer: not read, left 0)."""
+
+
+def _chunks(table: Any, name: str, keep: np.ndarray[Any, Any] | None
+            ) -> list[np.ndarray[Any, Any]]:
+    """Column ``name`` of ``table`` as numpy arrays, one per chunk (no copy), the rows of
+    ``keep`` (None: all)."""
+    out, at = [], 0
+    for chunk in table.column(name).chunks:
+        values = chunk.to_numpy(zero_copy_only=False)
+        if keep is not None:
+            values = values[keep[at:at + len(values)]]
+        at += len(chunk)
+        out.append(values)
+    return out
 
 
 def _rows(layout: Layout, segments: list[Segment], query: Plan, keys: list[tuple[str, str]],
           ids: dict[tuple[str, str], int], data: tuple[int, int]) -> Buckets:
     """Every level bucket and raw point the plan needs, of all segments, in (series, step)
     order (``bucket`` = the step a row starts at); ``data``: the smallest and largest step of
-    the series (:meth:`Plan.runs`)."""
+    the series (:meth:`Plan.runs`). Columns are gathered chunk by chunk and copied once."""
     tags = frozenset(k[1] for k in keys)
     runs = frozenset(k[0] for k in keys)
     if len(runs) == len({r for r, _ in ids}) and len(runs) > 256:
         runs = None  # type: ignore[assignment]
     plan_runs = query.runs(data)
     raw = tuple((None, first, end) for level, first, end in plan_runs if level == 0)
-    parts = []
+    cols: dict[str, list[np.ndarray[Any, Any]]] = {
+        n: [] for n in ("series", "bucket", *_NAMES)}
     for seg in segments:
         ranges = []
         for level, first, end in plan_runs:
@@ -369,20 +386,40 @@ def _rows(layout: Layout, segments: list[Segment], query: Plan, keys: list[tuple
             table = _read(layout.store / seg.pyr, ["run", "tag", "level", "bucket", *_NAMES],
                           _Filter(tags, runs, "bucket", tuple(ranges)))
             series = _series_ids(table, ids)
-            keep = series >= 0
-            cols = {n: table.column(n).to_numpy()[keep] for n in _NAMES}
-            start = table.column("bucket").to_numpy()[keep] << table.column(
-                "level").to_numpy()[keep].astype(np.int64)
-            parts.append(Buckets(series[keep], start, **cols))
+            keep = None if (series >= 0).all() else series >= 0
+            cols["series"].append(series if keep is None else series[keep])
+            for name in _NAMES:
+                cols[name] += _chunks(table, name, keep)
+            levels = np.concatenate(_chunks(table, "level", keep) or [np.zeros(0, np.int8)])
+            bucket = np.concatenate(_chunks(table, "bucket", keep) or [np.zeros(0, np.int64)])
+            cols["bucket"].append(bucket << levels.astype(np.int64))
         if raw:
             table = _read(layout.store / seg.raw, ["run", "tag", "step", "seq", "value"],
                           _Filter(tags, runs, "step", raw))
             series = _series_ids(table, ids)
-            keep = series >= 0
-            parts.append(Buckets.from_points(
-                series[keep], table.column("step").to_numpy()[keep],
-                table.column("seq").to_numpy()[keep], table.column("value").to_numpy()[keep]))
-    rows = Buckets.concat(parts)
+            keep = None if (series >= 0).all() else series >= 0
+            cols["series"].append(series if keep is None else series[keep])
+            step, seq, value = (_chunks(table, n, keep) for n in ("step", "seq", "value"))
+            for names, parts in ((("bucket", "first_step", "last_step"), step),
+                                 (("first_seq", "last_seq"), seq),
+                                 (("first", "last", "min", "max"), value)):
+                for name in names:
+                    cols[name] += parts
+            cols["count"] += [np.ones(len(v), np.int64) for v in step]
+    if not cols["series"]:
+        return Buckets.concat([])
+    def joined(name: str, kind: Any) -> Any:
+        parts = cols[name]
+        return np.concatenate(parts).astype(kind, copy=False) if parts else np.zeros(0, kind)
+
+    i64, f64 = np.int64, np.float64
+    rows = Buckets(
+        series=joined("series", i64), bucket=joined("bucket", i64),
+        first_step=joined("first_step", i64), first_seq=joined("first_seq", i64),
+        first=joined("first", f64), last_step=joined("last_step", i64),
+        last_seq=joined("last_seq", i64), last=joined("last", f64), min=joined("min", f64),
+        max=joined("max", f64), count=joined("count", i64),
+        sum=np.zeros(sum(map(len, cols["series"])), f64))
     if len(rows) > 1:  # into (series, step) order: mostly a merge of sorted runs
         base = min(query.lo, int(rows.bucket.min()))  # a widened end starts before lo
         span = query.hi - base + 2
@@ -475,19 +512,57 @@ def read_series(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _read_series(layout: Layout, manifest: Manifest, tags: list[str], runs: list[str] | None,
-                 n: int, zoom: tuple[int, int] | None, as_arrow: bool) -> Any:
-    import pyarrow as pa
+@dataclass
+class SeriesBuckets:
+    """:func:`read_series`'s answer as numpy columns, before it becomes a table: ``keys`` the
+    (run, tag) of each series id, ``rows`` the output buckets sorted by (run, tag, step_lo)
+    (``rows.series`` indexes ``keys``), ``width`` the output bucket width (0: one bucket),
+    ``skipped`` the torn segments left out."""
 
+    keys: list[tuple[str, str]]
+    rows: Buckets
+    width: int
+    skipped: list[str]
+
+
+def series_buckets(logdir: PathLike, tag: str | Sequence[str], *, runs: Patterns = None,
+                   buckets: int = 1000, steps: tuple[int, int] | None = None,
+                   refresh: bool = True) -> SeriesBuckets:
+    """:func:`read_series` without the table: the same buckets as numpy columns (the viewer
+    reads them so, without turning a thousand runs' names into strings per row)."""
+    tags = _patterns(tag, "tag")
+    if tags is None:
+        raise ValueError("tag must be a name or glob pattern, got None")
+    run_patterns = _patterns(runs, "runs")
+    n = _check_buckets(buckets)
+    zoom = _check_steps(steps)
+    require_store_deps("rayplex.read_series")
+    layout = Layout.of(logdir)
+    manifest = _refresh(layout, refresh and not is_uri(logdir))  # a bucket's copy: as uploaded
+    for attempt in range(STORE_QUERY_RETRIES):
+        try:
+            return _series_buckets(layout, manifest, tags, run_patterns, n, zoom)
+        except FileNotFoundError:  # a compaction removed a segment meanwhile: read again
+            if attempt == STORE_QUERY_RETRIES - 1:
+                raise
+            manifest = Manifest.load(layout)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _series_buckets(layout: Layout, manifest: Manifest, tags: list[str],
+                    runs: list[str] | None, n: int, zoom: tuple[int, int] | None
+                    ) -> SeriesBuckets:
     skipped: list[str] = []
     segments = _readable(layout, manifest, skipped)
     found = _catalog(layout, segments, runs, tags)
     keys = sorted(found, key=lambda k: (k[1], k[0]))  # (tag, run): the order of the files
     ids = {key: i for i, key in enumerate(keys)}
     result = Buckets.concat([])
+    width = 0
     if found:
         data = min(s[0] for s in found.values()), max(s[1] for s in found.values())
         query = plan(*(zoom if zoom is not None else data), n)
+        width = query.width
         rows = _rows(layout, segments, query, keys, ids, data)
         result = rows.combine(rows.series, query.out_bucket(rows.bucket))
         if len({k[1] for k in keys}) > 1:  # answer in (run, tag) order
@@ -495,6 +570,16 @@ def _read_series(layout: Layout, manifest: Manifest, tags: list[str], runs: list
             rank = np.empty(len(keys), np.int64)
             rank[order] = np.arange(len(keys))
             result = result.take(np.argsort(rank[result.series], kind="stable"))
+    return SeriesBuckets(keys, result, width, skipped)
+
+
+def _read_series(layout: Layout, manifest: Manifest, tags: list[str], runs: list[str] | None,
+                 n: int, zoom: tuple[int, int] | None, as_arrow: bool) -> Any:
+    import pyarrow as pa
+
+    answer = _series_buckets(layout, manifest, tags, runs, n, zoom)
+    keys, result, skipped = answer.keys, answer.rows, answer.skipped
+
     def names(i: int) -> Any:
         return pa.DictionaryArray.from_arrays(
             pa.array(result.series, pa.int32()),
