@@ -73,6 +73,8 @@ def _read_json_line(proc: subprocess.Popen, deadline: float) -> dict:
 
 @pytest.mark.slow
 def test_two_drivers_racing_for_one_logdir_exactly_one_wins(ray_session, tmp_path):
+    from rayplex.actors import list_rayplex_actors  # not an attribute of rayplex until imported
+
     address = ray_session.get_runtime_context().gcs_address
     drivers = [subprocess.Popen([sys.executable, "-c", _RACER, address, me], text=True,
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -100,7 +102,7 @@ def test_two_drivers_racing_for_one_logdir_exactly_one_wins(ray_session, tmp_pat
             assert winners[0]["name"] in loser["message"] and loser["name"] in loser["message"]
             assert logdir in loser["message"]
             assert loser["seconds"] < 60, loser  # promptly, not a hang
-            assert f"hub:{loser['name']}" not in rayplex.actors.list_rayplex_actors()
+            assert f"hub:{loser['name']}" not in list_rayplex_actors()
             who = winners[0]["name"][-1]
             scalars = tb_scalars(logdir)
             assert sorted(scalars) == ["learner"]
