@@ -529,6 +529,33 @@ def test_a_torn_segment_is_skipped_and_reported_then_rebuilt(tmp_path):
         assert [p[2] for p in all_points(tmp_path)] == list(range(130))
 
 
+def test_a_round_opens_only_new_or_changed_segments_and_still_rebuilds_a_torn_one(
+        tmp_path, monkeypatch):
+    """A round checks that the listed segments are whole; a segment it found whole that stats
+    the same (immutable files) is not opened again, so a round's cost does not grow with the
+    store: only new or changed files are opened, and a torn one is still rebuilt."""
+    import rayplex.store.indexer as indexer
+
+    opened = []
+    real = indexer.segment_ok
+    monkeypatch.setattr(indexer, "segment_ok",
+                        lambda layout, seg: opened.append(seg.id) or real(layout, seg))
+    for k in range(5):
+        write_points(tmp_path, "r", [("t", 10 * k + s, float(s)) for s in range(10)])
+        rayplex.index(tmp_path, compaction=False)
+    rayplex.index(tmp_path, compaction=False)
+    assert opened == [1, 2, 3, 4, 5]  # each segment once, in the round after its own
+    opened.clear()
+    rayplex.index(tmp_path, compaction=False)
+    assert opened == []
+    manifest = Manifest.load(rayplex.store.format.Layout.of(tmp_path))
+    torn = tmp_path / "store" / manifest.segments[2].raw
+    torn.write_bytes(torn.read_bytes()[:-20])
+    report = rayplex.index(tmp_path, compaction=False)
+    assert opened == [manifest.segments[2].id] and report.rebuilt == [torn.name]
+    assert [p[2] for p in all_points(tmp_path)] == list(range(50))
+
+
 def test_an_orphan_segment_is_ignored_by_readers_and_removed_by_the_indexer(tmp_path):
     write_points(tmp_path, "r", [("t", s, 1.0) for s in range(10)])
     rayplex.index(tmp_path)

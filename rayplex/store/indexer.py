@@ -524,6 +524,32 @@ def segment_ok(layout: Layout, segment: Segment) -> bool:
     return True
 
 
+_Stat = tuple[int, int, int]
+_WHOLE: dict[Path, dict[str, _Stat]] = {}
+"""Per store: ``{file: (size, mtime_ns, inode)}`` of the listed segment files this process
+found whole (:func:`segment_ok`). Segment files are immutable: one that stats the same is the
+file checked, so a round opens only new or changed files, not every segment of a growing
+store (about a millisecond each)."""
+
+
+def _whole(layout: Layout, segment: Segment, known: dict[str, _Stat],
+           seen: dict[str, _Stat]) -> bool:
+    """:func:`segment_ok`, skipped for files that stat as in ``known``; adds to ``seen`` the
+    stats of the files found whole."""
+    stats = {}
+    for name in (segment.raw, segment.pyr):
+        try:
+            st = os.stat(layout.store / name)
+        except OSError:
+            return False
+        stats[name] = (st.st_size, st.st_mtime_ns, st.st_ino)
+    if any(known.get(name) != stat for name, stat in stats.items()) and not segment_ok(
+            layout, segment):
+        return False
+    seen.update(stats)
+    return True
+
+
 class _Builder:
     """Collects points (and the byte ranges they came from) for the next segment."""
 
@@ -780,9 +806,11 @@ def index(
         with _locked(layout.store, COMPACTING, wait=False) as alone:
             if alone:  # else a compaction's merged segment, unlisted until it commits, is here
                 report.orphans_removed = _remove_orphans(layout, manifest)
+        known, seen = _WHOLE.get(layout.store, {}), {}
         for segment in list(manifest.segments):
-            if not segment_ok(layout, segment) and _rebuild(layout, manifests, segment):
+            if not _whole(layout, segment, known, seen) and _rebuild(layout, manifests, segment):
                 report.rebuilt.append(segment.raw)
+        _WHOLE[layout.store] = seen
         files = layout.event_files()
         sizes = {}
         for _, key, path in files:
