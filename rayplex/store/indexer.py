@@ -806,7 +806,8 @@ def index(
         with _locked(layout.store, COMPACTING, wait=False) as alone:
             if alone:  # else a compaction's merged segment, unlisted until it commits, is here
                 report.orphans_removed = _remove_orphans(layout, manifest)
-        known, seen = _WHOLE.get(layout.store, {}), {}
+        known = _WHOLE.get(layout.store, {})
+        seen: dict[str, _Stat] = {}
         for segment in list(manifest.segments):
             if not _whole(layout, segment, known, seen) and _rebuild(layout, manifests, segment):
                 report.rebuilt.append(segment.raw)
