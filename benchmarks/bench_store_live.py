@@ -20,6 +20,7 @@ event files (the store moved aside), each in a fresh process: seconds and peak R
     python benchmarks/bench_store_live.py                          # 100k, 200k, max; ~3 min
     python benchmarks/bench_store_live.py --rates 100000 --seconds 5
     python benchmarks/bench_store_live.py --rates --readers 200x4x5000
+    python benchmarks/bench_store_live.py --compare /tmp/old-checkout --reps 4  # lag, old vs new
 """
 
 from __future__ import annotations
