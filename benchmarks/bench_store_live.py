@@ -20,6 +20,7 @@ event files (the store moved aside), each in a fresh process: seconds and peak R
     python benchmarks/bench_store_live.py                          # 100k, 200k, max; ~3 min
     python benchmarks/bench_store_live.py --rates 100000 --seconds 5
     python benchmarks/bench_store_live.py --rates --readers 200x4x5000
+    python benchmarks/bench_store_live.py --compare /tmp/old-checkout --reps 4  # lag, old vs new
 """
 
 from __future__ import annotations
@@ -55,13 +56,16 @@ def worker(hub: str, i: int, rate: float, seconds: float, tags: int, start_at: f
         step += 1
     log.flush()
     return {"scalars": step * tags, "call_us": C.median(calls) / 1e3,
-            "seconds": time.perf_counter() - t0}
+            "seconds": time.perf_counter() - t0, "rayplex_file": rayplex.__file__}
 
 
 def _cursor_total(logdir: str) -> int:
+    """The store's committed cursors: its snapshot *and* the records of its log (a commit
+    appends to the log; the snapshot alone lags by up to a checkpoint)."""
+    from rayplex.store.format import Layout, Manifest
+
     try:
-        with open(os.path.join(logdir, "store", "MANIFEST.json"), "rb") as f:
-            return sum(json.load(f)["cursors"].values())
+        return sum(Manifest.load(Layout.of(logdir)).cursors.values())
     except (OSError, ValueError):
         return 0
 
@@ -94,6 +98,17 @@ def run_one(rate: float, store: bool, args: argparse.Namespace) -> dict:
     logdir = C.temp_logdir("store-live")
     hub = rayplex.init(logdir, name=f"bench{int(time.time() * 1000) % 10**8}")
     actor = hub.actor
+    hub_pid = ray.get(actor.info.remote())["pid"]
+    feed_pid, cpu0 = None, {}
+    if store:
+        from rayplex.store.feed import store_feed_name
+
+        feed_pid = ray.get(ray.get_actor(store_feed_name(hub.name), namespace="rayplex")
+                           .info.remote())["pid"]
+    for name, pid in (("hub", hub_pid), ("feed", feed_pid)):
+        if pid is not None:
+            cpu0[name] = C.process_cpu_s(pid)
+    load0 = os.getloadavg()[0]
     start_at = time.time() + 2.0
     start_mono = time.monotonic() + 2.0
     refs = [worker.remote(hub.name, i, rate / args.workers if rate else 0, args.seconds, args.tags,
@@ -128,6 +143,8 @@ def run_one(rate: float, store: bool, args: argparse.Namespace) -> dict:
 
         feed = ray.get(ray.get_actor(store_feed_name(hub.name), namespace="rayplex")
                        .info.remote())
+    cpu = {name: C.process_cpu_s(pid) - cpu0[name]
+           for name, pid in (("hub", hub_pid), ("feed", feed_pid)) if pid is not None}
     rayplex.shutdown(hub.name)
     scalars = sum(r["scalars"] for r in results)
     lags = _lags([s for s in samples if start_mono <= s[0] <= ended_mono])  # while logging
@@ -143,6 +160,9 @@ def run_one(rate: float, store: bool, args: argparse.Namespace) -> dict:
         "lag_max_s": max(lags) if store and lags else None,
         "catch_up_s": catch_up if store else None,
         "feed_rounds": feed.get("rounds"), "feed_segments": feed.get("segments"),
+        "feed_compacted": feed.get("compacted"), "feed_cpu_s": cpu.get("feed"),
+        "hub_cpu_s": cpu.get("hub"), "load_start": load0, "load_end": os.getloadavg()[0],
+        "lag_samples": len(lags), "rayplex_file": results[0]["rayplex_file"],
     }
 
 
@@ -189,6 +209,40 @@ def readers(spec: str) -> list[dict]:
     return rows
 
 
+def compare(args: argparse.Namespace) -> list[dict]:
+    """Old code (``--compare DIR``, a checkout's root) and this checkout side by side: each rep
+    runs every rate with the feed on, in a fresh process (and Ray) per code, alternating old,
+    new, new, old, ... so that the machine's load hits both alike."""
+    import subprocess
+    import sys
+    import tempfile
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    codes = {"old": os.path.abspath(args.compare), "new": here}
+    rows: list[dict] = []
+    for rep in range(args.reps):
+        for label in (("old", "new") if rep % 2 == 0 else ("new", "old")):
+            out = tempfile.mktemp(prefix="rayplex-bench-live-", suffix=".json")
+            cmd = [sys.executable, os.path.abspath(__file__), "--store-only", "--json-out", out,
+                   "--seconds", str(args.seconds), "--workers", str(args.workers),
+                   "--tags", str(args.tags), "--rates", *(str(r) for r in args.rates)]
+            env = {**os.environ, "PYTHONPATH": codes[label]}
+            subprocess.run(cmd, env=env, cwd=codes[label], check=True, timeout=1800)
+            with open(out) as f:
+                got = json.load(f)
+            os.unlink(out)
+            for row in got:
+                row.update(code=label, rep=rep)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    return rows
+
+
+def _median_of(rows: list[dict], key: str) -> float | None:
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return C.median(values) if values else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rates", type=float, nargs="*", default=[100_000, 200_000, 0])
@@ -197,7 +251,27 @@ def main() -> None:
     parser.add_argument("--tags", type=int, default=50)
     parser.add_argument("--reps", type=int, default=1)
     parser.add_argument("--readers", default="", metavar="RUNSxTAGSxSTEPS")
+    parser.add_argument("--store-only", action="store_true",
+                        help="only the runs with the feed on (no write-path comparison)")
+    parser.add_argument("--compare", default="", metavar="OLD_CHECKOUT",
+                        help="lag of that checkout's code vs this one's, alternating, --reps each")
+    parser.add_argument("--json-out", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.compare:
+        rows = compare(args)
+        table = []
+        for rate in args.rates:
+            for code in ("old", "new"):
+                mine = [r for r in rows if r["target_per_s"] == rate and r["code"] == code]
+                table.append([rate or "max", code, len(mine),
+                              *(_median_of(mine, k) for k in (
+                                  "achieved_per_s", "lag_median_s", "lag_p90_s", "lag_max_s",
+                                  "catch_up_s", "feed_cpu_s", "hub_cpu_s", "load_start"))])
+        C.print_table(["target/s", "code", "runs", "achieved/s", "lag median s", "lag p90 s",
+                       "lag max s", "catch-up s", "feed CPU s", "hub CPU s", "load"], table,
+                      title="live store lag, old vs new code (medians over runs)")
+        C.write_json("store_live_compare", args, rows)
+        return
     if args.readers:
         found = readers(args.readers)
         C.print_table(["points", "source", "call", "seconds", "peak RSS MB"],
@@ -210,15 +284,20 @@ def main() -> None:
     rows = []
     for rate in args.rates:
         for _ in range(args.reps):
-            for store in (True, False):
+            for store in ((True,) if args.store_only else (True, False)):
                 row = run_one(rate, store, args)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(rows, f)
+        return
     headers = ["target/s", "store", "achieved/s", "end-to-end/s", "add_scalars us",
-               "lag median s", "lag p90 s", "lag max s", "catch-up s"]
+               "lag median s", "lag p90 s", "lag max s", "catch-up s", "feed CPU s"]
     C.print_table(headers, [[r["target_per_s"] or "max", r["store"], r["achieved_per_s"],
                              r["end_to_end_per_s"], r["add_scalars_call_us"], r["lag_median_s"],
-                             r["lag_p90_s"], r["lag_max_s"], r["catch_up_s"]] for r in rows],
+                             r["lag_p90_s"], r["lag_max_s"], r["catch_up_s"], r["feed_cpu_s"]]
+                            for r in rows],
                   title="live store: lag behind the hub's commit; write path with the feed on/off")
     C.write_json("store_live", args, rows)
 

@@ -455,6 +455,56 @@ def test_sigkill_at_random_times_loses_and_duplicates_nothing(tmp_path):
     assert all_points(tmp_path) == expected
 
 
+_COMPACT_KILLED = """
+import os, signal, sys
+from pathlib import Path
+import rayplex
+import rayplex.store.indexer as indexer
+from tests.test_store import write_points
+
+logdir, stage = Path(sys.argv[1]), sys.argv[2]
+real = indexer._stage
+
+def at(name):
+    if name == stage:  # an indexer commits new points here, then the compaction is killed
+        write_points(logdir, "c", [("x", s, float(s)) for s in range(100)])
+        rayplex.index(logdir, compaction=False, segment_rows=40)
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(name)
+
+indexer._stage = at
+rayplex.store.compact(logdir)
+"""
+
+
+@pytest.mark.parametrize("stage", ["compact-reserved", "compact-written", "compact-committed"])
+def test_a_compaction_killed_at_each_step_while_an_indexer_commits_loses_nothing(tmp_path,
+                                                                                   stage):
+    """Compaction merges without the store's lock: an indexer commits new points between its
+    steps (its id reserved, its files written, its merge committed), then it is SIGKILLed.
+    The next indexer loses and duplicates nothing, reuses no segment id and leaves no orphan."""
+    expected = _kill_logdir(tmp_path)
+    rayplex.index(tmp_path, segment_rows=40, compaction=False)
+    proc = subprocess.Popen([sys.executable, "-c", _COMPACT_KILLED, str(tmp_path), stage],
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert proc.wait(timeout=120) == -signal.SIGKILL
+    finally:
+        proc.kill()
+    expected = sorted(expected + [("c", "x", s, float(s)) for s in range(100)])
+    assert all_points(tmp_path) == expected  # the indexer's points are in, once
+    rayplex.index(tmp_path, segment_rows=40)
+    assert all_points(tmp_path) == expected
+    layout = rayplex.store.format.Layout.of(tmp_path)
+    manifest = Manifest.load(layout)
+    ids = [seg.id for seg in manifest.segments]
+    assert len(set(ids)) == len(ids) and len(ids) < 10
+    listed = {name for seg in manifest.segments for name in seg.files}
+    from rayplex.store.format import SEGMENT_FILE
+
+    assert {p.name for p in layout.store.iterdir() if SEGMENT_FILE.match(p.name)} == listed
+
+
 # ----------------------------------------------------------------------------- torn, orphan
 
 
@@ -477,6 +527,33 @@ def test_a_torn_segment_is_skipped_and_reported_then_rebuilt(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert [p[2] for p in all_points(tmp_path)] == list(range(130))
+
+
+def test_a_round_opens_only_new_or_changed_segments_and_still_rebuilds_a_torn_one(
+        tmp_path, monkeypatch):
+    """A round checks that the listed segments are whole; a segment it found whole that stats
+    the same (immutable files) is not opened again, so a round's cost does not grow with the
+    store: only new or changed files are opened, and a torn one is still rebuilt."""
+    import rayplex.store.indexer as indexer
+
+    opened = []
+    real = indexer.segment_ok
+    monkeypatch.setattr(indexer, "segment_ok",
+                        lambda layout, seg: opened.append(seg.id) or real(layout, seg))
+    for k in range(5):
+        write_points(tmp_path, "r", [("t", 10 * k + s, float(s)) for s in range(10)])
+        rayplex.index(tmp_path, compaction=False)
+    rayplex.index(tmp_path, compaction=False)
+    assert opened == [1, 2, 3, 4, 5]  # each segment once, in the round after its own
+    opened.clear()
+    rayplex.index(tmp_path, compaction=False)
+    assert opened == []
+    manifest = Manifest.load(rayplex.store.format.Layout.of(tmp_path))
+    torn = tmp_path / "store" / manifest.segments[2].raw
+    torn.write_bytes(torn.read_bytes()[:-20])
+    report = rayplex.index(tmp_path, compaction=False)
+    assert opened == [manifest.segments[2].id] and report.rebuilt == [torn.name]
+    assert [p[2] for p in all_points(tmp_path)] == list(range(50))
 
 
 def test_an_orphan_segment_is_ignored_by_readers_and_removed_by_the_indexer(tmp_path):

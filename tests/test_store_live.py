@@ -222,3 +222,77 @@ def test_follower_reads_only_what_is_committed_as_a_plain_object(tmp_path):
     follower.committed = lambda: sizes
     assert follower.attempt() is True and follower.counters["problem"] is None
     assert follower.attempt() is False and follower.counters["points"] == 10  # nothing twice
+
+
+def test_a_feed_round_goes_on_while_a_compaction_is_held_midway(tmp_path, monkeypatch):
+    """Plain objects, no Ray. A compaction held between writing its merged segment and
+    committing it (an Event in the indexer's stage hook): a round of the feed indexes and
+    commits new points meanwhile (readable at once, not waiting for the merge); then the
+    compaction commits: every point once, no segment file left that the manifest does not list.
+    The feed's rounds never compact; its compaction step (``StoreFollower.compact``) does."""
+    import threading
+
+    from tensorboardX import SummaryWriter
+
+    import rayplex.store.indexer as indexer
+    from rayplex.config import COMPACT_MIN
+    from rayplex.store.follower import StoreFollower
+    from rayplex.store.format import SEGMENT_FILE
+
+    logdir = tmp_path / "exp"
+    runs = logdir / "tensorboard" / "learner"
+    files = iter(range(100))
+
+    def write(first: int, n: int = 50) -> None:
+        with SummaryWriter(str(runs), filename_suffix=f".{next(files):03d}") as w:
+            for step in range(first, first + n):
+                w.add_scalar("main/loss", float(step), step)
+
+    def committed() -> dict[str, int]:
+        return {f"tensorboard/learner/{p.name}": p.stat().st_size for p in runs.iterdir()}
+
+    follower = StoreFollower(str(logdir), committed)
+    for k in range(COMPACT_MIN):
+        write(50 * k)
+        assert follower.round() is True
+    layout = Layout.of(logdir)
+    assert len(Manifest.load(layout).segments) == COMPACT_MIN  # the rounds did not compact
+
+    held, release, merged = threading.Event(), threading.Event(), []
+    real = indexer._stage
+
+    def stage(name: str) -> None:
+        if name == "compact-written" and threading.current_thread() is compaction:
+            held.set()
+            release.wait(timeout=120)
+        real(name)
+
+    monkeypatch.setattr(indexer, "_stage", stage)
+    compaction = threading.Thread(target=lambda: merged.append(rayplex.store.compact(logdir)))
+    compaction.start()
+    indexing = threading.Thread(target=follower.round)
+    try:
+        assert held.wait(timeout=120), "the compaction never reached its commit"
+        write(10_000)
+        indexing.start()
+        indexing.join(timeout=60)  # a deadline, not a timing: a round held by the merge hangs
+        assert not indexing.is_alive(), "the feed's round waited for the compaction in progress"
+        assert ("learner", "main/loss", 10_049, 10_049.0) in _store_points(str(logdir))
+    finally:
+        release.set()
+        compaction.join(timeout=120)
+        if indexing.is_alive() or not indexing.ident:
+            indexing.join(timeout=120)
+    assert merged == [COMPACT_MIN]
+    assert _store_points(str(logdir)) == _event_points(str(logdir))  # none lost, none twice
+    manifest = Manifest.load(layout)
+    assert len(manifest.segments) == 2  # the merged one and the round's
+    listed = {name for seg in manifest.segments for name in seg.files}
+    assert {p.name for p in layout.store.iterdir() if SEGMENT_FILE.match(p.name)} == listed
+    for k in range(COMPACT_MIN):  # the feed's own compaction step merges the rounds' segments
+        write(20_000 + 50 * k)
+        assert follower.round() is True
+    assert follower.grown.is_set()  # what wakes the feed's compaction thread
+    assert follower.compact() == COMPACT_MIN + 2  # with the merged one (still small) and the
+    assert follower.counters["compacted"] == COMPACT_MIN + 2  # round's during the merge
+    assert _store_points(str(logdir)) == _event_points(str(logdir))

@@ -1,8 +1,8 @@
 """The store feed actor: one per experiment, named ``store:<hub>`` in namespace ``rayplex``,
 detached, restarting forever, on the hub's node (it reads the hub's files). A plain class;
 :func:`get_or_create_store_feed` makes it an actor. A thread of its own runs
-:class:`rayplex.store.follower.StoreFollower` rounds; a restarted actor resumes from the
-store's manifest.
+:class:`rayplex.store.follower.StoreFollower` rounds, another its compactions (so that new
+points never wait behind a merge); a restarted actor resumes from the store's manifest.
 """
 
 from __future__ import annotations
@@ -36,7 +36,11 @@ class StoreFeedActor:
         self._stop = threading.Event()
         self._loop = threading.Thread(target=self.follower.run, args=(self._stop,),
                                       name="rayplex-store-feed", daemon=True)
+        self._compaction = threading.Thread(target=self.follower.run_compaction,
+                                            args=(self._stop,), name="rayplex-store-compaction",
+                                            daemon=True)
         self._loop.start()
+        self._compaction.start()
 
     def _committed(self) -> Mapping[str, int]:
         # On the hub's query threads: the call never waits in line with (or delays) writes.
@@ -55,9 +59,10 @@ class StoreFeedActor:
         return self.follower.drain(timeout)
 
     def stop(self) -> None:
-        """Stop the loop (after its current round)."""
+        """Stop the loops (after the current round and compaction)."""
         self._stop.set()
         self._loop.join(timeout=60)
+        self._compaction.join(timeout=60)
 
 
 def get_or_create_store_feed(hub: str, logdir: str, node_id: str) -> Any:

@@ -9,7 +9,10 @@ nothing. It never reads past a committed size, so a transaction the hub undoes n
 the store.
 
 It runs in the store feed actor (:mod:`rayplex.store.feed`), a process of its own next
-to the hub: the Parquet encoding never competes with the hub's write thread.
+to the hub: the Parquet encoding never competes with the hub's write thread. Its rounds never
+compact: :meth:`StoreFollower.compact`, on a thread of its own, merges the small segments the
+rounds leave, holding the store's lock only to reserve an id and to commit, so a round never
+waits for a merge (:func:`rayplex.store.compact`).
 
 Example:
     >>> follower = StoreFollower("/tmp/exp1", lambda: {})  # doctest: +SKIP
@@ -26,7 +29,13 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from rayplex.config import STORE_BACKOFF_MAX_S, STORE_IDLE_POLL_S, STORE_MIN_ROUND_S
+from rayplex.config import (
+    COMPACT_BELOW,
+    COMPACT_MIN,
+    STORE_BACKOFF_MAX_S,
+    STORE_IDLE_POLL_S,
+    STORE_MIN_ROUND_S,
+)
 from rayplex.layout import TENSORBOARD
 from rayplex.nested import drain
 
@@ -61,8 +70,9 @@ def event_limits(committed: Mapping[str, int]) -> dict[str, int]:
 class StoreFollower:
     """Feeds the store of ``logdir`` with what ``committed()`` says the hub has committed.
 
-    ``round`` and ``drain`` are serialised by :attr:`lock`; :attr:`counters` tells rounds,
-    points, segments, failures, the last problem and the time of the last commit.
+    ``round`` and ``drain`` are serialised by :attr:`lock`; :meth:`compact` runs beside them.
+    :attr:`counters` tells rounds, points, segments, segments compacted, failures, the last
+    problem and the time of the last commit.
     """
 
     def __init__(self, logdir: str, committed: Callable[[], Mapping[str, int]],
@@ -72,6 +82,8 @@ class StoreFollower:
         self.say = say or (lambda level, message: logging.getLogger("rayplex.store").log(
             level, message))
         self.lock = threading.Lock()
+        self.grown = threading.Event()
+        """Set by a round that committed a segment: :meth:`run_compaction` looks then."""
         self.backoff_s = 0.0
         self._done: dict[str, int] | None = None
         self.counters: dict[str, Any] = {"rounds": 0, "points": 0, "segments": 0,
@@ -89,16 +101,52 @@ class StoreFollower:
             limits = event_limits(self.committed())
             if limits == self._done:
                 return False
-            report = index(self.logdir, limits=limits)
+            report = index(self.logdir, limits=limits, compaction=False)
             self._done = limits
+            if report.segments:
+                self.grown.set()
             counters = self.counters
             counters["rounds"] += 1
             counters["points"] += report.points
             counters["segments"] += report.segments
-            counters["compacted"] += report.compacted
             counters["cursor_bytes"] = sum(limits.values())
             counters["last_commit"] = time.time()
             return True
+
+    def compact(self) -> int:
+        """Merge the small segments the rounds left (:func:`rayplex.store.compact` with
+        :data:`COMPACT_BELOW` and :data:`COMPACT_MIN`); how many were merged. Rounds go on
+        meanwhile."""
+        from rayplex.store.indexer import compact
+
+        merged = compact(self.logdir, below=COMPACT_BELOW, min_segments=COMPACT_MIN)
+        self.counters["compacted"] += merged
+        return merged
+
+    def run_compaction(self, stop: threading.Event) -> None:
+        """Compactions until ``stop`` is set, each after a round committed a segment; a
+        failed one is said once (as a failed round) and retried after a back-off."""
+        backoff = 0.0
+        while not stop.is_set():
+            if not self.grown.wait(STORE_IDLE_POLL_S):
+                continue
+            self.grown.clear()
+            try:
+                self.compact()
+                backoff = 0.0
+            except Exception as exc:
+                self._failed(exc, "a compaction")
+                backoff = min(STORE_BACKOFF_MAX_S, max(0.1, backoff * 2))
+                self.grown.set()  # try again
+                stop.wait(backoff)
+
+    def _failed(self, exc: Exception, what: str) -> None:
+        self.counters["failures"] += 1
+        problem = f"{type(exc).__name__}: {str(exc)[:300]}"
+        if self.counters["problem"] is None:
+            self.say(logging.WARNING, f"store feed: {what} failed ({problem}); the store "
+                     "falls behind, nothing is lost; retrying with back-off")
+        self.counters["problem"] = problem
 
     def attempt(self) -> bool | None:
         """One round with error handling: whether it found something new, ``None`` if it
@@ -106,12 +154,7 @@ class StoreFollower:
         try:
             busy = self.round()
         except Exception as exc:
-            self.counters["failures"] += 1
-            problem = f"{type(exc).__name__}: {str(exc)[:300]}"
-            if self.counters["problem"] is None:
-                self.say(logging.WARNING, f"store feed: a round failed ({problem}); the store "
-                         "falls behind, nothing is lost; retrying with back-off")
-            self.counters["problem"] = problem
+            self._failed(exc, "a round")
             self.backoff_s = min(STORE_BACKOFF_MAX_S, max(0.1, self.backoff_s * 2))
             return None
         if self.counters["problem"] is not None:

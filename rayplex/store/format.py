@@ -6,6 +6,7 @@ The store of a logdir is the directory ``store/`` in it::
                                  read, and the name of the log that continues it
     store/MANIFEST-00000001.log  the log: one record a commit, appended (``<crc32 hex> <json>\n``)
     store/LOCK                   held (flock) by the one indexer at work
+    store/COMPACTING             held (flock) by the one compaction at work, while it merges
     store/seg-00000001.parquet   raw points: run, tag, step, wall_time, value, seq
                                  (sorted by tag, run, step, seq)
     store/pyr-00000001.parquet   their pyramid: run, tag, level, bucket, first/last/min/max/count/sum
@@ -26,7 +27,9 @@ segments) the indexer checkpoints: it writes an empty new log, replaces the snap
 the snapshot alone is always a consistent, if older, store whose segment files all exist.
 
 A segment file the manifest does not list is an orphan of an indexer that was killed before it
-committed: readers ignore it and the next indexer run removes it. A listed segment that cannot
+committed: readers ignore it and the next indexer run removes it (not while a compaction is at
+work: its merged segment is unlisted until it commits, so orphans are removed only by whoever
+holds both ``LOCK`` and ``COMPACTING``). A listed segment that cannot
 be opened (a torn file) is skipped by readers, reported, and rebuilt by the next indexer run
 from the event-file byte ranges its ``src-<id>.json`` records.
 
@@ -80,6 +83,8 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 FORMAT_VERSION = 1
 LOCK = "LOCK"
+COMPACTING = "COMPACTING"
+"""The compaction's lock: it merges without ``LOCK`` (indexing goes on) and holds this one."""
 LEVEL_STRIDE = 2
 LEVELS = tuple(range(LEVEL_STRIDE, 63, LEVEL_STRIDE))
 """Precomputed pyramid levels: buckets of ``2**k`` steps for k = 2, 4, ..., 62."""

@@ -15,8 +15,13 @@ Exactly once, across kills at any point:
    the new files are orphans; after it, their points are in and their bytes are behind the
    cursors. So no point is lost and none is read twice. A torn record (a kill while
    appending) is cut off by the next indexer before it appends.
-5. Compaction writes one merged segment (a new id), commits a change listing it instead of
-   the ones it merged, and only then deletes those. A change that drops segments is committed
+5. Compaction merges without ``LOCK``, so indexing goes on meanwhile: holding
+   ``store/COMPACTING`` (one compaction at a time), it takes ``LOCK`` briefly to remove orphans
+   and reserve the merged segment's id (a commit that only advances ``next_id``), writes the
+   merged segment unlocked, then under ``LOCK`` again commits a change listing it instead of the
+   ones it merged (if they are all still listed), and only then deletes those. An indexer
+   removes orphans only when no compaction is at work (it cannot take ``COMPACTING``): the
+   merged segment is unlisted until its commit. A change that drops segments is committed
    by a checkpoint, as is every commit once the log is large (:class:`_Manifests`).
 
 Example:
@@ -52,6 +57,7 @@ from rayplex.config import (
 )
 from rayplex.store.format import (
     CATALOG_KEY,
+    COMPACTING,
     LOCK,
     LOG_FILE,
     SEGMENT_FILE,
@@ -129,11 +135,18 @@ def _stage(name: str) -> None:
 
 
 @contextlib.contextmanager
-def _locked(store: Path) -> Iterator[None]:
-    fd = os.open(store / LOCK, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+def _locked(store: Path, name: str = LOCK, wait: bool = True) -> Iterator[bool]:
+    """Hold the lock file ``store/name`` (``flock``: another holder, in this process too, has
+    its own open file and is excluded; a killed holder's lock goes with it). Yields True when
+    held; False (at once) if ``wait`` is off and someone else holds it."""
+    fd = os.open(store / name, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
     finally:
         os.close(fd)
 
@@ -511,6 +524,32 @@ def segment_ok(layout: Layout, segment: Segment) -> bool:
     return True
 
 
+_Stat = tuple[int, int, int]
+_WHOLE: dict[Path, dict[str, _Stat]] = {}
+"""Per store: ``{file: (size, mtime_ns, inode)}`` of the listed segment files this process
+found whole (:func:`segment_ok`). Segment files are immutable: one that stats the same is the
+file checked, so a round opens only new or changed files, not every segment of a growing
+store (about a millisecond each)."""
+
+
+def _whole(layout: Layout, segment: Segment, known: dict[str, _Stat],
+           seen: dict[str, _Stat]) -> bool:
+    """:func:`segment_ok`, skipped for files that stat as in ``known``; adds to ``seen`` the
+    stats of the files found whole."""
+    stats = {}
+    for name in (segment.raw, segment.pyr):
+        try:
+            st = os.stat(layout.store / name)
+        except OSError:
+            return False
+        stats[name] = (st.st_size, st.st_mtime_ns, st.st_ino)
+    if any(known.get(name) != stat for name, stat in stats.items()) and not segment_ok(
+            layout, segment):
+        return False
+    seen.update(stats)
+    return True
+
+
 class _Builder:
     """Collects points (and the byte ranges they came from) for the next segment."""
 
@@ -616,6 +655,9 @@ def _store_bytes(manifest: Manifest) -> int:
 def compact(logdir: PathLike, *, below: int = COMPACT_BELOW, min_segments: int = 2) -> int:
     """Merge the store's small segments (fewer than ``below`` points) into one, atomically.
 
+    It waits for a compaction at work in another thread or process, and holds the store's lock
+    only to reserve the merged segment's id and to commit it: indexers go on while it merges.
+
     Args:
         logdir: The logdir whose store to compact.
         below: Segments with fewer points than this are merged.
@@ -632,8 +674,7 @@ def compact(logdir: PathLike, *, below: int = COMPACT_BELOW, min_segments: int =
     layout = Layout.of(logdir)
     if not layout.manifest.exists():
         return 0
-    with _locked(layout.store):
-        return _compact(layout, _Manifests(layout), below, min_segments)
+    return _compact(layout, below, min_segments, wait=True)
 
 
 def _merge_ranges(sources: list[list[Any]]) -> list[list[Any]]:
@@ -647,28 +688,52 @@ def _merge_ranges(sources: list[list[Any]]) -> list[list[Any]]:
     return out
 
 
-def _compact(layout: Layout, manifests: _Manifests, below: int, min_segments: int) -> int:
+def _unlink(layout: Layout, names: tuple[str, ...]) -> None:
+    for name in names:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(layout.store / name)
+
+
+def _compact(layout: Layout, below: int, min_segments: int, wait: bool) -> int:
+    """Merge the small segments into one (the protocol's step 5); how many were merged. Holds
+    ``COMPACTING`` throughout (``wait`` off: 0 at once if another compaction is at work) and
+    ``LOCK`` only to reserve an id and to commit: indexers commit while it merges."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    manifest = manifests.manifest
-    small = [seg for seg in manifest.segments if seg.rows < below]
-    if len(small) < max(2, min_segments):
-        return 0
-    table = pa.concat_tables([pq.read_table(layout.store / seg.raw, schema=raw_schema())
-                              for seg in small])
-    ranges = [seg.ranges(layout) for seg in small]
-    if any(r is None for r in ranges):
-        return 0  # a segment whose sources are gone: keep it as it is
-    sources = _merge_ranges([src for r in ranges if r is not None for src in r])
-    merged = _write_segment(layout, manifest.next_id, _Points.of_table(table), sources)
-    _stage("compact-written")
-    manifests.commit(Change(manifest.next_id + 1, manifest.next_seq, [merged],
-                            [seg.id for seg in small]), checkpoint=True)
-    for seg in small:
-        for name in seg.files:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(layout.store / name)
+    with _locked(layout.store, COMPACTING, wait) as alone:
+        if not alone:
+            return 0
+        with _locked(layout.store):
+            manifests = _Manifests(layout)
+            manifest = manifests.manifest
+            _remove_orphans(layout, manifest)  # both locks held: no one's files are in the making
+            small = [seg for seg in manifest.segments if seg.rows < below]
+            if len(small) < max(2, min_segments):
+                return 0
+            merged_id = manifest.next_id  # reserved: an indexer's next segment takes the next
+            manifests.commit(Change(merged_id + 1, manifest.next_seq))
+        _stage("compact-reserved")
+        ranges = [seg.ranges(layout) for seg in small]
+        if any(r is None for r in ranges):
+            return 0  # a segment whose sources are gone: keep it as it is
+        sources = _merge_ranges([src for r in ranges if r is not None for src in r])
+        table = pa.concat_tables([pq.read_table(layout.store / seg.raw, schema=raw_schema())
+                                  for seg in small])
+        merged = _write_segment(layout, merged_id, _Points.of_table(table), sources)
+        del table
+        _stage("compact-written")
+        with _locked(layout.store):
+            manifests = _Manifests(layout)
+            manifest = manifests.manifest
+            if not {seg.id for seg in small} <= {seg.id for seg in manifest.segments}:
+                _unlink(layout, merged.files)  # one was rebuilt meanwhile: merge it next time
+                return 0
+            manifests.commit(Change(manifest.next_id, manifest.next_seq, [merged],
+                                    [seg.id for seg in small]), checkpoint=True)
+        _stage("compact-committed")
+        for seg in small:
+            _unlink(layout, seg.files)
     return len(small)
 
 
@@ -701,7 +766,8 @@ def index(
             (tensorboardX, ``torch.utils.tensorboard``, Lightning...). The store goes to
             ``logdir/store/``.
         progress: Called with (bytes read, bytes to read) as it goes.
-        compaction: Merge small segments at the end (see :func:`compact`).
+        compaction: Merge small segments at the end (see :func:`compact`), after the lock
+            is released; skipped if another compaction is at work.
         segment_rows: Points per segment (bounds memory).
         limits: Read each event file only up to this byte (keys as the manifest's cursors:
             paths relative to the event root); files not in it are left alone. The live feed
@@ -737,10 +803,15 @@ def index(
     with _locked(layout.store):
         manifests = _Manifests(layout)
         manifest = manifests.manifest
-        report.orphans_removed = _remove_orphans(layout, manifest)
+        with _locked(layout.store, COMPACTING, wait=False) as alone:
+            if alone:  # else a compaction's merged segment, unlisted until it commits, is here
+                report.orphans_removed = _remove_orphans(layout, manifest)
+        known = _WHOLE.get(layout.store, {})
+        seen: dict[str, _Stat] = {}
         for segment in list(manifest.segments):
-            if not segment_ok(layout, segment) and _rebuild(layout, manifests, segment):
+            if not _whole(layout, segment, known, seen) and _rebuild(layout, manifests, segment):
                 report.rebuilt.append(segment.raw)
+        _WHOLE[layout.store] = seen
         files = layout.event_files()
         sizes = {}
         for _, key, path in files:
@@ -781,8 +852,10 @@ def index(
                 continue  # replaced or removed since it was listed
         report.segments += builder.commit(layout)
         report.points = manifest.next_seq - seq_before
-        if compaction:
-            report.compacted = _compact(layout, manifests, COMPACT_BELOW, COMPACT_MIN)
         report.store_bytes = _store_bytes(manifest)
+    if compaction:  # after the lock: readers' and other indexers' rounds go on meanwhile
+        report.compacted = _compact(layout, COMPACT_BELOW, COMPACT_MIN, wait=False)
+        if report.compacted:
+            report.store_bytes = _store_bytes(Manifest.load(layout))
     report.seconds = time.monotonic() - started
     return report
