@@ -32,6 +32,7 @@ import ray
 from rayplex import remote
 from rayplex.actors import QUERY_GROUP, detached, get_hub, say_to_hub
 from rayplex.config import CLAIM_LEASE_S, HUB_CALL_TIMEOUT_S, STORE_BACKOFF_MAX_S, STORE_IDLE_POLL_S
+from rayplex.cursor import Cursor
 from rayplex.layout import MANIFEST, MANIFEST_LOG, STORE_DIR, TENSORBOARD, forward_cursor_path
 from rayplex.nested import drain
 
@@ -297,8 +298,8 @@ class Uploader:
 
     def _followers(self, stage: remote.Staged
                    ) -> Callable[[str], list[tuple[str, Mapping[str, int]]]] | None:
-        """For an event file, each local follower's cursor key and cursors; ``None`` if a
-        cursor cannot be read (then nothing is deleted)."""
+        """For an event file, each local follower's cursor key and cursors; ``None`` if the
+        store's manifest cannot be read (then nothing is deleted)."""
         maps: list[tuple[bool, Mapping[str, int]]] = []
         if stage.store:
             from rayplex.store.format import Layout, Manifest
@@ -308,14 +309,10 @@ class Uploader:
             except Exception:
                 return None
         for key in stage.forwarders:
-            try:  # the forwarder's cursor file (rayplex.forward.follow.Cursor): its offsets
-                with open(forward_cursor_path(self.staging, key), "rb") as f:
-                    offsets = json.loads(f.read())["offsets"]
-            except FileNotFoundError:
-                offsets = {}  # it has forwarded nothing yet
-            except (OSError, ValueError, KeyError, TypeError):
-                return None
-            maps.append((False, {str(k): int(v) for k, v in offsets.items()}))
+            # read as the forwarder recovers it (its second copy if damaged; none, or both
+            # damaged: empty, so nothing it follows is deleted), never set aside: it is its file
+            cursor, _ = Cursor.recover(forward_cursor_path(self.staging, key), set_aside=False)
+            maps.append((False, cursor.offsets))
         prefix = TENSORBOARD + "/"
         return lambda rel: [(rel[len(prefix):] if store else rel, cursors)
                             for store, cursors in maps]

@@ -676,8 +676,8 @@ def test_a_closed_event_file_leaves_staging_only_once_every_forwarder_read_it(
     while a forwarder's cursor is behind its end (the forwarder reads it there), and leaves it
     at the first upload round after the cursor passed its end."""
     from rayplex.actors.hub import Hub
+    from rayplex.cursor import Cursor
     from rayplex.encoder import Encoder
-    from rayplex.forward.follow import Cursor
     from rayplex.items import Scalar
     from rayplex.layout import forward_cursor_path
     from rayplex.records import NodeCall
@@ -718,5 +718,56 @@ def test_a_closed_event_file_leaves_staging_only_once_every_forwarder_read_it(
         Cursor(offsets=behind).save(forward_cursor_path(str(staging), "mlflow"))
         assert up.attempt(force=True) is not None
         assert closed() == {} and up.counters["deleted"] == len(behind)
+    finally:
+        hub.close()
+
+
+def test_the_uploader_reads_a_damaged_forwarder_cursor_as_the_forwarder_does(
+        tmp_path: Path) -> None:
+    """A forwarder's cursor file damaged (a torn write) while its second copy (``.bak``) holds
+    the offsets: the uploader reads the copy, as the forwarder itself would on restart
+    (one codec, :class:`rayplex.cursor.Cursor`), deletes the closed event files that copy says
+    were read, and leaves the damaged file where it is (the forwarder owns it). Both copies
+    damaged: nothing is deleted."""
+    from rayplex.actors.hub import Hub
+    from rayplex.cursor import Cursor
+    from rayplex.encoder import Encoder
+    from rayplex.items import Scalar
+    from rayplex.layout import forward_cursor_path
+    from rayplex.records import NodeCall
+
+    staging, bucket = tmp_path / "staging", tmp_path / "bucket"
+    remote.set_staged(str(staging), remote.Staged(rotate_bytes=1024, rotate_s=3600.0,
+                                                  forwarders=("mlflow",)))
+    target = remote.resolve(f"file://{bucket}")
+    assert target is not None
+    hub = Hub("damaged", str(staging))
+    try:
+        up = Uploader(str(staging), target, hub.writer.committed_files,
+                      open_files=hub.writer.open_event_files, segment_s=1e9)
+        for seq in range(1, 31):
+            batch = Encoder(hub.registry).encode(
+                [Scalar("learner/a", "x", seq * 10 + i, 1.0, float(i)) for i in range(5)],
+                "w1", seq, hub.experiment)
+            assert hub.write_node(NodeCall("n", seq, [batch]))[0].error is None
+            assert up.attempt(force=True) is not None
+        open_now = set(hub.writer.open_event_files())
+        closed = {str(p.relative_to(staging)): p.stat().st_size
+                  for p in (staging / "tensorboard").rglob("events.out.tfevents.*")
+                  if str(p.relative_to(staging)) not in open_now}
+        assert len(closed) >= 2
+        path = forward_cursor_path(str(staging), "mlflow")
+        Cursor(offsets=closed).save(path)
+        for damaged in (path, path + ".bak"):  # both damaged
+            Path(damaged).write_bytes(Path(damaged).read_bytes()[:-7])
+        assert up.attempt(force=True) is not None
+        assert up.counters["deleted"] == 0
+        Cursor(offsets=closed).save(path)
+        Path(path).write_bytes(Path(path).read_bytes()[:-7])  # torn: the copy is whole
+        assert up.attempt(force=True) is not None
+        assert up.counters["deleted"] == len(closed)
+        assert not any((staging / rel).exists() for rel in closed)
+        assert Path(path).exists()  # not set aside by the uploader: the forwarder's to do
+        assert Cursor.load(path).offsets == closed  # the forwarder recovers the same
     finally:
         hub.close()
