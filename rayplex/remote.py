@@ -207,7 +207,7 @@ def set_staging_full(staging: str, reason: str | None) -> None:
 @dataclass(frozen=True)
 class Staged:
     """How the hub and the uploader keep a staging directory small: ``max_bytes`` bounds the
-    bytes of its event files, text logs and artifacts (0: no bound); an event file is closed
+    bytes of its event files, text logs and store (0: no bound); an event file is closed
     past ``rotate_bytes`` or ``rotate_s``; a closed one is deleted once it is in the bucket and
     read by the store feed (``store``) and the forwarders (``forwarders``: their keys)."""
 
@@ -293,15 +293,18 @@ def kind_of(rel: str) -> str | None:
 def counted(rel: str) -> bool:
     """Whether staged file ``rel`` counts against the staging bound (``RAYPLEX_STAGING_MAX_MB``):
     the event files and text logs (with their rotated backups), which leave the staging
-    directory once up; not the artifacts (the hub reads them again: appends, copies, moves),
-    the store (its compaction reads it) or the hub's private state: those stay for the run.
+    directory once up, and the store's segments, manifest and log (a segment leaves once up:
+    :func:`rayplex.store.indexer.evict`); not the artifacts (the hub reads them again: appends,
+    copies, moves) or the hub's private state: those stay for the run.
 
     Example:
         >>> [counted(p) for p in ("logs/all.log.2", "tensorboard/a/events.out.tfevents.1",
-        ...                       "artifacts/w.pkl", "store/seg-00000001.parquet")]
-        [True, True, False, False]
+        ...                       "artifacts/w.pkl", "store/seg-00000001.parquet", "store/LOCK")]
+        [True, True, False, True, False]
     """
     top = rel.split("/", 1)[0]
+    if top == layout.STORE_DIR:
+        return kind_of(rel) is not None
     return top in (layout.TENSORBOARD, layout.LOGS) and (
         kind_of(rel) == "stream" or rotated_from(rel) is not None)
 
@@ -309,7 +312,7 @@ def counted(rel: str) -> bool:
 def counted_bytes(staging: str) -> int:
     """The bytes of the files of ``staging`` that :func:`counted` counts."""
     total = 0
-    for top in (layout.TENSORBOARD, layout.LOGS):
+    for top in (layout.TENSORBOARD, layout.LOGS, layout.STORE_DIR):
         for dirpath, _, names in os.walk(os.path.join(staging, top)):
             for name in names:
                 path = os.path.join(dirpath, name)

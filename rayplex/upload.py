@@ -99,6 +99,7 @@ class Uploader:
         self.waiting_since: float | None = None
         self.backoff_s = 0.0
         self._diverged: set[str] = set()
+        self._counted = 0  # the bytes the staging bound counts, at the round's walk
         self.counters: dict[str, Any] = {
             "objects": self.book.objects, "bytes": self.book.bytes, "rounds": 0,
             "failures": 0, "problem": None, "diverged": 0, "lag_bytes": 0, "lag_s": 0.0,
@@ -112,17 +113,18 @@ class Uploader:
         with self.lock:
             self._renew()
             self._finish_pending()
-            states = self._changed_states()
+            tree = self._scan()
+            states = self._changed_states(tree)
             immutables = self._new_immutables(states)
             streams = self._stream_plan()
             waiting = sum(step.end - step.off for step in streams)
             self.counters["lag_bytes"] = waiting
-            self.counters["staging_bytes"] = _tree_bytes(self.staging)
+            self.counters["staging_bytes"] = sum(tree.values())
+            self._counted = sum(size for rel, size in tree.items() if remote.counted(rel))
             if not (streams or immutables or states):
                 self.waiting_since = None
                 self.counters["lag_s"] = 0.0
-                self._retire()
-                self._drop_events()
+                self._tidy(tree)
                 return self._mirror_journal()
             now = time.monotonic()
             self.waiting_since = self.waiting_since or now
@@ -148,8 +150,7 @@ class Uploader:
                 if _is_manifest_log(rel) and not self._log_segments_up(rel, data):
                     continue  # not its snapshot's log, or its segments are not all up yet
                 self._ship("state", rel, 0, len(data), data)
-            self._retire()
-            self._drop_events()
+            self._tidy(tree)
             self._mirror_journal()
             self.waiting_since = None
             self.counters["rounds"] += 1
@@ -263,7 +264,28 @@ class Uploader:
                 except OSError:
                     continue
 
-    def _drop_events(self) -> None:
+    def _tidy(self, tree: Mapping[str, int]) -> None:
+        """After shipping: compacted segments leave the bucket, and what the bucket holds
+        leaves a staging directory (closed event files, store segments); ``tree`` is the
+        round's walk of the staging directory (:meth:`_scan`)."""
+        self._retire()
+        self._drop_events(tree)
+        self._drop_store()
+
+    def _drop_store(self) -> None:
+        """Delete from a staging directory the store segments the bucket holds that compaction
+        no longer reads, or all of them while the staging directory holds more than half its
+        bound (:func:`rayplex.store.indexer.evict`)."""
+        if remote.staged(self.staging) is None or not os.path.isfile(self._local(MANIFEST_REL)):
+            return
+        from rayplex.store.indexer import evict
+
+        small = 0 < self.max_bytes < 2 * self._counted
+        up = self.book.immutables
+        self.counters["deleted"] += evict(self.staging, lambda name: f"{STORE_DIR}/{name}" in up,
+                                          small)
+
+    def _drop_events(self, tree: Mapping[str, int]) -> None:
         """Delete from a staging directory (:func:`rayplex.remote.staged`) the event files that
         the hub closed (``open_files`` does not name them: a closed file is never reopened),
         whose every byte is in the bucket and which every local reader of event files has read
@@ -276,25 +298,22 @@ class Uploader:
         if read is None:
             return
         shipping = {entry["src"] for entry in self.book.pending.values()}
-        root = os.path.join(self.staging, TENSORBOARD)
-        for dirpath, _, names in os.walk(root):
-            for name in names:
-                path = os.path.join(dirpath, name)
-                rel = os.path.relpath(path, self.staging).replace(os.sep, "/")
-                have = self.book.files.get(rel)
-                if (remote.kind_of(rel) != "stream" or rel in open_now or rel in shipping
-                        or have is None):
-                    continue
-                try:
-                    st = os.stat(path)
-                except OSError:
-                    continue
-                if (st.st_ino != have["ino"] or self.book.ends.get(rel, 0) - have["base"]
-                        != st.st_size or any(cursors.get(key, 0) < st.st_size
-                                             for key, cursors in read(rel))):
-                    continue
-                os.remove(path)
-                self.counters["deleted"] += 1
+        for rel in tree:
+            have = self.book.files.get(rel)
+            if (not rel.startswith(f"{TENSORBOARD}/") or remote.kind_of(rel) != "stream"
+                    or rel in open_now or rel in shipping or have is None):
+                continue
+            path = self._local(rel)
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            if (st.st_ino != have["ino"] or self.book.ends.get(rel, 0) - have["base"]
+                    != st.st_size or any(cursors.get(key, 0) < st.st_size
+                                         for key, cursors in read(rel))):
+                continue
+            os.remove(path)
+            self.counters["deleted"] += 1
 
     def _followers(self, stage: remote.Staged
                    ) -> Callable[[str], list[tuple[str, Mapping[str, int]]]] | None:
@@ -380,13 +399,19 @@ class Uploader:
         out.append(Step(rel, done, done, 0, ino, have["gen"], adopt=True))
         return done, done
 
-    def _walk(self) -> list[str]:
-        rels = []
+    def _scan(self) -> dict[str, int]:
+        """The one walk of the staging directory a round: each file's size by its path
+        (``/``-separated, relative), in name order (files gone meanwhile left out)."""
+        tree: dict[str, int] = {}
         for dirpath, _, filenames in os.walk(self.staging):
             for name in filenames:
                 path = os.path.join(dirpath, name)
-                rels.append(os.path.relpath(path, self.staging).replace(os.sep, "/"))
-        return sorted(rels)
+                try:
+                    size = os.path.getsize(path)
+                except OSError:
+                    continue
+                tree[os.path.relpath(path, self.staging).replace(os.sep, "/")] = size
+        return dict(sorted(tree.items()))
 
     def _new_immutables(self, states: list[tuple[str, bytes]]) -> list[str]:
         """The store segments the manifest (its snapshot and log) names that are not up yet
@@ -428,9 +453,9 @@ class Uploader:
         return names is not None and all(name in self.book.immutables for name in names
                                          if not _is_src(name))
 
-    def _changed_states(self) -> list[tuple[str, bytes]]:
+    def _changed_states(self, tree: Mapping[str, int]) -> list[tuple[str, bytes]]:
         out = []
-        for rel in self._walk():
+        for rel in tree:
             if remote.kind_of(rel) != "state":
                 continue
             try:
@@ -643,17 +668,6 @@ def _read_range(path: str, off: int, end: int | None) -> bytes:
     with open(path, "rb") as f:
         f.seek(off)
         return f.read() if end is None else f.read(end - off)
-
-
-def _tree_bytes(root: str) -> int:
-    total = 0
-    for dirpath, _, filenames in os.walk(root):
-        for name in filenames:
-            try:
-                total += os.path.getsize(os.path.join(dirpath, name))
-            except OSError:
-                continue
-    return total
 
 
 class UploaderActor:

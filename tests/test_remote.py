@@ -771,3 +771,70 @@ def test_the_uploader_reads_a_damaged_forwarder_cursor_as_the_forwarder_does(
         assert Cursor.load(path).offsets == closed  # the forwarder recovers the same
     finally:
         hub.close()
+
+
+def _store_bytes_here(staging: Path) -> int:
+    """The bytes of the store's files in a staging directory (its lock aside)."""
+    return sum(p.stat().st_size for p in (staging / "store").glob("*")
+               if p.is_file() and p.name != "LOCK")
+
+
+def test_uploaded_store_segments_leave_staging_count_in_the_bound_and_compaction_still_works(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 26: the store's segments count against the staging bound and leave the staging
+    directory once up: a large segment (compaction never reads it again) at once, a small one
+    when the staging directory holds more than half its bound. The store indexes on (nothing
+    rebuilt, nothing read twice), compacts the segments still here, and the bucket holds
+    every point once."""
+    pytest.importorskip("duckdb")
+
+    import rayplex
+    import rayplex.store.indexer as indexer
+    from rayplex.event_bytes import ScalarTemplate, tag_header
+    from rayplex.events import EventWriter
+    from rayplex.store.format import Layout, Manifest
+
+    assert remote.counted("store/seg-00000001.parquet") and remote.counted("store/MANIFEST.json")
+    bound = 128 * 1024
+    staging, bucket = tmp_path / "staging", tmp_path / "bucket"
+    remote.set_staged(str(staging), remote.Staged(max_bytes=bound, store=True))
+    target = remote.resolve(f"file://{bucket}")
+    assert target is not None
+    template = ScalarTemplate(tag_header("main/x"))
+
+    def committed() -> dict[str, int]:  # every event file is closed: committed whole
+        return {str(p.relative_to(staging)): p.stat().st_size
+                for p in (staging / "tensorboard").rglob("events.out.tfevents.*")}
+
+    up = Uploader(str(staging), target, committed, open_files=lambda: [], segment_s=1e9,
+                  max_bytes=bound)
+    peaks, step, compacted = [0, 0, 0], 0, 0
+    for round_ in range(45):
+        phase = round_ // 15
+        if round_ == 15:  # from now on a segment is large for compaction: it leaves at once
+            monkeypatch.setattr(indexer, "COMPACT_BELOW", 1)
+        if round_ == 30:  # small segments again, a bound the store passes every few rounds
+            monkeypatch.undo()
+            up.max_bytes = bound // 8
+        writer = EventWriter(str(staging / "tensorboard" / "learner"))  # one closed file a round
+        writer.write(b"".join(template.record(1000.0 + s, s, float(s))
+                              for s in range(step, step + 50)))
+        writer.close()
+        step += 50
+        report = rayplex.index(staging)
+        assert report.rebuilt == [] and report.points == 50, round_
+        compacted += report.compacted if phase == 0 else 0
+        assert up.attempt(force=True) is not None
+        peaks[phase] = max(peaks[phase], _store_bytes_here(staging))
+        if phase == 1:  # large segments: nothing of them is left but their markers
+            layout = Layout.of(staging)
+            segments = Manifest.load(layout).segments
+            assert not any((layout.store / name).exists() for seg in segments[-3:]
+                           for name in seg.files)
+    assert remote.counted_bytes(str(staging)) >= _store_bytes_here(staging)
+    assert compacted > 0  # the small segments kept while the bound had room were merged
+    assert peaks[1] < peaks[0] and peaks[2] <= bound // 8, peaks
+    copy = tmp_path / "copy"
+    remote.sync(target, str(copy))
+    frame = rayplex.sql(str(copy), "SELECT step FROM scalars ORDER BY step", refresh=False)
+    assert [int(s) for s in frame["step"]] == list(range(step)), "each point once, in the store"

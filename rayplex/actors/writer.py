@@ -177,7 +177,7 @@ class HubWriter:
     def _full_reason(self) -> str:
         assert self.staged is not None
         return (f"the staging directory holds {self._measured + self._since} bytes of event "
-                f"files and text logs and the bound is {self.staged.max_bytes} "
+                f"files, text logs and store segments and the bound is {self.staged.max_bytes} "
                 "(RAYPLEX_STAGING_MAX_MB); writes resume as the uploader ships and deletes them")
 
     def _appended(self) -> int:

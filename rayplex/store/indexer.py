@@ -52,6 +52,7 @@ from rayplex.config import (
 )
 from rayplex.store.format import (
     CATALOG_KEY,
+    EVICTED_SUFFIX,
     LOCK,
     LOG_FILE,
     SEGMENT_FILE,
@@ -487,7 +488,8 @@ def _remove_orphans(layout: Layout, manifest: Manifest) -> list[str]:
     listed = {name for seg in manifest.segments for name in seg.files}
     removed = []
     for entry in os.scandir(layout.store):
-        if (SEGMENT_FILE.match(entry.name) and entry.name not in listed) or entry.name.startswith(
+        name = entry.name.removesuffix(EVICTED_SUFFIX)  # an eviction marker goes with its file
+        if (SEGMENT_FILE.match(name) and name not in listed) or entry.name.startswith(
                 TEMP_PREFIX):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(entry.path)
@@ -497,11 +499,13 @@ def _remove_orphans(layout: Layout, manifest: Manifest) -> list[str]:
 
 def segment_ok(layout: Layout, segment: Segment) -> bool:
     """True if both files of ``segment`` are there, have their committed sizes and open as
-    Parquet (their footers are intact)."""
+    Parquet (their footers are intact), or left for the bucket (:func:`evict`)."""
     import pyarrow.parquet as pq
 
     for name, size in ((segment.raw, segment.raw_bytes), (segment.pyr, segment.pyr_bytes)):
         path = layout.store / name
+        if layout.evicted(name):
+            continue
         try:
             if path.stat().st_size != size:
                 return False
@@ -652,7 +656,8 @@ def _compact(layout: Layout, manifests: _Manifests, below: int, min_segments: in
     import pyarrow.parquet as pq
 
     manifest = manifests.manifest
-    small = [seg for seg in manifest.segments if seg.rows < below]
+    small = [seg for seg in manifest.segments
+             if seg.rows < below and not layout.evicted(seg.raw)]  # (evicted: in the bucket)
     if len(small) < max(2, min_segments):
         return 0
     table = pa.concat_tables([pq.read_table(layout.store / seg.raw, schema=raw_schema())
@@ -670,6 +675,34 @@ def _compact(layout: Layout, manifests: _Manifests, below: int, min_segments: in
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(layout.store / name)
     return len(small)
+
+
+def evict(logdir: PathLike, up: Callable[[str], bool], small: bool = False) -> int:
+    """In a staging directory (a logdir on object storage), delete the Parquet files of the
+    committed segments that the bucket holds (``up(name)``) and that compaction never reads
+    again (``COMPACT_BELOW`` points or more), or every one with ``small`` (the staging
+    directory near its bound: compaction then merges only the segments still here). Each
+    leaves a marker first (:data:`~rayplex.store.format.EVICTED_SUFFIX`, fsynced), so a
+    segment whose file is gone is never taken for torn and rebuilt (nor compacted: its
+    ``src-<id>.json`` goes too). Under the store's lock. Returns how many files were
+    deleted."""
+    layout = Layout.of(logdir)
+    if not layout.manifest.exists():
+        return 0
+    gone = 0
+    with _locked(layout.store):
+        for seg in Manifest.load(layout).segments:
+            if seg.rows < COMPACT_BELOW and not small:
+                continue
+            for name in (seg.raw, seg.pyr, seg.src):
+                path = layout.store / name
+                if not up(name) or layout.evicted(name) or not path.exists():
+                    continue
+                atomic_write_bytes(os.fspath(path) + EVICTED_SUFFIX, b"")
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                    gone += 1
+    return gone
 
 
 def pending_bytes(layout: Layout, manifest: Manifest | None = None) -> int:
