@@ -99,7 +99,6 @@ class Uploader:
         self.waiting_since: float | None = None
         self.backoff_s = 0.0
         self._diverged: set[str] = set()
-        self._counted = 0  # the bytes the staging bound counts, at the round's walk
         self.counters: dict[str, Any] = {
             "objects": self.book.objects, "bytes": self.book.bytes, "rounds": 0,
             "failures": 0, "problem": None, "diverged": 0, "lag_bytes": 0, "lag_s": 0.0,
@@ -120,7 +119,6 @@ class Uploader:
             waiting = sum(step.end - step.off for step in streams)
             self.counters["lag_bytes"] = waiting
             self.counters["staging_bytes"] = sum(tree.values())
-            self._counted = sum(size for rel, size in tree.items() if remote.counted(rel))
             if not (streams or immutables or states):
                 self.waiting_since = None
                 self.counters["lag_s"] = 0.0
@@ -273,17 +271,15 @@ class Uploader:
         self._drop_store()
 
     def _drop_store(self) -> None:
-        """Delete from a staging directory the store segments the bucket holds that compaction
-        no longer reads, or all of them while the staging directory holds more than half its
-        bound (:func:`rayplex.store.indexer.evict`)."""
+        """Delete from a staging directory the store segments the bucket holds (they are never
+        compacted again: :func:`rayplex.store.indexer.uploaded`)."""
         if remote.staged(self.staging) is None or not os.path.isfile(self._local(MANIFEST_REL)):
             return
-        from rayplex.store.indexer import evict
+        from rayplex.store.indexer import uploaded
 
-        small = 0 < self.max_bytes < 2 * self._counted
         up = self.book.immutables
-        self.counters["deleted"] += evict(self.staging, lambda name: f"{STORE_DIR}/{name}" in up,
-                                          small)
+        self.counters["deleted"] += uploaded(self.staging,
+                                             lambda name: f"{STORE_DIR}/{name}" in up)
 
     def _drop_events(self, tree: Mapping[str, int]) -> None:
         """Delete from a staging directory (:func:`rayplex.remote.staged`) the event files that

@@ -779,25 +779,23 @@ def _store_bytes_here(staging: Path) -> int:
                if p.is_file() and p.name != "LOCK")
 
 
-def test_uploaded_store_segments_leave_staging_count_in_the_bound_and_compaction_still_works(
+def test_store_segments_leave_staging_once_up_count_in_the_bound_and_go_up_once(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Issue 26: the store's segments count against the staging bound and leave the staging
-    directory once up: a large segment (compaction never reads it again) at once, a small one
-    when the staging directory holds more than half its bound. The store indexes on (nothing
-    rebuilt, nothing read twice), compacts the segments still here, and the bucket holds
-    every point once."""
+    """Issue 26: the store's files count against the staging bound, and a segment leaves the
+    staging directory once the bucket holds it. Compaction merges the segments not yet up
+    (one that is up is never merged again: each store object is PUT once, none deleted from
+    the bucket); the store indexes on (nothing rebuilt); the bucket holds every point once."""
     pytest.importorskip("duckdb")
 
     import rayplex
-    import rayplex.store.indexer as indexer
     from rayplex.event_bytes import ScalarTemplate, tag_header
     from rayplex.events import EventWriter
     from rayplex.store.format import Layout, Manifest
 
     assert remote.counted("store/seg-00000001.parquet") and remote.counted("store/MANIFEST.json")
-    bound = 128 * 1024
+    puts = _Puts(monkeypatch)
     staging, bucket = tmp_path / "staging", tmp_path / "bucket"
-    remote.set_staged(str(staging), remote.Staged(max_bytes=bound, store=True))
+    remote.set_staged(str(staging), remote.Staged(max_bytes=1 << 20, store=True))
     target = remote.resolve(f"file://{bucket}")
     assert target is not None
     template = ScalarTemplate(tag_header("main/x"))
@@ -806,16 +804,9 @@ def test_uploaded_store_segments_leave_staging_count_in_the_bound_and_compaction
         return {str(p.relative_to(staging)): p.stat().st_size
                 for p in (staging / "tensorboard").rglob("events.out.tfevents.*")}
 
-    up = Uploader(str(staging), target, committed, open_files=lambda: [], segment_s=1e9,
-                  max_bytes=bound)
-    peaks, step, compacted = [0, 0, 0], 0, 0
-    for round_ in range(45):
-        phase = round_ // 15
-        if round_ == 15:  # from now on a segment is large for compaction: it leaves at once
-            monkeypatch.setattr(indexer, "COMPACT_BELOW", 1)
-        if round_ == 30:  # small segments again, a bound the store passes every few rounds
-            monkeypatch.undo()
-            up.max_bytes = bound // 8
+    up = Uploader(str(staging), target, committed, open_files=lambda: [], segment_s=1e9)
+    peaks, step, compacted = [0, 0], 0, 0
+    for round_ in range(40):
         writer = EventWriter(str(staging / "tensorboard" / "learner"))  # one closed file a round
         writer.write(b"".join(template.record(1000.0 + s, s, float(s))
                               for s in range(step, step + 50)))
@@ -823,17 +814,22 @@ def test_uploaded_store_segments_leave_staging_count_in_the_bound_and_compaction
         step += 50
         report = rayplex.index(staging)
         assert report.rebuilt == [] and report.points == 50, round_
-        compacted += report.compacted if phase == 0 else 0
-        assert up.attempt(force=True) is not None
+        compacted += report.compacted
+        phase = round_ // 20  # uploads every 10th round, then every round
         peaks[phase] = max(peaks[phase], _store_bytes_here(staging))
-        if phase == 1:  # large segments: nothing of them is left but their markers
+        if phase or round_ % 10 == 9:
+            assert up.attempt(force=True) is not None
             layout = Layout.of(staging)
-            segments = Manifest.load(layout).segments
-            assert not any((layout.store / name).exists() for seg in segments[-3:]
-                           for name in seg.files)
-    assert remote.counted_bytes(str(staging)) >= _store_bytes_here(staging)
-    assert compacted > 0  # the small segments kept while the bound had room were merged
-    assert peaks[1] < peaks[0] and peaks[2] <= bound // 8, peaks
+            assert all(layout.uploaded(seg) and not any(
+                (layout.store / name).exists() for name in seg.files)
+                for seg in Manifest.load(layout).segments), round_  # all up: none left here
+    assert compacted > 0  # the segments not yet up were merged before they went up
+    assert peaks[1] < peaks[0] / 3, peaks  # uploaded at once, a segment at a time is here
+    store_puts = [key for key, _ in puts.keys
+                  if key.startswith("store/") and "MANIFEST" not in key]
+    assert len(store_puts) == len(set(store_puts))
+    assert {k for k in store_puts if k.endswith(".parquet")} == {
+        f"store/{p.name}" for p in (bucket / "store").glob("*.parquet")}  # none deleted
     copy = tmp_path / "copy"
     remote.sync(target, str(copy))
     frame = rayplex.sql(str(copy), "SELECT step FROM scalars ORDER BY step", refresh=False)

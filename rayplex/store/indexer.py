@@ -52,10 +52,10 @@ from rayplex.config import (
 )
 from rayplex.store.format import (
     CATALOG_KEY,
-    EVICTED_SUFFIX,
     LOCK,
     LOG_FILE,
     SEGMENT_FILE,
+    UPLOADED_SUFFIX,
     Change,
     Layout,
     Manifest,
@@ -488,7 +488,7 @@ def _remove_orphans(layout: Layout, manifest: Manifest) -> list[str]:
     listed = {name for seg in manifest.segments for name in seg.files}
     removed = []
     for entry in os.scandir(layout.store):
-        name = entry.name.removesuffix(EVICTED_SUFFIX)  # an eviction marker goes with its file
+        name = entry.name.removesuffix(UPLOADED_SUFFIX)  # a segment's marker goes with it
         if (SEGMENT_FILE.match(name) and name not in listed) or entry.name.startswith(
                 TEMP_PREFIX):
             with contextlib.suppress(FileNotFoundError):
@@ -499,13 +499,13 @@ def _remove_orphans(layout: Layout, manifest: Manifest) -> list[str]:
 
 def segment_ok(layout: Layout, segment: Segment) -> bool:
     """True if both files of ``segment`` are there, have their committed sizes and open as
-    Parquet (their footers are intact), or left for the bucket (:func:`evict`)."""
+    Parquet (their footers are intact), or if the bucket holds it (:func:`uploaded`)."""
     import pyarrow.parquet as pq
 
+    if layout.uploaded(segment):
+        return True
     for name, size in ((segment.raw, segment.raw_bytes), (segment.pyr, segment.pyr_bytes)):
         path = layout.store / name
-        if layout.evicted(name):
-            continue
         try:
             if path.stat().st_size != size:
                 return False
@@ -657,7 +657,7 @@ def _compact(layout: Layout, manifests: _Manifests, below: int, min_segments: in
 
     manifest = manifests.manifest
     small = [seg for seg in manifest.segments
-             if seg.rows < below and not layout.evicted(seg.raw)]  # (evicted: in the bucket)
+             if seg.rows < below and not layout.uploaded(seg)]  # (up: PUT once, kept)
     if len(small) < max(2, min_segments):
         return 0
     table = pa.concat_tables([pq.read_table(layout.store / seg.raw, schema=raw_schema())
@@ -677,14 +677,13 @@ def _compact(layout: Layout, manifests: _Manifests, below: int, min_segments: in
     return len(small)
 
 
-def evict(logdir: PathLike, up: Callable[[str], bool], small: bool = False) -> int:
-    """In a staging directory (a logdir on object storage), delete the Parquet files of the
-    committed segments that the bucket holds (``up(name)``) and that compaction never reads
-    again (``COMPACT_BELOW`` points or more), or every one with ``small`` (the staging
-    directory near its bound: compaction then merges only the segments still here). Each
-    leaves a marker first (:data:`~rayplex.store.format.EVICTED_SUFFIX`, fsynced), so a
-    segment whose file is gone is never taken for torn and rebuilt (nor compacted: its
-    ``src-<id>.json`` goes too). Under the store's lock. Returns how many files were
+def uploaded(logdir: PathLike, up: Callable[[str], bool]) -> int:
+    """In a staging directory (a logdir on object storage), mark each committed segment whose
+    every file the bucket holds (``up(name)``) and delete its files here. The marker
+    (:data:`~rayplex.store.format.UPLOADED_SUFFIX`, fsynced) comes first, so a segment whose
+    files are gone is never taken for torn (a rebuild from event files deleted meanwhile
+    would lose its points), and compaction leaves it alone (the bucket holds it: merged
+    again, it would be PUT again). Under the store's lock. Returns how many files were
     deleted."""
     layout = Layout.of(logdir)
     if not layout.manifest.exists():
@@ -692,15 +691,13 @@ def evict(logdir: PathLike, up: Callable[[str], bool], small: bool = False) -> i
     gone = 0
     with _locked(layout.store):
         for seg in Manifest.load(layout).segments:
-            if seg.rows < COMPACT_BELOW and not small:
+            if not all(up(name) for name in seg.files if name != seg.src or not seg.sources):
                 continue
-            for name in (seg.raw, seg.pyr, seg.src):
-                path = layout.store / name
-                if not up(name) or layout.evicted(name) or not path.exists():
-                    continue
-                atomic_write_bytes(os.fspath(path) + EVICTED_SUFFIX, b"")
+            if not layout.uploaded(seg):
+                atomic_write_bytes(layout.store / (seg.raw + UPLOADED_SUFFIX), b"")
+            for name in seg.files:
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
+                    os.unlink(layout.store / name)
                     gone += 1
     return gone
 
