@@ -309,17 +309,30 @@ def counted(rel: str) -> bool:
         kind_of(rel) == "stream" or rotated_from(rel) is not None)
 
 
-def counted_bytes(staging: str) -> int:
-    """The bytes of the files of ``staging`` that :func:`counted` counts."""
-    total = 0
-    for top in (layout.TENSORBOARD, layout.LOGS, layout.STORE_DIR):
-        for dirpath, _, names in os.walk(os.path.join(staging, top)):
+COUNTED_TREES = (layout.TENSORBOARD, layout.LOGS, layout.STORE_DIR)
+"""The top directories of a logdir whose files :func:`counted` may count."""
+
+
+def tree_sizes(root: str, tops: tuple[str, ...]) -> dict[str, int]:
+    """The size of every file under ``root``'s directories ``tops``, by its ``/``-separated
+    path relative to ``root`` (one walk; files gone meanwhile left out)."""
+    sizes: dict[str, int] = {}
+    for top in tops:
+        for dirpath, _, names in os.walk(os.path.join(root, top)):
             for name in names:
                 path = os.path.join(dirpath, name)
-                if counted(os.path.relpath(path, staging).replace(os.sep, "/")):
-                    with contextlib.suppress(OSError):
-                        total += os.path.getsize(path)
-    return total
+                with contextlib.suppress(OSError):
+                    sizes[os.path.relpath(path, root).replace(os.sep, "/")] = \
+                        os.path.getsize(path)
+    return sizes
+
+
+def counted_bytes(staging: str, sizes: dict[str, int] | None = None) -> int:
+    """The bytes of the files of ``staging`` that :func:`counted` counts (from ``sizes``, a
+    :func:`tree_sizes` walk covering :data:`COUNTED_TREES`, when given)."""
+    if sizes is None:
+        sizes = tree_sizes(staging, COUNTED_TREES)
+    return sum(size for rel, size in sizes.items() if counted(rel))
 
 
 def object_key(rel: str, offset: int, gen: int = 0) -> str:
