@@ -96,7 +96,7 @@ def run_rayplex(endpoint: str, clients: int, procs: int, rate: float,
     hub.register_indexed_group("agent", 1)
     scalars = sum(ray.get([worker.remote(list(range(p, clients, procs)))
                            for p in range(procs)]))
-    rayplex.shutdown("bench-s3")
+    rayplex.shutdown("bench-s3", timeout=300)  # everything in the bucket before it counts
     stored = sum(os.path.getsize(os.path.join(d, f))
                  for d, _, fs in os.walk(os.path.join(hub.logdir, "tensorboard")) for f in fs)
     return {"scalars": scalars, "event_bytes_stored": stored}
