@@ -99,6 +99,7 @@ class Uploader:
         self.waiting_since: float | None = None
         self.backoff_s = 0.0
         self._diverged: set[str] = set()
+        self._store_dropped_at = -1  # book.objects when the store's uploaded segments last left
         self.counters: dict[str, Any] = {
             "objects": self.book.objects, "bytes": self.book.bytes, "rounds": 0,
             "failures": 0, "problem": None, "diverged": 0, "lag_bytes": 0, "lag_s": 0.0,
@@ -273,13 +274,15 @@ class Uploader:
     def _drop_store(self) -> None:
         """Delete from a staging directory the store segments the bucket holds (they are never
         compacted again: :func:`rayplex.store.indexer.uploaded`)."""
-        if remote.staged(self.staging) is None or not os.path.isfile(self._local(MANIFEST_REL)):
-            return
+        if (self._store_dropped_at == self.book.objects or remote.staged(self.staging) is None
+                or not os.path.isfile(self._local(MANIFEST_REL))):
+            return  # nothing went up since the last time (the store's lock is not taken)
         from rayplex.store.indexer import uploaded
 
         up = self.book.immutables
         self.counters["deleted"] += uploaded(self.staging,
                                              lambda name: f"{STORE_DIR}/{name}" in up)
+        self._store_dropped_at = self.book.objects
 
     def _drop_events(self, tree: Mapping[str, int]) -> None:
         """Delete from a staging directory (:func:`rayplex.remote.staged`) the event files that
