@@ -3,17 +3,18 @@ tensorboardX's S3 writer (one ``SummaryWriter("s3://...")`` per worker), both wr
 S3-compatible server (moto's, versioning on: every PUT that landed is a version, counted with
 its size).
 
-W workers log R scalars/s each for T seconds. tensorboardX re-uploads each worker's whole event
+C clients (``--clients``, 500 by default: one ``Logger`` each, multiplexed over ``--procs`` Ray
+tasks) log R scalars/s each for T seconds into rayplex; W tensorboardX writers (``--workers``)
+do the same and are scaled to C. tensorboardX re-uploads each worker's whole event
 file at every flush (``flush_secs``), so its bytes grow with the square of the run's length;
 rayplex uploads each committed byte once (segments every ``RAYPLEX_UPLOAD_SEGMENT_S``).
-Both are scaled to one hour and to the issue's 500 workers x 10 scalars/s (this 2-core machine
-runs 8 and scales, as the issue allows): rayplex's PUTs of per-run streams (event files, logs)
-and of the store scale with the workers (one run per worker, points per second), its
-per-experiment objects (the upload journal's mirror, the claim, the registry, directory markers)
-do not; tensorboardX PUTs one whole file per writer per flush, its bytes by its formula.
+rayplex runs the issue's 500 clients x 10 scalars/s itself and is scaled only in time (T
+seconds to one hour: its PUTs are per upload round and per run, so they grow linearly);
+tensorboardX (this 2-core machine runs 8 writers, as the issue allows) PUTs one whole file per
+writer per flush: 500 x flushes per hour, its bytes by its formula.
 
-    python benchmarks/bench_s3.py --workers 8 --rate 10 --seconds 60 --tbx-flush-s 10 \
-        --segment-s 30
+    python benchmarks/bench_s3.py --clients 500 --procs 4 --rate 10 --seconds 120 \
+        --workers 8 --tbx-flush-s 10 --segment-s 30
 """
 
 from __future__ import annotations
@@ -71,27 +72,31 @@ def versions(client: Any, prefix: str) -> tuple[int, int, int, int]:
     return len(keys), puts, size, latest
 
 
-def run_rayplex(endpoint: str, workers: int, rate: float, seconds: float) -> dict[str, Any]:
+def run_rayplex(endpoint: str, clients: int, procs: int, rate: float,
+                seconds: float) -> dict[str, Any]:
     import ray
 
     import rayplex
 
     @ray.remote(num_cpus=0)
-    def worker(i: int) -> int:
-        log = rayplex.get_logger(f"agent/{i}", hub="bench-s3")
+    def worker(ids: list[int]) -> int:
+        logs = [rayplex.get_logger(f"agent/{i}", hub="bench-s3") for i in ids]
         n, start = 0, time.monotonic()
         while time.monotonic() - start < seconds:
-            log.add_scalar("x", float(n), step=n)
+            for log in logs:
+                log.add_scalar("x", float(n), step=n)
             n += 1
             time.sleep(max(0.0, start + n / rate - time.monotonic()))
-        log.flush(timeout=120)
-        return n
+        for log in logs:
+            log.flush(timeout=120)
+        return n * len(logs)
 
     uri = f"s3://{BUCKET}/rayplex?endpoint_override={endpoint}&scheme=http&region=us-east-1"
     hub = rayplex.init(uri, name="bench-s3")
     hub.register_indexed_group("agent", 1)
-    scalars = sum(ray.get([worker.remote(i) for i in range(workers)]))
-    rayplex.shutdown("bench-s3")
+    scalars = sum(ray.get([worker.remote(list(range(p, clients, procs)))
+                           for p in range(procs)]))
+    rayplex.shutdown("bench-s3", timeout=300)  # everything in the bucket before it counts
     stored = sum(os.path.getsize(os.path.join(d, f))
                  for d, _, fs in os.walk(os.path.join(hub.logdir, "tensorboard")) for f in fs)
     return {"scalars": scalars, "event_bytes_stored": stored}
@@ -126,7 +131,9 @@ def run_tbx(endpoint: str, workers: int, rate: float, seconds: float,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--clients", type=int, default=500, help="rayplex Loggers")
+    parser.add_argument("--procs", type=int, default=4, help="Ray tasks the Loggers share")
+    parser.add_argument("--workers", type=int, default=8, help="tensorboardX writers")
     parser.add_argument("--rate", type=float, default=10.0)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--tbx-flush-s", type=float, default=10.0)
@@ -142,7 +149,7 @@ def main() -> None:
     ray.init(address="local", include_dashboard=False, configure_logging=False)
     srv, client, endpoint = server()
     try:
-        rp = run_rayplex(endpoint, args.workers, args.rate, args.seconds)
+        rp = run_rayplex(endpoint, args.clients, args.procs, args.rate, args.seconds)
         rp_objects, rp_puts, rp_bytes, rp_stored = versions(client, "rayplex/")
         rp["puts_by_tree"] = dict(KINDS)
         # the store's small segments are merged and deleted as it compacts: bytes PUT twice
@@ -157,14 +164,16 @@ def main() -> None:
     hour = 3600.0 / args.seconds
     flushes_per_hour = 3600.0 / args.tbx_flush_s
     result = {
-        "workers": args.workers, "rate": args.rate, "seconds": args.seconds,
+        "clients": args.clients, "procs": args.procs, "tbx_workers": args.workers,
+        "rate": args.rate, "seconds": args.seconds,
         "rayplex": {**rp, "objects": rp_objects, "puts": rp_puts, "bytes_put": rp_bytes,
                     "bytes_stored": rp_stored,
                     "bytes_put_per_byte_stored": round(rp_bytes / max(1, rp_stored), 3),
                     "segment_s": args.segment_s,
                     "puts_per_experiment": fixed,
+                    "scalars_per_s": round(rp["scalars"] / args.seconds),
                     "puts_per_hour_500_workers": round(
-                        (rp_puts - fixed) * hour * 500 / args.workers + fixed * hour)},
+                        (rp_puts - fixed) * hour * 500 / args.clients + fixed * hour)},
         "tensorboardX": {**tb, "objects": tb_objects, "puts": tb_puts, "bytes_put": tb_bytes,
                          "bytes_stored": tb_stored,
                          "bytes_put_per_byte_stored": round(tb_bytes / max(1, tb_stored), 3),

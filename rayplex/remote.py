@@ -207,7 +207,7 @@ def set_staging_full(staging: str, reason: str | None) -> None:
 @dataclass(frozen=True)
 class Staged:
     """How the hub and the uploader keep a staging directory small: ``max_bytes`` bounds the
-    bytes of its event files, text logs and artifacts (0: no bound); an event file is closed
+    bytes of its event files, text logs and store (0: no bound); an event file is closed
     past ``rotate_bytes`` or ``rotate_s``; a closed one is deleted once it is in the bucket and
     read by the store feed (``store``) and the forwarders (``forwarders``: their keys)."""
 
@@ -293,30 +293,46 @@ def kind_of(rel: str) -> str | None:
 def counted(rel: str) -> bool:
     """Whether staged file ``rel`` counts against the staging bound (``RAYPLEX_STAGING_MAX_MB``):
     the event files and text logs (with their rotated backups), which leave the staging
-    directory once up; not the artifacts (the hub reads them again: appends, copies, moves),
-    the store (its compaction reads it) or the hub's private state: those stay for the run.
+    directory once up, and the store's segments, manifest and log (a segment leaves once up:
+    :func:`rayplex.store.indexer.uploaded`); not the artifacts (the hub reads them again: appends,
+    copies, moves) or the hub's private state: those stay for the run.
 
     Example:
         >>> [counted(p) for p in ("logs/all.log.2", "tensorboard/a/events.out.tfevents.1",
-        ...                       "artifacts/w.pkl", "store/seg-00000001.parquet")]
-        [True, True, False, False]
+        ...                       "artifacts/w.pkl", "store/seg-00000001.parquet", "store/LOCK")]
+        [True, True, False, True, False]
     """
     top = rel.split("/", 1)[0]
+    if top == layout.STORE_DIR:
+        return kind_of(rel) is not None
     return top in (layout.TENSORBOARD, layout.LOGS) and (
         kind_of(rel) == "stream" or rotated_from(rel) is not None)
 
 
-def counted_bytes(staging: str) -> int:
-    """The bytes of the files of ``staging`` that :func:`counted` counts."""
-    total = 0
-    for top in (layout.TENSORBOARD, layout.LOGS):
-        for dirpath, _, names in os.walk(os.path.join(staging, top)):
+COUNTED_TREES = (layout.TENSORBOARD, layout.LOGS, layout.STORE_DIR)
+"""The top directories of a logdir whose files :func:`counted` may count."""
+
+
+def tree_sizes(root: str, tops: tuple[str, ...]) -> dict[str, int]:
+    """The size of every file under ``root``'s directories ``tops``, by its ``/``-separated
+    path relative to ``root`` (one walk; files gone meanwhile left out)."""
+    sizes: dict[str, int] = {}
+    for top in tops:
+        for dirpath, _, names in os.walk(os.path.join(root, top)):
             for name in names:
                 path = os.path.join(dirpath, name)
-                if counted(os.path.relpath(path, staging).replace(os.sep, "/")):
-                    with contextlib.suppress(OSError):
-                        total += os.path.getsize(path)
-    return total
+                with contextlib.suppress(OSError):
+                    sizes[os.path.relpath(path, root).replace(os.sep, "/")] = \
+                        os.path.getsize(path)
+    return sizes
+
+
+def counted_bytes(staging: str, sizes: dict[str, int] | None = None) -> int:
+    """The bytes of the files of ``staging`` that :func:`counted` counts (from ``sizes``, a
+    :func:`tree_sizes` walk covering :data:`COUNTED_TREES`, when given)."""
+    if sizes is None:
+        sizes = tree_sizes(staging, COUNTED_TREES)
+    return sum(size for rel, size in sizes.items() if counted(rel))
 
 
 def object_key(rel: str, offset: int, gen: int = 0) -> str:

@@ -32,6 +32,7 @@ import ray
 from rayplex import remote
 from rayplex.actors import QUERY_GROUP, detached, get_hub, say_to_hub
 from rayplex.config import CLAIM_LEASE_S, HUB_CALL_TIMEOUT_S, STORE_BACKOFF_MAX_S, STORE_IDLE_POLL_S
+from rayplex.cursor import Cursor
 from rayplex.layout import MANIFEST, MANIFEST_LOG, STORE_DIR, TENSORBOARD, forward_cursor_path
 from rayplex.nested import drain
 
@@ -98,6 +99,7 @@ class Uploader:
         self.waiting_since: float | None = None
         self.backoff_s = 0.0
         self._diverged: set[str] = set()
+        self._store_dropped_at = -1  # book.objects when the store's uploaded segments last left
         self.counters: dict[str, Any] = {
             "objects": self.book.objects, "bytes": self.book.bytes, "rounds": 0,
             "failures": 0, "problem": None, "diverged": 0, "lag_bytes": 0, "lag_s": 0.0,
@@ -111,17 +113,17 @@ class Uploader:
         with self.lock:
             self._renew()
             self._finish_pending()
-            states = self._changed_states()
+            tree = self._scan()
+            states = self._changed_states(tree)
             immutables = self._new_immutables(states)
             streams = self._stream_plan()
             waiting = sum(step.end - step.off for step in streams)
             self.counters["lag_bytes"] = waiting
-            self.counters["staging_bytes"] = _tree_bytes(self.staging)
+            self.counters["staging_bytes"] = sum(tree.values())
             if not (streams or immutables or states):
                 self.waiting_since = None
                 self.counters["lag_s"] = 0.0
-                self._retire()
-                self._drop_events()
+                self._tidy(tree)
                 return self._mirror_journal()
             now = time.monotonic()
             self.waiting_since = self.waiting_since or now
@@ -147,8 +149,7 @@ class Uploader:
                 if _is_manifest_log(rel) and not self._log_segments_up(rel, data):
                     continue  # not its snapshot's log, or its segments are not all up yet
                 self._ship("state", rel, 0, len(data), data)
-            self._retire()
-            self._drop_events()
+            self._tidy(tree)
             self._mirror_journal()
             self.waiting_since = None
             self.counters["rounds"] += 1
@@ -262,7 +263,28 @@ class Uploader:
                 except OSError:
                     continue
 
-    def _drop_events(self) -> None:
+    def _tidy(self, tree: Mapping[str, int]) -> None:
+        """After shipping: compacted segments leave the bucket, and what the bucket holds
+        leaves a staging directory (closed event files, store segments); ``tree`` is the
+        round's walk of the staging directory (:meth:`_scan`)."""
+        self._retire()
+        self._drop_events(tree)
+        self._drop_store()
+
+    def _drop_store(self) -> None:
+        """Delete from a staging directory the store segments the bucket holds (they are never
+        compacted again: :func:`rayplex.store.indexer.uploaded`)."""
+        if (self._store_dropped_at == self.book.objects or remote.staged(self.staging) is None
+                or not os.path.isfile(self._local(MANIFEST_REL))):
+            return  # nothing went up since the last time (the store's lock is not taken)
+        from rayplex.store.indexer import uploaded
+
+        up = self.book.immutables
+        self.counters["deleted"] += uploaded(self.staging,
+                                             lambda name: f"{STORE_DIR}/{name}" in up)
+        self._store_dropped_at = self.book.objects
+
+    def _drop_events(self, tree: Mapping[str, int]) -> None:
         """Delete from a staging directory (:func:`rayplex.remote.staged`) the event files that
         the hub closed (``open_files`` does not name them: a closed file is never reopened),
         whose every byte is in the bucket and which every local reader of event files has read
@@ -275,30 +297,27 @@ class Uploader:
         if read is None:
             return
         shipping = {entry["src"] for entry in self.book.pending.values()}
-        root = os.path.join(self.staging, TENSORBOARD)
-        for dirpath, _, names in os.walk(root):
-            for name in names:
-                path = os.path.join(dirpath, name)
-                rel = os.path.relpath(path, self.staging).replace(os.sep, "/")
-                have = self.book.files.get(rel)
-                if (remote.kind_of(rel) != "stream" or rel in open_now or rel in shipping
-                        or have is None):
-                    continue
-                try:
-                    st = os.stat(path)
-                except OSError:
-                    continue
-                if (st.st_ino != have["ino"] or self.book.ends.get(rel, 0) - have["base"]
-                        != st.st_size or any(cursors.get(key, 0) < st.st_size
-                                             for key, cursors in read(rel))):
-                    continue
-                os.remove(path)
-                self.counters["deleted"] += 1
+        for rel in tree:
+            have = self.book.files.get(rel)
+            if (not rel.startswith(f"{TENSORBOARD}/") or remote.kind_of(rel) != "stream"
+                    or rel in open_now or rel in shipping or have is None):
+                continue
+            path = self._local(rel)
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            if (st.st_ino != have["ino"] or self.book.ends.get(rel, 0) - have["base"]
+                    != st.st_size or any(cursors.get(key, 0) < st.st_size
+                                         for key, cursors in read(rel))):
+                continue
+            os.remove(path)
+            self.counters["deleted"] += 1
 
     def _followers(self, stage: remote.Staged
                    ) -> Callable[[str], list[tuple[str, Mapping[str, int]]]] | None:
-        """For an event file, each local follower's cursor key and cursors; ``None`` if a
-        cursor cannot be read (then nothing is deleted)."""
+        """For an event file, each local follower's cursor key and cursors; ``None`` if the
+        store's manifest cannot be read (then nothing is deleted)."""
         maps: list[tuple[bool, Mapping[str, int]]] = []
         if stage.store:
             from rayplex.store.format import Layout, Manifest
@@ -308,14 +327,10 @@ class Uploader:
             except Exception:
                 return None
         for key in stage.forwarders:
-            try:  # the forwarder's cursor file (rayplex.forward.follow.Cursor): its offsets
-                with open(forward_cursor_path(self.staging, key), "rb") as f:
-                    offsets = json.loads(f.read())["offsets"]
-            except FileNotFoundError:
-                offsets = {}  # it has forwarded nothing yet
-            except (OSError, ValueError, KeyError, TypeError):
-                return None
-            maps.append((False, {str(k): int(v) for k, v in offsets.items()}))
+            # read as the forwarder recovers it (its second copy if damaged; none, or both
+            # damaged: empty, so nothing it follows is deleted), never set aside: it is its file
+            cursor, _ = Cursor.recover(forward_cursor_path(self.staging, key), set_aside=False)
+            maps.append((False, cursor.offsets))
         prefix = TENSORBOARD + "/"
         return lambda rel: [(rel[len(prefix):] if store else rel, cursors)
                             for store, cursors in maps]
@@ -383,13 +398,19 @@ class Uploader:
         out.append(Step(rel, done, done, 0, ino, have["gen"], adopt=True))
         return done, done
 
-    def _walk(self) -> list[str]:
-        rels = []
+    def _scan(self) -> dict[str, int]:
+        """The one walk of the staging directory a round: each file's size by its path
+        (``/``-separated, relative), in name order (files gone meanwhile left out)."""
+        tree: dict[str, int] = {}
         for dirpath, _, filenames in os.walk(self.staging):
             for name in filenames:
                 path = os.path.join(dirpath, name)
-                rels.append(os.path.relpath(path, self.staging).replace(os.sep, "/"))
-        return sorted(rels)
+                try:
+                    size = os.path.getsize(path)
+                except OSError:
+                    continue
+                tree[os.path.relpath(path, self.staging).replace(os.sep, "/")] = size
+        return dict(sorted(tree.items()))
 
     def _new_immutables(self, states: list[tuple[str, bytes]]) -> list[str]:
         """The store segments the manifest (its snapshot and log) names that are not up yet
@@ -431,9 +452,9 @@ class Uploader:
         return names is not None and all(name in self.book.immutables for name in names
                                          if not _is_src(name))
 
-    def _changed_states(self) -> list[tuple[str, bytes]]:
+    def _changed_states(self, tree: Mapping[str, int]) -> list[tuple[str, bytes]]:
         out = []
-        for rel in self._walk():
+        for rel in tree:
             if remote.kind_of(rel) != "state":
                 continue
             try:
@@ -646,17 +667,6 @@ def _read_range(path: str, off: int, end: int | None) -> bytes:
     with open(path, "rb") as f:
         f.seek(off)
         return f.read() if end is None else f.read(end - off)
-
-
-def _tree_bytes(root: str) -> int:
-    total = 0
-    for dirpath, _, filenames in os.walk(root):
-        for name in filenames:
-            try:
-                total += os.path.getsize(os.path.join(dirpath, name))
-            except OSError:
-                continue
-    return total
 
 
 class UploaderActor:

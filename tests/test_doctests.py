@@ -21,7 +21,7 @@ PURE_MODULES = [
     "rayplex.projector", "rayplex.compat.tensorplex", "rayplex.compat._rows",
     "rayplex.forward", "rayplex.forward.follow", "rayplex.forward.trackers", "rayplex.integrations._common",
     "rayplex.integrations.train", "rayplex.nested", "rayplex.watch", "rayplex.actors.watchbook",
-    "rayplex.actors.notify",
+    "rayplex.actors.notify", "rayplex.cursor",
 ]
 
 

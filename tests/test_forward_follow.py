@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from tensorboardX.proto.summary_pb2 import Summary
 
+from rayplex.cursor import Cursor
 from rayplex.event_bytes import ScalarTemplate, event_record, tag_header
 from rayplex.events import EventWriter
-from rayplex.forward.follow import Cursor, Point, read_committed
+from rayplex.forward.follow import Point, read_committed
 from rayplex.forward.trackers import MLFLOW_MAX_BYTES, MLflow, mlflow_batches, wandb_rows
 from rayplex.media import image_value
 from rayplex.tfrecord import frame

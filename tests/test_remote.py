@@ -676,8 +676,8 @@ def test_a_closed_event_file_leaves_staging_only_once_every_forwarder_read_it(
     while a forwarder's cursor is behind its end (the forwarder reads it there), and leaves it
     at the first upload round after the cursor passed its end."""
     from rayplex.actors.hub import Hub
+    from rayplex.cursor import Cursor
     from rayplex.encoder import Encoder
-    from rayplex.forward.follow import Cursor
     from rayplex.items import Scalar
     from rayplex.layout import forward_cursor_path
     from rayplex.records import NodeCall
@@ -720,3 +720,169 @@ def test_a_closed_event_file_leaves_staging_only_once_every_forwarder_read_it(
         assert closed() == {} and up.counters["deleted"] == len(behind)
     finally:
         hub.close()
+
+
+def test_the_uploader_reads_a_damaged_forwarder_cursor_as_the_forwarder_does(
+        tmp_path: Path) -> None:
+    """A forwarder's cursor file damaged (a torn write) while its second copy (``.bak``) holds
+    the offsets: the uploader reads the copy, as the forwarder itself would on restart
+    (one codec, :class:`rayplex.cursor.Cursor`), deletes the closed event files that copy says
+    were read, and leaves the damaged file where it is (the forwarder owns it). Both copies
+    damaged: nothing is deleted."""
+    from rayplex.actors.hub import Hub
+    from rayplex.cursor import Cursor
+    from rayplex.encoder import Encoder
+    from rayplex.items import Scalar
+    from rayplex.layout import forward_cursor_path
+    from rayplex.records import NodeCall
+
+    staging, bucket = tmp_path / "staging", tmp_path / "bucket"
+    remote.set_staged(str(staging), remote.Staged(rotate_bytes=1024, rotate_s=3600.0,
+                                                  forwarders=("mlflow",)))
+    target = remote.resolve(f"file://{bucket}")
+    assert target is not None
+    hub = Hub("damaged", str(staging))
+    try:
+        up = Uploader(str(staging), target, hub.writer.committed_files,
+                      open_files=hub.writer.open_event_files, segment_s=1e9)
+        for seq in range(1, 31):
+            batch = Encoder(hub.registry).encode(
+                [Scalar("learner/a", "x", seq * 10 + i, 1.0, float(i)) for i in range(5)],
+                "w1", seq, hub.experiment)
+            assert hub.write_node(NodeCall("n", seq, [batch]))[0].error is None
+            assert up.attempt(force=True) is not None
+        open_now = set(hub.writer.open_event_files())
+        closed = {str(p.relative_to(staging)): p.stat().st_size
+                  for p in (staging / "tensorboard").rglob("events.out.tfevents.*")
+                  if str(p.relative_to(staging)) not in open_now}
+        assert len(closed) >= 2
+        path = forward_cursor_path(str(staging), "mlflow")
+        Cursor(offsets=closed).save(path)
+        for damaged in (path, path + ".bak"):  # both damaged
+            Path(damaged).write_bytes(Path(damaged).read_bytes()[:-7])
+        assert up.attempt(force=True) is not None
+        assert up.counters["deleted"] == 0
+        Cursor(offsets=closed).save(path)
+        Path(path).write_bytes(Path(path).read_bytes()[:-7])  # torn: the copy is whole
+        assert up.attempt(force=True) is not None
+        assert up.counters["deleted"] == len(closed)
+        assert not any((staging / rel).exists() for rel in closed)
+        assert Path(path).exists()  # not set aside by the uploader: the forwarder's to do
+        assert Cursor.load(path).offsets == closed  # the forwarder recovers the same
+    finally:
+        hub.close()
+
+
+def _store_bytes_here(staging: Path) -> int:
+    """The bytes of the store's files in a staging directory (its lock aside)."""
+    return sum(p.stat().st_size for p in (staging / "store").glob("*")
+               if p.is_file() and p.name != "LOCK")
+
+
+def test_store_segments_leave_staging_once_up_count_in_the_bound_and_go_up_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 26: the store's files count against the staging bound, and a segment leaves the
+    staging directory once the bucket holds it. Compaction merges the segments not yet up
+    (one that is up is never merged again: each store object is PUT once, none deleted from
+    the bucket); the store indexes on (nothing rebuilt); the bucket holds every point once."""
+    pytest.importorskip("duckdb")
+
+    import rayplex
+    from rayplex.event_bytes import ScalarTemplate, tag_header
+    from rayplex.events import EventWriter
+    from rayplex.store.format import Layout, Manifest
+
+    assert remote.counted("store/seg-00000001.parquet") and remote.counted("store/MANIFEST.json")
+    puts = _Puts(monkeypatch)
+    staging, bucket = tmp_path / "staging", tmp_path / "bucket"
+    remote.set_staged(str(staging), remote.Staged(max_bytes=1 << 20, store=True))
+    target = remote.resolve(f"file://{bucket}")
+    assert target is not None
+    template = ScalarTemplate(tag_header("main/x"))
+
+    def committed() -> dict[str, int]:  # every event file is closed: committed whole
+        return {str(p.relative_to(staging)): p.stat().st_size
+                for p in (staging / "tensorboard").rglob("events.out.tfevents.*")}
+
+    up = Uploader(str(staging), target, committed, open_files=lambda: [], segment_s=1e9)
+    peaks, step, compacted = [0, 0], 0, 0
+    for round_ in range(40):
+        writer = EventWriter(str(staging / "tensorboard" / "learner"))  # one closed file a round
+        writer.write(b"".join(template.record(1000.0 + s, s, float(s))
+                              for s in range(step, step + 50)))
+        writer.close()
+        step += 50
+        report = rayplex.index(staging)
+        assert report.rebuilt == [] and report.points == 50, round_
+        compacted += report.compacted
+        phase = round_ // 20  # uploads every 10th round, then every round
+        peaks[phase] = max(peaks[phase], _store_bytes_here(staging))
+        if phase or round_ % 10 == 9:
+            assert up.attempt(force=True) is not None
+            layout = Layout.of(staging)
+            assert all(layout.uploaded(seg) and not any(
+                (layout.store / name).exists() for name in seg.files)
+                for seg in Manifest.load(layout).segments), round_  # all up: none left here
+    assert compacted > 0  # the segments not yet up were merged before they went up
+    assert peaks[1] < peaks[0] / 3, peaks  # uploaded at once, a segment at a time is here
+    store_puts = [key for key, _ in puts.keys
+                  if key.startswith("store/") and "MANIFEST" not in key]
+    assert len(store_puts) == len(set(store_puts))
+    assert {k for k in store_puts if k.endswith(".parquet")} == {
+        f"store/{p.name}" for p in (bucket / "store").glob("*.parquet")}  # none deleted
+    copy = tmp_path / "copy"
+    remote.sync(target, str(copy))
+    frame = rayplex.sql(str(copy), "SELECT step FROM scalars ORDER BY step", refresh=False)
+    assert [int(s) for s in frame["step"]] == list(range(step)), "each point once, in the store"
+
+
+@pytest.mark.parametrize("during", ["compact-reserved", "compact-written"])
+def test_a_segment_that_goes_up_while_a_compaction_merges_it_is_not_merged_away(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, during: str) -> None:
+    """Compaction merges without the store's lock (issue 23) and a segment the bucket holds is
+    never merged again (issue 26): when the uploader marks and deletes the segments a compaction
+    is merging, held before it reads them (``compact-reserved``) or before it commits
+    (``compact-written``), the compaction gives up. The manifest still lists the segments that
+    went up (PUT once, not replaced by a merged copy) and no merged file is left behind."""
+    import threading
+
+    import rayplex
+    import rayplex.store.indexer as indexer
+    from rayplex.event_bytes import ScalarTemplate, tag_header
+    from rayplex.events import EventWriter
+    from rayplex.store.format import Layout, Manifest
+
+    staging = tmp_path / "staging"
+    template = ScalarTemplate(tag_header("main/x"))
+    for first in range(0, 200, 50):  # four small segments, one per index call
+        writer = EventWriter(str(staging / "tensorboard" / "learner"))
+        writer.write(b"".join(template.record(1000.0 + s, s, float(s))
+                              for s in range(first, first + 50)))
+        writer.close()
+        assert rayplex.index(staging, compaction=False).points == 50
+    layout = Layout.of(staging)
+    ids = [seg.id for seg in Manifest.load(layout).segments]
+    assert len(ids) == 4
+
+    held, release, merged = threading.Event(), threading.Event(), []
+    real = indexer._stage
+
+    def stage(name: str) -> None:
+        if name == during and threading.current_thread() is compaction:
+            held.set()
+            release.wait(timeout=120)
+        real(name)
+
+    monkeypatch.setattr(indexer, "_stage", stage)
+    compaction = threading.Thread(target=lambda: merged.append(rayplex.store.compact(staging)))
+    compaction.start()
+    try:
+        assert held.wait(timeout=120), f"the compaction never reached {during}"
+        assert indexer.uploaded(staging, lambda name: True) > 0  # all up: they leave staging
+    finally:
+        release.set()
+        compaction.join(timeout=120)
+    assert merged == [0]
+    after = Manifest.load(layout).segments
+    assert [seg.id for seg in after] == ids and all(layout.uploaded(seg) for seg in after)
+    assert sorted(p.name for p in layout.store.glob("*.parquet")) == []  # no merged copy

@@ -40,7 +40,7 @@ from rayplex.events import WriterPool
 from rayplex.groups import GroupRegistry
 from rayplex.layout import STATE_DIR as STATE_DIR  # kept importable: tests use it
 from rayplex.records import Ack, Batch, Partial
-from rayplex.remote import counted_bytes, staged, staging_full
+from rayplex.remote import COUNTED_TREES, counted_bytes, staged, staging_full, tree_sizes
 from rayplex.textlog import LogLine, parse_level
 
 log = logging.getLogger("rayplex.hub")
@@ -138,12 +138,13 @@ class HubWriter:
                         level=self.level, between_writes=True)
 
     # ------------------------------------------------------------ staging bound
-    def _measure(self) -> None:
+    def _measure(self, sizes: dict[str, int] | None = None) -> None:
         """Under the lock (no transaction in flight): measure the bytes the staging bound counts
-        (:func:`rayplex.remote.counted_bytes`) and lift the refusal below 90 % of the bound."""
+        (:func:`rayplex.remote.counted_bytes`, of ``sizes`` if the caller walked the logdir)
+        and lift the refusal below 90 % of the bound."""
         if self.staged is None or self.staged.max_bytes <= 0:
             return
-        self._measured, self._since = counted_bytes(self.logdir), 0
+        self._measured, self._since = counted_bytes(self.logdir, sizes), 0
         if self.full and self._measured < self.staged.max_bytes * 0.9:
             self.full = False
             log.warning("hub: the staging directory is below 90 %% of its bound again (%d "
@@ -177,7 +178,7 @@ class HubWriter:
     def _full_reason(self) -> str:
         assert self.staged is not None
         return (f"the staging directory holds {self._measured + self._since} bytes of event "
-                f"files and text logs and the bound is {self.staged.max_bytes} "
+                f"files, text logs and store segments and the bound is {self.staged.max_bytes} "
                 "(RAYPLEX_STAGING_MAX_MB); writes resume as the uploader ships and deletes them")
 
     def _appended(self) -> int:
@@ -594,24 +595,22 @@ class HubWriter:
         uploader (:mod:`rayplex.upload`) may ship of the files that only grow.
 
         In a staging directory (the uploader calls this every round) it first closes the event
-        files due for rotation and measures the bytes the staging bound counts."""
+        files due for rotation, and measures the bytes the staging bound counts in the same
+        walk of the logdir."""
         if self.staged is not None:
             with self.lock:
                 self.pool.rotate(self.staged.rotate_bytes, self.staged.rotate_s)
-                self._measure()
         sizes = self.committed_sizes()
         with self.lock:
+            tops = (layout.LOGS, layout.ARTIFACTS)
+            walk = tree_sizes(self.logdir, tops if self.staged is None
+                              else tuple(dict.fromkeys(tops + COUNTED_TREES)))
+            self._measure(walk)
             pending = {os.path.abspath(p): s for p, s in self.pending_undo.items()}
-            for tree in (layout.logs_dir(self.logdir), layout.artifacts_dir(self.logdir)):
-                for dirpath, _, filenames in os.walk(tree):
-                    for name in filenames:
-                        path = os.path.join(dirpath, name)
-                        try:
-                            size = os.path.getsize(path)
-                        except OSError:
-                            continue
-                        rel = os.path.relpath(path, self.logdir).replace(os.sep, "/")
-                        sizes[rel] = min(size, pending.get(os.path.abspath(path), size))
+            for rel, size in walk.items():
+                if rel.split("/", 1)[0] in tops:
+                    cap = pending.get(os.path.abspath(os.path.join(self.logdir, rel)), size)
+                    sizes[rel] = min(size, cap)
         return sizes
 
     def open_event_files(self) -> list[str]:

@@ -28,8 +28,8 @@ from rayplex.config import (
     FORWARD_MAX_CAUSES,
     FORWARD_START_BACKOFF_S,
 )
+from rayplex.cursor import Cursor
 from rayplex.forward.follow import (
-    Cursor,
     Image,
     Point,
     decode,

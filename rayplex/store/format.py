@@ -26,6 +26,12 @@ segments) the indexer checkpoints: it writes an empty new log, replaces the snap
 (:mod:`rayplex.atomic`) with the whole manifest naming that log, and removes the old log. So
 the snapshot alone is always a consistent, if older, store whose segment files all exist.
 
+In a logdir on object storage (a staging directory, :mod:`rayplex.remote`) a segment leaves once
+the bucket holds it: ``store/seg-<id>.parquet.up`` (empty) marks that the bucket holds all its
+files, which are then deleted here (:func:`rayplex.store.indexer.uploaded`). Such a segment is
+whole (never rebuilt) and never compacted again (each store object is PUT once; compaction
+merges the segments not yet up); readers of such a logdir read the bucket, which has every file.
+
 A segment file the manifest does not list is an orphan of an indexer that was killed before it
 committed: readers ignore it and the next indexer run removes it (not while a compaction is at
 work: its merged segment is unlisted until it commits, so orphans are removed only by whoever
@@ -99,6 +105,8 @@ before it existed lack it: readers then take the catalogue from the top level; f
 before ``count`` lack the last five: ``rayplex ls`` then reads the event files). ``first_seq``
 is the smallest seq of the series; ``last_*`` describe its point at the largest
 ``(step, wall_time, seq)``."""
+UPLOADED_SUFFIX = ".up"
+"""``store/seg-<id>.parquet.up``: the bucket holds this segment's files (a staging directory)."""
 SEGMENT_FILE = re.compile(r"^(seg|pyr)-(\d{8,})\.parquet$|^src-(\d{8,})\.json$")
 LOG_FILE = MANIFEST_LOG
 """A manifest log's name; the snapshot names the one that continues it."""
@@ -223,6 +231,11 @@ class Layout:
                     continue  # replaced by a checkpoint meanwhile: the snapshot changed too
                 token += f"+{name}-{log.st_size}-{log.st_ino}"
         return token
+
+    def uploaded(self, segment: Segment) -> bool:
+        """Whether the bucket holds ``segment`` (a staging directory's store: its marker
+        ``seg-<id>.parquet.up`` is here, its files may be gone)."""
+        return (self.store / (segment.raw + UPLOADED_SUFFIX)).exists()
 
     def event_files(self) -> list[tuple[str, str, Path]]:
         """``(run, key, path)`` of every event file, by run then name; ``key`` (the file's path

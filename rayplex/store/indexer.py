@@ -61,6 +61,7 @@ from rayplex.store.format import (
     LOCK,
     LOG_FILE,
     SEGMENT_FILE,
+    UPLOADED_SUFFIX,
     Change,
     Layout,
     Manifest,
@@ -500,7 +501,8 @@ def _remove_orphans(layout: Layout, manifest: Manifest) -> list[str]:
     listed = {name for seg in manifest.segments for name in seg.files}
     removed = []
     for entry in os.scandir(layout.store):
-        if (SEGMENT_FILE.match(entry.name) and entry.name not in listed) or entry.name.startswith(
+        name = entry.name.removesuffix(UPLOADED_SUFFIX)  # a segment's marker goes with it
+        if (SEGMENT_FILE.match(name) and name not in listed) or entry.name.startswith(
                 TEMP_PREFIX):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(entry.path)
@@ -510,9 +512,11 @@ def _remove_orphans(layout: Layout, manifest: Manifest) -> list[str]:
 
 def segment_ok(layout: Layout, segment: Segment) -> bool:
     """True if both files of ``segment`` are there, have their committed sizes and open as
-    Parquet (their footers are intact)."""
+    Parquet (their footers are intact), or if the bucket holds it (:func:`uploaded`)."""
     import pyarrow.parquet as pq
 
+    if layout.uploaded(segment):
+        return True
     for name, size in ((segment.raw, segment.raw_bytes), (segment.pyr, segment.pyr_bytes)):
         path = layout.store / name
         try:
@@ -708,7 +712,8 @@ def _compact(layout: Layout, below: int, min_segments: int, wait: bool) -> int:
             manifests = _Manifests(layout)
             manifest = manifests.manifest
             _remove_orphans(layout, manifest)  # both locks held: no one's files are in the making
-            small = [seg for seg in manifest.segments if seg.rows < below]
+            small = [seg for seg in manifest.segments  # (up: the bucket holds it, PUT once)
+                     if seg.rows < below and not layout.uploaded(seg)]
             if len(small) < max(2, min_segments):
                 return 0
             merged_id = manifest.next_id  # reserved: an indexer's next segment takes the next
@@ -718,16 +723,20 @@ def _compact(layout: Layout, below: int, min_segments: int, wait: bool) -> int:
         if any(r is None for r in ranges):
             return 0  # a segment whose sources are gone: keep it as it is
         sources = _merge_ranges([src for r in ranges if r is not None for src in r])
-        table = pa.concat_tables([pq.read_table(layout.store / seg.raw, schema=raw_schema())
-                                  for seg in small])
+        try:
+            table = pa.concat_tables([pq.read_table(layout.store / seg.raw, schema=raw_schema())
+                                      for seg in small])
+        except FileNotFoundError:
+            return 0  # went up and left staging meanwhile (rayplex.store.indexer.uploaded)
         merged = _write_segment(layout, merged_id, _Points.of_table(table), sources)
         del table
         _stage("compact-written")
         with _locked(layout.store):
             manifests = _Manifests(layout)
             manifest = manifests.manifest
-            if not {seg.id for seg in small} <= {seg.id for seg in manifest.segments}:
-                _unlink(layout, merged.files)  # one was rebuilt meanwhile: merge it next time
+            if (not {seg.id for seg in small} <= {seg.id for seg in manifest.segments}
+                    or any(layout.uploaded(seg) for seg in small)):
+                _unlink(layout, merged.files)  # one was rebuilt or went up meanwhile
                 return 0
             manifests.commit(Change(manifest.next_id, manifest.next_seq, [merged],
                                     [seg.id for seg in small]), checkpoint=True)
@@ -735,6 +744,31 @@ def _compact(layout: Layout, below: int, min_segments: int, wait: bool) -> int:
         for seg in small:
             _unlink(layout, seg.files)
     return len(small)
+
+
+def uploaded(logdir: PathLike, up: Callable[[str], bool]) -> int:
+    """In a staging directory (a logdir on object storage), mark each committed segment whose
+    every file the bucket holds (``up(name)``) and delete its files here. The marker
+    (:data:`~rayplex.store.format.UPLOADED_SUFFIX`, fsynced) comes first, so a segment whose
+    files are gone is never taken for torn (a rebuild from event files deleted meanwhile
+    would lose its points), and compaction leaves it alone (the bucket holds it: merged
+    again, it would be PUT again). Under the store's lock. Returns how many files were
+    deleted."""
+    layout = Layout.of(logdir)
+    if not layout.manifest.exists():
+        return 0
+    gone = 0
+    with _locked(layout.store):
+        for seg in Manifest.load(layout).segments:
+            if not all(up(name) for name in seg.files if name != seg.src or not seg.sources):
+                continue
+            if not layout.uploaded(seg):
+                atomic_write_bytes(layout.store / (seg.raw + UPLOADED_SUFFIX), b"")
+            for name in seg.files:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(layout.store / name)
+                    gone += 1
+    return gone
 
 
 def pending_bytes(layout: Layout, manifest: Manifest | None = None) -> int:
