@@ -99,8 +99,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def ray_session():
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False,
-             runtime_env={"env_vars": {name: os.environ[name] for name in TEST_TIMING}})
+    # No runtime_env: every worker inherits the environment set above from the raylet. A job
+    # runtime_env made each new worker (every actor: a hub, its node buffer and store feed) wait
+    # for Ray's runtime-env agent, and left the workers Ray starts ahead unusable.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
     yield ray
     ray.shutdown()
 
