@@ -18,11 +18,17 @@ import pytest
 
 # The suite's timing tunables, rayplex's and Ray's, set before any Ray starts: the raylets, hence
 # every actor, and the Python subprocesses the tests start inherit them. Shorter than the
-# defaults, never changing what a test asserts. Not here: RAYPLEX_RETRY_MAX_BACKOFF_S (the hub
-# holds summaries after a fault for that back-off plus two flush intervals): at 1 s the soak test
-# under a loaded CI machine saw resends arrive after the hold and steps summarised twice.
+# defaults, never changing what a test asserts.
 TEST_TIMING = {
     "RAYPLEX_FLUSH_INTERVAL_S": "0.2",
+    # Senders retry at most 1 s apart (default 5 s), so they resume within a second of a killed
+    # hub's or node buffer's return; the hub's summary hold and silence bound stay what the 5 s
+    # default gives (5 s + two flush intervals; 15 s): with the hold derived from a 1 s back-off
+    # (1.4 s), the soak test on a loaded machine saw resends arrive after it and steps
+    # summarised twice.
+    "RAYPLEX_RETRY_MAX_BACKOFF_S": "1",
+    "RAYPLEX_SUMMARY_HOLD_S": "5.4",
+    "RAYPLEX_SUMMARY_SILENT_S": "15",
     # Ray Train's controller looks at its workers every 2 s by default (a round's reports, a
     # failed or finished worker group): a Train run's start, restart and end each waited for it.
     # A poll that gets no answer in time is only marked missed (failed after 10 min).
