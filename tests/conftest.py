@@ -105,9 +105,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def ray_session():
     import ray
 
-    # No runtime_env: every worker inherits the environment set above from the raylet. A job
-    # runtime_env made each new worker (every actor: a hub, its node buffer and store feed) wait
-    # for Ray's runtime-env agent, and left the workers Ray starts ahead unusable.
+    # No runtime_env: every worker inherits the environment set above from the raylet. With a
+    # job runtime_env the workers Ray starts ahead could not host the session's first actors
+    # (its first hub and node buffer), which waited for new workers and the runtime-env agent.
     ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
     yield ray
     ray.shutdown()
