@@ -10,7 +10,6 @@ Example:
 
 from typing import TYPE_CHECKING, Any
 
-from rayplex import forward, watch
 from rayplex.errors import (
     ExperimentClosedError,
     FlushTimeoutError,
@@ -19,40 +18,52 @@ from rayplex.errors import (
     LogdirConflictError,
     RayplexError,
 )
-from rayplex.read import list_artifacts, read_params, read_scalars
-from rayplex.store import index, read_series, sql
-from rayplex.terminal import Color, percent
-from rayplex.watch import Alert, alerts
 
 if TYPE_CHECKING:
+    from rayplex import forward, watch
     from rayplex.decorators import current_logger, logged
     from rayplex.handle import HubHandle, flush, forward_status, init, shutdown, signal, status
     from rayplex.logger import Logger, LogHandler, get_logger
+    from rayplex.read import list_artifacts, read_params, read_scalars
+    from rayplex.store import index, read_series, sql
+    from rayplex.terminal import Color, percent
+    from rayplex.watch import Alert, alerts
 
-_ON_RAY = {
+
+_LAZY = {
     **dict.fromkeys(("current_logger", "logged"), "rayplex.decorators"),
     **dict.fromkeys(("HubHandle", "flush", "forward_status", "init", "shutdown", "signal",
                      "status"), "rayplex.handle"),
     **dict.fromkeys(("Logger", "LogHandler", "get_logger"), "rayplex.logger"),
+    **dict.fromkeys(("list_artifacts", "read_params", "read_scalars"), "rayplex.read"),
+    **dict.fromkeys(("index", "read_series", "sql"), "rayplex.store"),
+    **dict.fromkeys(("Color", "percent"), "rayplex.terminal"),
+    **dict.fromkeys(("Alert", "alerts"), "rayplex.watch"),
+    "forward": "rayplex", "watch": "rayplex",
 }
-"""Public names whose modules import Ray (about a second): imported on first use, so that
-a process that only reads (``read_series``, ``sql``, ``read_scalars``, the CLI's readers)
-does not pay for Ray."""
+"""Public names and the modules that define them, imported on first use: a process that only
+reads (``read_series``, ``sql``, ``read_scalars``, the CLI's readers) does not pay for Ray
+(about a second), and every actor process of rayplex (the hub, a node buffer, the store feed,
+a forwarder), which imports this package before its own module, does not pay for the readers,
+the store and the forwarders it never uses."""
 
 
 def __getattr__(name: str) -> Any:
-    module = _ON_RAY.get(name)
+    module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'rayplex' has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(module), name)
+    if module == "rayplex":  # a subpackage: importing it sets the attribute
+        value = importlib.import_module(f"rayplex.{name}")
+    else:
+        value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_ON_RAY})
+    return sorted({*globals(), *_LAZY})
 
 
 def _version() -> str:

@@ -235,6 +235,12 @@ class Config:
     """A worker that sent no ``store_metrics`` summary for this long while others of its group
     did no longer holds back its group's summaries; default ten flush intervals, at least three
     times the longest retry back-off (``RAYPLEX_SUMMARY_SILENT_S``)."""
+    summary_hold_s: float | None = None
+    """After a fault (a hub or node-buffer restart, a failed write, a stalled hub) and after a
+    worker joins, how long the hub writes no summary on quiet time alone, for resends to arrive
+    first; default the longest retry back-off plus two flush intervals
+    (``RAYPLEX_SUMMARY_HOLD_S``). Set it apart from ``RAYPLEX_RETRY_MAX_BACKOFF_S`` to keep the
+    hold while senders retry sooner."""
     log_max_bytes: int = 0
     """Rotate text logs at this size; 0 never rotates (``RAYPLEX_LOG_MAX_BYTES``)."""
     max_open_files: int = 0
@@ -307,8 +313,11 @@ class Config:
     @property
     def effective_summary_hold_s(self) -> float:
         """After a fault, how long the hub writes no summary on its quiet time alone: a
-        sender's longest back-off and two flush intervals, for resends to arrive first."""
-        return self.retry_max_backoff_s + 2 * self.flush_interval_s
+        sender's longest back-off and two flush intervals, for resends to arrive first, unless
+        ``summary_hold_s`` says otherwise."""
+        if self.summary_hold_s is None:
+            return self.retry_max_backoff_s + 2 * self.flush_interval_s
+        return self.summary_hold_s
 
     @property
     def effective_summary_delay_s(self) -> float:

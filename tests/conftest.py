@@ -18,11 +18,17 @@ import pytest
 
 # The suite's timing tunables, rayplex's and Ray's, set before any Ray starts: the raylets, hence
 # every actor, and the Python subprocesses the tests start inherit them. Shorter than the
-# defaults, never changing what a test asserts. Not here: RAYPLEX_RETRY_MAX_BACKOFF_S (the hub
-# holds summaries after a fault for that back-off plus two flush intervals): at 1 s the soak test
-# under a loaded CI machine saw resends arrive after the hold and steps summarised twice.
+# defaults, never changing what a test asserts.
 TEST_TIMING = {
     "RAYPLEX_FLUSH_INTERVAL_S": "0.2",
+    # Senders retry at most 1 s apart (default 5 s), so they resume within a second of a killed
+    # hub's or node buffer's return; the hub's summary hold and silence bound stay what the 5 s
+    # default gives (5 s + two flush intervals; 15 s): with the hold derived from a 1 s back-off
+    # (1.4 s), the soak test on a loaded machine saw resends arrive after it and steps
+    # summarised twice.
+    "RAYPLEX_RETRY_MAX_BACKOFF_S": "1",
+    "RAYPLEX_SUMMARY_HOLD_S": "5.4",
+    "RAYPLEX_SUMMARY_SILENT_S": "15",
     # Ray Train's controller looks at its workers every 2 s by default (a round's reports, a
     # failed or finished worker group): a Train run's start, restart and end each waited for it.
     # A poll that gets no answer in time is only marked missed (failed after 10 min).
@@ -31,6 +37,11 @@ TEST_TIMING = {
 for _name, _value in TEST_TIMING.items():
     os.environ.setdefault(_name, _value)
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# Every Ray worker (a hub, a node buffer, the store feed, a task's worker) and every Python
+# subprocess of the suite imports rayplex anew: with PYTHONDONTWRITEBYTECODE set (as on the CI
+# machine) each compiled its modules from source again, about 0.3 s of CPU a process. Bytecode
+# goes to __pycache__ (ignored by git) and is compiled once.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 # Telemetry (a sample every 10 s by default) would add sys/ tags and system/<node> runs to any
 # test that outlives one period; tests/test_telemetry.py turns it on for itself.
 os.environ.setdefault("RAYPLEX_TELEMETRY_S", "0")
@@ -94,8 +105,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def ray_session():
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False,
-             runtime_env={"env_vars": {name: os.environ[name] for name in TEST_TIMING}})
+    # No runtime_env: every worker inherits the environment set above from the raylet. With a
+    # job runtime_env the workers Ray starts ahead could not host the session's first actors
+    # (its first hub and node buffer), which waited for new workers and the runtime-env agent.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
     yield ray
     ray.shutdown()
 

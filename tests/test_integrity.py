@@ -58,19 +58,6 @@ def test_the_pending_log_row_is_written_at_process_exit(ray_session, tmp_path):
     rayplex.shutdown(hub.name)
 
 
-def test_a_task_return_writes_its_pending_row(experiment):
-    import ray
-
-    @ray.remote
-    @rayplex.logged("learner/task")
-    def work(logger=None):
-        logger.log(step=1, loss=1.0)
-        logger.log(step=2, loss=2.0)
-
-    ray.get(work.remote())
-    rayplex.flush()
-    assert _steps(experiment.logdir, "learner", "task/loss") == [1, 2]
-
 
 # --------------------------------------------------------- 2. a Logger kept across shutdown
 def test_a_logger_kept_across_shutdown_raises_and_a_fresh_one_works(ray_session, tmp_path):
@@ -269,39 +256,6 @@ def test_init_with_a_bogus_log_level_names_the_option(ray_session, tmp_path):
     assert not (tmp_path / "exp").exists()
 
 
-# ------------------------------------------------------------------ 17. appends exactly once
-def test_appending_to_a_plain_pickle_is_refused_and_keeps_it(experiment):
-    log = rayplex.get_logger("learner/pk")
-    log.save_pkl({"a": 1}, "state.pkl")
-    with pytest.raises(ValueError, match="append"):
-        log.save_pkl({"b": 2}, "state.pkl", append=True)
-    assert log.load_pkl("state.pkl") == {"a": 1}
-
-
-def test_a_replayed_append_request_is_applied_once(experiment):
-    import cloudpickle
-    import ray
-
-    log = rayplex.get_logger("learner/pk2")
-    log.save_pkl(0, "rows.pkl", append=True)
-    data = cloudpickle.dumps(1)
-    hub = experiment.actor
-    first = ray.get(hub.request.remote("req-1", "save_artifact", ("learner/pk2/rows.pkl", data, True)))
-    again = ray.get(hub.request.remote("req-1", "save_artifact", ("learner/pk2/rows.pkl", data, True)))
-    assert first[0] and again[0] and first[1] == again[1]
-    assert log.load_pkl("rows.pkl") == [0, 1]
-
-
-# ------------------------------------------------------------------ 19. steps in range
-@pytest.mark.parametrize("step", [2**63, 2**64 + 5, -(2**63) - 1])
-def test_steps_outside_int64_are_refused(experiment, step):
-    log = rayplex.get_logger("learner/steps")
-    with pytest.raises(ValueError, match="out of range"):
-        log.add_scalar("x", 1.0, step=step)
-    with pytest.raises(ValueError, match="out of range"):
-        log.add_text("t", "x", step=step)
-
-
 # ------------------------------------------------- 5. flush names the senders it could not reach
 def test_flush_names_a_sender_that_cannot_answer_and_returns_within_its_bound(
         ray_session, tmp_path, caplog):
@@ -332,25 +286,6 @@ def test_flush_names_a_sender_that_cannot_answer_and_returns_within_its_bound(
         os.kill(pid, signal.SIGCONT)
     ray.kill(frozen)
     rayplex.shutdown(hub.name)
-
-
-# ------------------------------------------- 9. what the hub cannot write is counted, not retried
-def test_a_line_no_rule_allows_is_quarantined_and_counted_by_its_sender(experiment):
-    from rayplex.items import Line
-
-    log = rayplex.get_logger("learner/poison")
-    log.add_scalar("x", 1.0, step=0)
-    # the strangest input the buffer accepts: a line whose logger name is not a str
-    log._session.put(Line((time.time(), 20, "learner/poison", "n", 1, 7, "m", None)), 300)
-    log.flush()
-    log.add_scalar("x", 2.0, step=1)
-    log.flush()
-    assert log.stats()["rejected"] >= 1
-    quarantine = os.path.join(experiment.logdir, ".rayplex", "quarantine")
-    assert os.listdir(quarantine)
-    with open(os.path.join(experiment.logdir, "logs", "all.log"), encoding="utf-8") as f:
-        assert "quarantined" in f.read()
-    assert _steps(experiment.logdir, "learner", "poison/x") == [1]  # the batch went whole
 
 
 # ------------------------------------------------------------ 14. the node buffer's own bound
@@ -387,28 +322,6 @@ def test_a_node_buffer_holds_at_most_its_bound_while_the_hub_is_stalled(ray_sess
     assert info["max_bytes"] == 2**20
     assert info["peak_bytes"] <= info["max_bytes"] + 4 * (400 * 4300)  # + one batch per sender
     rayplex.shutdown()
-
-
-# ------------------------------------- issue 14: an unregistered group is reported once, by the hub
-def test_an_unregistered_group_is_reported_once_per_experiment_by_the_hub(experiment):
-    import ray
-
-    @ray.remote
-    @rayplex.logged("loose/{i}")
-    def work(i, logger=None):
-        import warnings
-
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            rayplex.get_logger(f"loose/x{i}").add_scalar("x", 1.0, step=0)
-        logger.add_scalar("x", float(i), step=0)
-        return [str(w.message) for w in caught]
-
-    assert ray.get([work.remote(i) for i in range(3)]) == [[], [], []]  # no per-worker warning
-    rayplex.flush()
-    with open(os.path.join(experiment.logdir, "logs", "all.log"), encoding="utf-8") as f:
-        text = f.read()
-    assert text.count("group 'loose' is not registered") == 1
 
 
 # ------------------- issue 21.3: an experiment shut down from another driver ends every session

@@ -23,6 +23,7 @@ from rayplex import projector
 from rayplex.actors.hub import Hub
 from rayplex.groups import GroupSpec
 from tests.conftest import event_files, tb_scalars
+from tests.fixtures import shared_experiment  # noqa: F401 - one hub for the module's Ray tests
 
 
 def _tb_configs(run_dirs: dict[str, str]) -> dict[str, ProjectorConfig]:
@@ -226,7 +227,7 @@ def test_add_embedding_shows_in_tensorboards_projector_for_each_route(experiment
 
 def test_export_json_writes_this_clients_scalars_as_tensorboardx_does(experiment, tmp_path):
     experiment.register_indexed_group("agent", 4).register_normal_group("learner")
-    main, other, agent = (rayplex.get_logger(c) for c in ("learner/main", "learner/other",
+    main, other, agent = (rayplex.get_logger(c) for c in ("learner/json", "learner/other",
                                                            "agent/1"))
     for step in range(3):
         main.add_scalars({"loss": 1.0 / (step + 1), ".sec/x": step}, step=step)
@@ -239,7 +240,7 @@ def test_export_json_writes_this_clients_scalars_as_tensorboardx_does(experiment
     with open(tmp_path / "agent.json", encoding="utf-8") as f:
         exported_agent = json.load(f)
     board = tb_scalars(experiment.logdir)
-    assert sorted(exported) == ["main.sec/x", "main/loss"]  # not learner/other's tags
+    assert sorted(exported) == ["json.sec/x", "json/loss"]  # not learner/other's tags
     for tag, rows in exported.items():
         assert all(len(row) == 3 and row[0] > 1e9 for row in rows)  # [wall_time, step, value]
         assert [(s, v) for _, s, v in rows] == board["learner"][tag]

@@ -300,3 +300,17 @@ def test_a_flush_writes_the_steps_of_replaced_clients_but_waits_for_a_live_one()
         ("agent", 0, 2.0), ("task", 0, 2.0), ("task", 1, 2.0), ("task", 2, 2.0)]
     book.add(_partial("agent/b", 1, 1.0), now=0.4)
     assert _steps(book.due(now=0.5, quiet=False)) == [("agent", 1, 2.0)]  # one point, both
+
+
+def test_the_hold_is_a_setting_of_its_own_and_defaults_to_the_longest_back_off_and_two_flushes(
+        monkeypatch) -> None:
+    from rayplex.config import Config, _from_env
+
+    assert Config(retry_max_backoff_s=5.0, flush_interval_s=0.2).effective_summary_hold_s == 5.4
+    monkeypatch.setenv("RAYPLEX_RETRY_MAX_BACKOFF_S", "1")
+    monkeypatch.setenv("RAYPLEX_FLUSH_INTERVAL_S", "0.2")
+    monkeypatch.setenv("RAYPLEX_SUMMARY_HOLD_S", "5.4")
+    cfg = _from_env()  # senders retry within 1 s; the hub still holds for 5.4 s
+    assert (cfg.retry_max_backoff_s, cfg.effective_summary_hold_s) == (1.0, 5.4)
+    monkeypatch.delenv("RAYPLEX_SUMMARY_HOLD_S")
+    assert _from_env().effective_summary_hold_s == 1.4
