@@ -493,23 +493,9 @@ def read_series(
         ['seed0', 512, 767, 100.0, 256]
         ['seed0', 768, 999, 1.0, 232]
     """
-    tags = _patterns(tag, "tag")
-    if tags is None:
-        raise ValueError("tag must be a name or glob pattern, got None")
-    run_patterns = _patterns(runs, "runs")
-    n = _check_buckets(buckets)
-    zoom = _check_steps(steps)
-    require_store_deps("rayplex.read_series")
-    layout = Layout.of(logdir)
-    manifest = _refresh(layout, refresh and not is_uri(logdir))  # a bucket's copy: as uploaded
-    for attempt in range(STORE_QUERY_RETRIES):
-        try:
-            return _read_series(layout, manifest, tags, run_patterns, n, zoom, as_arrow)
-        except FileNotFoundError:  # a compaction removed a segment meanwhile: read again
-            if attempt == STORE_QUERY_RETRIES - 1:
-                raise
-            manifest = Manifest.load(layout)
-    raise AssertionError("unreachable")  # pragma: no cover
+    answer = series_buckets(logdir, tag, runs=runs, buckets=buckets, steps=steps,
+                            refresh=refresh)
+    return _series_table(answer, as_arrow)
 
 
 @dataclass
@@ -573,11 +559,10 @@ def _series_buckets(layout: Layout, manifest: Manifest, tags: list[str],
     return SeriesBuckets(keys, result, width, skipped)
 
 
-def _read_series(layout: Layout, manifest: Manifest, tags: list[str], runs: list[str] | None,
-                 n: int, zoom: tuple[int, int] | None, as_arrow: bool) -> Any:
+def _series_table(answer: SeriesBuckets, as_arrow: bool) -> Any:
+    """:func:`read_series`' table (or frame) of :func:`series_buckets`' columns."""
     import pyarrow as pa
 
-    answer = _series_buckets(layout, manifest, tags, runs, n, zoom)
     keys, result, skipped = answer.keys, answer.rows, answer.skipped
 
     def names(i: int) -> Any:
