@@ -238,3 +238,20 @@ def stalled_hub(hub, limit_s=120.0):
     finally:
         release()
         ray.get(ref, timeout=limit_s + 60)
+
+
+def count_decoded(monkeypatch) -> list[tuple[str, int]]:
+    """``(key, rows)`` per segment file read: the rows of the row groups a query decodes
+    (``key`` "bucket" for pyramid files, "step" for raw ones)."""
+    from rayplex.store import query
+
+    decoded: list[tuple[str, int]] = []
+    real = query._row_groups
+
+    def counting(meta, filters):
+        groups = real(meta, filters)
+        decoded.append((filters.key, sum(meta.row_group(g).num_rows for g in groups)))
+        return groups
+
+    monkeypatch.setattr(query, "_row_groups", counting)
+    return decoded

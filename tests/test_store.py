@@ -26,6 +26,7 @@ import rayplex
 from rayplex.store import SERIES_COLUMNS, StoreWarning
 from rayplex.store.format import Manifest
 from rayplex.store.pyramid import plan
+from tests.conftest import count_decoded
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -185,29 +186,12 @@ def _forty_runs(logdir: Path, steps: int = 20_000) -> None:
     rayplex.index(logdir)
 
 
-def _count_decoded(monkeypatch) -> list[tuple[str, int]]:
-    """``(key, rows)`` per segment file read: the rows of the row groups a query decodes
-    (``key`` "bucket" for pyramid files, "step" for raw ones)."""
-    from rayplex.store import query
-
-    decoded: list[tuple[str, int]] = []
-    real = query._row_groups
-
-    def counting(meta, filters):
-        groups = real(meta, filters)
-        decoded.append((filters.key, sum(meta.row_group(g).num_rows for g in groups)))
-        return groups
-
-    monkeypatch.setattr(query, "_row_groups", counting)
-    return decoded
-
-
 def test_one_runs_chart_decodes_about_its_own_rows_not_every_runs(tmp_path, monkeypatch):
     """A chart of one run among 40 decodes the Parquet row groups that may hold that run's
     pyramid rows (row-group statistics of run, and small pyramid row groups), not one large
     group with every run's rows of the level it reads."""
     _forty_runs(tmp_path)
-    decoded = _count_decoded(monkeypatch)
+    decoded = count_decoded(monkeypatch)
     frame = rayplex.read_series(tmp_path, "t", runs="r17", buckets=1000, refresh=False)
     assert frame["count"].sum() == 20_000 and set(frame.run) == {"r17"}
     assert frame["max"].max() == 6.0
@@ -225,7 +209,7 @@ def test_all_runs_at_a_coarse_level_decode_about_that_levels_rows_not_every_leve
     whose row groups each span every bucket of a few runs (all 50,000 level-4 rows decoded
     for 80 of them). The answer is exactly the M4 buckets of the raw points."""
     _forty_runs(tmp_path)
-    decoded = _count_decoded(monkeypatch)
+    decoded = count_decoded(monkeypatch)
     frame = rayplex.read_series(tmp_path, "t", buckets=100, refresh=False)
     pyramid_rows = sum(n for key, n in decoded if key == "bucket")
     raw_rows = sum(n for key, n in decoded if key == "step")

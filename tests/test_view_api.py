@@ -21,7 +21,7 @@ import rayplex
 from rayplex.cli import main
 from rayplex.view import api
 from rayplex.view.api import BadRequest, Source, band_answer, log_tail, series_answer
-from tests.conftest import wait_for
+from tests.conftest import count_decoded, wait_for
 from tests.view_logdir import value_of, write_run, write_runs
 
 pytest.importorskip("duckdb")
@@ -137,23 +137,6 @@ def test_a_band_is_the_envelope_and_median_of_the_runs_buckets(logdir, source):
                                                rel=1e-6)
 
 
-def _count_decoded(monkeypatch) -> list[tuple[str, int]]:
-    """``(key, rows)`` per segment file a query reads: the rows of the row groups it decodes
-    (``key`` "bucket" for pyramid files, "step" for raw ones)."""
-    from rayplex.store import query
-
-    decoded: list[tuple[str, int]] = []
-    real = query._row_groups
-
-    def counting(meta, filters):
-        groups = real(meta, filters)
-        decoded.append((filters.key, sum(meta.row_group(g).num_rows for g in groups)))
-        return groups
-
-    monkeypatch.setattr(query, "_row_groups", counting)
-    return decoded
-
-
 def test_a_zoom_reads_whole_buckets_of_one_level_and_every_bucket_is_exact(
         tmp_path, monkeypatch):
     """60 runs x 4,000 steps, a spike of 1e6 in agent/23 at step 2,345. A zoom whose ends fall
@@ -168,7 +151,7 @@ def test_a_zoom_reads_whole_buckets_of_one_level_and_every_bucket_is_exact(
     rayplex.index(tmp_path)
     logdir = str(tmp_path)
     known = _known(Source(logdir))
-    decoded = _count_decoded(monkeypatch)
+    decoded = count_decoded(monkeypatch)
     at = np.arange(4000)
     for buckets, steps in [(100, (1001, 2998)), (100, (2001, 2700)), (550, (7, 3993)),
                            (20, (2340, 2350)), (100, (2346, 3999))]:
