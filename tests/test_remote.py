@@ -457,17 +457,33 @@ def test_the_stores_manifest_log_goes_up_after_its_segments_and_old_logs_leave(
         writer.close()
 
 
-def _staged_hub(tmp_path: Path, bound: int) -> tuple[Path, Path, remote.Target, Any]:
-    """A plain Hub (no Ray) writing a staging directory bounded to ``bound`` bytes, event
-    files rotated at 1 KiB, and the ``file://`` bucket it goes to."""
+def _staged_hub(tmp_path: Path, bound: int, forwarders: tuple[str, ...] = ()
+                ) -> tuple[Path, Path, remote.Target, Any]:
+    """A plain Hub (no Ray) writing a staging directory bounded to ``bound`` bytes (0: no
+    bound), event files rotated at 1 KiB, read by ``forwarders``; and its ``file://`` bucket."""
     from rayplex.actors.hub import Hub
 
     staging, bucket = tmp_path / "staging", tmp_path / "bucket"
     remote.set_staged(str(staging), remote.Staged(max_bytes=bound, rotate_bytes=1024,
-                                                  rotate_s=3600.0))
+                                                  rotate_s=3600.0, forwarders=forwarders))
     target = remote.resolve(f"file://{bucket}")
     assert target is not None
     return staging, bucket, target, Hub("staged", str(staging))
+
+
+def _write_and_upload(hub: Any, up: Uploader, calls: int) -> None:
+    """``calls`` node calls of 5 scalars of ``learner/a`` (tag ``x``), each followed by an
+    upload round."""
+    from rayplex.encoder import Encoder
+    from rayplex.items import Scalar
+    from rayplex.records import NodeCall
+
+    for seq in range(1, calls + 1):
+        batch = Encoder(hub.registry).encode(
+            [Scalar("learner/a", "x", seq * 10 + i, 1.0, float(i)) for i in range(5)],
+            "w1", seq, hub.experiment)
+        assert hub.write_node(NodeCall("n", seq, [batch]))[0].error is None
+        assert up.attempt(force=True) is not None
 
 
 def _staged_store_writer(tmp_path: Path) -> tuple[Path, Path, remote.Target, Any, Any]:
@@ -675,28 +691,14 @@ def test_a_closed_event_file_leaves_staging_only_once_every_forwarder_read_it(
     """An event file the hub closed and the bucket holds whole stays in the staging directory
     while a forwarder's cursor is behind its end (the forwarder reads it there), and leaves it
     at the first upload round after the cursor passed its end."""
-    from rayplex.actors.hub import Hub
     from rayplex.cursor import Cursor
-    from rayplex.encoder import Encoder
-    from rayplex.items import Scalar
     from rayplex.layout import forward_cursor_path
-    from rayplex.records import NodeCall
 
-    staging, bucket = tmp_path / "staging", tmp_path / "bucket"
-    remote.set_staged(str(staging), remote.Staged(rotate_bytes=1024, rotate_s=3600.0,
-                                                  forwarders=("mlflow",)))
-    target = remote.resolve(f"file://{bucket}")
-    assert target is not None
-    hub = Hub("forwarded", str(staging))
+    staging, bucket, target, hub = _staged_hub(tmp_path, 0, forwarders=("mlflow",))
     try:
         up = Uploader(str(staging), target, hub.writer.committed_files,
                       open_files=hub.writer.open_event_files, segment_s=1e9)
-        for seq in range(1, 41):
-            batch = Encoder(hub.registry).encode(
-                [Scalar("learner/a", "x", seq * 10 + i, 1.0, float(i)) for i in range(5)],
-                "w1", seq, hub.experiment)
-            assert hub.write_node(NodeCall("n", seq, [batch]))[0].error is None
-            assert up.attempt(force=True) is not None
+        _write_and_upload(hub, up, 40)
         events = staging / "tensorboard"
 
         def closed() -> dict[str, int]:
@@ -729,28 +731,14 @@ def test_the_uploader_reads_a_damaged_forwarder_cursor_as_the_forwarder_does(
     (one codec, :class:`rayplex.cursor.Cursor`), deletes the closed event files that copy says
     were read, and leaves the damaged file where it is (the forwarder owns it). Both copies
     damaged: nothing is deleted."""
-    from rayplex.actors.hub import Hub
     from rayplex.cursor import Cursor
-    from rayplex.encoder import Encoder
-    from rayplex.items import Scalar
     from rayplex.layout import forward_cursor_path
-    from rayplex.records import NodeCall
 
-    staging, bucket = tmp_path / "staging", tmp_path / "bucket"
-    remote.set_staged(str(staging), remote.Staged(rotate_bytes=1024, rotate_s=3600.0,
-                                                  forwarders=("mlflow",)))
-    target = remote.resolve(f"file://{bucket}")
-    assert target is not None
-    hub = Hub("damaged", str(staging))
+    staging, bucket, target, hub = _staged_hub(tmp_path, 0, forwarders=("mlflow",))
     try:
         up = Uploader(str(staging), target, hub.writer.committed_files,
                       open_files=hub.writer.open_event_files, segment_s=1e9)
-        for seq in range(1, 31):
-            batch = Encoder(hub.registry).encode(
-                [Scalar("learner/a", "x", seq * 10 + i, 1.0, float(i)) for i in range(5)],
-                "w1", seq, hub.experiment)
-            assert hub.write_node(NodeCall("n", seq, [batch]))[0].error is None
-            assert up.attempt(force=True) is not None
+        _write_and_upload(hub, up, 30)
         open_now = set(hub.writer.open_event_files())
         closed = {str(p.relative_to(staging)): p.stat().st_size
                   for p in (staging / "tensorboard").rglob("events.out.tfevents.*")
