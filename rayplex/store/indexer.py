@@ -330,24 +330,17 @@ def _arrow(values: Any) -> Any:
 
 
 def _strings(names: list[str], codes: I64 | None = None) -> Any:
-    """A pyarrow string array of ``names``, or of ``names[code]`` for each of ``codes``, built
-    from its buffers (as :func:`_arrow`; the bytes gathered by numpy)."""
+    """A pyarrow string array of ``names``, built from its buffers (as :func:`_arrow`), or of
+    ``names[code]`` for each of ``codes`` (gathered by Arrow's ``take``)."""
     import pyarrow as pa
 
     data = [name.encode("utf-8") for name in names]
     sizes = np.array([len(d) for d in data], np.int64)
-    blob = np.frombuffer(b"".join(data), np.uint8)
-    if codes is not None:
-        starts = np.r_[0, np.cumsum(sizes)[:-1]] if len(sizes) else sizes
-        sizes = sizes[codes]
-        ends = np.cumsum(sizes)
-        at = np.repeat(starts[codes] - (ends - sizes), sizes) + np.arange(int(ends[-1]) if len(
-            ends) else 0)
-        blob = blob[at]
     offsets = np.zeros(len(sizes) + 1, np.int32)
     np.cumsum(sizes, out=offsets[1:])
-    return pa.Array.from_buffers(pa.string(), len(sizes),
-                                 [None, pa.py_buffer(offsets), pa.py_buffer(blob)])
+    strings = pa.Array.from_buffers(pa.string(), len(sizes), [
+        None, pa.py_buffer(offsets), pa.py_buffer(np.frombuffer(b"".join(data), np.uint8))])
+    return strings if codes is None else strings.take(_arrow(codes))
 
 
 def _names(codes: I64, names: list[str]) -> Any:
