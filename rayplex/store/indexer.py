@@ -204,8 +204,9 @@ def _decode_batch(batch: list[tuple[str, str, Path, int, bytes]]
                     yield run, key, start, head
                 continue
             # a file that is not whole: alone, as unbatched; join the ones after it anew
-            for at, alone in _chunks(path, start, start + len(blob)):
-                yield run, key, at, alone
+            with contextlib.suppress(NotRegularFileError, FileNotFoundError):  # gone meanwhile
+                for at, alone in _chunks(path, start, start + len(blob)):
+                    yield run, key, at, alone
             break
 
 
