@@ -992,3 +992,119 @@ def test_points_sort_by_tag_run_step_seq_whatever_their_order():
         assert got.seq.tolist() == seq[order].tolist(), case
         assert got.step.tolist() == step[order].tolist() and got.value.tolist() == \
             points.value[order].tolist()
+
+
+# ----------------------------------------------------------------------------- batched decode
+
+
+def _small_file(data, tags: list[str], name: str) -> bytes:
+    """A small event file: the hub's records, a general-path event, or nothing; maybe torn or
+    with a flipped byte."""
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    from rayplex.event_bytes import file_version_record, scalar_records, scalar_tail, tag_header
+    from rayplex.tfrecord import frame
+
+    kind = data.draw(st.sampled_from(["hub", "hub", "general", "version", "empty"]), label=name)
+    if kind == "empty":
+        return b""
+    blob = file_version_record(1.0)
+    if kind == "hub":
+        n = data.draw(st.integers(1, 300), label=f"{name} steps")
+        steps = np.repeat(np.arange(n, dtype=np.int64), len(tags))
+        blob += scalar_records([scalar_tail(tag_header(t)) for t in tags],
+                               np.tile(np.arange(len(tags)), n), 1.7e9 + steps * 0.01, steps,
+                               np.random.default_rng(n).random(len(steps)))
+    elif kind == "general":
+        values = [Summary.Value(tag=t, simple_value=float(i)) for i, t in enumerate(tags)]
+        values.append(Summary.Value(tag="text", tensor={"dtype": 7, "string_val": [b"x"]}))
+        blob += frame(Event(step=3, wall_time=2.5, summary=Summary(value=values))
+                      .SerializeToString())
+    damage = data.draw(st.sampled_from(["none", "none", "torn", "flip"]), label=f"{name} damage")
+    if damage != "none":
+        cut = data.draw(st.integers(0, len(blob) - 1), label=f"{name} at")
+        blob = blob[:cut] if damage == "torn" else \
+            blob[:cut] + bytes([blob[cut] ^ 0x01]) + blob[cut + 1:]
+    return blob
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_small_files_decoded_together_give_what_each_decoded_alone_gives(tmp_path_factory, data):
+    # many small event files (a Tune sweep) are joined and decoded in one call; a torn,
+    # damaged, empty or scalar-less file among them is cut back exactly where reading it
+    # alone ends, and the files after it are still read
+    from rayplex.store import indexer
+    from rayplex.tfrecord import iter_records
+
+    root = tmp_path_factory.mktemp("batch")
+    tags = data.draw(st.lists(st.sampled_from(["a", "loss", "tune/reward", "é"]), min_size=1,
+                              max_size=3, unique=True), label="tags")
+    todo = []
+    for i in range(data.draw(st.integers(1, 12), label="files")):
+        path = root / f"events.{i}"
+        path.write_bytes(_small_file(data, tags, f"file {i}"))
+        start = data.draw(st.sampled_from([0, 0, 24]), label=f"file {i} start")
+        size = path.stat().st_size
+        if start <= size:  # 24: after the version record (a cursor)
+            todo.append((f"run{i}", f"k{i}", path, start, size))
+    got: dict[str, list[tuple]] = {}
+    used: dict[str, int] = {}
+    for run, key, at, chunk in indexer._file_chunks(todo):
+        assert at == dict((k, s) for _, k, _, s, _ in todo)[key] + used.get(key, 0)
+        got.setdefault(key, []).extend(
+            (run, chunk.tags[t], s, w, v) for t, s, w, v in zip(
+                chunk.tag.tolist(), chunk.step.tolist(), chunk.wall_time.tolist(),
+                chunk.value.tolist(), strict=True))
+        used[key] = used.get(key, 0) + chunk.used
+    for run, key, path, start, _ in todo:
+        blob = path.read_bytes()[start:]
+        assert got.get(key, []) == [(run, *s) for s in _reference_scalars(blob)], key
+        assert used.get(key, 0) == sum(len(p) + 16 for p in iter_records(blob)), key
+
+
+def test_a_sweeps_store_is_the_same_decoded_in_batches_or_file_by_file(tmp_path, monkeypatch):
+    # the store of many small files (some torn, one damaged) holds the same rows, seqs and
+    # cursors whether the files were joined for decoding or decoded one at a time (the old way)
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from rayplex.event_bytes import file_version_record, scalar_records, scalar_tail, tag_header
+    from rayplex.store import indexer
+    from rayplex.store.format import Layout
+
+    tails = [scalar_tail(tag_header(t)) for t in ("x", "y")]
+    steps = np.repeat(np.arange(1, 31, dtype=np.int64), 2)
+    for run in range(40):  # the hub's records (tensorboardX's take a few seconds a file here)
+        (tmp_path / "a" / f"r{run}").mkdir(parents=True)
+        (tmp_path / "a" / f"r{run}" / "events.out.tfevents.1").write_bytes(
+            file_version_record(1.0) + scalar_records(tails, np.tile([0, 1], 30), 1.7e9 + steps,
+                                                      steps, run * steps.astype(float)))
+    paths = sorted((tmp_path / "a").glob("r*/*tfevents*"))
+    paths[5].write_bytes(paths[5].read_bytes()[:-9])  # a writer mid-record
+    damaged = bytearray(paths[17].read_bytes())
+    damaged[len(damaged) // 2] ^= 0x10
+    paths[17].write_bytes(bytes(damaged))
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+
+    def store(logdir: Path) -> tuple[list[dict], dict[str, int]]:
+        layout = Layout.of(logdir)
+        manifest = Manifest.load(layout)
+        rows = [row for seg in manifest.segments
+                for row in pq.read_table(layout.store / seg.raw).to_pylist()]
+        return sorted(rows, key=lambda r: r["seq"]), manifest.cursors
+
+    calls = []
+    real = indexer.decode_chunk
+    monkeypatch.setattr(indexer, "decode_chunk", lambda blob: calls.append(1) or real(blob))
+    batched = rayplex.index(tmp_path / "a")
+    joined_calls = len(calls)
+    monkeypatch.setattr(indexer, "INDEX_READ_CHUNK_BYTES", 1)  # no file is small: one by one
+    calls.clear()
+    alone = rayplex.index(tmp_path / "b")
+    assert joined_calls < 10 < len(calls)
+    readable = sum(len(_reference_scalars(p.read_bytes())) for p in paths)
+    assert batched.points == alone.points == readable < 40 * 60
+    assert store(tmp_path / "a") == store(tmp_path / "b")

@@ -172,6 +172,73 @@ def _chunks(path: Path, start: int, stop: int) -> Iterator[tuple[int, Chunk]]:
             size = INDEX_READ_CHUNK_BYTES
 
 
+_Todo = tuple[str, str, Path, int, int]
+"""An event file to read: ``(run, key, path, start, stop)``."""
+
+
+def _read_whole(path: Path, start: int, stop: int) -> bytes:
+    with open_regular(path) as file:
+        file.seek(start)
+        return file.read(stop - start)
+
+
+def _decode_batch(batch: list[tuple[str, str, Path, int, bytes]]
+                  ) -> Iterator[tuple[str, str, int, Chunk]]:
+    """``(run, key, offset, chunk)`` of small event-file ranges decoded together: their bytes
+    are joined and decoded in one call (its fixed cost shared), and the chunk is cut back into
+    one per file at the files' boundaries. A file whose records do not end exactly at its end
+    (torn or broken: the joined decode stops in it, or a record runs past it) is decoded alone,
+    as :func:`_chunks` does, and the files after it are joined again; a file's chunk is then
+    what decoding it alone gives."""
+    i = 0
+    while i < len(batch):
+        chunk = decode_chunk(b"".join(item[4] for item in batch[i:]))
+        edge = 0
+        for run, key, path, start, blob in batch[i:]:
+            i += 1
+            edge += len(blob)
+            records = int(np.searchsorted(chunk.ends, edge, side="right"))
+            if not blob or (records and int(chunk.ends[records - 1]) == edge):
+                head, chunk = chunk.split(records)
+                edge = 0
+                if head.used:
+                    yield run, key, start, head
+                continue
+            # a file that is not whole: alone, as unbatched; join the ones after it anew
+            with contextlib.suppress(NotRegularFileError, FileNotFoundError):  # gone meanwhile
+                for at, alone in _chunks(path, start, start + len(blob)):
+                    yield run, key, at, alone
+            break
+
+
+def _file_chunks(todo: list[_Todo]) -> Iterator[tuple[str, str, int, Chunk]]:
+    """``(run, key, offset, chunk)`` of the event files' ranges, in ``todo``'s order. Ranges
+    smaller than a read chunk are decoded a batch at a time (:func:`_decode_batch`), others
+    piece by piece (:func:`_chunks`). A file replaced or removed since it was listed is
+    skipped from where it fails."""
+    batch: list[tuple[str, str, Path, int, bytes]] = []
+    held = 0
+    for n, (run, key, path, start, stop) in enumerate(todo):
+        small = stop - start < INDEX_READ_CHUNK_BYTES
+        if small:
+            try:
+                blob = _read_whole(path, start, stop)
+            except (NotRegularFileError, FileNotFoundError):
+                blob = None
+            if blob is not None:
+                batch.append((run, key, path, start, blob))
+                held += len(blob)
+        if batch and (not small or held >= INDEX_READ_CHUNK_BYTES or n == len(todo) - 1):
+            yield from _decode_batch(batch)
+            batch, held = [], 0
+        if not small:
+            try:
+                for at, chunk in _chunks(path, start, stop):
+                    yield run, key, at, chunk
+            except (NotRegularFileError, FileNotFoundError):
+                continue  # replaced or removed since it was listed
+
+
 _STATISTICS = ("run", "tag", "step", "level", "bucket")
 """The columns whose row-group statistics readers use to skip row groups (query.py)."""
 _DELTA = ("step", "seq", "bucket", "first_step", "first_seq", "last_step", "last_seq", "count")
@@ -265,24 +332,17 @@ def _arrow(values: Any) -> Any:
 
 
 def _strings(names: list[str], codes: I64 | None = None) -> Any:
-    """A pyarrow string array of ``names``, or of ``names[code]`` for each of ``codes``, built
-    from its buffers (as :func:`_arrow`; the bytes gathered by numpy)."""
+    """A pyarrow string array of ``names``, built from its buffers (as :func:`_arrow`), or of
+    ``names[code]`` for each of ``codes`` (gathered by Arrow's ``take``)."""
     import pyarrow as pa
 
     data = [name.encode("utf-8") for name in names]
     sizes = np.array([len(d) for d in data], np.int64)
-    blob = np.frombuffer(b"".join(data), np.uint8)
-    if codes is not None:
-        starts = np.r_[0, np.cumsum(sizes)[:-1]] if len(sizes) else sizes
-        sizes = sizes[codes]
-        ends = np.cumsum(sizes)
-        at = np.repeat(starts[codes] - (ends - sizes), sizes) + np.arange(int(ends[-1]) if len(
-            ends) else 0)
-        blob = blob[at]
     offsets = np.zeros(len(sizes) + 1, np.int32)
     np.cumsum(sizes, out=offsets[1:])
-    return pa.Array.from_buffers(pa.string(), len(sizes),
-                                 [None, pa.py_buffer(offsets), pa.py_buffer(blob)])
+    strings = pa.Array.from_buffers(pa.string(), len(sizes), [
+        None, pa.py_buffer(offsets), pa.py_buffer(np.frombuffer(b"".join(data), np.uint8))])
+    return strings if codes is None else strings.take(_arrow(codes))
 
 
 def _names(codes: I64, names: list[str]) -> Any:
@@ -860,6 +920,7 @@ def index(
         todo = sum(max(0, size - manifest.cursors.get(key, 0)) for key, size in sizes.items())
         builder = _Builder(manifests)
         seq_before = manifest.next_seq
+        ranges: list[_Todo] = []
         for run, key, path in files:
             start, size = manifest.cursors.get(key, 0), sizes.get(key)
             if size is None or size == start:
@@ -867,23 +928,21 @@ def index(
             if size < start:
                 report.shrunk.append(key)
                 continue
-            try:
-                for at, chunk in _chunks(path, start, size):
-                    while len(chunk) > segment_rows - builder.rows:  # cut at a record
-                        records = int(chunk.record[segment_rows - builder.rows]) or 1
-                        head, chunk = chunk.split(records)
-                        builder.add(run, key, at, head)
-                        report.bytes_read += head.used
-                        at += head.used
-                        report.segments += builder.commit(layout)
-                    builder.add(run, key, at, chunk)
-                    report.bytes_read += chunk.used
-                    if progress is not None:
-                        progress(report.bytes_read, todo)
-                    if builder.rows >= segment_rows:
-                        report.segments += builder.commit(layout)
-            except (NotRegularFileError, FileNotFoundError):
-                continue  # replaced or removed since it was listed
+            ranges.append((run, key, path, start, size))
+        for run, key, at, chunk in _file_chunks(ranges):
+            while len(chunk) > segment_rows - builder.rows:  # cut at a record
+                records = int(chunk.record[segment_rows - builder.rows]) or 1
+                head, chunk = chunk.split(records)
+                builder.add(run, key, at, head)
+                report.bytes_read += head.used
+                at += head.used
+                report.segments += builder.commit(layout)
+            builder.add(run, key, at, chunk)
+            report.bytes_read += chunk.used
+            if progress is not None:
+                progress(report.bytes_read, todo)
+            if builder.rows >= segment_rows:
+                report.segments += builder.commit(layout)
         report.segments += builder.commit(layout)
         report.points = manifest.next_seq - seq_before
         report.store_bytes = _store_bytes(manifest)

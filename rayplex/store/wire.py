@@ -143,27 +143,44 @@ def _period(lengths: list[int]) -> list[int]:
 def _predict(buf: U8, pos: int, cycle: list[int], lengths: dict[int, int]) -> tuple[I64, int]:
     """Starts of the records from ``pos`` on while their lengths go on repeating ``cycle``, and
     the offset after the last:
-    every header at the predicted offsets is checked (its length and header checksum), all at
-    once; ends at the first that does not match, or at a record ``buf`` does not hold whole."""
+    every header at the predicted offsets is checked (its length and header checksum), a
+    window of cycles at once, the window doubling while all match (a cycle that breaks soon,
+    as at the end of one of many small files joined, costs what it covered, not the rest of
+    the buffer); ends at the first that does not match, or at a record ``buf`` does not hold
+    whole."""
     n = len(buf)
     sizes = np.array(cycle, np.int64) + _HEADER + _FOOTER
     period = int(sizes.sum())
-    reps = (n - pos) // period + 1
     offsets = np.r_[0, np.cumsum(sizes)[:-1]]
-    starts = (pos + np.arange(reps, dtype=np.int64)[:, None] * period + offsets).ravel()
-    want = np.tile(np.array(cycle, np.int64), reps)
-    inside = starts + _HEADER <= n
-    starts, want = starts[inside], want[inside]
-    heads = np.lib.stride_tricks.sliding_window_view(buf, _HEADER)[starts]
-    length = np.ascontiguousarray(heads[:, :8]).view("<u8").ravel().astype(np.int64)
-    stored = np.ascontiguousarray(heads[:, 8:]).view("<u4").ravel()
     crcs = np.array([lengths[k] for k in cycle], np.uint32)
-    ok = (length == want) & (stored == np.tile(crcs, reps)[inside])
-    bad = np.flatnonzero(~ok)
-    take = int(bad[0]) if len(bad) else len(starts)
-    ends = starts[:take] + want[:take] + _HEADER + _FOOTER
-    take = int(np.searchsorted(ends, n, side="right"))  # whole records only
-    return starts[:take], int(ends[take - 1]) if take else pos
+    found: list[I64] = []
+    window = _WINDOW
+    while True:
+        left = (n - pos) // period + 1
+        reps = min(left, window)
+        starts = (pos + np.arange(reps, dtype=np.int64)[:, None] * period + offsets).ravel()
+        want = np.tile(np.array(cycle, np.int64), reps)
+        inside = starts + _HEADER <= n
+        starts, want = starts[inside], want[inside]
+        heads = np.lib.stride_tricks.sliding_window_view(buf, _HEADER)[starts]
+        length = np.ascontiguousarray(heads[:, :8]).view("<u8").ravel().astype(np.int64)
+        stored = np.ascontiguousarray(heads[:, 8:]).view("<u4").ravel()
+        ok = (length == want) & (stored == np.tile(crcs, reps)[inside])
+        bad = np.flatnonzero(~ok)
+        take = int(bad[0]) if len(bad) else len(starts)
+        ends = starts[:take] + want[:take] + _HEADER + _FOOTER
+        whole = int(np.searchsorted(ends, n, side="right"))  # whole records only
+        found.append(starts[:whole])
+        if whole:
+            pos = int(ends[whole - 1])
+        if whole < len(starts) or reps == left:
+            break
+        window *= 2
+    return np.concatenate(found), pos
+
+
+_WINDOW = 64
+"""Cycles of record lengths whose headers :func:`_predict` checks at first (doubling)."""
 
 
 def _walk(blob: bytes, pos: int, limit: int, lengths: dict[int, int]) -> tuple[list[int], int]:
