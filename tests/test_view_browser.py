@@ -131,12 +131,13 @@ def _until(page, script: str, what: str, deadline_s: float = DEADLINE_S):
 
 
 def _chart(page, tag: str, script: str = "c", what: str = "the chart"):
-    """``script`` of the chart of ``tag`` (``c``) once truthy; the chart is scrolled into view
+    """``script`` of the chart of ``tag`` (``c``) once truthy and painted at full width (not its
+    first, coarse stage: a repaint would come under a drag); the chart is scrolled into view
     (a chart out of view is not loaded)."""
     return _until(page, f"(() => {{ const c = (window.__rayplexView.charts || {{}})[{json.dumps(tag)}];"
                         f" const box = document.querySelector(`.chart[data-tag=\"${{CSS.escape("
                         f"{json.dumps(tag)})}}\"]`); if (box) box.scrollIntoView({{block: 'nearest'}});"
-                        f" return c ? ({script}) : null; }})()", what)
+                        f" return c && c.stage !== 'coarse' ? ({script}) : null; }})()", what)
 
 
 def _non_background_pixels(page, tag: str) -> int:
