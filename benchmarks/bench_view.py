@@ -4,9 +4,10 @@ The logdirs are bench_store.py's (rayplex's layout and encoder, one planted spik
 **wide** (1,000 workers x 4 tags x 5,000 steps at ``--scale 1``) and **many** (3,000 trials of 20
 steps at every scale, for the filter). Measured, ``--repeats`` times each (medians):
 
-- rayplex view: time from navigation until the first chart is painted (the median, and the
-  first page's: the later ones find the server's answers kept); a zoom (a drag over 20 % of
-  the chart, another range each time) until the finer chart is painted; a regex filter over
+- rayplex view: time from navigation until the first chart is painted (its first, coarse
+  stage; the median, and the first page's: the later ones find the server's answers kept); a
+  zoom (a drag over 20 % of the chart, another range each time) until the finer chart is
+  painted (its coarse stage) and until its full detail; a regex filter over
   the many logdir's runs until the list is redrawn (in the page: the filter is applied
   synchronously); the server's RSS; the page's JS heap; whether the spike's bucket is the chart's maximum.
 - TensorBoard (``--tensorboard``): time from navigation until a scalar chart has a line; how
@@ -18,6 +19,9 @@ Needs the Debian ``chromium`` and ``pip install -e ".[test]"`` (playwright, tens
 Example:
     python benchmarks/bench_view.py --scale 0.1
     python benchmarks/bench_view.py --scale 1 --tensorboard
+    python benchmarks/bench_view.py --scale 1 --keep /tmp/v --cold-against /tmp/old-checkout
+    (a fresh server per page, old and new code alternating: first paint, full width, zoom
+    repaint and full detail, with the server's CPU seconds at each)
 """
 
 from __future__ import annotations
@@ -61,10 +65,18 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def _start_view(logdir: str) -> tuple[subprocess.Popen[str], str]:
-    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+def _cpu_s(pid: int) -> float:
+    """A process's CPU seconds so far (user + system)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _start_view(logdir: str, code: str = ROOT) -> tuple[subprocess.Popen[str], str]:
+    env = {**os.environ, "PYTHONPATH": code + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    # In the checkout: ``python -m`` puts the working directory first on the path.
     proc = subprocess.Popen([sys.executable, "-m", "rayplex.cli", "view", logdir],
-                            stdout=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, text=True, env=env, cwd=code)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     match = re.search(r"http://\S+", line)
@@ -88,6 +100,7 @@ def bench_view(browser: Any, wide: str, many: str, spec: Spec, repeats: int) -> 
     zoom_requests: list[dict[str, Any]] = []
     proc, url = _start_view(wide)
     first, preview, zoom, heap, spike_ok, marked = [], [], [], [], [], []
+    zoom_full: list[float] = []
     listed = enabled = 0
     try:
         for i in range(repeats):
@@ -125,7 +138,10 @@ def bench_view(browser: Any, wide: str, many: str, spec: Spec, repeats: int) -> 
             preview.append(time.perf_counter() - t0)
             _until(page, f"window.__rayplexView.charts[{tag!r}].answer.steps && "
                          f"window.__rayplexView.renders > {renders}")
-            zoom.append(time.perf_counter() - t0)
+            zoom.append(time.perf_counter() - t0)  # its first stage (a coarse one: finer still)
+            _until(page, f"(c => c.answer.steps && {STAGE_FULL})"
+                         f"(window.__rayplexView.charts[{tag!r}])")
+            zoom_full.append(time.perf_counter() - t0)
             if i == 1:  # the zoom's requests (the first zoom may meet the server's first reads)
                 zoom_requests = [r for r in page.evaluate(PROFILE) if r["start_ms"] >= zoom_at]
             heap.append(page.evaluate("performance.memory.usedJSHeapSize") / 2**20)
@@ -156,9 +172,71 @@ def bench_view(browser: Any, wide: str, many: str, spec: Spec, repeats: int) -> 
             "runs_listed": listed, "runs_enabled_by_default": enabled,
             "spike_visible_by_default": all(marked), "spike_visible_full_range": all(spike_ok),
             "zoom_preview_s": median(preview), "zoom_refined_s": median(zoom),
+            "zoom_full_detail_s": median(zoom_full),
             "filter_s": median(filters), "filter_runs": runs, "server_rss_mb": rss,
             "js_heap_mb": median(heap),
             "first_page_requests": profile, "zoom_requests": zoom_requests}
+
+
+STAGE_FULL = "(c.stage === undefined || c.stage === 'full')"
+"""A chart painted at its full width (a page without progressive stages has no ``stage``)."""
+
+
+def bench_cold(browser: Any, wide: str, spec: Spec, codes: dict[str, str],
+               repeats: int) -> dict[str, dict[str, Any]]:
+    """Each ``repeats`` times, the codes alternating (``{label: checkout}``): a fresh server,
+    a page opened at once; seconds from navigation until the first chart is painted (any
+    stage), until a chart is painted at full width, then a zoom (20 % of the first tag's chart)
+    until it is repainted with finer buckets than before and until its full detail; and the
+    server's CPU seconds at each of those moments (from its start; the zoom's from the drag)."""
+    tag = spec.tags[0]
+    got: dict[str, dict[str, list[float]]] = {label: {} for label in codes}
+    for i in range(repeats):
+        for label, code in codes.items():
+            load = os.getloadavg()[0]
+            proc, url = _start_view(wide, code)
+            out = got[label]
+            # A fresh context: no cached module of the other code (a port can come round again).
+            context = browser.new_context(viewport={"width": 1400, "height": 1000})
+            try:
+                page = context.new_page()
+                t0 = time.perf_counter()
+                page.goto(url)
+                charts = "Object.values((window.__rayplexView || {}).charts || {})"
+                _until(page, f"{charts}.length")
+                out.setdefault("first_chart_painted_s", []).append(time.perf_counter() - t0)
+                out.setdefault("server_cpu_to_first_paint_s", []).append(_cpu_s(proc.pid))
+                _until(page, f"{charts}.some(c => {STAGE_FULL})")
+                out.setdefault("first_chart_full_width_s", []).append(time.perf_counter() - t0)
+                out.setdefault("server_cpu_to_full_width_s", []).append(_cpu_s(proc.pid))
+                c = f"window.__rayplexView.charts[{tag!r}]"
+                page.locator(f".chart[data-tag='{tag}']").scroll_into_view_if_needed()
+                before = _until(page, f"(c => c && {STAGE_FULL} && c.answer.width)({c})")
+                over = page.locator(f".chart[data-tag='{tag}'] .u-over")
+                box = over.bounding_box()
+                y = box["y"] + box["height"] / 2
+                page.mouse.move(box["x"] + box["width"] * (0.3 + 0.02 * i), y)
+                page.mouse.down()
+                page.mouse.move(box["x"] + box["width"] * (0.5 + 0.02 * i), y, steps=4)
+                cpu0 = _cpu_s(proc.pid)
+                t0 = time.perf_counter()
+                page.mouse.up()
+                _until(page, f"(c => c.answer.steps && c.answer.width < {before})({c})")
+                out.setdefault("zoom_repainted_finer_s", []).append(time.perf_counter() - t0)
+                out.setdefault("server_cpu_zoom_repaint_s", []).append(_cpu_s(proc.pid) - cpu0)
+                _until(page, f"(c => c.answer.steps && {STAGE_FULL})({c})")
+                out.setdefault("zoom_full_detail_s", []).append(time.perf_counter() - t0)
+                out.setdefault("server_cpu_zoom_full_s", []).append(_cpu_s(proc.pid) - cpu0)
+                out.setdefault("load_1min", []).append(load)
+                out.setdefault("paints_until_zoom_full", []).append(
+                    page.evaluate("(window.__rayplexView.paints || []).length") or
+                    page.evaluate("window.__rayplexView.renders"))
+            finally:
+                context.close()
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(60)
+            print(label, i, {k: round(v[-1], 2) for k, v in out.items()}, flush=True)
+    return {label: {k: median(v) for k, v in out.items()} for label, out in got.items()}
 
 
 TB_LINES = "ps => ps.filter(p => (p.getAttribute('d') || '').length > 1).length"
@@ -242,6 +320,9 @@ def main() -> None:
     parser.add_argument("--keep", metavar="DIR",
                         help="write the logdirs under DIR and keep them (reused when there)")
     parser.add_argument("--tensorboard", action="store_true", help="also measure TensorBoard")
+    parser.add_argument("--cold-against", metavar="CHECKOUT",
+                        help="only the cold-server page and zoom, alternating this checkout "
+                             "of rayplex ('before') with this one ('after'), --repeats each")
     parser.add_argument("--tb-deadline", type=float, default=120.0,
                         help="seconds to wait for TensorBoard's first drawn line")
     args = parser.parse_args()
@@ -270,6 +351,19 @@ def main() -> None:
         prepared = time.perf_counter() - t0
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+            if args.cold_against:
+                try:
+                    cold = bench_cold(browser, wide, wide_spec,
+                                      {"before": os.path.abspath(args.cold_against),
+                                       "after": ROOT}, args.repeats)
+                finally:
+                    browser.close()
+                print_table(["measure (medians)", "before", "after"],
+                            [(k, v, cold["after"][k]) for k, v in cold["before"].items()],
+                            title=f"cold server, wide: {wide_spec.runs} runs x "
+                                  f"{len(wide_spec.tags)} tags x {wide_spec.steps} steps")
+                write_json("view_cold", vars(args), cold)
+                return
             try:
                 view = bench_view(browser, wide, many, wide_spec, args.repeats)
                 board = (bench_tensorboard(browser, wide, wide_spec, args.tb_deadline)

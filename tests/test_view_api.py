@@ -208,7 +208,7 @@ def test_the_first_charts_of_a_cold_server_import_no_ray(logdir):
     done = subprocess.run([sys.executable, "-c", code, logdir], capture_output=True, text=True,
                           env=env, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["2", "False"]
+    assert done.stdout.split() == ["4", "False"]  # each tag coarse, then full width
 
 
 def test_a_band_of_every_run_reads_them_all(logdir, source):
@@ -307,26 +307,81 @@ def test_warm_reads_nothing_while_a_pages_request_is_under_way(logdir, monkeypat
     release.set()
     page.join(30)
     warm.join(30)
-    assert warmed == [2] and len(lines) == 2
+    assert warmed == [4] and len(lines) == 4  # each tag's coarse stage, then its full width
 
 
 def test_warm_answers_the_first_charts_a_page_asks_for(logdir, monkeypatch):
     source = Source(logdir)
     requests = source.first_requests()
-    assert [r["tag"] for r in requests] == ["train/loss", "train/reward"]  # the page's order
+    known = source.known().answer
+    coarse, full = known["coarse_buckets"], known["buckets"]
+    # The page's order: every chart's coarse stage first (painted first), then full width.
+    assert [(r["tag"], r["buckets"]) for r in requests] == [
+        ("train/loss", coarse), ("train/reward", coarse),
+        ("train/loss", full), ("train/reward", full)]
     assert not any(r["band"] for r in requests)  # 16 runs: lines
-    assert source.warm() == 2
+    assert source.warm() == 4
     hits = source.answers_hits
     # What the page sends for its first chart (app.js: load) is answered from what warm kept.
-    page = {"tag": "train/loss", "runs": None, "buckets": source.known().answer["buckets"],
-            "steps": None, "band": False}
+    page = {"tag": "train/loss", "runs": None, "buckets": coarse, "steps": None, "band": False}
     assert source.series(page)["mode"] == "lines" and source.answers_hits == hits + 1
+    assert source.series({**page, "buckets": full})["buckets"] == full
+    assert source.answers_hits == hits + 2
     monkeypatch.setattr(api, "BAND_ABOVE", 3)
     banded = Source(logdir)
     assert all(r["band"] and r["highlight"] == [] for r in banded.first_requests())
-    assert banded.warm() == 2
+    assert banded.warm() == 4
     assert banded.series({**page, "band": True, "highlight": []})["mode"] == "band"
     assert banded.answers_hits == 1
+
+
+def _brute_force(runs: list[str], steps: tuple[int, int] | None, width: int, lo_step: int = 0
+                 ) -> dict[str, dict[int, tuple[float, float, float, float]]]:
+    """Per run, per output bucket (``step // width``) of the raw points of ``train/reward``
+    within ``steps`` widened to whole buckets: (first, last, min, max)."""
+    out: dict[str, dict[int, tuple[float, float, float, float]]] = {}
+    for run in runs:
+        index = int(run.split("/")[1])
+        step = np.arange(300)
+        value = np.where((index == SPIKE[0]) & (step == SPIKE[2]), SPIKE[3], value_of(index, step))
+        if steps is not None:
+            lo, hi = steps[0] - steps[0] % width, steps[1] + (-(steps[1] + 1)) % width
+            keep = (step >= lo) & (step <= hi)
+            step, value = step[keep], value[keep]
+        cut = {int(b): value[step // width == b] for b in np.unique(step // width)}
+        out[run] = {b: (float(v[0]), float(v[-1]), float(v.min()), float(v.max()))
+                    for b, v in cut.items()}
+    return out
+
+
+@pytest.mark.parametrize("steps", [None, [40, 290]])
+def test_a_coarse_stage_is_exact_m4_at_its_own_width(logdir, source, steps):
+    """The page's first stage (coarse buckets; a zoom's: the zoom's coarse buckets) holds, per
+    bucket, the first/last/min/max of every raw point in it: checked against the points."""
+    known = source.known().answer
+    # A zoom of 250 of these 300 steps at ZOOM_COARSE_BUCKETS would read raw points (the page
+    # then skips the coarse stage): asked here at 40, whole level-2 rows (width 8).
+    coarse = 40 if steps else known["coarse_buckets"]
+    lo, hi = steps or (0, 299)
+    assert api.coarse_first(lo, hi, coarse)  # whole pyramid rows, not raw points
+    runs = [f"agent/{i}" for i in range(12)]
+    request = {"tag": "train/reward", "runs": runs, "buckets": coarse, "steps": steps}
+    lines = source.series(request)
+    full = source.series({**request, "buckets": known["buckets"]})
+    assert lines["width"] > full["width"] >= 1
+    truth = _brute_force(runs, tuple(steps) if steps else None, lines["width"])
+    for r in lines["runs"]:
+        got = {s // lines["width"]: (f, la, mi, ma) for s, f, la, mi, ma in zip(
+            r["step_lo"], r["first"], r["last"], r["min"], r["max"], strict=True)}
+        assert sorted(got) == sorted(truth[r["run"]]), r["run"]
+        assert np.allclose([got[b] for b in sorted(got)],
+                           [truth[r["run"]][b] for b in sorted(got)]), r["run"]
+    band = source.series({**request, "band": True, "runs": runs})
+    assert band["width"] == lines["width"]
+    envelope = {b: max(t[b][3] for t in truth.values()) for b in truth["agent/0"]}
+    assert [x // band["width"] for x in band["x"]] == sorted(envelope)
+    assert band["max"] == pytest.approx([envelope[b] for b in sorted(envelope)])
+    assert max(band["max"]) == SPIKE[3] == max(envelope.values())  # the spike, at every stage
 
 
 def test_a_run_named_like_a_glob_pattern_selects_only_itself(logdir, source):

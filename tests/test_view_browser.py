@@ -131,12 +131,13 @@ def _until(page, script: str, what: str, deadline_s: float = DEADLINE_S):
 
 
 def _chart(page, tag: str, script: str = "c", what: str = "the chart"):
-    """``script`` of the chart of ``tag`` (``c``) once truthy; the chart is scrolled into view
+    """``script`` of the chart of ``tag`` (``c``) once truthy and painted at full width (not its
+    first, coarse stage: a repaint would come under a drag); the chart is scrolled into view
     (a chart out of view is not loaded)."""
     return _until(page, f"(() => {{ const c = (window.__rayplexView.charts || {{}})[{json.dumps(tag)}];"
                         f" const box = document.querySelector(`.chart[data-tag=\"${{CSS.escape("
                         f"{json.dumps(tag)})}}\"]`); if (box) box.scrollIntoView({{block: 'nearest'}});"
-                        f" return c ? ({script}) : null; }})()", what)
+                        f" return c && c.stage !== 'coarse' ? ({script}) : null; }})()", what)
 
 
 def _non_background_pixels(page, tag: str) -> int:
@@ -448,3 +449,101 @@ def test_the_x_axis_shows_step_wall_or_relative_time_and_is_in_the_url(page, sma
     page.select_option("#xaxis", "step")
     _chart(page, "train/reward", "c.xaxis === 'step' && c", "steps again")
     assert "x=" not in page.url.split("#")[1].replace("sel=", "")
+
+
+# ----------------------------------------------------------------------------- progressive paints
+
+
+def _paints(page, tag: str) -> list[dict]:
+    return [p for p in page.evaluate("window.__rayplexView.paints") if p["tag"] == tag]
+
+
+def test_the_first_paint_is_a_coarse_answer_then_the_full_width_with_the_spike_at_both(page, server):
+    from rayplex.config import CHART_BUCKETS, COARSE_BUCKETS
+
+    requests: list[dict] = []
+    page.on("request", lambda r: requests.append(json.loads(r.post_data))
+            if r.url.endswith("/api/series") else None)
+    _open(page, server.url)
+    _chart(page, "train/reward", "c.stage === 'full' && c", "the full-width chart")
+    paints = _paints(page, "train/reward")
+    first, last = paints[0], paints[-1]
+    assert (first["stage"], first["buckets"]) == ("coarse", COARSE_BUCKETS)
+    assert (last["stage"], last["buckets"]) == ("full", CHART_BUCKETS)
+    assert first["width"] > last["width"]
+    for stage in (first, last):  # exact at every stage: the spike's bucket is the maximum
+        assert stage["max"] == SPIKE[3]
+        assert stage["argmax"][0] <= SPIKE[2] <= stage["argmax"][1]
+    asked = [r["buckets"] for r in requests if r.get("tag") == "train/reward"]
+    assert asked[:2] == [COARSE_BUCKETS, CHART_BUCKETS]
+
+
+LONG_STEPS = 4000
+
+
+@pytest.fixture(scope="module")
+def long_runs(tmp_path_factory):
+    """3 runs x 4,000 steps (a spike in agent/1 at step 2,500): a zoom over a fifth of it has
+    a coarse stage (its 128 buckets are whole pyramid rows)."""
+    root = tmp_path_factory.mktemp("view-long") / "tb"
+    write_runs(root, 3, LONG_STEPS, spike=(1, "train/reward", 2500, 500.0))
+    rayplex.index(root)
+    running = _Server(root)
+    yield running
+    running.stop()
+
+
+def _drag(page, tag: str, start: float, end: float) -> None:
+    over = page.locator(f".chart[data-tag='{tag}'] .u-over")
+    over.scroll_into_view_if_needed()
+    box = over.bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * start, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * end, y, steps=8)
+    page.mouse.up()
+
+
+def test_a_zoom_paints_a_coarse_stage_then_full_detail_and_a_stale_stage_is_never_painted(
+        page, long_runs):
+    from rayplex.config import CHART_BUCKETS, ZOOM_COARSE_BUCKETS
+
+    tag = "train/reward"
+    _open(page, long_runs.url)
+    _chart(page, tag, "c.stage === 'full' && c", "the full-width chart")
+    # The first zoom's coarse answer is held in the browser until a second zoom is painted.
+    held: list = []
+
+    def hold(route):
+        body = json.loads(route.request.post_data or "null")
+        if body.get("steps") and body["buckets"] == ZOOM_COARSE_BUCKETS and not held:
+            held.append((route, body["steps"]))
+        else:
+            route.continue_()
+
+    page.route("**/api/series", hold)
+    _drag(page, tag, 0.1, 0.9)
+    _until(page, "window.__rayplexView.state.zoom", "the first zoom")
+    deadline = time.monotonic() + DEADLINE_S
+    while not held and time.monotonic() < deadline:
+        page.wait_for_timeout(50)
+    assert held, "the first zoom asked for no coarse stage"
+    first_zoom = held[0][1]
+    _drag(page, tag, 0.1, 0.9)  # within the first zoom's range (the chart shows it already)
+    second = _chart(page, tag, f"c.answer.steps && c.answer.steps[0] !== {first_zoom[0]} && "
+                               "c.stage === 'full' && c", "the second zoom, full detail")
+    second_zoom = second["answer"]["steps"]
+    assert first_zoom[0] <= second_zoom[0] < second_zoom[1] <= first_zoom[1]
+    stale = page.evaluate("window.__rayplexView.stale")
+    held[0][0].continue_()  # the first zoom's coarse answer now arrives, after the second's
+    _until(page, f"window.__rayplexView.stale > {stale}", "the stale answer dropped")
+    paints = _paints(page, tag)
+    assert not [p for p in paints if p["steps"] == first_zoom]
+    assert page.evaluate(f"window.__rayplexView.charts[{tag!r}].answer.steps") == second_zoom
+    # The second zoom: its coarse stage painted, then full detail; the spike's at both.
+    mine = [p for p in paints if p["steps"] == second_zoom]
+    assert [(p["stage"], p["buckets"]) for p in mine] == [("coarse", ZOOM_COARSE_BUCKETS),
+                                                          ("full", CHART_BUCKETS)]
+    assert mine[0]["width"] > mine[1]["width"]
+    if second_zoom[0] <= 2500 <= second_zoom[1]:
+        assert all(p["max"] == 500.0 for p in mine)

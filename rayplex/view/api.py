@@ -30,6 +30,7 @@ import numpy as np
 
 from rayplex.config import (  # the viewer's tunables live with every other
     CHART_BUCKETS,
+    COARSE_BUCKETS,
     HIGHLIGHT_MAX,
     LINE_RUNS_MAX,
     LIVE_WITHIN_S,
@@ -40,8 +41,10 @@ from rayplex.config import (  # the viewer's tunables live with every other
     READS_AT_ONCE,
     REFRESH_EVERY_S,
     WALL_EVERY_S,
+    ZOOM_COARSE_BUCKETS,
 )
 from rayplex.rules import check_step, natural_key, validate_tag
+from rayplex.store.format import LEVELS
 
 __all__ = [
     "BAND_ABOVE",
@@ -52,6 +55,7 @@ __all__ = [
     "band_answer",
     "alerts_answer",
     "catalog",
+    "coarse_first",
     "literal_pattern",
     "log_tail",
     "params_answer",
@@ -403,6 +407,21 @@ def whole_buckets(steps: tuple[int, int] | None, buckets: int) -> tuple[int, int
             break
         lo, hi = wider
     return lo, hi
+
+
+def coarse_first(lo: int, hi: int, coarse: int) -> bool:
+    """Whether a chart of steps ``lo..hi`` is first asked at ``coarse`` buckets (then at the
+    full width): when those buckets are whole pyramid rows (:func:`rayplex.store.pyramid.plan`
+    picks a level above the raw points), so the first stage reads few rows. The page applies the
+    same rule (``pyramid_base`` in the catalog).
+
+    Example:
+        >>> coarse_first(0, 4999, 64), coarse_first(1000, 1100, 128)
+        (True, False)
+    """
+    from rayplex.store.pyramid import plan
+
+    return plan(lo, hi, coarse).level > 0
 
 
 def _read(logdir: str | os.PathLike[str], tag: str, runs: list[str] | None, all_runs: int,
@@ -815,6 +834,9 @@ class Source:
         answer["version"] = version
         answer["logdir"] = self.logdir
         answer["buckets"] = CHART_BUCKETS  # the page's, from here: one number in one place
+        answer["coarse_buckets"] = COARSE_BUCKETS  # a chart's first stage
+        answer["zoom_coarse_buckets"] = ZOOM_COARSE_BUCKETS  # a zoom's first stage
+        answer["pyramid_base"] = 1 << LEVELS[0]  # coarse_first: a bucket this wide is a row
         answer["highlight_max"] = HIGHLIGHT_MAX
         answer["band_above"] = BAND_ABOVE
         known = _Known(version, answer, {r["run"]: r for r in answer["runs"]},
@@ -887,20 +909,25 @@ class Source:
     def first_requests(self) -> list[dict[str, Any]]:
         """The requests a page opened on every run asks first, in its charts' order: each
         ``store_metrics`` summary, then each tag (a band when there are more than
-        :data:`BAND_ABOVE` runs), all of :data:`CHART_BUCKETS` buckets, no zoom."""
+        :data:`BAND_ABOVE` runs), no zoom; first every tag's coarse stage
+        (:data:`COARSE_BUCKETS`, what the page paints first), then every chart at
+        :data:`CHART_BUCKETS`."""
         answer = self.known().answer
         runs = [str(r["run"]) for r in answer["runs"]]
         summary_runs = [r for r in runs if r.endswith("/summary")]
-        out: list[dict[str, Any]] = []
+        summaries: list[dict[str, Any]] = []
         for summary in answer["summaries"]:
             for run in summary["runs"] if summary["runs"] is not None else summary_runs:
-                out.append({"summary": True, "run": run, "key": summary["key"],
-                            "buckets": CHART_BUCKETS, "steps": None})
+                summaries.append({"summary": True, "run": run, "key": summary["key"],
+                                  "buckets": CHART_BUCKETS, "steps": None})
         band = len(runs) > BAND_ABOVE
-        for t in answer["tags"]:
-            out.append({"tag": t["tag"], "runs": None, "buckets": CHART_BUCKETS,
-                        "steps": None, "band": band, **({"highlight": []} if band else {})})
-        return out
+        tags = [{"tag": t["tag"], "runs": None, "steps": None, "band": band,
+                 **({"highlight": []} if band else {})} for t in answer["tags"]
+                if coarse_first(int(t["first_step"]), int(t["last_step"]), COARSE_BUCKETS)]
+        return [*({**t, "buckets": COARSE_BUCKETS} for t in tags), *summaries,
+                *({"tag": t["tag"], "runs": None, "buckets": CHART_BUCKETS, "steps": None,
+                   "band": band, **({"highlight": []} if band else {})}
+                  for t in answer["tags"])]
 
     def warm(self) -> int:
         """Answer :meth:`first_requests` ahead of the page (kept for the current store

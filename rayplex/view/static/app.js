@@ -20,7 +20,7 @@ const state = {
 };
 const charts = new Map();  // tag -> {el, plot, answer, markers, seq}
 const queue = { waiting: new Set(), running: 0 };  // charts to load, in page order
-const view = { state, charts: {}, requests: 0, renders: 0, incremental: 0, previews: 0, preview: null, ready: false, error: null };
+const view = { state, charts: {}, requests: 0, renders: 0, incremental: 0, previews: 0, stale: 0, paints: [], preview: null, ready: false, error: null };
 window.__rayplexView = view;
 
 // ----------------------------------------------------------------------------- helpers
@@ -194,7 +194,7 @@ function layoutCharts() {
       const hover = el("div", "hover");
       box.append(title, note, plotBox, hover);
       grid.append(box);
-      const chart = { tag, summary, box, note, plotBox, hover, plot: null, answer: null, highlight: null, seq: 0, shown: false };
+      const chart = { tag, summary, box, note, plotBox, hover, plot: null, answer: null, highlight: null, seq: 0, pending: 0, stage: null, shown: false };
       charts.set(tag, chart);
       observer.observe(box);
     }
@@ -232,6 +232,7 @@ async function refreshCharts(first = null) {
 async function load(chart) {
   const runs = selectedRuns();
   const seq = ++chart.seq;
+  chart.pending = 0;
   if (chart.summary && !state.selected.has(chart.summary.run)) {
     if (chart.plot) { chart.plot.destroy(); chart.plot = null; }
     chart.answer = null;
@@ -245,21 +246,50 @@ async function load(chart) {
   }
   const all = runs.length === state.runs.length;
   const band = runs.length > BAND_ABOVE;
-  const buckets = state.catalog.buckets;
-  const request = chart.summary
-    ? { summary: true, run: chart.summary.run, key: chart.summary.key, buckets, steps: state.zoom }
-    : { tag: chart.tag, runs: all ? null : runs, buckets, steps: state.zoom, band };
-  if (band && !chart.summary) request.highlight = pinned();
-  try {
-    const answer = await getJSON("/api/series", request);
-    if (seq !== chart.seq) return;  // a newer request is on its way
-    chart.highlight = band ? highlights(answer) : null;
-    chart.answer = answer;
-    draw(chart);
-  } catch (err) {
-    chart.note.textContent = `error: ${err.message}`;
-    view.error = String(err);
+  const steps = state.zoom;
+  const request = (buckets) => {
+    const r = chart.summary
+      ? { summary: true, run: chart.summary.run, key: chart.summary.key, buckets, steps }
+      : { tag: chart.tag, runs: all ? null : runs, buckets, steps, band };
+    if (band && !chart.summary) r.highlight = pinned();
+    return r;
+  };
+  // Progressive: a coarse answer first (few pyramid rows: painted at once), then the chart's
+  // full width; each one exact M4 at its own buckets. A newer load (a zoom, a selection)
+  // bumps chart.seq: an older stage arriving later is dropped, never painted over it.
+  const stages = [];
+  chart.pending = seq;
+  const coarse = coarseBuckets(chart);
+  if (coarse) stages.push(coarse);
+  stages.push(state.catalog.buckets);
+  for (const buckets of stages) {
+    try {
+      const answer = await getJSON("/api/series", request(buckets));
+      if (seq !== chart.seq) { view.stale += 1; return; }  // a newer request is on its way
+      chart.highlight = band ? highlights(answer) : null;
+      chart.answer = answer;
+      chart.stage = buckets === state.catalog.buckets ? "full" : "coarse";
+      draw(chart);
+    } catch (err) {
+      if (seq !== chart.seq) return;
+      chart.note.textContent = `error: ${err.message}`;
+      view.error = String(err);
+      break;
+    }
   }
+  if (chart.pending === seq) chart.pending = 0;
+}
+
+function coarseBuckets(chart) {
+  // The first stage's buckets, or 0 for none: a summary (one run: cheap), or a span so short
+  // that the coarse buckets would be raw points too (the server's api.coarse_first rule).
+  if (chart.summary) return 0;
+  const cat = state.catalog;
+  const info = cat.tags.find((t) => t.tag === chart.tag);
+  const [lo, hi] = state.zoom || (info ? [info.first_step, info.last_step] : [0, 0]);
+  const coarse = state.zoom ? cat.zoom_coarse_buckets : cat.coarse_buckets;
+  if (!coarse || coarse >= cat.buckets) return 0;
+  return Math.ceil((hi - lo + 1) / coarse) >= cat.pyramid_base ? coarse : 0;
 }
 
 function pinned() {
@@ -288,6 +318,8 @@ async function update(chart) {
   // Live: fetch only the buckets from the last one seen on, and merge them in.
   const old = chart.answer;
   const runs = selectedRuns();
+  if (chart.pending) return;  // a load's stages are under way: its full answer is the newest
+  if (chart.stage === "coarse") return load(chart);  // its full stage failed: load again
   if (!old || chart.summary || state.zoom || !old.width || !runs.length || (old.mode === "band") !== (runs.length > BAND_ABOVE)) return load(chart);
   const lasts = old.mode === "band" ? [old.x[old.x.length - 1]] : old.runs.map((r) => r.step_lo[r.step_lo.length - 1]);
   const since = Math.min(...lasts.filter((v) => v !== undefined));
@@ -614,7 +646,11 @@ function draw(chart) {
   view.charts[chart.tag] = { mode: answer.mode, answer, marks, max, argmax, yRange: range,
     highlight: chart.highlight ? chart.highlight.runs.map((r) => r.run) : [], series: series.length - 1,
     xaxis: chart.slotSteps ? state.xaxis : "step", xSpan: [data[0][0], data[0][data[0].length - 1]],
-    shownScale: [chart.plot.scales.y.min, chart.plot.scales.y.max] };
+    shownScale: [chart.plot.scales.y.min, chart.plot.scales.y.max], stage: chart.stage || "full" };
+  // Every paint in order (tests and the benchmark read the stages): the last 200.
+  view.paints.push({ tag: chart.tag, stage: chart.stage || "full", buckets: answer.buckets, width: answer.width,
+    steps: answer.steps, max, argmax, at: performance.now() });
+  if (view.paints.length > 200) view.paints.shift();
   view.renders += 1;
 }
 
