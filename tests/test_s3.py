@@ -14,6 +14,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -401,10 +402,17 @@ def test_two_hubs_on_two_nodes_cannot_both_write_one_bucket_logdir(
 
 
 @ray.remote(num_cpus=0)
-def _log_steadily(hub: str, i: int, steps: int, pace_s: float) -> tuple[int, float]:
+def _log_steadily(hub: str, i: int, steps: int, pace_s: float,
+                  gate: str | None = None) -> tuple[int, float]:
+    """Log ``steps`` scalars ``pace_s`` apart; with a ``gate`` (a path), wait for it to exist
+    before the last 20 steps, so that what the test does meanwhile lands inside the run."""
     log = rayplex.get_logger(f"agent/{i}", hub=hub)
     longest = 0.0
     for step in range(steps):
+        if gate is not None and step == steps - 20:
+            gate_deadline = time.monotonic() + 600
+            while not os.path.exists(gate) and time.monotonic() < gate_deadline:
+                time.sleep(0.05)
         started = time.perf_counter()
         log.add_scalar("x", float(step), step=step)
         longest = max(longest, time.perf_counter() - started)
@@ -494,7 +502,7 @@ def _pid_of(get: Callable[[], dict[str, Any]]) -> int | None:
 @pytest.mark.slow
 @pytest.mark.parametrize("victim", ["uploader", "hub"])
 def test_a_sigkill_mid_upload_loses_duplicates_and_rewrites_nothing(
-        victim: str, s3_env: S3, monkeypatch: pytest.MonkeyPatch) -> None:
+        victim: str, s3_env: S3, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     s3 = s3_env
     monkeypatch.setenv("RAYPLEX_UPLOAD_SEGMENT_S", "0.1")
     reload_config()
@@ -512,7 +520,8 @@ def test_a_sigkill_mid_upload_loses_duplicates_and_rewrites_nothing(
         return dict(ray.get(hub.actor.info.remote(), timeout=10))
 
     get = uploader_info if victim == "uploader" else hub_info
-    refs = [_log_steadily.remote(hub.name, i, steps, 0.1) for i in range(workers)]
+    gate = str(tmp_path / "kills-done")
+    refs = [_log_steadily.remote(hub.name, i, steps, 0.1, gate) for i in range(workers)]
     killed: set[int] = set()
     for _ in range(2):
         before = _until(lambda: _upload_info(hub.name).get("objects", 0), 60, "uploads")
@@ -522,8 +531,9 @@ def test_a_sigkill_mid_upload_loses_duplicates_and_rewrites_nothing(
         os.kill(pid, signal.SIGKILL)
         killed.add(pid)
         _until(lambda: (p := _pid_of(get)) not in killed and p, 60, f"the {victim} to restart")
-    assert len(ray.wait(refs, num_returns=workers, timeout=0)[0]) < workers, \
-        "the workers finished before the second kill: make them slower"
+    assert not ray.wait(refs, num_returns=workers, timeout=0)[0], \
+        "a worker finished before the second kill"
+    open(gate, "w").close()
     assert [n for n, _ in ray.get(refs, timeout=300)] == [steps] * workers
     rayplex.shutdown(hub.name)
     counts = _exactly_once(s3, uri, prefix, workers, steps)
