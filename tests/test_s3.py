@@ -464,8 +464,7 @@ def test_the_server_down_while_8_workers_log_delays_the_bucket_not_the_workers(
     while time.monotonic() - down < outage_s:  # the outage itself, the bound watched
         # the hub's files (event files, text logs) to the byte; the store's count at measures
         sizes = remote.tree_sizes(hub.logdir, remote.COUNTED_TREES)
-        peak = max(peak, sum(n for rel, n in sizes.items()
-                             if remote.counted(rel) and not rel.startswith("store/")))
+        peak = max(peak, _hub_bytes(sizes))
         peak_all = max(peak_all, remote.counted_bytes(hub.logdir, sizes))
         held = held or _hub_info(hub.name).get("staging_refused", 0) > 0
         time.sleep(0.5)
@@ -480,7 +479,9 @@ def test_the_server_down_while_8_workers_log_delays_the_bucket_not_the_workers(
     # the bound was exact, CI saw 19,653 bytes against 8,192); nothing is lost, as checked below
     assert held and peak <= bound and not _hub_info(hub.name)["staging_oversize"], (held, peak)
     rayplex.flush(hub.name)
-    assert remote.counted_bytes(hub.logdir) <= bound
+    # the hub's files within the bound; the store (another process, never refused) may still
+    # hold a segment the uploader has not taken yet (README: bounded at each measure)
+    assert _hub_bytes(remote.tree_sizes(hub.logdir, remote.COUNTED_TREES)) <= bound
     after = _upload_info(hub.name)
     assert after["lag_bytes"] == 0 and after["problem"] is None and not after["staging_full"]
     rayplex.shutdown(hub.name)
@@ -490,6 +491,12 @@ def test_the_server_down_while_8_workers_log_delays_the_bucket_not_the_workers(
           f"lag seen {behind.get('lag_bytes')} bytes "
           f"{behind.get('lag_s')} s (problem: {lag['problem'][:60]}); longest add_scalar "
           f"{longest * 1e3:.1f} ms; {counts}")
+
+
+def _hub_bytes(sizes: dict[str, int]) -> int:
+    """The bytes of the hub's own files (event files, text logs) that the staging bound counts:
+    the bound holds them to the byte."""
+    return sum(n for rel, n in sizes.items() if remote.counted(rel) and not rel.startswith("store/"))
 
 
 def _pid_of(get: Callable[[], dict[str, Any]]) -> int | None:
