@@ -257,3 +257,30 @@ def count_decoded(monkeypatch) -> list[tuple[str, int]]:
 
     monkeypatch.setattr(query, "_row_groups", counting)
     return decoded
+
+
+@contextlib.contextmanager
+def compaction_held_at(monkeypatch, logdir, stage):
+    """``rayplex.store.compact(logdir)`` in a thread, held at the indexer's ``stage`` (an Event
+    in its stage hook) until the block ends; yields the list its result is appended to."""
+    import rayplex.store
+    import rayplex.store.indexer as indexer
+
+    held, release, merged = threading.Event(), threading.Event(), []
+    real = indexer._stage
+
+    def hook(name):
+        if name == stage and threading.current_thread() is compaction:
+            held.set()
+            release.wait(timeout=120)
+        real(name)
+
+    monkeypatch.setattr(indexer, "_stage", hook)
+    compaction = threading.Thread(target=lambda: merged.append(rayplex.store.compact(logdir)))
+    compaction.start()
+    try:
+        assert held.wait(timeout=120), f"the compaction never reached {stage}"
+        yield merged
+    finally:
+        release.set()
+        compaction.join(timeout=120)

@@ -17,6 +17,7 @@ pytest.importorskip("pyarrow")
 
 from rayplex import remote  # noqa: E402
 from rayplex.upload import Uploader  # noqa: E402
+from tests.conftest import compaction_held_at  # noqa: E402
 
 
 def test_a_plain_path_is_not_remote_and_a_file_uri_is() -> None:
@@ -832,8 +833,6 @@ def test_a_segment_that_goes_up_while_a_compaction_merges_it_is_not_merged_away(
     is merging, held before it reads them (``compact-reserved``) or before it commits
     (``compact-written``), the compaction gives up. The manifest still lists the segments that
     went up (PUT once, not replaced by a merged copy) and no merged file is left behind."""
-    import threading
-
     import rayplex
     import rayplex.store.indexer as indexer
     from rayplex.event_bytes import ScalarTemplate, tag_header
@@ -852,24 +851,8 @@ def test_a_segment_that_goes_up_while_a_compaction_merges_it_is_not_merged_away(
     ids = [seg.id for seg in Manifest.load(layout).segments]
     assert len(ids) == 4
 
-    held, release, merged = threading.Event(), threading.Event(), []
-    real = indexer._stage
-
-    def stage(name: str) -> None:
-        if name == during and threading.current_thread() is compaction:
-            held.set()
-            release.wait(timeout=120)
-        real(name)
-
-    monkeypatch.setattr(indexer, "_stage", stage)
-    compaction = threading.Thread(target=lambda: merged.append(rayplex.store.compact(staging)))
-    compaction.start()
-    try:
-        assert held.wait(timeout=120), f"the compaction never reached {during}"
+    with compaction_held_at(monkeypatch, staging, during) as merged:
         assert indexer.uploaded(staging, lambda name: True) > 0  # all up: they leave staging
-    finally:
-        release.set()
-        compaction.join(timeout=120)
     assert merged == [0]
     after = Manifest.load(layout).segments
     assert [seg.id for seg in after] == ids and all(layout.uploaded(seg) for seg in after)

@@ -20,7 +20,7 @@ from rayplex.read import _scalar_rows, stored_scalars
 from rayplex.store.feed import store_feed_name
 from rayplex.store.follower import event_limits, store_available
 from rayplex.store.format import Layout, Manifest
-from tests.conftest import tb_scalars
+from tests.conftest import compaction_held_at, tb_scalars
 
 pytest.importorskip("duckdb")
 pytest.importorskip("pyarrow")
@@ -234,7 +234,6 @@ def test_a_feed_round_goes_on_while_a_compaction_is_held_midway(tmp_path, monkey
 
     from tensorboardX import SummaryWriter
 
-    import rayplex.store.indexer as indexer
     from rayplex.config import COMPACT_MIN
     from rayplex.store.follower import StoreFollower
     from rayplex.store.format import SEGMENT_FILE
@@ -258,30 +257,17 @@ def test_a_feed_round_goes_on_while_a_compaction_is_held_midway(tmp_path, monkey
     layout = Layout.of(logdir)
     assert len(Manifest.load(layout).segments) == COMPACT_MIN  # the rounds did not compact
 
-    held, release, merged = threading.Event(), threading.Event(), []
-    real = indexer._stage
-
-    def stage(name: str) -> None:
-        if name == "compact-written" and threading.current_thread() is compaction:
-            held.set()
-            release.wait(timeout=120)
-        real(name)
-
-    monkeypatch.setattr(indexer, "_stage", stage)
-    compaction = threading.Thread(target=lambda: merged.append(rayplex.store.compact(logdir)))
-    compaction.start()
     indexing = threading.Thread(target=follower.round)
     try:
-        assert held.wait(timeout=120), "the compaction never reached its commit"
-        write(10_000)
-        indexing.start()
-        indexing.join(timeout=60)  # a deadline, not a timing: a round held by the merge hangs
-        assert not indexing.is_alive(), "the feed's round waited for the compaction in progress"
-        assert ("learner", "main/loss", 10_049, 10_049.0) in _store_points(str(logdir))
+        with compaction_held_at(monkeypatch, logdir, "compact-written") as merged:
+            write(10_000)
+            indexing.start()
+            indexing.join(timeout=60)  # a deadline, not a timing: a round held by the merge hangs
+            assert not indexing.is_alive(), (
+                "the feed's round waited for the compaction in progress")
+            assert ("learner", "main/loss", 10_049, 10_049.0) in _store_points(str(logdir))
     finally:
-        release.set()
-        compaction.join(timeout=120)
-        if indexing.is_alive() or not indexing.ident:
+        if indexing.ident:  # started: it ends once the merge is released
             indexing.join(timeout=120)
     assert merged == [COMPACT_MIN]
     assert _store_points(str(logdir)) == _event_points(str(logdir))  # none lost, none twice
